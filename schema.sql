@@ -1,0 +1,102 @@
+-- xenon_elixir schema. Every statement is idempotent: the whole script runs at each start.
+-- PRAGMA user_version records the version; a file from a newer version is refused.
+
+-- Elixir API keys: only the SHA-256 hex of a key is kept.
+CREATE TABLE IF NOT EXISTS elixir_keys (
+    key_hash   TEXT PRIMARY KEY,
+    guild_id   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (guild_id, user_id)
+) WITHOUT ROWID;
+
+-- The guild registry that Elixir's join checks, fed by the host bot.
+CREATE TABLE IF NOT EXISTS guilds (
+    guild_id TEXT PRIMARY KEY,
+    name     TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS voice_channels (
+    guild_id   TEXT NOT NULL REFERENCES guilds (guild_id) ON DELETE CASCADE,
+    channel_id TEXT NOT NULL,
+    PRIMARY KEY (guild_id, channel_id)
+); -- with rowid: it keeps the order the channels were given in
+
+-- The local catalog the default resolver plays from (length in ms).
+CREATE TABLE IF NOT EXISTS tracks (
+    track_id   INTEGER PRIMARY KEY,
+    source     TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    author     TEXT NOT NULL,
+    length     INTEGER NOT NULL,
+    uri        TEXT NOT NULL,
+    thumbnail  TEXT,
+    is_stream  INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (source, identifier)
+);
+
+CREATE VIRTUAL TABLE IF NOT EXISTS tracks_fts USING fts5 (
+    title, author,
+    content = 'tracks', content_rowid = 'track_id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER IF NOT EXISTS tracks_fts_insert AFTER INSERT ON tracks BEGIN
+    INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
+END;
+
+CREATE TRIGGER IF NOT EXISTS tracks_fts_delete AFTER DELETE ON tracks BEGIN
+    INSERT INTO tracks_fts (tracks_fts, rowid, title, author)
+    VALUES ('delete', old.track_id, old.title, old.author);
+END;
+
+CREATE TRIGGER IF NOT EXISTS tracks_fts_update AFTER UPDATE ON tracks BEGIN
+    INSERT INTO tracks_fts (tracks_fts, rowid, title, author)
+    VALUES ('delete', old.track_id, old.title, old.author);
+    INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
+END;
+
+CREATE TABLE IF NOT EXISTS playlists (
+    playlist_id INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    identifier  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    UNIQUE (source, identifier)
+);
+
+CREATE TABLE IF NOT EXISTS playlist_tracks (
+    playlist_id INTEGER NOT NULL REFERENCES playlists (playlist_id) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,
+    track_id    INTEGER NOT NULL REFERENCES tracks (track_id) ON DELETE CASCADE,
+    PRIMARY KEY (playlist_id, position)
+) WITHOUT ROWID;
+
+-- One music player per connected guild. The head of its queue is the current track;
+-- its position is `position` ms at clock time `anchor` (frozen while paused).
+CREATE TABLE IF NOT EXISTS players (
+    guild_id   TEXT PRIMARY KEY,
+    channel_id TEXT NOT NULL,
+    volume     INTEGER NOT NULL,
+    paused     INTEGER NOT NULL,
+    position   REAL NOT NULL,
+    anchor     REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Queue entries hold a copy of their track, so any resolver's tracks can be queued.
+-- Entries are only appended (entry_id grows) and deleted from the head.
+CREATE TABLE IF NOT EXISTS queue (
+    entry_id     INTEGER PRIMARY KEY,
+    guild_id     TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    identifier   TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    author       TEXT NOT NULL,
+    length       INTEGER NOT NULL,
+    uri          TEXT NOT NULL,
+    thumbnail    TEXT,
+    is_stream    INTEGER NOT NULL,
+    requested_by TEXT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);

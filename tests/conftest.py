@@ -1,0 +1,94 @@
+"""Shared fixtures: a real SQLite file per test, an app with a controllable clock, and the
+guild, key and catalog that most Elixir tests start from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+import xenon_elixir as xe
+
+CATALOG_FILE = Path(__file__).with_name("catalog.json")
+CATALOG = json.loads(CATALOG_FILE.read_text())
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+GUILD = "766045633697021973"
+VOICE = "766045633697021978"
+VOICE_2 = "766045633697021979"
+USER = "460177285954142208"
+OTHER_USER = "946443578849243156"
+OTHER_GUILD = "410488579140354049"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class FakeClock:
+    """The app's wall clock, moved only by the test."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "xe.db")
+
+
+@pytest.fixture
+def make_client(db_path: str, clock: FakeClock) -> Iterator[Any]:
+    """Start apps on the test's database file; each is shut down at the end (or by the test)."""
+    started: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        config = xe.Config(db=db_path, admin_token=ADMIN_TOKEN, clock=clock)
+        client = TestClient(xe.create_app(config, **overrides))
+        client.__enter__()
+        started.append(client)
+        return client
+
+    yield make
+    for client in started:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Any) -> TestClient:
+    return make_client()
+
+
+def admin_key(client: TestClient, guild: str, user: str) -> str:
+    response = client.post("/admin/keys", json={"guild": guild, "user": user}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return response.json()["key"]
+
+
+@pytest.fixture
+def world(client: TestClient) -> dict[str, str]:
+    """A registered guild with two voice channels, the sample catalog, and USER's key."""
+    response = client.put(
+        f"/admin/guilds/{GUILD}", json={"name": "Music Lounge", "voice_channels": [VOICE, VOICE_2]}, headers=ADMIN
+    )
+    assert response.status_code == 200, response.text
+    assert client.post("/admin/tracks", json=CATALOG["tracks"], headers=ADMIN).status_code == 200
+    for playlist in CATALOG["playlists"]:
+        assert client.post("/admin/playlists", json=playlist, headers=ADMIN).status_code == 200
+    return {"key": admin_key(client, GUILD, USER)}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

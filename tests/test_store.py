@@ -1,0 +1,109 @@
+"""The SQLite store: schema, WAL, versioning, hashed secrets, all-or-nothing writes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import xenon_elixir as xe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_schema_file_is_identical_to_the_module_schema() -> None:
+    assert (ROOT / "schema.sql").read_text() == xe.SCHEMA
+
+
+def test_database_is_a_wal_file_with_the_schema_version(db_path: str) -> None:
+    async def run() -> None:
+        async with xe.Host.open(xe.Config(db=db_path)):
+            pass
+
+    asyncio.run(run())
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (xe.SCHEMA_VERSION,)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"elixir_keys", "guilds", "voice_channels", "tracks", "playlists", "players", "queue"} <= tables
+
+
+def test_opening_twice_keeps_data(db_path: str) -> None:
+    async def run() -> int:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            await host.put_guild(10**17, "Kept", [10**17 + 1])
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            guild = await host.store.get_guild(str(10**17))
+            assert guild is not None
+            return len(guild.voice_channels)
+
+    assert asyncio.run(run()) == 1
+
+
+def test_a_database_from_a_newer_version_is_refused(db_path: str) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"PRAGMA user_version = {xe.SCHEMA_VERSION + 1}")
+
+    async def run() -> None:
+        async with xe.Host.open(xe.Config(db=db_path)):
+            pass
+
+    with pytest.raises(xe.StoreError, match="schema version"):
+        asyncio.run(run())
+
+
+def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with xe.Host.open(xe.Config(db=str(tmp_path / "missing" / "dir" / "x.db"))):
+            pass
+
+    with pytest.raises(xe.StoreError, match="cannot use database"):
+        asyncio.run(run())
+
+
+def test_keys_are_stored_only_as_sha256(db_path: str) -> None:
+    async def run() -> str:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            return await host.create_key(766045633697021973, "460177285954142208")
+
+    key = asyncio.run(run())
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT key_hash, guild_id, user_id FROM elixir_keys").fetchall()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert rows == [(hashlib.sha256(key.encode()).hexdigest(), "766045633697021973", "460177285954142208")]
+    for path in Path(db_path).parent.iterdir():
+        assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_failed_import_writes_nothing(db_path: str) -> None:
+    track = {
+        "source": "youtube",
+        "identifier": "abc",
+        "title": "A",
+        "author": "B",
+        "length": 1000,
+        "uri": "https://www.youtube.com/watch?v=abc",
+    }
+    playlist = {"source": "youtube", "identifier": "PL1", "name": "P", "tracks": ["abc", "missing"]}
+
+    async def run() -> tuple[object, object]:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            with pytest.raises(xe.ApiError, match="unknown track youtube/missing"):
+                await host.import_catalog([track], [playlist])
+            return await host.store.get_track("youtube", "abc"), await host.store.get_playlist_tracks("youtube", "PL1")
+
+    assert asyncio.run(run()) == (None, [])
+
+
+def test_concurrent_transactions_do_not_interleave(db_path: str) -> None:
+    async def run() -> list[str]:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            guilds = [str(10**17 + i) for i in range(40)]
+            await asyncio.gather(*(host.put_guild(g, f"g{i}", [int(g) + 1, int(g) + 2]) for i, g in enumerate(guilds)))
+            found = [await host.store.get_guild(g) for g in guilds]
+            return [f"{g.name}:{len(g.voice_channels)}" for g in found if g]
+
+    assert asyncio.run(run()) == [f"g{i}:2" for i in range(40)]
