@@ -622,8 +622,12 @@ class Store:
 
     async def _connect(self) -> aiosqlite.Connection:
         connection = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in ("busy_timeout = 5000", "synchronous = NORMAL", "foreign_keys = ON"):
-            await connection.execute(f"PRAGMA {pragma}")
+        try:
+            for pragma in ("busy_timeout = 5000", "synchronous = NORMAL", "foreign_keys = ON"):
+                await connection.execute(f"PRAGMA {pragma}")
+        except BaseException:
+            await connection.close()  # its worker thread would otherwise keep the process alive
+            raise
         return connection
 
     async def close(self) -> None:

@@ -1,0 +1,226 @@
+"""The admin HTTP API for the Elixir side (SPEC §3): keys, guild registry, catalog."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG, GUILD, OTHER_USER, USER, VOICE, VOICE_2, admin_key, bearer
+
+API = "/api/v1"
+TRACK = CATALOG["tracks"][0]
+
+
+def xenon_error(response: Any, status: int, message: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    if message is not None:
+        assert body["error"] == message
+
+
+def test_admin_is_off_without_a_token(make_client: Any) -> None:
+    client = make_client(admin_token=None)
+    xenon_error(client.post("/admin/keys", json={"guild": GUILD, "user": USER}, headers=ADMIN), 404)
+    client = make_client(admin_token="")
+    xenon_error(client.put(f"/admin/guilds/{GUILD}", json={"name": "x"}, headers=ADMIN), 404)
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "", "Bearer", "Bearer wrong", ADMIN_TOKEN, f"Basic {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN}x"]
+)
+def test_admin_needs_the_bearer_token(client: TestClient, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = client.post("/admin/keys", json={"guild": GUILD, "user": USER}, headers=headers)
+    xenon_error(response, 401, "Unauthorized")
+
+
+def test_admin_token_scheme_is_case_insensitive(client: TestClient) -> None:
+    response = client.post(
+        "/admin/keys", json={"guild": GUILD, "user": USER}, headers={"Authorization": f"bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status_code == 201
+
+
+# Keys ---------------------------------------------------------------------
+
+
+def test_create_key_is_201_with_64_lowercase_hex(client: TestClient) -> None:
+    response = client.post("/admin/keys", json={"guild": int(GUILD), "user": USER}, headers=ADMIN)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["guild"] == GUILD and body["user"] == USER
+    assert re.fullmatch(r"[0-9a-f]{64}", body["key"])
+
+
+def test_a_second_key_for_the_same_pair_is_409_unless_rotated(client: TestClient) -> None:
+    first = admin_key(client, GUILD, USER)
+    response = client.post("/admin/keys", json={"guild": GUILD, "user": USER}, headers=ADMIN)
+    xenon_error(response, 409)
+    rotated = client.post("/admin/keys", json={"guild": GUILD, "user": USER, "rotate": True}, headers=ADMIN)
+    assert rotated.status_code == 201
+    second = rotated.json()["key"]
+    assert second != first
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    join = {"user": USER, "channel": VOICE}
+    assert client.post(f"{API}/{GUILD}/join", json=join, headers=bearer(first)).status_code == 401
+    assert client.post(f"{API}/{GUILD}/join", json=join, headers=bearer(second)).status_code == 200
+
+
+def test_rotate_without_an_existing_key_creates_one(client: TestClient) -> None:
+    response = client.post("/admin/keys", json={"guild": GUILD, "user": USER, "rotate": True}, headers=ADMIN)
+    assert response.status_code == 201
+
+
+def test_keys_of_different_users_are_independent(client: TestClient) -> None:
+    assert admin_key(client, GUILD, USER) != admin_key(client, GUILD, OTHER_USER)
+
+
+def test_revoke_key_is_200_and_idempotent(client: TestClient) -> None:
+    key = admin_key(client, GUILD, USER)
+    assert client.delete(f"/admin/keys/{GUILD}/{USER}", headers=ADMIN).json() == {}
+    assert client.delete(f"/admin/keys/{GUILD}/{USER}", headers=ADMIN).status_code == 200
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    response = client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"guild": "abc", "user": USER}, "Invalid guild"),
+        ({"guild": GUILD}, "missing required field `user`"),
+        ({"guild": GUILD, "user": USER, "rotate": "yes"}, "$.rotate"),
+    ],
+)
+def test_bad_key_requests_are_400(client: TestClient, body: dict[str, Any], fragment: str) -> None:
+    response = client.post("/admin/keys", json=body, headers=ADMIN)
+    assert response.status_code == 400
+    assert fragment in response.json()["error"]
+
+
+def test_revoke_with_a_bad_id_is_400(client: TestClient) -> None:
+    xenon_error(client.delete(f"/admin/keys/{GUILD}/nope", headers=ADMIN), 400)
+
+
+# Guild registry ------------------------------------------------------------------
+
+
+def test_put_guild_answers_the_guild_and_replaces_its_channels(client: TestClient) -> None:
+    response = client.put(
+        f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE_2, int(VOICE), VOICE_2]}, headers=ADMIN
+    )
+    assert response.status_code == 200
+    assert response.json() == {"id": GUILD, "name": "Lounge", "voice_channels": [VOICE_2, VOICE]}
+    response = client.put(f"/admin/guilds/{GUILD}", json={"name": "Renamed", "voice_channels": [VOICE]}, headers=ADMIN)
+    assert response.json() == {"id": GUILD, "name": "Renamed", "voice_channels": [VOICE]}
+    key = admin_key(client, GUILD, USER)
+    response = client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE_2}, headers=bearer(key))
+    assert response.json()["message"] == "Voice channel not found."
+
+
+@pytest.mark.parametrize(
+    ("guild", "body"),
+    [
+        ("12", {"name": "x"}),
+        (GUILD, {"name": ""}),
+        (GUILD, {"name": "x" * 101}),
+        (GUILD, {"name": "x", "voice_channels": ["nope"]}),
+        (GUILD, {"voice_channels": []}),
+        (GUILD, {"name": 5}),
+    ],
+)
+def test_bad_guilds_are_400_and_not_written(client: TestClient, guild: str, body: dict[str, Any]) -> None:
+    xenon_error(client.put(f"/admin/guilds/{guild}", json=body, headers=ADMIN), 400)
+    key = admin_key(client, GUILD, USER)
+    response = client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
+    assert response.json()["message"] == "Guild not found."
+
+
+def test_deleting_a_guild_keeps_its_keys(client: TestClient) -> None:
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    key = admin_key(client, GUILD, USER)
+    assert client.delete(f"/admin/guilds/{GUILD}", headers=ADMIN).json() == {}
+    assert client.delete(f"/admin/guilds/{GUILD}", headers=ADMIN).status_code == 200
+    join = {"user": USER, "channel": VOICE}
+    response = client.post(f"{API}/{GUILD}/join", json=join, headers=bearer(key))
+    assert (response.status_code, response.json()["message"]) == (400, "Guild not found.")
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    assert client.post(f"{API}/{GUILD}/join", json=join, headers=bearer(key)).status_code == 200
+
+
+# Catalog ---------------------------------------------------------------------
+
+
+def test_import_tracks_counts_and_upserts(client: TestClient) -> None:
+    response = client.post("/admin/tracks", json=CATALOG["tracks"], headers=ADMIN)
+    assert (response.status_code, response.json()) == (200, {"count": len(CATALOG["tracks"])})
+    renamed = {**TRACK, "title": "Magia (Live)"}
+    assert client.post("/admin/tracks", json=[renamed], headers=ADMIN).json() == {"count": 1}
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    key = admin_key(client, GUILD, USER)
+    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
+    played = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia live"}, headers=bearer(key))
+    assert played.json()["title"] == "Magia (Live)"
+    # the old title is gone from the search index too
+    gone = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "Sebastián Yatra"}, headers=bearer(key))
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"uri": "ftp://x/y"}, "Invalid uri"),
+        ({"thumbnail": "javascript:alert(1)"}, "Invalid uri or thumbnail"),
+        ({"length": -1}, "Invalid length"),
+        ({"length": "203000"}, "$[1].length"),
+        ({"source": "YouTube"}, "Invalid source"),
+        ({"title": ""}, "Invalid title"),
+        ({"identifier": ""}, "Invalid identifier"),
+    ],
+)
+def test_a_bad_track_refuses_the_whole_import(client: TestClient, change: dict[str, Any], fragment: str) -> None:
+    good = {**TRACK, "identifier": "goodOne"}
+    response = client.post("/admin/tracks", json=[good, {**TRACK, **change}], headers=ADMIN)
+    assert response.status_code == 400
+    assert fragment in response.json()["error"]
+    playlist = {"source": "youtube", "identifier": "PL", "name": "P", "tracks": ["goodOne"]}
+    assert client.post("/admin/playlists", json=playlist, headers=ADMIN).status_code == 400  # nothing was written
+
+
+def test_playlists_are_upserted_in_order(client: TestClient) -> None:
+    client.post("/admin/tracks", json=CATALOG["tracks"], headers=ADMIN)
+    playlist = {"source": "youtube", "identifier": "PLmine", "name": "Mine", "tracks": ["-zgDXIi1uYw", "_n1o4D6G_XE"]}
+    response = client.post("/admin/playlists", json=playlist, headers=ADMIN)
+    assert (response.status_code, response.json()) == (200, playlist)
+    playlist["tracks"] = ["1_zgKRBrT0Y"]
+    client.post("/admin/playlists", json=playlist, headers=ADMIN)
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    key = admin_key(client, GUILD, USER)
+    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
+    played = client.post(
+        f"{API}/{GUILD}/play",
+        json={"user": USER, "query": "https://www.youtube.com/playlist?list=PLmine"},
+        headers=bearer(key),
+    )
+    assert [t["identifier"] for t in played.json()] == ["1_zgKRBrT0Y"]
+
+
+def test_a_playlist_naming_an_unknown_track_is_400(client: TestClient) -> None:
+    playlist = {"source": "spotify", "identifier": "x1", "name": "X", "tracks": ["nope"]}
+    xenon_error(client.post("/admin/playlists", json=playlist, headers=ADMIN), 400, "Playlist x1: unknown track spotify/nope")
+
+
+def test_admin_bodies_may_exceed_one_mebibyte(client: TestClient) -> None:
+    tracks = [{**TRACK, "identifier": f"id{i:06d}", "title": f"Track {i} " + "x" * 300} for i in range(4000)]
+    response = client.post("/admin/tracks", json=tracks, headers=ADMIN)
+    assert (response.status_code, response.json()) == (200, {"count": 4000})
+
+
+def test_admin_errors_use_the_error_shape(client: TestClient) -> None:
+    xenon_error(client.post("/admin/keys", content=b"{oops", headers=ADMIN), 400)
+    xenon_error(client.post("/admin/keys", headers=ADMIN), 400, "No body provided.")
+    xenon_error(client.get("/admin/keys", headers=ADMIN), 405)

@@ -1,0 +1,137 @@
+"""The command line (SPEC §3): every command, and one clear stderr line on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import xenon_elixir as xe
+from conftest import CATALOG_FILE, GUILD, USER, VOICE, VOICE_2
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = xe.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fail_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("xenon-elixir: ")
+    return lines[0]
+
+
+def test_genkey_prints_a_key_that_the_store_knows(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    code, out, _ = run(capsys, "genkey", GUILD, USER, "--db", db_path)
+    assert code == 0
+    key = out.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+
+    async def owner() -> tuple[str, str] | None:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            return await host.store.key_owner(key)
+
+    assert asyncio.run(owner()) == (GUILD, USER)
+
+
+def test_genkey_twice_needs_rotate(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    run(capsys, "genkey", GUILD, USER, "--db", db_path)
+    code, out, err = run(capsys, "genkey", GUILD, USER, "--db", db_path)
+    assert (code, out) == (1, "")
+    assert "already exists" in fail_line(err)
+    code, out, _ = run(capsys, "genkey", GUILD, USER, "--rotate", "--db", db_path)
+    assert code == 0 and len(out.strip()) == 64
+
+
+def test_db_defaults_to_the_environment(
+    capsys: pytest.CaptureFixture[str], db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XE_DB", db_path)
+    assert run(capsys, "genkey", GUILD, USER)[0] == 0
+    assert Path(db_path).exists()
+
+
+def test_revoke_key(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    run(capsys, "genkey", GUILD, USER, "--db", db_path)
+    assert run(capsys, "revoke-key", GUILD, USER, "--db", db_path)[0] == 0
+    code, _, err = run(capsys, "revoke-key", GUILD, USER, "--db", db_path)
+    assert code == 1 and "no key" in fail_line(err)
+
+
+def test_add_guild_and_remove_guild(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    code, out, _ = run(capsys, "add-guild", GUILD, "--name", "Lounge", "--voice", VOICE, "--voice", VOICE_2, "--db", db_path)
+    assert code == 0 and "2 voice channel" in out
+
+    async def guild() -> xe.Guild | None:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            return await host.store.get_guild(GUILD)
+
+    assert asyncio.run(guild()) == xe.Guild(id=GUILD, name="Lounge", voice_channels=[VOICE, VOICE_2])
+    assert run(capsys, "remove-guild", GUILD, "--db", db_path)[0] == 0
+    assert asyncio.run(guild()) is None
+    code, _, err = run(capsys, "remove-guild", GUILD, "--db", db_path)
+    assert code == 1 and "not in the registry" in fail_line(err)
+
+
+def test_import_tracks_reads_a_catalog_or_a_list(capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "import-tracks", str(CATALOG_FILE), "--db", db_path)
+    assert code == 0
+    catalog = json.loads(CATALOG_FILE.read_text())
+    assert out.strip() == f"imported {len(catalog['tracks'])} track(s) and {len(catalog['playlists'])} playlist(s)"
+    plain = tmp_path / "list.json"
+    plain.write_text(json.dumps(catalog["tracks"][:2]))
+    assert run(capsys, "import-tracks", str(plain), "--db", db_path)[1].strip() == "imported 2 track(s) and 0 playlist(s)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["genkey", "nope", USER], "Invalid guild"),
+        (["add-guild", GUILD, "--name", "G", "--voice", "12"], "Invalid voice channel"),
+        (["import-tracks", "/nonexistent/file.json"], "cannot read"),
+        (["import-tracks", "BAD"], "JSON"),
+        (["import-tracks", "WRONG"], "Invalid length"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path, argv: list[str], fragment: str
+) -> None:
+    (tmp_path / "bad.json").write_text("{not json")
+    wrong = dict(json.loads(CATALOG_FILE.read_text())["tracks"][0], length=-5)
+    (tmp_path / "wrong.json").write_text(json.dumps([wrong]))
+    argv = [{"BAD": str(tmp_path / "bad.json"), "WRONG": str(tmp_path / "wrong.json")}.get(a, a) for a in argv]
+    code, out, err = run(capsys, *argv, "--db", db_path)
+    assert (code, out) == (1, "")
+    assert fragment in fail_line(err)
+
+
+def test_an_unusable_database_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("this is not a database " * 100)
+    code, _, err = run(capsys, "genkey", GUILD, USER, "--db", str(not_a_db))
+    assert code == 1 and "cannot use database" in fail_line(err)
+
+
+def test_schema_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    assert (code, out) == (0, xe.SCHEMA)
+
+
+def test_the_module_runs_as_a_script(db_path: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "genkey", GUILD, USER, "--db", db_path],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"[0-9a-f]{64}\n", done.stdout)
+    done = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "frobnicate"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2 and "invalid choice" in done.stderr

@@ -1,0 +1,147 @@
+"""The player: its clock, its persistence across restarts, and queue cost."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from typing import Any
+
+import pytest
+
+import xenon_elixir as xe
+from conftest import GUILD, USER, VOICE, FakeClock, bearer
+
+API = "/api/v1"
+
+
+def track(identifier: str, length: int, *, is_stream: bool = False) -> xe.Track:
+    return xe.Track(
+        source="youtube",
+        identifier=identifier,
+        title=identifier,
+        author="a",
+        length=length,
+        uri=f"https://www.youtube.com/watch?v={identifier}",
+        is_stream=is_stream,
+    )
+
+
+def player_with(*tracks: xe.Track, anchor: float = 100.0) -> xe.Player:
+    entries = deque(xe.QueueEntry(i, t, USER) for i, t in enumerate(tracks, 1))
+    return xe.Player(GUILD, VOICE, anchor=anchor, queue=entries)
+
+
+def test_settle_drops_ended_tracks_and_carries_the_overshoot() -> None:
+    player = player_with(track("a", 1000), track("b", 2000), track("c", 5000))
+    player.settle(100.0 + 3.5)
+    assert [e.track.identifier for e in player.queue] == ["c"]
+    assert player.position_at(103.5) == pytest.approx(500)
+
+
+def test_settle_stops_at_a_stream_and_when_paused() -> None:
+    player = player_with(track("live", 0, is_stream=True), track("b", 1000))
+    player.settle(10_000.0)
+    assert player.current is not None and player.current.track.identifier == "live"
+    paused = player_with(track("a", 1000))
+    paused.paused, paused.position = True, 400.0
+    paused.settle(10_000.0)
+    assert paused.position_at(10_000.0) == 400.0
+
+
+@pytest.mark.parametrize(
+    ("ms", "face"),
+    [(0, "00:00"), (999, "00:00"), (61_000, "01:01"), (3_599_999, "59:59"), (3_600_000, "01:00:00"), (36_061_000, "10:01:01")],
+)
+def test_clock_face(ms: int, face: str) -> None:
+    assert xe.clock_face(ms) == face
+
+
+def test_elixir_track_clamps_position_to_the_length() -> None:
+    shown = xe.elixir_track(track("a", 61_500), USER, position=99_000)
+    assert (shown.position, shown.formatted_duration, shown.duration) == (61_500, "01:01/01:01", 61)
+
+
+def _play_and_restart(make_client: Any, clock: FakeClock, world_key: str, client: Any) -> Any:
+    headers = bearer(world_key)
+    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
+    client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": 64}, headers=headers)
+    client.post(
+        f"{API}/{GUILD}/play",
+        json={"user": USER, "query": "https://www.youtube.com/playlist?list=PLlatinoHits"},
+        headers=headers,
+    )
+    clock.advance(42)
+    before = client.get(f"{API}/{GUILD}/nowplaying").json()
+    client.__exit__(None, None, None)  # the first app shuts down
+    clock.advance(60)
+    return before, make_client()
+
+
+def test_a_restarted_app_plays_the_same_track_at_a_later_position(
+    make_client: Any, client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
+    before, restarted = _play_and_restart(make_client, clock, world["key"], client)
+    after = restarted.get(f"{API}/{GUILD}/nowplaying").json()
+    assert before["identifier"] == after["identifier"] == "_n1o4D6G_XE"
+    assert (before["position"], after["position"]) == (42_000, 102_000)
+    queue = restarted.get(f"{API}/{GUILD}/queue").json()
+    assert [t["identifier"] for t in queue["queue"]] == ["1_zgKRBrT0Y", "-zgDXIi1uYw"]
+    assert restarted.app.state.xe.players._cache[GUILD].volume == 64
+
+
+def test_a_restart_reproduces_advances_that_were_never_written(
+    make_client: Any, client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
+    _, restarted = _play_and_restart(make_client, clock, world["key"], client)
+    clock.advance(203 + 10 - 102)  # 10 s into the second track; no write happened since the play
+    playing = restarted.get(f"{API}/{GUILD}/nowplaying").json()
+    assert (playing["identifier"], playing["position"]) == ("1_zgKRBrT0Y", 10_000)
+
+
+def test_pause_survives_a_restart(make_client: Any, client: Any, world: dict[str, str], clock: FakeClock) -> None:
+    headers = bearer(world["key"])
+    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
+    client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "narcos"}, headers=headers)
+    clock.advance(7)
+    client.post(f"{API}/{GUILD}/pause", json={"user": USER}, headers=headers)
+    client.__exit__(None, None, None)
+    clock.advance(1000)
+    restarted = make_client()
+    assert restarted.get(f"{API}/{GUILD}/nowplaying").json()["position"] == 7000
+
+
+def test_play_appends_rows_and_never_rewrites_the_queue(
+    client: Any, world: dict[str, str], db_path: str
+) -> None:
+    headers = bearer(world["key"])
+    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
+    for _ in range(5):
+        client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=headers)
+    with sqlite3.connect(db_path) as db:
+        first = db.execute("SELECT entry_id FROM queue ORDER BY entry_id").fetchall()
+    client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "narcos"}, headers=headers)
+    with sqlite3.connect(db_path) as db:
+        second = db.execute("SELECT entry_id FROM queue ORDER BY entry_id").fetchall()
+    assert second[:5] == first and len(second) == 6  # old rows untouched, one appended
+
+
+def test_a_failed_write_leaves_memory_as_the_file_has_it(
+    client: Any, world: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = bearer(world["key"])
+    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
+    store = client.app.state.xe.store
+
+    async def broken(write: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "save_player", broken)
+    response = client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": 5}, headers=headers)
+    assert response.status_code == 500
+    assert set(response.json()) == {"timestamp", "message"}
+    assert "Traceback" not in response.text and "disk" not in response.text
+    monkeypatch.undo()
+    assert GUILD not in client.app.state.xe.players._cache
+    client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=headers)
+    assert client.get(f"{API}/{GUILD}/nowplaying").status_code == 200
+    assert client.app.state.xe.players._cache[GUILD].volume == 100
