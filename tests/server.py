@@ -1,0 +1,61 @@
+"""Run ``xenon-elixir serve`` as a real process on a free loopback port, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A ``python -m xenon_elixir serve`` child process; its output goes to ``log``."""
+
+    def __init__(self, db: str, log: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._output = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(self.port)],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            try:
+                httpx.get(f"{self.url}/api/v1/100000000000000000/queue", timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as a process manager would; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self._output.close()
+        return self.process.returncode
