@@ -22,6 +22,7 @@ import re
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -621,7 +622,16 @@ class Store:
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
-        connection = await aiosqlite.connect(self.path, isolation_level=None)
+        connection = aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await connection
+        except BaseException:
+            # aiosqlite queues its worker's stop without awaiting it; let the worker finish while
+            # this loop still runs, or it reports to a closed loop (a CLI run ends right after).
+            worker = getattr(connection, "_thread", None)
+            if isinstance(worker, threading.Thread) and worker.is_alive():
+                await asyncio.to_thread(worker.join, 5.0)
+            raise
         try:
             for pragma in ("busy_timeout = 5000", "synchronous = NORMAL", "foreign_keys = ON"):
                 await connection.execute(f"PRAGMA {pragma}")
