@@ -100,3 +100,75 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 
 CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
+
+-- Xenon partner bots. A revoked bot keeps its row (and its template attachments) with no token.
+CREATE TABLE IF NOT EXISTS bots (
+    bot_id     TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    token_hash TEXT UNIQUE,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    creator_id  TEXT NOT NULL,
+    created_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS template_bots (
+    template_id TEXT NOT NULL REFERENCES templates (template_id) ON DELETE CASCADE,
+    bot_id      TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
+    PRIMARY KEY (template_id, bot_id)
+); -- with rowid: bots are listed in the order they attached
+
+CREATE TABLE IF NOT EXISTS backups (
+    backup_id  TEXT PRIMARY KEY,
+    source_id  TEXT NOT NULL,
+    creator_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Id mappers: one per (source guild, target guild), accumulated over every load.
+CREATE TABLE IF NOT EXISTS mapper_ids (
+    source_id TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    old_id    TEXT NOT NULL,
+    new_id    TEXT NOT NULL,
+    PRIMARY KEY (source_id, target_id, old_id)
+); -- with rowid: ids are answered in first-seen order
+
+CREATE TABLE IF NOT EXISTS mapper_loaders (
+    source_id TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    PRIMARY KEY (source_id, target_id, user_id)
+); -- with rowid: loaders are answered in first-seen order
+
+-- Running loaders: at most one per target guild.
+CREATE TABLE IF NOT EXISTS loaders (
+    target_id   TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    backup_id   TEXT,
+    template_id TEXT,
+    user_id     TEXT,
+    started_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- The start/done events for ?since= replay, as the frames that were sent.
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,
+    frame      TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+
+-- event_seq: the last event number given out (status events included), so numbers keep
+-- increasing across restarts; pruned_seq: the newest start/done event dropped from the log.
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0);

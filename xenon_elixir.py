@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
@@ -32,11 +34,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
 import msgspec
-from litestar import Litestar, Request, Response, Router, delete, get, post, put
+from litestar import Litestar, Request, Response, Router, asgi, delete, get, post, put
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
+from litestar.types import Receive, Scope, Send
 
 __all__ = [
     "ApiError",
@@ -95,9 +98,32 @@ class Config:
     admin_max_body_size: int = 64 * MIB
     """Largest admin request body: catalog imports of ~100k tracks fit."""
 
+    status_interval: float = 5.0
+    """Seconds between status events of one loader (``XE_STATUS_INTERVAL``); the newest status of a
+    window is sent at its end."""
+
+    cache_seconds: int = 60
+    """``max-age`` of cacheable Xenon answers (``XE_CACHE_SECONDS``)."""
+
+    rate_limits: str = ""
+    """``off``, or overrides such as ``mappers=30/10,templates=off`` (``XE_RATE_LIMITS``); groups and
+    defaults are in :data:`RATE_LIMITS`."""
+
+    subscriber_backlog: int = 1000
+    """Undelivered start/done events a loader subscriber may fall behind by before it is closed (1013)."""
+
+    event_log_size: int = 10_000
+    """Start/done events kept for ``?since=`` replay, at most ..."""
+
+    event_log_seconds: float = 24 * 3600
+    """... and none older than this."""
+
     clock: Callable[[], float] = time.time
     """Wall clock in epoch seconds. Player positions are anchored to it so they survive a restart;
     tests and simulations may pass their own."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    """Clock of the rate limiter."""
 
     resolver: Callable[[Store], Resolver] | None = None
     """Builds the query resolver from the store; ``None`` means the local catalog (:class:`CatalogResolver`)."""
@@ -105,10 +131,60 @@ class Config:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
+
+        def number(name: str, kind: type[float] | type[int], default: float) -> Any:
+            raw = env.get(name)
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {raw!r}") from None
+            if value < 0:
+                raise ValueError(f"{name} must not be negative")
+            return value
+
         return cls(
             db=env.get("XE_DB") or cls.db,
             admin_token=env.get("XE_ADMIN_TOKEN") or None,
+            status_interval=number("XE_STATUS_INTERVAL", float, cls.status_interval),
+            cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
+            rate_limits=env.get("XE_RATE_LIMITS", ""),
         )
+
+    def rate_limit_table(self) -> dict[str, tuple[int, float] | None]:
+        """Each group's ``(hits, seconds)``, or ``None`` when off. Raises ``ValueError`` on bad syntax."""
+        table: dict[str, tuple[int, float] | None] = dict(RATE_LIMITS)
+        spec = self.rate_limits.strip()
+        if spec.lower() == "off":
+            return dict.fromkeys(table)
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            group, _, limit = item.partition("=")
+            group, limit = group.strip(), limit.strip().lower()
+            if group not in table:
+                raise ValueError(f"XE_RATE_LIMITS: unknown group {group!r} (known: {', '.join(table)})")
+            if limit == "off":
+                table[group] = None
+                continue
+            hits, _, seconds = limit.partition("/")
+            try:
+                parsed = (int(hits), float(seconds))
+            except ValueError:
+                raise ValueError(f"XE_RATE_LIMITS: {item!r} is not GROUP=HITS/SECONDS or GROUP=off") from None
+            if parsed[0] < 1 or parsed[1] <= 0:
+                raise ValueError(f"XE_RATE_LIMITS: {item!r} needs at least 1 hit in more than 0 seconds")
+            table[group] = parsed
+        return table
+
+
+RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "mappers": (30, 10.0),
+    "templates": (30, 10.0),
+    "loaders_ws": (1, 1.0),
+    "auth_failures": (100, 60.0),
+}
+"""The default limits (those of the original Xenon API), per bot token or, for ``auth_failures``,
+per client address."""
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +366,192 @@ class QueueView(msgspec.Struct):
     queue: list[ElixirTrack]
 
 
+_TEMPLATE_ID = re.compile(r"[A-Za-z0-9]{12}")
+_BACKUP_ID = re.compile(r"[0-9a-z]{10}")
+
+
+def backup_id(value: str) -> str:
+    """A backup id: 10 base36 characters, case-insensitive (kept lowercase)."""
+    value = value.lower()
+    if not _BACKUP_ID.fullmatch(value):
+        raise ValueError("Invalid backup: expected 10 characters of 0-9 and a-z")
+    return value
+
+
+def template_id(value: str) -> str:
+    """A template id: 12 characters of A-Z, a-z and 0-9, case-sensitive."""
+    if not _TEMPLATE_ID.fullmatch(value):
+        raise ValueError("Invalid template id: expected 12 characters of A-Z, a-z and 0-9")
+    return value
+
+
+def _name(value: str, field: str, longest: int = 100) -> str:
+    if not 0 < len(value) <= longest or not value.strip():
+        raise ValueError(f"Invalid {field}: expected 1-{longest} characters")
+    return value
+
+
+class Bot(msgspec.Struct):
+    """A partner bot: its id and name. Its token is never kept, only its hash."""
+
+    id: str
+    name: str
+
+
+class BotIn(msgspec.Struct, kw_only=True):
+    id: SnowflakeIn
+    name: str
+
+    def __post_init__(self) -> None:
+        self.id = snowflake(self.id, "bot id")
+        _name(self.name, "name")
+
+
+class BotOut(msgspec.Struct):
+    id: str
+    name: str
+    token: str
+
+
+class TemplateIn(msgspec.Struct, kw_only=True):
+    id: str | None = None
+    name: str
+    source_id: SnowflakeIn
+    creator_id: SnowflakeIn
+
+    def __post_init__(self) -> None:
+        if self.id is not None:
+            self.id = template_id(self.id)
+        _name(self.name, "name")
+        self.source_id = snowflake(self.source_id, "source_id")
+        self.creator_id = snowflake(self.creator_id, "creator_id")
+
+
+class Template(msgspec.Struct):
+    """A template's details page data."""
+
+    id: str
+    name: str
+    source_id: str
+    creator_id: str
+    bots: list[Bot] = []
+
+
+class BackupIn(msgspec.Struct, kw_only=True):
+    id: str | None = None
+    source_id: SnowflakeIn
+    creator_id: SnowflakeIn
+
+    def __post_init__(self) -> None:
+        if self.id is not None:
+            self.id = backup_id(self.id)
+        self.source_id = snowflake(self.source_id, "source_id")
+        self.creator_id = snowflake(self.creator_id, "creator_id")
+
+
+class Backup(msgspec.Struct):
+    id: str
+    source_id: str
+    creator_id: str
+
+
+class AttachBody(msgspec.Struct, kw_only=True):
+    """The optional body of attach/detach: the user the bot acts for, who must be the creator."""
+
+    user: SnowflakeIn | None = None
+
+    def __post_init__(self) -> None:
+        if self.user is not None:
+            self.user = snowflake(self.user, "user")
+
+
+class TemplateBots(msgspec.Struct):
+    bots: list[str]
+
+
+class Mapper(msgspec.Struct):
+    """Old ids of a source guild to new ids of a target guild, accumulated over every load."""
+
+    source_id: str
+    target_id: str
+    ids: dict[str, str]
+    loaders: list[str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Loader(msgspec.Struct, kw_only=True):
+    """One backup or template being loaded into a target guild."""
+
+    target_id: SnowflakeIn
+    type: str
+    source_id: SnowflakeIn
+    backup_id: str | None = None
+    template_id: str | None = None
+    user_id: SnowflakeIn | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in ("backup", "template"):
+            raise ValueError('Invalid type: expected "backup" or "template"')
+        self.target_id = snowflake(self.target_id, "target_id")
+        self.source_id = snowflake(self.source_id, "source_id")
+        if self.backup_id is not None:
+            self.backup_id = backup_id(self.backup_id)
+        if self.template_id is not None:
+            self.template_id = template_id(self.template_id)
+        if self.user_id is not None:
+            self.user_id = snowflake(self.user_id, "user_id")
+
+
+class LoaderData(msgspec.Struct):
+    """The ``data`` of a loader event; what does not apply or is not known is left out."""
+
+    id: str
+    type: str | msgspec.UnsetType = msgspec.UNSET
+    source_id: str | msgspec.UnsetType = msgspec.UNSET
+    backup_id: str | msgspec.UnsetType = msgspec.UNSET
+    template_id: str | msgspec.UnsetType = msgspec.UNSET
+    user_id: str | msgspec.UnsetType = msgspec.UNSET
+    status: str | msgspec.UnsetType = msgspec.UNSET
+    ok: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class LoaderEvent(msgspec.Struct):
+    """One message of ``WS /api/loaders/ws``."""
+
+    event: str
+    seq: int
+    data: LoaderData
+
+
+class StatusIn(msgspec.Struct):
+    status: str
+
+    def __post_init__(self) -> None:
+        _name(self.status, "status", 200)
+
+
+class IdsIn(msgspec.Struct):
+    ids: dict[str, SnowflakeIn]
+
+    def __post_init__(self) -> None:
+        self.ids = {snowflake(old, "old id"): snowflake(new, "new id") for old, new in self.ids.items()}
+
+
+class DoneIn(msgspec.Struct):
+    ok: bool = True
+
+
+class PlayerState(msgspec.Struct):
+    """A player change as the hub carries it (topic ``player:<guild id>``), for a bot that plays
+    the audio; ``track`` is ``None`` when nothing plays and ``channel`` when stopped."""
+
+    guild: str
+    channel: str | None
+    volume: int
+    paused: bool
+    track: ElixirTrack | None
+    queue: int
+
+
 class XenonErrorBody(msgspec.Struct):
     error: str
     retry_after: float | msgspec.UnsetType = msgspec.UNSET
@@ -298,6 +560,7 @@ class XenonErrorBody(msgspec.Struct):
 class ElixirErrorBody(msgspec.Struct):
     timestamp: int
     message: str
+    retry_after: float | msgspec.UnsetType = msgspec.UNSET
 
 
 # ---------------------------------------------------------------------------
@@ -311,11 +574,20 @@ class ApiError(Exception):
 
     shape: ClassVar[str | None] = None
 
-    def __init__(self, status_code: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.headers = headers or {}
+        self.retry_after = retry_after
+        """Seconds until a rate-limited request would be admitted (sent as ms in the body)."""
 
 
 class XenonError(ApiError):
@@ -331,6 +603,7 @@ class ElixirError(ApiError):
 
 
 NOT_AUTHORIZED = "Request not authorized."
+RATE_LIMITED = "You got ratelimited"
 NO_BODY = "No body provided."
 NOT_CONNECTED = "Elixir isn't connected to a voice channel."
 NOTHING_PLAYING = "No track is currently playing."
@@ -363,9 +636,28 @@ def _api_of(request: Request) -> str:
     return "elixir" if path.startswith(prefix) else "xenon"
 
 
+def rate_limited(retry_after: float, error: type[ApiError] = ApiError) -> ApiError:
+    """A 429 that says exactly when to come back: ``retry_after`` in ms, ``Retry-After`` in whole seconds."""
+    return error(
+        429,
+        RATE_LIMITED,
+        # Rounded to the body's milliseconds first, so float residue never adds a second.
+        headers={"Retry-After": str(max(1, math.ceil(round(retry_after, 3))))},
+        retry_after=retry_after,
+    )
+
+
+def error_body(shape: str, message: str, retry_after: float | None = None) -> Any:
+    wait: float | msgspec.UnsetType = msgspec.UNSET if retry_after is None else round(retry_after * 1000, 3)
+    if shape == "elixir":
+        return ElixirErrorBody(timestamp=int(time.time() * 1000), message=message, retry_after=wait)
+    return XenonErrorBody(error=message, retry_after=wait)
+
+
 def _error_response(request: Request, exc: Exception) -> Response:
+    retry_after = None
     if isinstance(exc, ApiError):
-        status, message, headers = exc.status_code, exc.message, exc.headers
+        status, message, headers, retry_after = exc.status_code, exc.message, exc.headers, exc.retry_after
     elif isinstance(exc, ValidationException):
         details = "; ".join(str(e.get("message", "")) for e in (exc.extra or []) if isinstance(e, dict))
         status, message, headers = 400, f"{exc.detail}: {details}" if details else exc.detail, {}
@@ -375,11 +667,12 @@ def _error_response(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         status, message, headers = 500, "Internal server error", {}
     shape = getattr(exc, "shape", None) or _api_of(request)
-    if shape == "elixir":
-        content: Any = ElixirErrorBody(timestamp=int(time.time() * 1000), message=message)
-    else:
-        content = XenonErrorBody(error=message)
-    return Response(content=content, status_code=status, headers=headers, media_type="application/json")
+    return Response(
+        content=error_body(shape, message, retry_after),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -491,10 +784,84 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 
 CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
+
+-- Xenon partner bots. A revoked bot keeps its row (and its template attachments) with no token.
+CREATE TABLE IF NOT EXISTS bots (
+    bot_id     TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    token_hash TEXT UNIQUE,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    creator_id  TEXT NOT NULL,
+    created_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS template_bots (
+    template_id TEXT NOT NULL REFERENCES templates (template_id) ON DELETE CASCADE,
+    bot_id      TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
+    PRIMARY KEY (template_id, bot_id)
+); -- with rowid: bots are listed in the order they attached
+
+CREATE TABLE IF NOT EXISTS backups (
+    backup_id  TEXT PRIMARY KEY,
+    source_id  TEXT NOT NULL,
+    creator_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Id mappers: one per (source guild, target guild), accumulated over every load.
+CREATE TABLE IF NOT EXISTS mapper_ids (
+    source_id TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    old_id    TEXT NOT NULL,
+    new_id    TEXT NOT NULL,
+    PRIMARY KEY (source_id, target_id, old_id)
+); -- with rowid: ids are answered in first-seen order
+
+CREATE TABLE IF NOT EXISTS mapper_loaders (
+    source_id TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    PRIMARY KEY (source_id, target_id, user_id)
+); -- with rowid: loaders are answered in first-seen order
+
+-- Running loaders: at most one per target guild.
+CREATE TABLE IF NOT EXISTS loaders (
+    target_id   TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    backup_id   TEXT,
+    template_id TEXT,
+    user_id     TEXT,
+    started_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- The start/done events for ?since= replay, as the frames that were sent.
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,
+    frame      TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+
+-- event_seq: the last event number given out (status events included), so numbers keep
+-- increasing across restarts; pruned_seq: the newest start/done event dropped from the log.
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0);
 """
 
 _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream"
 _LAST_ID = (1 << 63) - 1
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 class SQL:
@@ -549,6 +916,53 @@ class SQL:
     queue_drop_before = "DELETE FROM queue WHERE guild_id = ? AND entry_id < ?"
     queue_append = f"INSERT INTO queue (entry_id, guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     queue_last_id = "SELECT coalesce(max(entry_id), 0) FROM queue"
+    players_all = "SELECT guild_id FROM players"
+
+    bot_exists = "SELECT 1 FROM bots WHERE bot_id = ?"
+    bot_grant = """
+        INSERT INTO bots (bot_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT DO UPDATE SET name = excluded.name, token_hash = excluded.token_hash"""
+    bot_revoke = "UPDATE bots SET token_hash = NULL WHERE bot_id = ?"
+    bot_by_token = "SELECT bot_id, name FROM bots WHERE token_hash = ?"
+
+    template_insert = """
+        INSERT INTO templates (template_id, name, source_id, creator_id, created_at) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT DO NOTHING"""
+    template_get = "SELECT template_id, name, source_id, creator_id FROM templates WHERE template_id = ?"
+    template_bots = """
+        SELECT b.bot_id, b.name FROM template_bots AS tb JOIN bots AS b ON b.bot_id = tb.bot_id
+        WHERE tb.template_id = ? ORDER BY tb.rowid"""
+    template_attach = "INSERT OR IGNORE INTO template_bots (template_id, bot_id) VALUES (?, ?)"
+    template_detach = "DELETE FROM template_bots WHERE template_id = ? AND bot_id = ?"
+
+    backup_insert = """
+        INSERT INTO backups (backup_id, source_id, creator_id, created_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT DO NOTHING"""
+    backup_get = "SELECT backup_id, source_id, creator_id FROM backups WHERE backup_id = ?"
+
+    mapper_ids = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    mapper_loaders = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    mapper_merge = """
+        INSERT INTO mapper_ids (source_id, target_id, old_id, new_id) VALUES (?, ?, ?, ?)
+        ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
+    mapper_add_loader = "INSERT OR IGNORE INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?)"
+
+    loader_insert = """
+        INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)"""
+    loader_delete = "DELETE FROM loaders WHERE target_id = ?"
+    loaders_all = "SELECT target_id, type, source_id, backup_id, template_id, user_id FROM loaders"
+
+    seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
+    seq_pruned = "SELECT value FROM counters WHERE name = 'pruned_seq'"
+    event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
+    events_since = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq"
+    # The newest seq to drop: beyond the newest `size` events, or older than the cut-off time.
+    events_prune_to = """
+        SELECT max(coalesce((SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?), 0),
+                   coalesce((SELECT max(seq) FROM events WHERE created_at < ?), 0))"""
+    events_prune = "DELETE FROM events WHERE seq <= ?"
+    pruned_raise = "UPDATE counters SET value = max(value, ?) WHERE name = 'pruned_seq'"
 
 
 def digest(secret: str) -> str:
@@ -593,8 +1007,10 @@ class Store:
     WAL lets the reader see every committed write at once without waiting for the writer.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, event_log_size: int = 10_000, event_log_seconds: float = 86_400) -> None:
         self.path = path
+        self.event_log_size = event_log_size
+        self.event_log_seconds = event_log_seconds
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -794,6 +1210,471 @@ class Store:
             await db.execute(SQL.queue_drop_before, (guild_id, _LAST_ID))
             await db.execute(SQL.player_delete, (guild_id,))
 
+    async def player_guilds(self) -> list[str]:
+        return [g for (g,) in await self._all(SQL.players_all)]
+
+    # Bots -------------------------------------------------------------------
+
+    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
+        """A new token for the bot, shown only now; granting again rotates (the old token stops
+        working). Returns the token and whether the bot existed."""
+        token = secrets.token_urlsafe(48)
+        async with self.transaction() as db:
+            async with db.execute(SQL.bot_exists, (bot.id,)) as cursor:
+                existed = await cursor.fetchone() is not None
+            await db.execute(SQL.bot_grant, (bot.id, bot.name, digest(token), time.time()))
+        return token, existed
+
+    async def revoke_bot(self, bot_id: str) -> bool:
+        async with self.transaction() as db:
+            cursor = await db.execute(SQL.bot_revoke, (bot_id,))
+            return cursor.rowcount > 0
+
+    async def bot_by_token(self, token: str) -> Bot | None:
+        row = await self._one(SQL.bot_by_token, (digest(token),))
+        return None if row is None else Bot(row[0], row[1])
+
+    # Templates and backups ------------------------------------------------
+
+    async def create_template(self, template: TemplateIn) -> Template:
+        """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
+        given = template.id
+        async with self.transaction() as db:
+            for _ in range(8):
+                template_id = given or "".join(secrets.choice(_ALNUM) for _ in range(12))
+                cursor = await db.execute(
+                    SQL.template_insert,
+                    (template_id, template.name, template.source_id, template.creator_id, time.time()),
+                )
+                if cursor.rowcount:
+                    return Template(template_id, template.name, str(template.source_id), str(template.creator_id))
+                if given:
+                    break
+        raise ApiError(409, f"Template {given} already exists")
+
+    async def get_template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
+        row = await self._one(SQL.template_get, (template_id,))
+        if row is None:
+            return None
+        bots = [Bot(b, n) for b, n in await self._all(SQL.template_bots, (template_id,))] if with_bots else []
+        return Template(*row, bots=bots)
+
+    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
+        async with self.transaction() as db:
+            await db.execute(SQL.template_attach if attached else SQL.template_detach, (template_id, bot_id))
+
+    async def create_backup(self, backup: BackupIn) -> Backup:
+        """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
+        given = backup.id
+        async with self.transaction() as db:
+            for _ in range(8):
+                backup_id = given or "".join(secrets.choice(_BASE36) for _ in range(10))
+                cursor = await db.execute(
+                    SQL.backup_insert, (backup_id, backup.source_id, backup.creator_id, time.time())
+                )
+                if cursor.rowcount:
+                    return Backup(backup_id, str(backup.source_id), str(backup.creator_id))
+                if given:
+                    break
+        raise ApiError(409, f"Backup {given} already exists")
+
+    async def get_backup(self, backup_id: str) -> Backup | None:
+        row = await self._one(SQL.backup_get, (backup_id,))
+        return None if row is None else Backup(*row)
+
+    # Mappers, loaders and the event log -----------------------------------------
+
+    async def get_mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        ids = await self._all(SQL.mapper_ids, (source_id, target_id))
+        if not ids:
+            return None
+        loaders = [u for (u,) in await self._all(SQL.mapper_loaders, (source_id, target_id))]
+        return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
+
+    @staticmethod
+    def _mapper_rows(source_id: str, target_id: str, ids: dict[str, str]) -> list[tuple[str, str, str, str]]:
+        # The source guild always maps to the target guild (the @everyone role has the guild's id).
+        rows = [(source_id, target_id, source_id, target_id)]
+        rows += [(source_id, target_id, old, new) for old, new in ids.items() if old != source_id]
+        return rows
+
+    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
+        """Merge old->new ids into the mapper of (source, target); a newer new id wins."""
+        async with self.transaction() as db:
+            await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, ids))
+
+    async def running_loaders(self) -> list[Loader]:
+        columns = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
+        return [Loader(**dict(zip(columns, row, strict=True))) for row in await self._all(SQL.loaders_all)]
+
+    async def _append_event(self, db: aiosqlite.Connection, frame: Callable[[int], str], logged: bool) -> tuple[int, str]:
+        async with db.execute(SQL.seq_next) as cursor:
+            (seq,) = await cursor.fetchone()  # type: ignore[misc]
+        text = frame(seq)
+        if logged:
+            now = time.time()
+            await db.execute(SQL.event_insert, (seq, text, now))
+            async with db.execute(SQL.events_prune_to, (self.event_log_size, now - self.event_log_seconds)) as cursor:
+                (cut,) = await cursor.fetchone()  # type: ignore[misc]
+            if cut:
+                await db.execute(SQL.events_prune, (cut,))
+                await db.execute(SQL.pruned_raise, (cut,))
+        return seq, text
+
+    async def start_loader(self, loader: Loader, frame: Callable[[int], str]) -> tuple[int, str]:
+        """Record a running loader and its start event together; 409 if one runs on the target."""
+        async with self.transaction() as db:
+            try:
+                await db.execute(
+                    SQL.loader_insert,
+                    (
+                        loader.target_id,
+                        loader.type,
+                        loader.source_id,
+                        loader.backup_id,
+                        loader.template_id,
+                        loader.user_id,
+                        time.time(),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise ApiError(409, f"A loader is already running on guild {loader.target_id}") from None
+            return await self._append_event(db, frame, logged=True)
+
+    async def finish_loader(self, loader: Loader, frame: Callable[[int], str]) -> tuple[int, str]:
+        """End a loader: forget it, add its user to the mapper's loaders, log its done event."""
+        source_id, target_id = str(loader.source_id), str(loader.target_id)
+        async with self.transaction() as db:
+            await db.execute(SQL.loader_delete, (target_id,))
+            await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, {}))
+            if loader.user_id is not None:
+                await db.execute(SQL.mapper_add_loader, (source_id, target_id, loader.user_id))
+            return await self._append_event(db, frame, logged=True)
+
+    async def next_seq(self, frame: Callable[[int], str]) -> tuple[int, str]:
+        """Number an event that is not logged (a status)."""
+        async with self.transaction() as db:
+            return await self._append_event(db, frame, logged=False)
+
+    async def events_since(self, seq: int) -> tuple[int, list[tuple[int, str]]]:
+        """The newest pruned seq and the logged events after ``seq``."""
+        (pruned,) = await self._one(SQL.seq_pruned)
+        return pruned, await self._all(SQL.events_since, (seq,))
+
+
+# ---------------------------------------------------------------------------
+# Rate limiter
+# ---------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most ``limit`` hits per ``window`` seconds per key, over any window (a sliding log).
+
+    ``retry_after`` is exact: when the oldest hit in the window leaves it (the original always
+    answered the whole window). Keys are kept in the order they were last hit, so idle ones are
+    dropped from the front as they expire and memory follows the keys active in one window;
+    ``max_keys`` caps it even then.
+    """
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self._clock = clock
+        self._logs: dict[str, deque[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def hit(self, key: str) -> float | None:
+        """Count a hit for ``key``: ``None`` if admitted, else the seconds until one would be."""
+        now = self._clock()
+        log = self._logs.pop(key, None)
+        if log is None:
+            log = deque(maxlen=self.limit)
+        self._logs[key] = log  # now the most recently hit key
+        while log and log[0] <= now - self.window:
+            log.popleft()
+        if len(log) >= self.limit:
+            return log[0] + self.window - now
+        log.append(now)
+        self._evict(now)
+        return None
+
+    def _evict(self, now: float) -> None:
+        logs = self._logs
+        while logs:
+            oldest = next(iter(logs))
+            if logs[oldest][-1] > now - self.window and len(logs) <= self.max_keys:
+                return
+            del logs[oldest]
+
+
+class RateLimits:
+    """The limiter of each group (``None``: that group is unlimited)."""
+
+    def __init__(self, config: Config) -> None:
+        self._limiters = {
+            group: None if limit is None else RateLimiter(*limit, clock=config.monotonic)
+            for group, limit in config.rate_limit_table().items()
+        }
+
+    def check(self, group: str, key: str, error: type[ApiError] = XenonError) -> None:
+        """Raise a 429 when ``key`` has used up the group's budget."""
+        limiter = self._limiters[group]
+        if limiter is not None and (wait := limiter.hit(key)) is not None:
+            raise rate_limited(wait, error)
+
+    def auth_failed(self, address: str, refusal: ApiError) -> ApiError:
+        """What to answer a failed authorization: the refusal itself, or a 429 once the client
+        address has failed too often."""
+        try:
+            self.check("auth_failures", address, type(refusal))
+        except ApiError as limited:
+            return limited
+        return refusal
+
+    def limiter(self, group: str) -> RateLimiter | None:
+        return self._limiters[group]
+
+
+# ---------------------------------------------------------------------------
+# Event hub
+# ---------------------------------------------------------------------------
+
+LOADER_TOPIC = "loaders"
+
+
+class SubscriptionClosed(Exception):
+    """The subscription ended: unsubscribed, or ``overflowed`` past its backlog."""
+
+    def __init__(self, overflowed: bool) -> None:
+        super().__init__("overflowed" if overflowed else "closed")
+        self.overflowed = overflowed
+
+
+class Subscription:
+    """One subscriber's queue of ``(seq, frame)``. Frames are shared, encoded once per event."""
+
+    __slots__ = ("topic", "backlog", "on_overflow", "_hub", "_frames", "_reliable", "_wakeup", "_state")
+
+    def __init__(self, hub: Hub, topic: str, backlog: int) -> None:
+        self.topic = topic
+        self.backlog = backlog
+        self.on_overflow: Callable[[], object] | None = None
+        """Called when the subscriber is dropped for falling behind (to cancel a blocked send)."""
+        self._hub = hub
+        self._frames: deque[tuple[int, str, bool]] = deque()
+        self._reliable = 0
+        self._wakeup = asyncio.Event()
+        self._state = "open"  # "open" -> "closed" | "overflowed"
+
+    def _push(self, seq: int, frame: str, reliable: bool) -> bool:
+        """Queue a frame; False when this pushes the subscriber past its backlog."""
+        self._frames.append((seq, frame, reliable))
+        self._reliable += reliable
+        self._wakeup.set()
+        # Best-effort frames count too, at twice the bound, so memory stays bounded either way.
+        return self._reliable <= self.backlog and len(self._frames) <= 2 * self.backlog
+
+    def _overflow(self) -> None:
+        self._state = "overflowed"
+        self._frames.clear()
+        self._wakeup.set()
+        if self.on_overflow is not None:
+            self.on_overflow()
+
+    async def next_batch(self) -> list[tuple[int, str]]:
+        """Wait for frames and take all that are queued, oldest first."""
+        while not self._frames and self._state == "open":
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self._state != "open":
+            raise SubscriptionClosed(self._state == "overflowed")
+        batch = [(seq, frame) for seq, frame, _ in self._frames]
+        self._frames.clear()
+        self._reliable = 0
+        return batch
+
+    def close(self) -> None:
+        if self._state == "open":
+            self._state = "closed"
+            self._wakeup.set()
+        self._hub._unsubscribe(self)
+
+    def __aiter__(self) -> AsyncIterator[tuple[int, str]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[tuple[int, str]]:
+        try:
+            while True:
+                for item in await self.next_batch():
+                    yield item
+        except SubscriptionClosed:
+            return
+
+
+class Hub:
+    """In-process broadcast by topic. Publishing never waits for a subscriber: each has its own
+    queue, and one that falls more than its backlog behind is dropped, never silently."""
+
+    def __init__(self, backlog: int = 1000) -> None:
+        self.backlog = backlog
+        self._topics: dict[str, set[Subscription]] = {}
+        self._local_seq = 0
+
+    def subscribe(self, topic: str, backlog: int | None = None) -> Subscription:
+        subscription = Subscription(self, topic, self.backlog if backlog is None else backlog)
+        self._topics.setdefault(topic, set()).add(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._topics.get(subscription.topic)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._topics[subscription.topic]
+
+    def subscribers(self, topic: str) -> int:
+        return len(self._topics.get(topic, ()))
+
+    def publish(self, topic: str, seq: int, frame: str, *, reliable: bool = True) -> None:
+        for subscription in list(self._topics.get(topic, ())):
+            if not subscription._push(seq, frame, reliable):
+                self._unsubscribe(subscription)
+                subscription._overflow()
+
+    def next_local_seq(self) -> int:
+        """Numbers for topics that are not logged (player changes)."""
+        self._local_seq += 1
+        return self._local_seq
+
+
+@dataclasses.dataclass(slots=True)
+class _StatusGate:
+    last_sent: float = -math.inf
+    pending: str | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+def _loader_data(loader: Loader, **extra: Any) -> LoaderData:
+    def known(value: str | int | None) -> Any:
+        return msgspec.UNSET if value is None else str(value)
+
+    return LoaderData(
+        id=str(loader.target_id),
+        type=loader.type,
+        source_id=str(loader.source_id),
+        backup_id=known(loader.backup_id) if loader.type == "backup" else msgspec.UNSET,
+        template_id=known(loader.template_id) if loader.type == "template" else msgspec.UNSET,
+        user_id=known(loader.user_id),
+        **extra,
+    )
+
+
+def _frame(event: str, data: LoaderData) -> Callable[[int], str]:
+    return lambda seq: msgspec.json.encode(LoaderEvent(event, seq, data)).decode()
+
+
+class Loaders:
+    """Running loaders and their events: start -> status* -> ids* -> done.
+
+    Each event is numbered, committed and published under one lock, so subscribers see events
+    in ``seq`` order and the log never disagrees with what was sent. Status events are limited
+    per loader: the first of a quiet loader goes out at once, later ones in the same window
+    coalesce into the newest, sent at the window's end; none is sent after the loader's done.
+    """
+
+    def __init__(self, store: Store, hub: Hub, status_interval: float) -> None:
+        self._store = store
+        self._hub = hub
+        self._interval = status_interval
+        self._lock = asyncio.Lock()
+        self._running: dict[str, Loader] = {}
+        self._gates: dict[str, _StatusGate] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        self._running = {str(loader.target_id): loader for loader in await self._store.running_loaders()}
+
+    async def close(self) -> None:
+        for gate in self._gates.values():
+            if gate.timer is not None:
+                gate.timer.cancel()
+        self._gates.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def running(self, target_id: str) -> Loader:
+        loader = self._running.get(target_id)
+        if loader is None:
+            raise ApiError(404, f"No loader is running on guild {target_id}")
+        return loader
+
+    def __contains__(self, target_id: str) -> bool:
+        return target_id in self._running
+
+    async def start(self, loader: Loader) -> LoaderEvent:
+        async with self._lock:
+            target_id = str(loader.target_id)
+            if target_id in self._running:
+                raise ApiError(409, f"A loader is already running on guild {target_id}")
+            data = _loader_data(loader)
+            seq, frame = await self._store.start_loader(loader, _frame("start", data))
+            self._running[target_id] = loader
+            self._hub.publish(LOADER_TOPIC, seq, frame)
+            return LoaderEvent("start", seq, data)
+
+    async def ids(self, target_id: str, ids: dict[str, str]) -> int:
+        loader = self.running(target_id)
+        await self._store.merge_ids(str(loader.source_id), target_id, ids)
+        return len(ids)
+
+    async def status(self, target_id: str, status: str) -> None:
+        self.running(target_id)
+        loop = asyncio.get_running_loop()
+        gate = self._gates.setdefault(target_id, _StatusGate())
+        now = loop.time()
+        if gate.timer is None and now - gate.last_sent >= self._interval:
+            gate.last_sent = now
+            await self._send_status(target_id, status)
+            return
+        gate.pending = status
+        if gate.timer is None:
+            gate.timer = loop.call_at(gate.last_sent + self._interval, self._flush_status, target_id)
+
+    def _flush_status(self, target_id: str) -> None:
+        gate = self._gates.get(target_id)
+        if gate is None or gate.pending is None:
+            return
+        gate.timer, status, gate.pending = None, gate.pending, None
+        gate.last_sent = asyncio.get_running_loop().time()
+        task = asyncio.create_task(self._send_status(target_id, status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_status(self, target_id: str, status: str) -> None:
+        async with self._lock:
+            if target_id not in self._running:  # done came first: no status after done
+                return
+            seq, frame = await self._store.next_seq(_frame("status", LoaderData(id=target_id, status=status)))
+            self._hub.publish(LOADER_TOPIC, seq, frame, reliable=False)
+
+    async def done(self, target_id: str, ok: bool = True) -> LoaderEvent:
+        async with self._lock:
+            loader = self.running(target_id)
+            gate = self._gates.pop(target_id, None)
+            if gate is not None and gate.timer is not None:
+                gate.timer.cancel()
+            data = _loader_data(loader, ok=ok)
+            seq, frame = await self._store.finish_loader(loader, _frame("done", data))
+            del self._running[target_id]
+            self._hub.publish(LOADER_TOPIC, seq, frame)
+            return LoaderEvent("done", seq, data)
+
 
 # ---------------------------------------------------------------------------
 # Music: resolver and player clock
@@ -990,16 +1871,66 @@ class Players:
     process.
     """
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, hub: Hub, clock: Callable[[], float]) -> None:
         self._store = store
+        self._hub = hub
         self._clock = clock
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         # None marks a player this process stopped, so a load that raced the stop cannot bring
         # it back. Guilds never seen are not cached: anyone can ask about any id.
         self._cache: dict[str, Player | None] = {}
         self._last_entry_id = 0
 
     async def open(self) -> None:
+        """Load every connected player, so each track's end is published as it happens."""
         self._last_entry_id = await self._store.last_entry_id()
+        for guild_id in await self._store.player_guilds():
+            await self.get(guild_id)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    @staticmethod
+    def topic(guild_id: str) -> str:
+        """The hub topic of a guild's player changes (frames are :class:`PlayerState` JSON)."""
+        return f"player:{guild_id}"
+
+    def _publish(self, guild_id: str, player: Player | None) -> None:
+        if player is None:
+            state = PlayerState(guild_id, None, 100, False, None, 0)
+        else:
+            entry = player.current
+            track = None
+            if entry is not None:
+                track = elixir_track(entry.track, entry.requested_by, player.position_at(self._clock()))
+            state = PlayerState(
+                guild_id, player.channel_id, player.volume, player.paused, track, max(len(player.queue) - 1, 0)
+            )
+        frame = msgspec.json.encode(state).decode()
+        self._hub.publish(self.topic(guild_id), self._hub.next_local_seq(), frame)
+
+    def _arm(self, player: Player) -> None:
+        """Wake at the current track's end to publish what plays next."""
+        timer = self._timers.pop(player.guild_id, None)
+        if timer is not None:
+            timer.cancel()
+        entry = player.current
+        if entry is None or player.paused or entry.track.is_stream:
+            return
+        ends_in = (entry.track.length - player.position_at(self._clock())) / 1000
+        loop = asyncio.get_running_loop()
+        self._timers[player.guild_id] = loop.call_later(max(ends_in, 0.0), self._track_ended, player, entry)
+
+    def _track_ended(self, player: Player, entry: QueueEntry) -> None:
+        self._timers.pop(player.guild_id, None)
+        if self._cache.get(player.guild_id) is not player:
+            return
+        player.settle(self._clock())
+        if player.current is not entry:
+            self._publish(player.guild_id, player)
+        self._arm(player)
 
     async def get(self, guild_id: str) -> Player | None:
         """The guild's player, settled to now, or ``None`` when Elixir is not connected there."""
@@ -1009,6 +1940,8 @@ class Players:
             loaded = await self._store.load_player(guild_id)
             # Another request may have joined, stopped or loaded meanwhile: what it cached wins.
             player = self._cache.setdefault(guild_id, loaded) if loaded else self._cache.get(guild_id)
+            if player is loaded and loaded is not None:
+                self._arm(loaded)
         if player is not None:
             player.settle(self._clock())
         return player
@@ -1025,7 +1958,12 @@ class Players:
             await self._store.save_player(write)
         except BaseException:
             self._cache.pop(player.guild_id, None)
+            timer = self._timers.pop(player.guild_id, None)
+            if timer is not None:
+                timer.cancel()
             raise
+        self._publish(player.guild_id, player)
+        self._arm(player)
 
     async def join(self, guild_id: str, channel_id: str) -> Player:
         """Connect to a channel, or move there keeping the queue when already connected."""
@@ -1083,7 +2021,11 @@ class Players:
     async def stop(self, guild_id: str) -> None:
         """Disconnect and forget the queue; stopping a stopped player is fine."""
         self._cache[guild_id] = None
+        timer = self._timers.pop(guild_id, None)
+        if timer is not None:
+            timer.cancel()
         await self._store.delete_player(guild_id)
+        self._publish(guild_id, None)
 
     def now(self) -> float:
         return self._clock()
@@ -1102,10 +2044,39 @@ class Services:
     store: Store
     players: Players
     resolver: Resolver
+    limits: RateLimits
+    hub: Hub
+    loaders: Loaders
 
 
 def services(request: Request) -> Services:
     return request.app.state.xe
+
+
+def client_address(scope: Any) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+async def xenon_bot(xe: Services, authorization: str | None, address: str) -> Bot:
+    """The bot whose token is in ``Authorization`` (raw, or with a ``Bot `` prefix)."""
+    if not authorization:
+        raise xe.limits.auth_failed(address, XenonError(401, "Unauthorized"))
+    scheme, _, rest = authorization.partition(" ")
+    token = rest.strip() if scheme.lower() == "bot" and rest else authorization.strip()
+    bot = await xe.store.bot_by_token(token)
+    if bot is None:
+        raise xe.limits.auth_failed(address, XenonError(401, "Invalid token"))
+    return bot
+
+
+async def xenon_caller(request: Request, group: str) -> Bot:
+    """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
+    comes first, so an invalid token never spends a real bot's budget."""
+    xe = services(request)
+    bot = await xenon_bot(xe, request.headers.get("authorization"), client_address(request.scope))
+    xe.limits.check(group, bot.id)
+    return bot
 
 
 _ELIXIR_KEY = re.compile(r"[0-9a-f]{64}")
@@ -1140,26 +2111,216 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     guild, channel or player lookup (the original looked first, letting anyone probe ids).
     """
     guild_id = path_id(guild_id, "guild")
+    xe = services(request)
     key = elixir_key(request.headers.get("authorization"))
-    owner = await services(request).store.key_owner(key) if key else None
+    owner = await xe.store.key_owner(key) if key else None
+    refused = ElixirError(401, NOT_AUTHORIZED)
     if owner is None or owner[0] != guild_id:
-        raise ElixirError(401, NOT_AUTHORIZED)
+        raise xe.limits.auth_failed(client_address(request.scope), refused)
     body = decode_body(await request.body(), ElixirBody)
     if body.user is None:
         raise ElixirError(400, 'Missing "user" (or "user.id") in body.')
     if body.user != owner[1]:
-        raise ElixirError(401, NOT_AUTHORIZED)
+        raise xe.limits.auth_failed(client_address(request.scope), refused)
     return guild_id, body.user, body
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    token: str = connection.app.state.xe.config.admin_token or ""
+    xe: Services = connection.app.state.xe
+    token = xe.config.admin_token or ""
     given = connection.headers.get("authorization", "")
     scheme, _sep, value = given.partition(" ")
     if not (
         token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))
     ):
-        raise XenonError(401, "Unauthorized")
+        raise xe.limits.auth_failed(client_address(connection.scope), XenonError(401, "Unauthorized"))
+
+
+# ---------------------------------------------------------------------------
+# Xenon routes
+# ---------------------------------------------------------------------------
+
+
+def query_id(value: str | None, field: str, parse: Callable[[str, str], str] = path_id) -> str:
+    if value is None or value == "":
+        raise XenonError(400, f"Missing query parameter: {field}")
+    return parse(value, field)
+
+
+def _backup_param(value: str, _: str) -> str:
+    try:
+        return backup_id(value)
+    except ValueError as exc:
+        raise XenonError(400, str(exc)) from None
+
+
+@get("/mappers")
+async def xenon_mappers(request: Request) -> Response[Mapper]:
+    xe = services(request)
+    await xenon_caller(request, "mappers")
+    params = request.query_params
+    target_id = query_id(params.get("target"), "target")
+    if params.get("backup"):  # both given: the backup wins, as the original
+        backup = await xe.store.get_backup(query_id(params.get("backup"), "backup", _backup_param))
+        if backup is None:
+            raise XenonError(404, "Unknown backup")
+        source_id = backup.source_id
+    elif params.get("source"):
+        source_id = query_id(params.get("source"), "source")
+    else:
+        raise XenonError(400, "Missing query parameter: source or backup")
+    mapper = await xe.store.get_mapper(source_id, target_id)
+    if mapper is None:
+        raise XenonError(404, "No id translator found")
+    # Only a found mapper is cacheable (the original also cached its errors).
+    expires = email.utils.formatdate(time.time() + xe.config.cache_seconds, usegmt=True)
+    headers = {"Cache-Control": f"max-age={xe.config.cache_seconds}", "Expires": expires, "Expiration": expires}
+    return Response(mapper, headers=headers)
+
+
+async def _known_template(xe: Services, template_id: str, *, with_bots: bool = False) -> Template:
+    template = None
+    if _TEMPLATE_ID.fullmatch(template_id):
+        template = await xe.store.get_template(template_id, with_bots=with_bots)
+    if template is None:
+        raise XenonError(404, "Unknown template")
+    return template
+
+
+def _template_bots_route(attach: bool) -> Any:
+    """Attach and detach differ only in the one word: same auth, body, checks and idempotence."""
+
+    async def change(request: Request, template_id: FromPath[str]) -> Empty:
+        xe = services(request)
+        bot = await xenon_caller(request, "templates")
+        raw = await request.body()
+        body = decode_body(raw, AttachBody) if raw.strip() else AttachBody()
+        template = await _known_template(xe, template_id)
+        if body.user is not None and body.user != template.creator_id:
+            raise XenonError(403, "User is not the creator")
+        await xe.store.set_template_bot(template_id, bot.id, attached=attach)
+        return Empty()
+
+    route = post if attach else delete
+    change.__name__ = "xenon_attach_bot" if attach else "xenon_detach_bot"
+    return route("/templates/{template_id:str}/bots", status_code=200, name=change.__name__)(change)
+
+
+@get("/templates/{template_id:str}/bots")
+async def xenon_template_bots(request: Request, template_id: FromPath[str]) -> TemplateBots:
+    template = await _known_template(services(request), template_id, with_bots=True)
+    return TemplateBots([bot.id for bot in template.bots])
+
+
+@get("/templates/{template_id:str}")
+async def xenon_template(request: Request, template_id: FromPath[str]) -> Template:
+    return await _known_template(services(request), template_id, with_bots=True)
+
+
+class WebSocketClosed(Exception):
+    """The client went away while we were sending."""
+
+
+async def _refuse_handshake(scope: Any, send: Any, error: ApiError) -> None:
+    """Say why a handshake is refused: an HTTP answer where the server can send one (the ASGI
+    denial-response extension), else accept and close with 4000 + the status's last two digits."""
+    body = msgspec.json.encode(error_body("xenon", error.message, error.retry_after))
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.accept"})
+    # 401 -> 4001, 429 -> 4029, 400 -> 4000
+    await send({"type": "websocket.close", "code": 3600 + error.status_code, "reason": error.message})
+
+
+def _since(scope: Any) -> int | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("since")
+    if not values:
+        return None
+    if not values[0].isascii() or not values[0].isdigit() or len(values[0]) > 18:
+        raise XenonError(400, "Invalid since: expected an event number (0 or more)")
+    return int(values[0])
+
+
+async def _pump(xe: Services, subscription: Subscription, since: int | None, send: Any) -> None:
+    """Send the replay (when asked), then live events, each seq once and in order."""
+    last = -1
+    try:
+        if since is not None:
+            last = since
+            pruned, logged = await xe.store.events_since(since)
+            if pruned > since:
+                # Some events after `since` are gone: tell the client to resynchronise.
+                reset = msgspec.json.encode({"event": "reset", "seq": pruned, "data": {}}).decode()
+                await send({"type": "websocket.send", "text": reset})
+            for seq, frame in logged:
+                await send({"type": "websocket.send", "text": frame})
+                last = seq
+        while True:
+            for seq, frame in await subscription.next_batch():
+                if seq > last:  # live events the replay already sent are skipped
+                    await send({"type": "websocket.send", "text": frame})
+                    last = seq
+    except (SubscriptionClosed, asyncio.CancelledError):
+        if subscription._state == "overflowed":
+            # Loss is never silent: 1013 (try again later) tells the client to reconnect with ?since=.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    send({"type": "websocket.close", "code": 1013, "reason": "backlog overflow"}), 5.0
+                )
+            return
+        raise
+    except OSError:  # the client vanished mid-send
+        return
+
+
+@asgi("/loaders/ws", opt={"api": "xenon"}, copy_scope=False)
+async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
+    """Live loader events. The token is read from the handshake; client messages are ignored."""
+    if scope["type"] != "websocket":
+        raise XenonError(426, "Expected a WebSocket handshake", headers={"Upgrade": "websocket"})
+    if (await receive())["type"] != "websocket.connect":
+        return
+    xe: Services = scope["app"].state.xe
+    headers = dict(scope["headers"])
+    try:
+        authorization = headers.get(b"authorization")
+        bot = await xenon_bot(xe, authorization.decode("latin-1") if authorization else None, client_address(scope))
+        xe.limits.check("loaders_ws", bot.id)
+        since = _since(scope)
+    except ApiError as refusal:
+        await _refuse_handshake(scope, send, refusal)
+        return
+    subscription = xe.hub.subscribe(LOADER_TOPIC)
+    try:
+        await send({"type": "websocket.accept"})
+        pump = asyncio.create_task(_pump(xe, subscription, since, send))
+        subscription.on_overflow = pump.cancel
+        listen = asyncio.create_task(_drain(receive))
+        await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
+        for task in (pump, listen):
+            task.cancel()
+        await asyncio.gather(pump, listen, return_exceptions=True)
+    finally:
+        subscription.close()
+
+
+async def _drain(receive: Receive) -> None:
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+XENON_ROUTES = [
+    xenon_mappers,
+    _template_bots_route(attach=True),
+    _template_bots_route(attach=False),
+    xenon_template_bots,
+    xenon_template,
+    xenon_loaders_ws,
+]
 
 
 # ---------------------------------------------------------------------------
@@ -1329,7 +2490,63 @@ async def admin_put_playlist(request: Request) -> Playlist:
     return playlist
 
 
+@post("/bots", status_code=201)
+async def admin_grant_bot(request: Request) -> Response[BotOut]:
+    bot = decode_body(await request.body(), BotIn)
+    token, existed = await services(request).store.grant_bot(bot)
+    return Response(BotOut(str(bot.id), bot.name, token), status_code=200 if existed else 201)
+
+
+@delete("/bots/{bot_id:str}", status_code=200)
+async def admin_revoke_bot(request: Request, bot_id: FromPath[str]) -> Empty:
+    await services(request).store.revoke_bot(path_id(bot_id, "bot id"))
+    return Empty()
+
+
+@post("/templates", status_code=201)
+async def admin_create_template(request: Request) -> Template:
+    return await services(request).store.create_template(decode_body(await request.body(), TemplateIn))
+
+
+@post("/backups", status_code=201)
+async def admin_create_backup(request: Request) -> Backup:
+    return await services(request).store.create_backup(decode_body(await request.body(), BackupIn))
+
+
+@post("/loaders", status_code=201)
+async def admin_start_loader(request: Request) -> LoaderEvent:
+    return await services(request).loaders.start(decode_body(await request.body(), Loader))
+
+
+@post("/loaders/{target_id:str}/status", status_code=200)
+async def admin_loader_status(request: Request, target_id: FromPath[str]) -> Empty:
+    status = decode_body(await request.body(), StatusIn)
+    await services(request).loaders.status(path_id(target_id, "target_id"), status.status)
+    return Empty()
+
+
+@post("/loaders/{target_id:str}/ids", status_code=200)
+async def admin_loader_ids(request: Request, target_id: FromPath[str]) -> Count:
+    ids = decode_body(await request.body(), IdsIn)
+    return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))
+
+
+@post("/loaders/{target_id:str}/done", status_code=200)
+async def admin_loader_done(request: Request, target_id: FromPath[str]) -> LoaderEvent:
+    raw = await request.body()
+    done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
+    return await services(request).loaders.done(path_id(target_id, "target_id"), done.ok)
+
+
 ADMIN_ROUTES = [
+    admin_grant_bot,
+    admin_revoke_bot,
+    admin_create_template,
+    admin_create_backup,
+    admin_start_loader,
+    admin_loader_status,
+    admin_loader_ids,
+    admin_loader_done,
     admin_create_key,
     admin_revoke_key,
     admin_put_guild,
@@ -1347,12 +2564,22 @@ ADMIN_ROUTES = [
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the store and everything built on it; close them on exit."""
-    store = await Store(config.db).open()
+    limits = RateLimits(config)
+    store = await Store(
+        config.db, event_log_size=config.event_log_size, event_log_seconds=config.event_log_seconds
+    ).open()
     try:
-        players = Players(store, config.clock)
-        await players.open()
-        resolver = config.resolver(store) if config.resolver else CatalogResolver(store)
-        yield Services(config, store, players, resolver)
+        hub = Hub(config.subscriber_backlog)
+        players = Players(store, hub, config.clock)
+        loaders = Loaders(store, hub, config.status_interval)
+        try:
+            await players.open()
+            await loaders.open()
+            resolver = config.resolver(store) if config.resolver else CatalogResolver(store)
+            yield Services(config, store, players, resolver, limits, hub, loaders)
+        finally:
+            players.close()
+            await loaders.close()
     finally:
         await store.close()
 
@@ -1397,6 +2624,72 @@ class Host:
     async def delete_guild(self, guild_id: str | int) -> bool:
         return await self.store.delete_guild(snowflake(guild_id, "guild"))
 
+    @property
+    def hub(self) -> Hub:
+        return self._services.hub
+
+    @property
+    def loaders(self) -> Loaders:
+        return self._services.loaders
+
+    def subscribe(self, topic: str = LOADER_TOPIC) -> Subscription:
+        """Follow a hub topic: ``"loaders"`` (the WebSocket's frames) or ``Players.topic(guild_id)``.
+        ``async for seq, frame in host.subscribe(...)``; ``close()`` it when done."""
+        return self.hub.subscribe(topic)
+
+    async def grant_bot(self, bot_id: str | int, name: str) -> str:
+        """A Xenon token for the bot, shown only now; granting again rotates it."""
+        token, _ = await self.store.grant_bot(BotIn(id=bot_id, name=name))
+        return token
+
+    async def revoke_bot(self, bot_id: str | int) -> bool:
+        return await self.store.revoke_bot(snowflake(bot_id, "bot id"))
+
+    async def create_template(
+        self, name: str, source_id: str | int, creator_id: str | int, *, template_id: str | None = None
+    ) -> Template:
+        return await self.store.create_template(
+            TemplateIn(id=template_id, name=name, source_id=source_id, creator_id=creator_id)
+        )
+
+    async def create_backup(
+        self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None
+    ) -> Backup:
+        return await self.store.create_backup(BackupIn(id=backup_id, source_id=source_id, creator_id=creator_id))
+
+    async def start_loader(
+        self,
+        target_id: str | int,
+        type: str,
+        source_id: str | int,
+        *,
+        backup_id: str | None = None,
+        template_id: str | None = None,
+        user_id: str | int | None = None,
+    ) -> LoaderEvent:
+        """Start loading a backup or template into a guild (publishes ``start``)."""
+        return await self.loaders.start(
+            Loader(
+                target_id=target_id,
+                type=type,
+                source_id=source_id,
+                backup_id=backup_id,
+                template_id=template_id,
+                user_id=user_id,
+            )
+        )
+
+    async def loader_status(self, target_id: str | int, status: str) -> None:
+        await self.loaders.status(snowflake(target_id, "target_id"), StatusIn(status).status)
+
+    async def loader_ids(self, target_id: str | int, ids: dict[str | int, str | int]) -> int:
+        """Merge old->new ids into the mapper of the running loader's (source, target)."""
+        return await self.loaders.ids(snowflake(target_id, "target_id"), IdsIn(ids).ids)  # type: ignore[arg-type]
+
+    async def loader_done(self, target_id: str | int, ok: bool = True) -> LoaderEvent:
+        """End the loader (publishes ``done``, even for a failed load) and add its user to the mapper."""
+        return await self.loaders.done(snowflake(target_id, "target_id"), ok)
+
     async def import_catalog(
         self, tracks: Iterable[Track | dict[str, Any]] = (), playlists: Iterable[Playlist | dict[str, Any]] = ()
     ) -> tuple[int, int]:
@@ -1426,6 +2719,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     ``overrides`` replace fields of ``config`` (by default :meth:`Config.from_env`).
     """
     config = dataclasses.replace(config or Config.from_env(), **overrides)
+    config.rate_limit_table()  # bad limits fail here, not at the first request
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -1437,7 +2731,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
             finally:
                 app.state.host = None
 
-    routers = [Router(config.elixir_prefix, route_handlers=ELIXIR_ROUTES, opt={"api": "elixir"})]
+    routers = [
+        Router(config.elixir_prefix, route_handlers=ELIXIR_ROUTES, opt={"api": "elixir"}),
+        Router(config.xenon_prefix, route_handlers=XENON_ROUTES, opt={"api": "xenon"}),
+    ]
     if config.admin_token:
         routers.append(
             Router(
@@ -1458,7 +2755,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> Any:
+    """``xenon_elixir.app``: the app configured from the environment, for ``uvicorn xenon_elixir:app``.
+    Built on first access, so importing the module reads and opens nothing."""
+    if name == "app":
+        built = globals()["app"] = create_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -1473,6 +2776,30 @@ class CliError(Exception):
 def _cli_host(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[Host]:
     config = Config.from_env()
     return Host.open(config if args.db is None else dataclasses.replace(config, db=args.db))
+
+
+async def _cmd_add_bot(args: argparse.Namespace) -> None:
+    async with _cli_host(args) as host:
+        print(await host.grant_bot(args.id, args.name))
+
+
+async def _cmd_revoke_bot(args: argparse.Namespace) -> None:
+    async with _cli_host(args) as host:
+        if not await host.revoke_bot(args.id):
+            raise CliError(f"no bot {args.id}")
+        print(f"revoked the token of bot {args.id}")
+
+
+async def _cmd_add_template(args: argparse.Namespace) -> None:
+    async with _cli_host(args) as host:
+        template = await host.create_template(args.name, args.source, args.creator, template_id=args.id)
+        print(template.id)
+
+
+async def _cmd_add_backup(args: argparse.Namespace) -> None:
+    async with _cli_host(args) as host:
+        backup = await host.create_backup(args.source, args.creator, backup_id=args.id)
+        print(backup.id)
 
 
 async def _cmd_genkey(args: argparse.Namespace) -> None:
@@ -1540,6 +2867,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     serve.set_defaults(run=_cmd_serve)
+
+    add_bot = commands.add_parser(
+        "add-bot", parents=[db], help="grant a Xenon bot token and print it (again: rotates it)"
+    )
+    add_bot.add_argument("id", metavar="ID")
+    add_bot.add_argument("name", metavar="NAME")
+    add_bot.set_defaults(run=_cmd_add_bot)
+
+    revoke_bot = commands.add_parser("revoke-bot", parents=[db], help="revoke a Xenon bot's token")
+    revoke_bot.add_argument("id", metavar="ID")
+    revoke_bot.set_defaults(run=_cmd_revoke_bot)
+
+    add_template = commands.add_parser("add-template", parents=[db], help="create a template and print its id")
+    add_template.add_argument("name", metavar="NAME")
+    add_template.add_argument("--source", required=True, help="the guild the template was made from")
+    add_template.add_argument("--creator", required=True, help="the user who made it")
+    add_template.add_argument("--id", help="its id (12 of A-Z, a-z, 0-9; default: generated)")
+    add_template.set_defaults(run=_cmd_add_template)
+
+    add_backup = commands.add_parser("add-backup", parents=[db], help="create a backup and print its id")
+    add_backup.add_argument("--source", required=True, help="the guild the backup was made from")
+    add_backup.add_argument("--creator", required=True, help="the user who made it")
+    add_backup.add_argument("--id", help="its id (10 of 0-9, a-z; default: generated)")
+    add_backup.set_defaults(run=_cmd_add_backup)
 
     genkey = commands.add_parser("genkey", parents=[db], help="create an Elixir key and print it")
     genkey.add_argument("guild")

@@ -55,7 +55,7 @@ def make_client(db_path: str, clock: FakeClock) -> Iterator[Any]:
     started: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        config = xe.Config(db=db_path, admin_token=ADMIN_TOKEN, clock=clock)
+        config = xe.Config(db=db_path, admin_token=ADMIN_TOKEN, clock=clock, monotonic=clock)
         client = TestClient(xe.create_app(config, **overrides))
         client.__enter__()
         started.append(client)
@@ -92,3 +92,37 @@ def world(client: TestClient) -> dict[str, str]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+BOT = "386861188891279362"
+OTHER_BOT = "235148962103951360"
+SOURCE = "410488579140354049"
+TARGET = "496683369665658880"
+CREATOR = "647737109494497281"
+
+
+def grant_bot(client: TestClient, bot_id: str = BOT, name: str = "Wick") -> str:
+    response = client.post("/admin/bots", json={"id": bot_id, "name": name}, headers=ADMIN)
+    assert response.status_code in (200, 201), response.text
+    return response.json()["token"]
+
+
+def run_load(
+    client: TestClient,
+    ids: dict[str, str],
+    *,
+    user: str | None = CREATOR,
+    source: str = SOURCE,
+    target: str = TARGET,
+    **loader: Any,
+) -> dict[str, Any]:
+    """A whole load through the admin API: start, ids, done; returns the done event."""
+    body = {"target_id": target, "type": "backup", "source_id": source, **loader}
+    if user is not None:
+        body["user_id"] = user
+    assert client.post("/admin/loaders", json=body, headers=ADMIN).status_code == 201
+    if ids:
+        assert client.post(f"/admin/loaders/{target}/ids", json={"ids": ids}, headers=ADMIN).status_code == 200
+    done = client.post(f"/admin/loaders/{target}/done", headers=ADMIN)
+    assert done.status_code == 200, done.text
+    return done.json()
