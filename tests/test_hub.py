@@ -1,0 +1,336 @@
+"""The event hub and the loader events (SPEC §1 WS, §2 Player): order, fan-out, slow and
+overflowing subscribers, status coalescing, replay across disconnects, seq across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+import xenon_elixir as xe
+from conftest import ADMIN, CREATOR, GUILD, SOURCE, TARGET, USER, VOICE, FakeClock, grant_bot, run_load
+
+TARGETS = [str(496683369665658880 + i) for i in range(8)]
+
+
+def run(db_path: str, body: Callable[[xe.Host], Awaitable[Any]], **config: Any) -> Any:
+    async def main() -> Any:
+        async with xe.Host.open(xe.Config(db=db_path, **config)) as host:
+            return await body(host)
+
+    return asyncio.run(main())
+
+
+async def drain(subscription: xe.Subscription, timeout: float = 0.05) -> list[dict[str, Any]]:
+    """Everything queued or arriving within ``timeout``."""
+    frames: list[dict[str, Any]] = []
+    while True:
+        try:
+            batch = await asyncio.wait_for(subscription.next_batch(), timeout)
+        except asyncio.TimeoutError:
+            return frames
+        frames += [json.loads(frame) for _, frame in batch]
+
+
+async def load(host: xe.Host, target: str, *, ok: bool = True, **loader: Any) -> None:
+    await host.start_loader(target, loader.pop("type", "backup"), SOURCE, **loader)
+    await host.loader_done(target, ok)
+
+
+def test_every_subscriber_gets_every_start_and_done_in_order(db_path: str) -> None:
+    async def body(host: xe.Host) -> list[list[tuple[str, int, str]]]:
+        subscriptions = [host.subscribe() for _ in range(3)]
+        await asyncio.gather(*(load(host, t) for t in TARGETS))
+        return [[(f["event"], f["seq"], f["data"]["id"]) for f in await drain(s)] for s in subscriptions]
+
+    seen = run(db_path, body)
+    assert seen[0] == seen[1] == seen[2]
+    assert [seq for _, seq, _ in seen[0]] == list(range(1, 17))
+    for target in TARGETS:  # each loader's start comes before its done
+        events = [event for event, _, t in seen[0] if t == target]
+        assert events == ["start", "done"]
+
+
+def test_a_subscriber_that_stops_reading_does_not_delay_another(db_path: str) -> None:
+    async def body(host: xe.Host) -> tuple[int, int]:
+        stalled = host.subscribe()  # never read
+        reader = host.subscribe()
+        received = 0
+
+        async def read() -> None:
+            nonlocal received
+            async for _ in reader:
+                received += 1
+                if received == 2 * len(TARGETS) * 20:
+                    return
+
+        reading = asyncio.create_task(read())
+        for _ in range(20):
+            await asyncio.gather(*(load(host, t) for t in TARGETS))
+        await asyncio.wait_for(reading, 5)
+        return received, len(stalled._frames)
+
+    received, stalled_backlog = run(db_path, body)
+    assert received == 320
+    assert stalled_backlog == 320  # still held for it, not dropped, not blocking
+
+
+def test_one_encoded_frame_is_shared_by_all_subscribers(db_path: str) -> None:
+    async def body(host: xe.Host) -> bool:
+        first, second = host.subscribe(), host.subscribe()
+        await load(host, TARGETS[0])
+        a, b = await first.next_batch(), await second.next_batch()
+        return all(x[1] is y[1] for x, y in zip(a, b, strict=True)) and len(a) == 2
+
+    assert run(db_path, body)
+
+
+def test_an_overflowing_subscriber_is_closed_and_others_are_not(db_path: str) -> None:
+    async def body(host: xe.Host) -> tuple[bool, int, int]:
+        small = host.hub.subscribe(xe.LOADER_TOPIC, backlog=5)
+        other = host.subscribe()
+        for target in TARGETS[:3]:  # 6 start/done events: one past the bound
+            await load(host, target)
+        with pytest.raises(xe.SubscriptionClosed) as closed:
+            await small.next_batch()
+        return closed.value.overflowed, len(await drain(other)), host.hub.subscribers(xe.LOADER_TOPIC)
+
+    assert run(db_path, body) == (True, 6, 1)
+
+
+def test_keys_that_do_not_apply_are_left_out(db_path: str) -> None:
+    async def body(host: xe.Host) -> list[dict[str, Any]]:
+        subscription = host.subscribe()
+        await host.start_loader(TARGETS[0], "template", SOURCE, template_id="hHGhNE6wyxgF", backup_id="3zydfwqp0h")
+        await host.loader_status(TARGETS[0], "loading roles")
+        await host.loader_done(TARGETS[0], ok=False)
+        return await drain(subscription)
+
+    start, status, done = run(db_path, body)
+    assert start == {
+        "event": "start",
+        "seq": 1,
+        "data": {"id": TARGETS[0], "type": "template", "source_id": SOURCE, "template_id": "hHGhNE6wyxgF"},
+    }
+    assert status == {"event": "status", "seq": 2, "data": {"id": TARGETS[0], "status": "loading roles"}}
+    assert done["data"] == {**start["data"], "ok": False}  # done is sent for a failed load too
+
+
+def test_a_status_burst_yields_the_newest_at_the_windows_end(db_path: str) -> None:
+    async def body(host: xe.Host) -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        subscription = host.subscribe()
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        began = loop.time()
+        for status in ("starting", "deleting roles", "loading roles", "deleting channels"):
+            await host.loader_status(TARGETS[0], status)
+        seen = []
+        deadline = began + 1.0
+        while (left := deadline - loop.time()) > 0:
+            try:
+                batch = await asyncio.wait_for(subscription.next_batch(), left)
+            except asyncio.TimeoutError:
+                break
+            seen += [(json.loads(f)["data"].get("status", "start"), loop.time() - began) for _, f in batch]
+        return seen
+
+    seen = run(db_path, body, status_interval=0.3)
+    assert [status for status, _ in seen] == ["start", "starting", "deleting channels"]
+    assert seen[1][1] < 0.15  # the first status of a quiet loader goes out at once
+    assert 0.25 <= seen[2][1] < 0.6  # the newest of the window, at its end
+
+
+def test_a_quiet_loaders_next_status_goes_out_at_once(db_path: str) -> None:
+    async def body(host: xe.Host) -> list[str]:
+        subscription = host.subscribe()
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        await host.loader_status(TARGETS[0], "one")
+        await asyncio.sleep(0.25)
+        await host.loader_status(TARGETS[0], "two")
+        return [f["data"].get("status", "") for f in await drain(subscription, 0.02)]
+
+    assert run(db_path, body, status_interval=0.2) == ["", "one", "two"]
+
+
+def test_no_status_is_sent_after_done(db_path: str) -> None:
+    async def body(host: xe.Host) -> list[str]:
+        subscription = host.subscribe()
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        await host.loader_status(TARGETS[0], "one")
+        await host.loader_status(TARGETS[0], "pending when done arrives")
+        await host.loader_done(TARGETS[0])
+        return [f["event"] for f in await drain(subscription, 0.5)]
+
+    assert run(db_path, body, status_interval=0.2) == ["start", "status", "done"]
+
+
+def test_loader_rules(db_path: str) -> None:
+    async def body(host: xe.Host) -> None:
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        with pytest.raises(xe.ApiError) as twice:
+            await host.start_loader(TARGETS[0], "template", SOURCE)
+        assert twice.value.status_code == 409
+        for call in (host.loader_status(TARGETS[1], "x"), host.loader_ids(TARGETS[1], {}), host.loader_done(TARGETS[1])):
+            with pytest.raises(xe.ApiError) as missing:
+                await call
+            assert missing.value.status_code == 404
+        with pytest.raises(ValueError, match="Invalid type"):
+            await host.start_loader(TARGETS[1], "snapshot", SOURCE)
+        await host.loader_done(TARGETS[0])
+        await host.start_loader(TARGETS[0], "template", SOURCE)  # free again after done
+
+    run(db_path, body)
+
+
+def test_a_running_loader_survives_a_restart(db_path: str) -> None:
+    run(db_path, lambda host: host.start_loader(TARGETS[0], "backup", SOURCE, user_id=CREATOR))
+
+    async def finish(host: xe.Host) -> dict[str, Any]:
+        await host.loader_ids(TARGETS[0], {"410520361789161472": "754098965649162251"})
+        event = await host.loader_done(TARGETS[0])
+        mapper = await host.store.get_mapper(SOURCE, TARGETS[0])
+        assert mapper is not None and mapper.loaders == [CREATOR]
+        return {"seq": event.seq, "user": event.data.user_id}
+
+    assert run(db_path, finish) == {"seq": 2, "user": CREATOR}
+
+
+def test_seq_keeps_increasing_across_restarts_statuses_included(db_path: str) -> None:
+    async def first(host: xe.Host) -> None:
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        await host.loader_status(TARGETS[0], "a")  # seq 2: not logged, still never reused
+
+    async def second(host: xe.Host) -> int:
+        return (await host.loader_done(TARGETS[0])).seq
+
+    run(db_path, first)
+    assert run(db_path, second) == 3
+
+
+def test_the_replay_seam_has_no_gap_and_no_duplicate(db_path: str) -> None:
+    """Subscribe, then read the log, while loads keep publishing, as the WebSocket route does.
+    Events that land between the two are both in the log and queued live: each is sent once."""
+
+    async def body(host: xe.Host) -> tuple[list[int], list[int]]:
+        sent: list[int] = []
+        all_sent = asyncio.Event()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(json.loads(message["text"])["seq"])
+            if sent[-1] == 80:
+                all_sent.set()
+
+        for i in range(5):
+            await load(host, TARGETS[i % 8])  # seqs 1..10, before the client connects
+        subscription = host.subscribe()
+        for i in range(5, 10):
+            await load(host, TARGETS[i % 8])  # seqs 11..20: in the log and in the live queue
+        producing = asyncio.gather(*(load(host, str(10**17 + i)) for i in range(10, 40)))
+        pump = asyncio.create_task(xe._pump(host._services, subscription, 6, send))
+        await producing
+        await asyncio.wait_for(all_sent.wait(), 5)
+        pump.cancel()
+        subscription.close()
+        logged = [seq for seq, _ in (await host.store.events_since(6))[1]]
+        return sent, logged
+
+    sent, logged = run(db_path, body)
+    assert sent == logged == list(range(7, 81))
+
+
+def test_replay_after_pruning_starts_with_reset(make_client: Any, clock: FakeClock) -> None:
+    client = make_client(event_log_size=3)
+    token = grant_bot(client)
+    for target in TARGETS[:4]:
+        run_load(client, {}, target=target)  # seqs 1..8; the log keeps 6, 7, 8
+    with client.websocket_connect("/api/loaders/ws?since=2", headers={"Authorization": token}) as ws:
+        frames = [json.loads(ws.receive_text()) for _ in range(4)]
+    assert frames[0] == {"event": "reset", "seq": 5, "data": {}}
+    assert [f["seq"] for f in frames[1:]] == [6, 7, 8]
+    clock.advance(1)
+    with client.websocket_connect("/api/loaders/ws?since=6", headers={"Authorization": token}) as ws:
+        assert json.loads(ws.receive_text())["seq"] == 7  # nothing pruned after 6: no reset
+
+
+def test_old_events_leave_the_log(db_path: str) -> None:
+    async def body(host: xe.Host) -> tuple[int, list[int]]:
+        await load(host, TARGETS[0])
+        await load(host, TARGETS[1])
+        pruned, logged = await host.store.events_since(0)
+        return pruned, [seq for seq, _ in logged]
+
+    # pruning runs as events are appended: all but the one just logged are past a 0 s window
+    assert run(db_path, body, event_log_seconds=0) == (3, [4])
+
+
+def test_replay_across_a_disconnect_returns_exactly_the_missed_events(
+    client: TestClient, clock: FakeClock
+) -> None:
+    token = grant_bot(client)
+    auth = {"Authorization": token}
+    with client.websocket_connect("/api/loaders/ws", headers=auth) as ws:
+        run_load(client, {}, target=TARGETS[0])
+        seen = [json.loads(ws.receive_text()) for _ in range(2)]
+    last = seen[-1]["seq"]
+    # missed while away: two loads with statuses between
+    client.post("/admin/loaders", json={"target_id": TARGETS[1], "type": "backup", "source_id": SOURCE}, headers=ADMIN)
+    client.post(f"/admin/loaders/{TARGETS[1]}/status", json={"status": "loading roles"}, headers=ADMIN)
+    client.post(f"/admin/loaders/{TARGETS[1]}/done", json={"ok": False}, headers=ADMIN)
+    run_load(client, {}, target=TARGETS[2])
+    clock.advance(1)
+    with client.websocket_connect(f"/api/loaders/ws?since={last}", headers=auth) as ws:
+        missed = [json.loads(ws.receive_text()) for _ in range(4)]
+        run_load(client, {}, target=TARGETS[3])
+        live = [json.loads(ws.receive_text()) for _ in range(2)]
+    assert [(f["event"], f["data"]["id"]) for f in missed] == [
+        ("start", TARGETS[1]),
+        ("done", TARGETS[1]),
+        ("start", TARGETS[2]),
+        ("done", TARGETS[2]),
+    ]
+    assert missed[1]["data"]["ok"] is False
+    seqs = [f["seq"] for f in seen + missed + live]
+    assert seqs == sorted(set(seqs))  # strictly increasing: no duplicate at the seam
+    assert [f["data"]["id"] for f in live] == [TARGETS[3]] * 2
+
+
+def test_player_changes_are_published_per_guild(db_path: str) -> None:
+    catalog_track = {
+        "source": "youtube",
+        "identifier": "shortTrack1",
+        "title": "Short",
+        "author": "A",
+        "length": 300,
+        "uri": "https://www.youtube.com/watch?v=shortTrack1",
+    }
+
+    async def body(host: xe.Host) -> list[dict[str, Any]]:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.import_catalog([catalog_track, {**catalog_track, "identifier": "shortTrack2", "title": "Next"}])
+        subscription = host.subscribe(xe.Players.topic(GUILD))
+        other = host.subscribe(xe.Players.topic(TARGET))
+        players = host.players
+        await players.join(GUILD, VOICE)
+        tracks = [await host.store.get_track("youtube", i) for i in ("shortTrack1", "shortTrack2")]
+        await players.enqueue(GUILD, [t for t in tracks if t], USER)
+        await players.set_volume(GUILD, 30)
+        frames = await drain(subscription, 0.5)  # the first track ends after 0.3 s
+        await players.stop(GUILD)
+        frames += await drain(subscription, 0.05)
+        assert await drain(other, 0.01) == []
+        return frames
+
+    frames = run(db_path, body)
+    assert [(f["channel"], f["track"] and f["track"]["title"], f["queue"]) for f in frames] == [
+        (VOICE, None, 0),  # joined
+        (VOICE, "Short", 1),  # played two
+        (VOICE, "Short", 1),  # volume
+        (VOICE, "Next", 0),  # the first track ended
+        (VOICE, None, 0),  # the second ended
+        (None, None, 0),  # stopped
+    ]
+    assert frames[2]["volume"] == 30
