@@ -22,13 +22,21 @@ def free_port() -> int:
 class Server:
     """A ``python -m xenon_elixir serve`` child process; its output goes to ``log``."""
 
-    def __init__(self, db: str, log: Path, **env: str) -> None:
+    def __init__(self, db: str, log: Path, overrides: dict[str, object] | None = None, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.log = log
         self._output = log.open("ab")
+        command = [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(self.port)]
+        if overrides:  # settings without an environment variable: run uvicorn on create_app(**overrides)
+            code = (
+                "import sys, uvicorn, xenon_elixir as xe; "
+                f"uvicorn.run(xe.create_app(db=sys.argv[1], **{overrides!r}), host='127.0.0.1', port={self.port})"
+            )
+            command = [sys.executable, "-c", code, db]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(self.port)],
+            command,
             stdout=self._output,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},

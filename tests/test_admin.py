@@ -6,9 +6,8 @@ import re
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
-
 from conftest import ADMIN, ADMIN_TOKEN, CATALOG, GUILD, OTHER_USER, USER, VOICE, VOICE_2, admin_key, bearer
+from litestar.testing import TestClient
 
 API = "/api/v1"
 TRACK = CATALOG["tracks"][0]
@@ -224,3 +223,112 @@ def test_admin_errors_use_the_error_shape(client: TestClient) -> None:
     xenon_error(client.post("/admin/keys", content=b"{oops", headers=ADMIN), 400)
     xenon_error(client.post("/admin/keys", headers=ADMIN), 400, "No body provided.")
     xenon_error(client.get("/admin/keys", headers=ADMIN), 405)
+
+
+# Xenon side ------------------------------------------------------------------------
+
+XENON_BOT = "386861188891279362"
+SOURCE = "410488579140354049"
+CREATOR = "647737109494497281"
+TARGET = "496683369665658880"
+
+
+def test_grant_bot_is_201_then_rotates_with_200(client: TestClient) -> None:
+    first = client.post("/admin/bots", json={"id": int(XENON_BOT), "name": "Wick"}, headers=ADMIN)
+    assert first.status_code == 201
+    assert first.json()["id"] == XENON_BOT and first.json()["name"] == "Wick"
+    assert len(first.json()["token"]) >= 40
+    again = client.post("/admin/bots", json={"id": XENON_BOT, "name": "Wick 2"}, headers=ADMIN)
+    assert again.status_code == 200 and again.json()["token"] != first.json()["token"]
+
+
+@pytest.mark.parametrize("body", [{"id": "abc", "name": "x"}, {"id": XENON_BOT, "name": ""}, {"id": XENON_BOT}])
+def test_bad_bots_are_400(client: TestClient, body: dict[str, Any]) -> None:
+    xenon_error(client.post("/admin/bots", json=body, headers=ADMIN), 400)
+
+
+def test_revoke_bot_is_idempotent(client: TestClient) -> None:
+    client.post("/admin/bots", json={"id": XENON_BOT, "name": "Wick"}, headers=ADMIN)
+    assert client.delete(f"/admin/bots/{XENON_BOT}", headers=ADMIN).json() == {}
+    assert client.delete(f"/admin/bots/{XENON_BOT}", headers=ADMIN).status_code == 200
+    xenon_error(client.delete("/admin/bots/bad", headers=ADMIN), 400)
+
+
+def test_templates_get_generated_or_given_ids(client: TestClient) -> None:
+    made = client.post("/admin/templates", json={"name": "T", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    assert made.status_code == 201
+    assert re.fullmatch(r"[A-Za-z0-9]{12}", made.json()["id"])
+    assert made.json() == {"id": made.json()["id"], "name": "T", "source_id": SOURCE, "creator_id": CREATOR, "bots": []}
+    given = {"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR}
+    assert client.post("/admin/templates", json=given, headers=ADMIN).json()["id"] == "hHGhNE6wyxgF"
+    xenon_error(client.post("/admin/templates", json=given, headers=ADMIN), 409, "Template hHGhNE6wyxgF already exists")
+    xenon_error(client.post("/admin/templates", json={**given, "id": "short"}, headers=ADMIN), 400)
+
+
+def test_backups_get_generated_or_given_lowercase_ids(client: TestClient) -> None:
+    made = client.post("/admin/backups", json={"source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    assert made.status_code == 201 and re.fullmatch(r"[0-9a-z]{10}", made.json()["id"])
+    given = client.post("/admin/backups", json={"id": "3ZYDFWQP0H", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    assert given.json() == {"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}
+    again = client.post("/admin/backups", json={"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    xenon_error(again, 409)
+
+
+def test_loader_lifecycle_through_the_admin_api(client: TestClient) -> None:
+    start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h", "user_id": CREATOR}
+    started = client.post("/admin/loaders", json=start, headers=ADMIN)
+    assert started.status_code == 201
+    assert started.json() == {
+        "event": "start",
+        "seq": 1,
+        "data": {"id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h", "user_id": CREATOR},
+    }
+    xenon_error(client.post("/admin/loaders", json=start, headers=ADMIN), 409)
+    assert client.post(f"/admin/loaders/{TARGET}/status", json={"status": "loading roles"}, headers=ADMIN).json() == {}
+    ids = {"410520361789161472": "754098965649162251", "410533472055066624": 754098969658916895}
+    assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).json() == {"count": 2}
+    done = client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN)
+    assert done.status_code == 200
+    assert done.json()["event"] == "done" and done.json()["data"]["ok"] is False and done.json()["seq"] == 3
+
+
+@pytest.mark.parametrize("action", ["status", "ids", "done"])
+def test_loader_calls_without_a_running_loader_are_404(client: TestClient, action: str) -> None:
+    body = {"status": {"status": "x"}, "ids": {"ids": {}}, "done": {}}[action]
+    xenon_error(client.post(f"/admin/loaders/{TARGET}/{action}", json=body, headers=ADMIN), 404,
+                f"No loader is running on guild {TARGET}")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/loaders", {"target_id": TARGET, "type": "snapshot", "source_id": SOURCE}),
+        ("/admin/loaders", {"target_id": TARGET, "type": "backup"}),
+        ("/admin/loaders", {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "x"}),
+        (f"/admin/loaders/{TARGET}/ids", {"ids": {"1": "754098965649162251"}}),
+        (f"/admin/loaders/{TARGET}/ids", {"ids": ["x"]}),
+        (f"/admin/loaders/{TARGET}/status", {"status": ""}),
+        (f"/admin/loaders/{TARGET}/status", {"status": "x" * 201}),
+        (f"/admin/loaders/{TARGET}/done", {"ok": "yes"}),
+        ("/admin/loaders/abc/done", {}),
+    ],
+)
+def test_bad_loader_requests_are_400_and_change_nothing(client: TestClient, path: str, body: dict[str, Any]) -> None:
+    start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE}
+    if not path.endswith("/loaders"):
+        client.post("/admin/loaders", json=start, headers=ADMIN)
+    xenon_error(client.post(path, json=body, headers=ADMIN), 400)
+    if path.endswith("/loaders"):
+        assert client.post("/admin/loaders", json=start, headers=ADMIN).status_code == 201
+    else:
+        assert client.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN).json()["seq"] == 2
+
+
+def test_ten_thousand_ids_in_one_call(client: TestClient) -> None:
+    client.post("/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN)
+    ids = {str(500000000000000000 + i): str(600000000000000000 + i) for i in range(10_000)}
+    assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).json() == {"count": 10_000}
+    client.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN)
+    token = client.post("/admin/bots", json={"id": XENON_BOT, "name": "W"}, headers=ADMIN).json()["token"]
+    mapper = client.get(f"/api/mappers?target={TARGET}&source={SOURCE}", headers={"Authorization": token}).json()
+    assert len(mapper["ids"]) == 10_001

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CATALOG_FILE, GUILD, USER, VOICE, VOICE_2
 
 import xenon_elixir as xe
-from conftest import CATALOG_FILE, GUILD, USER, VOICE, VOICE_2
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -135,3 +135,32 @@ def test_the_module_runs_as_a_script(db_path: str) -> None:
         [sys.executable, "-m", "xenon_elixir", "frobnicate"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_add_bot_prints_a_token_and_rotates(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    code, out, _ = run(capsys, "add-bot", "386861188891279362", "Wick", "--db", db_path)
+    first = out.strip()
+    assert code == 0 and len(first) >= 40
+
+    async def bot(token: str) -> xe.Bot | None:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            return await host.store.bot_by_token(token)
+
+    assert asyncio.run(bot(first)) == xe.Bot("386861188891279362", "Wick")
+    second = run(capsys, "add-bot", "386861188891279362", "Wick", "--db", db_path)[1].strip()
+    assert asyncio.run(bot(first)) is None and asyncio.run(bot(second)) is not None
+    assert run(capsys, "revoke-bot", "386861188891279362", "--db", db_path)[0] == 0
+    assert asyncio.run(bot(second)) is None
+    code, _, err = run(capsys, "revoke-bot", "235148962103951360", "--db", db_path)
+    assert code == 1 and "no bot" in fail_line(err)
+
+
+def test_add_template_and_add_backup_print_their_ids(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    code, out, _ = run(capsys, "add-template", "Gaming", "--source", GUILD, "--creator", USER, "--db", db_path)
+    assert code == 0 and re.fullmatch(r"[A-Za-z0-9]{12}\n", out)
+    code, out, _ = run(capsys, "add-backup", "--source", GUILD, "--creator", USER, "--id", "3ZYDFWQP0H", "--db", db_path)
+    assert (code, out) == (0, "3zydfwqp0h\n")
+    code, _, err = run(capsys, "add-backup", "--source", GUILD, "--creator", USER, "--id", "3zydfwqp0h", "--db", db_path)
+    assert code == 1 and "already exists" in fail_line(err)
+    code, _, err = run(capsys, "add-template", "X", "--source", "1", "--creator", USER, "--db", db_path)
+    assert code == 1 and "Invalid source_id" in fail_line(err)

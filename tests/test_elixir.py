@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
-
 from conftest import (
     ADMIN,
     GUILD,
@@ -19,6 +17,7 @@ from conftest import (
     admin_key,
     bearer,
 )
+from litestar.testing import TestClient
 
 API = "/api/v1"
 MAGIA = {

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import CATALOG, GUILD, USER, VOICE, bearer
 
 import xenon_elixir as xe
-from conftest import CATALOG, GUILD, USER, VOICE, bearer
 
 API = "/api/v1"
 

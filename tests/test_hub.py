@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from conftest import ADMIN, CREATOR, GUILD, SOURCE, TARGET, USER, VOICE, FakeClock, grant_bot, run_load
 from litestar.testing import TestClient
 
 import xenon_elixir as xe
-from conftest import ADMIN, CREATOR, GUILD, SOURCE, TARGET, USER, VOICE, FakeClock, grant_bot, run_load
 
 TARGETS = [str(496683369665658880 + i) for i in range(8)]
 
@@ -100,6 +100,31 @@ def test_an_overflowing_subscriber_is_closed_and_others_are_not(db_path: str) ->
         return closed.value.overflowed, len(await drain(other)), host.hub.subscribers(xe.LOADER_TOPIC)
 
     assert run(db_path, body) == (True, 6, 1)
+
+
+def test_a_subscriber_stuck_in_a_send_is_closed_with_1013(db_path: str) -> None:
+    """The socket's send blocks (the client stopped reading): past the backlog, the blocked send
+    is cancelled and a 1013 close goes out instead of a silent gap."""
+
+    async def body(host: xe.Host) -> tuple[list[Any], bool]:
+        sent: list[Any] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message.get("code", "frame"))
+            if message["type"] == "websocket.send":
+                await asyncio.Event().wait()  # never completes
+
+        subscription = host.hub.subscribe(xe.LOADER_TOPIC, backlog=5)
+        pump = asyncio.create_task(xe._pump(host._services, subscription, None, send))
+        subscription.on_overflow = pump.cancel
+        for target in TARGETS[:4]:
+            await load(host, target)
+        await asyncio.wait_for(pump, 1)
+        return sent, host.hub.subscribers(xe.LOADER_TOPIC) == 0
+
+    sent, unsubscribed = run(db_path, body)
+    assert sent == ["frame", 1013]  # stuck on the first frame, then closed
+    assert unsubscribed
 
 
 def test_keys_that_do_not_apply_are_left_out(db_path: str) -> None:

@@ -7,9 +7,9 @@ from collections import deque
 from typing import Any
 
 import pytest
+from conftest import GUILD, USER, VOICE, FakeClock, bearer
 
 import xenon_elixir as xe
-from conftest import GUILD, USER, VOICE, FakeClock, bearer
 
 API = "/api/v1"
 

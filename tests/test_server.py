@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import CATALOG_FILE, GUILD, OTHER_GUILD, USER, VOICE, VOICE_2
 from server import Server
 

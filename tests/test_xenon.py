@@ -7,10 +7,6 @@ import time
 from typing import Any
 
 import pytest
-from litestar.exceptions import WebSocketDisconnect
-from litestar.testing import TestClient
-
-import xenon_elixir as xe
 from conftest import (
     ADMIN,
     BOT,
@@ -27,6 +23,10 @@ from conftest import (
     grant_bot,
     run_load,
 )
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
+
+import xenon_elixir as xe
 
 MAPPER = f"/api/mappers?target={TARGET}&source={SOURCE}"
 

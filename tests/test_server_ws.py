@@ -1,0 +1,149 @@
+"""WS /api/loaders/ws against a real uvicorn process, with the `websockets` client: the refused
+handshake as that client sees it, live events, replay, and slow or stalled subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import SOURCE
+from server import Server
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+ADMIN_TOKEN = "ws-test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+BOTS = [str(386861188891279362 + i) for i in range(3)]
+
+
+def grant(http: httpx.Client, bot_id: str) -> str:
+    return http.post("/admin/bots", json={"id": bot_id, "name": "bot"}, headers=ADMIN).json()["token"]
+
+
+def load(http: httpx.Client, target: int, *, status: str | None = None) -> None:
+    start = {"target_id": str(target), "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+    assert http.post("/admin/loaders", json=start, headers=ADMIN).status_code == 201
+    if status:
+        http.post(f"/admin/loaders/{target}/status", json={"status": status}, headers=ADMIN)
+    assert http.post(f"/admin/loaders/{target}/done", headers=ADMIN).status_code == 200
+
+
+@pytest.fixture
+def server(db_path: str, tmp_path: Path) -> Iterator[Server]:
+    running = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, XE_STATUS_INTERVAL="0.2")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        yield client
+
+
+async def refused(url: str, headers: dict[str, str]) -> InvalidStatus:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(url, additional_headers=headers, open_timeout=5):
+            pass
+    return caught.value
+
+
+def test_refused_handshakes_answer_http_401_and_429(server: Server, http: httpx.Client) -> None:
+    token = grant(http, BOTS[0])
+    url = f"{server.ws_url}/api/loaders/ws"
+
+    async def scenario() -> None:
+        missing = await refused(url, {})
+        assert missing.response.status_code == 401
+        assert json.loads(missing.response.body) == {"error": "Unauthorized"}
+        invalid = await refused(url, {"Authorization": "not-a-token"})
+        assert json.loads(invalid.response.body) == {"error": "Invalid token"}
+        async with connect(url, additional_headers={"Authorization": token}):
+            limited = await refused(url, {"Authorization": f"Bot {token}"})
+        assert limited.response.status_code == 429
+        assert limited.response.headers["Retry-After"] == "1"
+        body = json.loads(limited.response.body)
+        assert body["error"] == "You got ratelimited" and 0 < body["retry_after"] <= 1000
+
+    asyncio.run(scenario())
+
+
+def test_live_events_reach_every_subscriber_in_order(server: Server, http: httpx.Client) -> None:
+    tokens = [grant(http, bot) for bot in BOTS]
+
+    async def scenario() -> list[list[tuple[str, int]]]:
+        sockets = [
+            await connect(f"{server.ws_url}/api/loaders/ws", additional_headers={"Authorization": t}) for t in tokens
+        ]
+        await asyncio.to_thread(lambda: [load(http, 496683369665658880 + i, status="loading roles") for i in range(5)])
+        seen = []
+        for ws in sockets:
+            frames = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(15)]
+            seen.append([(f["event"], f["seq"]) for f in frames])
+            await ws.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[0] == seen[1] == seen[2]
+    assert [event for event, _ in seen[0]] == ["start", "status", "done"] * 5
+    assert [seq for _, seq in seen[0]] == list(range(1, 16))
+
+
+def test_replay_across_a_disconnect(server: Server, http: httpx.Client) -> None:
+    token = grant(http, BOTS[0])
+    auth = {"Authorization": token}
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with connect(f"{server.ws_url}/api/loaders/ws", additional_headers=auth) as ws:
+            await asyncio.to_thread(load, http, 496683369665658880)
+            first = [json.loads(await ws.recv())["seq"] for _ in range(2)]
+        await asyncio.to_thread(lambda: [load(http, 496683369665658881 + i, status="x") for i in range(3)])
+        await asyncio.sleep(1.0)  # the handshake limit is 1 per second per bot
+        async with connect(f"{server.ws_url}/api/loaders/ws?since={first[-1]}", additional_headers=auth) as ws:
+            missed = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(6)]
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)  # nothing more: statuses are not replayed
+        return first, [f["seq"] for f in missed if f["event"] in ("start", "done")]
+
+    first, missed = asyncio.run(scenario())
+    assert first == [1, 2]
+    assert missed == [3, 5, 6, 8, 9, 11]  # starts and dones; 4, 7 and 10 were statuses
+
+
+def test_a_stalled_subscriber_does_not_delay_another(server: Server, http: httpx.Client) -> None:
+    reader_token, stalled_token = grant(http, BOTS[0]), grant(http, BOTS[1])
+
+    async def scenario() -> tuple[int, float]:
+        # A client that reads nothing: a tiny receive buffer, and websockets stops reading from
+        # the socket once its own one-message queue is full.
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", server.port))
+        stalled = await connect(
+            f"{server.ws_url}/api/loaders/ws",
+            sock=raw,
+            max_queue=1,
+            additional_headers={"Authorization": stalled_token},
+        )
+        reader = await connect(f"{server.ws_url}/api/loaders/ws", additional_headers={"Authorization": reader_token})
+        received, worst = 0, 0.0
+        for i in range(300):
+            began = time.monotonic()
+            await asyncio.to_thread(load, http, 100000000000000000 + i)
+            for _ in range(2):
+                await asyncio.wait_for(reader.recv(), 5)
+                received += 1
+            worst = max(worst, time.monotonic() - began)
+        await reader.close()
+        stalled.transport.abort()
+        return received, worst
+
+    received, worst = asyncio.run(scenario())
+    assert received == 600
+    assert worst < 2.0  # every load reached the reader promptly while the other read nothing
