@@ -78,6 +78,20 @@ def test_keys_are_stored_only_as_sha256(db_path: str) -> None:
         assert key.encode() not in path.read_bytes(), path
 
 
+def test_bot_tokens_are_stored_only_as_sha256(db_path: str) -> None:
+    async def run() -> str:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            return await host.grant_bot(386861188891279362, "Wick")
+
+    token = asyncio.run(run())
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT bot_id, token_hash FROM bots").fetchall()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert rows == [("386861188891279362", hashlib.sha256(token.encode()).hexdigest())]
+    for path in Path(db_path).parent.iterdir():
+        assert token.encode() not in path.read_bytes(), path
+
+
 def test_a_failed_import_writes_nothing(db_path: str) -> None:
     track = {
         "source": "youtube",
