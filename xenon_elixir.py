@@ -1498,6 +1498,11 @@ class Subscription:
         self._reliable = 0
         return batch
 
+    @property
+    def overflowed(self) -> bool:
+        """Dropped for falling more than ``backlog`` start/done events behind."""
+        return self._state == "overflowed"
+
     def close(self) -> None:
         if self._state == "open":
             self._state = "closed"
@@ -2265,7 +2270,7 @@ async def _pump(xe: Services, subscription: Subscription, since: int | None, sen
                     await send({"type": "websocket.send", "text": frame})
                     last = seq
     except (SubscriptionClosed, asyncio.CancelledError):
-        if subscription._state == "overflowed":
+        if subscription.overflowed:
             # Loss is never silent: 1013 (try again later) tells the client to reconnect with ?since=.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(

@@ -3,8 +3,9 @@ guild, key and catalog that most Elixir tests start from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def with_host(db_path: str, body: Callable[[xe.Host], Awaitable[Any]], **config: Any) -> Any:
+    """Run ``body`` with a host API opened on the database file (no server), and return its result."""
+
+    async def main() -> Any:
+        async with xe.Host.open(xe.Config(db=db_path, **config)) as host:
+            return await body(host)
+
+    return asyncio.run(main())
 
 
 @pytest.fixture

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import ADMIN, CREATOR, GUILD, SOURCE, TARGET, USER, VOICE, FakeClock, grant_bot, run_load
+from conftest import (
+    ADMIN,
+    CREATOR,
+    GUILD,
+    SOURCE,
+    TARGET,
+    USER,
+    VOICE,
+    FakeClock,
+    grant_bot,
+    run_load,
+    with_host,
+)
 from litestar.testing import TestClient
 
 import xenon_elixir as xe
 
 TARGETS = [str(496683369665658880 + i) for i in range(8)]
-
-
-def run(db_path: str, body: Callable[[xe.Host], Awaitable[Any]], **config: Any) -> Any:
-    async def main() -> Any:
-        async with xe.Host.open(xe.Config(db=db_path, **config)) as host:
-            return await body(host)
-
-    return asyncio.run(main())
 
 
 async def drain(subscription: xe.Subscription, timeout: float = 0.05) -> list[dict[str, Any]]:
@@ -31,7 +34,7 @@ async def drain(subscription: xe.Subscription, timeout: float = 0.05) -> list[di
     while True:
         try:
             batch = await asyncio.wait_for(subscription.next_batch(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return frames
         frames += [json.loads(frame) for _, frame in batch]
 
@@ -47,7 +50,7 @@ def test_every_subscriber_gets_every_start_and_done_in_order(db_path: str) -> No
         await asyncio.gather(*(load(host, t) for t in TARGETS))
         return [[(f["event"], f["seq"], f["data"]["id"]) for f in await drain(s)] for s in subscriptions]
 
-    seen = run(db_path, body)
+    seen = with_host(db_path, body)
     assert seen[0] == seen[1] == seen[2]
     assert [seq for _, seq, _ in seen[0]] == list(range(1, 17))
     for target in TARGETS:  # each loader's start comes before its done
@@ -74,7 +77,7 @@ def test_a_subscriber_that_stops_reading_does_not_delay_another(db_path: str) ->
         await asyncio.wait_for(reading, 5)
         return received, len(stalled._frames)
 
-    received, stalled_backlog = run(db_path, body)
+    received, stalled_backlog = with_host(db_path, body)
     assert received == 320
     assert stalled_backlog == 320  # still held for it, not dropped, not blocking
 
@@ -86,7 +89,7 @@ def test_one_encoded_frame_is_shared_by_all_subscribers(db_path: str) -> None:
         a, b = await first.next_batch(), await second.next_batch()
         return all(x[1] is y[1] for x, y in zip(a, b, strict=True)) and len(a) == 2
 
-    assert run(db_path, body)
+    assert with_host(db_path, body)
 
 
 def test_an_overflowing_subscriber_is_closed_and_others_are_not(db_path: str) -> None:
@@ -99,7 +102,7 @@ def test_an_overflowing_subscriber_is_closed_and_others_are_not(db_path: str) ->
             await small.next_batch()
         return closed.value.overflowed, len(await drain(other)), host.hub.subscribers(xe.LOADER_TOPIC)
 
-    assert run(db_path, body) == (True, 6, 1)
+    assert with_host(db_path, body) == (True, 6, 1)
 
 
 def test_a_subscriber_stuck_in_a_send_is_closed_with_1013(db_path: str) -> None:
@@ -122,7 +125,7 @@ def test_a_subscriber_stuck_in_a_send_is_closed_with_1013(db_path: str) -> None:
         await asyncio.wait_for(pump, 1)
         return sent, host.hub.subscribers(xe.LOADER_TOPIC) == 0
 
-    sent, unsubscribed = run(db_path, body)
+    sent, unsubscribed = with_host(db_path, body)
     assert sent == ["frame", 1013]  # stuck on the first frame, then closed
     assert unsubscribed
 
@@ -135,7 +138,7 @@ def test_keys_that_do_not_apply_are_left_out(db_path: str) -> None:
         await host.loader_done(TARGETS[0], ok=False)
         return await drain(subscription)
 
-    start, status, done = run(db_path, body)
+    start, status, done = with_host(db_path, body)
     assert start == {
         "event": "start",
         "seq": 1,
@@ -158,12 +161,12 @@ def test_a_status_burst_yields_the_newest_at_the_windows_end(db_path: str) -> No
         while (left := deadline - loop.time()) > 0:
             try:
                 batch = await asyncio.wait_for(subscription.next_batch(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             seen += [(json.loads(f)["data"].get("status", "start"), loop.time() - began) for _, f in batch]
         return seen
 
-    seen = run(db_path, body, status_interval=0.3)
+    seen = with_host(db_path, body, status_interval=0.3)
     assert [status for status, _ in seen] == ["start", "starting", "deleting channels"]
     assert seen[1][1] < 0.15  # the first status of a quiet loader goes out at once
     assert 0.25 <= seen[2][1] < 0.6  # the newest of the window, at its end
@@ -178,7 +181,7 @@ def test_a_quiet_loaders_next_status_goes_out_at_once(db_path: str) -> None:
         await host.loader_status(TARGETS[0], "two")
         return [f["data"].get("status", "") for f in await drain(subscription, 0.02)]
 
-    assert run(db_path, body, status_interval=0.2) == ["", "one", "two"]
+    assert with_host(db_path, body, status_interval=0.2) == ["", "one", "two"]
 
 
 def test_no_status_is_sent_after_done(db_path: str) -> None:
@@ -190,7 +193,7 @@ def test_no_status_is_sent_after_done(db_path: str) -> None:
         await host.loader_done(TARGETS[0])
         return [f["event"] for f in await drain(subscription, 0.5)]
 
-    assert run(db_path, body, status_interval=0.2) == ["start", "status", "done"]
+    assert with_host(db_path, body, status_interval=0.2) == ["start", "status", "done"]
 
 
 def test_loader_rules(db_path: str) -> None:
@@ -208,11 +211,11 @@ def test_loader_rules(db_path: str) -> None:
         await host.loader_done(TARGETS[0])
         await host.start_loader(TARGETS[0], "template", SOURCE)  # free again after done
 
-    run(db_path, body)
+    with_host(db_path, body)
 
 
 def test_a_running_loader_survives_a_restart(db_path: str) -> None:
-    run(db_path, lambda host: host.start_loader(TARGETS[0], "backup", SOURCE, user_id=CREATOR))
+    with_host(db_path, lambda host: host.start_loader(TARGETS[0], "backup", SOURCE, user_id=CREATOR))
 
     async def finish(host: xe.Host) -> dict[str, Any]:
         await host.loader_ids(TARGETS[0], {"410520361789161472": "754098965649162251"})
@@ -221,7 +224,7 @@ def test_a_running_loader_survives_a_restart(db_path: str) -> None:
         assert mapper is not None and mapper.loaders == [CREATOR]
         return {"seq": event.seq, "user": event.data.user_id}
 
-    assert run(db_path, finish) == {"seq": 2, "user": CREATOR}
+    assert with_host(db_path, finish) == {"seq": 2, "user": CREATOR}
 
 
 def test_seq_keeps_increasing_across_restarts_statuses_included(db_path: str) -> None:
@@ -232,8 +235,8 @@ def test_seq_keeps_increasing_across_restarts_statuses_included(db_path: str) ->
     async def second(host: xe.Host) -> int:
         return (await host.loader_done(TARGETS[0])).seq
 
-    run(db_path, first)
-    assert run(db_path, second) == 3
+    with_host(db_path, first)
+    assert with_host(db_path, second) == 3
 
 
 def test_the_replay_seam_has_no_gap_and_no_duplicate(db_path: str) -> None:
@@ -263,7 +266,7 @@ def test_the_replay_seam_has_no_gap_and_no_duplicate(db_path: str) -> None:
         logged = [seq for seq, _ in (await host.store.events_since(6))[1]]
         return sent, logged
 
-    sent, logged = run(db_path, body)
+    sent, logged = with_host(db_path, body)
     assert sent == logged == list(range(7, 81))
 
 
@@ -289,7 +292,7 @@ def test_old_events_leave_the_log(db_path: str) -> None:
         return pruned, [seq for seq, _ in logged]
 
     # pruning runs as events are appended: all but the one just logged are past a 0 s window
-    assert run(db_path, body, event_log_seconds=0) == (3, [4])
+    assert with_host(db_path, body, event_log_seconds=0) == (3, [4])
 
 
 def test_replay_across_a_disconnect_returns_exactly_the_missed_events(
@@ -349,7 +352,7 @@ def test_player_changes_are_published_per_guild(db_path: str) -> None:
         assert await drain(other, 0.01) == []
         return frames
 
-    frames = run(db_path, body)
+    frames = with_host(db_path, body)
     assert [(f["channel"], f["track"] and f["track"]["title"], f["queue"]) for f in frames] == [
         (VOICE, None, 0),  # joined
         (VOICE, "Short", 1),  # played two

@@ -6,8 +6,10 @@ import asyncio
 import hashlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import with_host
 
 import xenon_elixir as xe
 
@@ -64,32 +66,26 @@ def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
         asyncio.run(run())
 
 
-def test_keys_are_stored_only_as_sha256(db_path: str) -> None:
-    async def run() -> str:
-        async with xe.Host.open(xe.Config(db=db_path)) as host:
-            return await host.create_key(766045633697021973, "460177285954142208")
-
-    key = asyncio.run(run())
+@pytest.mark.parametrize(
+    ("create", "table", "row"),
+    [
+        (lambda host: host.create_key(766045633697021973, "460177285954142208"), "elixir_keys",
+         ("766045633697021973", "460177285954142208")),
+        (lambda host: host.grant_bot(386861188891279362, "Wick"), "bots", ("386861188891279362", "Wick")),
+    ],
+    ids=["elixir key", "bot token"],
+)
+def test_secrets_are_stored_only_as_sha256(
+    db_path: str, create: Any, table: str, row: tuple[str, ...]
+) -> None:
+    secret = with_host(db_path, create)
+    columns = {"elixir_keys": "key_hash, guild_id, user_id", "bots": "token_hash, bot_id, name"}[table]
     with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT key_hash, guild_id, user_id FROM elixir_keys").fetchall()
+        rows = db.execute(f"SELECT {columns} FROM {table}").fetchall()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert rows == [(hashlib.sha256(key.encode()).hexdigest(), "766045633697021973", "460177285954142208")]
+    assert rows == [(hashlib.sha256(secret.encode()).hexdigest(), *row)]
     for path in Path(db_path).parent.iterdir():
-        assert key.encode() not in path.read_bytes(), path
-
-
-def test_bot_tokens_are_stored_only_as_sha256(db_path: str) -> None:
-    async def run() -> str:
-        async with xe.Host.open(xe.Config(db=db_path)) as host:
-            return await host.grant_bot(386861188891279362, "Wick")
-
-    token = asyncio.run(run())
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT bot_id, token_hash FROM bots").fetchall()
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert rows == [("386861188891279362", hashlib.sha256(token.encode()).hexdigest())]
-    for path in Path(db_path).parent.iterdir():
-        assert token.encode() not in path.read_bytes(), path
+        assert secret.encode() not in path.read_bytes(), path
 
 
 def test_a_failed_import_writes_nothing(db_path: str) -> None:

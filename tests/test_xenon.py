@@ -270,7 +270,7 @@ def test_mappers_allow_30_per_10_seconds_with_an_exact_retry_after(
     client: TestClient, token: str, clock: FakeClock
 ) -> None:
     auth = {"Authorization": token}
-    for i in range(30):
+    for _ in range(30):
         assert client.get(MAPPER, headers=auth).status_code == 404
         clock.advance(0.1)  # the first hit was at t0; now t0 + 3.0
     limited = client.get(MAPPER, headers=auth)
