@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import email.utils
 import hashlib
@@ -39,7 +40,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "ApiError",
@@ -118,6 +119,22 @@ class Config:
     event_log_seconds: float = 24 * 3600
     """... and none older than this."""
 
+    health_path: str = "/health"
+    """Path of the health check (database reachable, version)."""
+
+    access_log: bool = True
+    """One line per request on the ``xenon_elixir.access`` logger (``XE_ACCESS_LOG=0`` turns it off)."""
+
+    demo: bool = False
+    """Seed demo data, print it with ready-to-paste ``curl`` lines, and simulate a backup load
+    every ``demo_interval`` seconds (``serve --demo``)."""
+
+    demo_interval: float = 60.0
+    """Seconds between the demo's simulated loads."""
+
+    public_url: str = "http://127.0.0.1:8000"
+    """Where clients reach the server, for the demo's banner (``serve`` sets it)."""
+
     clock: Callable[[], float] = time.time
     """Wall clock in epoch seconds. Player positions are anchored to it so they survive a restart;
     tests and simulations may pass their own."""
@@ -150,6 +167,7 @@ class Config:
             status_interval=number("XE_STATUS_INTERVAL", float, cls.status_interval),
             cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
             rate_limits=env.get("XE_RATE_LIMITS", ""),
+            access_log=env.get("XE_ACCESS_LOG", "1").lower() not in ("0", "false", "no", "off"),
         )
 
     def rate_limit_table(self) -> dict[str, tuple[int, float] | None]:
@@ -552,6 +570,12 @@ class PlayerState(msgspec.Struct):
     queue: int
 
 
+class Health(msgspec.Struct):
+    status: str
+    version: str
+    database: str
+
+
 class XenonErrorBody(msgspec.Struct):
     error: str
     retry_after: float | msgspec.UnsetType = msgspec.UNSET
@@ -861,6 +885,7 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_s
 _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream"
 _LAST_ID = (1 << 63) - 1
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_IMPORT_CHUNK = 5000
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -1031,7 +1056,8 @@ class Store:
             await self._reader.execute("PRAGMA query_only = ON")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
-            raise StoreError(f"cannot use database {self.path}: {exc}") from exc
+            reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
+            raise StoreError(f"cannot use database {self.path}: {reason}") from exc
         except BaseException:
             await self.close()
             raise
@@ -1092,6 +1118,13 @@ class Store:
         row = await self._one("PRAGMA integrity_check")
         return row is not None and row[0] == "ok"
 
+    async def ping(self) -> bool:
+        """Whether the file answers a query now (the health check)."""
+        try:
+            return await asyncio.wait_for(self._one("SELECT count(*) FROM counters"), 2.0) is not None
+        except (sqlite3.Error, ValueError, AssertionError, TimeoutError):
+            return False
+
     # Elixir keys --------------------------------------------------------
 
     async def key_owner(self, key: str) -> tuple[str, str] | None:
@@ -1143,13 +1176,22 @@ class Store:
 
     # Catalog --------------------------------------------------------------
 
-    async def import_catalog(self, tracks: Iterable[Track], playlists: Iterable[Playlist] = ()) -> tuple[int, int]:
+    async def import_catalog(
+        self,
+        tracks: Iterable[Track],
+        playlists: Iterable[Playlist] = (),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
         """Upsert tracks, then playlists (which may name those tracks), all in one transaction:
-        a playlist naming an unknown track refuses the whole import."""
+        a playlist naming an unknown track refuses the whole import. ``progress(done, total)``
+        is told after each chunk of tracks."""
         track_rows = [_track_row(t) for t in tracks]
         playlists = list(playlists)
         async with self.transaction() as db:
-            await db.executemany(SQL.track_upsert, track_rows)
+            for start in range(0, len(track_rows), _IMPORT_CHUNK):
+                await db.executemany(SQL.track_upsert, track_rows[start : start + _IMPORT_CHUNK])
+                if progress is not None:
+                    progress(min(start + _IMPORT_CHUNK, len(track_rows)), len(track_rows))
             for playlist in playlists:
                 track_ids = []
                 for identifier in playlist.tracks:
@@ -2696,12 +2738,16 @@ class Host:
         return await self.loaders.done(snowflake(target_id, "target_id"), ok)
 
     async def import_catalog(
-        self, tracks: Iterable[Track | dict[str, Any]] = (), playlists: Iterable[Playlist | dict[str, Any]] = ()
+        self,
+        tracks: Iterable[Track | dict[str, Any]] = (),
+        playlists: Iterable[Playlist | dict[str, Any]] = (),
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
         """Upsert tracks and playlists (dicts in the admin API's format are accepted)."""
         return await self.store.import_catalog(
             [t if isinstance(t, Track) else msgspec.convert(t, Track) for t in tracks],
             [p if isinstance(p, Playlist) else msgspec.convert(p, Playlist) for p in playlists],
+            progress,
         )
 
 
@@ -2714,8 +2760,234 @@ def host_of(app: Litestar) -> Host:
 
 
 # ---------------------------------------------------------------------------
+# Demo
+# ---------------------------------------------------------------------------
+
+DEMO_GUILD = "766045633697021973"
+DEMO_VOICE = ("766045633697021978", "766045633697021979")
+DEMO_USER = "460177285954142208"
+DEMO_BOT = "386861188891279362"
+DEMO_SOURCE = "410488579140354049"
+DEMO_TARGET = "496683369665658880"
+DEMO_CREATOR = "647737109494497281"
+DEMO_TEMPLATE = "hHGhNE6wyxgF"
+DEMO_BACKUP = "3zydfwqp0h"
+DEMO_STATUSES = (
+    "starting",
+    "deleting roles",
+    "loading roles",
+    "deleting channels",
+    "loading channels",
+    "loading bans",
+    "loading settings",
+)
+"""The status steps of a backup load, in the original's order."""
+
+# (source, identifier, title, author, seconds); the first five are the Elixir seed's samples.
+_DEMO_CATALOG = [
+    ("youtube", "_n1o4D6G_XE", "Andrés Cepeda - Magia ft. Sebastián Yatra", "Andrés Cepeda", 203),
+    ("youtube", "1_zgKRBrT0Y", "Pedro Capó, Farruko - Calma (Remix - Official Video)", "Pedro Capó", 238),
+    ("youtube", "-zgDXIi1uYw", "Bacilos - Caraluna (Official Music Video)", "Warner Música", 269),
+    ("spotify", "7kDUspsoYfLkWnZR7qwHZl", "my ex's best friend (with blackbear)", "mgk", 139),
+    ("spotify", "6g2BiiVQqY5v1S4HIrM54F", "Tuyo (Narcos Theme)", "Rodrigo Amarante", 151),
+    ("youtube", "kJQP7kiw5Fk", "Luis Fonsi - Despacito ft. Daddy Yankee", "Luis Fonsi", 282),
+    ("youtube", "JGwWNGJdvx8", "Ed Sheeran - Shape of You", "Ed Sheeran", 263),
+    ("youtube", "fJ9rUzIMcZQ", "Queen - Bohemian Rhapsody", "Queen Official", 359),
+    ("youtube", "hTWKbfoikeg", "Nirvana - Smells Like Teen Spirit", "Nirvana", 301),
+    ("youtube", "dQw4w9WgXcQ", "Rick Astley - Never Gonna Give You Up", "Rick Astley", 212),
+    ("youtube", "9bZkp7q19f0", "PSY - Gangnam Style", "officialpsy", 252),
+    ("youtube", "OPf0YbXqDm0", "Mark Ronson - Uptown Funk ft. Bruno Mars", "Mark Ronson", 270),
+    ("youtube", "CevxZvSJLk8", "Katy Perry - Roar", "Katy Perry", 269),
+    ("youtube", "YQHsXMglC9A", "Adele - Hello", "Adele", 366),
+    ("youtube", "60ItHLz5WEA", "Alan Walker - Faded", "Alan Walker", 212),
+    ("spotify", "0VjIjW4GlUZAMYd2vXMi3b", "Blinding Lights", "The Weeknd", 200),
+    ("spotify", "7qiZfU4dY1lWllzX7mPBI3", "Shape of You", "Ed Sheeran", 233),
+    ("spotify", "3n3Ppam7vgaVa1iaRUc9Lp", "Mr. Brightside", "The Killers", 222),
+    ("spotify", "4uLU6hMCjMI75M1A2tKUQC", "Never Gonna Give You Up", "Rick Astley", 213),
+    ("spotify", "1301WleyT98MSxVHPZCA6M", "Piano Man", "Billy Joel", 338),
+    ("spotify", "5ghIJDpPoe3CfHMGu71E6T", "Smells Like Teen Spirit", "Nirvana", 301),
+    ("spotify", "2takcwOaAZWiXQijPHIx7B", "Time", "Pink Floyd", 413),
+    ("spotify", "40riOy7x9W7GXjyGp4pjAv", "Hotel California", "Eagles", 391),
+    ("soundcloud", "lofi-girl/snowman", "Snowman", "Lofi Girl", 142),
+    ("soundcloud", "lofi-girl/coffee-break", "Coffee Break", "Lofi Girl", 128),
+    ("soundcloud", "lofi-girl/rainy-window", "Rainy Window", "Lofi Girl", 156),
+    ("soundcloud", "chillhop/sunday-morning", "Sunday Morning", "Chillhop Music", 174),
+    ("soundcloud", "chillhop/late-night-drive", "Late Night Drive", "Chillhop Music", 201),
+    ("youtube", "qLong10Hour", "Ten Hours of Gentle Rain", "Nature Sounds", 36000),
+    ("youtube", "jfKfPfyJRdk", "lofi hip hop radio - beats to relax/study to", "Lofi Girl", 0),
+]
+_DEMO_PLAYLISTS = [
+    Playlist(source="youtube", identifier="PLlatinoHits", name="Latino Hits",
+             tracks=["_n1o4D6G_XE", "1_zgKRBrT0Y", "-zgDXIi1uYw", "kJQP7kiw5Fk"]),
+    Playlist(source="spotify", identifier="37i9dQZF1DXcBWIGoYBM5M", name="Classic Rock",
+             tracks=["3n3Ppam7vgaVa1iaRUc9Lp", "1301WleyT98MSxVHPZCA6M", "2takcwOaAZWiXQijPHIx7B", "40riOy7x9W7GXjyGp4pjAv"]),
+    Playlist(source="soundcloud", identifier="lofi-girl/sets/study-session", name="Study Session",
+             tracks=["lofi-girl/snowman", "lofi-girl/coffee-break", "lofi-girl/rainy-window"]),
+]
+_DEMO_URIS = {
+    "youtube": "https://www.youtube.com/watch?v={}",
+    "spotify": "https://open.spotify.com/track/{}",
+    "soundcloud": "https://soundcloud.com/{}",
+}
+
+
+def demo_tracks() -> list[Track]:
+    return [
+        Track(
+            source=source,
+            identifier=identifier,
+            title=title,
+            author=author,
+            length=seconds * 1000,
+            uri=_DEMO_URIS[source].format(identifier),
+            thumbnail=f"https://i.ytimg.com/vi/{identifier}/default.jpg" if source == "youtube" else None,
+            is_stream=seconds == 0,
+        )
+        for source, identifier, title, author, seconds in _DEMO_CATALOG
+    ]
+
+
+def _demo_ids(load: int) -> dict[str, str]:
+    """Old role and channel ids of the demo source guild, and new ones for this load."""
+    base = int(DEMO_SOURCE)
+    fresh = int(time.time() * 1000 - 1_420_070_400_000) << 22  # a snowflake of now
+    return {str(base + 1000 + i): str(fresh + 1000 * load + i) for i in range(12)}
+
+
+async def seed_demo(host: Host, base_url: str, admin_token: str | None) -> str:
+    """Create (or refresh) the demo data and return the banner that shows how to use it.
+
+    Seeding is idempotent; the bot token and the Elixir key are rotated on every start, since
+    only their hashes are kept and the banner must show working ones.
+    """
+    await host.put_guild(DEMO_GUILD, "Xenon Elixir Demo", DEMO_VOICE)
+    await host.import_catalog(demo_tracks(), _DEMO_PLAYLISTS)
+    if await host.store.get_template(DEMO_TEMPLATE) is None:
+        await host.create_template("Demo Community", DEMO_SOURCE, DEMO_CREATOR, template_id=DEMO_TEMPLATE)
+    if await host.store.get_backup(DEMO_BACKUP) is None:
+        await host.create_backup(DEMO_SOURCE, DEMO_CREATOR, backup_id=DEMO_BACKUP)
+    await host.store.merge_ids(DEMO_SOURCE, DEMO_TARGET, _demo_ids(0))
+    token = await host.grant_bot(DEMO_BOT, "Demo Bot")
+    key = await host.create_key(DEMO_GUILD, DEMO_USER, rotate=True)
+
+    e, x = f"{base_url}/api/v1/{DEMO_GUILD}", f"{base_url}/api"
+    auth = f'-H "Authorization: Bearer {key}"'
+    curl = "curl -sS --fail-with-body"
+    user = f'"user": "{DEMO_USER}"'
+    lines = [
+        "xenon_elixir demo",
+        f"  Elixir key ({DEMO_GUILD} / user {DEMO_USER}): {key}",
+        f"  Xenon bot token ({DEMO_BOT}): {token}",
+        *([f"  Admin token: {admin_token}"] if admin_token else []),
+        f"  WebSocket: {x.replace('http', 'ws', 1)}/loaders/ws (a backup load is simulated every minute)",
+        f"  Health: {base_url}/health   API docs: {base_url}/schema",
+        "",
+        "# Elixir Music API",
+        f"""{curl} -X POST {e}/join {auth} -d '{{{user}, "channel": "{DEMO_VOICE[0]}"}}'""",
+        f"""{curl} -X POST {e}/play {auth} -d '{{{user}, "query": "https://www.youtube.com/playlist?list=PLlatinoHits"}}'""",
+        f"""{curl} -X POST {e}/play {auth} -d '{{{user}, "query": "tuyo narcos"}}'""",
+        f"{curl} {e}/nowplaying",
+        f"{curl} {e}/queue",
+        f"""{curl} -X POST {e}/volume {auth} -d '{{{user}, "volume": 45}}'""",
+        f"""{curl} -X POST {e}/pause {auth} -d '{{{user}}}'""",
+        f"""{curl} -X POST {e}/resume {auth} -d '{{{user}}}'""",
+        f"""{curl} -X POST {e}/skip {auth} -d '{{{user}}}'""",
+        "",
+        "# Xenon partner API",
+        f'{curl} "{x}/mappers?target={DEMO_TARGET}&source={DEMO_SOURCE}" -H "Authorization: {token}"',
+        f'{curl} "{x}/mappers?target={DEMO_TARGET}&backup={DEMO_BACKUP}" -H "Authorization: {token}"',
+        f"""{curl} -X POST {x}/templates/{DEMO_TEMPLATE}/bots -H "Authorization: {token}" -d '{{"user": "{DEMO_CREATOR}"}}'""",
+        f"{curl} {x}/templates/{DEMO_TEMPLATE}",
+    ]
+    if admin_token:
+        lines += [
+            "",
+            "# Admin API",
+            f"""{curl} -X PUT {base_url}/admin/guilds/{DEMO_GUILD} -H "Authorization: Bearer {admin_token}" """
+            f"""-d '{{"name": "Xenon Elixir Demo", "voice_channels": ["{DEMO_VOICE[0]}", "{DEMO_VOICE[1]}"]}}'""",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) -> None:
+    """A backup load into the demo target every ``interval`` seconds, through the real loader
+    path: start, the status steps, ids, done. A load already running on the target is left be."""
+    await asyncio.sleep(first_after)
+    load = 0
+    while True:
+        load += 1
+        if DEMO_TARGET not in host.loaders:
+            await host.start_loader(
+                DEMO_TARGET, "backup", DEMO_SOURCE, backup_id=DEMO_BACKUP, user_id=DEMO_CREATOR
+            )
+            for status in DEMO_STATUSES:
+                await host.loader_status(DEMO_TARGET, status)
+                await asyncio.sleep(min(1.5, interval / 20))
+            await host.loader_ids(DEMO_TARGET, _demo_ids(load))
+            await host.loader_done(DEMO_TARGET, ok=True)
+        await asyncio.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
 # App factory
 # ---------------------------------------------------------------------------
+
+
+@get("/", name="health")
+async def health(request: Request) -> Response[Health]:
+    """Liveness and readiness: 200 when the database answers, else 503."""
+    ok = await services(request).store.ping()
+    body = Health("ok" if ok else "unavailable", __version__, "ok" if ok else "unreachable")
+    return Response(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+
+access_log = logging.getLogger("xenon_elixir.access")
+_SECRET_PARAM = re.compile(r"(?i)([^&=]*(?:token|key|auth|secret|password)[^&=]*)=[^&]*")
+
+
+def access_log_middleware(app: ASGIApp) -> ASGIApp:
+    """One line per HTTP request or WebSocket handshake, in the Common Log Format plus the time
+    taken. Headers are never logged, and query values whose names look secret are masked."""
+
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not access_log.isEnabledFor(logging.INFO):
+            await app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status, size = 0, 0
+
+        async def watch(message: Any) -> None:
+            nonlocal status, size
+            kind = message["type"]
+            if kind in ("http.response.start", "websocket.http.response.start"):
+                status = message["status"]
+            elif kind in ("http.response.body", "websocket.http.response.body"):
+                size += len(message.get("body", b""))
+            elif kind == "websocket.accept":
+                status = 101
+            elif kind == "websocket.close" and not status:
+                status = 403
+            await send(message)
+
+        try:
+            await app(scope, receive, watch)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = scope.get("path", "") + ("?" + _SECRET_PARAM.sub(r"\1=***", query) if query else "")
+            method = scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET"
+            access_log.info(
+                '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms',
+                client_address(scope),
+                time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+                method,
+                target,
+                scope.get("http_version", "1.1"),
+                status or 500,
+                size or "-",
+                (time.perf_counter() - began) * 1000,
+            )
+
+    return logged
 
 
 def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
@@ -2725,18 +2997,28 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     """
     config = dataclasses.replace(config or Config.from_env(), **overrides)
     config.rate_limit_table()  # bad limits fail here, not at the first request
+    if config.demo and not config.admin_token:  # the demo shows the admin API too
+        config = dataclasses.replace(config, admin_token=secrets.token_urlsafe(18))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(config) as opened:
             app.state.xe = opened
-            app.state.host = Host(opened)
+            app.state.host = host = Host(opened)
+            simulation = None
+            if config.demo:
+                print(await seed_demo(host, config.public_url, config.admin_token), flush=True)
+                simulation = asyncio.create_task(simulate_loads(host, config.demo_interval))
             try:
                 yield
             finally:
+                if simulation is not None:
+                    simulation.cancel()
+                    await asyncio.gather(simulation, return_exceptions=True)
                 app.state.host = None
 
     routers = [
+        Router(config.health_path, route_handlers=[health], opt={"api": "xenon"}),
         Router(config.elixir_prefix, route_handlers=ELIXIR_ROUTES, opt={"api": "elixir"}),
         Router(config.xenon_prefix, route_handlers=XENON_ROUTES, opt={"api": "xenon"}),
     ]
@@ -2756,6 +3038,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
         exception_handlers={Exception: _error_response},
         request_max_body_size=config.max_body_size,
     )
+    if config.access_log:
+        # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
+        app.asgi_handler = access_log_middleware(app.asgi_handler)
     app.state.xe_config = config
     return app
 
@@ -2842,8 +3127,14 @@ async def _cmd_import_tracks(args: argparse.Namespace) -> None:
     except msgspec.DecodeError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     catalog = decoded if isinstance(decoded, Catalog) else Catalog(tracks=decoded)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if total > _IMPORT_CHUNK:  # a counter for long imports; short ones just finish
+            print(f"\rwriting tracks: {done}/{total}", end="" if tty and done < total else "\n", file=sys.stderr)
+
     async with _cli_host(args) as host:
-        tracks, playlists = await host.import_catalog(catalog.tracks, catalog.playlists)
+        tracks, playlists = await host.import_catalog(catalog.tracks, catalog.playlists, progress)
     print(f"imported {tracks} track(s) and {playlists} playlist(s)")
 
 
@@ -2851,85 +3142,137 @@ def _cmd_schema(_: argparse.Namespace) -> None:
     sys.stdout.write(SCHEMA)
 
 
+def serve_log_config() -> dict[str, Any]:
+    """uvicorn's logging setup, with this module's loggers added: errors to stderr like uvicorn's,
+    and the access log (which replaces uvicorn's own) to stdout."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["xe_access"] = {"format": "%(message)s"}
+    config["handlers"]["xe_access"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "xe_access",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["xenon_elixir"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["xenon_elixir.access"] = {"handlers": ["xe_access"], "level": "INFO", "propagate": False}
+    return config
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    overrides = {} if args.db is None else {"db": args.db}
-    uvicorn.run(create_app(**overrides), host=args.host, port=args.port, log_level=args.log_level)
+    overrides: dict[str, Any] = {} if args.db is None else {"db": args.db}
+    if args.demo:
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        overrides.update(demo=True, public_url=f"http://{shown}:{args.port}")
+    app = create_app(**overrides)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=serve_log_config(),
+        access_log=False,  # the app logs each request itself, the same way when embedded
+    )
+
+
+_EXAMPLES = {
+    "serve": [
+        "xenon-elixir serve --demo",
+        "XE_ADMIN_TOKEN=secret xenon-elixir serve --host 0.0.0.0 --port 8000 --db /data/bot.db",
+    ],
+    "add-bot": ["TOKEN=$(xenon-elixir add-bot 386861188891279362 Wick)"],
+    "revoke-bot": ["xenon-elixir revoke-bot 386861188891279362"],
+    "add-template": ["xenon-elixir add-template Gaming --source 410488579140354049 --creator 647737109494497281"],
+    "add-backup": ["xenon-elixir add-backup --source 410488579140354049 --creator 647737109494497281 --id 3zydfwqp0h"],
+    "genkey": [
+        "KEY=$(xenon-elixir genkey 766045633697021973 460177285954142208)",
+        "xenon-elixir genkey 766045633697021973 460177285954142208 --rotate",
+    ],
+    "revoke-key": ["xenon-elixir revoke-key 766045633697021973 460177285954142208"],
+    "add-guild": [
+        'xenon-elixir add-guild 766045633697021973 --name "Music Lounge" '
+        "--voice 766045633697021978 --voice 766045633697021979"
+    ],
+    "remove-guild": ["xenon-elixir remove-guild 766045633697021973"],
+    "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
+    "schema": ["xenon-elixir schema > schema.sql"],
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="xenon-elixir", description="Serve and feed the Xenon partner API and the Elixir Music API."
+        prog="xenon-elixir",
+        description="Serve and feed the Xenon partner API and the Elixir Music API.",
+        epilog="Every command but schema takes --db (default: $XE_DB, else ./xenon_elixir.db).\n"
+        "COMMAND --help shows its options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", help="SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[db], help="run the HTTP server")
+    def command(name: str, run: Callable[[argparse.Namespace], Any], summary: str, **more: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            parents=[] if name == "schema" else [db],
+            help=summary,
+            description=more.pop("description", summary),
+            epilog="examples:\n  " + "\n  ".join(_EXAMPLES[name]),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    serve = command("serve", _cmd_serve, "run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    serve.set_defaults(run=_cmd_serve)
-
-    add_bot = commands.add_parser(
-        "add-bot", parents=[db], help="grant a Xenon bot token and print it (again: rotates it)"
+    serve.add_argument(
+        "--demo", action="store_true", help="seed demo data, print ready-to-paste curl lines, simulate loads"
     )
+
+    add_bot = command("add-bot", _cmd_add_bot, "grant a Xenon bot token and print it (again: rotates it)")
     add_bot.add_argument("id", metavar="ID")
     add_bot.add_argument("name", metavar="NAME")
-    add_bot.set_defaults(run=_cmd_add_bot)
+    command("revoke-bot", _cmd_revoke_bot, "revoke a Xenon bot's token").add_argument("id", metavar="ID")
 
-    revoke_bot = commands.add_parser("revoke-bot", parents=[db], help="revoke a Xenon bot's token")
-    revoke_bot.add_argument("id", metavar="ID")
-    revoke_bot.set_defaults(run=_cmd_revoke_bot)
-
-    add_template = commands.add_parser("add-template", parents=[db], help="create a template and print its id")
+    add_template = command("add-template", _cmd_add_template, "create a template and print its id")
     add_template.add_argument("name", metavar="NAME")
     add_template.add_argument("--source", required=True, help="the guild the template was made from")
     add_template.add_argument("--creator", required=True, help="the user who made it")
     add_template.add_argument("--id", help="its id (12 of A-Z, a-z, 0-9; default: generated)")
-    add_template.set_defaults(run=_cmd_add_template)
 
-    add_backup = commands.add_parser("add-backup", parents=[db], help="create a backup and print its id")
+    add_backup = command("add-backup", _cmd_add_backup, "create a backup and print its id")
     add_backup.add_argument("--source", required=True, help="the guild the backup was made from")
     add_backup.add_argument("--creator", required=True, help="the user who made it")
     add_backup.add_argument("--id", help="its id (10 of 0-9, a-z; default: generated)")
-    add_backup.set_defaults(run=_cmd_add_backup)
 
-    genkey = commands.add_parser("genkey", parents=[db], help="create an Elixir key and print it")
-    genkey.add_argument("guild")
-    genkey.add_argument("user")
+    genkey = command("genkey", _cmd_genkey, "create an Elixir key and print it")
+    genkey.add_argument("guild", metavar="GUILD")
+    genkey.add_argument("user", metavar="USER")
     genkey.add_argument("--rotate", action="store_true", help="replace (and revoke) an existing key")
-    genkey.set_defaults(run=_cmd_genkey)
+    revoke = command("revoke-key", _cmd_revoke_key, "revoke the Elixir key of a guild and user")
+    revoke.add_argument("guild", metavar="GUILD")
+    revoke.add_argument("user", metavar="USER")
 
-    revoke = commands.add_parser("revoke-key", parents=[db], help="revoke the Elixir key of a guild and user")
-    revoke.add_argument("guild")
-    revoke.add_argument("user")
-    revoke.set_defaults(run=_cmd_revoke_key)
-
-    add_guild = commands.add_parser("add-guild", parents=[db], help="add or replace a guild in the registry")
-    add_guild.add_argument("guild")
+    add_guild = command("add-guild", _cmd_add_guild, "add or replace a guild in the registry")
+    add_guild.add_argument("guild", metavar="GUILD")
     add_guild.add_argument("--name", required=True)
     add_guild.add_argument("--voice", action="append", default=[], metavar="ID", help="a voice channel id (repeat)")
-    add_guild.set_defaults(run=_cmd_add_guild)
+    command("remove-guild", _cmd_remove_guild, "remove a guild from the registry").add_argument("guild", metavar="GUILD")
 
-    remove_guild = commands.add_parser("remove-guild", parents=[db], help="remove a guild from the registry")
-    remove_guild.add_argument("guild")
-    remove_guild.set_defaults(run=_cmd_remove_guild)
-
-    imports = commands.add_parser(
+    imports = command(
         "import-tracks",
-        parents=[db],
-        help="upsert catalog tracks (and playlists) from a JSON file",
-        description='FILE holds a list of tracks, or {"tracks": [...], "playlists": [...]}, '
-        "in the format of POST /admin/tracks and /admin/playlists.",
+        _cmd_import_tracks,
+        "upsert catalog tracks (and playlists) from a JSON file",
+        description='FILE holds a list of tracks, or {"tracks": [...], "playlists": [...]}, in the format of '
+        "POST /admin/tracks and /admin/playlists. The import is one transaction: all of it or nothing.",
     )
     imports.add_argument("file", metavar="FILE.json")
-    imports.set_defaults(run=_cmd_import_tracks)
-
-    schema = commands.add_parser("schema", help="print the SQL schema")
-    schema.set_defaults(run=_cmd_schema)
+    command("schema", _cmd_schema, "print the SQL schema")
     return parser
 
 
@@ -2944,6 +3287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ApiError as exc:
         print(f"xenon-elixir: {exc.message}", file=sys.stderr)
+        return 1
+    except sqlite3.OperationalError as exc:
+        detail = "it is locked by another process" if "locked" in str(exc) else str(exc)
+        print(f"xenon-elixir: database error: {detail}", file=sys.stderr)
         return 1
     except (ValueError, sqlite3.Error) as exc:  # msgspec.ValidationError is a ValueError
         print(f"xenon-elixir: {exc}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +166,40 @@ def test_add_template_and_add_backup_print_their_ids(capsys: pytest.CaptureFixtu
     assert code == 1 and "already exists" in fail_line(err)
     code, _, err = run(capsys, "add-template", "X", "--source", "1", "--creator", USER, "--db", db_path)
     assert code == 1 and "Invalid source_id" in fail_line(err)
+
+
+@pytest.mark.parametrize("command", list(xe._EXAMPLES))
+def test_every_command_has_help_with_examples_that_parse(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit) as shown:
+        xe.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert shown.value.code == 0 and "examples:" in out
+    for example in xe._EXAMPLES[command]:
+        assert example in out
+        words = shlex.split(example.split("$(")[-1].rstrip(")").split(" > ")[0])
+        argv = words[words.index("xenon-elixir") + 1 :]
+        parsed = xe._parser().parse_args(argv)  # exits on a bad example
+        assert parsed.command == command
+
+
+def test_a_locked_database_is_one_clear_line(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    assert run(capsys, "genkey", GUILD, USER, "--db", db_path)[0] == 0
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, out, err = run(capsys, "add-guild", GUILD, "--name", "G", "--db", db_path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (code, out) == (1, "")
+    assert "locked by another process" in fail_line(err)
+
+
+def test_a_long_import_shows_a_counter(capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path) -> None:
+    sample = json.loads(CATALOG_FILE.read_text())["tracks"][0]
+    tracks = [{**sample, "identifier": f"t{i:06d}"} for i in range(12_000)]
+    (tmp_path / "big.json").write_text(json.dumps(tracks))
+    code, out, err = run(capsys, "import-tracks", str(tmp_path / "big.json"), "--db", db_path)
+    assert code == 0 and out == "imported 12000 track(s) and 0 playlist(s)\n"
+    # not a terminal here: one line per chunk (on a terminal the counter rewrites one line)
+    assert err == "\rwriting tracks: 5000/12000\n\rwriting tracks: 10000/12000\n\rwriting tracks: 12000/12000\n"

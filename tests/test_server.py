@@ -3,6 +3,7 @@ operator would, driven with a real HTTP client."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -90,9 +91,21 @@ def test_the_admin_api_over_real_http_and_a_clean_shutdown(server: Server) -> No
         assert huge.status_code == 413 and set(huge.json()) == {"timestamp", "message"}
         missing = http.get("/nowhere")
         assert missing.status_code == 404 and set(missing.json()) == {"error"}
+        bot = http.post("/admin/bots", json={"id": "386861188891279362", "name": "W"}, headers=admin).json()["token"]
+        mapper = http.get(f"/api/mappers?target={OTHER_GUILD}&source={GUILD}", headers={"Authorization": bot})
+        assert mapper.status_code == 404
+        assert http.get("/health").json()["status"] == "ok"
     # uvicorn re-raises the SIGTERM it handled once shutdown is done; the log shows it was graceful
     assert server.stop() in (0, -signal.SIGTERM)
     log = server.log.read_text()
     assert "Traceback" not in log
     assert "Application shutdown complete" in log
-    assert key not in log and ADMIN_TOKEN not in log
+    for secret in (key, bot, ADMIN_TOKEN):
+        assert secret not in log
+    access = [line for line in log.splitlines() if re.match(r"127\.0\.0\.1 - - \[", line)]
+    assert len(access) == 10  # one line per request, and only one (uvicorn's own is off)
+    assert re.fullmatch(
+        r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+        rf'"GET /api/mappers\?target={OTHER_GUILD}&source={GUILD} HTTP/1\.1" 404 \d+ [\d.]+ms',
+        access[-2],
+    ), access[-2]

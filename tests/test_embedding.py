@@ -1,0 +1,166 @@
+"""Embedding (SPEC §4): mounted under a prefix in a parent Litestar app and in a plain ASGI
+router with the lifespan run, the host API used from the parent, uvicorn.Server inside a bot's
+event loop; the health route; the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG, GUILD, USER, VOICE, bearer, grant_bot
+from litestar import Litestar, Request, asgi, post
+from litestar.testing import TestClient
+from litestar.types import Receive, Scope, Send
+from server import free_port
+
+import xenon_elixir as xe
+
+
+def parent_litestar_app(child: Litestar) -> Litestar:
+    @asgi("/music", is_mount=True, copy_scope=True)
+    async def music(scope: Scope, receive: Receive, send: Send) -> None:
+        await child(scope, receive, send)
+
+    @post("/setup-guild")
+    async def setup_guild(request: Request) -> dict[str, str]:
+        host = xe.host_of(child)  # the parent's own routes feed the embedded app
+        await host.put_guild(GUILD, "Embedded", [VOICE])
+        return {"key": await host.create_key(GUILD, USER)}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with child.lifespan():  # the embedded app's lifespan must run: it opens the database
+            yield
+
+    return Litestar([music, setup_guild], lifespan=[lifespan])
+
+
+def plain_asgi_router(child: Litestar, prefix: str = "/music") -> Any:
+    async def router(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await child(scope, receive, send)  # the child speaks the lifespan protocol itself
+            return
+        if scope["path"].startswith(prefix + "/"):
+            inner = {**scope, "path": scope["path"][len(prefix) :], "root_path": scope.get("root_path", "") + prefix}
+            await child(inner, receive, send)  # type: ignore[arg-type]
+            return
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"not here"})
+
+    return router
+
+
+def drive_elixir(client: TestClient, prefix: str, key: str) -> None:
+    joined = client.post(f"{prefix}/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
+    assert joined.status_code == 200, joined.text
+    missing = client.get(f"{prefix}/api/v1/{GUILD}/nowplaying")
+    assert missing.status_code == 410 and set(missing.json()) == {"timestamp", "message"}
+    unknown = client.get(f"{prefix}/api/v1/{GUILD}/lyrics")
+    assert unknown.status_code == 404 and set(unknown.json()) == {"timestamp", "message"}
+    assert client.get(f"{prefix}/health").json()["status"] == "ok"
+
+
+def test_mounted_in_a_parent_litestar_app(db_path: str) -> None:
+    child = xe.create_app(db=db_path, admin_token=ADMIN_TOKEN)
+    with TestClient(parent_litestar_app(child)) as client:
+        key = client.post("/setup-guild").json()["key"]
+        drive_elixir(client, "/music", key)
+        granted = client.post("/music/admin/bots", json={"id": "386861188891279362", "name": "W"}, headers=ADMIN)
+        assert granted.status_code == 201
+        mapper = client.get(
+            "/music/api/mappers?target=496683369665658880&source=410488579140354049",
+            headers={"Authorization": granted.json()["token"]},
+        )
+        assert mapper.json() == {"error": "No id translator found"}
+    with pytest.raises(RuntimeError):
+        xe.host_of(child)  # stopped with the parent
+
+
+def test_mounted_in_a_plain_asgi_router(db_path: str) -> None:
+    child = xe.create_app(db=db_path)
+    with TestClient(plain_asgi_router(child)) as client:
+        host = xe.host_of(child)
+
+        async def feed() -> str:
+            await host.put_guild(GUILD, "Embedded", [VOICE])
+            await host.import_catalog(CATALOG["tracks"])
+            return await host.create_key(GUILD, USER)
+
+        key = client.blocking_portal.call(feed)
+        drive_elixir(client, "/music", key)
+        assert client.get("/elsewhere").status_code == 404
+
+
+def test_uvicorn_server_inside_a_bots_event_loop(db_path: str) -> None:
+    async def bot_main() -> tuple[int, str]:
+        app = xe.create_app(db=db_path)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        serving = asyncio.create_task(server.serve())  # alongside the bot's own tasks
+        try:
+            while not server.started:
+                await asyncio.sleep(0.02)
+            await xe.host_of(app).put_guild(GUILD, "From the bot", [VOICE])
+            key = await xe.host_of(app).create_key(GUILD, USER)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                joined = await http.post(
+                    f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key)
+                )
+            return joined.status_code, (await xe.host_of(app).players.get(GUILD)).channel_id  # type: ignore[union-attr]
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, 10)
+
+    assert asyncio.run(bot_main()) == (200, VOICE)
+
+
+def test_health_says_ok_with_the_version(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": xe.__version__, "database": "ok"}
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_health_is_503_when_the_database_does_not_answer(client: TestClient) -> None:
+    store = client.app.state.xe.store
+    reader, store._reader = store._reader, None
+    try:
+        response = client.get("/health")
+    finally:
+        store._reader = reader
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "version": xe.__version__, "database": "unreachable"}
+
+
+def test_one_access_log_line_per_request_and_no_secrets(
+    client: TestClient, caplog: pytest.LogCaptureFixture, world: dict[str, str]
+) -> None:
+    token = grant_bot(client)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="xenon_elixir.access"):
+        client.get("/api/mappers?target=496683369665658880&source=410488579140354049", headers={"Authorization": token})
+        client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"]))
+        client.get(f"/api/v1/{GUILD}/nowplaying?access_token=leaked-in-query&x=1")
+        client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    lines = [r.getMessage() for r in caplog.records if r.name == "xenon_elixir.access"]
+    assert len(lines) == 4
+    assert '"GET /api/mappers?target=496683369665658880&source=410488579140354049 HTTP/1.1" 404' in lines[0]
+    assert '"POST /api/v1/766045633697021973/join HTTP/1.1" 200' in lines[1]
+    assert "access_token=***&x=1" in lines[2]
+    for line in lines:
+        assert line.startswith("testclient - - [")
+        for secret in (token, world["key"], ADMIN_TOKEN, "leaked-in-query"):
+            assert secret not in line
+
+
+def test_the_access_log_can_be_turned_off(make_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client = make_client(access_log=False)
+    with caplog.at_level(logging.INFO, logger="xenon_elixir.access"):
+        client.get("/health")
+    assert not [r for r in caplog.records if r.name == "xenon_elixir.access"]
