@@ -37,9 +37,13 @@ import aiosqlite
 import msgspec
 from litestar import Litestar, Request, Response, Router, asgi, delete, get, post, put
 from litestar.connection import ASGIConnection
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromPath, FromQuery
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
@@ -345,19 +349,19 @@ class ElixirBody(msgspec.Struct, kw_only=True):
         self.channel = None if channel is None else snowflake(channel, "channel")
 
 
-class ElixirTrack(msgspec.Struct):
+class ElixirTrack(msgspec.Struct, kw_only=True):
     """A track as the Elixir API shows it (field order as in the seed's samples)."""
 
     title: str
     author: str
     duration: int
     formatted_duration: str = msgspec.field(name="formattedDuration")
-    uri: str = ""
-    thumbnail: str | None = None
-    position: int = 0
-    is_stream: bool = msgspec.field(default=False, name="isStream")
-    identifier: str = ""
-    requested_by: str = msgspec.field(default="", name="requestedBy")
+    uri: str
+    thumbnail: str | None
+    position: int
+    is_stream: bool = msgspec.field(name="isStream")
+    identifier: str
+    requested_by: str = msgspec.field(name="requestedBy")
 
 
 class Joined(msgspec.Struct):
@@ -697,6 +701,40 @@ def _error_response(request: Request, exc: Exception) -> Response:
         headers=headers,
         media_type="application/json",
     )
+
+
+_ERROR_MEANINGS = {
+    400: "Bad input; the message names the field or parameter",
+    401: "Missing or invalid credentials",
+    403: "The acting user may not do this",
+    404: "Not found",
+    409: "Conflicts with what exists",
+    410: "Nothing is playing",
+    413: "Request body too large",
+    426: "Needs a WebSocket handshake",
+    429: "Rate limited: retry_after (ms) in the body, Retry-After (s) in a header",
+}
+
+
+def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI answers of a route's errors, in its API's error shape."""
+    body = ElixirErrorBody if shape == "elixir" else XenonErrorBody
+    return {
+        code: ResponseSpec(data_container=body, description=_ERROR_MEANINGS[code], generate_examples=False)
+        for code in codes
+    }
+
+
+def documented_body(type_: Any) -> dict[str, Provide]:
+    """Document a request body without having the framework parse it: Litestar describes a
+    dependency's ``data`` parameter, and calls a dependency only when a handler asks for it.
+    Bodies are parsed by the handlers, after authorization, into these same types."""
+
+    async def body(data: Any) -> None:  # never called
+        raise AssertionError("documentation only")
+
+    body.__annotations__ = {"data": type_, "return": None}
+    return {"_documented_body": Provide(body)}
 
 
 # ---------------------------------------------------------------------------
@@ -2201,19 +2239,27 @@ def _backup_param(value: str, _: str) -> str:
         raise XenonError(400, str(exc)) from None
 
 
-@get("/mappers")
-async def xenon_mappers(request: Request) -> Response[Mapper]:
+_XENON_SECURITY = [{"BotToken": []}]
+
+
+@get("/mappers", responses=documented_errors("xenon", 400, 401, 404, 429), security=_XENON_SECURITY)
+async def xenon_mappers(
+    request: Request,
+    target: FromQuery[str | None] = None,
+    source: FromQuery[str | None] = None,
+    backup: FromQuery[str | None] = None,
+) -> Response[Mapper]:
+    """Translate ids of the source guild (or a backup's) to those of the target guild."""
     xe = services(request)
     await xenon_caller(request, "mappers")
-    params = request.query_params
-    target_id = query_id(params.get("target"), "target")
-    if params.get("backup"):  # both given: the backup wins, as the original
-        backup = await xe.store.get_backup(query_id(params.get("backup"), "backup", _backup_param))
-        if backup is None:
+    target_id = query_id(target, "target")
+    if backup:  # both given: the backup wins, as the original
+        found = await xe.store.get_backup(query_id(backup, "backup", _backup_param))
+        if found is None:
             raise XenonError(404, "Unknown backup")
-        source_id = backup.source_id
-    elif params.get("source"):
-        source_id = query_id(params.get("source"), "source")
+        source_id = found.source_id
+    elif source:
+        source_id = query_id(source, "source")
     else:
         raise XenonError(400, "Missing query parameter: source or backup")
     mapper = await xe.store.get_mapper(source_id, target_id)
@@ -2250,16 +2296,24 @@ def _template_bots_route(attach: bool) -> Any:
 
     route = post if attach else delete
     change.__name__ = "xenon_attach_bot" if attach else "xenon_detach_bot"
-    return route("/templates/{template_id:str}/bots", status_code=200, name=change.__name__)(change)
+    change.__doc__ = f"{'Attach' if attach else 'Detach'} the calling bot; the body is optional."
+    return route(
+        "/templates/{template_id:str}/bots",
+        status_code=200,
+        name=change.__name__,
+        responses=documented_errors("xenon", 400, 401, 403, 404, 413, 429),
+        dependencies=documented_body(AttachBody | None),
+        security=_XENON_SECURITY,
+    )(change)
 
 
-@get("/templates/{template_id:str}/bots")
+@get("/templates/{template_id:str}/bots", responses=documented_errors("xenon", 400, 404))
 async def xenon_template_bots(request: Request, template_id: FromPath[str]) -> TemplateBots:
     template = await _known_template(services(request), template_id, with_bots=True)
     return TemplateBots([bot.id for bot in template.bots])
 
 
-@get("/templates/{template_id:str}")
+@get("/templates/{template_id:str}", responses=documented_errors("xenon", 400, 404))
 async def xenon_template(request: Request, template_id: FromPath[str]) -> Template:
     return await _known_template(services(request), template_id, with_bots=True)
 
@@ -2324,7 +2378,7 @@ async def _pump(xe: Services, subscription: Subscription, since: int | None, sen
         return
 
 
-@asgi("/loaders/ws", opt={"api": "xenon"}, copy_scope=False)
+@asgi("/loaders/ws", opt={"api": "xenon"}, copy_scope=False, include_in_schema=False)
 async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
     """Live loader events. The token is read from the handshake; client messages are ignored."""
     if scope["type"] != "websocket":
@@ -2374,11 +2428,23 @@ XENON_ROUTES = [
 # Elixir routes
 # ---------------------------------------------------------------------------
 
-_ELIXIR_POST = {"status_code": 200}
+_ELIXIR_WRITE_ERRORS = (400, 401, 413, 429)
+
+
+def _elixir_post(path: str, *more_errors: int, **options: Any) -> Any:
+    """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape."""
+    return post(
+        path,
+        status_code=200,
+        responses=documented_errors("elixir", *_ELIXIR_WRITE_ERRORS, *more_errors),
+        dependencies=documented_body(ElixirBody),
+        security=[{"ElixirKey": []}],
+        **options,
+    )
 _QUERY_LIMIT = 500
 
 
-@post("/{guild_id:str}/join", **_ELIXIR_POST)
+@_elixir_post("/{guild_id:str}/join")
 async def elixir_join(request: Request, guild_id: FromPath[str]) -> Joined:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     if body.channel is None:
@@ -2400,7 +2466,7 @@ def volume_of(value: Any) -> int:
     return value
 
 
-@post("/{guild_id:str}/volume", **_ELIXIR_POST)
+@_elixir_post("/{guild_id:str}/volume")
 async def elixir_volume(request: Request, guild_id: FromPath[str]) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
@@ -2417,7 +2483,7 @@ def play_query(query: str | None) -> str:
     return query
 
 
-@post("/{guild_id:str}/play", **_ELIXIR_POST)
+@_elixir_post("/{guild_id:str}/play", 404)
 async def elixir_play(request: Request, guild_id: FromPath[str]) -> ElixirTrack | list[ElixirTrack]:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     query = play_query(body.query)
@@ -2441,10 +2507,11 @@ def _control_route(action: str, verb: str) -> Any:
         return Controlled(guild_id, user_id, f"Successfully {verb} the player.")
 
     control.__name__ = f"elixir_{action}"
-    return post(f"/{{guild_id:str}}/{action}", name=f"elixir_{action}", **_ELIXIR_POST)(control)
+    control.__doc__ = f"{action.capitalize()} the player."
+    return _elixir_post(f"/{{guild_id:str}}/{action}", name=f"elixir_{action}")(control)
 
 
-@post("/{guild_id:str}/skip", **_ELIXIR_POST)
+@_elixir_post("/{guild_id:str}/skip", 410)
 async def elixir_skip(request: Request, guild_id: FromPath[str]) -> ElixirTrack | Message:
     guild_id, user_id, _ = await elixir_caller(request, guild_id)
     xe = services(request)
@@ -2454,7 +2521,7 @@ async def elixir_skip(request: Request, guild_id: FromPath[str]) -> ElixirTrack 
     return elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
 
 
-@get("/{guild_id:str}/nowplaying")
+@get("/{guild_id:str}/nowplaying", responses=documented_errors("elixir", 400, 410))
 async def elixir_nowplaying(request: Request, guild_id: FromPath[str]) -> ElixirTrack:
     xe = services(request)
     player = await xe.players.get(path_id(guild_id, "guild"))
@@ -2463,7 +2530,7 @@ async def elixir_nowplaying(request: Request, guild_id: FromPath[str]) -> Elixir
     return elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
 
 
-@get("/{guild_id:str}/queue")
+@get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))
 async def elixir_queue(request: Request, guild_id: FromPath[str]) -> QueueView:
     xe = services(request)
     player = await xe.players.get(path_id(guild_id, "guild"))
@@ -2494,20 +2561,20 @@ ELIXIR_ROUTES = [
 # ---------------------------------------------------------------------------
 
 
-@post("/keys", status_code=201)
+@post("/keys", status_code=201, dependencies=documented_body(KeyIn), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
 async def admin_create_key(request: Request) -> KeyOut:
     ask = decode_body(await request.body(), KeyIn)
     key, _ = await services(request).store.create_key(str(ask.guild), str(ask.user), rotate=ask.rotate)
     return KeyOut(str(ask.guild), str(ask.user), key)
 
 
-@delete("/keys/{guild_id:str}/{user_id:str}", status_code=200)
+@delete("/keys/{guild_id:str}/{user_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
 async def admin_revoke_key(request: Request, guild_id: FromPath[str], user_id: FromPath[str]) -> Empty:
     await services(request).store.revoke_key(path_id(guild_id, "guild"), path_id(user_id, "user"))
     return Empty()
 
 
-@put("/guilds/{guild_id:str}")
+@put("/guilds/{guild_id:str}", dependencies=documented_body(GuildIn), responses=documented_errors("xenon", 400, 401, 413, 429))
 async def admin_put_guild(request: Request, guild_id: FromPath[str]) -> Guild:
     ask = decode_body(await request.body(), GuildIn)
     try:
@@ -2517,68 +2584,68 @@ async def admin_put_guild(request: Request, guild_id: FromPath[str]) -> Guild:
     return await services(request).store.put_guild(guild)
 
 
-@delete("/guilds/{guild_id:str}", status_code=200)
+@delete("/guilds/{guild_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
 async def admin_delete_guild(request: Request, guild_id: FromPath[str]) -> Empty:
     await services(request).store.delete_guild(path_id(guild_id, "guild"))
     return Empty()
 
 
-@post("/tracks", status_code=200)
+@post("/tracks", status_code=200, dependencies=documented_body(list[Track]), responses=documented_errors("xenon", 400, 401, 413, 429))
 async def admin_import_tracks(request: Request) -> Count:
     tracks = decode_body(await request.body(), list[Track])
     count, _ = await services(request).store.import_catalog(tracks)
     return Count(count)
 
 
-@post("/playlists", status_code=200)
+@post("/playlists", status_code=200, dependencies=documented_body(Playlist), responses=documented_errors("xenon", 400, 401, 413, 429))
 async def admin_put_playlist(request: Request) -> Playlist:
     playlist = decode_body(await request.body(), Playlist)
     await services(request).store.import_catalog((), [playlist])
     return playlist
 
 
-@post("/bots", status_code=201)
+@post("/bots", status_code=201, dependencies=documented_body(BotIn), responses=documented_errors("xenon", 400, 401, 413, 429))
 async def admin_grant_bot(request: Request) -> Response[BotOut]:
     bot = decode_body(await request.body(), BotIn)
     token, existed = await services(request).store.grant_bot(bot)
     return Response(BotOut(str(bot.id), bot.name, token), status_code=200 if existed else 201)
 
 
-@delete("/bots/{bot_id:str}", status_code=200)
+@delete("/bots/{bot_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
 async def admin_revoke_bot(request: Request, bot_id: FromPath[str]) -> Empty:
     await services(request).store.revoke_bot(path_id(bot_id, "bot id"))
     return Empty()
 
 
-@post("/templates", status_code=201)
+@post("/templates", status_code=201, dependencies=documented_body(TemplateIn), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
 async def admin_create_template(request: Request) -> Template:
     return await services(request).store.create_template(decode_body(await request.body(), TemplateIn))
 
 
-@post("/backups", status_code=201)
+@post("/backups", status_code=201, dependencies=documented_body(BackupIn), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
 async def admin_create_backup(request: Request) -> Backup:
     return await services(request).store.create_backup(decode_body(await request.body(), BackupIn))
 
 
-@post("/loaders", status_code=201)
+@post("/loaders", status_code=201, dependencies=documented_body(Loader), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
 async def admin_start_loader(request: Request) -> LoaderEvent:
     return await services(request).loaders.start(decode_body(await request.body(), Loader))
 
 
-@post("/loaders/{target_id:str}/status", status_code=200)
+@post("/loaders/{target_id:str}/status", status_code=200, dependencies=documented_body(StatusIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
 async def admin_loader_status(request: Request, target_id: FromPath[str]) -> Empty:
     status = decode_body(await request.body(), StatusIn)
     await services(request).loaders.status(path_id(target_id, "target_id"), status.status)
     return Empty()
 
 
-@post("/loaders/{target_id:str}/ids", status_code=200)
+@post("/loaders/{target_id:str}/ids", status_code=200, dependencies=documented_body(IdsIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
 async def admin_loader_ids(request: Request, target_id: FromPath[str]) -> Count:
     ids = decode_body(await request.body(), IdsIn)
     return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))
 
 
-@post("/loaders/{target_id:str}/done", status_code=200)
+@post("/loaders/{target_id:str}/done", status_code=200, dependencies=documented_body(DoneIn | None), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
 async def admin_loader_done(request: Request, target_id: FromPath[str]) -> LoaderEvent:
     raw = await request.body()
     done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
@@ -3028,12 +3095,29 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
                 config.admin_prefix,
                 route_handlers=ADMIN_ROUTES,
                 guards=[admin_guard],
+                security=[{"AdminToken": []}],
                 opt={"api": "admin"},
                 request_max_body_size=config.admin_max_body_size,
             )
         )
     app = Litestar(
         route_handlers=routers,
+        openapi_config=OpenAPIConfig(
+            title="xenon_elixir",
+            version=__version__,
+            description="The Xenon partner API (/api) and the Elixir Music API (/api/v1), with the admin API "
+            "(/admin) when an admin token is set. Error bodies: Xenon and admin {\"error\"}, Elixir "
+            "{\"timestamp\", \"message\"}. The loader stream is WS /api/loaders/ws (see the README).",
+            components=Components(
+                security_schemes={
+                    "BotToken": SecurityScheme(type="apiKey", name="Authorization", security_scheme_in="header",
+                                               description="The raw bot token (a `Bot ` prefix is tolerated)"),
+                    "ElixirKey": SecurityScheme(type="http", scheme="bearer", description="A per-guild Elixir key"),
+                    "AdminToken": SecurityScheme(type="http", scheme="bearer", description="XE_ADMIN_TOKEN"),
+                }
+            ),
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+        ),
         lifespan=[lifespan],
         exception_handlers={Exception: _error_response},
         request_max_body_size=config.max_body_size,

@@ -1,0 +1,96 @@
+"""The OpenAPI document: valid, complete, with the wire names and each API's error shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from openapi_spec_validator import validate
+
+ELIXIR_WRITES = ["join", "volume", "play", "stop", "pause", "resume", "skip"]
+
+
+@pytest.fixture
+def document(client: TestClient) -> dict[str, Any]:
+    response = client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def schema_ref(response: dict[str, Any]) -> str:
+    return response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)  # raises on any violation of the OpenAPI 3.1 schema
+    assert document["openapi"].startswith("3.1")
+
+
+def test_every_http_route_is_documented(client: TestClient, document: dict[str, Any]) -> None:
+    served = {
+        (route.path.replace(":str", ""), method.lower())
+        for route in client.app.routes
+        for method in getattr(route, "methods", ())
+        if not route.path.startswith("/schema") and method not in ("OPTIONS", "HEAD")
+    }
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert served == documented
+    assert len(documented) == 29  # health, 9 Elixir, 5 Xenon, 14 admin
+
+
+def test_wire_names_are_documented(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert {"formattedDuration", "isStream", "requestedBy"} <= set(schemas["ElixirTrack"]["properties"])
+    assert {"user", "user.id", "channel", "channel.id", "volume", "query"} == set(schemas["ElixirBody"]["properties"])
+    assert set(schemas["ElixirTrack"]["required"]) == set(schemas["ElixirTrack"]["properties"])
+    assert set(schemas["ElixirErrorBody"]["properties"]) == {"timestamp", "message", "retry_after"}
+    assert set(schemas["XenonErrorBody"]["properties"]) == {"error", "retry_after"}
+
+
+@pytest.mark.parametrize("action", ELIXIR_WRITES)
+def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], action: str) -> None:
+    operation = document["paths"][f"/api/v1/{{guild_id}}/{action}"]["post"]
+    assert schema_ref(operation["requestBody"]) == "ElixirBody"
+    assert operation["security"] == [{"ElixirKey": []}]
+    expected = {"200", "400", "401", "413", "429"} | {"play": {"404"}, "skip": {"410"}}.get(action, set())
+    assert set(operation["responses"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "codes"),
+    [
+        ("/api/v1/{guild_id}/nowplaying", "get", {"200", "400", "410"}),
+        ("/api/mappers", "get", {"200", "400", "401", "404", "429"}),
+        ("/api/templates/{template_id}/bots", "post", {"200", "400", "401", "403", "404", "413", "429"}),
+        ("/api/templates/{template_id}/bots", "delete", {"200", "400", "401", "403", "404", "413", "429"}),
+        ("/admin/keys", "post", {"201", "400", "401", "409", "413", "429"}),
+        ("/admin/loaders/{target_id}/done", "post", {"200", "400", "401", "404", "413", "429"}),
+    ],
+)
+def test_routes_document_their_answers(document: dict[str, Any], path: str, method: str, codes: set[str]) -> None:
+    assert set(document["paths"][path][method]["responses"]) == codes
+
+
+def test_every_error_uses_its_apis_shape(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for code, response in operation["responses"].items():
+                if int(code) >= 400:
+                    expected = "ElixirErrorBody" if path.startswith("/api/v1/") else "XenonErrorBody"
+                    assert schema_ref(response) == expected, (path, method, code)
+
+
+def test_mapper_query_parameters_are_documented(document: dict[str, Any]) -> None:
+    names = {p["name"] for p in document["paths"]["/api/mappers"]["get"]["parameters"]}
+    assert names == {"target", "source", "backup"}
+
+
+def test_the_docs_are_browsable(client: TestClient) -> None:
+    page = client.get("/schema")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+
+
+def test_without_admin_the_admin_routes_are_not_documented(make_client: Any) -> None:
+    document = make_client(admin_token=None).get("/schema/openapi.json").json()
+    assert not [path for path in document["paths"] if path.startswith("/admin")]
