@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from server import Server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
