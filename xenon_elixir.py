@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
@@ -3285,8 +3285,15 @@ _EXAMPLES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr, pointing at --help, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xenon-elixir",
         description="Serve and feed the Xenon partner API and the Elixir Music API.",
         epilog="Every command but schema takes --db (default: $XE_DB, else ./xenon_elixir.db).\n"

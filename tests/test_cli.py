@@ -203,3 +203,22 @@ def test_a_long_import_shows_a_counter(capsys: pytest.CaptureFixture[str], db_pa
     assert code == 0 and out == "imported 12000 track(s) and 0 playlist(s)\n"
     # not a terminal here: one line per chunk (on a terminal the counter rewrites one line)
     assert err == "\rwriting tracks: 5000/12000\n\rwriting tracks: 10000/12000\n\rwriting tracks: 12000/12000\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["genkey", GUILD], "the following arguments are required: USER"),
+        (["serve", "--port", "eighty"], "invalid int value"),
+        (["frobnicate"], "invalid choice"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        xe.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert len(err.splitlines()) == 1 and fragment in err and "--help)" in err
