@@ -578,6 +578,8 @@ class Health(msgspec.Struct):
     status: str
     version: str
     database: str
+    subscribers: int
+    """Clients connected to the loader event stream."""
 
 
 class XenonErrorBody(msgspec.Struct):
@@ -3003,8 +3005,10 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
 @get("/", name="health")
 async def health(request: Request) -> Response[Health]:
     """Liveness and readiness: 200 when the database answers, else 503."""
-    ok = await services(request).store.ping()
-    body = Health("ok" if ok else "unavailable", __version__, "ok" if ok else "unreachable")
+    xe = services(request)
+    ok = await xe.store.ping()
+    subscribers = xe.hub.subscribers(LOADER_TOPIC)
+    body = Health("ok" if ok else "unavailable", __version__, "ok" if ok else "unreachable", subscribers)
     return Response(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 

@@ -123,7 +123,7 @@ def test_uvicorn_server_inside_a_bots_event_loop(db_path: str) -> None:
 def test_health_says_ok_with_the_version(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "version": xe.__version__, "database": "ok"}
+    assert response.json() == {"status": "ok", "version": xe.__version__, "database": "ok", "subscribers": 0}
     assert response.headers["cache-control"] == "no-store"
 
 
@@ -135,7 +135,12 @@ def test_health_is_503_when_the_database_does_not_answer(client: TestClient) -> 
     finally:
         store._reader = reader
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "version": xe.__version__, "database": "unreachable"}
+    assert response.json() == {
+        "status": "unavailable",
+        "version": xe.__version__,
+        "database": "unreachable",
+        "subscribers": 0,
+    }
 
 
 def test_one_access_log_line_per_request_and_no_secrets(
