@@ -102,6 +102,9 @@ def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
             joined = await http.post(f"/api/v1/{GUILD}/join", json={**me, "channel": VOICE_2}, headers=elixir)
             assert joined.status_code == 200
+            start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "user_id": USER}
+            assert (await http.post("/admin/loaders", json=start, headers=ADMIN)).status_code == 201
+            assert (await http.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN)).status_code == 200  # a mapper
             until = time.monotonic() + SECONDS
             await asyncio.gather(watch_memory(until), *(client(i, http, until) for i in range(CLIENTS)))
 
