@@ -1,0 +1,93 @@
+"""Shared pieces of the benchmarks: a uvicorn server on a free loopback port, and a seeded database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+import xenon_elixir as xe
+
+GUILD = "766045633697021973"
+VOICE = "766045633697021978"
+USER = "460177285954142208"
+SOURCE = "410488579140354049"
+TARGET = "496683369665658880"
+UVICORN = ["--http", "httptools", "--loop", "uvloop", "--workers", "1", "--log-level", "warning", "--no-access-log"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Uvicorn:
+    """``uvicorn APP`` in a child process with the benchmark settings."""
+
+    def __init__(self, app: str, *, app_dir: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), *UVICORN]
+        if app_dir:
+            command += ["--app-dir", app_dir]
+        self.process = subprocess.Popen(command, env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{app} did not start")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+
+
+def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200) -> dict[str, str]:
+    """A guild with a key, a catalog of ``tracks`` tracks, a bot, a mapper of ``mapper_ids`` ids,
+    and a track playing: what the benchmarked routes need."""
+
+    async def run() -> dict[str, str]:
+        async with xe.Host.open(xe.Config(db=db)) as host:
+            await host.put_guild(GUILD, "Bench", [VOICE])
+            words = ["night", "drive", "blue", "summer", "rain", "city", "heart", "fire", "dream", "ocean"]
+            await host.import_catalog(
+                [
+                    {
+                        "source": "youtube",
+                        "identifier": f"bench{i:06d}",
+                        "title": f"{words[i % 10]} {words[i // 10 % 10]} song {i}",
+                        "author": f"Artist {i % 97}",
+                        "length": 180_000 + i,
+                        "uri": f"https://www.youtube.com/watch?v=bench{i:06d}",
+                    }
+                    for i in range(tracks)
+                ]
+            )
+            key = await host.create_key(GUILD, USER, rotate=True)
+            token = await host.grant_bot("386861188891279362", "Bench")
+            await host.store.merge_ids(
+                SOURCE, TARGET, {str(500000000000000000 + i): str(600000000000000000 + i) for i in range(mapper_ids - 1)}
+            )
+            await host.players.join(GUILD, VOICE)
+            track = await host.store.get_track("youtube", "bench000001")
+            assert track is not None
+            await host.players.enqueue(GUILD, [track], USER)
+            return {"key": key, "token": token}
+
+    return asyncio.run(run())
