@@ -27,7 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
@@ -926,6 +926,7 @@ _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_
 _LAST_ID = (1 << 63) - 1
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _IMPORT_CHUNK = 5000
+_MAPPER_CACHE_SIZE = 1024
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -1069,7 +1070,10 @@ class StoreError(Exception):
 class Store:
     """The SQLite file: one writer connection whose transactions never interleave, one reader.
 
-    WAL lets the reader see every committed write at once without waiting for the writer.
+    Writes run on aiosqlite's thread: a writer may wait for a lock (another process, a
+    checkpoint), and the event loop must not. Reads run on the loop itself, on a read-only
+    connection: in WAL mode a reader never waits for a writer and sees every committed write,
+    and a point lookup costs microseconds, far less than a round trip to a thread.
     """
 
     def __init__(self, path: str, *, event_log_size: int = 10_000, event_log_seconds: float = 86_400) -> None:
@@ -1077,8 +1081,12 @@ class Store:
         self.event_log_size = event_log_size
         self.event_log_seconds = event_log_seconds
         self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        # Encoded mapper answers by (source, target). Only this process writes mappers (loaders
+        # run here), and each write drops its pair after committing; a fill is a read on the
+        # loop with no await in it, so it cannot slip a stale answer in after that drop.
+        self._mapper_json: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
     async def open(self) -> Store:
         try:
@@ -1092,8 +1100,9 @@ class Store:
             await self._writer.execute("PRAGMA journal_mode = WAL")
             await self._writer.executescript(SCHEMA)
             await self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._reader = await self._connect()
-            await self._reader.execute("PRAGMA query_only = ON")
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in ("query_only = ON", "busy_timeout = 1000"):
+                self._reader.execute(f"PRAGMA {pragma}")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
@@ -1123,9 +1132,10 @@ class Store:
         return connection
 
     async def close(self) -> None:
-        for connection in (self._reader, self._writer):
-            if connection is not None:
-                await connection.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self._writer is not None:
+            await self._writer.close()
         self._reader = self._writer = None
 
     @contextlib.asynccontextmanager
@@ -1146,13 +1156,11 @@ class Store:
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         assert self._reader is not None, "store is not open"
-        async with self._reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        return self._reader.execute(sql, params).fetchone()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         assert self._reader is not None, "store is not open"
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return self._reader.execute(sql, params).fetchall()
 
     async def integrity_ok(self) -> bool:
         row = await self._one("PRAGMA integrity_check")
@@ -1366,6 +1374,21 @@ class Store:
 
     # Mappers, loaders and the event log -----------------------------------------
 
+    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
+        """The mapper of (source, target) encoded as its answer, or ``None`` when there is none."""
+        pair = (source_id, target_id)
+        encoded = self._mapper_json.get(pair)
+        if encoded is None:
+            mapper = await self.get_mapper(source_id, target_id)
+            if mapper is None:
+                return None
+            encoded = self._mapper_json[pair] = msgspec.json.encode(mapper)
+            if len(self._mapper_json) > _MAPPER_CACHE_SIZE:
+                self._mapper_json.popitem(last=False)
+        else:
+            self._mapper_json.move_to_end(pair)
+        return encoded
+
     async def get_mapper(self, source_id: str, target_id: str) -> Mapper | None:
         ids = await self._all(SQL.mapper_ids, (source_id, target_id))
         if not ids:
@@ -1384,6 +1407,7 @@ class Store:
         """Merge old->new ids into the mapper of (source, target); a newer new id wins."""
         async with self.transaction() as db:
             await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, ids))
+        self._mapper_json.pop((source_id, target_id), None)
 
     async def running_loaders(self) -> list[Loader]:
         columns = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
@@ -1431,7 +1455,9 @@ class Store:
             await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, {}))
             if loader.user_id is not None:
                 await db.execute(SQL.mapper_add_loader, (source_id, target_id, loader.user_id))
-            return await self._append_event(db, frame, logged=True)
+            event = await self._append_event(db, frame, logged=True)
+        self._mapper_json.pop((source_id, target_id), None)
+        return event
 
     async def next_seq(self, frame: Callable[[int], str]) -> tuple[int, str]:
         """Number an event that is not logged (a status)."""
@@ -2264,13 +2290,13 @@ async def xenon_mappers(
         source_id = query_id(source, "source")
     else:
         raise XenonError(400, "Missing query parameter: source or backup")
-    mapper = await xe.store.get_mapper(source_id, target_id)
+    mapper = await xe.store.mapper_json(source_id, target_id)
     if mapper is None:
         raise XenonError(404, "No id translator found")
     # Only a found mapper is cacheable (the original also cached its errors).
     expires = email.utils.formatdate(time.time() + xe.config.cache_seconds, usegmt=True)
     headers = {"Cache-Control": f"max-age={xe.config.cache_seconds}", "Expires": expires, "Expiration": expires}
-    return Response(mapper, headers=headers)
+    return Response(mapper, headers=headers, media_type="application/json")  # already encoded
 
 
 async def _known_template(xe: Services, template_id: str, *, with_bots: bool = False) -> Template:

@@ -427,3 +427,16 @@ def test_keys_and_tokens_do_not_cross_apis(client: TestClient, token: str) -> No
     xenon_error(client.get(MAPPER, headers={"Authorization": key}), 401, "Invalid token")
     response = client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(token))
     assert response.status_code == 401
+
+
+def test_a_cached_mapper_answer_follows_every_new_load(client: TestClient, token: str) -> None:
+    auth = {"Authorization": token}
+    run_load(client, {"410520361789161472": "754098965649162251"}, user=CREATOR)
+    assert client.get(MAPPER, headers=auth).json()["loaders"] == [CREATOR]  # now cached
+    run_load(client, {"410520361789161472": "754098999999999999"}, user=USER)
+    after = client.get(MAPPER, headers=auth).json()
+    assert after["ids"]["410520361789161472"] == "754098999999999999"
+    assert after["loaders"] == [CREATOR, USER]
+    client.post("/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN)
+    client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"419932531828457473": "754098968748752987"}}, headers=ADMIN)
+    assert "419932531828457473" in client.get(MAPPER, headers=auth).json()["ids"]  # ids alone invalidate too
