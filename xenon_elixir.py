@@ -923,7 +923,6 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_s
 """
 
 _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream"
-_LAST_ID = (1 << 63) - 1
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _IMPORT_CHUNK = 5000
 _MAPPER_CACHE_SIZE = 1024
@@ -1087,6 +1086,8 @@ class Store:
         # run here), and each write drops its pair after committing; a fill is a read on the
         # loop with no await in it, so it cannot slip a stale answer in after that drop.
         self._mapper_json: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._player_writes: list[tuple[PlayerWrite, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     async def open(self) -> Store:
         try:
@@ -1132,6 +1133,8 @@ class Store:
         return connection
 
     async def close(self) -> None:
+        if self._flushing is not None:
+            await self._flushing  # acknowledged or not, started changes are finished
         if self._reader is not None:
             self._reader.close()
         if self._writer is not None:
@@ -1288,17 +1291,53 @@ class Store:
         return last
 
     async def save_player(self, write: PlayerWrite) -> None:
-        """Persist one player change: drop the entries before the head, upsert the player, append."""
-        async with self.transaction() as db:
-            await db.execute(SQL.queue_drop_before, (write.row[0], write.head_id))
-            await db.execute(SQL.player_upsert, write.row)
-            if write.appended:
-                await db.executemany(SQL.queue_append, write.appended)
+        """Persist a player change; returns once it is committed.
 
-    async def delete_player(self, guild_id: str) -> None:
+        Group commit: changes made while a commit is under way wait for it and then commit
+        together, in one transaction of a few statements however many changes it holds.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._player_writes.append((write, done))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush_player_writes())
+        await done
+
+    async def _flush_player_writes(self) -> None:
+        try:
+            while self._player_writes:
+                batch, self._player_writes = self._player_writes, []
+                try:
+                    await self._commit_player_writes([write for write, _ in batch])
+                except Exception as exc:  # every change of the batch failed together
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = None
+
+    async def _commit_player_writes(self, writes: list[PlayerWrite]) -> None:
+        """Apply changes in bulk: append every new entry, drop each guild's entries before its
+        latest head, then keep each guild's latest row (or none, once stopped). The same result
+        as one by one, because a guild's head never moves back (see ``Player.snapshot``)."""
+        appended: list[tuple[Any, ...]] = []
+        heads: dict[str, int] = {}
+        latest: dict[str, PlayerWrite] = {}
+        for write in writes:
+            appended += write.appended
+            heads[write.guild_id] = max(heads.get(write.guild_id, 0), write.head_id)
+            latest[write.guild_id] = write
         async with self.transaction() as db:
-            await db.execute(SQL.queue_drop_before, (guild_id, _LAST_ID))
-            await db.execute(SQL.player_delete, (guild_id,))
+            if appended:
+                await db.executemany(SQL.queue_append, appended)
+            await db.executemany(SQL.queue_drop_before, list(heads.items()))
+            if rows := [write.row for write in latest.values() if write.row is not None]:
+                await db.executemany(SQL.player_upsert, rows)
+            if stopped := [(guild_id,) for guild_id, write in latest.items() if write.row is None]:
+                await db.executemany(SQL.player_delete, stopped)
 
     async def player_guilds(self) -> list[str]:
         return [g for (g,) in await self._all(SQL.players_all)]
@@ -1898,8 +1937,11 @@ class QueueEntry:
 class PlayerWrite:
     """A player change, snapshotted when made so writes land in the order changes were made."""
 
-    row: tuple[Any, ...]
+    guild_id: str
+    row: tuple[Any, ...] | None
+    """The player's row, or ``None``: stopped."""
     head_id: int
+    """Queue entries before this one are gone."""
     appended: list[tuple[Any, ...]]
 
 
@@ -1941,11 +1983,13 @@ class Player:
         """The head (if any) starts from its beginning now."""
         self.position, self.anchor = 0.0, now
 
-    def snapshot(self, appended: Sequence[QueueEntry] = ()) -> PlayerWrite:
-        head = self.queue[0].entry_id if self.queue else _LAST_ID
+    def snapshot(self, appended: Sequence[QueueEntry], next_entry_id: int) -> PlayerWrite:
+        """The change to write. An empty queue's head is the next entry id to be given out, so a
+        guild's head only ever moves forward (which lets writes be committed in bulk)."""
+        head = self.queue[0].entry_id if self.queue else next_entry_id
         row = (self.guild_id, self.channel_id, self.volume, int(self.paused), self.position, self.anchor)
         rows = [(e.entry_id, self.guild_id, *_track_row(e.track), e.requested_by) for e in appended]
-        return PlayerWrite(row, head, rows)
+        return PlayerWrite(self.guild_id, row, head, rows)
 
 
 def clock_face(ms: float) -> str:
@@ -2066,7 +2110,7 @@ class Players:
         return player
 
     async def _save(self, player: Player, appended: Sequence[QueueEntry] = ()) -> None:
-        write = player.snapshot(appended)
+        write = player.snapshot(appended, self._last_entry_id + 1)
         try:
             await self._store.save_player(write)
         except BaseException:
@@ -2137,7 +2181,7 @@ class Players:
         timer = self._timers.pop(guild_id, None)
         if timer is not None:
             timer.cancel()
-        await self._store.delete_player(guild_id)
+        await self._store.save_player(PlayerWrite(guild_id, None, self._last_entry_id + 1, []))
         self._publish(guild_id, None)
 
     def now(self) -> float:
