@@ -925,7 +925,7 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_s
 _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream"
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _IMPORT_CHUNK = 5000
-_MAPPER_CACHE_SIZE = 1024
+_ANSWERS_KEPT = 1024
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -1082,10 +1082,9 @@ class Store:
         self._writer: aiosqlite.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
-        # Encoded mapper answers by (source, target). Only this process writes mappers (loaders
-        # run here), and each write drops its pair after committing; a fill is a read on the
-        # loop with no await in it, so it cannot slip a stale answer in after that drop.
-        self._mapper_json: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        # Answers of hot reads (see ``_remembered``), valid while the file's data_version holds.
+        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._answers_version = -1
         self._player_writes: list[tuple[PlayerWrite, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -1157,9 +1156,37 @@ class Store:
                     await asyncio.shield(db.execute("ROLLBACK"))
                 raise
 
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _remembered(self, key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool) -> T:
+        """``read()``'s answer, remembered under ``key`` until the database changes.
+
+        Any commit to the file, by this process's writer or by another process (the CLI), moves
+        SQLite's ``data_version`` as seen from the reader; the first lookup after that forgets
+        every answer. ``read`` runs on the loop with no await, so no commit this lookup has not
+        seen can hide behind it. Only answers ``keep`` accepts are remembered: a refusal of an
+        unknown token is not worth memory anyone can fill.
+        """
+        assert self._reader is not None, "store is not open"
+        (version,) = self._reader.execute("PRAGMA data_version").fetchone()
+        answers = self._answers
+        if version != self._answers_version:
+            answers.clear()
+            self._answers_version = version
+        elif key in answers:
+            answers.move_to_end(key)
+            return answers[key]
+        answer = read()
+        if keep(answer):
+            answers[key] = answer
+            if len(answers) > _ANSWERS_KEPT:
+                answers.popitem(last=False)
+        return answer
+
+    def _one_now(self, sql: str, params: Sequence[Any] = ()) -> Any:
         assert self._reader is not None, "store is not open"
         return self._reader.execute(sql, params).fetchone()
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._one_now(sql, params)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         assert self._reader is not None, "store is not open"
@@ -1180,7 +1207,8 @@ class Store:
 
     async def key_owner(self, key: str) -> tuple[str, str] | None:
         """The (guild_id, user_id) a key is bound to, or ``None`` for an unknown or revoked key."""
-        row = await self._one(SQL.key_owner, (digest(key),))
+        hashed = digest(key)
+        row = self._remembered(("key", hashed), lambda: self._one_now(SQL.key_owner, (hashed,)))
         return None if row is None else (row[0], row[1])
 
     async def create_key(self, guild_id: str, user_id: str, *, rotate: bool = False) -> tuple[str, bool]:
@@ -1271,8 +1299,11 @@ class Store:
         return [_track_of(row) for row in await self._all(SQL.playlist_tracks, (source, identifier))]
 
     async def search_track(self, match: str) -> Track | None:
-        row = await self._one(SQL.track_search, (match,))
-        return None if row is None else _track_of(row)
+        def read() -> Track | None:
+            row = self._one_now(SQL.track_search, (match,))
+            return None if row is None else _track_of(row)
+
+        return self._remembered(("search", match), read, keep=lambda _: True)
 
     # Players --------------------------------------------------------------
 
@@ -1360,7 +1391,8 @@ class Store:
             return cursor.rowcount > 0
 
     async def bot_by_token(self, token: str) -> Bot | None:
-        row = await self._one(SQL.bot_by_token, (digest(token),))
+        hashed = digest(token)
+        row = self._remembered(("bot", hashed), lambda: self._one_now(SQL.bot_by_token, (hashed,)))
         return None if row is None else Bot(row[0], row[1])
 
     # Templates and backups ------------------------------------------------
@@ -1415,24 +1447,22 @@ class Store:
 
     async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
         """The mapper of (source, target) encoded as its answer, or ``None`` when there is none."""
-        pair = (source_id, target_id)
-        encoded = self._mapper_json.get(pair)
-        if encoded is None:
-            mapper = await self.get_mapper(source_id, target_id)
-            if mapper is None:
-                return None
-            encoded = self._mapper_json[pair] = msgspec.json.encode(mapper)
-            if len(self._mapper_json) > _MAPPER_CACHE_SIZE:
-                self._mapper_json.popitem(last=False)
-        else:
-            self._mapper_json.move_to_end(pair)
-        return encoded
+
+        def read() -> bytes | None:
+            mapper = self._get_mapper(source_id, target_id)
+            return None if mapper is None else msgspec.json.encode(mapper)
+
+        return self._remembered(("mapper", source_id, target_id), read)
 
     async def get_mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        ids = await self._all(SQL.mapper_ids, (source_id, target_id))
+        return self._get_mapper(source_id, target_id)
+
+    def _get_mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        assert self._reader is not None, "store is not open"
+        ids = self._reader.execute(SQL.mapper_ids, (source_id, target_id)).fetchall()
         if not ids:
             return None
-        loaders = [u for (u,) in await self._all(SQL.mapper_loaders, (source_id, target_id))]
+        loaders = [u for (u,) in self._reader.execute(SQL.mapper_loaders, (source_id, target_id))]
         return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
 
     @staticmethod
@@ -1446,7 +1476,6 @@ class Store:
         """Merge old->new ids into the mapper of (source, target); a newer new id wins."""
         async with self.transaction() as db:
             await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, ids))
-        self._mapper_json.pop((source_id, target_id), None)
 
     async def running_loaders(self) -> list[Loader]:
         columns = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
@@ -1494,9 +1523,7 @@ class Store:
             await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, {}))
             if loader.user_id is not None:
                 await db.execute(SQL.mapper_add_loader, (source_id, target_id, loader.user_id))
-            event = await self._append_event(db, frame, logged=True)
-        self._mapper_json.pop((source_id, target_id), None)
-        return event
+            return await self._append_event(db, frame, logged=True)
 
     async def next_seq(self, frame: Callable[[int], str]) -> tuple[int, str]:
         """Number an event that is not logged (a status)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import with_host
+from conftest import ADMIN, BOT, GUILD, SOURCE, TARGET, USER, VOICE, bearer, grant_bot, run_load, with_host
 
 import xenon_elixir as xe
 
@@ -117,3 +117,35 @@ def test_concurrent_transactions_do_not_interleave(db_path: str) -> None:
             return [f"{g.name}:{len(g.voice_channels)}" for g in found if g]
 
     assert asyncio.run(run()) == [f"g{i}:2" for i in range(40)]
+
+
+def test_remembered_answers_follow_writes_from_another_process(db_path: str, make_client: Any) -> None:
+    """Token, key, search and mapper answers are remembered between requests; a change made
+    meanwhile through another connection to the file (the CLI, another process) is seen by the
+    very next request."""
+    client = make_client()
+    token = grant_bot(client)
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE]}, headers=ADMIN)
+    key = client.post("/admin/keys", json={"guild": GUILD, "user": USER}, headers=ADMIN).json()["key"]
+    play = lambda query: client.post(  # noqa: E731
+        f"/api/v1/{GUILD}/play", json={"user": USER, "query": query}, headers=bearer(key)
+    )
+    assert client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key)).status_code == 200
+    run_load(client, {"410520361789161472": "754098965649162251"})
+    mapper = f"/api/mappers?target={TARGET}&source={SOURCE}"
+    for _ in range(2):  # the second answer of each comes from memory
+        assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098965649162251"
+        assert play("elsewhere tune").status_code == 404
+
+    track = {"source": "youtube", "identifier": "elsewhere01", "title": "Elsewhere Tune", "author": "Other Process",
+             "length": 1000, "uri": "https://www.youtube.com/watch?v=elsewhere01"}
+    with_host(db_path, lambda host: host.import_catalog([track]))
+    assert play("elsewhere tune").json()["identifier"] == "elsewhere01"
+    with_host(db_path, lambda host: host.store.merge_ids(SOURCE, TARGET, {"410520361789161472": "754098999999999999"}))
+    assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098999999999999"
+
+    with_host(db_path, lambda host: host.revoke_bot(BOT))
+    assert client.get(mapper, headers={"Authorization": token}).json() == {"error": "Invalid token"}
+    with_host(db_path, lambda host: host.revoke_key(GUILD, USER))
+    assert play("elsewhere tune").status_code == 401
+

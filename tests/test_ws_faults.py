@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -100,7 +101,9 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
     for seqs in received:
         assert seqs == published  # every start/done, in order, to every steady subscriber
     assert len(published) > 20
-    # memory settles: the last rounds hold the same, where a leak would keep adding to it
-    assert max(memory[-3:]) - min(memory[-3:]) < 3 * 1024, memory
+    # Memory settles: rounds 6-8 hold on average what rounds 3-5 held (single rounds swing by a
+    # few MiB as the allocator keeps or returns arenas), where a leak of even 4 KiB per
+    # subscriber would add 12 MiB over those three rounds of 1,000.
+    assert statistics.mean(memory[-3:]) - statistics.mean(memory[2:5]) < 4 * 1024, memory
     print(f"\n{ROUNDS} rounds of {CHURN} subscribers; {len(published)} start/done each reached {STEADY} steady "
           f"readers; server RSS by round (KiB): {memory}")

@@ -2,13 +2,18 @@
 route returning a small JSON object, measured in the same run under the same uvicorn settings
 (httptools + uvloop, one worker) with wrk on loopback.
 
-    python tests/bench/bench_http.py [--seconds 10] [--connections 64]
+    python tests/bench/bench_http.py [--rounds 5] [--seconds 5] [--connections 64] [--only play] [--app-dir DIR]
+
+Both servers run throughout; each round measures the baseline and then every route, so a
+slow spell of this shared machine lands on both sides of a ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,14 +43,15 @@ def lua(method: str = "GET", headers: dict[str, str] | None = None, body: str | 
     return "\n".join(lines) + "\n"
 
 
-def wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, float, int]:
+def wrk(url: str, script: str, seconds: int, connections: int, threads: int) -> tuple[float, float, int]:
     """(requests/s, p99 ms, non-2xx responses)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     done = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url],
         capture_output=True, text=True, check=True,
     )
+    Path(file.name).unlink()
     out = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -56,23 +62,21 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> tuple[float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="each round measures the baseline, then every route")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (one leaves the other core to the server)")
+    parser.add_argument("--only", help="measure only the routes whose name contains this")
+    parser.add_argument("--app-dir", help="serve the xenon_elixir.py of this folder (another checkout, for before/after)")
     args = parser.parse_args()
-    measure = lambda url, script: wrk(url, script, args.seconds, args.connections)  # noqa: E731
+
+    def measure(url: str, script: str) -> tuple[float, float, int]:
+        return wrk(url, script, args.seconds, args.connections, args.threads)
 
     with tempfile.TemporaryDirectory() as folder:
         Path(folder, "bare_app.py").write_text(BARE_APP)
-        bare = Uvicorn("bare_app:app", app_dir=folder)
-        try:
-            measure(bare.url + "/", lua())  # warm-up
-            base_rps, base_p99, _ = measure(bare.url + "/", lua())
-        finally:
-            bare.stop()
-
         db = str(Path(folder, "bench.db"))
         secrets = seed(db)
-        app = Uvicorn("xenon_elixir:app", env={"XE_DB": db, "XE_RATE_LIMITS": "off", "XE_ACCESS_LOG": "0"})
         routes = {
             "GET /api/v1/{guild}/nowplaying": (f"/api/v1/{GUILD}/nowplaying", lua()),
             "GET /api/mappers (200 ids)": (
@@ -84,20 +88,37 @@ def main() -> None:
                 lua("POST", {"Authorization": f"Bearer {secrets['key']}"}, f'{{"user": "{USER}", "query": "night rain song"}}'),
             ),
         }
-        results = {}
+        routes = {name: route for name, route in routes.items() if not args.only or args.only in name}
+        bare = Uvicorn("bare_app:app", app_dir=folder)
+        app = Uvicorn("xenon_elixir:app", app_dir=args.app_dir, env={"XE_DB": db, "XE_RATE_LIMITS": "off", "XE_ACCESS_LOG": "0"})
+        baseline: list[tuple[float, float, int]] = []
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in routes}
         try:
-            for name, (path, script) in routes.items():
-                measure(app.url + path, script)  # warm-up
-                results[name] = measure(app.url + path, script)
+            measure(bare.url + "/", lua())  # warm-up
+            for path, script in routes.values():
+                measure(app.url + path, script)
+            for _ in range(args.rounds):
+                baseline.append(measure(bare.url + "/", lua()))
+                for name, (path, script) in routes.items():
+                    results[name].append(measure(app.url + path, script))
+            app_rss = app.rss_kib()
         finally:
+            bare.stop()
             app.stop()
 
-    print(f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
-          f"{args.connections} connections, {args.seconds} s per figure, wrk -t2, uvicorn httptools+uvloop 1 worker")
-    print(f"{'bare Litestar':52} {base_rps:9.0f} req/s   p99 {base_p99:6.2f} ms")
-    for name, (rps, p99, bad) in results.items():
-        print(f"{name:52} {rps:9.0f} req/s   p99 {p99:6.2f} ms   "
-              f"ratio {rps / base_rps:4.2f}x req/s, {p99 / base_p99:4.2f}x p99" + (f"   ({bad} non-2xx!)" if bad else ""))
+    print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per figure, "
+          f"{args.rounds} rounds; uvicorn httptools+uvloop, 1 worker; app RSS at the end {app_rss // 1024} MiB")
+    print("each ratio is against the baseline measured in the same round; the median round is shown")
+    base_rps = statistics.median(r for r, _, _ in baseline)
+    base_p99 = statistics.median(p for _, p, _ in baseline)
+    print(f"{'bare Litestar, one JSON route':52} {base_rps:9.0f} req/s   p99 {base_p99:6.2f} ms")
+    for name, runs in results.items():
+        rps_ratio = statistics.median(run[0] / base[0] for run, base in zip(runs, baseline, strict=True))
+        p99_ratio = statistics.median(run[1] / base[1] for run, base in zip(runs, baseline, strict=True))
+        bad = sum(run[2] for run in runs)
+        print(f"{name:52} {statistics.median(r for r, _, _ in runs):9.0f} req/s   "
+              f"p99 {statistics.median(p for _, p, _ in runs):6.2f} ms   "
+              f"ratio {rps_ratio:4.2f}x req/s, {p99_ratio:4.2f}x p99" + (f"   ({bad} non-2xx!)" if bad else ""))
 
 
 if __name__ == "__main__":
