@@ -16,6 +16,7 @@ import contextlib
 import copy
 import dataclasses
 import email.utils
+import functools
 import hashlib
 import hmac
 import logging
@@ -727,6 +728,39 @@ def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
     }
 
 
+def answered(type_: Any, description: str = "The answer") -> dict[int, ResponseSpec]:
+    """Document the 200 of a route that answers :class:`Encoded` bytes."""
+    return {200: ResponseSpec(data_container=type_, description=description, generate_examples=False)}
+
+
+class Encoded:
+    """A 200 JSON answer from bytes encoded once (by msgspec, or kept encoded): an ASGI app
+    the hot routes return, skipping the framework's serialization and header bookkeeping."""
+
+    __slots__ = ("_start", "_body")
+
+    def __init__(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        length = (b"content-length", b"%d" % len(body))
+        self._start = {"type": "http.response.start", "status": 200, "headers": [_JSON_TYPE, length, *headers]}
+        self._body = {"type": "http.response.body", "body": body}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(self._start)
+        await send(self._body)
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """One request header by its lower-case name, read from the ASGI scope (building
+    ``request.headers`` for a single value costs more than the rest of a cached answer)."""
+    for key, value in request.scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
 def documented_body(type_: Any) -> dict[str, Provide]:
     """Document a request body without having the framework parse it: Litestar describes a
     dependency's ``data`` parameter, and calls a dependency only when a handler asks for it.
@@ -1085,6 +1119,9 @@ class Store:
         # Answers of hot reads (see ``_remembered``), valid while the file's data_version holds.
         self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._answers_version = -1
+        self._answers_checked = -math.inf
+        self.foreign_commits_seen_within = 0.001
+        """Seconds: how stale a remembered answer may be after another process's commit."""
         self._player_writes: list[tuple[PlayerWrite, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -1150,6 +1187,7 @@ class Store:
             try:
                 yield db
                 await db.execute("COMMIT")
+                self._answers.clear()
             except BaseException:
                 # Shielded: a cancelled request must not leave the writer inside a transaction.
                 if db.in_transaction:
@@ -1159,19 +1197,24 @@ class Store:
     def _remembered(self, key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool) -> T:
         """``read()``'s answer, remembered under ``key`` until the database changes.
 
-        Any commit to the file, by this process's writer or by another process (the CLI), moves
-        SQLite's ``data_version`` as seen from the reader; the first lookup after that forgets
-        every answer. ``read`` runs on the loop with no await, so no commit this lookup has not
-        seen can hide behind it. Only answers ``keep`` accepts are remembered: a refusal of an
-        unknown token is not worth memory anyone can fill.
+        Every commit of this store forgets all answers (see :meth:`transaction`). A commit by
+        another process (the CLI revoking a token) moves SQLite's ``data_version``, which is
+        looked at when a millisecond has passed since the last look: such a change is seen
+        within a millisecond, and a hit costs no query. ``read`` runs on the loop with no await,
+        so no commit can slip in between it and remembering its answer unseen. Only answers
+        ``keep`` accepts are remembered: a refusal of an unknown token is not worth memory
+        anyone can fill.
         """
         assert self._reader is not None, "store is not open"
-        (version,) = self._reader.execute("PRAGMA data_version").fetchone()
         answers = self._answers
-        if version != self._answers_version:
-            answers.clear()
-            self._answers_version = version
-        elif key in answers:
+        now = time.monotonic()
+        if now - self._answers_checked >= self.foreign_commits_seen_within:
+            self._answers_checked = now
+            (version,) = self._reader.execute("PRAGMA data_version").fetchone()
+            if version != self._answers_version:
+                answers.clear()
+                self._answers_version = version
+        if key in answers:
             answers.move_to_end(key)
             return answers[key]
         answer = read()
@@ -2082,6 +2125,9 @@ class Players:
         return f"player:{guild_id}"
 
     def _publish(self, guild_id: str, player: Player | None) -> None:
+        topic = self.topic(guild_id)
+        if not self._hub.subscribers(topic):
+            return  # nobody follows this guild: nothing to encode
         if player is None:
             state = PlayerState(guild_id, None, 100, False, None, 0)
         else:
@@ -2093,7 +2139,7 @@ class Players:
                 guild_id, player.channel_id, player.volume, player.paused, track, max(len(player.queue) - 1, 0)
             )
         frame = msgspec.json.encode(state).decode()
-        self._hub.publish(self.topic(guild_id), self._hub.next_local_seq(), frame)
+        self._hub.publish(topic, self._hub.next_local_seq(), frame)
 
     def _arm(self, player: Player) -> None:
         """Wake at the current track's end to publish what plays next."""
@@ -2258,7 +2304,7 @@ async def xenon_caller(request: Request, group: str) -> Bot:
     """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
     comes first, so an invalid token never spends a real bot's budget."""
     xe = services(request)
-    bot = await xenon_bot(xe, request.headers.get("authorization"), client_address(request.scope))
+    bot = await xenon_bot(xe, header(request, b"authorization"), client_address(request.scope))
     xe.limits.check(group, bot.id)
     return bot
 
@@ -2296,7 +2342,7 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     """
     guild_id = path_id(guild_id, "guild")
     xe = services(request)
-    key = elixir_key(request.headers.get("authorization"))
+    key = elixir_key(header(request, b"authorization"))
     owner = await xe.store.key_owner(key) if key else None
     refused = ElixirError(401, NOT_AUTHORIZED)
     if owner is None or owner[0] != guild_id:
@@ -2341,13 +2387,17 @@ def _backup_param(value: str, _: str) -> str:
 _XENON_SECURITY = [{"BotToken": []}]
 
 
-@get("/mappers", responses=documented_errors("xenon", 400, 401, 404, 429), security=_XENON_SECURITY)
+@get(
+    "/mappers",
+    responses={**answered(Mapper), **documented_errors("xenon", 400, 401, 404, 429)},
+    security=_XENON_SECURITY,
+)
 async def xenon_mappers(
     request: Request,
     target: FromQuery[str | None] = None,
     source: FromQuery[str | None] = None,
     backup: FromQuery[str | None] = None,
-) -> Response[Mapper]:
+) -> Encoded:
     """Translate ids of the source guild (or a backup's) to those of the target guild."""
     xe = services(request)
     await xenon_caller(request, "mappers")
@@ -2365,9 +2415,14 @@ async def xenon_mappers(
     if mapper is None:
         raise XenonError(404, "No id translator found")
     # Only a found mapper is cacheable (the original also cached its errors).
-    expires = email.utils.formatdate(time.time() + xe.config.cache_seconds, usegmt=True)
-    headers = {"Cache-Control": f"max-age={xe.config.cache_seconds}", "Expires": expires, "Expiration": expires}
-    return Response(mapper, headers=headers, media_type="application/json")  # already encoded
+    return Encoded(mapper, cache_headers(int(time.time()), xe.config.cache_seconds))
+
+
+@functools.lru_cache(maxsize=4)
+def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
+    """The caching headers of an answer given in second ``now`` (made once a second)."""
+    expires = email.utils.formatdate(now + max_age, usegmt=True).encode()
+    return ((b"cache-control", b"max-age=%d" % max_age), (b"expires", expires), (b"expiration", expires))
 
 
 async def _known_template(xe: Services, template_id: str, *, with_bots: bool = False) -> Template:
@@ -2530,12 +2585,16 @@ XENON_ROUTES = [
 _ELIXIR_WRITE_ERRORS = (400, 401, 413, 429)
 
 
-def _elixir_post(path: str, *more_errors: int, **options: Any) -> Any:
-    """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape."""
+def _elixir_post(path: str, *more_errors: int, responses_200: Any = None, **options: Any) -> Any:
+    """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape.
+    ``responses_200`` documents the answer of a route that returns :class:`Encoded` bytes."""
     return post(
         path,
         status_code=200,
-        responses=documented_errors("elixir", *_ELIXIR_WRITE_ERRORS, *more_errors),
+        responses={
+            **(answered(responses_200) if responses_200 is not None else {}),
+            **documented_errors("elixir", *_ELIXIR_WRITE_ERRORS, *more_errors),
+        },
         dependencies=documented_body(ElixirBody),
         security=[{"ElixirKey": []}],
         **options,
@@ -2582,8 +2641,8 @@ def play_query(query: str | None) -> str:
     return query
 
 
-@_elixir_post("/{guild_id:str}/play", 404)
-async def elixir_play(request: Request, guild_id: FromPath[str]) -> ElixirTrack | list[ElixirTrack]:
+@_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack])
+async def elixir_play(request: Request, guild_id: FromPath[str]) -> Encoded:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     query = play_query(body.query)
     xe = services(request)
@@ -2594,7 +2653,7 @@ async def elixir_play(request: Request, guild_id: FromPath[str]) -> ElixirTrack 
     tracks = found if isinstance(found, list) else [found]
     await xe.players.enqueue(guild_id, tracks, user_id)
     answer = [elixir_track(t, user_id) for t in tracks]
-    return answer if isinstance(found, list) else answer[0]
+    return Encoded(msgspec.json.encode(answer if isinstance(found, list) else answer[0]))
 
 
 def _control_route(action: str, verb: str) -> Any:
@@ -2620,13 +2679,14 @@ async def elixir_skip(request: Request, guild_id: FromPath[str]) -> ElixirTrack 
     return elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
 
 
-@get("/{guild_id:str}/nowplaying", responses=documented_errors("elixir", 400, 410))
-async def elixir_nowplaying(request: Request, guild_id: FromPath[str]) -> ElixirTrack:
+@get("/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)})
+async def elixir_nowplaying(request: Request, guild_id: FromPath[str]) -> Encoded:
     xe = services(request)
     player = await xe.players.get(path_id(guild_id, "guild"))
     if player is None or (entry := player.current) is None:
         raise ElixirError(410, NOTHING_PLAYING)
-    return elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
+    track = elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
+    return Encoded(msgspec.json.encode(track))
 
 
 @get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))

@@ -94,3 +94,24 @@ def test_the_docs_are_browsable(client: TestClient) -> None:
 def test_without_admin_the_admin_routes_are_not_documented(make_client: Any) -> None:
     document = make_client(admin_token=None).get("/schema/openapi.json").json()
     assert not [path for path in document["paths"] if path.startswith("/admin")]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "schema"),
+    [
+        ("/api/v1/{guild_id}/nowplaying", "get", "ElixirTrack"),
+        ("/api/mappers", "get", "Mapper"),
+    ],
+)
+def test_routes_answering_encoded_bytes_still_document_their_body(
+    document: dict[str, Any], path: str, method: str, schema: str
+) -> None:
+    assert schema_ref(document["paths"][path][method]["responses"]["200"]) == schema
+
+
+def test_play_documents_one_track_or_a_playlists_tracks(document: dict[str, Any]) -> None:
+    schema = document["paths"]["/api/v1/{guild_id}/play"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["oneOf"] == [
+        {"$ref": "#/components/schemas/ElixirTrack"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/ElixirTrack"}},
+    ]

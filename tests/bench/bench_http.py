@@ -116,9 +116,11 @@ def main() -> None:
         rps_ratio = statistics.median(run[0] / base[0] for run, base in zip(runs, baseline, strict=True))
         p99_ratio = statistics.median(run[1] / base[1] for run, base in zip(runs, baseline, strict=True))
         bad = sum(run[2] for run in runs)
+        rounds = ", ".join(f"{run[0] / base[0]:.2f}x/{run[1] / base[1]:.2f}x" for run, base in zip(runs, baseline, strict=True))
         print(f"{name:52} {statistics.median(r for r, _, _ in runs):9.0f} req/s   "
               f"p99 {statistics.median(p for _, p, _ in runs):6.2f} ms   "
               f"ratio {rps_ratio:4.2f}x req/s, {p99_ratio:4.2f}x p99" + (f"   ({bad} non-2xx!)" if bad else ""))
+        print(f"{'':52} rounds (req/s / p99 ratio): {rounds}")
 
 
 if __name__ == "__main__":
