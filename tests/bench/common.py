@@ -31,13 +31,18 @@ def free_port() -> int:
 class Uvicorn:
     """``uvicorn APP`` in a child process with the benchmark settings."""
 
-    def __init__(self, app: str, *, app_dir: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, app: str, *, app_dir: str | None = None, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), *UVICORN]
         if app_dir:
             command += ["--app-dir", app_dir]
-        self.process = subprocess.Popen(command, env={**os.environ, **(env or {})})
+        output = None if log is None else log.open("w")
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT if output else None
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
