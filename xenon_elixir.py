@@ -238,8 +238,12 @@ _HTTP_URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
 _SOURCE = re.compile(r"[a-z0-9_-]{1,32}")
 
 
-class Track(msgspec.Struct, kw_only=True):
-    """A playable track as the catalog stores it and resolvers return it (``length`` in ms)."""
+class Track(msgspec.Struct, kw_only=True, gc=False):
+    """A playable track as the catalog stores it and resolvers return it (``length`` in ms).
+
+    Untracked by the cycle collector (it holds only strings, numbers and booleans, so it can
+    be in no cycle): queues hold many, and a full collection would walk every one.
+    """
 
     source: str
     identifier: str
@@ -1996,8 +2000,10 @@ class CatalogResolver:
         return await self._store.get_playlist_tracks(link.source, link.identifier) or None
 
 
-@dataclasses.dataclass(slots=True)
-class QueueEntry:
+class QueueEntry(msgspec.Struct, gc=False):
+    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
+    queue's length must not lengthen the collector's pauses."""
+
     entry_id: int
     track: Track
     requested_by: str
