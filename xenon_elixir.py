@@ -756,10 +756,11 @@ class Encoded:
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-def header(request: Request, name: bytes) -> str | None:
-    """One request header by its lower-case name, read from the ASGI scope (building
-    ``request.headers`` for a single value costs more than the rest of a cached answer)."""
-    for key, value in request.scope["headers"]:
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header by its lower-case name, read from the ASGI scope of an HTTP request
+    or a WebSocket handshake (building ``request.headers`` for a single value costs more than
+    the rest of a cached answer)."""
+    for key, value in scope["headers"]:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
@@ -2310,7 +2311,7 @@ async def xenon_caller(request: Request, group: str) -> Bot:
     """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
     comes first, so an invalid token never spends a real bot's budget."""
     xe = services(request)
-    bot = await xenon_bot(xe, header(request, b"authorization"), client_address(request.scope))
+    bot = await xenon_bot(xe, header(request.scope, b"authorization"), client_address(request.scope))
     xe.limits.check(group, bot.id)
     return bot
 
@@ -2348,7 +2349,7 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     """
     guild_id = path_id(guild_id, "guild")
     xe = services(request)
-    key = elixir_key(header(request, b"authorization"))
+    key = elixir_key(header(request.scope, b"authorization"))
     owner = await xe.store.key_owner(key) if key else None
     refused = ElixirError(401, NOT_AUTHORIZED)
     if owner is None or owner[0] != guild_id:
@@ -2364,7 +2365,7 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     xe: Services = connection.app.state.xe
     token = xe.config.admin_token or ""
-    given = connection.headers.get("authorization", "")
+    given = header(connection.scope, b"authorization") or ""
     scheme, _sep, value = given.partition(" ")
     if not (
         token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))
@@ -2546,10 +2547,8 @@ async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     xe: Services = scope["app"].state.xe
-    headers = dict(scope["headers"])
     try:
-        authorization = headers.get(b"authorization")
-        bot = await xenon_bot(xe, authorization.decode("latin-1") if authorization else None, client_address(scope))
+        bot = await xenon_bot(xe, header(scope, b"authorization"), client_address(scope))
         xe.limits.check("loaders_ws", bot.id)
         since = _since(scope)
     except ApiError as refusal:

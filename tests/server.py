@@ -19,6 +19,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 class Server:
     """A ``python -m xenon_elixir serve`` child process; its output goes to ``log``."""
 

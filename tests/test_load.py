@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from conftest import CATALOG_FILE, CREATOR, GUILD, SOURCE, TARGET, USER, VOICE, VOICE_2
-from server import Server
+from server import Server, rss_kib
 
 ADMIN_TOKEN = "load-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -29,13 +29,6 @@ def cli(db: str, *argv: str) -> str:
         [sys.executable, "-m", "xenon_elixir", *argv, "--db", db], capture_output=True, text=True, check=True
     )
     return done.stdout.strip()
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:

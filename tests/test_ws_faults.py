@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 from conftest import SOURCE
-from server import Server
+from server import Server, rss_kib
 from websockets.asyncio.client import ClientConnection, connect
 
 ADMIN_TOKEN = "faults-admin-token"
@@ -23,13 +23,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHURN = 1000
 STEADY = 5
 ROUNDS = 8  # CPython's allocator settles after a few rounds; a leak keeps growing
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,15 @@ import httpx
 
 import xenon_elixir as xe
 
+sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/: the helpers the test suites use
+from server import free_port, rss_kib  # noqa: E402
+
 GUILD = "766045633697021973"
 VOICE = "766045633697021978"
 USER = "460177285954142208"
 SOURCE = "410488579140354049"
 TARGET = "496683369665658880"
 UVICORN = ["--http", "httptools", "--loop", "uvloop", "--workers", "1", "--log-level", "warning", "--no-access-log"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Uvicorn:
@@ -53,10 +49,7 @@ class Uvicorn:
         raise RuntimeError(f"{app} did not start")
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        return rss_kib(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
