@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import email.utils
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +46,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, FromQuery
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
@@ -150,8 +152,14 @@ class Config:
     resolver: Callable[[Store], Resolver] | None = None
     """Builds the query resolver from the store; ``None`` means the local catalog (:class:`CatalogResolver`)."""
 
+    max_queue: int = 1000
+    """Tracks that may wait in a guild's queue (``XE_MAX_QUEUE``); a play that would pass it is refused whole."""
+
+    write_wait: float = 5.0
+    """Seconds a write waits for another process's lock on the file before it is refused with 503."""
+
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
 
         def number(name: str, kind: type[float] | type[int], default: float) -> Any:
@@ -159,24 +167,38 @@ class Config:
             if not raw:
                 return default
             try:
-                value = kind(raw)
+                return kind(raw.strip())
             except ValueError:
-                raise ValueError(f"{name} must be a number, not {raw!r}") from None
-            if value < 0:
-                raise ValueError(f"{name} must not be negative")
-            return value
+                raise ConfigError(f"{name} must be a number, not {raw[:40]!r}") from None
 
         return cls(
             db=env.get("XE_DB") or cls.db,
             admin_token=env.get("XE_ADMIN_TOKEN") or None,
             status_interval=number("XE_STATUS_INTERVAL", float, cls.status_interval),
             cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
+            max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
             rate_limits=env.get("XE_RATE_LIMITS", ""),
             access_log=env.get("XE_ACCESS_LOG", "1").lower() not in ("0", "false", "no", "off"),
         )
 
+    def check(self) -> Config:
+        """Refuse a setting that cannot work (``inf``, ``nan``, negative, absurdly large, an unknown
+        group) with a :class:`ConfigError` that names it, before anything starts."""
+        for field, (low, high) in _SETTING_BOUNDS.items():
+            value = getattr(self, field)
+            kind = int if isinstance(low, int) else float
+            if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
+                raise ConfigError(f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}")
+            if not low <= value <= high:  # nan fails both comparisons
+                raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
+        for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
+            if not getattr(self, field).startswith("/"):
+                raise ConfigError(f"{field} must start with /")
+        self.rate_limit_table()
+        return self
+
     def rate_limit_table(self) -> dict[str, tuple[int, float] | None]:
-        """Each group's ``(hits, seconds)``, or ``None`` when off. Raises ``ValueError`` on bad syntax."""
+        """Each group's ``(hits, seconds)``, or ``None`` when off. Raises ``ConfigError`` on bad syntax."""
         table: dict[str, tuple[int, float] | None] = dict(RATE_LIMITS)
         spec = self.rate_limits.strip()
         if spec.lower() == "off":
@@ -185,19 +207,57 @@ class Config:
             group, _, limit = item.partition("=")
             group, limit = group.strip(), limit.strip().lower()
             if group not in table:
-                raise ValueError(f"XE_RATE_LIMITS: unknown group {group!r} (known: {', '.join(table)})")
+                raise ConfigError(f"XE_RATE_LIMITS: unknown group {group[:40]!r} (known: {', '.join(table)})")
             if limit == "off":
                 table[group] = None
                 continue
             hits, _, seconds = limit.partition("/")
             try:
-                parsed = (int(hits), float(seconds))
+                parsed = (int(hits), float(seconds)) if len(hits) <= 12 else (0, 0.0)
             except ValueError:
-                raise ValueError(f"XE_RATE_LIMITS: {item!r} is not GROUP=HITS/SECONDS or GROUP=off") from None
-            if parsed[0] < 1 or parsed[1] <= 0:
-                raise ValueError(f"XE_RATE_LIMITS: {item!r} needs at least 1 hit in more than 0 seconds")
+                raise ConfigError(f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off") from None
+            if not (1 <= parsed[0] <= _MAX_HITS and 0 < parsed[1] <= _MAX_WINDOW):
+                raise ConfigError(
+                    f"XE_RATE_LIMITS: {item[:60]!r} needs 1 to {_MAX_HITS} hits in more than 0 and at most "
+                    f"{_MAX_WINDOW:g} seconds"
+                )
             table[group] = parsed
         return table
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names it."""
+
+
+_MAX_HITS = 100_000
+_MAX_WINDOW = 7 * 86_400.0
+_SETTING_BOUNDS: dict[str, tuple[float, float]] = {
+    "status_interval": (0.0, 86_400.0),
+    "cache_seconds": (0, 31_536_000),
+    "max_queue": (1, 1_000_000),
+    "subscriber_backlog": (1, 1_000_000),
+    "event_log_size": (0, 10_000_000),
+    "event_log_seconds": (0.0, 10 * 31_536_000.0),
+    "max_body_size": (1024, 1 << 30),
+    "admin_max_body_size": (1024, 1 << 30),
+    "demo_interval": (0.01, 86_400.0),
+    "write_wait": (0.0, 600.0),
+}
+"""The range of each numeric setting: wider than any real use, narrower than what breaks."""
+
+_ENV_NAMES = {
+    "db": "XE_DB",
+    "admin_token": "XE_ADMIN_TOKEN",
+    "status_interval": "XE_STATUS_INTERVAL",
+    "cache_seconds": "XE_CACHE_SECONDS",
+    "max_queue": "XE_MAX_QUEUE",
+    "rate_limits": "XE_RATE_LIMITS",
+    "access_log": "XE_ACCESS_LOG",
+}
+
+
+def _setting_name(field: str) -> str:
+    return _ENV_NAMES.get(field, field)
 
 
 RATE_LIMITS: dict[str, tuple[int, float]] = {
@@ -224,7 +284,7 @@ def snowflake(value: object, field: str) -> str:
     Discord ids are unsigned 64-bit integers written with 15-20 digits; they arrive as JSON
     strings or integers and always leave as strings.
     """
-    if type(value) is int:
+    if type(value) is int and 0 < value < _UINT64_END:  # checked first: str() of a huge int raises
         value = str(value)
     if isinstance(value, str) and _SNOWFLAKE.fullmatch(value) and int(value) < _UINT64_END:
         return value
@@ -625,6 +685,18 @@ class ApiError(Exception):
         """Seconds until a rate-limited request would be admitted (sent as ms in the body)."""
 
 
+class Unavailable(ApiError):
+    """The database cannot serve now (locked by another process too long, gone, failing): a 503
+    with ``Retry-After``, in the shape of the request's API. Never a 500: retrying can help."""
+
+    def __init__(self, message: str = "Service unavailable: the database is busy; try again shortly.") -> None:
+        super().__init__(503, message, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+
+
+UNAVAILABLE_RETRY_AFTER = 1
+"""Seconds a client is told to wait after a 503: a lock held by another process is usually short."""
+
+
 class XenonError(ApiError):
     """An error of the Xenon or admin API: ``{"error": message}``."""
 
@@ -642,6 +714,7 @@ RATE_LIMITED = "You got ratelimited"
 NO_BODY = "No body provided."
 NOT_CONNECTED = "Elixir isn't connected to a voice channel."
 NOTHING_PLAYING = "No track is currently playing."
+QUEUE_FULL = "The queue is full."
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:
@@ -655,6 +728,8 @@ def decode_body(body: bytes, type_: type[T]) -> T:
         raise ApiError(400, str(exc).removesuffix(" - at `$`")) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"Invalid JSON body: {exc}") from None
+    except RecursionError:  # msgspec's own depth guard, whatever the target type
+        raise ApiError(400, "Invalid JSON body: nested too deeply") from None
 
 
 def _api_of(request: Request) -> str:
@@ -662,13 +737,16 @@ def _api_of(request: Request) -> str:
     handler = request.scope.get("route_handler")
     if handler is not None and (api := handler.opt.get("api")):
         return api
-    xe = getattr(request.app.state, "xe_config", None)
-    prefix = (xe.elixir_prefix if xe else Config.elixir_prefix).rstrip("/") + "/"
-    path = request.scope.get("path", "")
-    root = request.scope.get("root_path", "")
+    return "elixir" if _elixir_path(request.scope, getattr(request.app.state, "xe_config", None)) else "xenon"
+
+
+def _elixir_path(scope: Scope, config: Config | None) -> bool:
+    prefix = (config.elixir_prefix if config else Config.elixir_prefix).rstrip("/") + "/"
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return "elixir" if path.startswith(prefix) else "xenon"
+    return path.startswith(prefix)
 
 
 def rate_limited(retry_after: float, error: type[ApiError] = ApiError) -> ApiError:
@@ -698,6 +776,13 @@ def _error_response(request: Request, exc: Exception) -> Response:
         status, message, headers = 400, f"{exc.detail}: {details}" if details else exc.detail, {}
     elif isinstance(exc, HTTPException):
         status, message, headers = exc.status_code, exc.detail, dict(exc.headers or {})
+        allow = headers.get("Allow") or headers.get("allow")
+        if allow and "GET" in allow.split(", "):  # HEAD is answered wherever GET is (see Edge)
+            headers = {"Allow": ", ".join(sorted({*allow.split(", "), "HEAD"}))}
+    elif isinstance(exc, sqlite3.OperationalError):  # a read that could not get the file in time
+        log.warning("request refused with 503: %s", exc)
+        refusal = Unavailable()
+        status, message, headers = refusal.status_code, refusal.message, refusal.headers
     else:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         status, message, headers = 500, "Internal server error", {}
@@ -720,6 +805,7 @@ _ERROR_MEANINGS = {
     413: "Request body too large",
     426: "Needs a WebSocket handshake",
     429: "Rate limited: retry_after (ms) in the body, Retry-After (s) in a header",
+    503: "The database cannot serve now (busy, gone or failing); retry after Retry-After seconds",
 }
 
 
@@ -728,7 +814,7 @@ def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
     body = ElixirErrorBody if shape == "elixir" else XenonErrorBody
     return {
         code: ResponseSpec(data_container=body, description=_ERROR_MEANINGS[code], generate_examples=False)
-        for code in codes
+        for code in (*codes, 503)  # any route may meet a database that cannot serve
     }
 
 
@@ -1058,7 +1144,9 @@ class SQL:
     loaders_all = "SELECT target_id, type, source_id, backup_id, template_id, user_id FROM loaders"
 
     seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
-    seq_pruned = "SELECT value FROM counters WHERE name = 'pruned_seq'"
+    seq_bounds = """
+        SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'),
+               (SELECT value FROM counters WHERE name = 'event_seq')"""
     event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
     events_since = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq"
     # The newest seq to drop: beyond the newest `size` events, or older than the cut-off time.
@@ -1114,8 +1202,11 @@ class Store:
     and a point lookup costs microseconds, far less than a round trip to a thread.
     """
 
-    def __init__(self, path: str, *, event_log_size: int = 10_000, event_log_seconds: float = 86_400) -> None:
+    def __init__(
+        self, path: str, *, event_log_size: int = 10_000, event_log_seconds: float = 86_400, write_wait: float = 5.0
+    ) -> None:
         self.path = path
+        self.write_wait = write_wait
         self.event_log_size = event_log_size
         self.event_log_seconds = event_log_seconds
         self._writer: aiosqlite.Connection | None = None
@@ -1129,6 +1220,24 @@ class Store:
         """Seconds: how stale a remembered answer may be after another process's commit."""
         self._player_writes: list[tuple[PlayerWrite, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._identity: tuple[int, int] | None = None
+        self._file_gone_logged = False
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def check_file(self) -> None:
+        """Refuse to write when the path no longer names the open file (deleted or replaced under
+        the server): acknowledging writes into a file nobody can open again would lose them all."""
+        if self._file_identity() != self._identity:
+            if not self._file_gone_logged:
+                self._file_gone_logged = True
+                log.error("database %s was removed or replaced while open; refusing writes until restarted", self.path)
+            raise Unavailable("Service unavailable: the database file is gone; the operator must restart the server.")
 
     async def open(self) -> Store:
         try:
@@ -1145,6 +1254,7 @@ class Store:
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             for pragma in ("query_only = ON", "busy_timeout = 1000"):
                 self._reader.execute(f"PRAGMA {pragma}")
+            self._identity = self._file_identity()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
@@ -1166,7 +1276,7 @@ class Store:
                 await asyncio.to_thread(worker.join, 5.0)
             raise
         try:
-            for pragma in ("busy_timeout = 5000", "synchronous = NORMAL", "foreign_keys = ON"):
+            for pragma in (f"busy_timeout = {int(self.write_wait * 1000)}", "synchronous = NORMAL", "foreign_keys = ON"):
                 await connection.execute(f"PRAGMA {pragma}")
         except BaseException:
             await connection.close()  # its worker thread would otherwise keep the process alive
@@ -1188,16 +1298,23 @@ class Store:
         assert self._writer is not None, "store is not open"
         db = self._writer
         async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
+            self.check_file()
             try:
-                yield db
-                await db.execute("COMMIT")
-                self._answers.clear()
-            except BaseException:
-                # Shielded: a cancelled request must not leave the writer inside a transaction.
-                if db.in_transaction:
-                    await asyncio.shield(db.execute("ROLLBACK"))
-                raise
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                    self._answers.clear()
+                except BaseException:
+                    # Shielded: a cancelled request must not leave the writer inside a transaction.
+                    if db.in_transaction:
+                        await asyncio.shield(db.execute("ROLLBACK"))
+                    raise
+            except sqlite3.OperationalError as exc:
+                # Another process held the write lock past the busy timeout, the disk is full, ...:
+                # nothing was written, and a later try may succeed.
+                log.warning("write refused with 503: %s", exc)
+                raise Unavailable() from exc
 
     def _remembered(self, key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool) -> T:
         """``read()``'s answer, remembered under ``key`` until the database changes.
@@ -1245,10 +1362,11 @@ class Store:
         return row is not None and row[0] == "ok"
 
     async def ping(self) -> bool:
-        """Whether the file answers a query now (the health check)."""
+        """Whether the file answers a query now and is still the file at the path (the health check)."""
         try:
+            self.check_file()
             return await asyncio.wait_for(self._one("SELECT count(*) FROM counters"), 2.0) is not None
-        except (sqlite3.Error, ValueError, AssertionError, TimeoutError):
+        except (sqlite3.Error, ValueError, AssertionError, TimeoutError, Unavailable):
             return False
 
     # Elixir keys --------------------------------------------------------
@@ -1578,10 +1696,10 @@ class Store:
         async with self.transaction() as db:
             return await self._append_event(db, frame, logged=False)
 
-    async def events_since(self, seq: int) -> tuple[int, list[tuple[int, str]]]:
-        """The newest pruned seq and the logged events after ``seq``."""
-        (pruned,) = await self._one(SQL.seq_pruned)
-        return pruned, await self._all(SQL.events_since, (seq,))
+    async def events_since(self, seq: int) -> tuple[int, int, list[tuple[int, str]]]:
+        """The newest pruned seq, the newest seq given out, and the logged events after ``seq``."""
+        pruned, newest = await self._one(SQL.seq_bounds)
+        return pruned, newest, await self._all(SQL.events_since, (seq,))
 
 
 # ---------------------------------------------------------------------------
@@ -1781,6 +1899,8 @@ class Hub:
 
 @dataclasses.dataclass(slots=True)
 class _StatusGate:
+    loader: Loader
+    """The loader the statuses belong to: a status never outlives it into the next load of its target."""
     last_sent: float = -math.inf
     pending: str | None = None
     timer: asyncio.TimerHandle | None = None
@@ -1861,31 +1981,35 @@ class Loaders:
         return len(ids)
 
     async def status(self, target_id: str, status: str) -> None:
-        self.running(target_id)
+        loader = self.running(target_id)
         loop = asyncio.get_running_loop()
-        gate = self._gates.setdefault(target_id, _StatusGate())
+        gate = self._gates.get(target_id)
+        if gate is None or gate.loader is not loader:
+            gate = self._gates[target_id] = _StatusGate(loader)
         now = loop.time()
         if gate.timer is None and now - gate.last_sent >= self._interval:
             gate.last_sent = now
-            await self._send_status(target_id, status)
+            await self._send_status(loader, status)
             return
         gate.pending = status
         if gate.timer is None:
-            gate.timer = loop.call_at(gate.last_sent + self._interval, self._flush_status, target_id)
+            gate.timer = loop.call_at(gate.last_sent + self._interval, self._flush_status, gate)
 
-    def _flush_status(self, target_id: str) -> None:
-        gate = self._gates.get(target_id)
-        if gate is None or gate.pending is None:
+    def _flush_status(self, gate: _StatusGate) -> None:
+        if gate.pending is None:
             return
         gate.timer, status, gate.pending = None, gate.pending, None
         gate.last_sent = asyncio.get_running_loop().time()
-        task = asyncio.create_task(self._send_status(target_id, status))
+        task = asyncio.create_task(self._send_status(gate.loader, status))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_status(self, target_id: str, status: str) -> None:
+    async def _send_status(self, loader: Loader, status: str) -> None:
+        target_id = str(loader.target_id)
         async with self._lock:
-            if target_id not in self._running:  # done came first: no status after done
+            if self._running.get(target_id) is not loader:  # its done came first: no status after done
+                if (gate := self._gates.get(target_id)) is not None and gate.loader is loader:
+                    del self._gates[target_id]
                 return
             seq, frame = await self._store.next_seq(_frame("status", LoaderData(id=target_id, status=status)))
             self._hub.publish(LOADER_TOPIC, seq, frame, reliable=False)
@@ -1942,8 +2066,12 @@ def parse_link(query: str) -> Link | None:
     """
     if not _URL_SCHEME.match(query):
         return None
-    parts = urlsplit(query)
-    host = (parts.hostname or "").removeprefix("www.").removeprefix("m.")
+    try:
+        parts = urlsplit(query)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError:  # "http://[x", a port past 65535: not a URL at all
+        raise ElixirError(400, "Invalid query.") from None
+    host = (hostname or "").removeprefix("www.").removeprefix("m.")
     path = parts.path
     params = parse_qs(parts.query)
     link: Link | None = None
@@ -2105,10 +2233,11 @@ class Players:
     process.
     """
 
-    def __init__(self, store: Store, hub: Hub, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, hub: Hub, clock: Callable[[], float], max_queue: int = 1000) -> None:
         self._store = store
         self._hub = hub
         self._clock = clock
+        self._max_queue = max_queue
         self._timers: dict[str, asyncio.TimerHandle] = {}
         # None marks a player this process stopped, so a load that raced the stop cannot bring
         # it back. Guilds never seen are not cached: anyone can ask about any id.
@@ -2218,8 +2347,11 @@ class Players:
         return player
 
     async def enqueue(self, guild_id: str, tracks: Sequence[Track], requested_by: str) -> Player:
-        """Append tracks; an idle player starts the first of them now."""
+        """Append tracks; an idle player starts the first of them now. A play that would leave
+        more than ``max_queue`` tracks waiting is refused whole."""
         player = await self.connected(guild_id)
+        if max(len(player.queue) - 1, 0) + len(tracks) - (not player.queue) > self._max_queue:
+            raise ElixirError(400, QUEUE_FULL)
         if not player.queue:
             player.restart_clock(self._clock())
             player.paused = False
@@ -2256,12 +2388,21 @@ class Players:
         return player
 
     async def stop(self, guild_id: str) -> None:
-        """Disconnect and forget the queue; stopping a stopped player is fine."""
+        """Disconnect and forget the queue; stopping a stopped player is fine.
+
+        Marked stopped before the write, so a change that races it cannot bring the player back;
+        a failed write forgets the guild instead, so the next use reloads what the file holds.
+        """
         self._cache[guild_id] = None
         timer = self._timers.pop(guild_id, None)
         if timer is not None:
             timer.cancel()
-        await self._store.save_player(PlayerWrite(guild_id, None, self._last_entry_id + 1, []))
+        try:
+            await self._store.save_player(PlayerWrite(guild_id, None, self._last_entry_id + 1, []))
+        except BaseException:
+            if self._cache.get(guild_id, False) is None:
+                del self._cache[guild_id]
+            raise
         self._publish(guild_id, None)
 
     def now(self) -> float:
@@ -2513,10 +2654,14 @@ async def _pump(xe: Services, subscription: Subscription, since: int | None, sen
     try:
         if since is not None:
             last = since
-            pruned, logged = await xe.store.events_since(since)
-            if pruned > since:
-                # Some events after `since` are gone: tell the client to resynchronise.
-                reset = msgspec.json.encode({"event": "reset", "seq": pruned, "data": {}}).decode()
+            pruned, newest, logged = await xe.store.events_since(since)
+            reset_to = pruned if pruned > since else None  # events after `since` are gone
+            if since > newest:
+                # A number this log never gave out (another database, a restore): resynchronise
+                # from the newest, never wait in silence for numbers that may not come.
+                last = reset_to = newest
+            if reset_to is not None:
+                reset = msgspec.json.encode({"event": "reset", "seq": reset_to, "data": {}}).decode()
                 await send({"type": "websocket.send", "text": reset})
             for seq, frame in logged:
                 await send({"type": "websocket.send", "text": frame})
@@ -2622,8 +2767,9 @@ async def elixir_join(request: Request, guild_id: FromPath[str]) -> Joined:
 
 
 def volume_of(value: Any) -> int:
-    if type(value) is str and value.isascii() and value.isdigit():
-        value = int(value)
+    # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
+    if type(value) is str and value.isascii() and value.isdigit() and len(value.lstrip("0")) <= 3:
+        value = int(value.lstrip("0") or "0")
     if type(value) is not int or not 0 <= value <= 100:
         raise ElixirError(400, "Volume must be between 0 and 100.")
     return value
@@ -2844,11 +2990,14 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the store and everything built on it; close them on exit."""
     limits = RateLimits(config)
     store = await Store(
-        config.db, event_log_size=config.event_log_size, event_log_seconds=config.event_log_seconds
+        config.db,
+        event_log_size=config.event_log_size,
+        event_log_seconds=config.event_log_seconds,
+        write_wait=config.write_wait,
     ).open()
     try:
         hub = Hub(config.subscriber_backlog)
-        players = Players(store, hub, config.clock)
+        players = Players(store, hub, config.clock, config.max_queue)
         loaders = Loaders(store, hub, config.status_interval)
         try:
             await players.open()
@@ -3148,15 +3297,22 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
     while True:
         load += 1
         if DEMO_TARGET not in host.loaders:
-            await host.start_loader(
-                DEMO_TARGET, "backup", DEMO_SOURCE, backup_id=DEMO_BACKUP, user_id=DEMO_CREATOR
-            )
-            for status in DEMO_STATUSES:
-                await host.loader_status(DEMO_TARGET, status)
-                await asyncio.sleep(min(1.5, interval / 20))
-            await host.loader_ids(DEMO_TARGET, _demo_ids(load))
-            await host.loader_done(DEMO_TARGET, ok=True)
+            try:
+                await _simulate_load(host, load, interval)
+            except ApiError as exc:  # an operator finished or replaced the demo's loader mid-load
+                log.warning("demo load %d ended early (%s); the next starts in %g s", load, exc.message, interval)
+            except Exception:
+                log.exception("demo load %d failed; the next starts in %g s", load, interval)
         await asyncio.sleep(interval)
+
+
+async def _simulate_load(host: Host, load: int, interval: float) -> None:
+    await host.start_loader(DEMO_TARGET, "backup", DEMO_SOURCE, backup_id=DEMO_BACKUP, user_id=DEMO_CREATOR)
+    for status in DEMO_STATUSES:
+        await host.loader_status(DEMO_TARGET, status)
+        await asyncio.sleep(min(1.5, interval / 20))
+    await host.loader_ids(DEMO_TARGET, _demo_ids(load))
+    await host.loader_done(DEMO_TARGET, ok=True)
 
 
 # ---------------------------------------------------------------------------
@@ -3176,51 +3332,222 @@ async def health(request: Request) -> Response[Health]:
 
 access_log = logging.getLogger("xenon_elixir.access")
 _SECRET_PARAM = re.compile(r"(?i)([^&=]*(?:token|key|auth|secret|password)[^&=]*)=[^&]*")
+_LOGGED_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_logged_here", default=False)
+"""Set while a request that the access log records is handled (the server's own line would double it)."""
 
 
-def access_log_middleware(app: ASGIApp) -> ASGIApp:
-    """One line per HTTP request or WebSocket handshake, in the Common Log Format plus the time
-    taken. Headers are never logged, and query values whose names look secret are masked."""
+def masked(target: str) -> str:
+    """A path with its query, the values of secret-looking parameters (``token``, ``key``, ...) masked."""
+    path, sep, query = target.partition("?")
+    return path + sep + _SECRET_PARAM.sub(r"\1=***", query)
 
-    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not access_log.isEnabledFor(logging.INFO):
-            await app(scope, receive, send)
+
+_DENIED: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_denied", default=False)
+"""Set in a WebSocket handshake's task once it is refused with an HTTP answer."""
+
+
+class ServerLogFilter(logging.Filter):
+    """On uvicorn's loggers: drop uvicorn's line for a request this app's access log records (one
+    line per request, however it is run), and mask secret query values in every other line
+    (uvicorn prints ``?token=...`` in clear).
+
+    Also drops uvicorn's "returned without completing handshake" error after a handshake refused
+    with an HTTP answer: its sans-I/O protocol says so for every correct ASGI denial response.
+    """
+
+    _REQUEST_LINES = ('%s - "%s %s HTTP/%s" %d', '%s - "WebSocket %s"', "connection ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            return True
+        if record.msg.startswith("ASGI callable returned without completing handshake") and _DENIED.get():
+            return False
+        if not record.msg.startswith(self._REQUEST_LINES):
+            return True
+        if _LOGGED_HERE.get():
+            return False
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2:
+            where = 2 if record.msg.startswith(self._REQUEST_LINES[0]) and len(args) > 2 else 1
+            record.args = (*args[:where], masked(str(args[where])), *args[where + 1 :])
+        return True
+
+
+_SERVER_LOG_FILTER = ServerLogFilter()
+
+
+def _setup_logging() -> None:
+    """At startup: uvicorn's request lines give way to the access log, and a bare server
+    (``uvicorn xenon_elixir:app``, where nothing handles this module's loggers) prints the access
+    log to stdout. Logging the embedding program configured is left as it is."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(_SERVER_LOG_FILTER)  # once: addFilter skips a known filter
+    if not access_log.hasHandlers():
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+
+
+class _Exchange:
+    """What the edge notes of one request: for the access log and the answers it rewrites."""
+
+    __slots__ = ("status", "size", "left", "replaced")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.size = 0
+        self.left = False  # the client went away before an answer started (logged as 499)
+        self.replaced = False  # the framework's answer was swapped for a JSON one
+
+
+class Edge:
+    """What every request meets before the framework: the HTTP rules Litestar leaves out, and the
+    access log.
+
+    * ``HEAD`` is answered as ``GET`` without the body; ``OPTIONS`` and 405 ``Allow`` list every
+      method of the path (Litestar's OPTIONS lists only the first handler's).
+    * Answers that would not be JSON become JSON 404s: unknown paths under the docs (an HTML page)
+      and WebSocket handshakes to unknown paths (an empty 403).
+    * One access-log line per HTTP request or WebSocket connection, in the Common Log Format plus
+      the time taken; headers are never logged and secret-looking query values are masked; a
+      client that left before its answer is 499.
+    """
+
+    def __init__(self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str) -> None:
+        self.app = app
+        self.config = config
+        self.logging = config.access_log
+        self.allow = allow
+        """Path template -> every method it answers (``Allow``)."""
+        self.docs_prefix = docs_path.rstrip("/") + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        head, options = method == "HEAD", method == "OPTIONS"
+        docs = scope["path"].startswith(self.docs_prefix)
+        logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
+        if not (head or options or docs or logging_on):
+            await self.app(scope, receive, send)
             return
-        began = time.perf_counter()
-        status, size = 0, 0
+        exchange = _Exchange()
 
-        async def watch(message: Any) -> None:
-            nonlocal status, size
-            kind = message["type"]
-            if kind in ("http.response.start", "websocket.http.response.start"):
-                status = message["status"]
-            elif kind in ("http.response.body", "websocket.http.response.body"):
-                size += len(message.get("body", b""))
-            elif kind == "websocket.accept":
-                status = 101
-            elif kind == "websocket.close" and not status:
-                status = 403
+        async def listen() -> Any:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not exchange.status:
+                exchange.left = True
+            return message
+
+        async def answer(message: Any) -> None:
+            if exchange.replaced:
+                return
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                if options and exchange.status == 204:
+                    message = self._with_allow(message, scope)
+                elif docs and exchange.status == 404:
+                    exchange.replaced = True
+                    exchange.size = await self._json_error(send, 404, "Not Found", scope)
+                    return
+            elif message["type"] == "http.response.body":
+                exchange.size += len(message.get("body", b""))
+                if head and message.get("body"):
+                    message = {**message, "body": b""}
             await send(message)
 
+        token = _LOGGED_HERE.set(True) if logging_on else None
+        began = time.perf_counter()
         try:
-            await app(scope, receive, watch)
+            await self.app({**scope, "method": "GET"} if head else scope, listen, answer)
         finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            target = scope.get("path", "") + ("?" + _SECRET_PARAM.sub(r"\1=***", query) if query else "")
-            method = scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET"
-            access_log.info(
-                '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms',
-                client_address(scope),
-                time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-                method,
-                target,
-                scope.get("http_version", "1.1"),
-                status or 500,
-                size or "-",
-                (time.perf_counter() - began) * 1000,
-            )
+            if token is not None:
+                _LOGGED_HERE.reset(token)
+                status = 499 if exchange.left else exchange.status or 500
+                self._log(scope, method, status, 0 if head else exchange.size, began)
 
-    return logged
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = _Exchange()
+        denial = "websocket.http.response" in (scope.get("extensions") or {})
+
+        async def answer(message: Any) -> None:
+            kind = message["type"]
+            if kind == "websocket.close" and not exchange.status:  # refused before the handshake
+                if "route_handler" not in scope and denial:  # no such path
+                    exchange.status = 404
+                    _DENIED.set(True)
+                    exchange.size = await self._json_error(send, 404, "Not Found", scope, prefix="websocket.")
+                    return
+                exchange.status = 403
+            elif kind == "websocket.http.response.start":
+                exchange.status = message["status"]
+                _DENIED.set(True)
+            elif kind == "websocket.http.response.body":
+                exchange.size += len(message.get("body", b""))
+            elif kind == "websocket.accept":
+                exchange.status = 101
+            await send(message)
+
+        logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
+        token = _LOGGED_HERE.set(True) if logging_on else None
+        began = time.perf_counter()
+        try:
+            await self.app(scope, receive, answer)
+        finally:
+            if token is not None:
+                _LOGGED_HERE.reset(token)
+                self._log(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
+
+    def _with_allow(self, message: Any, scope: Scope) -> Any:
+        allow = self.allow.get(scope.get("path_template", ""))
+        if allow is None:
+            return message
+        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+        return {**message, "headers": [*headers, (b"allow", allow.encode())]}
+
+    async def _json_error(self, send: Send, status: int, message: str, scope: Scope, prefix: str = "") -> int:
+        """Answer an error in the API's shape; returns the body's size."""
+        shape = "elixir" if _elixir_path(scope, self.config) else "xenon"
+        body = msgspec.json.encode(error_body(shape, message))
+        headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
+        await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
+        await send({"type": f"{prefix}http.response.body", "body": body})
+        return len(body)
+
+    @staticmethod
+    def _log(scope: Scope, method: str, status: int, size: int, began: float) -> None:
+        query = scope.get("query_string", b"")
+        target = scope.get("path", "") + ("?" + query.decode("latin-1") if query else "")
+        access_log.info(
+            '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms',
+            client_address(scope),
+            time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            method,
+            masked(target),
+            scope.get("http_version", "1.1"),
+            status,
+            size or "-",
+            (time.perf_counter() - began) * 1000,
+        )
+
+
+def allowed_methods(app: Litestar) -> dict[str, str]:
+    """Every HTTP path template of ``app`` and the methods it answers, ``HEAD`` wherever ``GET`` is."""
+    allow: dict[str, str] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            methods = set(route.methods) | ({"HEAD"} if "GET" in route.methods else set())
+            allow[route.path] = allow[route.path_format] = ", ".join(sorted(methods))
+    return allow
 
 
 def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
@@ -3229,12 +3556,13 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     ``overrides`` replace fields of ``config`` (by default :meth:`Config.from_env`).
     """
     config = dataclasses.replace(config or Config.from_env(), **overrides)
-    config.rate_limit_table()  # bad limits fail here, not at the first request
+    config.check()  # a bad setting fails here, not at the first request
     if config.demo and not config.admin_token:  # the demo shows the admin API too
         config = dataclasses.replace(config, admin_token=secrets.token_urlsafe(18))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        _setup_logging()
         async with open_services(config) as opened:
             app.state.xe = opened
             app.state.host = host = Host(opened)
@@ -3286,11 +3614,11 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
         ),
         lifespan=[lifespan],
         exception_handlers={Exception: _error_response},
+        logging_config=None,  # an embedded app leaves the program's logging as it is
         request_max_body_size=config.max_body_size,
     )
-    if config.access_log:
-        # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
-        app.asgi_handler = access_log_middleware(app.asgi_handler)
+    # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
+    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), "/schema")
     app.state.xe_config = config
     return app
 
@@ -3299,7 +3627,10 @@ def __getattr__(name: str) -> Any:
     """``xenon_elixir.app``: the app configured from the environment, for ``uvicorn xenon_elixir:app``.
     Built on first access, so importing the module reads and opens nothing."""
     if name == "app":
-        built = globals()["app"] = create_app()
+        try:
+            built = globals()["app"] = create_app()
+        except ConfigError as exc:  # a server must not start on a bad setting: one line, exit 1
+            raise SystemExit(f"xenon_elixir: {exc}") from None
         return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

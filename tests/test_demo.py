@@ -127,3 +127,24 @@ def test_the_simulated_load_fills_the_mapper(db_path: str) -> None:
     kinds, ids = with_host(db_path, simulate, status_interval=0.01)
     assert kinds[0] == "start" and kinds.count("start") == 2 and "status" in kinds
     assert ids == 13  # the guild itself and 12 roles/channels, newest ids winning
+
+
+def test_simulated_loads_go_on_when_an_operator_ends_one(db_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def simulate(host: xe.Host) -> list[str]:
+        await xe.seed_demo(host, "http://x", None)
+        subscription = host.subscribe()
+        task = asyncio.create_task(xe.simulate_loads(host, interval=0.3, first_after=0))
+        kinds: list[str] = []
+        async for _, frame in subscription:
+            kinds.append(json.loads(frame)["event"])
+            if kinds == ["start"]:
+                await host.loader_done(xe.DEMO_TARGET, ok=False)  # an admin finishes it mid-load
+            if kinds.count("start") == 2:
+                break
+        task.cancel()
+        return kinds
+
+    kinds = with_host(db_path, simulate, status_interval=0.01)
+    second = kinds.index("start", 1)
+    assert kinds[0] == "start" and kinds[1:second].count("done") == 1  # the first ended by the admin
+    assert "demo load 1 ended early" in caplog.text

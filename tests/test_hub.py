@@ -263,7 +263,7 @@ def test_the_replay_seam_has_no_gap_and_no_duplicate(db_path: str) -> None:
         await asyncio.wait_for(all_sent.wait(), 5)
         pump.cancel()
         subscription.close()
-        logged = [seq for seq, _ in (await host.store.events_since(6))[1]]
+        logged = [seq for seq, _ in (await host.store.events_since(6))[2]]
         return sent, logged
 
     sent, logged = with_host(db_path, body)
@@ -288,7 +288,7 @@ def test_old_events_leave_the_log(db_path: str) -> None:
     async def body(host: xe.Host) -> tuple[int, list[int]]:
         await load(host, TARGETS[0])
         await load(host, TARGETS[1])
-        pruned, logged = await host.store.events_since(0)
+        pruned, _, logged = await host.store.events_since(0)
         return pruned, [seq for seq, _ in logged]
 
     # pruning runs as events are appended: all but the one just logged are past a 0 s window
@@ -362,3 +362,31 @@ def test_player_changes_are_published_per_guild(db_path: str) -> None:
         (None, None, 0),  # stopped
     ]
     assert frames[2]["volume"] == 30
+
+
+def test_a_status_sent_while_done_is_in_flight_never_reaches_the_next_loader(db_path: str) -> None:
+    """A status belongs to the loader it was sent to, even when it waits out a window."""
+
+    async def body(host: xe.Host) -> list[tuple[str, str | None]]:
+        subscription = host.subscribe()
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        await asyncio.gather(
+            host.loader_done(TARGETS[0]),
+            host.loader_status(TARGETS[0], "late"),  # sent at once, but done holds the lock
+            host.loader_status(TARGETS[0], "later"),  # coalesced, due after the next start
+        )
+        await host.start_loader(TARGETS[0], "backup", SOURCE)
+        return [(f["event"], f["data"].get("status")) for f in await drain(subscription, 0.5)]
+
+    assert with_host(db_path, body, status_interval=0.2) == [("start", None), ("done", None), ("start", None)]
+
+
+def test_a_since_beyond_the_newest_seq_gets_reset_then_live_events(make_client: Any) -> None:
+    """A number from another database or from before a restore: never silence."""
+    client = make_client()
+    token = grant_bot(client)
+    run_load(client, {}, target=TARGETS[0])  # seqs 1 and 2
+    with client.websocket_connect("/api/loaders/ws?since=500", headers={"Authorization": token}) as ws:
+        assert json.loads(ws.receive_text()) == {"event": "reset", "seq": 2, "data": {}}
+        run_load(client, {}, target=TARGETS[1])
+        assert [json.loads(ws.receive_text())["seq"] for _ in range(2)] == [3, 4]

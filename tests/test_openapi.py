@@ -53,7 +53,7 @@ def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], a
     operation = document["paths"][f"/api/v1/{{guild_id}}/{action}"]["post"]
     assert schema_ref(operation["requestBody"]) == "ElixirBody"
     assert operation["security"] == [{"ElixirKey": []}]
-    expected = {"200", "400", "401", "413", "429"} | {"play": {"404"}, "skip": {"410"}}.get(action, set())
+    expected = {"200", "400", "401", "413", "429", "503"} | {"play": {"404"}, "skip": {"410"}}.get(action, set())
     assert set(operation["responses"]) == expected
 
 
@@ -69,7 +69,7 @@ def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], a
     ],
 )
 def test_routes_document_their_answers(document: dict[str, Any], path: str, method: str, codes: set[str]) -> None:
-    assert set(document["paths"][path][method]["responses"]) == codes
+    assert set(document["paths"][path][method]["responses"]) == codes | {"503"}  # any route may meet a busy database
 
 
 def test_every_error_uses_its_apis_shape(document: dict[str, Any]) -> None:

@@ -137,7 +137,7 @@ def test_a_failed_write_leaves_memory_as_the_file_has_it(
 
     monkeypatch.setattr(store, "save_player", broken)
     response = client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": 5}, headers=headers)
-    assert response.status_code == 500
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"  # a fault, not a bug
     assert set(response.json()) == {"timestamp", "message"}
     assert "Traceback" not in response.text and "disk" not in response.text
     monkeypatch.undo()

@@ -3,8 +3,12 @@ operator would, driven with a real HTTP client."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import CATALOG_FILE, GUILD, OTHER_GUILD, USER, VOICE, VOICE_2
-from server import Server
+from server import Server, free_port
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 ADMIN_TOKEN = "server-test-admin-token"
 API = "/api/v1"
@@ -109,3 +115,124 @@ def test_the_admin_api_over_real_http_and_a_clean_shutdown(server: Server) -> No
         rf'"GET /api/mappers\?target={OTHER_GUILD}&source={GUILD} HTTP/1\.1" 404 \d+ [\d.]+ms',
         access[-2],
     ), access[-2]
+
+
+def test_http_semantics_head_options_allow_and_json_404s(server: Server) -> None:
+    """HEAD works on every GET route, OPTIONS and 405 list every method of the path, and
+    answers that would be HTML or an empty 403 are JSON 404s (SPEC §0, §1)."""
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        for path in ["/health", f"{API}/{GUILD}/queue", f"{API}/{GUILD}/nowplaying", "/api/templates/hHGhNE6wyxgF",
+                     "/schema/openapi.json", f"/api/mappers?target={GUILD}&source={OTHER_GUILD}"]:
+            got, head = http.get(path), http.head(path)
+            assert head.status_code == got.status_code, path
+            assert head.content == b""
+            assert head.headers.get("content-type") == got.headers.get("content-type")
+        options = http.options("/api/templates/hHGhNE6wyxgF/bots")
+        assert options.status_code == 204
+        assert options.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, POST"
+        assert http.options(f"{API}/{GUILD}/play").headers["allow"] == "OPTIONS, POST"
+        wrong = http.patch("/api/templates/hHGhNE6wyxgF/bots")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, POST"
+        assert wrong.json() == {"error": "Method Not Allowed"}
+        docs = http.get("/schema/no-such-page")
+        assert docs.status_code == 404 and docs.json() == {"error": "Not Found"}
+
+    async def unknown_websocket_path() -> InvalidStatus:
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(f"{server.ws_url}/api/no-such-socket", open_timeout=5):
+                pass
+        return caught.value
+
+    refusal = asyncio.run(unknown_websocket_path())
+    assert refusal.response.status_code == 404 and json.loads(refusal.response.body) == {"error": "Not Found"}
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        raw.sendall(
+            b"POST /admin/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"guild\":"
+        )
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while '"POST /admin/keys HTTP/1.1" 499' not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.log.read_text()
+    assert '"POST /admin/keys HTTP/1.1" 499' in log
+    assert " 500 " not in log and "Traceback" not in log and "ERROR" not in log
+
+
+@pytest.mark.parametrize("how", ["serve", "uvicorn"])
+def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_path: Path, how: str) -> None:
+    """`xenon-elixir serve` and `uvicorn xenon_elixir:app` as the README runs them."""
+    port = free_port()
+    command = (
+        [sys.executable, "-m", "xenon_elixir", "serve", "--db", db_path, "--port", str(port)]
+        if how == "serve"
+        else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port)]
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN}
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    httpx.get(f"{url}/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+                    time.sleep(0.05)
+            with httpx.Client(base_url=url, timeout=10) as http:
+                http.get("/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret")
+                http.post(f"{API}/{GUILD}/stop", json={"user": USER}, headers={"Authorization": "Bearer hunter4secret"})
+                http.head("/health")
+
+            async def socket() -> None:
+                with pytest.raises(InvalidStatus):
+                    async with connect(f"ws://127.0.0.1:{port}/api/loaders/ws?token=hunter5secret", open_timeout=5):
+                        pass
+
+            asyncio.run(socket())
+            time.sleep(0.3)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(15)
+    text = log.read_text()
+    assert "hunter" not in text
+    requests = [line for line in text.splitlines() if "/api/" in line or "/health" in line]
+    targets = ["GET /health", "GET /api/mappers", f"POST {API}/{GUILD}/stop", "HEAD /health", "WEBSOCKET /api/loaders/ws"]
+    for target in targets:
+        assert sum(target in line for line in requests) == 1, (target, requests)  # the probe is GET /health
+    assert len(requests) == sum(1 for line in requests if re.match(r"127\.0\.0\.1 - - \[", line))  # ours only
+    assert "ERROR" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("XE_RATE_LIMITS", "mappers=1/inf"),
+        ("XE_RATE_LIMITS", "mappers=99999999999999999999/10"),
+        ("XE_RATE_LIMITS", "nosuchgroup=1/1"),
+        ("XE_STATUS_INTERVAL", "nan"),
+        ("XE_STATUS_INTERVAL", "inf"),
+        ("XE_CACHE_SECONDS", "-1"),
+        ("XE_MAX_QUEUE", "0"),
+    ],
+)
+@pytest.mark.parametrize("how", ["serve", "uvicorn"])
+def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
+    db_path: str, how: str, variable: str, value: str
+) -> None:
+    command = (
+        [sys.executable, "-m", "xenon_elixir", "serve", "--db", db_path, "--port", str(free_port())]
+        if how == "serve"
+        else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(free_port())]
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, variable: value})
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], done.stderr
