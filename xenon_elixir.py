@@ -1427,35 +1427,43 @@ class Store:
         playlists: Iterable[Playlist] = (),
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
-        """Upsert tracks, then playlists (which may name those tracks), all in one transaction:
-        a playlist naming an unknown track refuses the whole import. ``progress(done, total)``
-        is told after each chunk of tracks."""
+        """Upsert tracks, then playlists (which may name those tracks). Everything is checked
+        before anything is written: a playlist naming a track that is neither imported nor known
+        refuses the whole import. Tracks are then written in transactions of ``_IMPORT_CHUNK``, so
+        a million-track import never holds the write lock for long (other writers, in this process
+        and others, get their turn between chunks); an interrupted import is finished by running it
+        again (upserts). ``progress(done, total)`` is told after each chunk."""
         track_rows = [_track_row(t) for t in tracks]
         playlists = list(playlists)
-        async with self.transaction() as db:
-            for start in range(0, len(track_rows), _IMPORT_CHUNK):
+        imported = {(row[0], row[1]) for row in track_rows}
+        for playlist in playlists:
+            for identifier in playlist.tracks:
+                if (playlist.source, identifier) not in imported and (
+                    self._one_now(SQL.track_id_of, (playlist.source, identifier)) is None
+                ):
+                    raise ApiError(400, f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}")
+        for start in range(0, len(track_rows), _IMPORT_CHUNK):
+            async with self.transaction() as db:
                 await db.executemany(SQL.track_upsert, track_rows[start : start + _IMPORT_CHUNK])
-                if progress is not None:
-                    progress(min(start + _IMPORT_CHUNK, len(track_rows)), len(track_rows))
-            for playlist in playlists:
-                track_ids = []
-                for identifier in playlist.tracks:
-                    async with db.execute(SQL.track_id_of, (playlist.source, identifier)) as cursor:
-                        row = await cursor.fetchone()
-                    if row is None:
-                        raise ApiError(
-                            400, f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}"
-                        )
-                    track_ids.append(row[0])
-                async with db.execute(
-                    SQL.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)
-                ) as cursor:
-                    (playlist_id,) = await cursor.fetchone()  # type: ignore[misc]
-                await db.execute(SQL.playlist_clear, (playlist_id,))
-                await db.executemany(
-                    SQL.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(track_ids)]
-                )
+            if progress is not None:
+                progress(min(start + _IMPORT_CHUNK, len(track_rows)), len(track_rows))
+        if playlists:
+            async with self.transaction() as db:
+                for playlist in playlists:
+                    await self._write_playlist(db, playlist)
         return len(track_rows), len(playlists)
+
+    @staticmethod
+    async def _write_playlist(db: aiosqlite.Connection, playlist: Playlist) -> None:
+        track_ids = []
+        for identifier in playlist.tracks:
+            async with db.execute(SQL.track_id_of, (playlist.source, identifier)) as cursor:
+                (track_id,) = await cursor.fetchone()  # type: ignore[misc]  # checked before writing
+            track_ids.append(track_id)
+        async with db.execute(SQL.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)) as cursor:
+            (playlist_id,) = await cursor.fetchone()  # type: ignore[misc]
+        await db.execute(SQL.playlist_clear, (playlist_id,))
+        await db.executemany(SQL.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(track_ids)])
 
     async def get_track(self, source: str, identifier: str) -> Track | None:
         row = await self._one(SQL.track_get, (source, identifier))
@@ -3857,7 +3865,9 @@ def _parser() -> argparse.ArgumentParser:
         _cmd_import_tracks,
         "upsert catalog tracks (and playlists) from a JSON file",
         description='FILE holds a list of tracks, or {"tracks": [...], "playlists": [...]}, in the format of '
-        "POST /admin/tracks and /admin/playlists. The import is one transaction: all of it or nothing.",
+        "POST /admin/tracks and /admin/playlists. All of it is checked before anything is written (a bad "
+        "track or a playlist naming an unknown track refuses the whole file); tracks are then written in "
+        "chunks of 5,000, so the server keeps serving during a big import. Running it again is harmless.",
     )
     imports.add_argument("file", metavar="FILE.json")
     command("schema", _cmd_schema, "print the SQL schema")
