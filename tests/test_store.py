@@ -164,3 +164,29 @@ def test_this_processs_own_commits_forget_remembered_answers_at_once(make_client
     assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098999999999999"
     assert client.delete(f"/admin/bots/{BOT}", headers=ADMIN).status_code == 200
     assert client.get(mapper, headers={"Authorization": token}).json() == {"error": "Invalid token"}
+
+
+def test_a_big_import_lets_other_writes_in_between_its_chunks(db_path: str) -> None:
+    """An import is written in chunks, each its own transaction: a write that arrives during it
+    waits for one chunk, not for the whole import (nor does another process's)."""
+    tracks = [
+        xe.Track(source="youtube", identifier=f"id{i}", title=f"Song {i}", author="A", length=1000, uri=f"https://y.com/{i}")
+        for i in range(4 * 5000)
+    ]
+
+    async def body(host: xe.Host) -> list[str]:
+        finished: list[str] = []
+
+        async def importing() -> None:
+            await host.import_catalog(tracks)
+            finished.append("import")
+
+        async def writing() -> None:
+            await asyncio.sleep(0)  # the import's first chunk is under way
+            await host.create_key(GUILD, USER)
+            finished.append("key")
+
+        await asyncio.gather(importing(), writing())
+        return finished
+
+    assert with_host(db_path, body) == ["key", "import"]
