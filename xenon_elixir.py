@@ -454,14 +454,15 @@ class QueueView(msgspec.Struct):
 
 
 _TEMPLATE_ID = re.compile(r"[A-Za-z0-9]{12}")
-_BACKUP_ID = re.compile(r"[0-9a-z]{10}")
+_BACKUP_ID = re.compile(r"[0-9a-z]{1,32}")
 
 
 def backup_id(value: str) -> str:
-    """A backup id: 10 base36 characters, case-insensitive (kept lowercase)."""
+    """A backup id: 1-32 letters or digits, case-insensitive (kept lowercase). Generated ids are
+    10 base36 characters; legacy Xenon ids were 16, and bots pass guild ids as backups."""
     value = value.lower()
-    if not _BACKUP_ID.fullmatch(value):
-        raise ValueError("Invalid backup: expected 10 characters of 0-9 and a-z")
+    if not value.isascii() or not _BACKUP_ID.fullmatch(value):
+        raise ValueError("Invalid backup: expected 1-32 letters or digits")
     return value
 
 
@@ -2558,13 +2559,14 @@ async def xenon_mappers(
     xe = services(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
-    if backup:  # both given: the backup wins, as the original
-        found = await xe.store.get_backup(query_id(backup, "backup", _backup_param))
-        if found is None:
-            raise XenonError(404, "Unknown backup")
+    # A known backup wins over source; an unknown one falls back to source when given (as the original).
+    found = await xe.store.get_backup(query_id(backup, "backup", _backup_param)) if backup else None
+    if found is not None:
         source_id = found.source_id
     elif source:
         source_id = query_id(source, "source")
+    elif backup:
+        raise XenonError(404, "Unknown backup")
     else:
         raise XenonError(400, "Missing query parameter: source or backup")
     mapper = await xe.store.mapper_json(source_id, target_id)
@@ -2633,18 +2635,28 @@ class WebSocketClosed(Exception):
 
 
 async def _refuse_handshake(scope: Any, send: Any, error: ApiError) -> None:
-    """Say why a handshake is refused: an HTTP answer where the server can send one (the ASGI
-    denial-response extension), else accept and close with 4000 + the status's last two digits."""
+    """Say why a handshake is refused.
+
+    A rate limit is accepted and then closed at once with 4029 and the JSON error as the reason,
+    as the original did: reconnect loops (``async for ws in websockets.connect(...)``) give up
+    for good on a 4xx handshake answer, and a bot's shards routinely connect within a second.
+    Anything else is an HTTP answer where the server can send one (the ASGI denial-response
+    extension), else accepted and closed with 4000 + the status's last two digits.
+    """
     body = msgspec.json.encode(error_body("xenon", error.message, error.retry_after))
-    if "websocket.http.response" in (scope.get("extensions") or {}):
+    if error.status_code != 429 and "websocket.http.response" in (scope.get("extensions") or {}):
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
         return
     await send({"type": "websocket.accept"})
-    # 401 -> 4001, 429 -> 4029, 400 -> 4000
-    await send({"type": "websocket.close", "code": 3600 + error.status_code, "reason": error.message})
+    if error.status_code == 429:
+        await send({"type": "websocket.close", "code": 4029, "reason": body.decode()})
+    elif error.status_code == 503:  # try again later
+        await send({"type": "websocket.close", "code": 1013, "reason": error.message})
+    else:  # 401 -> 4001, 400 -> 4000
+        await send({"type": "websocket.close", "code": 4000 + error.status_code % 100, "reason": error.message})
 
 
 def _since(scope: Any) -> int | None:
@@ -2701,7 +2713,11 @@ async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
         return
     xe: Services = scope["app"].state.xe
     try:
-        bot = await xenon_bot(xe, header(scope, b"authorization"), client_address(scope))
+        try:
+            bot = await xenon_bot(xe, header(scope, b"authorization"), client_address(scope))
+        except sqlite3.OperationalError as exc:
+            log.warning("handshake refused with 503: %s", exc)
+            raise Unavailable() from exc
         xe.limits.check("loaders_ws", bot.id)
         since = _since(scope)
     except ApiError as refusal:

@@ -304,7 +304,7 @@ def test_loader_calls_without_a_running_loader_are_404(client: TestClient, actio
     [
         ("/admin/loaders", {"target_id": TARGET, "type": "snapshot", "source_id": SOURCE}),
         ("/admin/loaders", {"target_id": TARGET, "type": "backup"}),
-        ("/admin/loaders", {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "x"}),
+        ("/admin/loaders", {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "x!"}),
         (f"/admin/loaders/{TARGET}/ids", {"ids": {"1": "754098965649162251"}}),
         (f"/admin/loaders/{TARGET}/ids", {"ids": ["x"]}),
         (f"/admin/loaders/{TARGET}/status", {"status": ""}),

@@ -15,7 +15,7 @@ import pytest
 from conftest import SOURCE
 from server import Server
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 ADMIN_TOKEN = "ws-test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -54,7 +54,9 @@ async def refused(url: str, headers: dict[str, str]) -> InvalidStatus:
     return caught.value
 
 
-def test_refused_handshakes_answer_http_401_and_429(server: Server, http: httpx.Client) -> None:
+def test_refused_handshakes_answer_http_401_and_close_4029_when_rate_limited(
+    server: Server, http: httpx.Client
+) -> None:
     token = grant(http, BOTS[0])
     url = f"{server.ws_url}/api/loaders/ws"
 
@@ -65,13 +67,47 @@ def test_refused_handshakes_answer_http_401_and_429(server: Server, http: httpx.
         invalid = await refused(url, {"Authorization": "not-a-token"})
         assert json.loads(invalid.response.body) == {"error": "Invalid token"}
         async with connect(url, additional_headers={"Authorization": token}):
-            limited = await refused(url, {"Authorization": f"Bot {token}"})
-        assert limited.response.status_code == 429
-        assert limited.response.headers["Retry-After"] == "1"
-        body = json.loads(limited.response.body)
-        assert body["error"] == "You got ratelimited" and 0 < body["retry_after"] <= 1000
+            # accepted, then closed at once: a reconnect loop survives it (an HTTP 429 would end it)
+            async with connect(url, additional_headers={"Authorization": f"Bot {token}"}) as limited:
+                with pytest.raises(ConnectionClosedError) as closed:
+                    await asyncio.wait_for(limited.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4029
+        reason = json.loads(closed.value.rcvd.reason)
+        assert reason["error"] == "You got ratelimited" and 0 < reason["retry_after"] <= 1000
 
     asyncio.run(scenario())
+
+
+def test_a_reconnect_loop_backs_off_on_4029_and_then_follows_the_stream(server: Server, http: httpx.Client) -> None:
+    """Two shards of one bot connect within the same second, as bots do; the README's loop."""
+    token = grant(http, BOTS[0])
+    url = f"{server.ws_url}/api/loaders/ws"
+
+    async def shard(events: list[str], limited: list[int]) -> None:
+        async for ws in connect(url, additional_headers={"Authorization": token}):
+            try:
+                async for frame in ws:
+                    events.append(json.loads(frame)["event"])
+                    if len(events) == 2:
+                        return
+            except ConnectionClosedError as closed:
+                if closed.rcvd is None or closed.rcvd.code != 4029:
+                    raise
+                limited.append(closed.rcvd.code)
+                await asyncio.sleep(json.loads(closed.rcvd.reason)["retry_after"] / 1000)
+
+    async def scenario() -> tuple[list[list[str]], list[int]]:
+        events: list[list[str]] = [[], []]
+        limited: list[int] = []
+        shards = [asyncio.create_task(shard(events[i], limited)) for i in range(2)]
+        await asyncio.sleep(2.0)  # both are connected by now, one of them after a back-off
+        await asyncio.to_thread(load, http, 496683369665658880)
+        await asyncio.wait_for(asyncio.gather(*shards), 10)
+        return events, limited
+
+    events, limited = asyncio.run(scenario())
+    assert limited == [4029]
+    assert events == [["start", "done"], ["start", "done"]]
 
 
 def test_live_events_reach_every_subscriber_in_order(server: Server, http: httpx.Client) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import email.utils
 import time
 from typing import Any
@@ -92,8 +94,8 @@ def test_a_revoked_token_is_invalid(client: TestClient, token: str) -> None:
         (f"target=abc&source={SOURCE}", "Invalid target: expected a snowflake id (15-20 digits)"),
         (f"target={TARGET}", "Missing query parameter: source or backup"),
         (f"target={TARGET}&source=12", "Invalid source: expected a snowflake id (15-20 digits)"),
-        (f"target={TARGET}&backup=short", "Invalid backup: expected 10 characters of 0-9 and a-z"),
-        (f"target={TARGET}&backup=3zydfwqp0!", "Invalid backup: expected 10 characters of 0-9 and a-z"),
+        (f"target={TARGET}&backup={'a' * 33}", "Invalid backup: expected 1-32 letters or digits"),
+        (f"target={TARGET}&backup=3zydfwqp0!", "Invalid backup: expected 1-32 letters or digits"),
     ],
 )
 def test_bad_mapper_queries_are_400_naming_the_parameter(
@@ -105,6 +107,24 @@ def test_bad_mapper_queries_are_400_naming_the_parameter(
 def test_unknown_backup_is_404(client: TestClient, token: str) -> None:
     response = client.get(f"/api/mappers?target={TARGET}&backup=3zydfwqp0h", headers={"Authorization": token})
     xenon_error(response, 404, "Unknown backup")
+
+
+def test_an_unknown_backup_falls_back_to_source(client: TestClient, token: str) -> None:
+    run_load(client, {"410520361789161472": "754098965649162251"})
+    auth = {"Authorization": token}
+    by_source = client.get(f"/api/mappers?target={TARGET}&source={SOURCE}", headers=auth)
+    fallback = client.get(f"/api/mappers?target={TARGET}&backup=nosuchbackup&source={SOURCE}", headers=auth)
+    assert fallback.status_code == 200 and fallback.json() == by_source.json()
+
+
+@pytest.mark.parametrize("legacy", ["Ab12Cd34Ef56Gh78", "x", "a" * 32, SOURCE])
+def test_any_backup_id_of_1_to_32_letters_or_digits_is_looked_up(client: TestClient, token: str, legacy: str) -> None:
+    """Legacy 16-character ids, and guild ids that a bot passes as backup."""
+    created = client.post("/admin/backups", json={"id": legacy, "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    assert created.status_code == 201 and created.json()["id"] == legacy.lower()
+    run_load(client, {"410520361789161472": "754098965649162251"})
+    mapper = client.get(f"/api/mappers?target={TARGET}&backup={legacy.upper()}", headers={"Authorization": token})
+    assert mapper.status_code == 200 and mapper.json()["source_id"] == SOURCE
 
 
 def test_no_mapping_for_the_pair_is_404(client: TestClient, token: str) -> None:
@@ -402,7 +422,8 @@ def test_rate_limited_handshake_closes_with_4029(client: TestClient, token: str,
         "/api/loaders/ws", headers={"Authorization": token}
     ) as ws:
         ws.receive_text()
-    assert (closed.value.code, closed.value.detail) == (4029, "You got ratelimited")
+    assert closed.value.code == 4029  # the reason is the error body, retry_after exact
+    assert json.loads(closed.value.detail) == {"error": "You got ratelimited", "retry_after": 1000.0}
     clock.advance(1.0)
     with client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}):
         pass
