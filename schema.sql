@@ -146,6 +146,15 @@ CREATE TABLE IF NOT EXISTS mapper_loaders (
     PRIMARY KEY (source_id, target_id, user_id)
 ); -- with rowid: loaders are answered in first-seen order
 
+-- The ids of a running load, merged into its mapper only when the load ends well (done with
+-- ok: true), so a failed load changes no mapper. (Added in schema version 2.)
+CREATE TABLE IF NOT EXISTS loader_ids (
+    target_id TEXT NOT NULL,
+    old_id    TEXT NOT NULL,
+    new_id    TEXT NOT NULL,
+    PRIMARY KEY (target_id, old_id)
+); -- with rowid: merged in first-seen order
+
 -- Running loaders: at most one per target guild.
 CREATE TABLE IF NOT EXISTS loaders (
     target_id   TEXT PRIMARY KEY,

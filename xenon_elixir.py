@@ -869,7 +869,7 @@ def documented_body(type_: Any) -> dict[str, Provide]:
 # Schema and store
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """\
 -- xenon_elixir schema. Every statement is idempotent: the whole script runs at each start.
@@ -1020,6 +1020,15 @@ CREATE TABLE IF NOT EXISTS mapper_loaders (
     PRIMARY KEY (source_id, target_id, user_id)
 ); -- with rowid: loaders are answered in first-seen order
 
+-- The ids of a running load, merged into its mapper only when the load ends well (done with
+-- ok: true), so a failed load changes no mapper. (Added in schema version 2.)
+CREATE TABLE IF NOT EXISTS loader_ids (
+    target_id TEXT NOT NULL,
+    old_id    TEXT NOT NULL,
+    new_id    TEXT NOT NULL,
+    PRIMARY KEY (target_id, old_id)
+); -- with rowid: merged in first-seen order
+
 -- Running loaders: at most one per target guild.
 CREATE TABLE IF NOT EXISTS loaders (
     target_id   TEXT PRIMARY KEY,
@@ -1142,6 +1151,14 @@ class SQL:
         INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)"""
     loader_delete = "DELETE FROM loaders WHERE target_id = ?"
+    loader_ids_stage = """
+        INSERT INTO loader_ids (target_id, old_id, new_id) VALUES (?, ?, ?)
+        ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
+    loader_ids_merge = """
+        INSERT INTO mapper_ids (source_id, target_id, old_id, new_id)
+        SELECT ?, target_id, old_id, new_id FROM loader_ids WHERE target_id = ? AND old_id != ? ORDER BY rowid
+        ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
+    loader_ids_drop = "DELETE FROM loader_ids WHERE target_id = ?"
     loaders_all = "SELECT target_id, type, source_id, backup_id, template_id, user_id FROM loaders"
 
     seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
@@ -1690,14 +1707,25 @@ class Store:
                 raise ApiError(409, f"A loader is already running on guild {loader.target_id}") from None
             return await self._append_event(db, frame, logged=True)
 
-    async def finish_loader(self, loader: Loader, frame: Callable[[int], str]) -> tuple[int, str]:
-        """End a loader: forget it, add its user to the mapper's loaders, log its done event."""
+    async def stage_ids(self, target_id: str, ids: dict[str, str]) -> None:
+        """Keep old->new ids with the running loader of ``target_id`` until it is done; a newer
+        new id wins for the same old id."""
+        async with self.transaction() as db:
+            await db.executemany(SQL.loader_ids_stage, [(target_id, old, new) for old, new in ids.items()])
+
+    async def finish_loader(self, loader: Loader, frame: Callable[[int], str], ok: bool = True) -> tuple[int, str]:
+        """End a loader and log its done event, in one transaction. A load that went well merges
+        its staged ids into the mapper and adds its user to the mapper's loaders; a failed one
+        discards them and changes no mapper (``loaders`` is a permission check)."""
         source_id, target_id = str(loader.source_id), str(loader.target_id)
         async with self.transaction() as db:
             await db.execute(SQL.loader_delete, (target_id,))
-            await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, {}))
-            if loader.user_id is not None:
-                await db.execute(SQL.mapper_add_loader, (source_id, target_id, loader.user_id))
+            if ok:
+                await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, {}))
+                await db.execute(SQL.loader_ids_merge, (source_id, target_id, source_id))
+                if loader.user_id is not None:
+                    await db.execute(SQL.mapper_add_loader, (source_id, target_id, loader.user_id))
+            await db.execute(SQL.loader_ids_drop, (target_id,))
             return await self._append_event(db, frame, logged=True)
 
     async def next_seq(self, frame: Callable[[int], str]) -> tuple[int, str]:
@@ -1986,7 +2014,7 @@ class Loaders:
 
     async def ids(self, target_id: str, ids: dict[str, str]) -> int:
         loader = self.running(target_id)
-        await self._store.merge_ids(str(loader.source_id), target_id, ids)
+        await self._store.stage_ids(target_id, ids)
         return len(ids)
 
     async def status(self, target_id: str, status: str) -> None:
@@ -2030,7 +2058,7 @@ class Loaders:
             if gate is not None and gate.timer is not None:
                 gate.timer.cancel()
             data = _loader_data(loader, ok=ok)
-            seq, frame = await self._store.finish_loader(loader, _frame("done", data))
+            seq, frame = await self._store.finish_loader(loader, _frame("done", data), ok)
             del self._running[target_id]
             self._hub.publish(LOADER_TOPIC, seq, frame)
             return LoaderEvent("done", seq, data)

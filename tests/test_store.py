@@ -190,3 +190,18 @@ def test_a_big_import_lets_other_writes_in_between_its_chunks(db_path: str) -> N
         return finished
 
     assert with_host(db_path, body) == ["key", "import"]
+
+
+def test_a_version_1_file_is_upgraded_in_place(db_path: str) -> None:
+    async def touch(host: xe.Host) -> None:
+        await host.create_key(GUILD, USER)
+
+    with_host(db_path, touch)
+    with sqlite3.connect(db_path) as db:  # as version 1 left it: no staging table
+        db.execute("DROP TABLE loader_ids")
+        db.execute("PRAGMA user_version = 1")
+    assert with_host(db_path, lambda host: host.revoke_key(GUILD, USER)) is True  # the key was kept
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (xe.SCHEMA_VERSION,)
+        assert db.execute("SELECT count(*) FROM loader_ids").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM elixir_keys").fetchone() == (0,)  # the data is still used

@@ -460,4 +460,29 @@ def test_a_cached_mapper_answer_follows_every_new_load(client: TestClient, token
     assert after["loaders"] == [CREATOR, USER]
     client.post("/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN)
     client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"419932531828457473": "754098968748752987"}}, headers=ADMIN)
-    assert "419932531828457473" in client.get(MAPPER, headers=auth).json()["ids"]  # ids alone invalidate too
+    assert "419932531828457473" not in client.get(MAPPER, headers=auth).json()["ids"]  # staged until done
+    client.post(f"/admin/loaders/{TARGET}/done", json={"ok": True}, headers=ADMIN)
+    assert "419932531828457473" in client.get(MAPPER, headers=auth).json()["ids"]  # the merge invalidates
+
+
+def test_a_failed_load_changes_no_mapper(client: TestClient, token: str) -> None:
+    """Staged ids are merged, and the user added to loaders, only by done with ok: true."""
+    auth = {"Authorization": token}
+    failed = {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "user_id": USER}
+    assert client.post("/admin/loaders", json=failed, headers=ADMIN).status_code == 201
+    client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"410520361789161472": "1" * 18}}, headers=ADMIN)
+    assert client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN).json()["data"]["ok"] is False
+    xenon_error(client.get(MAPPER, headers=auth), 404, "No id translator found")  # no mapper was created
+
+    run_load(client, {"410520361789161472": "754098965649162251"}, user=CREATOR)
+    before = client.get(MAPPER, headers=auth).json()
+    assert client.post("/admin/loaders", json=failed, headers=ADMIN).status_code == 201
+    client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"410520361789161472": "2" * 18, "419932531828457473": "3" * 18}}, headers=ADMIN)
+    client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN)
+    assert client.get(MAPPER, headers=auth).json() == before  # an existing mapper is untouched
+    assert before["loaders"] == [CREATOR]  # and the failed load's user gained no permission
+
+    run_load(client, {"419932531828457473": "754098968748752987"}, user=USER)  # the next good load starts clean
+    after = client.get(MAPPER, headers=auth).json()
+    assert after["ids"] == {**before["ids"], "419932531828457473": "754098968748752987"}
+    assert after["loaders"] == [CREATOR, USER]

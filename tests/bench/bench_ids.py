@@ -1,7 +1,7 @@
-"""10,000 ids through ``POST /admin/loaders/{target}/ids``: the server's time for each request,
-read from its own access log (which times a request from its first byte in to its last byte
-out), and the client's round trip on loopback. Each load goes to a new target guild, so every
-id is a new row in a growing table.
+"""10,000 ids through ``POST /admin/loaders/{target}/ids``, then the ``done`` that merges them
+into the mapper: the server's time for each request, read from its own access log (which times a
+request from its first byte in to its last byte out), and the client's round trip on loopback.
+Each load goes to a new target guild, so every id is a new row in a growing table.
 
     python tests/bench/bench_ids.py [--ids 10000] [--loads 10]
 """
@@ -24,6 +24,7 @@ from common import SOURCE, Uvicorn, seed  # noqa: E402
 
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
 TIMED = re.compile(r'"POST /admin/loaders/\d+/ids HTTP/[\d.]+" 200 \d+ ([\d.]+)ms')
+MERGED = re.compile(r'"POST /admin/loaders/\d+/done HTTP/[\d.]+" 200 \d+ ([\d.]+)ms')
 
 
 def main() -> None:
@@ -55,13 +56,16 @@ def main() -> None:
         finally:
             server.stop()
         server_times = [float(ms) for ms in TIMED.findall(log.read_text())]
+        merge_times = [float(ms) for ms in MERGED.findall(log.read_text())]
 
-    server_times, round_trips = server_times[1:], round_trips[1:]
+    server_times, round_trips, merge_times = server_times[1:], round_trips[1:], merge_times[1:]
     assert len(server_times) == args.loads, "the access log did not time every request"
     print(f"machine: {os.cpu_count()} cores; {args.loads} loads of {args.ids:,} ids, each into a new target; "
           "uvicorn httptools+uvloop, 1 worker")
     print(f"server time:  median {statistics.median(server_times):6.1f} ms, max {max(server_times):6.1f} ms")
     print(f"round trip:   median {statistics.median(round_trips):6.1f} ms, max {max(round_trips):6.1f} ms")
+    print(f"done (merge of the {args.ids:,} staged ids into the mapper), server time: "
+          f"median {statistics.median(merge_times):6.1f} ms, max {max(merge_times):6.1f} ms")
 
 
 if __name__ == "__main__":
