@@ -3493,6 +3493,9 @@ class Edge:
             await self.app(scope, receive, send)
             return
         exchange = _Exchange()
+        root = mount_prefix(scope) if docs else ""
+        if root and scope["path"].rstrip("/").endswith("/openapi.json") and not head:
+            send = self._servers_named(send, root)
 
         async def listen() -> Any:
             message = await receive()
@@ -3559,6 +3562,31 @@ class Edge:
                 _LOGGED_HERE.reset(token)
                 self._log(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
 
+    @staticmethod
+    def _servers_named(send: Send, root: str) -> Send:
+        """The OpenAPI document of an app mounted under ``root`` names it in ``servers``, so
+        clients built from it (Swagger UI's "Try it out") keep the prefix."""
+        held: list[Any] = []
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            start, body = held[0], b"".join(chunks)
+            if start["status"] == 200:
+                document = msgspec.json.decode(body)
+                document["servers"] = [{"url": root}]
+                body = msgspec.json.encode(document)
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+
+        return rewrite
+
     def _with_allow(self, message: Any, scope: Scope) -> Any:
         allow = self.allow.get(scope.get("path_template", ""))
         if allow is None:
@@ -3590,6 +3618,50 @@ class Edge:
             size or "-",
             (time.perf_counter() - began) * 1000,
         )
+
+
+def mount_prefix(scope: Scope) -> str:
+    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
+    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
+    if root := scope.get("root_path", ""):
+        return root
+    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
+    path = scope.get("path", "").rstrip("/")
+    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
+
+
+DOCS_PATH = "/schema"
+DOCS_ASSETS = "/schema/assets"
+
+
+class OfflineSwagger(SwaggerRenderPlugin):
+    """Swagger UI whose scripts and styles the app serves itself, from the ``openapi-ui-bundles``
+    package (Swagger UI 5, which reads OpenAPI 3.1): the docs work offline, and under any mount
+    prefix, where the document's ``servers`` names that prefix so "Try it out" keeps it."""
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        root = mount_prefix(request.scope)
+        base = root + DOCS_ASSETS
+        self.js_url = f"{base}/swagger-ui-bundle.js"
+        self.css_url = f"{base}/swagger-ui.css"
+        self.standalone_preset_js_url = f"{base}/swagger-ui-standalone-preset.js"
+        self.favicon = f"<link rel='icon' type='image/png' href='{base}/favicon-32x32.png'>"
+        return super().render(request, {**openapi_schema, "servers": [{"url": root or "/"}]})
+
+
+def docs_assets_router() -> Router:
+    from openapi_ui_bundles.swagger_ui import static_path  # a dependency; imported when an app is built
+    from litestar.static_files import create_static_files_router
+
+    from litestar.datastructures import CacheControlHeader
+
+    return create_static_files_router(
+        DOCS_ASSETS,
+        directories=[static_path],
+        include_in_schema=False,
+        opt={"api": "xenon"},
+        cache_control=CacheControlHeader(max_age=86_400),
+    )
 
 
 def allowed_methods(app: Litestar) -> dict[str, str]:
@@ -3631,6 +3703,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
                 app.state.host = None
 
     routers = [
+        docs_assets_router(),
         Router(config.health_path, route_handlers=[health], opt={"api": "xenon"}),
         Router(config.elixir_prefix, route_handlers=ELIXIR_ROUTES, opt={"api": "elixir"}),
         Router(config.xenon_prefix, route_handlers=XENON_ROUTES, opt={"api": "xenon"}),
@@ -3662,7 +3735,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
                     "AdminToken": SecurityScheme(type="http", scheme="bearer", description="XE_ADMIN_TOKEN"),
                 }
             ),
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            render_plugins=[OfflineSwagger(path="/")],
         ),
         lifespan=[lifespan],
         exception_handlers={Exception: _error_response},
@@ -3670,7 +3743,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
         request_max_body_size=config.max_body_size,
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
-    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), "/schema")
+    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
     app.state.xe_config = config
     return app
 

@@ -137,3 +137,42 @@ def run_load(
     done = client.post(f"/admin/loaders/{target}/done", headers=ADMIN)
     assert done.status_code == 200, done.text
     return done.json()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).with_name("artifacts")
+"""Where browser tests leave their screenshots (kept out of git)."""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven by Playwright (no browser is ever downloaded)."""
+    if not CHROMIUM.exists():
+        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield launched
+        launched.close()
+
+
+def offline_page(browser: Any, allowed: str) -> tuple[Any, list[str]]:
+    """A page that may reach only ``allowed`` (the server under test); every other request is
+    refused and listed."""
+    page = browser.new_page()
+    refused: list[str] = []
+
+    def route(request_route: Any) -> None:
+        url = request_route.request.url
+        if url.startswith(allowed) or url.startswith("data:"):
+            request_route.continue_()
+        else:
+            refused.append(url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return page, refused

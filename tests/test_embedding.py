@@ -169,3 +169,20 @@ def test_the_access_log_can_be_turned_off(make_client: Any, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="xenon_elixir.access"):
         client.get("/health")
     assert not [r for r in caplog.records if r.name == "xenon_elixir.access"]
+
+
+@pytest.mark.parametrize("mount", ["litestar", "asgi"])
+def test_mounted_docs_name_the_prefix_and_load_their_assets_under_it(db_path: str, mount: str) -> None:
+    child = xe.create_app(db=db_path)
+    parent = parent_litestar_app(child) if mount == "litestar" else plain_asgi_router(child)
+    with TestClient(parent) as client:
+        document = client.get("/music/schema/openapi.json")
+        assert document.status_code == 200 and document.json()["servers"] == [{"url": "/music"}]
+        assert int(document.headers["content-length"]) == len(document.content)
+        page = client.get("/music/schema").text
+        assert '"servers":[{"url":"/music"}]' in page.replace(" ", "")
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"):
+            assert f'"/music/schema/assets/{asset}"' in page
+            assert client.get(f"/music/schema/assets/{asset}").status_code == 200
+    with TestClient(xe.create_app(db=db_path)) as client:  # not mounted: the document says /
+        assert client.get("/schema/openapi.json").json()["servers"] == [{"url": "/"}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from openapi_spec_validator import validate
@@ -115,3 +116,27 @@ def test_play_documents_one_track_or_a_playlists_tracks(document: dict[str, Any]
         {"$ref": "#/components/schemas/ElixirTrack"},
         {"type": "array", "items": {"$ref": "#/components/schemas/ElixirTrack"}},
     ]
+
+
+def test_the_docs_render_offline_in_a_real_browser(browser: Any, tmp_path: Any) -> None:
+    """Swagger UI's scripts and styles come from the app (openapi-ui-bundles), not a CDN: with
+    every other host refused, Chromium renders the operations."""
+    from conftest import ARTIFACTS, offline_page
+    from server import Server
+
+    server = Server(str(tmp_path / "docs.db"), tmp_path / "server.log")
+    try:
+        page, refused = offline_page(browser, server.url)
+        page.goto(f"{server.url}/schema")
+        page.wait_for_selector(".opblock", timeout=15_000)
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "schema.png"), full_page=False)
+        page.close()
+        served = httpx.get(f"{server.url}/schema/openapi.json").json()["paths"]
+    finally:
+        server.stop()
+    assert refused == []
+    rendered = [text.replace("\u200b", "") for text in operations]
+    assert "/api/v1/{guild_id}/play" in rendered
+    assert len(rendered) == sum(len(methods) for methods in served.values())  # every operation
