@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,7 +33,9 @@ def rss_kib(pid: int) -> int:
 class Server:
     """A ``python -m xenon_elixir serve`` child process; its output goes to ``log``."""
 
-    def __init__(self, db: str, log: Path, overrides: dict[str, object] | None = None, **env: str) -> None:
+    def __init__(
+        self, db: str, log: Path, overrides: dict[str, object] | None = None, *, memory_report: Path | None = None, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -43,13 +48,18 @@ class Server:
                 f"uvicorn.run(xe.create_app(db=sys.argv[1], **{overrides!r}), host='127.0.0.1', port={self.port})"
             )
             command = [sys.executable, "-c", code, db]
+        self.memory_report = memory_report
+        if memory_report is not None:  # tests/mem_probe.py: the same serve, under tracemalloc, answering SIGUSR1
+            probe = Path(__file__).with_name("mem_probe.py")
+            command = [sys.executable, "-X", "tracemalloc=1", str(probe), *command[3:]]
+            env["XE_MEM_REPORT"] = str(memory_report)
         self.process = subprocess.Popen(
             command,
             stdout=self._output,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
         )
-        self._wait_ready()
+        self._wait_ready(60.0 if memory_report is not None else 20.0)  # tracemalloc slows the imports
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -63,6 +73,23 @@ class Server:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.log.read_text()}")
+
+    def memory(self, settled: Callable[[dict[str, Any]], bool] = lambda figures: True, timeout: float = 20.0) -> dict[str, Any]:
+        """The server's memory figures (see tests/mem_probe.py), asked for again every 0.25 s until
+        ``settled`` accepts them or ``timeout`` runs out (then the last ones)."""
+        assert self.memory_report is not None, "start the server with memory_report="
+        deadline = time.monotonic() + timeout
+        while True:
+            self.memory_report.unlink(missing_ok=True)
+            self.process.send_signal(signal.SIGUSR1)
+            while not self.memory_report.exists():
+                if time.monotonic() > deadline + 30:
+                    raise AssertionError("the server wrote no memory report")
+                time.sleep(0.02)
+            figures = json.loads(self.memory_report.read_text())
+            if settled(figures) or time.monotonic() > deadline:
+                return figures
+            time.sleep(0.25)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, as a process manager would; returns the exit code."""

@@ -15,20 +15,35 @@ from pathlib import Path
 
 import httpx
 from conftest import SOURCE
-from server import Server, rss_kib
+from server import Server
 from websockets.asyncio.client import ClientConnection, connect
 
 ADMIN_TOKEN = "faults-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHURN = 1000
 STEADY = 5
-ROUNDS = 8  # CPython's allocator settles after a few rounds; a leak keeps growing
+ROUNDS = 8
+# What each churned subscriber is made of, on the server: all back to the steady count after a round.
+PER_SUBSCRIBER = (
+    "xenon_elixir.Subscription",
+    "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol",
+    "websockets.server.ServerProtocol",
+)
 
 
 def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_path: Path) -> None:
     server = Server(
-        db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, XE_RATE_LIMITS="off", XE_ACCESS_LOG="0"
+        db_path,
+        tmp_path / "server.log",
+        memory_report=tmp_path / "memory.json",
+        XE_ADMIN_TOKEN=ADMIN_TOKEN,
+        XE_RATE_LIMITS="off",
+        XE_ACCESS_LOG="0",
     )
+
+    def settled(figures: dict) -> bool:  # the departures' teardown has run its course
+        return all(figures["types"].get(name, 0) == STEADY for name in PER_SUBSCRIBER)
+
     published: list[int] = []
     producing = threading.Event()
 
@@ -56,13 +71,17 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
                     received[index].append(json.loads(frame)["seq"])
 
             readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(steady)]
+            baseline = await asyncio.to_thread(server.memory, settled)
             producing.set()
             producer = threading.Thread(target=produce)
             producer.start()
             memory = []
             for _ in range(ROUNDS):
                 crowd = await asyncio.gather(
-                    *(connect(url, additional_headers=headers, max_queue=4, close_timeout=2) for _ in range(CHURN))
+                    *(
+                        connect(url, additional_headers=headers, max_queue=4, close_timeout=2, open_timeout=30)
+                        for _ in range(CHURN)
+                    )
                 )
                 await asyncio.sleep(0.3)  # events flow to all of them
                 for ws in crowd[CHURN // 4 :]:
@@ -75,14 +94,14 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
                         break
                     await asyncio.sleep(0.05)
                 assert health["subscribers"] == STEADY
-                memory.append(rss_kib(server.process.pid))
+                memory.append(await asyncio.to_thread(server.memory, settled))
             producing.clear()
             await asyncio.to_thread(producer.join, 10)
             await asyncio.sleep(0.3)  # the last events reach the steady readers
             for ws in steady:
                 await ws.close()
             await asyncio.gather(*readers, return_exceptions=True)
-            return received, memory, health["subscribers"]
+            return received, [baseline, *memory], health["subscribers"]
 
     try:
         received, memory, left = asyncio.run(scenario())
@@ -94,9 +113,24 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
     for seqs in received:
         assert seqs == published  # every start/done, in order, to every steady subscriber
     assert len(published) > 20
-    # Memory settles: rounds 6-8 hold on average what rounds 3-5 held (single rounds swing by a
-    # few MiB as the allocator keeps or returns arenas), where a leak of even 4 KiB per
-    # subscriber would add 12 MiB over those three rounds of 1,000.
-    assert statistics.mean(memory[-3:]) - statistics.mean(memory[2:5]) < 4 * 1024, memory
+    # Memory: the server's own figures after a full collection (tests/mem_probe.py), not RSS, which
+    # swings by 10 MiB with when the collector last ran and what glibc and pymalloc keep of freed
+    # memory. Every churned subscriber's objects are gone after each round ...
+    baseline, rounds = memory[0], memory[1:]
+    for n, figures in enumerate(rounds, 1):
+        for name in PER_SUBSCRIBER:
+            assert figures["types"].get(name, 0) == STEADY, (n, name, figures["types"].get(name))
+        assert figures["types"].get("_asyncio.Task", 0) <= baseline["types"]["_asyncio.Task"] + 5, n
+    # ... no type of object piles up (a bounded cache grows by < 1,300 tuples over these rounds;
+    # one leaked object per subscriber would add 5,000) ...
+    first, last = rounds[2]["types"], rounds[-1]["types"]
+    grown = {name: last[name] - first.get(name, 0) for name in last if last[name] - first.get(name, 0) >= 2500}
+    assert not grown, grown
+    # ... and the traced bytes settle: rounds 6-8 against rounds 3-5 differ by 90-210 KiB in
+    # healthy runs, where a leak of 1 KiB per subscriber adds 3 MiB.
+    traced = [figures["traced"] for figures in rounds]
+    growth = statistics.mean(traced[-3:]) - statistics.mean(traced[2:5])
+    assert growth < 1024 * 1024, (growth, traced)
     print(f"\n{ROUNDS} rounds of {CHURN} subscribers; {len(published)} start/done each reached {STEADY} steady "
-          f"readers; server RSS by round (KiB): {memory}")
+          f"readers; server traced KiB by round: {[t // 1024 for t in traced]} (rounds 6-8 vs 3-5: "
+          f"{growth / 1024:+.0f} KiB); RSS KiB: {[figures['rss_kib'] for figures in rounds]}")

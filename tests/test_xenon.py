@@ -393,6 +393,19 @@ def test_the_limiter_evicts_idle_keys() -> None:
     assert len(limiter) == 1
 
 
+def test_idle_keys_are_swept_though_no_hit_comes() -> None:
+    """After a burst of callers, a quiet server lets go of them (the app sweeps every 10 s)."""
+    clock = FakeClock(0.0)
+    limiter = xe.RateLimiter(30, 10.0, clock=clock)
+    for i in range(20_000):
+        limiter.hit(f"key-{i}")
+    limiter.sweep()
+    assert len(limiter) == 20_000  # all still inside their window
+    clock.advance(10.0)
+    limiter.sweep()
+    assert len(limiter) == 0
+
+
 def test_the_limiter_caps_its_keys_even_when_none_is_idle() -> None:
     limiter = xe.RateLimiter(1, 3600.0, clock=FakeClock(0.0), max_keys=1000)
     for i in range(5000):
