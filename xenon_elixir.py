@@ -1276,7 +1276,10 @@ class Store:
             self._identity = self._file_identity()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
+            folder = os.path.dirname(os.path.abspath(self.path))
             reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
+            if not os.path.isdir(folder):
+                reason = f"the folder {folder} does not exist"
             raise StoreError(f"cannot use database {self.path}: {reason}") from exc
         except BaseException:
             await self.close()
@@ -1303,13 +1306,24 @@ class Store:
         return connection
 
     async def close(self) -> None:
-        if self._flushing is not None:
-            await self._flushing  # acknowledged or not, started changes are finished
-        if self._reader is not None:
-            self._reader.close()
-        if self._writer is not None:
-            await self._writer.close()
-        self._reader = self._writer = None
+        writer = self._writer
+        try:
+            if self._flushing is not None:
+                await self._flushing  # acknowledged or not, started changes are finished
+            if self._reader is not None:
+                self._reader.close()
+            if writer is not None:
+                await writer.close()
+        except asyncio.CancelledError:
+            # The loop is going away (a second Ctrl-C): what is committed is safe in the WAL, and
+            # aiosqlite's thread has its close queued. Wait for that thread here, or it reports
+            # to a closed loop ("Event loop is closed").
+            worker = getattr(writer, "_thread", None)
+            if isinstance(worker, threading.Thread) and worker.is_alive():
+                worker.join(5.0)
+            raise
+        finally:
+            self._reader = self._writer = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -3712,21 +3726,37 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         _setup_logging()
-        async with open_services(config) as opened:
-            app.state.xe = opened
-            app.state.host = host = Host(opened)
-            simulation = None
-            if config.demo:
-                print(await seed_demo(host, config.public_url, config.admin_token), flush=True)
-                simulation = asyncio.create_task(simulate_loads(host, config.demo_interval))
-            try:
+        try:
+            async with _serving(app, config):
                 yield
-            finally:
-                if simulation is not None:
-                    simulation.cancel()
-                    await asyncio.gather(simulation, return_exceptions=True)
-                app.state.host = None
+        except asyncio.CancelledError:
+            # Cancelled while shutting down (a second Ctrl-C under a bare uvicorn): the database is
+            # closed all the same (see Store.close); end quietly instead of with a traceback.
+            log.warning("shutdown interrupted; the database was closed")
 
+    return _build_app(config, lifespan)
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
+    """The app's services, open while it serves (its lifespan)."""
+    async with open_services(config) as opened:
+        app.state.xe = opened
+        app.state.host = host = Host(opened)
+        simulation = None
+        if config.demo:
+            print(await seed_demo(host, config.public_url, config.admin_token), flush=True)
+            simulation = asyncio.create_task(simulate_loads(host, config.demo_interval))
+        try:
+            yield
+        finally:
+            if simulation is not None:
+                simulation.cancel()
+                await asyncio.gather(simulation, return_exceptions=True)
+            app.state.host = None
+
+
+def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
     routers = [
         docs_assets_router(),
         Router(config.health_path, route_handlers=[health], opt={"api": "xenon"}),
@@ -3898,14 +3928,39 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         overrides.update(demo=True, public_url=f"http://{shown}:{args.port}")
     app = create_app(**overrides)
-    uvicorn.run(
+    asyncio.run(_preflight(app.state.xe_config))  # a database that cannot be used is one line, not a traceback
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         log_config=serve_log_config(),
         access_log=False,  # the app logs each request itself, the same way when embedded
+        ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
     )
+    _Server(config).run()
+
+
+async def _preflight(config: Config) -> None:
+    store = Store(config.db, write_wait=config.write_wait)
+    await store.open()
+    await store.close()
+
+
+class _Server:
+    """uvicorn's server, except that a second Ctrl-C (which stops waiting for open connections)
+    still closes the database, in milliseconds, instead of leaving the app's shutdown unrun."""
+
+    def __new__(cls, config: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: Any = None) -> None:
+                await super().shutdown(sockets)
+                if self.force_exit:
+                    await self.lifespan.shutdown()
+
+        return Server(config)
 
 
 _EXAMPLES = {
@@ -3930,6 +3985,24 @@ _EXAMPLES = {
     "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
     "schema": ["xenon-elixir schema > schema.sql"],
 }
+
+
+_SERVE_ENVIRONMENT = """
+
+environment (each also a create_app() keyword; see the README's Configuration):
+  XE_DB               SQLite file (default ./xenon_elixir.db; --db wins)
+  XE_ADMIN_TOKEN      enables /admin with this bearer token (unset: admin off)
+  XE_RATE_LIMITS      off, or e.g. mappers=30/10,templates=30/10,loaders_ws=1/1,auth_failures=100/60
+  XE_STATUS_INTERVAL  seconds between status events of one loader (default 5)
+  XE_CACHE_SECONDS    max-age of cacheable Xenon answers (default 60)
+  XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
+  XE_ACCESS_LOG       0 turns the access log off (default on)"""
+
+
+def _port(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value[:6]) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, not {value[:20]!r}")
+    return int(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -3958,16 +4031,21 @@ def _parser() -> argparse.ArgumentParser:
             parents=[] if name == "schema" else [db],
             help=summary,
             description=more.pop("description", summary),
-            epilog="examples:\n  " + "\n  ".join(_EXAMPLES[name]),
+            epilog="examples:\n  " + "\n  ".join(_EXAMPLES[name]) + more.pop("epilog_more", ""),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(run=run)
         return sub
 
-    serve = command("serve", _cmd_serve, "run the HTTP server")
+    serve = command("serve", _cmd_serve, "run the HTTP server", epilog_more=_SERVE_ENVIRONMENT)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to bind, 1-65535 (default 8000)")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="uvicorn log level (default info)",
+    )
     serve.add_argument(
         "--demo", action="store_true", help="seed demo data, print ready-to-paste curl lines, simulate loads"
     )
@@ -4022,6 +4100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = args.run(args)
         if asyncio.iscoroutine(outcome):
             asyncio.run(outcome)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises the SIGINT it handled once shutdown is done
+        return 130
     except (CliError, StoreError) as exc:
         print(f"xenon-elixir: {exc}", file=sys.stderr)
         return 1

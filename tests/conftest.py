@@ -144,9 +144,11 @@ ARTIFACTS = Path(__file__).with_name("artifacts")
 """Where browser tests leave their screenshots (kept out of git)."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
-    """Debian's headless Chromium, driven by Playwright (no browser is ever downloaded)."""
+    """Debian's headless Chromium, driven by Playwright (no browser is ever downloaded). One per
+    test: Playwright's sync API holds an event loop open in this thread while it runs, and the
+    tests that follow need to run their own."""
     if not CHROMIUM.exists():
         pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")

@@ -209,7 +209,7 @@ def test_a_long_import_shows_a_counter(capsys: pytest.CaptureFixture[str], db_pa
     ("argv", "fragment"),
     [
         (["genkey", GUILD], "the following arguments are required: USER"),
-        (["serve", "--port", "eighty"], "invalid int value"),
+        (["serve", "--port", "eighty"], "expected a port number from 1 to 65535"),
         (["frobnicate"], "invalid choice"),
         ([], "the following arguments are required: COMMAND"),
     ],

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -236,3 +237,47 @@ def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("how", ["serve", "uvicorn"])
+def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
+    db_path: str, tmp_path: Path, how: str
+) -> None:
+    port = free_port()
+    command = (
+        [sys.executable, "-m", "xenon_elixir", "serve", "--db", db_path, "--port", str(port)]
+        if how == "serve"
+        else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port)]
+    )
+    env = {**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN}
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+                    time.sleep(0.05)
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            token = httpx.post(f"http://127.0.0.1:{port}/admin/bots", json={"id": "386861188891279362", "name": "B"}, headers=admin).json()["token"]
+
+            async def interrupt_twice() -> None:
+                async with connect(f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token}):
+                    process.send_signal(signal.SIGINT)  # the shutdown waits for this socket ...
+                    await asyncio.sleep(0.05)
+                    process.send_signal(signal.SIGINT)  # ... until a second Ctrl-C
+                    await asyncio.sleep(1.0)
+
+            asyncio.run(interrupt_twice())
+            process.wait(15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and "CancelledError" not in text and "Event loop is closed" not in text, text
+    with sqlite3.connect(db_path) as db:  # closed cleanly: the next open finds nothing to recover
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
