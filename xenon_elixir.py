@@ -3234,15 +3234,16 @@ def host_of(app: Litestar) -> Host:
 # Demo
 # ---------------------------------------------------------------------------
 
-DEMO_GUILD = "766045633697021973"
-DEMO_VOICE = ("766045633697021978", "766045633697021979")
-DEMO_USER = "460177285954142208"
-DEMO_BOT = "386861188891279362"
-DEMO_SOURCE = "410488579140354049"
-DEMO_TARGET = "496683369665658880"
-DEMO_CREATOR = "647737109494497281"
-DEMO_TEMPLATE = "hHGhNE6wyxgF"
-DEMO_BACKUP = "3zydfwqp0h"
+# The demo's own ids, none of them the README's: the demo never touches data it did not create.
+DEMO_GUILD = "1187426354298122240"
+DEMO_VOICE = ("1187426354298122245", "1187426354298122246")
+DEMO_USER = "1187426354298122250"
+DEMO_BOT = "1187426354298122255"
+DEMO_SOURCE = "1187426354298122260"
+DEMO_TARGET = "1187426354298122265"
+DEMO_CREATOR = "1187426354298122270"
+DEMO_TEMPLATE = "DemoTmpl2026"
+DEMO_BACKUP = "d3m0b4ckup"
 DEMO_STATUSES = (
     "starting",
     "deleting roles",
@@ -3328,11 +3329,16 @@ def _demo_ids(load: int) -> dict[str, str]:
 async def seed_demo(host: Host, base_url: str, admin_token: str | None) -> str:
     """Create (or refresh) the demo data and return the banner that shows how to use it.
 
-    Seeding is idempotent; the bot token and the Elixir key are rotated on every start, since
-    only their hashes are kept and the banner must show working ones.
+    Seeding is idempotent and touches only what the demo made: its own ids, and catalog tracks
+    and playlists only where the catalog has none by that source and identifier. The demo bot's
+    token and the demo key are rotated on every start, since only their hashes are kept and the
+    banner must show working ones.
     """
     await host.put_guild(DEMO_GUILD, "Xenon Elixir Demo", DEMO_VOICE)
-    await host.import_catalog(demo_tracks(), _DEMO_PLAYLISTS)
+    store = host.store
+    tracks = [t for t in demo_tracks() if await store.get_track(t.source, t.identifier) is None]
+    playlists = [p for p in _DEMO_PLAYLISTS if not await store.get_playlist_tracks(p.source, p.identifier)]
+    await host.import_catalog(tracks, playlists)
     if await host.store.get_template(DEMO_TEMPLATE) is None:
         await host.create_template("Demo Community", DEMO_SOURCE, DEMO_CREATOR, template_id=DEMO_TEMPLATE)
     if await host.store.get_backup(DEMO_BACKUP) is None:
@@ -3927,6 +3933,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     if args.demo:
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         overrides.update(demo=True, public_url=f"http://{shown}:{args.port}")
+    if args.demo and args.db is None:  # its own file, beside the usual one, unless told otherwise
+        overrides["db"] = demo_db(Config.from_env().db)
     app = create_app(**overrides)
     asyncio.run(_preflight(app.state.xe_config))  # a database that cannot be used is one line, not a traceback
     config = uvicorn.Config(
@@ -3939,6 +3947,11 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
     )
     _Server(config).run()
+
+
+def demo_db(db: str) -> str:
+    """The demo's database: ``xenon_elixir_demo.db`` in the folder of the configured one."""
+    return os.path.join(os.path.dirname(db), "xenon_elixir_demo.db")
 
 
 async def _preflight(config: Config) -> None:

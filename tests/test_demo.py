@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import with_host
@@ -148,3 +149,43 @@ def test_simulated_loads_go_on_when_an_operator_ends_one(db_path: str, caplog: p
     second = kinds.index("start", 1)
     assert kinds[0] == "start" and kinds[1:second].count("done") == 1  # the first ended by the admin
     assert "demo load 1 ended early" in caplog.text
+
+
+def test_the_demo_never_changes_data_it_did_not_create(db_path: str) -> None:
+    """Seeded onto a database that holds the README's ids and catalog: all of it stays as it was."""
+    from conftest import CATALOG, CREATOR, GUILD, SOURCE, USER, VOICE
+
+    async def readme_setup(host: xe.Host) -> None:
+        await host.put_guild(GUILD, "Music Lounge", [VOICE])
+        await host.import_catalog(CATALOG["tracks"], CATALOG["playlists"])
+        await host.create_key(GUILD, USER)
+        await host.grant_bot("386861188891279362", "Wick")
+        await host.create_template("Gaming", SOURCE, CREATOR, template_id="hHGhNE6wyxgF")
+        await host.create_backup(SOURCE, CREATOR, backup_id="3zydfwqp0h")
+
+    with_host(db_path, readme_setup)
+    def rows() -> set[str]:  # the full-text index's own pages are rewritten by any insert: left out
+        with sqlite3.connect(db_path) as db:
+            return {line for line in db.iterdump() if "tracks_fts" not in line}
+
+    before = rows()
+    with_host(db_path, lambda host: xe.seed_demo(host, "http://127.0.0.1:8000", None))
+    after = rows()
+    assert before - after == set()  # nothing it found was changed or removed
+    assert after - before  # and it did add its own
+
+
+def test_serve_demo_keeps_its_own_database_file(tmp_path: Path) -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "XE_DB"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "xenon_elixir", "serve", "--demo", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
+    )
+    try:
+        read_banner(process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    assert (tmp_path / "xenon_elixir_demo.db").exists()
+    assert not (tmp_path / "xenon_elixir.db").exists()
