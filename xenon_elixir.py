@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
@@ -556,6 +556,52 @@ class AttachBody(msgspec.Struct, kw_only=True):
 
 class TemplateBots(msgspec.Struct):
     bots: list[str]
+
+
+class BotListed(msgspec.Struct):
+    id: str
+    name: str
+    active: bool
+    """Whether it has a token (a revoked bot keeps its row and its attachments)."""
+    created_at: str
+
+
+class KeyListed(msgspec.Struct):
+    guild: str
+    user: str
+    created_at: str
+
+
+class TemplateListed(msgspec.Struct):
+    id: str
+    name: str
+    source_id: str
+    creator_id: str
+    created_at: str
+
+
+class BackupListed(msgspec.Struct):
+    id: str
+    source_id: str
+    creator_id: str
+    created_at: str
+
+
+class LoaderListed(msgspec.Struct):
+    target_id: str
+    type: str
+    source_id: str
+    backup_id: str | msgspec.UnsetType = msgspec.UNSET
+    template_id: str | msgspec.UnsetType = msgspec.UNSET
+    user_id: str | msgspec.UnsetType = msgspec.UNSET
+    started_at: str = ""
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """One page of a listing, in id order; ``next`` is the ``after`` of the next page (``null``: none)."""
+
+    items: list[T]
+    next: str | None = None
 
 
 class Mapper(msgspec.Struct):
@@ -1176,6 +1222,64 @@ class SQL:
     pruned_raise = "UPDATE counters SET value = max(value, ?) WHERE name = 'pruned_seq'"
 
 
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _known(value: str | None) -> Any:
+    return msgspec.UNSET if value is None else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """How to page through one kind of thing: the query (after a cursor, in id order), a row's
+    item, and the cursor a row leaves. Secrets are never selected."""
+
+    sql: str
+    item: Callable[[Store, Sequence[Any]], Any]
+    cursor_of: Callable[[Sequence[Any]], str] = lambda row: row[0]
+    cursor: Callable[[str], tuple[str, ...]] = lambda after: (after,)
+
+
+def _guild_listed(store: Store, row: Sequence[Any]) -> Guild:
+    channels = [c for (c,) in store._reader.execute(SQL.channels_of, (row[0],))]  # type: ignore[union-attr]
+    return Guild(id=row[0], name=row[1], voice_channels=channels)
+
+
+LISTINGS: dict[str, Listing] = {
+    "bots": Listing(
+        "SELECT bot_id, name, token_hash IS NOT NULL, created_at FROM bots WHERE bot_id > ? ORDER BY bot_id LIMIT ?",
+        lambda _, r: BotListed(r[0], r[1], bool(r[2]), iso_time(r[3])),
+    ),
+    "guilds": Listing("SELECT guild_id, name FROM guilds WHERE guild_id > ? ORDER BY guild_id LIMIT ?", _guild_listed),
+    "keys": Listing(
+        """SELECT guild_id, user_id, created_at FROM elixir_keys WHERE (guild_id, user_id) > (?, ?)
+           ORDER BY guild_id, user_id LIMIT ?""",
+        lambda _, r: KeyListed(r[0], r[1], iso_time(r[2])),
+        cursor_of=lambda row: f"{row[0]}:{row[1]}",
+        cursor=lambda after: (*after.partition(":")[::2],),
+    ),
+    "templates": Listing(
+        """SELECT template_id, name, source_id, creator_id, created_at FROM templates WHERE template_id > ?
+           ORDER BY template_id LIMIT ?""",
+        lambda _, r: TemplateListed(*r[:4], iso_time(r[4])),
+    ),
+    "backups": Listing(
+        """SELECT backup_id, source_id, creator_id, created_at FROM backups WHERE backup_id > ?
+           ORDER BY backup_id LIMIT ?""",
+        lambda _, r: BackupListed(*r[:3], iso_time(r[3])),
+    ),
+    "loaders": Listing(
+        """SELECT target_id, type, source_id, backup_id, template_id, user_id, started_at FROM loaders
+           WHERE target_id > ? ORDER BY target_id LIMIT ?""",
+        lambda _, r: LoaderListed(*r[:3], _known(r[3]), _known(r[4]), _known(r[5]), iso_time(r[6])),
+    ),
+}
+"""What the operator can list, through every door (admin API, CLI, host API)."""
+LISTED_AS = {"bots": BotListed, "guilds": Guild, "keys": KeyListed, "templates": TemplateListed,
+             "backups": BackupListed, "loaders": LoaderListed}
+
+
 def digest(secret: str) -> str:
     """The only form in which a secret is stored or compared."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -1683,6 +1787,43 @@ class Store:
         """Merge old->new ids into the mapper of (source, target); a newer new id wins."""
         async with self.transaction() as db:
             await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, ids))
+
+    async def backup_to(self, path: str) -> None:
+        """Copy the database to ``path`` through SQLite's backup API, on a read snapshot: the
+        copy is consistent while writers go on. Written beside ``path`` and renamed into place,
+        so ``path`` never holds half a copy; an existing file is refused."""
+        if os.path.exists(path):
+            raise StoreError(f"{path} exists; choose a new file")
+
+        def copy() -> None:
+            partial = f"{path}.partial"
+            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                target = sqlite3.connect(partial)
+                try:
+                    source.backup(target)
+                    (check,) = target.execute("PRAGMA integrity_check").fetchone()
+                    if check != "ok":
+                        raise StoreError(f"the copy failed its integrity check: {check}")
+                finally:
+                    target.close()
+                os.replace(partial, path)
+            finally:
+                source.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(partial)
+
+        try:
+            await asyncio.to_thread(copy)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot back up to {path}: {exc}") from exc
+
+    async def list_page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
+        """A page of ``kind`` (see :data:`LISTINGS`) in id order, after the cursor ``after``."""
+        listing = LISTINGS[kind]
+        rows = await self._all(listing.sql, (*listing.cursor(after or ""), limit + 1))
+        items = [listing.item(self, row) for row in rows[:limit]]
+        return Page(items, listing.cursor_of(rows[limit - 1]) if len(rows) > limit else None)
 
     async def running_loaders(self) -> list[Loader]:
         columns = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
@@ -3051,7 +3192,34 @@ async def admin_loader_done(request: Request, target_id: FromPath[str]) -> Loade
     return await services(request).loaders.done(path_id(target_id, "target_id"), done.ok)
 
 
+LIST_LIMIT = 1000
+
+
+def page_limit(value: str | None) -> int:
+    """``?limit=``: 1-1000 items a page, 100 when not given."""
+    if value is None or value == "":
+        return 100
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value[:5]) <= LIST_LIMIT:
+        raise XenonError(400, f"Invalid limit: expected 1-{LIST_LIMIT}")
+    return int(value)
+
+
+def _listing_route(kind: str) -> Any:
+    """GET /admin/<kind>: one page, in id order; no secret is ever listed."""
+
+    async def listing(request: Request, limit: FromQuery[str | None] = None, after: FromQuery[str | None] = None) -> Any:
+        if after is not None and len(after) > 100:
+            raise XenonError(400, "Invalid after: expected the next of a previous page")
+        return await services(request).store.list_page(kind, page_limit(limit), after)
+
+    listing.__name__ = f"admin_list_{kind}"
+    listing.__doc__ = f"List {kind}, a page at a time (`?limit=` 1-1000, `?after=` the previous page's `next`)."
+    listing.__annotations__["return"] = Page[LISTED_AS[kind]]  # type: ignore[name-defined]
+    return get(f"/{kind}", name=listing.__name__, responses=documented_errors("xenon", 400, 401, 429))(listing)
+
+
 ADMIN_ROUTES = [
+    *(_listing_route(kind) for kind in LISTINGS),
     admin_grant_bot,
     admin_revoke_bot,
     admin_create_template,
@@ -3220,6 +3388,20 @@ class Host:
             [p if isinstance(p, Playlist) else msgspec.convert(p, Playlist) for p in playlists],
             progress,
         )
+
+    async def list(self, kind: str, *, limit: int = 100, after: str | None = None) -> Page[Any]:
+        """A page of ``"bots"``, ``"guilds"``, ``"keys"``, ``"templates"``, ``"backups"`` or
+        ``"loaders"``, in id order; pass ``page.next`` as ``after`` for the next. Never a secret."""
+        if kind not in LISTINGS:
+            raise ValueError(f"Invalid kind: expected one of {', '.join(LISTINGS)}")
+        if not 1 <= limit <= LIST_LIMIT:
+            raise ValueError(f"Invalid limit: expected 1-{LIST_LIMIT}")
+        return await self.store.list_page(kind, limit, after)
+
+    async def backup(self, path: str) -> None:
+        """An online, consistent copy of the database in ``path`` (SQLite's backup API), taken
+        while the server runs; restore by stopping the server and putting the copy in place."""
+        await self.store.backup_to(path)
 
 
 def host_of(app: Litestar) -> Host:
@@ -3905,6 +4087,32 @@ async def _cmd_import_tracks(args: argparse.Namespace) -> None:
     print(f"imported {tracks} track(s) and {playlists} playlist(s)")
 
 
+async def _cmd_list(args: argparse.Namespace) -> None:
+    async with _cli_host(args) as host:
+        page = await host.list(args.kind, limit=args.limit, after=args.after)
+    fields = LISTED_AS[args.kind].__struct_fields__
+    rows = [[_cell(getattr(item, field)) for field in fields] for item in page.items]
+    widths = [max([len(field), *(len(row[i]) for row in rows)]) for i, field in enumerate(fields)]
+    for row in [list(fields), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if page.next is not None:
+        print(f"more: --after {page.next}", file=sys.stderr)
+
+
+def _cell(value: Any) -> str:
+    if value is msgspec.UNSET or value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(value) or "-"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+async def _cmd_backup(args: argparse.Namespace) -> None:
+    async with _cli_host(args) as host:
+        await host.backup(args.file)
+    print(f"backed up {args.db or Config.from_env().db} to {args.file}")
+
+
 def _cmd_schema(_: argparse.Namespace) -> None:
     sys.stdout.write(SCHEMA)
 
@@ -3997,6 +4205,8 @@ _EXAMPLES = {
     "remove-guild": ["xenon-elixir remove-guild 766045633697021973"],
     "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
     "schema": ["xenon-elixir schema > schema.sql"],
+    "list": ["xenon-elixir list keys", "xenon-elixir list bots --limit 50 --after 386861188891279362"],
+    "backup": ["xenon-elixir backup /backups/bot-2026-11-23.db --db /data/bot.db"],
 }
 
 
@@ -4103,6 +4313,19 @@ def _parser() -> argparse.ArgumentParser:
         "chunks of 5,000, so the server keeps serving during a big import. Running it again is harmless.",
     )
     imports.add_argument("file", metavar="FILE.json")
+    listing = command("list", _cmd_list, "list bots, guilds, keys, templates, backups or running loaders (no secrets)")
+    listing.add_argument("kind", choices=list(LISTINGS), metavar="KIND", help=", ".join(LISTINGS))
+    listing.add_argument("--limit", type=int, default=100, help=f"at most this many (1-{LIST_LIMIT}, default 100)")
+    listing.add_argument("--after", help="start after this one (the 'more:' line of the previous page)")
+    backup = command(
+        "backup",
+        _cmd_backup,
+        "copy the database to FILE while the server runs (online, consistent)",
+        description="Copy the database to FILE with SQLite's backup API: consistent, and safe while the "
+        "server runs. To restore: stop the server, move the copy to the database's path (removing any "
+        "-wal and -shm files beside it), start the server.",
+    )
+    backup.add_argument("file", metavar="FILE")
     command("schema", _cmd_schema, "print the SQL schema")
     return parser
 

@@ -222,7 +222,7 @@ def test_admin_bodies_may_exceed_one_mebibyte(client: TestClient) -> None:
 def test_admin_errors_use_the_error_shape(client: TestClient) -> None:
     xenon_error(client.post("/admin/keys", content=b"{oops", headers=ADMIN), 400)
     xenon_error(client.post("/admin/keys", headers=ADMIN), 400, "No body provided.")
-    xenon_error(client.get("/admin/keys", headers=ADMIN), 405)
+    xenon_error(client.patch("/admin/keys", headers=ADMIN), 405)
 
 
 # Xenon side ------------------------------------------------------------------------
@@ -332,3 +332,58 @@ def test_ten_thousand_ids_in_one_call(client: TestClient) -> None:
     token = client.post("/admin/bots", json={"id": XENON_BOT, "name": "W"}, headers=ADMIN).json()["token"]
     mapper = client.get(f"/api/mappers?target={TARGET}&source={SOURCE}", headers={"Authorization": token}).json()
     assert len(mapper["ids"]) == 10_001
+
+
+# Listing: what an operator has, a page at a time, never a secret ---------------------------------
+
+
+def test_every_kind_is_listed_in_id_order_a_page_at_a_time_without_secrets(client: TestClient) -> None:
+    from conftest import CREATOR, SOURCE, TARGET, grant_bot
+
+    users = sorted(str(460177285954142208 + i) for i in range(5))
+    keys = [admin_key(client, GUILD, user) for user in users]
+    token = grant_bot(client)
+    grant_bot(client, "235148962103951360", "Other")
+    client.delete("/admin/bots/235148962103951360", headers=ADMIN)
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE, VOICE_2]}, headers=ADMIN)
+    client.post("/admin/templates", json={"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    client.post("/admin/backups", json={"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    client.post("/admin/loaders", json={"target_id": TARGET, "type": "template", "source_id": SOURCE, "template_id": "hHGhNE6wyxgF"}, headers=ADMIN)
+
+    seen, after = [], None
+    while True:  # two at a time
+        page = client.get("/admin/keys", params={"limit": 2, **({"after": after} if after else {})}, headers=ADMIN).json()
+        seen += page["items"]
+        after = page["next"]
+        if after is None:
+            break
+    assert [item["user"] for item in seen] == users and {item["guild"] for item in seen} == {GUILD}
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", item["created_at"]) for item in seen)
+
+    bots = client.get("/admin/bots", headers=ADMIN).json()
+    assert [(b["id"], b["name"], b["active"]) for b in bots["items"]] == [
+        ("235148962103951360", "Other", False), ("386861188891279362", "Wick", True)]
+    assert client.get("/admin/guilds", headers=ADMIN).json() == {
+        "items": [{"id": GUILD, "name": "Lounge", "voice_channels": [VOICE, VOICE_2]}], "next": None}
+    template = client.get("/admin/templates", headers=ADMIN).json()["items"][0]
+    assert {k: template[k] for k in ("id", "name", "source_id", "creator_id")} == {
+        "id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR}
+    assert client.get("/admin/backups", headers=ADMIN).json()["items"][0]["id"] == "3zydfwqp0h"
+    loader = client.get("/admin/loaders", headers=ADMIN).json()["items"][0]
+    assert {k: v for k, v in loader.items() if k != "started_at"} == {
+        "target_id": TARGET, "type": "template", "source_id": SOURCE, "template_id": "hHGhNE6wyxgF"}
+
+    everything = "".join(client.get(f"/admin/{kind}", headers=ADMIN).text for kind in
+                         ("bots", "guilds", "keys", "templates", "backups", "loaders"))
+    for secret in (token, *keys, ADMIN_TOKEN):
+        assert secret not in everything
+    assert "hash" not in everything
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=ten", "after=" + "x" * 101])
+def test_a_bad_page_request_is_400(client: TestClient, query: str) -> None:
+    xenon_error(client.get(f"/admin/keys?{query}", headers=ADMIN), 400)
+
+
+def test_listings_need_the_admin_token(client: TestClient) -> None:
+    xenon_error(client.get("/admin/keys"), 401, "Unauthorized")

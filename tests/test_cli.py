@@ -9,7 +9,11 @@ import shlex
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+
+import httpx
 
 import pytest
 from conftest import CATALOG_FILE, GUILD, USER, VOICE, VOICE_2
@@ -222,3 +226,63 @@ def test_bad_arguments_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert len(err.splitlines()) == 1 and fragment in err and "--help)" in err
+
+
+def test_list_shows_each_kind_without_secrets_and_pages(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+    users = sorted(str(460177285954142208 + i) for i in range(3))
+    keys = [run(capsys, "genkey", GUILD, user, "--db", db_path)[1].strip() for user in users]
+    code, out, err = run(capsys, "list", "keys", "--limit", "2", "--db", db_path)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["guild", "user", "created_at"]
+    assert [line.split()[1] for line in lines[1:]] == users[:2]
+    assert err.strip() == f"more: --after {GUILD}:{users[1]}"
+    code, out, err = run(capsys, "list", "keys", "--after", f"{GUILD}:{users[1]}", "--db", db_path)
+    assert [line.split()[1] for line in out.splitlines()[1:]] == users[2:] and err == ""
+    for kind in ("bots", "guilds", "templates", "backups", "loaders"):
+        code, out, _ = run(capsys, "list", kind, "--db", db_path)
+        assert code == 0 and len(out.splitlines()) == 1  # the header of an empty listing
+    assert not any(key in out for key in keys)
+    with pytest.raises(SystemExit) as refused:
+        xe.main(["list", "tokens", "--db", db_path])
+    assert refused.value.code == 2
+
+
+def test_backup_copies_the_database_while_a_server_writes(db_path: str, tmp_path: Path) -> None:
+    """Online and consistent: taken while another process commits, it opens as a whole database."""
+    from server import Server
+
+    server = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN="backup-test")
+    stop = threading.Event()
+    written: list[int] = []
+
+    def write() -> None:
+        with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer backup-test"}, timeout=10) as http:
+            while not stop.is_set():
+                n = len(written)
+                user = str(460177285954142208 + n)
+                assert http.post("/admin/keys", json={"guild": GUILD, "user": user}).status_code == 201
+                written.append(n)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        copies = [tmp_path / f"copy-{i}.db" for i in range(3)]
+        for copy in copies:
+            done = subprocess.run([sys.executable, "-m", "xenon_elixir", "backup", str(copy), "--db", db_path],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+    finally:
+        stop.set()
+        writer.join(10)
+        server.stop()
+    counts = []
+    for copy in copies:
+        with sqlite3.connect(copy) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            counts.append(db.execute("SELECT count(*) FROM elixir_keys").fetchone()[0])
+    assert counts == sorted(counts) and counts[-1] > 0 and counts[-1] <= len(written)
+    again = subprocess.run([sys.executable, "-m", "xenon_elixir", "backup", str(copies[0]), "--db", db_path],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and again.stderr.strip() == f"xenon-elixir: {copies[0]} exists; choose a new file"
