@@ -28,9 +28,14 @@ def healthcheck_argv() -> list[str]:
     return json.loads(check.split("CMD", 1)[1])
 
 
+def base_image() -> str:
+    bases = {line.split()[0] for line in instruction("FROM")}
+    (base,) = bases  # the build stage and the image share one slim base
+    return base
+
+
 def test_slim_base_non_root_user_and_a_volume_for_the_database() -> None:
-    (base,) = instruction("FROM")
-    assert re.fullmatch(r"docker\.io/library/python:3\.1[1-9]-slim", base)
+    assert re.fullmatch(r"docker\.io/library/python:3\.1[1-9]-slim", base_image())
     (user,) = instruction("USER")
     assert user not in ("root", "0")
     assert instruction("VOLUME") == ['["/data"]']
@@ -38,6 +43,24 @@ def test_slim_base_non_root_user_and_a_volume_for_the_database() -> None:
     assert instruction("EXPOSE") == ["8000"]
     command = json.loads(instruction("CMD")[0])
     assert command == ["xenon-elixir", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+
+def test_no_build_leftovers_and_nothing_private_goes_into_the_build() -> None:
+    """The wheel is installed from a bind mount of the build stage: no layer holds the source,
+    a build folder or the wheel. The build context leaves out .git and databases."""
+    (install,) = [run for run in instruction("RUN") if "pip install" in run]
+    assert install.startswith("--mount=type=bind,from=build,") and "/wheels/*.whl" in install
+    ignored = (ROOT / ".containerignore").read_text().splitlines()
+    assert {".git", "**/*.db", "tests"} <= set(ignored)
+
+
+def test_the_readme_builds_a_docker_format_image_so_the_healthcheck_is_kept() -> None:
+    """podman's default OCI format silently drops HEALTHCHECK."""
+    readme = (ROOT / "README.md").read_text()
+    builds = re.findall(r"^podman build .*$", readme, flags=re.MULTILINE)
+    assert builds and all("--format docker" in line for line in builds)
+    publishes = re.findall(r"-p (\S+):8000", readme)
+    assert publishes and all(p.startswith("127.0.0.1:") for p in publishes)
 
 
 def test_the_image_gets_every_file_the_install_needs() -> None:
@@ -64,7 +87,7 @@ def test_the_healthcheck_command_checks_the_health_route(db_path: str, tmp_path:
 def _engine() -> str | None:
     """A container engine that works and already has the base image: tests never pull from a
     registry (this machine reaches none)."""
-    (base,) = instruction("FROM")
+    base = base_image()
     for engine in ("podman", "docker"):
         if shutil.which(engine) is None:
             continue
@@ -79,7 +102,13 @@ def test_the_image_builds_and_serves(tmp_path: Path) -> None:
     engine = _engine()
     assert engine is not None
     tag = "xenon-elixir-test"
-    subprocess.run([engine, "build", "-t", tag, "-f", "Containerfile", "."], cwd=ROOT, check=True, timeout=900)
+    build = [engine, "build", *(["--format", "docker"] if engine == "podman" else []), "-t", tag, "-f", "Containerfile", "."]
+    subprocess.run(build, cwd=ROOT, check=True, timeout=900)
+    inspected = json.loads(subprocess.run([engine, "image", "inspect", tag], capture_output=True, check=True).stdout)
+    assert inspected[0]["Config"]["Healthcheck"]["Test"][1:] == healthcheck_argv()
+    layers = subprocess.run([engine, "run", "--rm", tag, "sh", "-c", "ls /src /wheels /app 2>&1; pip cache dir 2>&1"],
+                            capture_output=True, text=True, timeout=120)
+    assert "xenon_elixir.py" not in layers.stdout and ".whl" not in layers.stdout
     port = free_port()
     name = f"xe-test-{port}"
     subprocess.run(
