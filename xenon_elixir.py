@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import copy
@@ -3618,7 +3619,17 @@ _LOGGED_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixi
 def masked(target: str) -> str:
     """A path with its query, the values of secret-looking parameters (``token``, ``key``, ...) masked."""
     path, sep, query = target.partition("?")
-    return path + sep + _SECRET_PARAM.sub(r"\1=***", query)
+    return path + sep + masked_query(query)
+
+
+def masked_query(query: str) -> str:
+    return _SECRET_PARAM.sub(r"\1=***", query)
+
+
+@functools.lru_cache(maxsize=4)
+def _log_time(second: int) -> str:
+    """The access log's time stamp of a second, made once a second."""
+    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
 
 
 _DENIED: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_denied", default=False)
@@ -3655,6 +3666,69 @@ class ServerLogFilter(logging.Filter):
 _SERVER_LOG_FILTER = ServerLogFilter()
 
 
+class AccessLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The access log's handler when this module sets it up (``serve``, a bare uvicorn): lines
+    are gathered and written together once per turn of the event loop, one write for all the
+    requests that finished in it, instead of a write and a flush per request (which halved the
+    throughput of the hot routes). Lines are written in order and none is lost at shutdown:
+    the app flushes at the end of its lifespan, and ``close`` and the interpreter's exit flush too.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self._lines: list[str] = []
+        self._due: asyncio.Handle | None = None
+        atexit.register(self.flush)
+
+    def write_line(self, line: str) -> None:
+        """Queue one already formatted line (the edge's fast path, no LogRecord)."""
+        self._lines.append(line)
+        if len(self._lines) >= 512:
+            self.flush()
+        elif self._due is None:
+            try:
+                self._due = asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: write at once
+                self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self._due = None
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        with contextlib.suppress(ValueError, OSError):  # a closed stream at exit
+            self.acquire()
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            finally:
+                self.release()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+def _access_writer() -> AccessLogHandler | None:
+    """The handler to give lines to directly, when it is the access log's only one."""
+    handlers = access_log.handlers
+    if len(handlers) == 1 and type(handlers[0]) is AccessLogHandler and not access_log.propagate:
+        return handlers[0]
+    return None
+
+
+def _flush_access_log() -> None:
+    for handler in access_log.handlers:
+        handler.flush()
+
+
 def _setup_logging() -> None:
     """At startup: uvicorn's request lines give way to the access log, and a bare server
     (``uvicorn xenon_elixir:app``, where nothing handles this module's loggers) prints the access
@@ -3662,9 +3736,7 @@ def _setup_logging() -> None:
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(_SERVER_LOG_FILTER)  # once: addFilter skips a known filter
     if not access_log.hasHandlers():
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
+        access_log.addHandler(AccessLogHandler(sys.stdout))
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
 
@@ -3833,18 +3905,22 @@ class Edge:
     @staticmethod
     def _log(scope: Scope, method: str, status: int, size: int, began: float) -> None:
         query = scope.get("query_string", b"")
-        target = scope.get("path", "") + ("?" + query.decode("latin-1") if query else "")
-        access_log.info(
-            '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms',
+        target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
+        line = '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms' % (
             client_address(scope),
-            time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            _log_time(int(time.time())),
             method,
-            masked(target),
+            target,
             scope.get("http_version", "1.1"),
             status,
             size or "-",
             (time.perf_counter() - began) * 1000,
         )
+        writer = _access_writer()
+        if writer is not None:
+            writer.write_line(line)
+        else:  # logging configured by the embedding program: a record like any other
+            access_log.info("%s", line)
 
 
 def mount_prefix(scope: Scope) -> str:
@@ -3917,7 +3993,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
         try:
             async with _serving(app, config):
                 yield
+            _flush_access_log()
         except asyncio.CancelledError:
+            _flush_access_log()
             # Cancelled while shutting down (a second Ctrl-C under a bare uvicorn): the database is
             # closed all the same (see Store.close); end quietly instead of with a traceback.
             log.warning("shutdown interrupted; the database was closed")
@@ -4123,11 +4201,9 @@ def serve_log_config() -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["xe_access"] = {"format": "%(message)s"}
     config["handlers"]["xe_access"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "xe_access",
-        "stream": "ext://sys.stdout",
+        "()": AccessLogHandler,
+        "stream": sys.stdout,
     }
     config["loggers"]["xenon_elixir"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config["loggers"]["xenon_elixir.access"] = {"handlers": ["xe_access"], "level": "INFO", "propagate": False}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,37 +91,52 @@ def main() -> None:
         }
         routes = {name: route for name, route in routes.items() if not args.only or args.only in name}
         bare = Uvicorn("bare_app:app", app_dir=folder)
-        app = Uvicorn("xenon_elixir:app", app_dir=args.app_dir, env={"XE_DB": db, "XE_RATE_LIMITS": "off", "XE_ACCESS_LOG": "0"})
+        copy = str(Path(folder, "bench-copy.db"))  # one database per server: one process per database
+        shutil.copyfile(db, copy)
+        env = {"XE_DB": db, "XE_RATE_LIMITS": "off", "XE_MAX_QUEUE": "1000000"}  # play only ever appends
+        # The default configuration (the access log on, written to a file as a process manager
+        # would keep it) is what users run; the log off is shown beside it.
+        apps = {
+            "default": Uvicorn("xenon_elixir:app", app_dir=args.app_dir, env=env, log=Path(folder, "access.log")),
+            "log off": Uvicorn("xenon_elixir:app", app_dir=args.app_dir, env={**env, "XE_DB": copy, "XE_ACCESS_LOG": "0"}),
+        }
         baseline: list[tuple[float, float, int]] = []
-        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in routes}
+        results: dict[str, list[tuple[float, float, int]]] = {
+            f"{name} [{variant}]": [] for name in routes for variant in apps
+        }
         try:
             measure(bare.url + "/", lua())  # warm-up
-            for path, script in routes.values():
-                measure(app.url + path, script)
+            for app in apps.values():
+                for path, script in routes.values():
+                    measure(app.url + path, script)
             for _ in range(args.rounds):
                 baseline.append(measure(bare.url + "/", lua()))
                 for name, (path, script) in routes.items():
-                    results[name].append(measure(app.url + path, script))
-            app_rss = app.rss_kib()
+                    for variant, app in apps.items():
+                        results[f"{name} [{variant}]"].append(measure(app.url + path, script))
+            app_rss = apps["default"].rss_kib()
+            logged = sum(1 for _ in Path(folder, "access.log").open())
         finally:
             bare.stop()
-            app.stop()
+            for app in apps.values():
+                app.stop()
 
     print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per figure, "
-          f"{args.rounds} rounds; uvicorn httptools+uvloop, 1 worker; app RSS at the end {app_rss // 1024} MiB")
+          f"{args.rounds} rounds; uvicorn httptools+uvloop, 1 worker; app RSS at the end {app_rss // 1024} MiB; "
+          f"{logged:,} access-log lines written by the default app")
     print("each ratio is against the baseline measured in the same round; the median round is shown")
     base_rps = statistics.median(r for r, _, _ in baseline)
     base_p99 = statistics.median(p for _, p, _ in baseline)
-    print(f"{'bare Litestar, one JSON route':52} {base_rps:9.0f} req/s   p99 {base_p99:6.2f} ms")
+    print(f"{'bare Litestar, one JSON route':62} {base_rps:9.0f} req/s   p99 {base_p99:6.2f} ms")
     for name, runs in results.items():
         rps_ratio = statistics.median(run[0] / base[0] for run, base in zip(runs, baseline, strict=True))
         p99_ratio = statistics.median(run[1] / base[1] for run, base in zip(runs, baseline, strict=True))
         bad = sum(run[2] for run in runs)
         rounds = ", ".join(f"{run[0] / base[0]:.2f}x/{run[1] / base[1]:.2f}x" for run, base in zip(runs, baseline, strict=True))
-        print(f"{name:52} {statistics.median(r for r, _, _ in runs):9.0f} req/s   "
+        print(f"{name:62} {statistics.median(r for r, _, _ in runs):9.0f} req/s   "
               f"p99 {statistics.median(p for _, p, _ in runs):6.2f} ms   "
               f"ratio {rps_ratio:4.2f}x req/s, {p99_ratio:4.2f}x p99" + (f"   ({bad} non-2xx!)" if bad else ""))
-        print(f"{'':52} rounds (req/s / p99 ratio): {rounds}")
+        print(f"{'':62} rounds (req/s / p99 ratio): {rounds}")
 
 
 if __name__ == "__main__":
