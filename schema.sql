@@ -1,5 +1,6 @@
--- xenon_elixir schema. Every statement is idempotent: the whole script runs at each start.
--- PRAGMA user_version records the version; a file from a newer version is refused.
+-- xenon_elixir schema. Every statement is idempotent: the whole script runs, in one transaction,
+-- when a file is older than this version. PRAGMA user_version records the version; a file from a
+-- newer version is refused.
 
 -- Elixir API keys: only the SHA-256 hex of a key is kept.
 CREATE TABLE IF NOT EXISTS elixir_keys (

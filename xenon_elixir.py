@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
@@ -46,8 +46,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import FromPath, FromQuery
+from litestar.openapi.spec import Components, Operation, Schema, SecurityScheme
+from litestar.params import Parameter, PathParameter, QueryParameter
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -276,8 +276,21 @@ per client address."""
 # Wire models
 # ---------------------------------------------------------------------------
 
-_SNOWFLAKE = re.compile(r"[1-9][0-9]{14,19}")
 _UINT64_END = 1 << 64
+
+
+def _decimal_below(bound: int, *, shortest: int) -> str:
+    """A regular expression of the decimal numbers of at least ``shortest`` digits, with no
+    leading zero, below ``bound``: the shorter lengths, then digit by digit up to ``bound - 1``.
+    Both the parser and the OpenAPI document use it, so they cannot disagree."""
+    top = str(bound - 1)
+    parts = [f"[1-9][0-9]{{{shortest - 1},{len(top) - 2}}}"]
+    for i, digit in enumerate(top[:-1]):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            parts.append(f"{top[:i]}[{low}-{int(digit) - 1}][0-9]{{{len(top) - i - 1}}}")
+    parts.append(f"{top[:-1]}[0-{top[-1]}]")
+    return "^(?:" + "|".join(parts) + ")$"
 
 
 def snowflake(value: object, field: str) -> str:
@@ -288,13 +301,49 @@ def snowflake(value: object, field: str) -> str:
     """
     if type(value) is int and 0 < value < _UINT64_END:  # checked first: str() of a huge int raises
         value = str(value)
-    if isinstance(value, str) and _SNOWFLAKE.fullmatch(value) and int(value) < _UINT64_END:
+    if isinstance(value, str) and _SNOWFLAKE.fullmatch(value):
         return value
     raise ValueError(f"Invalid {field}: expected a snowflake id (15-20 digits)")
 
 
-SnowflakeIn = str | int
+# --- What the OpenAPI document says about inputs. Litestar copies ``Parameter(...)``/``schema_extra``
+# into the schema, msgspec ignores it (decoding and the __post_init__ checks stay as they are).
+# Litestar drops msgspec.Meta constraints on union members (``str | int``), hence schema_extra.
+SNOWFLAKE_PATTERN = _decimal_below(_UINT64_END, shortest=15)
+"""Exactly what :func:`snowflake` takes as a string: 15-20 digits, no leading zero, below 2**64."""
+_SNOWFLAKE = re.compile(SNOWFLAKE_PATTERN.removeprefix("^").removesuffix("$"))
+_SNOWFLAKE_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": SNOWFLAKE_PATTERN},
+        {"type": "integer", "minimum": 10**14, "maximum": 2**64 - 1},
+    ]
+}
+_NULLABLE_SNOWFLAKE_SCHEMA = {"oneOf": [*_SNOWFLAKE_SCHEMA["oneOf"], {"type": "null"}]}
+# Python's whitespace (str.isspace, re's \s) spelled out: \s/\S mean less in ECMA-262, the dialect
+# of OpenAPI patterns (no \x1c-\x1f, no \x85), and schemathesis generates by ECMA rules.
+_PY_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_BLANK = f"[^{_PY_SPACE}]"
+_HTTP_URL_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[^{_PY_SPACE}/?#]+[^{_PY_SPACE}]*$"
+_TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9]{12}$"
+_BACKUP_ID_PATTERN = r"^[0-9A-Za-z]{1,32}$"
+
+
+def _nullable(pattern: str) -> Parameter:
+    return Parameter(schema_extra={"oneOf": [{"type": "string", "pattern": pattern}, {"type": "null"}]})
+
+
+def _text(shortest: int, longest: int, *, not_blank: bool = False) -> Parameter:
+    extra: dict[str, Any] = {"type": "string", "minLength": shortest, "maxLength": longest}
+    if not_blank:
+        extra["pattern"] = _NOT_BLANK
+    return Parameter(schema_extra=extra)
+
+
+SnowflakeIn = Annotated[str | int, Parameter(schema_extra=_SNOWFLAKE_SCHEMA)]
 """A snowflake as it may arrive: checked and turned into ``str`` by :func:`snowflake`."""
+SnowflakeOrNull = Annotated[str | int | None, Parameter(schema_extra=_NULLABLE_SNOWFLAKE_SCHEMA)]
+SnowflakePath = Annotated[str, PathParameter(schema_extra={"pattern": SNOWFLAKE_PATTERN})]
+TemplateIdPath = Annotated[str, PathParameter(schema_extra={"pattern": _TEMPLATE_ID_PATTERN})]
 
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
 _SOURCE = re.compile(r"[a-z0-9_-]{1,32}")
@@ -307,13 +356,13 @@ class Track(msgspec.Struct, kw_only=True, gc=False):
     be in no cycle): queues hold many, and a full collection would walk every one.
     """
 
-    source: str
-    identifier: str
-    title: str
-    author: str
-    length: int
-    uri: str
-    thumbnail: str | None = None
+    source: Annotated[str, Parameter(schema_extra={"pattern": r"^[a-z0-9_-]{1,32}$"})]
+    identifier: Annotated[str, _text(1, 300)]
+    title: Annotated[str, _text(1, 500)]
+    author: Annotated[str, _text(0, 500)]
+    length: Annotated[int, Parameter(ge=0, lt=10**12)]
+    uri: Annotated[str, Parameter(schema_extra={"pattern": _HTTP_URL_PATTERN})]
+    thumbnail: Annotated[str | None, _nullable(_HTTP_URL_PATTERN)] = None
     is_stream: bool = False
 
     def __post_init__(self) -> None:
@@ -334,9 +383,9 @@ class Track(msgspec.Struct, kw_only=True, gc=False):
 class Playlist(msgspec.Struct, kw_only=True):
     """A named, ordered list of catalog tracks of one source, found by ``(source, identifier)``."""
 
-    source: str
-    identifier: str
-    name: str
+    source: Annotated[str, Parameter(schema_extra={"pattern": r"^[a-z0-9_-]{1,32}$"})]
+    identifier: Annotated[str, _text(1, 300)]
+    name: Annotated[str, _text(1, 500)]
     tracks: list[str]
     """Identifiers of tracks of the same source, in play order."""
 
@@ -369,7 +418,7 @@ class Guild(msgspec.Struct, kw_only=True):
 
 
 class GuildIn(msgspec.Struct, kw_only=True):
-    name: str
+    name: Annotated[str, _text(1, 100)]
     voice_channels: list[SnowflakeIn] = []
 
 
@@ -401,19 +450,55 @@ class ElixirBody(msgspec.Struct, kw_only=True):
     """Any Elixir write body. ``user``/``channel`` may also be sent as ``user.id``/``channel.id``:
     the original read the first, the seed's tables say the second."""
 
-    user: SnowflakeIn | None = None
-    user_alias: SnowflakeIn | None = msgspec.field(default=None, name="user.id")
-    channel: SnowflakeIn | None = None
-    channel_alias: SnowflakeIn | None = msgspec.field(default=None, name="channel.id")
+    user: SnowflakeIn | msgspec.UnsetType | None = msgspec.UNSET
+    user_alias: SnowflakeIn | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="user.id")
+    channel: SnowflakeIn | msgspec.UnsetType | None = msgspec.UNSET
+    channel_alias: SnowflakeIn | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="channel.id")
     volume: Any = None
     """Checked by the volume route: a JSON integer or a digit string, 0-100."""
     query: str | None = None
 
     def __post_init__(self) -> None:
-        user = self.user if self.user is not None else self.user_alias
-        channel = self.channel if self.channel is not None else self.channel_alias
-        self.user = None if user is None else snowflake(user, "user")
-        self.channel = None if channel is None else snowflake(channel, "channel")
+        # Every user id given is checked (null is no id; absent is what the alias may fill), and
+        # `user` wins over `user.id`. The channel is checked only by join, the route that reads it:
+        # elsewhere it is a key like any other, and unknown keys are ignored.
+        if self.user is None:
+            raise ValueError("Invalid user: expected a snowflake id (15-20 digits)")
+        if self.user_alias is not msgspec.UNSET:
+            self.user_alias = snowflake(self.user_alias, "user.id")
+        if self.user is not msgspec.UNSET:
+            self.user = snowflake(self.user, "user")
+        elif self.user_alias is not msgspec.UNSET:
+            self.user = self.user_alias
+        else:
+            self.user = None
+
+    def channel_id(self) -> str | None:
+        """The join's channel (``channel`` wins over ``channel.id``); ``ValueError`` if one is not an id."""
+        given = ((self.channel, "channel"), (self.channel_alias, "channel.id"))
+        checked = [snowflake(value, field) for value, field in given if value is not msgspec.UNSET]
+        return checked[0] if checked else None
+
+
+class ElixirUserBody(msgspec.Struct, kw_only=True):
+    """Documentation only (bodies are decoded as :class:`ElixirBody`): ``user`` or ``user.id``."""
+
+    user: SnowflakeIn | msgspec.UnsetType = msgspec.UNSET
+    user_alias: SnowflakeIn | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="user.id")
+
+
+class ElixirJoinBody(ElixirUserBody, kw_only=True):
+    channel: SnowflakeIn | msgspec.UnsetType = msgspec.UNSET
+    channel_alias: SnowflakeIn | msgspec.UnsetType = msgspec.field(default=msgspec.UNSET, name="channel.id")
+
+
+class ElixirVolumeBody(ElixirUserBody, kw_only=True):
+    volume: Annotated[int | str, Parameter(schema_extra={"oneOf": [
+        {"type": "integer", "minimum": 0, "maximum": 100}, {"type": "string", "pattern": r"^0*(?:100|[1-9]?[0-9])$"}]})]
+
+
+class ElixirPlayBody(ElixirUserBody, kw_only=True):
+    query: Annotated[str, _text(1, 500, not_blank=True)]
 
 
 class ElixirTrack(msgspec.Struct, kw_only=True):
@@ -490,7 +575,7 @@ class Bot(msgspec.Struct):
 
 class BotIn(msgspec.Struct, kw_only=True):
     id: SnowflakeIn
-    name: str
+    name: Annotated[str, _text(1, 100, not_blank=True)]
 
     def __post_init__(self) -> None:
         self.id = snowflake(self.id, "bot id")
@@ -504,8 +589,8 @@ class BotOut(msgspec.Struct):
 
 
 class TemplateIn(msgspec.Struct, kw_only=True):
-    id: str | None = None
-    name: str
+    id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
+    name: Annotated[str, _text(1, 100, not_blank=True)]
     source_id: SnowflakeIn
     creator_id: SnowflakeIn
 
@@ -528,7 +613,7 @@ class Template(msgspec.Struct):
 
 
 class BackupIn(msgspec.Struct, kw_only=True):
-    id: str | None = None
+    id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
     source_id: SnowflakeIn
     creator_id: SnowflakeIn
 
@@ -548,7 +633,7 @@ class Backup(msgspec.Struct):
 class AttachBody(msgspec.Struct, kw_only=True):
     """The optional body of attach/detach: the user the bot acts for, who must be the creator."""
 
-    user: SnowflakeIn | None = None
+    user: SnowflakeOrNull = None
 
     def __post_init__(self) -> None:
         if self.user is not None:
@@ -618,11 +703,11 @@ class Loader(msgspec.Struct, kw_only=True):
     """One backup or template being loaded into a target guild."""
 
     target_id: SnowflakeIn
-    type: str
+    type: Annotated[str, Parameter(schema_extra={"enum": ["backup", "template"]})]
     source_id: SnowflakeIn
-    backup_id: str | None = None
-    template_id: str | None = None
-    user_id: SnowflakeIn | None = None
+    backup_id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
+    template_id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
+    user_id: SnowflakeOrNull = None
 
     def __post_init__(self) -> None:
         if self.type not in ("backup", "template"):
@@ -659,14 +744,15 @@ class LoaderEvent(msgspec.Struct):
 
 
 class StatusIn(msgspec.Struct):
-    status: str
+    status: Annotated[str, _text(1, 200, not_blank=True)]
 
     def __post_init__(self) -> None:
         _name(self.status, "status", 200)
 
 
 class IdsIn(msgspec.Struct):
-    ids: dict[str, SnowflakeIn]
+    ids: Annotated[dict[str, str | int], Parameter(schema_extra={
+        "type": "object", "propertyNames": {"pattern": SNOWFLAKE_PATTERN}, "additionalProperties": _SNOWFLAKE_SCHEMA})]
 
     def __post_init__(self) -> None:
         self.ids = {snowflake(old, "old id"): snowflake(new, "new id") for old, new in self.ids.items()}
@@ -742,6 +828,7 @@ class Unavailable(ApiError):
         super().__init__(503, message, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
 
 
+LOCKED = "Service unavailable: the database is locked by another process; try again shortly."
 UNAVAILABLE_RETRY_AFTER = 1
 """Seconds a client is told to wait after a 503: a lock held by another process is usually short."""
 
@@ -901,6 +988,39 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+@dataclasses.dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar always writes ``required: true``)."""
+
+    def __post_init__(self) -> None:
+        if self.request_body is not None:
+            self.request_body.required = False
+
+
+def _any_of_names(*names: str) -> Schema:
+    return Schema(any_of=[Schema(required=[name]) for name in names])
+
+
+@dataclasses.dataclass
+class ElixirWriteOperation(Operation):
+    """An Elixir write: ``user`` or its alias ``user.id`` is required."""
+
+    def __post_init__(self) -> None:
+        media = self.request_body.content["application/json"]
+        media.schema = Schema(all_of=[media.schema, _any_of_names("user", "user.id")])
+
+
+@dataclasses.dataclass
+class ElixirJoinOperation(Operation):
+    """Join also needs ``channel`` or ``channel.id``."""
+
+    def __post_init__(self) -> None:
+        media = self.request_body.content["application/json"]
+        media.schema = Schema(
+            all_of=[media.schema, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id")]
+        )
+
+
 def documented_body(type_: Any) -> dict[str, Provide]:
     """Document a request body without having the framework parse it: Litestar describes a
     dependency's ``data`` parameter, and calls a dependency only when a handler asks for it.
@@ -920,8 +1040,9 @@ def documented_body(type_: Any) -> dict[str, Provide]:
 SCHEMA_VERSION = 2
 
 SCHEMA = """\
--- xenon_elixir schema. Every statement is idempotent: the whole script runs at each start.
--- PRAGMA user_version records the version; a file from a newer version is refused.
+-- xenon_elixir schema. Every statement is idempotent: the whole script runs, in one transaction,
+-- when a file is older than this version. PRAGMA user_version records the version; a file from a
+-- newer version is refused.
 
 -- Elixir API keys: only the SHA-256 hex of a key is kept.
 CREATE TABLE IF NOT EXISTS elixir_keys (
@@ -1372,9 +1493,18 @@ class Store:
                 raise StoreError(
                     f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}"
                 )
-            await self._writer.execute("PRAGMA journal_mode = WAL")
-            await self._writer.executescript(SCHEMA)
-            await self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            async with self._writer.execute("PRAGMA journal_mode") as cursor:
+                (mode,) = await cursor.fetchone()  # type: ignore[misc]
+            if mode != "wal":
+                async with self._writer.execute("PRAGMA journal_mode = WAL"):
+                    pass
+            if version < SCHEMA_VERSION:
+                # One write transaction that waits its turn for the lock (BEGIN IMMEDIATE waits out
+                # the busy timeout; a write sneaked into a read would fail at once against a server
+                # writing beside it). A file at this version is opened without writing at all.
+                await self._writer.executescript(
+                    f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+                )
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             for pragma in ("query_only = ON", "busy_timeout = 1000"):
                 self._reader.execute(f"PRAGMA {pragma}")
@@ -1452,6 +1582,8 @@ class Store:
                 # Another process held the write lock past the busy timeout, the disk is full, ...:
                 # nothing was written, and a later try may succeed.
                 log.warning("write refused with 503: %s", exc)
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise Unavailable(LOCKED) from exc
                 raise Unavailable() from exc
 
     def _remembered(self, key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool) -> T:
@@ -2754,9 +2886,9 @@ _XENON_SECURITY = [{"BotToken": []}]
 )
 async def xenon_mappers(
     request: Request,
-    target: FromQuery[str | None] = None,
-    source: FromQuery[str | None] = None,
-    backup: FromQuery[str | None] = None,
+    target: Annotated[str | None, QueryParameter(required=True, schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN})] = None,
+    source: Annotated[str | None, QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN})] = None,
+    backup: Annotated[str | None, QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": _BACKUP_ID_PATTERN})] = None,
 ) -> Encoded:
     """Translate ids of the source guild (or a backup's) to those of the target guild."""
     xe = services(request)
@@ -2798,7 +2930,7 @@ async def _known_template(xe: Services, template_id: str, *, with_bots: bool = F
 def _template_bots_route(attach: bool) -> Any:
     """Attach and detach differ only in the one word: same auth, body, checks and idempotence."""
 
-    async def change(request: Request, template_id: FromPath[str]) -> Empty:
+    async def change(request: Request, template_id: TemplateIdPath) -> Empty:
         xe = services(request)
         bot = await xenon_caller(request, "templates")
         raw = await request.body()
@@ -2817,19 +2949,20 @@ def _template_bots_route(attach: bool) -> Any:
         status_code=200,
         name=change.__name__,
         responses=documented_errors("xenon", 400, 401, 403, 404, 413, 429),
-        dependencies=documented_body(AttachBody | None),
+        dependencies=documented_body(AttachBody),
+        operation_class=OptionalBodyOperation,
         security=_XENON_SECURITY,
     )(change)
 
 
 @get("/templates/{template_id:str}/bots", responses=documented_errors("xenon", 400, 404))
-async def xenon_template_bots(request: Request, template_id: FromPath[str]) -> TemplateBots:
+async def xenon_template_bots(request: Request, template_id: TemplateIdPath) -> TemplateBots:
     template = await _known_template(services(request), template_id, with_bots=True)
     return TemplateBots([bot.id for bot in template.bots])
 
 
 @get("/templates/{template_id:str}", responses=documented_errors("xenon", 400, 404))
-async def xenon_template(request: Request, template_id: FromPath[str]) -> Template:
+async def xenon_template(request: Request, template_id: TemplateIdPath) -> Template:
     return await _known_template(services(request), template_id, with_bots=True)
 
 
@@ -2966,7 +3099,7 @@ XENON_ROUTES = [
 _ELIXIR_WRITE_ERRORS = (400, 401, 413, 429)
 
 
-def _elixir_post(path: str, *more_errors: int, responses_200: Any = None, **options: Any) -> Any:
+def _elixir_post(path: str, *more_errors: int, responses_200: Any = None, body: Any = ElixirUserBody, **options: Any) -> Any:
     """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape.
     ``responses_200`` documents the answer of a route that returns :class:`Encoded` bytes."""
     return post(
@@ -2976,25 +3109,30 @@ def _elixir_post(path: str, *more_errors: int, responses_200: Any = None, **opti
             **(answered(responses_200) if responses_200 is not None else {}),
             **documented_errors("elixir", *_ELIXIR_WRITE_ERRORS, *more_errors),
         },
-        dependencies=documented_body(ElixirBody),
+        dependencies=documented_body(body),
+        operation_class=ElixirJoinOperation if body is ElixirJoinBody else ElixirWriteOperation,
         security=[{"ElixirKey": []}],
         **options,
     )
 _QUERY_LIMIT = 500
 
 
-@_elixir_post("/{guild_id:str}/join")
-async def elixir_join(request: Request, guild_id: FromPath[str]) -> Joined:
+@_elixir_post("/{guild_id:str}/join", body=ElixirJoinBody)
+async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
-    if body.channel is None:
+    try:
+        channel_id = body.channel_id()
+    except ValueError as exc:
+        raise ElixirError(400, str(exc)) from None
+    if channel_id is None:
         raise ElixirError(400, 'Missing "channel" (or "channel.id") in body.')
     xe = services(request)
     if await xe.store.get_guild(guild_id) is None:
         raise ElixirError(400, "Guild not found.")
-    if not await xe.store.has_voice_channel(guild_id, body.channel):
+    if not await xe.store.has_voice_channel(guild_id, channel_id):
         raise ElixirError(400, "Voice channel not found.")
-    await xe.players.join(guild_id, body.channel)
-    return Joined(guild_id, body.channel, user_id, "Successfully joined the voice channel.")
+    await xe.players.join(guild_id, channel_id)
+    return Joined(guild_id, channel_id, user_id, "Successfully joined the voice channel.")
 
 
 def volume_of(value: Any) -> int:
@@ -3006,8 +3144,8 @@ def volume_of(value: Any) -> int:
     return value
 
 
-@_elixir_post("/{guild_id:str}/volume")
-async def elixir_volume(request: Request, guild_id: FromPath[str]) -> Controlled:
+@_elixir_post("/{guild_id:str}/volume", body=ElixirVolumeBody)
+async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
     await services(request).players.set_volume(guild_id, volume)
@@ -3023,8 +3161,8 @@ def play_query(query: str | None) -> str:
     return query
 
 
-@_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack])
-async def elixir_play(request: Request, guild_id: FromPath[str]) -> Encoded:
+@_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack], body=ElixirPlayBody)
+async def elixir_play(request: Request, guild_id: SnowflakePath) -> Encoded:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     query = play_query(body.query)
     xe = services(request)
@@ -3041,7 +3179,7 @@ async def elixir_play(request: Request, guild_id: FromPath[str]) -> Encoded:
 def _control_route(action: str, verb: str) -> Any:
     """stop, pause and resume differ only in the player call and the message's verb."""
 
-    async def control(request: Request, guild_id: FromPath[str]) -> Controlled:
+    async def control(request: Request, guild_id: SnowflakePath) -> Controlled:
         guild_id, user_id, _ = await elixir_caller(request, guild_id)
         await getattr(services(request).players, action)(guild_id)
         return Controlled(guild_id, user_id, f"Successfully {verb} the player.")
@@ -3052,7 +3190,7 @@ def _control_route(action: str, verb: str) -> Any:
 
 
 @_elixir_post("/{guild_id:str}/skip", 410)
-async def elixir_skip(request: Request, guild_id: FromPath[str]) -> ElixirTrack | Message:
+async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack | Message:
     guild_id, user_id, _ = await elixir_caller(request, guild_id)
     xe = services(request)
     player = await xe.players.skip(guild_id)
@@ -3062,7 +3200,7 @@ async def elixir_skip(request: Request, guild_id: FromPath[str]) -> ElixirTrack 
 
 
 @get("/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)})
-async def elixir_nowplaying(request: Request, guild_id: FromPath[str]) -> Encoded:
+async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> Encoded:
     xe = services(request)
     player = await xe.players.get(path_id(guild_id, "guild"))
     if player is None or (entry := player.current) is None:
@@ -3072,7 +3210,7 @@ async def elixir_nowplaying(request: Request, guild_id: FromPath[str]) -> Encode
 
 
 @get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))
-async def elixir_queue(request: Request, guild_id: FromPath[str]) -> QueueView:
+async def elixir_queue(request: Request, guild_id: SnowflakePath) -> QueueView:
     xe = services(request)
     player = await xe.players.get(path_id(guild_id, "guild"))
     if player is None or not player.queue:
@@ -3110,13 +3248,13 @@ async def admin_create_key(request: Request) -> KeyOut:
 
 
 @delete("/keys/{guild_id:str}/{user_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
-async def admin_revoke_key(request: Request, guild_id: FromPath[str], user_id: FromPath[str]) -> Empty:
+async def admin_revoke_key(request: Request, guild_id: SnowflakePath, user_id: SnowflakePath) -> Empty:
     await services(request).store.revoke_key(path_id(guild_id, "guild"), path_id(user_id, "user"))
     return Empty()
 
 
 @put("/guilds/{guild_id:str}", dependencies=documented_body(GuildIn), responses=documented_errors("xenon", 400, 401, 413, 429))
-async def admin_put_guild(request: Request, guild_id: FromPath[str]) -> Guild:
+async def admin_put_guild(request: Request, guild_id: SnowflakePath) -> Guild:
     ask = decode_body(await request.body(), GuildIn)
     try:
         guild = Guild(id=guild_id, name=ask.name, voice_channels=ask.voice_channels)
@@ -3126,7 +3264,7 @@ async def admin_put_guild(request: Request, guild_id: FromPath[str]) -> Guild:
 
 
 @delete("/guilds/{guild_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
-async def admin_delete_guild(request: Request, guild_id: FromPath[str]) -> Empty:
+async def admin_delete_guild(request: Request, guild_id: SnowflakePath) -> Empty:
     await services(request).store.delete_guild(path_id(guild_id, "guild"))
     return Empty()
 
@@ -3145,7 +3283,15 @@ async def admin_put_playlist(request: Request) -> Playlist:
     return playlist
 
 
-@post("/bots", status_code=201, dependencies=documented_body(BotIn), responses=documented_errors("xenon", 400, 401, 413, 429))
+@post(
+    "/bots",
+    status_code=201,
+    dependencies=documented_body(BotIn),
+    responses={
+        200: ResponseSpec(BotOut, description="The bot existed: its token is rotated", generate_examples=False),
+        **documented_errors("xenon", 400, 401, 413, 429),
+    },
+)
 async def admin_grant_bot(request: Request) -> Response[BotOut]:
     bot = decode_body(await request.body(), BotIn)
     token, existed = await services(request).store.grant_bot(bot)
@@ -3153,7 +3299,7 @@ async def admin_grant_bot(request: Request) -> Response[BotOut]:
 
 
 @delete("/bots/{bot_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
-async def admin_revoke_bot(request: Request, bot_id: FromPath[str]) -> Empty:
+async def admin_revoke_bot(request: Request, bot_id: SnowflakePath) -> Empty:
     await services(request).store.revoke_bot(path_id(bot_id, "bot id"))
     return Empty()
 
@@ -3174,31 +3320,35 @@ async def admin_start_loader(request: Request) -> LoaderEvent:
 
 
 @post("/loaders/{target_id:str}/status", status_code=200, dependencies=documented_body(StatusIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
-async def admin_loader_status(request: Request, target_id: FromPath[str]) -> Empty:
+async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Empty:
     status = decode_body(await request.body(), StatusIn)
     await services(request).loaders.status(path_id(target_id, "target_id"), status.status)
     return Empty()
 
 
 @post("/loaders/{target_id:str}/ids", status_code=200, dependencies=documented_body(IdsIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
-async def admin_loader_ids(request: Request, target_id: FromPath[str]) -> Count:
+async def admin_loader_ids(request: Request, target_id: SnowflakePath) -> Count:
     ids = decode_body(await request.body(), IdsIn)
     return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))
 
 
-@post("/loaders/{target_id:str}/done", status_code=200, dependencies=documented_body(DoneIn | None), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
-async def admin_loader_done(request: Request, target_id: FromPath[str]) -> LoaderEvent:
+@post("/loaders/{target_id:str}/done", status_code=200, operation_class=OptionalBodyOperation, dependencies=documented_body(DoneIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
+async def admin_loader_done(request: Request, target_id: SnowflakePath) -> LoaderEvent:
     raw = await request.body()
     done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
     return await services(request).loaders.done(path_id(target_id, "target_id"), done.ok)
 
 
 LIST_LIMIT = 1000
+PageLimit = Annotated[
+    str | None, QueryParameter(schema_extra={"type": "integer", "minimum": 1, "maximum": LIST_LIMIT, "oneOf": None})
+]
+PageAfter = Annotated[str | None, QueryParameter(schema_extra={"type": "string", "maxLength": 100, "oneOf": None})]
 
 
 def page_limit(value: str | None) -> int:
     """``?limit=``: 1-1000 items a page, 100 when not given."""
-    if value is None or value == "":
+    if value is None:
         return 100
     if not value.isascii() or not value.isdigit() or not 1 <= int(value[:5]) <= LIST_LIMIT:
         raise XenonError(400, f"Invalid limit: expected 1-{LIST_LIMIT}")
@@ -3208,7 +3358,7 @@ def page_limit(value: str | None) -> int:
 def _listing_route(kind: str) -> Any:
     """GET /admin/<kind>: one page, in id order; no secret is ever listed."""
 
-    async def listing(request: Request, limit: FromQuery[str | None] = None, after: FromQuery[str | None] = None) -> Any:
+    async def listing(request: Request, limit: PageLimit = None, after: PageAfter = None) -> Any:
         if after is not None and len(after) > 100:
             raise XenonError(400, "Invalid after: expected the next of a previous page")
         return await services(request).store.list_page(kind, page_limit(limit), after)

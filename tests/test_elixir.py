@@ -171,7 +171,10 @@ def test_missing_body_is_400(client: TestClient, key: str) -> None:
         (b'{"user": "1234"}', "Invalid user"),
         (b'{"user": -460177285954142208}', "Invalid user"),
         (b'{"user": 99999999999999999999}', "Invalid user"),
-        (b'{"channel": "nope"}', "Invalid channel"),
+        (b'{"user": "460177285954142208", "channel": "nope"}', "Invalid channel"),
+        (b'{"user": "460177285954142208", "channel.id": 5}', "Invalid channel.id"),
+        (b'{"user": null}', "Invalid user"),
+        (b'{"user": "460177285954142208", "user.id": 5}', "Invalid user.id"),
         (b'{"query": 5}', "$.query"),
     ],
 )

@@ -37,13 +37,16 @@ def test_every_http_route_is_documented(client: TestClient, document: dict[str, 
     }
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert served == documented
-    assert len(documented) == 29  # health, 9 Elixir, 5 Xenon, 14 admin
+    assert len(documented) == 35  # health, 9 Elixir, 5 Xenon, 14 admin writes and 6 listings
 
 
 def test_wire_names_are_documented(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     assert {"formattedDuration", "isStream", "requestedBy"} <= set(schemas["ElixirTrack"]["properties"])
-    assert {"user", "user.id", "channel", "channel.id", "volume", "query"} == set(schemas["ElixirBody"]["properties"])
+    assert {"user", "user.id"} == set(schemas["ElixirUserBody"]["properties"])
+    assert {"user", "user.id", "channel", "channel.id"} == set(schemas["ElixirJoinBody"]["properties"])
+    assert {"user", "user.id", "volume"} == set(schemas["ElixirVolumeBody"]["properties"])
+    assert {"user", "user.id", "query"} == set(schemas["ElixirPlayBody"]["properties"])
     assert set(schemas["ElixirTrack"]["required"]) == set(schemas["ElixirTrack"]["properties"])
     assert set(schemas["ElixirErrorBody"]["properties"]) == {"timestamp", "message", "retry_after"}
     assert set(schemas["XenonErrorBody"]["properties"]) == {"error", "retry_after"}
@@ -52,7 +55,13 @@ def test_wire_names_are_documented(document: dict[str, Any]) -> None:
 @pytest.mark.parametrize("action", ELIXIR_WRITES)
 def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], action: str) -> None:
     operation = document["paths"][f"/api/v1/{{guild_id}}/{action}"]["post"]
-    assert schema_ref(operation["requestBody"]) == "ElixirBody"
+    body, *required = operation["requestBody"]["content"]["application/json"]["schema"]["allOf"]
+    named = {"join": "ElixirJoinBody", "volume": "ElixirVolumeBody", "play": "ElixirPlayBody"}
+    assert body["$ref"].rsplit("/", 1)[-1] == named.get(action, "ElixirUserBody")
+    needs = [{"anyOf": [{"required": ["user"]}, {"required": ["user.id"]}]}]
+    if action == "join":
+        needs.append({"anyOf": [{"required": ["channel"]}, {"required": ["channel.id"]}]})
+    assert required == needs
     assert operation["security"] == [{"ElixirKey": []}]
     expected = {"200", "400", "401", "413", "429", "503"} | {"play": {"404"}, "skip": {"410"}}.get(action, set())
     assert set(operation["responses"]) == expected
@@ -140,3 +149,51 @@ def test_the_docs_render_offline_in_a_real_browser(browser: Any, tmp_path: Any) 
     rendered = [text.replace("\u200b", "") for text in operations]
     assert "/api/v1/{guild_id}/play" in rendered
     assert len(rendered) == sum(len(methods) for methods in served.values())  # every operation
+
+
+def test_the_snowflake_pattern_is_exactly_what_the_parser_takes() -> None:
+    """The document's pattern and the parser are one expression: no schema-valid id is refused."""
+    import random
+    import re
+
+    import xenon_elixir as xe
+
+    bounds = [10**14 - 1, 10**14, 2**53, 2**63, 2**64 - 1, 2**64, 10**20]
+    numbers = bounds + [random.Random(7).randrange(10**13, 2**64 + 10**6) for _ in range(20_000)]
+    for number in numbers:
+        documented = re.fullmatch(xe.SNOWFLAKE_PATTERN, str(number)) is not None
+        assert documented == (10**14 <= number < 2**64), number
+        try:
+            xe.snowflake(str(number), "id")
+            parsed = True
+        except ValueError:
+            parsed = False
+        assert documented == parsed, number
+
+
+def test_id_path_parameters_document_their_pattern(document: dict[str, Any]) -> None:
+    import xenon_elixir as xe
+
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"].endswith("_id"):
+                    expected = r"^[A-Za-z0-9]{12}$" if parameter["name"] == "template_id" else xe.SNOWFLAKE_PATTERN
+                    assert parameter["schema"]["pattern"] == expected, (path, parameter["name"])
+
+
+def test_optional_bodies_are_documented_as_optional(document: dict[str, Any]) -> None:
+    for path, method in [("/api/templates/{template_id}/bots", "post"), ("/api/templates/{template_id}/bots", "delete"),
+                         ("/admin/loaders/{target_id}/done", "post")]:
+        assert document["paths"][path][method]["requestBody"]["required"] is False
+    assert document["paths"]["/admin/keys"]["post"]["requestBody"]["required"] is True
+
+
+def test_rotating_a_bot_token_is_a_documented_200(document: dict[str, Any]) -> None:
+    assert {"200", "201"} <= set(document["paths"]["/admin/bots"]["post"]["responses"])
+
+
+def test_mapper_target_is_required_in_the_document(document: dict[str, Any]) -> None:
+    parameters = {p["name"]: p for p in document["paths"]["/api/mappers"]["get"]["parameters"]}
+    assert parameters["target"]["required"] is True
+    assert not parameters["source"].get("required") and not parameters["backup"].get("required")
