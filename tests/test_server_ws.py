@@ -183,3 +183,39 @@ def test_a_stalled_subscriber_does_not_delay_another(server: Server, http: httpx
     received, worst = asyncio.run(scenario())
     assert received == 600
     assert worst < 2.0  # every load reached the reader promptly while the other read nothing
+
+
+def readme_follow(port: int, seen: list[tuple[str, dict[str, object]]]) -> object:
+    """The README's WebSocket client, as printed there, pointed at this server; what it prints is kept."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "async def follow(token: str)" in b]
+    code = code.replace("localhost:8000", f"127.0.0.1:{port}").replace('asyncio.run(follow("<token>"))', "")
+    namespace: dict[str, object] = {"print": lambda kind, data: seen.append((kind, data))}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README, as printed
+    return namespace["follow"]
+
+
+def test_the_readmes_client_backs_off_on_4029_and_stops_on_a_bad_token(server: Server, http: httpx.Client) -> None:
+    token = grant(http, BOTS[0])
+
+    async def scenario() -> tuple[list[tuple[str, dict[str, object]]], list[tuple[str, dict[str, object]]]]:
+        first: list[tuple[str, dict[str, object]]] = []
+        second: list[tuple[str, dict[str, object]]] = []
+        shards = [asyncio.create_task(readme_follow(server.port, seen)(token)) for seen in (first, second)]  # type: ignore[operator]
+        await asyncio.sleep(2.0)  # one of the two was refused with 4029 and came back after retry_after
+        await asyncio.to_thread(load, http, 496683369665658880)
+        for _ in range(100):
+            if len(first) >= 2 and len(second) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        for shard in shards:
+            shard.cancel()
+        await asyncio.gather(*shards, return_exceptions=True)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert [kind for kind, _ in first] == [kind for kind, _ in second] == ["start", "done"]
+    with pytest.raises(Exception, match="Invalid token") as stopped:  # a bad token: it stops, it does not retry
+        asyncio.run(asyncio.wait_for(readme_follow(server.port, [])("not-a-token"), 10))  # type: ignore[operator]
+    assert type(stopped.value).__name__ == "Refused" and str(stopped.value) == '{"error":"Invalid token"}'
