@@ -74,15 +74,21 @@ CREATE TABLE IF NOT EXISTS playlist_tracks (
 ) WITHOUT ROWID;
 
 -- One music player per connected guild. The head of its queue is the current track;
--- its position is `position` ms at clock time `anchor` (frozen while paused).
+-- its position is `position` ms at clock time `anchor` (frozen while paused). `ends_at` is when
+-- the current track ends (NULL while nothing ends by itself), so the next end is one indexed
+-- lookup; `size` counts the queue's entries, the current one included.
 CREATE TABLE IF NOT EXISTS players (
     guild_id   TEXT PRIMARY KEY,
     channel_id TEXT NOT NULL,
     volume     INTEGER NOT NULL,
     paused     INTEGER NOT NULL,
     position   REAL NOT NULL,
-    anchor     REAL NOT NULL
+    anchor     REAL NOT NULL,
+    ends_at    REAL,
+    size       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS players_by_end ON players (ends_at) WHERE ends_at IS NOT NULL;
 
 -- Queue entries hold a copy of their track, so any resolver's tracks can be queued.
 -- Entries are only appended (entry_id grows) and deleted from the head.
@@ -156,7 +162,8 @@ CREATE TABLE IF NOT EXISTS loader_ids (
     PRIMARY KEY (target_id, old_id)
 ); -- with rowid: merged in first-seen order
 
--- Running loaders: at most one per target guild.
+-- Running loaders: at most one per target guild. `start_seq`, the number of its start event,
+-- names one loader apart from the next on the same target.
 CREATE TABLE IF NOT EXISTS loaders (
     target_id   TEXT PRIMARY KEY,
     type        TEXT NOT NULL,
@@ -164,7 +171,8 @@ CREATE TABLE IF NOT EXISTS loaders (
     backup_id   TEXT,
     template_id TEXT,
     user_id     TEXT,
-    started_at  REAL NOT NULL
+    started_at  REAL NOT NULL,
+    start_seq   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 -- The start/done events for ?since= replay, as the frames that were sent.
@@ -174,11 +182,14 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL
 );
 
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
+
 -- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest start/done event dropped from the log.
+-- increasing across restarts; pruned_seq: the newest start/done event dropped from the log;
+-- commits: counted by every writing process, so each notices another's commits.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
-INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0);

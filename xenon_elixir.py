@@ -1,8 +1,10 @@
 """xenon_elixir: the Xenon partner API and the Elixir Music API in one embeddable module.
 
-One Litestar app backed by one SQLite file. Read it top to bottom: configuration,
-wire models, errors, the store, the music player, guards, the routes of each API,
-the Python host API, the app factory and finally the command line.
+One Litestar app backed by one SQLite file. Read it top to bottom, each section using only
+what is above it: configuration, wire models, errors, the domain (players, loaders, mappers:
+pure), the interfaces of the backends, the SQLite storage, the rate limiter, the event hub,
+the loader and music services, HTTP helpers, guards, the routes of each API, the Python host
+API, the demo, the app factory and finally the command line.
 
     uvicorn xenon_elixir:app            # reads XE_* from the environment
     xenon-elixir serve --db bot.db      # the same, from the command line
@@ -14,6 +16,7 @@ import argparse
 import array
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import contextvars
 import copy
@@ -32,12 +35,11 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-import aiosqlite
 import msgspec
 from litestar import Litestar, Request, Response, Router, asgi, delete, get, post, put
 from litestar.connection import ASGIConnection
@@ -53,20 +55,32 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "ApiError",
+    "Broker",
     "CatalogResolver",
     "Config",
+    "Conflict",
+    "DomainError",
     "ElixirError",
+    "Forbidden",
     "Guild",
     "Host",
+    "Invalid",
+    "Limiter",
+    "NotFound",
     "Player",
+    "PlayerState",
     "Playlist",
     "Resolver",
     "SCHEMA",
     "Track",
+    "Unavailable",
     "XenonError",
     "create_app",
     "host_of",
     "main",
+    "follow",
+    "fts_match",
+    "player_topic",
 ]
 
 __version__ = "0.1.0"
@@ -81,7 +95,6 @@ MIB = 1024 * 1024
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -149,10 +162,20 @@ class Config:
     tests and simulations may pass their own."""
 
     monotonic: Callable[[], float] = time.monotonic
-    """Clock of the rate limiter."""
+    """Clock of rate limits and status windows."""
 
-    resolver: Callable[[Store], Resolver] | None = None
-    """Builds the query resolver from the store; ``None`` means the local catalog (:class:`CatalogResolver`)."""
+    timers: Timers | None = None
+    """Runs callbacks after a delay (track ends, status windows); ``None`` is the running event
+    loop. Tests pass one that fires when they move their clock, so no test waits on real time."""
+
+    resolver: Callable[[CatalogStore], Resolver] | None = None
+    """Builds the query resolver from the catalog; ``None`` means the local catalog (:class:`CatalogResolver`)."""
+
+    limiter: Callable[[Config], Limiter] | None = None
+    """Builds the rate limiter; ``None`` means the in-process one (:class:`LocalLimiter`)."""
+
+    broker: Callable[[Config], Broker] | None = None
+    """Builds the fan-out of hub events between processes; ``None`` means this process only."""
 
     max_queue: int = 1000
     """Tracks that may wait in a guild's queue (``XE_MAX_QUEUE``); a play that would pass it is refused whole."""
@@ -229,6 +252,23 @@ class Config:
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names it."""
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> object: ...
+
+
+class Timers(Protocol):
+    """Where delayed work is scheduled (see :attr:`Config.timers`)."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable: ...
+
+
+class LoopTimers:
+    """The running event loop's timers."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(max(delay, 0.0), callback)
 
 
 _MAX_HITS = 100_000
@@ -690,38 +730,6 @@ class Page(msgspec.Struct, Generic[T]):
     next: str | None = None
 
 
-class Mapper(msgspec.Struct):
-    """Old ids of a source guild to new ids of a target guild, accumulated over every load."""
-
-    source_id: str
-    target_id: str
-    ids: dict[str, str]
-    loaders: list[str] | msgspec.UnsetType = msgspec.UNSET
-
-
-class Loader(msgspec.Struct, kw_only=True):
-    """One backup or template being loaded into a target guild."""
-
-    target_id: SnowflakeIn
-    type: Annotated[str, Parameter(schema_extra={"enum": ["backup", "template"]})]
-    source_id: SnowflakeIn
-    backup_id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
-    template_id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
-    user_id: SnowflakeOrNull = None
-
-    def __post_init__(self) -> None:
-        if self.type not in ("backup", "template"):
-            raise ValueError('Invalid type: expected "backup" or "template"')
-        self.target_id = snowflake(self.target_id, "target_id")
-        self.source_id = snowflake(self.source_id, "source_id")
-        if self.backup_id is not None:
-            self.backup_id = backup_id(self.backup_id)
-        if self.template_id is not None:
-            self.template_id = template_id(self.template_id)
-        if self.user_id is not None:
-            self.user_id = snowflake(self.user_id, "user_id")
-
-
 class LoaderData(msgspec.Struct):
     """The ``data`` of a loader event; what does not apply or is not known is left out."""
 
@@ -763,15 +771,20 @@ class DoneIn(msgspec.Struct):
 
 
 class PlayerState(msgspec.Struct):
-    """A player change as the hub carries it (topic ``player:<guild id>``), for a bot that plays
-    the audio; ``track`` is ``None`` when nothing plays and ``channel`` when stopped."""
+    """A player's state as its followers get it (``WS {elixir}/{guild}/player``, hub topic
+    ``player:<guild id>``), on connect and at every change, a track's end included. ``track`` is
+    the current one at its live position when the frame was made (``null`` when nothing plays),
+    ``queue`` the first 25 waiting, ``queued`` how many wait; ``channel`` is ``null`` when
+    Elixir is not connected."""
 
+    seq: int
     guild: str
     channel: str | None
     volume: int
     paused: bool
     track: ElixirTrack | None
-    queue: int
+    queue: list[ElixirTrack]
+    queued: int
 
 
 class Health(msgspec.Struct):
@@ -797,10 +810,77 @@ class ElixirErrorBody(msgspec.Struct):
 # Errors
 # ---------------------------------------------------------------------------
 
+class DomainError(Exception):
+    """A refusal by the rules or the storage, in no API's terms: each API maps its ``reason`` to a
+    status and a message in one table (:data:`ELIXIR_ERRORS`, :data:`XENON_ERRORS`); a reason
+    that is not in the table gets the kind's own status and this message."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+        self.message = message or reason
+
+
+class NotFound(DomainError):
+    """Something named does not exist (a backup, a template, a running loader, ...)."""
+
+
+class Conflict(DomainError):
+    """The change conflicts with what exists (a second key, a loader already running, ...)."""
+
+
+class Invalid(DomainError, ValueError):
+    """The request cannot be carried out as asked (bad input, or a player that is not connected)."""
+
+
+class Forbidden(DomainError):
+    """The acting user may not do this."""
+
+
+class Unavailable(DomainError):
+    """A backend cannot serve now (the database locked by another process, gone or failing; Redis
+    away): retrying can help, so it is a 503 with ``Retry-After``, never a 500."""
+
+    def __init__(self, message: str = "Service unavailable: the database is busy; try again shortly.") -> None:
+        super().__init__("unavailable", message)
+
+
+LOCKED = "Service unavailable: the database is locked by another process; try again shortly."
+UNAVAILABLE_RETRY_AFTER = 1
+"""Seconds a client is told to wait after a 503: a lock held by another process is usually short."""
+
+NOT_AUTHORIZED = "Request not authorized."
+RATE_LIMITED = "You got ratelimited"
+NO_BODY = "No body provided."
+NOT_CONNECTED = "Elixir isn't connected to a voice channel."
+NOTHING_PLAYING = "No track is currently playing."
+QUEUE_FULL = "The queue is full."
+
+_KIND_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 400, Forbidden: 403, Unavailable: 503}
+
+ELIXIR_ERRORS: dict[str, tuple[int, str]] = {
+    "guild": (400, "Guild not found."),
+    "voice channel": (400, "Voice channel not found."),
+    "not connected": (400, NOT_CONNECTED),
+    "nothing playing": (410, NOTHING_PLAYING),
+    "no track": (404, "No track found."),
+    "queue full": (400, QUEUE_FULL),
+}
+"""The Elixir API's status and message for each reason (the original's texts)."""
+
+XENON_ERRORS: dict[str, tuple[int, str]] = {
+    "backup": (404, "Unknown backup"),
+    "mapper": (404, "No id translator found"),
+    "template": (404, "Unknown template"),
+    "not the creator": (403, "User is not the creator"),
+}
+"""The Xenon (and admin) API's status and message for each reason (the original's texts)."""
+
 
 class ApiError(Exception):
-    """A refusal with a status and a message. Plain ``ApiError`` takes the error shape of the API
-    the request came in by; the subclasses fix the shape."""
+    """A refusal with a status and a message, as a door (HTTP, the host API, the CLI) gives it.
+    Plain ``ApiError`` takes the error shape of the API the request came in by; the subclasses
+    fix the shape."""
 
     shape: ClassVar[str | None] = None
 
@@ -819,18 +899,14 @@ class ApiError(Exception):
         self.retry_after = retry_after
         """Seconds until a rate-limited request would be admitted (sent as ms in the body)."""
 
-
-class Unavailable(ApiError):
-    """The database cannot serve now (locked by another process too long, gone, failing): a 503
-    with ``Retry-After``, in the shape of the request's API. Never a 500: retrying can help."""
-
-    def __init__(self, message: str = "Service unavailable: the database is busy; try again shortly.") -> None:
-        super().__init__(503, message, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
-
-
-LOCKED = "Service unavailable: the database is locked by another process; try again shortly."
-UNAVAILABLE_RETRY_AFTER = 1
-"""Seconds a client is told to wait after a 503: a lock held by another process is usually short."""
+    @classmethod
+    def of(cls, error: DomainError, api: str) -> ApiError:
+        """The answer of ``api`` (``"elixir"``, else Xenon's and the admin's) to a domain refusal."""
+        table = ELIXIR_ERRORS if api == "elixir" else XENON_ERRORS
+        status, message = table.get(error.reason) or (_KIND_STATUS.get(type(error), 400), error.message)
+        if isinstance(error, Unavailable):
+            return cls(503, message, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+        return cls(status, message)
 
 
 class XenonError(ApiError):
@@ -845,199 +921,371 @@ class ElixirError(ApiError):
     shape = "elixir"
 
 
-NOT_AUTHORIZED = "Request not authorized."
-RATE_LIMITED = "You got ratelimited"
-NO_BODY = "No body provided."
-NOT_CONNECTED = "Elixir isn't connected to a voice channel."
-NOTHING_PLAYING = "No track is currently playing."
-QUEUE_FULL = "The queue is full."
+# ---------------------------------------------------------------------------
+# Domain: loaders, mappers, players (pure, no I/O)
+# ---------------------------------------------------------------------------
 
+class Loader(msgspec.Struct, kw_only=True):
+    """One backup or template being loaded into a target guild (the admin API's body too)."""
 
-def decode_body(body: bytes, type_: type[T]) -> T:
-    """Decode a JSON request body into ``type_``; every failure is a 400 that names the field."""
-    if not body.strip():
-        raise ApiError(400, NO_BODY)
-    try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.ValidationError as exc:
-        # __post_init__ checks report at the object itself; the message already names the field.
-        raise ApiError(400, str(exc).removesuffix(" - at `$`")) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"Invalid JSON body: {exc}") from None
-    except RecursionError:  # msgspec's own depth guard, whatever the target type
-        raise ApiError(400, "Invalid JSON body: nested too deeply") from None
-
-
-def _api_of(request: Request) -> str:
-    """Which API a request belongs to, for errors raised before or outside our handlers."""
-    handler = request.scope.get("route_handler")
-    if handler is not None and (api := handler.opt.get("api")):
-        return api
-    return "elixir" if _elixir_path(request.scope, getattr(request.app.state, "xe_config", None)) else "xenon"
-
-
-def _elixir_path(scope: Scope, config: Config | None) -> bool:
-    prefix = (config.elixir_prefix if config else Config.elixir_prefix).rstrip("/") + "/"
-    path = scope.get("path", "")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return path.startswith(prefix)
-
-
-def rate_limited(retry_after: float, error: type[ApiError] = ApiError) -> ApiError:
-    """A 429 that says exactly when to come back: ``retry_after`` in ms, ``Retry-After`` in whole seconds."""
-    return error(
-        429,
-        RATE_LIMITED,
-        # Rounded to the body's milliseconds first, so float residue never adds a second.
-        headers={"Retry-After": str(max(1, math.ceil(round(retry_after, 3))))},
-        retry_after=retry_after,
-    )
-
-
-def error_body(shape: str, message: str, retry_after: float | None = None) -> Any:
-    wait: float | msgspec.UnsetType = msgspec.UNSET if retry_after is None else round(retry_after * 1000, 3)
-    if shape == "elixir":
-        return ElixirErrorBody(timestamp=int(time.time() * 1000), message=message, retry_after=wait)
-    return XenonErrorBody(error=message, retry_after=wait)
-
-
-def _error_response(request: Request, exc: Exception) -> Response:
-    retry_after = None
-    if isinstance(exc, ApiError):
-        status, message, headers, retry_after = exc.status_code, exc.message, exc.headers, exc.retry_after
-    elif isinstance(exc, ValidationException):
-        details = "; ".join(str(e.get("message", "")) for e in (exc.extra or []) if isinstance(e, dict))
-        status, message, headers = 400, f"{exc.detail}: {details}" if details else exc.detail, {}
-    elif isinstance(exc, HTTPException):
-        status, message, headers = exc.status_code, exc.detail, dict(exc.headers or {})
-        allow = headers.get("Allow") or headers.get("allow")
-        if allow and "GET" in allow.split(", "):  # HEAD is answered wherever GET is (see Edge)
-            headers = {"Allow": ", ".join(sorted({*allow.split(", "), "HEAD"}))}
-    elif isinstance(exc, sqlite3.OperationalError):  # a read that could not get the file in time
-        log.warning("request refused with 503: %s", exc)
-        refusal = Unavailable()
-        status, message, headers = refusal.status_code, refusal.message, refusal.headers
-    else:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        status, message, headers = 500, "Internal server error", {}
-    shape = getattr(exc, "shape", None) or _api_of(request)
-    return Response(
-        content=error_body(shape, message, retry_after),
-        status_code=status,
-        headers=headers,
-        media_type="application/json",
-    )
-
-
-_ERROR_MEANINGS = {
-    400: "Bad input; the message names the field or parameter",
-    401: "Missing or invalid credentials",
-    403: "The acting user may not do this",
-    404: "Not found",
-    409: "Conflicts with what exists",
-    410: "Nothing is playing",
-    413: "Request body too large",
-    426: "Needs a WebSocket handshake",
-    429: "Rate limited: retry_after (ms) in the body, Retry-After (s) in a header",
-    503: "The database cannot serve now (busy, gone or failing); retry after Retry-After seconds",
-}
-
-
-def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
-    """The OpenAPI answers of a route's errors, in its API's error shape."""
-    body = ElixirErrorBody if shape == "elixir" else XenonErrorBody
-    return {
-        code: ResponseSpec(data_container=body, description=_ERROR_MEANINGS[code], generate_examples=False)
-        for code in (*codes, 503)  # any route may meet a database that cannot serve
-    }
-
-
-def answered(type_: Any, description: str = "The answer") -> dict[int, ResponseSpec]:
-    """Document the 200 of a route that answers :class:`Encoded` bytes."""
-    return {200: ResponseSpec(data_container=type_, description=description, generate_examples=False)}
-
-
-class Encoded:
-    """A 200 JSON answer from bytes encoded once (by msgspec, or kept encoded): an ASGI app
-    the hot routes return, skipping the framework's serialization and header bookkeeping."""
-
-    __slots__ = ("_start", "_body")
-
-    def __init__(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-        length = (b"content-length", b"%d" % len(body))
-        self._start = {"type": "http.response.start", "status": 200, "headers": [_JSON_TYPE, length, *headers]}
-        self._body = {"type": "http.response.body", "body": body}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(self._start)
-        await send(self._body)
-
-
-_JSON_TYPE = (b"content-type", b"application/json")
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """One request header by its lower-case name, read from the ASGI scope of an HTTP request
-    or a WebSocket handshake (building ``request.headers`` for a single value costs more than
-    the rest of a cached answer)."""
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
-@dataclasses.dataclass
-class OptionalBodyOperation(Operation):
-    """An operation whose request body may be left out (Litestar always writes ``required: true``)."""
+    target_id: SnowflakeIn
+    type: Annotated[str, Parameter(schema_extra={"enum": ["backup", "template"]})]
+    source_id: SnowflakeIn
+    backup_id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
+    template_id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
+    user_id: SnowflakeOrNull = None
 
     def __post_init__(self) -> None:
-        if self.request_body is not None:
-            self.request_body.required = False
+        if self.type not in ("backup", "template"):
+            raise ValueError('Invalid type: expected "backup" or "template"')
+        self.target_id = snowflake(self.target_id, "target_id")
+        self.source_id = snowflake(self.source_id, "source_id")
+        if self.backup_id is not None:
+            self.backup_id = backup_id(self.backup_id)
+        if self.template_id is not None:
+            self.template_id = template_id(self.template_id)
+        if self.user_id is not None:
+            self.user_id = snowflake(self.user_id, "user_id")
 
+    def data(self, **extra: Any) -> LoaderData:
+        """What its events say of it; what does not apply or is not known is left out."""
 
-def _any_of_names(*names: str) -> Schema:
-    return Schema(any_of=[Schema(required=[name]) for name in names])
+        def known(value: str | int | None) -> Any:
+            return msgspec.UNSET if value is None else str(value)
 
-
-@dataclasses.dataclass
-class ElixirWriteOperation(Operation):
-    """An Elixir write: ``user`` or its alias ``user.id`` is required."""
-
-    def __post_init__(self) -> None:
-        media = self.request_body.content["application/json"]
-        media.schema = Schema(all_of=[media.schema, _any_of_names("user", "user.id")])
-
-
-@dataclasses.dataclass
-class ElixirJoinOperation(Operation):
-    """Join also needs ``channel`` or ``channel.id``."""
-
-    def __post_init__(self) -> None:
-        media = self.request_body.content["application/json"]
-        media.schema = Schema(
-            all_of=[media.schema, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id")]
+        return LoaderData(
+            id=str(self.target_id),
+            type=self.type,
+            source_id=str(self.source_id),
+            backup_id=known(self.backup_id) if self.type == "backup" else msgspec.UNSET,
+            template_id=known(self.template_id) if self.type == "template" else msgspec.UNSET,
+            user_id=known(self.user_id),
+            **extra,
         )
 
 
-def documented_body(type_: Any) -> dict[str, Provide]:
-    """Document a request body without having the framework parse it: Litestar describes a
-    dependency's ``data`` parameter, and calls a dependency only when a handler asks for it.
-    Bodies are parsed by the handlers, after authorization, into these same types."""
+class Mapper(msgspec.Struct):
+    """Old ids of a source guild to new ids of a target guild, accumulated over every load."""
 
-    async def body(data: Any) -> None:  # never called
-        raise AssertionError("documentation only")
+    source_id: str
+    target_id: str
+    ids: dict[str, str]
+    loaders: list[str] | msgspec.UnsetType = msgspec.UNSET
 
-    body.__annotations__ = {"data": type_, "return": None}
-    return {"_documented_body": Provide(body)}
+
+def mapper_ids(source_id: str, target_id: str, ids: Mapping[str, str]) -> dict[str, str]:
+    """The ids a load adds to a mapper: the source guild always maps to the target guild (the
+    @everyone role has the guild's id), then the load's own."""
+    return {source_id: target_id, **{old: new for old, new in ids.items() if old != source_id}}
+
+
+class QueueEntry(msgspec.Struct, gc=False):
+    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
+    queue's length must not lengthen the collector's pauses."""
+
+    entry_id: int
+    track: Track
+    requested_by: str
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Player:
+    """A guild's music player. Its clock is derived, never ticked: the head of ``queue`` is at
+    ``position`` ms at clock time ``anchor`` and advances in real time unless ``paused``.
+
+    ``queue`` may hold only the front of a long queue: ``more`` entries follow it. A change
+    counts what it does for the store to write: entries dropped from the front, entries appended.
+    """
+
+    guild_id: str
+    channel_id: str
+    volume: int = 100
+    paused: bool = False
+    position: float = 0.0
+    anchor: float = 0.0
+    queue: deque[QueueEntry] = dataclasses.field(default_factory=deque)
+    more: int = 0
+    """Entries after the ones in ``queue``, not loaded."""
+    dropped: int = 0
+    """Entries this change took from the front of the queue."""
+    appended: list[QueueEntry] = dataclasses.field(default_factory=list)
+    """Entries this change added at the end (their ids are given when written)."""
+
+    @property
+    def current(self) -> QueueEntry | None:
+        return self.queue[0] if self.queue else None
+
+    @property
+    def size(self) -> int:
+        """Entries in the queue, the current one included."""
+        return len(self.queue) + self.more
+
+    @property
+    def ends_at(self) -> float | None:
+        """The clock time the current track ends, or ``None`` while nothing will end by itself."""
+        entry = self.current
+        if entry is None or self.paused or entry.track.is_stream:
+            return None
+        return self.anchor + (entry.track.length - self.position) / 1000
+
+    def position_at(self, now: float) -> float:
+        return self.position if self.paused else self.position + (now - self.anchor) * 1000
+
+    def settle(self, now: float) -> None:
+        """Drop the tracks that ended before ``now``; each next one starts where the last ended.
+
+        A pure function of the stored state and the clock, so a restarted server settles the
+        same way and every process answers alike, whether or not the end was written yet.
+        """
+        while (ends := self.ends_at) is not None and now >= ends:  # the very sum the schedule uses
+            self.anchor, self.position = ends, 0.0
+            self._drop()
+
+    def settled(self, now: float) -> Player:
+        """This player settled to ``now``: itself when nothing ended, else a settled copy (a
+        remembered player is shared by every request, so a read never changes it)."""
+        ends = self.ends_at
+        if ends is None or now < ends:
+            return self
+        copy = dataclasses.replace(self, queue=deque(self.queue), dropped=0, appended=[])
+        copy.settle(now)
+        return copy
+
+    def _drop(self) -> None:
+        self.queue.popleft()
+        self.dropped += 1
+
+    def restart_clock(self, now: float) -> None:
+        """The head (if any) starts from its beginning now."""
+        self.position, self.anchor = 0.0, now
+
+    # The changes a request asks for: pure, checked here, written by the store.
+
+    def join(self, channel_id: str) -> None:
+        """Move to a channel, keeping the queue."""
+        self.channel_id = channel_id
+
+    def set_volume(self, volume: int) -> None:
+        self.volume = volume
+
+    def enqueue(self, tracks: Sequence[Track], requested_by: str, now: float, max_queue: int) -> None:
+        """Append tracks; an idle player starts the first of them now. A play that would leave
+        more than ``max_queue`` tracks waiting is refused whole."""
+        if max(self.size - 1, 0) + len(tracks) - (not self.size) > max_queue:
+            raise Conflict("queue full", QUEUE_FULL)
+        if not self.size:
+            self.restart_clock(now)
+            self.paused = False
+        entries = [QueueEntry(0, track, requested_by) for track in tracks]
+        self.appended += entries
+        if not self.more:  # the loaded front reaches the end: keep it whole
+            self.queue.extend(entries)
+        else:
+            self.more += len(entries)
+
+    def skip(self, now: float) -> None:
+        if not self.queue:
+            raise NotFound("nothing playing", NOTHING_PLAYING)
+        self._drop()
+        self.restart_clock(now)
+
+    def pause(self, now: float) -> bool:
+        """Freeze the position; ``False`` when it already was."""
+        if self.paused:
+            return False
+        self.position, self.anchor, self.paused = self.position_at(now), now, True
+        return True
+
+    def resume(self, now: float) -> bool:
+        if not self.paused:
+            return False
+        self.anchor, self.paused = now, False
+        return True
+
+    def state(self, now: float, seq: int = 0, shown: int = 25) -> PlayerState:
+        """What a follower sees: the current track at its live position, the first ``shown`` waiting."""
+        entry = self.current
+        track = None if entry is None else elixir_track(entry.track, entry.requested_by, self.position_at(now))
+        waiting = [elixir_track(e.track, e.requested_by) for e in list(self.queue)[1 : shown + 1]]
+        return PlayerState(seq, self.guild_id, self.channel_id, self.volume, self.paused, track, waiting, max(self.size - 1, 0))
+
+
+def stopped_state(guild_id: str, seq: int = 0) -> PlayerState:
+    """What a follower sees of a guild Elixir is not connected in."""
+    return PlayerState(seq, guild_id, None, 100, False, None, [], 0)
+
+
+def clock_face(ms: float) -> str:
+    """``MM:SS``, or ``HH:MM:SS`` from an hour on."""
+    hours, rest = divmod(int(ms) // 1000, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+
+
+def elixir_track(track: Track, requested_by: str, position: float = 0) -> ElixirTrack:
+    if track.is_stream:
+        position, duration, length_face = max(position, 0), 0, "LIVE"
+    else:
+        position = min(max(position, 0), track.length)
+        duration, length_face = track.length // 1000, clock_face(track.length)
+    return ElixirTrack(
+        title=track.title,
+        author=track.author,
+        duration=duration,
+        formatted_duration=f"{clock_face(position)}/{length_face}",
+        uri=track.uri,
+        thumbnail=track.thumbnail,
+        position=int(position),
+        is_stream=track.is_stream,
+        identifier=track.identifier,
+        requested_by=requested_by,
+    )
+
+
+def volume_of(value: Any) -> int:
+    """A volume: a JSON integer or a digit string, 0-100."""
+    # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
+    if type(value) is str and value.isascii() and value.isdigit() and len(value.lstrip("0")) <= 3:
+        value = int(value.lstrip("0") or "0")
+    if type(value) is not int or not 0 <= value <= 100:
+        raise Invalid("volume", "Volume must be between 0 and 100.")
+    return value
 
 
 # ---------------------------------------------------------------------------
-# Schema and store
+# Interfaces: the resolver, the limiter, the broker and each storage area
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 2
+class Resolver(Protocol):
+    """Turns a play query into a track, a playlist's tracks, or ``None`` (nothing found).
+
+    A resolver may refuse a query it cannot handle by raising ``ElixirError(400, message)``.
+    Swap in another (a Lavalink node's ``/v4/loadtracks``, say) with ``Config.resolver``.
+    """
+
+    async def resolve(self, query: str) -> Track | list[Track] | None: ...
+
+
+class Limiter(Protocol):
+    """Rate limits: at most so many hits per group and key in any window of the group's length."""
+
+    async def hit(self, group: str, key: str) -> float | None:
+        """Count a hit: ``None`` if admitted, else the exact seconds until one would be."""
+        ...
+
+    def sweep(self) -> None:
+        """Forget callers whose windows have passed (the app calls it now and then)."""
+        ...
+
+
+class Broker(Protocol):
+    """Carries hub events between the processes that serve one database (the hub delivers them
+    to this process's subscribers). The default carries nothing: one process."""
+
+    async def start(self, deliver: Callable[[str, int, str], None]) -> None:
+        """Begin handing events published by other processes to ``deliver(topic, seq, frame)``."""
+        ...
+
+    def publish(self, topic: str, seq: int, frame: str) -> None:
+        """Send an event to the other processes (queued: publishing never waits)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class KeyStore(Protocol):
+    """Elixir keys, kept only as hashes."""
+
+    async def owner(self, key: str) -> tuple[str, str] | None: ...
+    async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]: ...
+    async def revoke(self, guild_id: str, user_id: str) -> bool: ...
+
+
+class RegistryStore(Protocol):
+    """The guilds Elixir is in, with their voice channels."""
+
+    async def put(self, guild: Guild) -> Guild: ...
+    async def delete(self, guild_id: str) -> bool: ...
+    async def get(self, guild_id: str) -> Guild | None: ...
+    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool: ...
+
+
+class CatalogStore(Protocol):
+    """The local catalog the default resolver plays from."""
+
+    async def import_catalog(
+        self, tracks: list[Track], playlists: list[Playlist], progress: Callable[[int, int], None] | None = None
+    ) -> tuple[int, int]: ...
+    async def track(self, source: str, identifier: str) -> Track | None: ...
+    async def playlist_tracks(self, source: str, identifier: str) -> list[Track]: ...
+    async def search(self, words: Sequence[str], every: bool) -> Track | None:
+        """The best match of all the ``words`` (``every``) or of any of them."""
+        ...
+
+
+class PlayerStore(Protocol):
+    """Players and their queues. A change runs on the stored player in one transaction, so every
+    process sees one player per guild."""
+
+    async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
+        """The player as stored (its front only, unless ``whole``), not yet settled to now."""
+        ...
+
+    async def change(self, guild_id: str, change: Callable[[Player | None], Player | None], now: float) -> Player | None:
+        """Run ``change`` on the player settled to ``now`` (``None``: not connected) and store what
+        it returns (``None``: stopped), all in one transaction; returns the stored player."""
+        ...
+
+    async def due(self, now: float) -> list[str]:
+        """The guilds whose current track has ended by ``now``."""
+        ...
+
+    async def next_end(self) -> float | None:
+        """The earliest time a current track ends."""
+        ...
+
+
+class PartnerStore(Protocol):
+    """Xenon's partner bots, templates and backups."""
+
+    async def grant_bot(self, bot: Bot) -> tuple[str, bool]: ...
+    async def revoke_bot(self, bot_id: str) -> bool: ...
+    async def bot_by_token(self, token: str) -> Bot | None: ...
+    async def create_template(self, template: TemplateIn) -> Template: ...
+    async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None: ...
+    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None: ...
+    async def create_backup(self, backup: BackupIn) -> Backup: ...
+    async def backup(self, backup_id: str) -> Backup | None: ...
+
+
+class LoadStore(Protocol):
+    """Mappers, running loaders, and the numbered event log they publish to."""
+
+    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None: ...
+    async def mapper(self, source_id: str, target_id: str) -> Mapper | None: ...
+    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None: ...
+    async def running(self, target_id: str) -> tuple[Loader, int] | None:
+        """The loader running on ``target_id`` and the seq of its start event (which names it)."""
+        ...
+
+    async def running_loaders(self) -> list[tuple[Loader, int]]: ...
+    async def start(self, loader: Loader, frame: Callable[[int], str]) -> tuple[int, str]: ...
+    async def status(self, target_id: str, started: int, frame: Callable[[int], str]) -> tuple[int, str] | None:
+        """Number a status of the loader that started at ``started``; ``None`` once it is done."""
+        ...
+
+    async def stage_ids(self, target_id: str, ids: dict[str, str]) -> None: ...
+    async def finish(self, loader: Loader, frame: Callable[[int], str], ok: bool) -> tuple[int, str]: ...
+    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
+        ...
+
+
+# ---------------------------------------------------------------------------
+# SQLite: the database, then one class per storage area
+# ---------------------------------------------------------------------------
+
+SCHEMA_VERSION = 3
 
 SCHEMA = """\
 -- xenon_elixir schema. Every statement is idempotent: the whole script runs, in one transaction,
@@ -1116,15 +1364,21 @@ CREATE TABLE IF NOT EXISTS playlist_tracks (
 ) WITHOUT ROWID;
 
 -- One music player per connected guild. The head of its queue is the current track;
--- its position is `position` ms at clock time `anchor` (frozen while paused).
+-- its position is `position` ms at clock time `anchor` (frozen while paused). `ends_at` is when
+-- the current track ends (NULL while nothing ends by itself), so the next end is one indexed
+-- lookup; `size` counts the queue's entries, the current one included.
 CREATE TABLE IF NOT EXISTS players (
     guild_id   TEXT PRIMARY KEY,
     channel_id TEXT NOT NULL,
     volume     INTEGER NOT NULL,
     paused     INTEGER NOT NULL,
     position   REAL NOT NULL,
-    anchor     REAL NOT NULL
+    anchor     REAL NOT NULL,
+    ends_at    REAL,
+    size       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS players_by_end ON players (ends_at) WHERE ends_at IS NOT NULL;
 
 -- Queue entries hold a copy of their track, so any resolver's tracks can be queued.
 -- Entries are only appended (entry_id grows) and deleted from the head.
@@ -1198,7 +1452,8 @@ CREATE TABLE IF NOT EXISTS loader_ids (
     PRIMARY KEY (target_id, old_id)
 ); -- with rowid: merged in first-seen order
 
--- Running loaders: at most one per target guild.
+-- Running loaders: at most one per target guild. `start_seq`, the number of its start event,
+-- names one loader apart from the next on the same target.
 CREATE TABLE IF NOT EXISTS loaders (
     target_id   TEXT PRIMARY KEY,
     type        TEXT NOT NULL,
@@ -1206,7 +1461,8 @@ CREATE TABLE IF NOT EXISTS loaders (
     backup_id   TEXT,
     template_id TEXT,
     user_id     TEXT,
-    started_at  REAL NOT NULL
+    started_at  REAL NOT NULL,
+    start_seq   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 -- The start/done events for ?since= replay, as the frames that were sent.
@@ -1216,38 +1472,544 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL
 );
 
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
+
 -- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest start/done event dropped from the log.
+-- increasing across restarts; pruned_seq: the newest start/done event dropped from the log;
+-- commits: counted by every writing process, so each notices another's commits.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
-INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0);
 """
 
 _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream"
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _IMPORT_CHUNK = 5000
 _ANSWERS_KEPT = 1024
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-class SQL:
-    """Every statement the store runs, by name."""
+def digest(secret: str) -> str:
+    """The only form in which a secret is stored or compared."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
-    key_owner = "SELECT guild_id, user_id FROM elixir_keys WHERE key_hash = ?"
-    key_exists = "SELECT 1 FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
-    key_delete = "DELETE FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
-    key_insert = "INSERT INTO elixir_keys (key_hash, guild_id, user_id, created_at) VALUES (?, ?, ?, ?)"
 
-    guild_upsert = "INSERT INTO guilds (guild_id, name) VALUES (?, ?) ON CONFLICT DO UPDATE SET name = excluded.name"
-    guild_delete = "DELETE FROM guilds WHERE guild_id = ?"
-    guild_name = "SELECT name FROM guilds WHERE guild_id = ?"
+def _track_row(track: Track) -> tuple[Any, ...]:
+    return (track.source, track.identifier, track.title, track.author, track.length, track.uri,
+            track.thumbnail, int(track.is_stream))
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class StoreError(Exception):
+    """The database file cannot be used (unreadable, locked, or from a newer version)."""
+
+
+class StoredTrack(Track, kw_only=True, gc=False):
+    """A track read back from the database: checked when it was written, not again (the checks'
+    regular expressions were 40% of loading a queue)."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def _track_of(row: Sequence[Any]) -> Track:
+    source, identifier, title, author, length, uri, thumbnail, is_stream = row
+    return StoredTrack(
+        source=source, identifier=identifier, title=title, author=author, length=length, uri=uri,
+        thumbnail=thumbnail, is_stream=bool(is_stream),
+    )
+
+
+_PLAYER_GET = "SELECT channel_id, volume, paused, position, anchor, size FROM players WHERE guild_id = ?"
+_QUEUE_FRONT = f"SELECT entry_id, {_TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ? OFFSET ?"
+_PLAYER_END = "UPDATE players SET ends_at = ?, size = ? WHERE guild_id = ?"
+PLAYER_FRONT = 26
+"""Queue entries read with a player: the current track and the 25 a follower is shown."""
+
+
+def read_player(db: sqlite3.Connection, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
+    """A guild's stored player with the first ``front`` entries of its queue (all: ``None``)."""
+    row = db.execute(_PLAYER_GET, (guild_id,)).fetchone()
+    if row is None:
+        return None
+    channel_id, volume, paused, position, anchor, size = row
+    player = Player(guild_id, channel_id, volume, bool(paused), position, anchor, deque(), more=size)
+    load_front(db, player, -1 if front is None else front)
+    return player
+
+
+def load_front(db: sqlite3.Connection, player: Player, count: int) -> None:
+    """Read up to ``count`` more entries (``-1``: all) after the ones ``player`` holds."""
+    offset = player.dropped + len(player.queue)  # rows before these are loaded (or dropped, not yet deleted)
+    rows = db.execute(_QUEUE_FRONT, (player.guild_id, count, offset)).fetchall()
+    player.queue.extend(QueueEntry(r[0], _track_of(r[1:9]), r[9]) for r in rows)
+    player.more = max(player.more - len(rows), 0)
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a file of an older version up to this one, before the schema script runs."""
+    if version >= 3:
+        return
+    columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in ("players", "loaders")}
+    if columns["players"] and "ends_at" not in columns["players"]:  # version 3: the next end is indexed
+        db.execute("ALTER TABLE players ADD COLUMN ends_at REAL")
+        db.execute("ALTER TABLE players ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+        for (guild_id,) in db.execute("SELECT guild_id FROM players").fetchall():
+            player = read_player(db, guild_id, front=None)
+            assert player is not None
+            db.execute(_PLAYER_END, (player.ends_at, player.size, guild_id))
+    if columns["loaders"] and "start_seq" not in columns["loaders"]:
+        db.execute("ALTER TABLE loaders ADD COLUMN start_seq INTEGER NOT NULL DEFAULT 0")
+
+
+_COMMITS = "SELECT value FROM counters WHERE name = 'commits'"
+_COUNT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'commits' RETURNING value"
+
+
+def _backup(source_path: str, path: str) -> None:
+    partial = f"{path}.partial"
+    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(partial)
+        try:
+            source.backup(target)
+            (check,) = target.execute("PRAGMA integrity_check").fetchone()
+            if check != "ok":
+                raise StoreError(f"the copy failed its integrity check: {check}")
+        finally:
+            target.close()
+        os.replace(partial, path)
+    finally:
+        source.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+
+
+_MISSING: Any = object()
+
+
+class Answers:
+    """Answers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
+    until a write changes what the tag covers: a key's revoke forgets key answers, a load's done
+    its mapper, a play its guild's player; an unrelated write forgets nothing. At most ``kept``
+    answers, the least recently used going first; refusals are not worth memory anyone can fill."""
+
+    def __init__(self, kept: int = _ANSWERS_KEPT) -> None:
+        self.kept = kept
+        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._tags: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+
+    def get(self, tag: tuple[Any, ...], key: tuple[Any, ...]) -> Any:
+        answer = self._answers.get((tag, key), _MISSING)
+        if answer is not _MISSING:
+            self._answers.move_to_end((tag, key))
+        return answer
+
+    def put(self, tag: tuple[Any, ...], key: tuple[Any, ...], answer: Any) -> None:
+        self._answers[(tag, key)] = answer
+        self._tags.setdefault(tag, set()).add(key)
+        if len(self._answers) > self.kept:
+            (old_tag, old_key), _ = self._answers.popitem(last=False)
+            self._tags[old_tag].discard(old_key)
+            if not self._tags[old_tag]:
+                del self._tags[old_tag]
+
+    def forget(self, tag: tuple[Any, ...]) -> None:
+        for key in self._tags.pop(tag, ()):
+            self._answers.pop((tag, key), None)
+
+    def clear(self) -> None:
+        self._answers.clear()
+        self._tags.clear()
+
+
+@dataclasses.dataclass(slots=True)
+class _Write:
+    run: Callable[[sqlite3.Connection], Any]
+    done: asyncio.Future[Any]
+    forgets: Sequence[tuple[Any, ...]]
+    after: Callable[[Any], None] | None
+
+
+class SqliteWriter:
+    """The writer connection, on a thread of its own. A write is a function run there inside a
+    transaction, whole, in one hop: a writer may wait for a lock (another process, a checkpoint),
+    and the event loop must not. Writes that arrive while one commits are committed together in
+    the next transaction (group commit), each inside a savepoint of its own, so a refused write
+    takes none of the others with it."""
+
+    def __init__(self, path: str, write_wait: float, answers: Answers) -> None:
+        self.path = path
+        self.write_wait = write_wait
+        self.answers = answers
+        self.commits = -1
+        """The ``commits`` counter after this process's last commit (see :meth:`SqliteDatabase.remembered`)."""
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[_Write] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+
+    def _open(self) -> None:
+        self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in (f"busy_timeout = {int(self.write_wait * 1000)}", "synchronous = NORMAL", "foreign_keys = ON"):
+            db.execute(f"PRAGMA {pragma}")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if version < SCHEMA_VERSION:
+            # Write transactions that wait their turn for the lock (a write sneaked into a read
+            # would fail at once against a server writing beside it); a file at this version is
+            # opened without writing at all. Each step can run again if the other was cut short.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                _migrate(db, version)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+
+    async def close(self) -> None:
+        try:
+            if self._flushing is not None:
+                await self._flushing  # acknowledged or not, started changes are finished
+        finally:
+            if self._db is not None:
+                self._executor.submit(self._db.close)
+            # Waited for even when cancelled (a second Ctrl-C): the thread finishes its last
+            # transaction and closes the file; the loop is not needed for that.
+            self._executor.shutdown(wait=True)
+            self._db = None
+
+    async def write(
+        self, run: Callable[[sqlite3.Connection], T], forgets: Sequence[tuple[Any, ...]], after: Callable[[T], None] | None
+    ) -> T:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(run, done, forgets, after))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes, commits = await loop.run_in_executor(self._executor, self._commit, batch)
+                except sqlite3.OperationalError as exc:
+                    log.warning("write refused with 503: %s", exc)
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    self._fail(batch, Unavailable(LOCKED) if busy else Unavailable())
+                    continue
+                except BaseException as exc:  # every write of the batch failed together
+                    self._fail(batch, exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                if commits is not None:
+                    if commits != self.commits + 1:
+                        self.answers.clear()  # another process committed in between
+                    self.commits = commits
+                for write, (ok, value) in zip(batch, outcomes, strict=True):
+                    self._settle(write, ok, value)
+        finally:
+            self._flushing = None
+
+    def _settle(self, write: _Write, ok: bool, value: Any) -> None:
+        if ok:
+            for tag in write.forgets:  # before anyone hears of the commit
+                self.answers.forget(tag)
+            if write.after is not None:
+                write.after(value)
+        if write.done.done():
+            return
+        if ok:
+            write.done.set_result(value)
+        else:
+            write.done.set_exception(value)
+
+    @staticmethod
+    def _fail(batch: list[_Write], exc: BaseException) -> None:
+        for write in batch:
+            if not write.done.done():
+                write.done.set_exception(exc)
+
+    def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], int | None]:
+        """On the writer thread: the batch in one transaction, each write in a savepoint."""
+        db = self._db
+        assert db is not None, "database is not open"
+        db.execute("BEGIN IMMEDIATE")
+        changes = db.total_changes
+        try:
+            outcomes: list[tuple[bool, Any]] = []
+            for write in batch:
+                db.execute("SAVEPOINT write")
+                try:
+                    outcomes.append((True, write.run(db)))
+                except (DomainError, ValueError) as refused:
+                    db.execute("ROLLBACK TO write")
+                    outcomes.append((False, refused))
+                except sqlite3.IntegrityError as refused:
+                    db.execute("ROLLBACK TO write")
+                    outcomes.append((False, Conflict("conflict", str(refused))))
+                db.execute("RELEASE write")
+            if db.total_changes == changes:  # every write was refused or changed nothing
+                db.execute("ROLLBACK")
+                return outcomes, None
+            (commits,) = db.execute(_COUNT_COMMIT).fetchone()
+            db.execute("COMMIT")
+            return outcomes, commits
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
+class SqliteDatabase:
+    """One SQLite file in WAL mode: a writer (:class:`SqliteWriter`), a read-only connection on
+    the event loop, and the remembered answers. Reads run on the loop: in WAL mode a reader never
+    waits for a writer and sees every committed write, and a point lookup costs microseconds, less
+    than a round trip to a thread."""
+
+    foreign_commits_seen_within = 0.001
+    """Seconds: how stale a remembered answer may be after another process's commit."""
+
+    def __init__(self, path: str, *, write_wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.answers = Answers()
+        self._writer = SqliteWriter(path, write_wait, self.answers)
+        self._monotonic = monotonic
+        self._reader: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._file_gone_logged = False
+        self._checked = -math.inf
+
+    async def open(self) -> SqliteDatabase:
+        try:
+            await self._writer.open()
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in ("query_only = ON", "busy_timeout = 1000"):
+                self._reader.execute(f"PRAGMA {pragma}")
+            self._identity = self._file_identity()
+            (self._writer.commits,) = self._reader.execute(_COMMITS).fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            folder = os.path.dirname(os.path.abspath(self.path))
+            reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
+            if not os.path.isdir(folder):
+                reason = f"the folder {folder} does not exist"
+            raise StoreError(f"cannot use database {self.path}: {reason}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        try:
+            await self._writer.close()
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = None
+
+    async def write(
+        self,
+        run: Callable[[sqlite3.Connection], T],
+        *,
+        forgets: Sequence[tuple[Any, ...]] = (),
+        after: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``run(connection)`` in a write transaction and return its result once committed.
+
+        ``forgets`` are the tags of the remembered answers it may change, forgotten before any
+        caller hears of the commit; ``after(result)`` runs on the loop right after the commit, in
+        commit order (so events are published in their numbers' order). A ``DomainError``, a
+        ``ValueError`` or an integrity error raised by ``run`` undoes its own changes only. A
+        write that cannot get the file (locked past ``write_wait``, removed, failing) is
+        :class:`Unavailable`.
+        """
+        self.check_file()
+        return await self._writer.write(run, forgets, after)
+
+    # Reads -------------------------------------------------------------------------
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self._read().execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:  # a read that could not get the file in time
+            log.warning("read refused with 503: %s", exc)
+            raise Unavailable() from exc
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._read().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            log.warning("read refused with 503: %s", exc)
+            raise Unavailable() from exc
+
+    def _read(self) -> sqlite3.Connection:
+        assert self._reader is not None, "database is not open"
+        return self._reader
+
+    def remembered(
+        self, tag: tuple[Any, ...], key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool
+    ) -> T:
+        """``read()``'s answer, remembered under ``tag`` until a write changes what it covers.
+
+        This process forgets a tag when it commits a write that names it. Another process's
+        commit (the CLI revoking a token) moves the ``commits`` counter, looked at when a
+        millisecond has passed since the last look: all answers are then forgotten, within a
+        millisecond, and a hit costs no query. ``read`` runs on the loop with no await, so no
+        commit can slip in between it and remembering its answer unseen.
+        """
+        now = self._monotonic()
+        if now - self._checked >= self.foreign_commits_seen_within:
+            self._checked = now
+            (commits,) = self.one(_COMMITS)
+            if commits != self._writer.commits:
+                self.answers.clear()
+                self._writer.commits = commits
+        answer = self.answers.get(tag, key)
+        if answer is _MISSING:
+            answer = read()
+            if keep(answer):
+                self.answers.put(tag, key, answer)
+        return answer
+
+    # The file -------------------------------------------------------------------
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def check_file(self) -> None:
+        """Refuse to write when the path no longer names the open file (deleted or replaced under
+        the server): acknowledging writes into a file nobody can open again would lose them all."""
+        if self._file_identity() != self._identity:
+            if not self._file_gone_logged:
+                self._file_gone_logged = True
+                log.error("database %s was removed or replaced while open; refusing writes until restarted", self.path)
+            raise Unavailable("Service unavailable: the database file is gone; the operator must restart the server.")
+
+    async def ping(self) -> bool:
+        """Whether the file answers a query now and is still the file at the path (the health check)."""
+        try:
+            self.check_file()
+            return self.one(_COMMITS) is not None
+        except (DomainError, sqlite3.Error, AssertionError):
+            return False
+
+    async def backup_to(self, path: str) -> None:
+        """Copy the database to ``path`` through SQLite's backup API, on a read snapshot: the
+        copy is consistent while writers go on. Written beside ``path`` and renamed into place,
+        so ``path`` never holds half a copy; an existing file is refused."""
+        if os.path.exists(path):
+            raise StoreError(f"{path} exists; choose a new file")
+        try:
+            await asyncio.to_thread(_backup, self.path, path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot back up to {path}: {exc}") from exc
+
+
+
+
+class SqliteKeys:
+    """Elixir keys: only the SHA-256 hex of a key is kept."""
+
+    owner_of = "SELECT guild_id, user_id FROM elixir_keys WHERE key_hash = ?"
+    exists = "SELECT 1 FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
+    delete = "DELETE FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
+    insert = "INSERT INTO elixir_keys (key_hash, guild_id, user_id, created_at) VALUES (?, ?, ?, ?)"
+
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def owner(self, key: str) -> tuple[str, str] | None:
+        """The (guild_id, user_id) a key is bound to, or ``None`` for an unknown or revoked key."""
+        hashed = digest(key)
+        return self.db.remembered(("keys",), (hashed,), lambda: self.db.one(self.owner_of, (hashed,)))
+
+    async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]:
+        """Make the key of (guild, user); returns it (the only time it exists in clear) and whether
+        it replaced one. A second key for the same pair needs ``rotate``, which revokes the first."""
+        key, now = secrets.token_hex(32), self.clock()
+
+        def run(db: sqlite3.Connection) -> bool:
+            existed = db.execute(self.exists, (guild_id, user_id)).fetchone() is not None
+            if existed and not rotate:
+                raise Conflict("key exists", "A key already exists for this guild and user; rotate it to get a new one")
+            db.execute(self.delete, (guild_id, user_id))
+            db.execute(self.insert, (digest(key), guild_id, user_id, now))
+            return existed
+
+        return key, await self.db.write(run, forgets=[("keys",)])
+
+    async def revoke(self, guild_id: str, user_id: str) -> bool:
+        return await self.db.write(lambda db: db.execute(self.delete, (guild_id, user_id)).rowcount > 0, forgets=[("keys",)])
+
+
+class SqliteRegistry:
+    """The guilds Elixir is in, with their voice channels, as the host bot reports them."""
+
+    upsert = "INSERT INTO guilds (guild_id, name) VALUES (?, ?) ON CONFLICT DO UPDATE SET name = excluded.name"
+    delete_guild = "DELETE FROM guilds WHERE guild_id = ?"
+    name_of = "SELECT name FROM guilds WHERE guild_id = ?"
     channels_clear = "DELETE FROM voice_channels WHERE guild_id = ?"
     channel_insert = "INSERT INTO voice_channels (guild_id, channel_id) VALUES (?, ?)"
     channels_of = "SELECT channel_id FROM voice_channels WHERE guild_id = ? ORDER BY rowid"
     channel_exists = "SELECT 1 FROM voice_channels WHERE guild_id = ? AND channel_id = ?"
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def put(self, guild: Guild) -> Guild:
+        def run(db: sqlite3.Connection) -> Guild:
+            db.execute(self.upsert, (guild.id, guild.name))
+            db.execute(self.channels_clear, (guild.id,))
+            db.executemany(self.channel_insert, [(guild.id, c) for c in guild.voice_channels])
+            return guild
+
+        return await self.db.write(run)
+
+    async def delete(self, guild_id: str) -> bool:
+        return await self.db.write(lambda db: db.execute(self.delete_guild, (guild_id,)).rowcount > 0)
+
+    async def get(self, guild_id: str) -> Guild | None:
+        row = self.db.one(self.name_of, (guild_id,))
+        if row is None:
+            return None
+        channels = [c for (c,) in self.db.all(self.channels_of, (guild_id,))]
+        return Guild(id=guild_id, name=row[0], voice_channels=channels)
+
+    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool:
+        return self.db.one(self.channel_exists, (guild_id, channel_id)) is not None
+
+
+_TRACK_SELECT = ", ".join("t." + column for column in _TRACK_COLUMNS.split(", "))
+
+
+def fts_match(words: Sequence[str], *, every: bool) -> str:
+    """An FTS5 match of all the words (or any): each is quoted, so nothing a user types is read
+    as query syntax."""
+    return (" " if every else " OR ").join(f'"{word}"' for word in words)
+
+
+class SqliteCatalog:
+    """The local catalog: tracks with a full-text index over title and author, and playlists."""
 
     track_upsert = f"""
         INSERT INTO tracks ({_TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -1256,44 +2018,182 @@ class SQL:
             uri = excluded.uri, thumbnail = excluded.thumbnail, is_stream = excluded.is_stream"""
     track_get = f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE source = ? AND identifier = ?"
     track_id_of = "SELECT track_id FROM tracks WHERE source = ? AND identifier = ?"
-    # bm25 ranks lower-is-better; a title hit weighs twice an author hit.
+    # A search ranks a bounded set of candidates, the first matches in the index, so it costs the
+    # same however many tracks match a common word. bm25 ranks lower-is-better; a title hit
+    # weighs twice an author hit.
     track_search = f"""
-        SELECT {", ".join("t." + c for c in _TRACK_COLUMNS.split(", "))}
-        FROM tracks_fts JOIN tracks AS t ON t.track_id = tracks_fts.rowid
-        WHERE tracks_fts MATCH ? ORDER BY bm25(tracks_fts, 2.0, 1.0), t.track_id LIMIT 1"""
-
+        SELECT {_TRACK_SELECT} FROM (
+            SELECT rowid AS track_id, bm25(tracks_fts, 2.0, 1.0) AS rank FROM tracks_fts
+            WHERE tracks_fts MATCH ? LIMIT 256
+        ) AS m JOIN tracks AS t ON t.track_id = m.track_id ORDER BY m.rank, t.track_id LIMIT 1"""
     playlist_upsert = """
         INSERT INTO playlists (source, identifier, name) VALUES (?, ?, ?)
         ON CONFLICT (source, identifier) DO UPDATE SET name = excluded.name
         RETURNING playlist_id"""
     playlist_clear = "DELETE FROM playlist_tracks WHERE playlist_id = ?"
     playlist_track_insert = "INSERT INTO playlist_tracks (playlist_id, position, track_id) VALUES (?, ?, ?)"
-    playlist_tracks = f"""
-        SELECT {", ".join("t." + c for c in _TRACK_COLUMNS.split(", "))}
-        FROM playlists AS p
+    playlist_tracks_of = f"""
+        SELECT {_TRACK_SELECT} FROM playlists AS p
         JOIN playlist_tracks AS pt ON pt.playlist_id = p.playlist_id
         JOIN tracks AS t ON t.track_id = pt.track_id
         WHERE p.source = ? AND p.identifier = ? ORDER BY pt.position"""
 
-    player_get = "SELECT channel_id, volume, paused, position, anchor FROM players WHERE guild_id = ?"
-    player_upsert = """
-        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor) VALUES (?, ?, ?, ?, ?, ?)
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def import_catalog(
+        self, tracks: list[Track], playlists: list[Playlist], progress: Callable[[int, int], None] | None = None
+    ) -> tuple[int, int]:
+        """Upsert tracks, then playlists (which may name those tracks). Everything is checked
+        before anything is written: a playlist naming a track that is neither imported nor known
+        refuses the whole import. Tracks are then written in transactions of ``_IMPORT_CHUNK``, so
+        a million-track import never holds the write lock for long (other writers, in this process
+        and others, get their turn between chunks); an interrupted import is finished by running it
+        again (upserts). ``progress(done, total)`` is told after each chunk."""
+        rows = [_track_row(t) for t in tracks]
+        imported = {(row[0], row[1]) for row in rows}
+        for playlist in playlists:
+            for identifier in playlist.tracks:
+                if (playlist.source, identifier) not in imported and not self.db.one(
+                    self.track_id_of, (playlist.source, identifier)
+                ):
+                    raise Invalid("unknown track", f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}")
+        for start in range(0, len(rows), _IMPORT_CHUNK):
+            chunk = rows[start : start + _IMPORT_CHUNK]
+            await self.db.write(lambda db, chunk=chunk: db.executemany(self.track_upsert, chunk), forgets=[("catalog",)])
+            if progress is not None:
+                progress(min(start + _IMPORT_CHUNK, len(rows)), len(rows))
+        if playlists:
+            await self.db.write(lambda db: [self._write_playlist(db, p) for p in playlists], forgets=[("catalog",)])
+        return len(rows), len(playlists)
+
+    def _write_playlist(self, db: sqlite3.Connection, playlist: Playlist) -> None:
+        ids = [db.execute(self.track_id_of, (playlist.source, i)).fetchone()[0] for i in playlist.tracks]
+        (playlist_id,) = db.execute(self.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)).fetchone()
+        db.execute(self.playlist_clear, (playlist_id,))
+        db.executemany(self.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(ids)])
+
+    async def track(self, source: str, identifier: str) -> Track | None:
+        row = self.db.one(self.track_get, (source, identifier))
+        return None if row is None else _track_of(row)
+
+    async def playlist_tracks(self, source: str, identifier: str) -> list[Track]:
+        return [_track_of(row) for row in self.db.all(self.playlist_tracks_of, (source, identifier))]
+
+    async def search(self, words: Sequence[str], every: bool) -> Track | None:
+        """The best match of all the ``words`` or any of them; the tokenizer folds case and
+        accents. An answer stays remembered until the catalog changes."""
+        match = fts_match(words, every=every)
+
+        def read() -> Track | None:
+            row = self.db.one(self.track_search, (match,))
+            return None if row is None else _track_of(row)
+
+        return self.db.remembered(("catalog",), (match,), read, keep=lambda _: True)
+
+
+class SqlitePlayers:
+    """Players and their queues. A change runs on the stored player inside the write transaction,
+    so every process that serves the file sees one player per guild, and a change made while
+    another commits lands in the same transaction (group commit)."""
+
+    upsert = """
+        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT DO UPDATE SET channel_id = excluded.channel_id, volume = excluded.volume,
-            paused = excluded.paused, position = excluded.position, anchor = excluded.anchor"""
-    player_delete = "DELETE FROM players WHERE guild_id = ?"
-    queue_of = f"SELECT entry_id, {_TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = ? ORDER BY entry_id"
-    queue_drop_before = "DELETE FROM queue WHERE guild_id = ? AND entry_id < ?"
-    queue_append = f"INSERT INTO queue (entry_id, guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    queue_last_id = "SELECT coalesce(max(entry_id), 0) FROM queue"
-    players_all = "SELECT guild_id FROM players"
+            paused = excluded.paused, position = excluded.position, anchor = excluded.anchor,
+            ends_at = excluded.ends_at, size = excluded.size"""
+    delete = "DELETE FROM players WHERE guild_id = ?"
+    queue_clear = "DELETE FROM queue WHERE guild_id = ?"
+    # Entries are only appended and taken from the front: the front ones are the lowest ids.
+    queue_drop_front = """
+        DELETE FROM queue WHERE entry_id IN (SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
+    queue_append = f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
+    first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
+        """The stored player (the front of its queue, unless ``whole``), remembered until it changes."""
+        if whole:
+            return read_player(self.db._read(), guild_id, front=None)
+        return self.db.remembered(("player", guild_id), (), lambda: read_player(self.db._read(), guild_id))
+
+    async def change(
+        self,
+        guild_id: str,
+        change: Callable[[Player | None], Player | None],
+        now: float,
+        after: Callable[[Player | None], None] | None = None,
+    ) -> Player | None:
+        """Run ``change`` on the stored player settled to ``now`` and write what it returns
+        (``None``: stopped), in one transaction; ``after`` runs right after the commit."""
+
+        def run(db: sqlite3.Connection) -> Player | None:
+            player = read_player(db, guild_id)
+            if player is not None:
+                while True:  # settle deeper than the front that was read, if it all ended
+                    player.settle(now)
+                    if player.queue or not player.more:
+                        break
+                    load_front(db, player, PLAYER_FRONT)
+            changed = change(player)
+            if changed is not None and not changed.queue and changed.more:
+                load_front(db, changed, PLAYER_FRONT)  # skipped past the front: read the next
+            self._write(db, guild_id, changed)
+            return changed
+
+        return await self.db.write(run, forgets=[("player", guild_id)], after=after)
+
+    def _write(self, db: sqlite3.Connection, guild_id: str, player: Player | None) -> None:
+        if player is None:
+            db.execute(self.queue_clear, (guild_id,))
+            db.execute(self.delete, (guild_id,))
+            return
+        if player.dropped:
+            db.execute(self.queue_drop_front, (guild_id, player.dropped))
+        for entry in player.appended:
+            entry.entry_id = db.execute(
+                self.queue_append, (guild_id, *_track_row(entry.track), entry.requested_by)
+            ).lastrowid
+        row = (guild_id, player.channel_id, player.volume, int(player.paused), player.position, player.anchor)
+        db.execute(self.upsert, (*row, player.ends_at, player.size))
+        player.dropped, player.appended = 0, []
+
+    async def due(self, now: float) -> list[str]:
+        return [guild_id for (guild_id,) in self.db.all(self.due_by, (now,))]
+
+    async def next_end(self) -> float | None:
+        return self.db.one(self.first_end)[0]
+
+
+_ID_CHARACTERS = {12: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 10: "0123456789abcdefghijklmnopqrstuvwxyz"}
+
+
+def _insert_with_id(db: sqlite3.Connection, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str) -> str:
+    """Insert a row under the given id, or under a generated one (``length`` characters, a new
+    one after a collision); a given id that is taken is a conflict."""
+    for _ in range(8):
+        chosen = given or "".join(secrets.choice(_ID_CHARACTERS[length]) for _ in range(length))
+        if db.execute(sql, (chosen, *rest)).rowcount:
+            return chosen
+        if given:
+            break
+    raise Conflict("exists", f"{what} {given} already exists")
+
+
+class SqlitePartners:
+    """Xenon's partner bots (a revoked bot keeps its row and attachments, with no token),
+    templates and the bots attached to them, and backups."""
 
     bot_exists = "SELECT 1 FROM bots WHERE bot_id = ?"
     bot_grant = """
         INSERT INTO bots (bot_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)
         ON CONFLICT DO UPDATE SET name = excluded.name, token_hash = excluded.token_hash"""
     bot_revoke = "UPDATE bots SET token_hash = NULL WHERE bot_id = ?"
-    bot_by_token = "SELECT bot_id, name FROM bots WHERE token_hash = ?"
-
+    bot_of_token = "SELECT bot_id, name FROM bots WHERE token_hash = ?"
     template_insert = """
         INSERT INTO templates (template_id, name, source_id, creator_id, created_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT DO NOTHING"""
@@ -1303,49 +2203,228 @@ class SQL:
         WHERE tb.template_id = ? ORDER BY tb.rowid"""
     template_attach = "INSERT OR IGNORE INTO template_bots (template_id, bot_id) VALUES (?, ?)"
     template_detach = "DELETE FROM template_bots WHERE template_id = ? AND bot_id = ?"
-
     backup_insert = """
         INSERT INTO backups (backup_id, source_id, creator_id, created_at) VALUES (?, ?, ?, ?)
         ON CONFLICT DO NOTHING"""
     backup_get = "SELECT backup_id, source_id, creator_id FROM backups WHERE backup_id = ?"
 
-    mapper_ids = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
-    mapper_loaders = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
+        """A new token for the bot, shown only now; granting again rotates (the old token stops
+        working). Returns the token and whether the bot existed."""
+        token, now = secrets.token_urlsafe(48), self.clock()
+
+        def run(db: sqlite3.Connection) -> bool:
+            existed = db.execute(self.bot_exists, (bot.id,)).fetchone() is not None
+            db.execute(self.bot_grant, (bot.id, bot.name, digest(token), now))
+            return existed
+
+        return token, await self.db.write(run, forgets=[("bots",)])
+
+    async def revoke_bot(self, bot_id: str) -> bool:
+        return await self.db.write(lambda db: db.execute(self.bot_revoke, (bot_id,)).rowcount > 0, forgets=[("bots",)])
+
+    async def bot_by_token(self, token: str) -> Bot | None:
+        hashed = digest(token)
+        row = self.db.remembered(("bots",), (hashed,), lambda: self.db.one(self.bot_of_token, (hashed,)))
+        return None if row is None else Bot(row[0], row[1])
+
+    async def create_template(self, template: TemplateIn) -> Template:
+        """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
+        rest = (template.name, template.source_id, template.creator_id, self.clock())
+        chosen = await self.db.write(lambda db: _insert_with_id(db, self.template_insert, template.id, 12, rest, "Template"))
+        return Template(chosen, template.name, str(template.source_id), str(template.creator_id))
+
+    async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
+        row = self.db.one(self.template_get, (template_id,))
+        if row is None:
+            return None
+        bots = [Bot(b, n) for b, n in self.db.all(self.template_bots, (template_id,))] if with_bots else []
+        return Template(*row, bots=bots)
+
+    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
+        statement = self.template_attach if attached else self.template_detach
+        await self.db.write(lambda db: db.execute(statement, (template_id, bot_id)))
+
+    async def create_backup(self, backup: BackupIn) -> Backup:
+        """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
+        rest = (backup.source_id, backup.creator_id, self.clock())
+        chosen = await self.db.write(lambda db: _insert_with_id(db, self.backup_insert, backup.id, 10, rest, "Backup"))
+        return Backup(chosen, str(backup.source_id), str(backup.creator_id))
+
+    async def backup(self, backup_id: str) -> Backup | None:
+        row = self.db.one(self.backup_get, (backup_id,))
+        return None if row is None else Backup(*row)
+
+
+class SqliteLoads:
+    """Mappers, the running loaders and their staged ids, and the numbered event log."""
+
+    mapper_ids_of = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    mapper_loaders_of = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
     mapper_merge = """
         INSERT INTO mapper_ids (source_id, target_id, old_id, new_id) VALUES (?, ?, ?, ?)
         ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
     mapper_add_loader = "INSERT OR IGNORE INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?)"
-
     loader_insert = """
         INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)"""
+    loader_named = "UPDATE loaders SET start_seq = ? WHERE target_id = ?"
     loader_delete = "DELETE FROM loaders WHERE target_id = ?"
-    loader_ids_stage = """
+    loader_columns = "target_id, type, source_id, backup_id, template_id, user_id, start_seq"
+    loader_get = f"SELECT {loader_columns} FROM loaders WHERE target_id = ?"
+    loaders_all = f"SELECT {loader_columns} FROM loaders"
+    loader_is = "SELECT 1 FROM loaders WHERE target_id = ? AND start_seq = ?"
+    ids_stage = """
         INSERT INTO loader_ids (target_id, old_id, new_id) VALUES (?, ?, ?)
         ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
-    loader_ids_merge = """
+    ids_merge = """
         INSERT INTO mapper_ids (source_id, target_id, old_id, new_id)
         SELECT ?, target_id, old_id, new_id FROM loader_ids WHERE target_id = ? AND old_id != ? ORDER BY rowid
         ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
-    loader_ids_drop = "DELETE FROM loader_ids WHERE target_id = ?"
-    loaders_all = "SELECT target_id, type, source_id, backup_id, template_id, user_id FROM loaders"
-
+    ids_drop = "DELETE FROM loader_ids WHERE target_id = ?"
     seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
     seq_bounds = """
         SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'),
                (SELECT value FROM counters WHERE name = 'event_seq')"""
     event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
-    events_since = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq"
-    # The newest seq to drop: beyond the newest `size` events, or older than the cut-off time.
+    events_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    # The newest seq to drop: beyond the newest `size` events, or older than the cut-off time (by
+    # the index on created_at: seq and time grow together).
     events_prune_to = """
         SELECT max(coalesce((SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?), 0),
-                   coalesce((SELECT max(seq) FROM events WHERE created_at < ?), 0))"""
+                   coalesce((SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1), 0))"""
     events_prune = "DELETE FROM events WHERE seq <= ?"
     pruned_raise = "UPDATE counters SET value = max(value, ?) WHERE name = 'pruned_seq'"
 
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], float], log_size: int, log_seconds: float) -> None:
+        self.db = db
+        self.clock = clock
+        self.log_size = log_size
+        self.log_seconds = log_seconds
 
-def iso_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
+        """The mapper of (source, target) encoded as its answer, remembered until a load changes it."""
+
+        def read() -> bytes | None:
+            found = self._mapper(source_id, target_id)
+            return None if found is None else msgspec.json.encode(found)
+
+        return self.db.remembered(("mapper", source_id, target_id), (), read)
+
+    async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        return self._mapper(source_id, target_id)
+
+    def _mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        ids = self.db.all(self.mapper_ids_of, (source_id, target_id))
+        if not ids:
+            return None
+        loaders = [u for (u,) in self.db.all(self.mapper_loaders_of, (source_id, target_id))]
+        return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
+
+    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
+        """Merge old->new ids into the mapper of (source, target) at once (the demo's seeding)."""
+        rows = [(source_id, target_id, old, new) for old, new in mapper_ids(source_id, target_id, ids).items()]
+        await self.db.write(lambda db: db.executemany(self.mapper_merge, rows), forgets=[("mapper", source_id, target_id)])
+
+    @staticmethod
+    def _loader(row: Sequence[Any]) -> tuple[Loader, int]:
+        target_id, type_, source_id, backup, template, user_id, start_seq = row
+        loader = Loader(target_id=target_id, type=type_, source_id=source_id, backup_id=backup,
+                        template_id=template, user_id=user_id)
+        return loader, start_seq
+
+    async def running(self, target_id: str) -> tuple[Loader, int] | None:
+        row = self.db.one(self.loader_get, (target_id,))
+        return None if row is None else self._loader(row)
+
+    async def running_loaders(self) -> list[tuple[Loader, int]]:
+        return [self._loader(row) for row in self.db.all(self.loaders_all)]
+
+    def _number(self, db: sqlite3.Connection, frame: Callable[[int], str], logged: bool) -> tuple[int, str]:
+        (seq,) = db.execute(self.seq_next).fetchone()
+        text = frame(seq)
+        if logged:
+            now = self.clock()
+            db.execute(self.event_insert, (seq, text, now))
+            (cut,) = db.execute(self.events_prune_to, (self.log_size, now - self.log_seconds)).fetchone()
+            if cut:
+                db.execute(self.events_prune, (cut,))
+                db.execute(self.pruned_raise, (cut,))
+        return seq, text
+
+    async def start(self, loader: Loader, frame: Callable[[int], str], after: Callable[[tuple[int, str]], None]) -> tuple[int, str]:
+        """Record a running loader and its start event together; a conflict if one runs on the target."""
+        values = (loader.target_id, loader.type, loader.source_id, loader.backup_id, loader.template_id, loader.user_id)
+
+        def run(db: sqlite3.Connection) -> tuple[int, str]:
+            try:
+                db.execute(self.loader_insert, (*values, self.clock()))
+            except sqlite3.IntegrityError:
+                raise Conflict("loader running", f"A loader is already running on guild {loader.target_id}") from None
+            seq, text = self._number(db, frame, logged=True)
+            db.execute(self.loader_named, (seq, loader.target_id))
+            return seq, text
+
+        return await self.db.write(run, after=after)
+
+    async def status(
+        self, target_id: str, started: int, frame: Callable[[int], str], after: Callable[[tuple[int, str] | None], None]
+    ) -> tuple[int, str] | None:
+        def run(db: sqlite3.Connection) -> tuple[int, str] | None:
+            if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
+                return None  # its done came first: no status after done
+            return self._number(db, frame, logged=False)
+
+        return await self.db.write(run, after=after)
+
+    def _check_running(self, db: sqlite3.Connection, target_id: str, started: int) -> None:
+        if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
+            raise NotFound("loader", f"No loader is running on guild {target_id}")
+
+    async def stage_ids(self, target_id: str, started: int, ids: dict[str, str]) -> None:
+        """Keep ids with the loader that started at ``started`` (not one that replaced it since)."""
+        rows = [(target_id, old, new) for old, new in ids.items()]
+
+        def run(db: sqlite3.Connection) -> None:
+            self._check_running(db, target_id, started)
+            db.executemany(self.ids_stage, rows)
+
+        await self.db.write(run)
+
+    async def finish(
+        self, loader: Loader, started: int, frame: Callable[[int], str], ok: bool, after: Callable[[tuple[int, str]], None]
+    ) -> tuple[int, str]:
+        """End a loader and log its done event, in one transaction. A load that went well merges
+        its staged ids into the mapper and adds its user to the mapper's loaders; a failed one
+        discards them and changes no mapper (``loaders`` is a permission check)."""
+        source_id, target_id = str(loader.source_id), str(loader.target_id)
+
+        def run(db: sqlite3.Connection) -> tuple[int, str]:
+            self._check_running(db, target_id, started)
+            db.execute(self.loader_delete, (target_id,))
+            if ok:
+                db.executemany(self.mapper_merge, [(source_id, target_id, source_id, target_id)])
+                db.execute(self.ids_merge, (source_id, target_id, source_id))
+                if loader.user_id is not None:
+                    db.execute(self.mapper_add_loader, (source_id, target_id, loader.user_id))
+            db.execute(self.ids_drop, (target_id,))
+            return self._number(db, frame, logged=True)
+
+        return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
+
+    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
+        pruned, newest = self.db.one(self.seq_bounds)
+        return pruned, newest, self.db.all(self.events_after, (seq, limit))
+
+
+def _guild_listed(db: SqliteDatabase, row: Sequence[Any]) -> Guild:
+    channels = [c for (c,) in db.all(SqliteRegistry.channels_of, (row[0],))]
+    return Guild(id=row[0], name=row[1], voice_channels=channels)
 
 
 def _known(value: str | None) -> Any:
@@ -1358,14 +2437,9 @@ class Listing:
     item, and the cursor a row leaves. Secrets are never selected."""
 
     sql: str
-    item: Callable[[Store, Sequence[Any]], Any]
+    item: Callable[[SqliteDatabase, Sequence[Any]], Any]
     cursor_of: Callable[[Sequence[Any]], str] = lambda row: row[0]
     cursor: Callable[[str], tuple[str, ...]] = lambda after: (after,)
-
-
-def _guild_listed(store: Store, row: Sequence[Any]) -> Guild:
-    channels = [c for (c,) in store._reader.execute(SQL.channels_of, (row[0],))]  # type: ignore[union-attr]
-    return Guild(id=row[0], name=row[1], voice_channels=channels)
 
 
 LISTINGS: dict[str, Listing] = {
@@ -1402,636 +2476,51 @@ LISTED_AS = {"bots": BotListed, "guilds": Guild, "keys": KeyListed, "templates":
              "backups": BackupListed, "loaders": LoaderListed}
 
 
-def digest(secret: str) -> str:
-    """The only form in which a secret is stored or compared."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+class SqliteListings:
+    """Pages of what an operator has."""
 
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
 
-def _track_row(track: Track) -> tuple[Any, ...]:
-    return (
-        track.source,
-        track.identifier,
-        track.title,
-        track.author,
-        track.length,
-        track.uri,
-        track.thumbnail,
-        int(track.is_stream),
-    )
-
-
-def _track_of(row: Sequence[Any]) -> Track:
-    source, identifier, title, author, length, uri, thumbnail, is_stream = row
-    return Track(
-        source=source,
-        identifier=identifier,
-        title=title,
-        author=author,
-        length=length,
-        uri=uri,
-        thumbnail=thumbnail,
-        is_stream=bool(is_stream),
-    )
-
-
-class StoreError(Exception):
-    """The database file cannot be used (unreadable, locked, or from a newer version)."""
-
-
-class Store:
-    """The SQLite file: one writer connection whose transactions never interleave, one reader.
-
-    Writes run on aiosqlite's thread: a writer may wait for a lock (another process, a
-    checkpoint), and the event loop must not. Reads run on the loop itself, on a read-only
-    connection: in WAL mode a reader never waits for a writer and sees every committed write,
-    and a point lookup costs microseconds, far less than a round trip to a thread.
-    """
-
-    def __init__(
-        self, path: str, *, event_log_size: int = 10_000, event_log_seconds: float = 86_400, write_wait: float = 5.0
-    ) -> None:
-        self.path = path
-        self.write_wait = write_wait
-        self.event_log_size = event_log_size
-        self.event_log_seconds = event_log_seconds
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        # Answers of hot reads (see ``_remembered``), valid while the file's data_version holds.
-        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._answers_version = -1
-        self._answers_checked = -math.inf
-        self.foreign_commits_seen_within = 0.001
-        """Seconds: how stale a remembered answer may be after another process's commit."""
-        self._player_writes: list[tuple[PlayerWrite, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-        self._identity: tuple[int, int] | None = None
-        self._file_gone_logged = False
-
-    def _file_identity(self) -> tuple[int, int] | None:
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_dev, status.st_ino
-
-    def check_file(self) -> None:
-        """Refuse to write when the path no longer names the open file (deleted or replaced under
-        the server): acknowledging writes into a file nobody can open again would lose them all."""
-        if self._file_identity() != self._identity:
-            if not self._file_gone_logged:
-                self._file_gone_logged = True
-                log.error("database %s was removed or replaced while open; refusing writes until restarted", self.path)
-            raise Unavailable("Service unavailable: the database file is gone; the operator must restart the server.")
-
-    async def open(self) -> Store:
-        try:
-            self._writer = await self._connect()
-            async with self._writer.execute("PRAGMA user_version") as cursor:
-                (version,) = await cursor.fetchone()  # type: ignore[misc]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}"
-                )
-            async with self._writer.execute("PRAGMA journal_mode") as cursor:
-                (mode,) = await cursor.fetchone()  # type: ignore[misc]
-            if mode != "wal":
-                async with self._writer.execute("PRAGMA journal_mode = WAL"):
-                    pass
-            if version < SCHEMA_VERSION:
-                # One write transaction that waits its turn for the lock (BEGIN IMMEDIATE waits out
-                # the busy timeout; a write sneaked into a read would fail at once against a server
-                # writing beside it). A file at this version is opened without writing at all.
-                await self._writer.executescript(
-                    f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
-                )
-            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            for pragma in ("query_only = ON", "busy_timeout = 1000"):
-                self._reader.execute(f"PRAGMA {pragma}")
-            self._identity = self._file_identity()
-        except (sqlite3.Error, OSError) as exc:
-            await self.close()
-            folder = os.path.dirname(os.path.abspath(self.path))
-            reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
-            if not os.path.isdir(folder):
-                reason = f"the folder {folder} does not exist"
-            raise StoreError(f"cannot use database {self.path}: {reason}") from exc
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def _connect(self) -> aiosqlite.Connection:
-        connection = aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await connection
-        except BaseException:
-            # aiosqlite queues its worker's stop without awaiting it; let the worker finish while
-            # this loop still runs, or it reports to a closed loop (a CLI run ends right after).
-            worker = getattr(connection, "_thread", None)
-            if isinstance(worker, threading.Thread) and worker.is_alive():
-                await asyncio.to_thread(worker.join, 5.0)
-            raise
-        try:
-            for pragma in (f"busy_timeout = {int(self.write_wait * 1000)}", "synchronous = NORMAL", "foreign_keys = ON"):
-                await connection.execute(f"PRAGMA {pragma}")
-        except BaseException:
-            await connection.close()  # its worker thread would otherwise keep the process alive
-            raise
-        return connection
-
-    async def close(self) -> None:
-        writer = self._writer
-        try:
-            if self._flushing is not None:
-                await self._flushing  # acknowledged or not, started changes are finished
-            if self._reader is not None:
-                self._reader.close()
-            if writer is not None:
-                await writer.close()
-        except asyncio.CancelledError:
-            # The loop is going away (a second Ctrl-C): what is committed is safe in the WAL, and
-            # aiosqlite's thread has its close queued. Wait for that thread here, or it reports
-            # to a closed loop ("Event loop is closed").
-            worker = getattr(writer, "_thread", None)
-            if isinstance(worker, threading.Thread) and worker.is_alive():
-                worker.join(5.0)
-            raise
-        finally:
-            self._reader = self._writer = None
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; writes that belong together commit or roll back together."""
-        assert self._writer is not None, "store is not open"
-        db = self._writer
-        async with self._write_lock:
-            self.check_file()
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    await db.execute("COMMIT")
-                    self._answers.clear()
-                except BaseException:
-                    # Shielded: a cancelled request must not leave the writer inside a transaction.
-                    if db.in_transaction:
-                        await asyncio.shield(db.execute("ROLLBACK"))
-                    raise
-            except sqlite3.OperationalError as exc:
-                # Another process held the write lock past the busy timeout, the disk is full, ...:
-                # nothing was written, and a later try may succeed.
-                log.warning("write refused with 503: %s", exc)
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise Unavailable(LOCKED) from exc
-                raise Unavailable() from exc
-
-    def _remembered(self, key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool) -> T:
-        """``read()``'s answer, remembered under ``key`` until the database changes.
-
-        Every commit of this store forgets all answers (see :meth:`transaction`). A commit by
-        another process (the CLI revoking a token) moves SQLite's ``data_version``, which is
-        looked at when a millisecond has passed since the last look: such a change is seen
-        within a millisecond, and a hit costs no query. ``read`` runs on the loop with no await,
-        so no commit can slip in between it and remembering its answer unseen. Only answers
-        ``keep`` accepts are remembered: a refusal of an unknown token is not worth memory
-        anyone can fill.
-        """
-        assert self._reader is not None, "store is not open"
-        answers = self._answers
-        now = time.monotonic()
-        if now - self._answers_checked >= self.foreign_commits_seen_within:
-            self._answers_checked = now
-            (version,) = self._reader.execute("PRAGMA data_version").fetchone()
-            if version != self._answers_version:
-                answers.clear()
-                self._answers_version = version
-        if key in answers:
-            answers.move_to_end(key)
-            return answers[key]
-        answer = read()
-        if keep(answer):
-            answers[key] = answer
-            if len(answers) > _ANSWERS_KEPT:
-                answers.popitem(last=False)
-        return answer
-
-    def _one_now(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        assert self._reader is not None, "store is not open"
-        return self._reader.execute(sql, params).fetchone()
-
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._one_now(sql, params)
-
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        assert self._reader is not None, "store is not open"
-        return self._reader.execute(sql, params).fetchall()
-
-    async def integrity_ok(self) -> bool:
-        row = await self._one("PRAGMA integrity_check")
-        return row is not None and row[0] == "ok"
-
-    async def ping(self) -> bool:
-        """Whether the file answers a query now and is still the file at the path (the health check)."""
-        try:
-            self.check_file()
-            return await asyncio.wait_for(self._one("SELECT count(*) FROM counters"), 2.0) is not None
-        except (sqlite3.Error, ValueError, AssertionError, TimeoutError, Unavailable):
-            return False
-
-    # Elixir keys --------------------------------------------------------
-
-    async def key_owner(self, key: str) -> tuple[str, str] | None:
-        """The (guild_id, user_id) a key is bound to, or ``None`` for an unknown or revoked key."""
-        hashed = digest(key)
-        row = self._remembered(("key", hashed), lambda: self._one_now(SQL.key_owner, (hashed,)))
-        return None if row is None else (row[0], row[1])
-
-    async def create_key(self, guild_id: str, user_id: str, *, rotate: bool = False) -> tuple[str, bool]:
-        """Make the key of (guild, user); returns it (the only time it exists in clear) and whether
-        it replaced one. A second key for the same pair needs ``rotate``, which revokes the first."""
-        key = secrets.token_hex(32)
-        async with self.transaction() as db:
-            async with db.execute(SQL.key_exists, (guild_id, user_id)) as cursor:
-                exists = await cursor.fetchone() is not None
-            if exists and not rotate:
-                raise ApiError(409, "A key already exists for this guild and user; rotate it to get a new one")
-            await db.execute(SQL.key_delete, (guild_id, user_id))
-            await db.execute(SQL.key_insert, (digest(key), guild_id, user_id, time.time()))
-        return key, exists
-
-    async def revoke_key(self, guild_id: str, user_id: str) -> bool:
-        async with self.transaction() as db:
-            cursor = await db.execute(SQL.key_delete, (guild_id, user_id))
-            return cursor.rowcount > 0
-
-    # Guild registry -----------------------------------------------------
-
-    async def put_guild(self, guild: Guild) -> Guild:
-        async with self.transaction() as db:
-            await db.execute(SQL.guild_upsert, (guild.id, guild.name))
-            await db.execute(SQL.channels_clear, (guild.id,))
-            await db.executemany(SQL.channel_insert, [(guild.id, c) for c in guild.voice_channels])
-        return guild
-
-    async def delete_guild(self, guild_id: str) -> bool:
-        async with self.transaction() as db:
-            cursor = await db.execute(SQL.guild_delete, (guild_id,))
-            return cursor.rowcount > 0
-
-    async def get_guild(self, guild_id: str) -> Guild | None:
-        row = await self._one(SQL.guild_name, (guild_id,))
-        if row is None:
-            return None
-        channels = [c for (c,) in await self._all(SQL.channels_of, (guild_id,))]
-        return Guild(id=guild_id, name=row[0], voice_channels=channels)
-
-    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool:
-        return await self._one(SQL.channel_exists, (guild_id, channel_id)) is not None
-
-    # Catalog --------------------------------------------------------------
-
-    async def import_catalog(
-        self,
-        tracks: Iterable[Track],
-        playlists: Iterable[Playlist] = (),
-        progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]:
-        """Upsert tracks, then playlists (which may name those tracks). Everything is checked
-        before anything is written: a playlist naming a track that is neither imported nor known
-        refuses the whole import. Tracks are then written in transactions of ``_IMPORT_CHUNK``, so
-        a million-track import never holds the write lock for long (other writers, in this process
-        and others, get their turn between chunks); an interrupted import is finished by running it
-        again (upserts). ``progress(done, total)`` is told after each chunk."""
-        track_rows = [_track_row(t) for t in tracks]
-        playlists = list(playlists)
-        imported = {(row[0], row[1]) for row in track_rows}
-        for playlist in playlists:
-            for identifier in playlist.tracks:
-                if (playlist.source, identifier) not in imported and (
-                    self._one_now(SQL.track_id_of, (playlist.source, identifier)) is None
-                ):
-                    raise ApiError(400, f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}")
-        for start in range(0, len(track_rows), _IMPORT_CHUNK):
-            async with self.transaction() as db:
-                await db.executemany(SQL.track_upsert, track_rows[start : start + _IMPORT_CHUNK])
-            if progress is not None:
-                progress(min(start + _IMPORT_CHUNK, len(track_rows)), len(track_rows))
-        if playlists:
-            async with self.transaction() as db:
-                for playlist in playlists:
-                    await self._write_playlist(db, playlist)
-        return len(track_rows), len(playlists)
-
-    @staticmethod
-    async def _write_playlist(db: aiosqlite.Connection, playlist: Playlist) -> None:
-        track_ids = []
-        for identifier in playlist.tracks:
-            async with db.execute(SQL.track_id_of, (playlist.source, identifier)) as cursor:
-                (track_id,) = await cursor.fetchone()  # type: ignore[misc]  # checked before writing
-            track_ids.append(track_id)
-        async with db.execute(SQL.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)) as cursor:
-            (playlist_id,) = await cursor.fetchone()  # type: ignore[misc]
-        await db.execute(SQL.playlist_clear, (playlist_id,))
-        await db.executemany(SQL.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(track_ids)])
-
-    async def get_track(self, source: str, identifier: str) -> Track | None:
-        row = await self._one(SQL.track_get, (source, identifier))
-        return None if row is None else _track_of(row)
-
-    async def get_playlist_tracks(self, source: str, identifier: str) -> list[Track]:
-        return [_track_of(row) for row in await self._all(SQL.playlist_tracks, (source, identifier))]
-
-    async def search_track(self, match: str) -> Track | None:
-        def read() -> Track | None:
-            row = self._one_now(SQL.track_search, (match,))
-            return None if row is None else _track_of(row)
-
-        return self._remembered(("search", match), read, keep=lambda _: True)
-
-    # Players --------------------------------------------------------------
-
-    async def load_player(self, guild_id: str) -> Player | None:
-        row = await self._one(SQL.player_get, (guild_id,))
-        if row is None:
-            return None
-        channel_id, volume, paused, position, anchor = row
-        entries = [
-            QueueEntry(r[0], _track_of(r[1:9]), r[9]) for r in await self._all(SQL.queue_of, (guild_id,))
-        ]
-        return Player(guild_id, channel_id, volume, bool(paused), position, anchor, deque(entries))
-
-    async def last_entry_id(self) -> int:
-        (last,) = await self._one(SQL.queue_last_id)
-        return last
-
-    async def save_player(self, write: PlayerWrite) -> None:
-        """Persist a player change; returns once it is committed.
-
-        Group commit: changes made while a commit is under way wait for it and then commit
-        together, in one transaction of a few statements however many changes it holds.
-        """
-        done = asyncio.get_running_loop().create_future()
-        self._player_writes.append((write, done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush_player_writes())
-        await done
-
-    async def _flush_player_writes(self) -> None:
-        try:
-            while self._player_writes:
-                batch, self._player_writes = self._player_writes, []
-                try:
-                    await self._commit_player_writes([write for write, _ in batch])
-                except Exception as exc:  # every change of the batch failed together
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            self._flushing = None
-
-    async def _commit_player_writes(self, writes: list[PlayerWrite]) -> None:
-        """Apply changes in bulk: append every new entry, drop each guild's entries before its
-        latest head, then keep each guild's latest row (or none, once stopped). The same result
-        as one by one, because a guild's head never moves back (see ``Player.snapshot``)."""
-        appended: list[tuple[Any, ...]] = []
-        heads: dict[str, int] = {}
-        latest: dict[str, PlayerWrite] = {}
-        for write in writes:
-            appended += write.appended
-            heads[write.guild_id] = max(heads.get(write.guild_id, 0), write.head_id)
-            latest[write.guild_id] = write
-        async with self.transaction() as db:
-            if appended:
-                await db.executemany(SQL.queue_append, appended)
-            await db.executemany(SQL.queue_drop_before, list(heads.items()))
-            if rows := [write.row for write in latest.values() if write.row is not None]:
-                await db.executemany(SQL.player_upsert, rows)
-            if stopped := [(guild_id,) for guild_id, write in latest.items() if write.row is None]:
-                await db.executemany(SQL.player_delete, stopped)
-
-    async def player_guilds(self) -> list[str]:
-        return [g for (g,) in await self._all(SQL.players_all)]
-
-    # Bots -------------------------------------------------------------------
-
-    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
-        """A new token for the bot, shown only now; granting again rotates (the old token stops
-        working). Returns the token and whether the bot existed."""
-        token = secrets.token_urlsafe(48)
-        async with self.transaction() as db:
-            async with db.execute(SQL.bot_exists, (bot.id,)) as cursor:
-                existed = await cursor.fetchone() is not None
-            await db.execute(SQL.bot_grant, (bot.id, bot.name, digest(token), time.time()))
-        return token, existed
-
-    async def revoke_bot(self, bot_id: str) -> bool:
-        async with self.transaction() as db:
-            cursor = await db.execute(SQL.bot_revoke, (bot_id,))
-            return cursor.rowcount > 0
-
-    async def bot_by_token(self, token: str) -> Bot | None:
-        hashed = digest(token)
-        row = self._remembered(("bot", hashed), lambda: self._one_now(SQL.bot_by_token, (hashed,)))
-        return None if row is None else Bot(row[0], row[1])
-
-    # Templates and backups ------------------------------------------------
-
-    async def create_template(self, template: TemplateIn) -> Template:
-        """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
-        given = template.id
-        async with self.transaction() as db:
-            for _ in range(8):
-                template_id = given or "".join(secrets.choice(_ALNUM) for _ in range(12))
-                cursor = await db.execute(
-                    SQL.template_insert,
-                    (template_id, template.name, template.source_id, template.creator_id, time.time()),
-                )
-                if cursor.rowcount:
-                    return Template(template_id, template.name, str(template.source_id), str(template.creator_id))
-                if given:
-                    break
-        raise ApiError(409, f"Template {given} already exists")
-
-    async def get_template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
-        row = await self._one(SQL.template_get, (template_id,))
-        if row is None:
-            return None
-        bots = [Bot(b, n) for b, n in await self._all(SQL.template_bots, (template_id,))] if with_bots else []
-        return Template(*row, bots=bots)
-
-    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
-        async with self.transaction() as db:
-            await db.execute(SQL.template_attach if attached else SQL.template_detach, (template_id, bot_id))
-
-    async def create_backup(self, backup: BackupIn) -> Backup:
-        """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
-        given = backup.id
-        async with self.transaction() as db:
-            for _ in range(8):
-                backup_id = given or "".join(secrets.choice(_BASE36) for _ in range(10))
-                cursor = await db.execute(
-                    SQL.backup_insert, (backup_id, backup.source_id, backup.creator_id, time.time())
-                )
-                if cursor.rowcount:
-                    return Backup(backup_id, str(backup.source_id), str(backup.creator_id))
-                if given:
-                    break
-        raise ApiError(409, f"Backup {given} already exists")
-
-    async def get_backup(self, backup_id: str) -> Backup | None:
-        row = await self._one(SQL.backup_get, (backup_id,))
-        return None if row is None else Backup(*row)
-
-    # Mappers, loaders and the event log -----------------------------------------
-
-    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
-        """The mapper of (source, target) encoded as its answer, or ``None`` when there is none."""
-
-        def read() -> bytes | None:
-            mapper = self._get_mapper(source_id, target_id)
-            return None if mapper is None else msgspec.json.encode(mapper)
-
-        return self._remembered(("mapper", source_id, target_id), read)
-
-    async def get_mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        return self._get_mapper(source_id, target_id)
-
-    def _get_mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        assert self._reader is not None, "store is not open"
-        ids = self._reader.execute(SQL.mapper_ids, (source_id, target_id)).fetchall()
-        if not ids:
-            return None
-        loaders = [u for (u,) in self._reader.execute(SQL.mapper_loaders, (source_id, target_id))]
-        return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
-
-    @staticmethod
-    def _mapper_rows(source_id: str, target_id: str, ids: dict[str, str]) -> list[tuple[str, str, str, str]]:
-        # The source guild always maps to the target guild (the @everyone role has the guild's id).
-        rows = [(source_id, target_id, source_id, target_id)]
-        rows += [(source_id, target_id, old, new) for old, new in ids.items() if old != source_id]
-        return rows
-
-    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
-        """Merge old->new ids into the mapper of (source, target); a newer new id wins."""
-        async with self.transaction() as db:
-            await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, ids))
-
-    async def backup_to(self, path: str) -> None:
-        """Copy the database to ``path`` through SQLite's backup API, on a read snapshot: the
-        copy is consistent while writers go on. Written beside ``path`` and renamed into place,
-        so ``path`` never holds half a copy; an existing file is refused."""
-        if os.path.exists(path):
-            raise StoreError(f"{path} exists; choose a new file")
-
-        def copy() -> None:
-            partial = f"{path}.partial"
-            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            try:
-                target = sqlite3.connect(partial)
-                try:
-                    source.backup(target)
-                    (check,) = target.execute("PRAGMA integrity_check").fetchone()
-                    if check != "ok":
-                        raise StoreError(f"the copy failed its integrity check: {check}")
-                finally:
-                    target.close()
-                os.replace(partial, path)
-            finally:
-                source.close()
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(partial)
-
-        try:
-            await asyncio.to_thread(copy)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot back up to {path}: {exc}") from exc
-
-    async def list_page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
-        """A page of ``kind`` (see :data:`LISTINGS`) in id order, after the cursor ``after``."""
+    async def page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
+        """A page of ``kind`` in id order, after the cursor ``after``."""
         listing = LISTINGS[kind]
-        rows = await self._all(listing.sql, (*listing.cursor(after or ""), limit + 1))
-        items = [listing.item(self, row) for row in rows[:limit]]
+        rows = self.db.all(listing.sql, (*listing.cursor(after or ""), limit + 1))
+        items = [listing.item(self.db, row) for row in rows[:limit]]
         return Page(items, listing.cursor_of(rows[limit - 1]) if len(rows) > limit else None)
 
-    async def running_loaders(self) -> list[Loader]:
-        columns = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
-        return [Loader(**dict(zip(columns, row, strict=True))) for row in await self._all(SQL.loaders_all)]
 
-    async def _append_event(self, db: aiosqlite.Connection, frame: Callable[[int], str], logged: bool) -> tuple[int, str]:
-        async with db.execute(SQL.seq_next) as cursor:
-            (seq,) = await cursor.fetchone()  # type: ignore[misc]
-        text = frame(seq)
-        if logged:
-            now = time.time()
-            await db.execute(SQL.event_insert, (seq, text, now))
-            async with db.execute(SQL.events_prune_to, (self.event_log_size, now - self.event_log_seconds)) as cursor:
-                (cut,) = await cursor.fetchone()  # type: ignore[misc]
-            if cut:
-                await db.execute(SQL.events_prune, (cut,))
-                await db.execute(SQL.pruned_raise, (cut,))
-        return seq, text
+@dataclasses.dataclass(slots=True)
+class Stores:
+    """Every storage area of one database, and the database itself."""
 
-    async def start_loader(self, loader: Loader, frame: Callable[[int], str]) -> tuple[int, str]:
-        """Record a running loader and its start event together; 409 if one runs on the target."""
-        async with self.transaction() as db:
-            try:
-                await db.execute(
-                    SQL.loader_insert,
-                    (
-                        loader.target_id,
-                        loader.type,
-                        loader.source_id,
-                        loader.backup_id,
-                        loader.template_id,
-                        loader.user_id,
-                        time.time(),
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise ApiError(409, f"A loader is already running on guild {loader.target_id}") from None
-            return await self._append_event(db, frame, logged=True)
+    database: SqliteDatabase
+    keys: SqliteKeys
+    registry: SqliteRegistry
+    catalog: SqliteCatalog
+    players: SqlitePlayers
+    partners: SqlitePartners
+    loads: SqliteLoads
+    listings: SqliteListings
 
-    async def stage_ids(self, target_id: str, ids: dict[str, str]) -> None:
-        """Keep old->new ids with the running loader of ``target_id`` until it is done; a newer
-        new id wins for the same old id."""
-        async with self.transaction() as db:
-            await db.executemany(SQL.loader_ids_stage, [(target_id, old, new) for old, new in ids.items()])
 
-    async def finish_loader(self, loader: Loader, frame: Callable[[int], str], ok: bool = True) -> tuple[int, str]:
-        """End a loader and log its done event, in one transaction. A load that went well merges
-        its staged ids into the mapper and adds its user to the mapper's loaders; a failed one
-        discards them and changes no mapper (``loaders`` is a permission check)."""
-        source_id, target_id = str(loader.source_id), str(loader.target_id)
-        async with self.transaction() as db:
-            await db.execute(SQL.loader_delete, (target_id,))
-            if ok:
-                await db.executemany(SQL.mapper_merge, self._mapper_rows(source_id, target_id, {}))
-                await db.execute(SQL.loader_ids_merge, (source_id, target_id, source_id))
-                if loader.user_id is not None:
-                    await db.execute(SQL.mapper_add_loader, (source_id, target_id, loader.user_id))
-            await db.execute(SQL.loader_ids_drop, (target_id,))
-            return await self._append_event(db, frame, logged=True)
-
-    async def next_seq(self, frame: Callable[[int], str]) -> tuple[int, str]:
-        """Number an event that is not logged (a status)."""
-        async with self.transaction() as db:
-            return await self._append_event(db, frame, logged=False)
-
-    async def events_since(self, seq: int) -> tuple[int, int, list[tuple[int, str]]]:
-        """The newest pruned seq, the newest seq given out, and the logged events after ``seq``."""
-        pruned, newest = await self._one(SQL.seq_bounds)
-        return pruned, newest, await self._all(SQL.events_since, (seq,))
+async def open_sqlite(config: Config) -> Stores:
+    database = await SqliteDatabase(config.db, write_wait=config.write_wait).open()
+    return Stores(
+        database,
+        SqliteKeys(database, config.clock),
+        SqliteRegistry(database),
+        SqliteCatalog(database),
+        SqlitePlayers(database),
+        SqlitePartners(database, config.clock),
+        SqliteLoads(database, config.clock, config.event_log_size, config.event_log_seconds),
+        SqliteListings(database),
+    )
 
 
 # ---------------------------------------------------------------------------
 # Rate limiter
 # ---------------------------------------------------------------------------
-
 
 class RateLimiter:
     """At most ``limit`` hits per ``window`` seconds per key, over any window (a sliding log).
@@ -2085,8 +2574,8 @@ class RateLimiter:
             del logs[oldest]
 
 
-class RateLimits:
-    """The limiter of each group (``None``: that group is unlimited)."""
+class LocalLimiter:
+    """The limits of each group (:data:`RATE_LIMITS` and ``XE_RATE_LIMITS``) in this process."""
 
     def __init__(self, config: Config) -> None:
         self._limiters = {
@@ -2094,34 +2583,21 @@ class RateLimits:
             for group, limit in config.rate_limit_table().items()
         }
 
-    def check(self, group: str, key: str, error: type[ApiError] = XenonError) -> None:
-        """Raise a 429 when ``key`` has used up the group's budget."""
+    async def hit(self, group: str, key: str) -> float | None:
         limiter = self._limiters[group]
-        if limiter is not None and (wait := limiter.hit(key)) is not None:
-            raise rate_limited(wait, error)
-
-    def auth_failed(self, address: str, refusal: ApiError) -> ApiError:
-        """What to answer a failed authorization: the refusal itself, or a 429 once the client
-        address has failed too often."""
-        try:
-            self.check("auth_failures", address, type(refusal))
-        except ApiError as limited:
-            return limited
-        return refusal
-
-    def limiter(self, group: str) -> RateLimiter | None:
-        return self._limiters[group]
+        return None if limiter is None else limiter.hit(key)
 
     def sweep(self) -> None:
         for limiter in self._limiters.values():
             if limiter is not None:
                 limiter.sweep()
 
-    async def sweep_every(self, seconds: float) -> None:
-        """Sweep now and then, so a burst of callers is forgotten even if no one calls again."""
-        while True:
-            await asyncio.sleep(seconds)
-            self.sweep()
+
+async def sweep_every(limiter: Limiter, seconds: float) -> None:
+    """Sweep now and then, so a burst of callers is forgotten even if no one calls again."""
+    while True:
+        await asyncio.sleep(seconds)
+        limiter.sweep()
 
 
 # ---------------------------------------------------------------------------
@@ -2142,14 +2618,14 @@ class SubscriptionClosed(Exception):
 class Subscription:
     """One subscriber's queue of ``(seq, frame)``. Frames are shared, encoded once per event."""
 
-    __slots__ = ("topic", "backlog", "on_overflow", "_hub", "_frames", "_reliable", "_wakeup", "_state")
+    __slots__ = ("topic", "backlog", "on_overflow", "_unsubscribe", "_frames", "_reliable", "_wakeup", "_state")
 
-    def __init__(self, hub: Hub, topic: str, backlog: int) -> None:
+    def __init__(self, unsubscribe: Callable[[Subscription], None], topic: str, backlog: int) -> None:
         self.topic = topic
         self.backlog = backlog
         self.on_overflow: Callable[[], object] | None = None
         """Called when the subscriber is dropped for falling behind (to cancel a blocked send)."""
-        self._hub = hub
+        self._unsubscribe = unsubscribe
         self._frames: deque[tuple[int, str, bool]] = deque()
         self._reliable = 0
         self._wakeup = asyncio.Event()
@@ -2183,6 +2659,11 @@ class Subscription:
         return batch
 
     @property
+    def pending(self) -> int:
+        """Frames queued for the subscriber and not yet taken."""
+        return len(self._frames)
+
+    @property
     def overflowed(self) -> bool:
         """Dropped for falling more than ``backlog`` start/done events behind."""
         return self._state == "overflowed"
@@ -2191,7 +2672,8 @@ class Subscription:
         if self._state == "open":
             self._state = "closed"
             self._wakeup.set()
-        self._hub._unsubscribe(self)
+        self.on_overflow = None
+        self._unsubscribe(self)
 
     def __aiter__(self) -> AsyncIterator[tuple[int, str]]:
         return self._iterate()
@@ -2205,17 +2687,88 @@ class Subscription:
             return
 
 
-class Hub:
-    """In-process broadcast by topic. Publishing never waits for a subscriber: each has its own
-    queue, and one that falls more than its backlog behind is dropped, never silently."""
+REPLAY_CHUNK = 500
+"""Logged events read at a time for a replay: the loop serves others between chunks."""
 
-    def __init__(self, backlog: int = 1000) -> None:
+
+Replay = Callable[[int, int], Awaitable[tuple[int, int, list[tuple[int, str]]]]]
+"""``replay(after, limit)``: the newest pruned seq, the newest seq given out, and up to ``limit``
+logged frames after ``after``."""
+
+
+class Stream:
+    """A topic's frames for one follower: first, when ``since`` is given, every logged frame after
+    it (read a chunk at a time, the loop serving others in between), then live ones, each seq
+    once and in order: ``async for frame in stream``.
+
+    It is subscribed before it reads the log, so an event published meanwhile is both in the log
+    and in the queue, and is sent once. A ``since`` whose events were pruned, or that the log
+    never gave out (another database, a restore), is answered with a ``reset`` first.
+    """
+
+    def __init__(self, subscription: Subscription, since: int | None, replay: Replay) -> None:
+        self.subscription = subscription
+        self.since = since
+        self._replay = replay
+
+    @property
+    def overflowed(self) -> bool:
+        return self.subscription.overflowed
+
+    def close(self) -> None:
+        self.subscription.close()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[str]:
+        try:
+            last = -1
+            if self.since is not None:
+                last = since = self.since
+                pruned, newest, logged = await self._replay(since, REPLAY_CHUNK)
+                reset_to = pruned if pruned > since else None  # events after `since` are gone
+                if since > newest:  # never wait in silence for numbers that may not come
+                    last = reset_to = newest
+                if reset_to is not None:
+                    yield msgspec.json.encode({"event": "reset", "seq": reset_to, "data": {}}).decode()
+                while logged:
+                    for seq, frame in logged:
+                        yield frame
+                        last = seq
+                    if len(logged) < REPLAY_CHUNK:
+                        break
+                    await asyncio.sleep(0)
+                    _, _, logged = await self._replay(last, REPLAY_CHUNK)
+            async for seq, frame in self.subscription:
+                if seq > last:  # live events the replay already sent are skipped
+                    yield frame
+                    last = seq
+        finally:
+            self.subscription.close()
+
+
+class Hub:
+    """Broadcast by topic to this process's subscribers, and through the :class:`Broker` to every
+    other process's. Publishing never waits for a subscriber: each has its own queue, and one
+    that falls more than its backlog behind is dropped, never silently."""
+
+    def __init__(self, backlog: int = 1000, broker: Broker | None = None) -> None:
         self.backlog = backlog
+        self.broker = broker
         self._topics: dict[str, set[Subscription]] = {}
         self._local_seq = 0
 
+    async def open(self) -> None:
+        if self.broker is not None:
+            await self.broker.start(self.deliver)
+
+    async def close(self) -> None:
+        if self.broker is not None:
+            await self.broker.close()
+
     def subscribe(self, topic: str, backlog: int | None = None) -> Subscription:
-        subscription = Subscription(self, topic, self.backlog if backlog is None else backlog)
+        subscription = Subscription(self._unsubscribe, topic, self.backlog if backlog is None else backlog)
         self._topics.setdefault(topic, set()).add(subscription)
         return subscription
 
@@ -2230,6 +2783,12 @@ class Hub:
         return len(self._topics.get(topic, ()))
 
     def publish(self, topic: str, seq: int, frame: str, *, reliable: bool = True) -> None:
+        """Deliver to this process's subscribers now, and hand to the broker for the others."""
+        self.deliver(topic, seq, frame, reliable)
+        if self.broker is not None:
+            self.broker.publish(topic, seq, frame)
+
+    def deliver(self, topic: str, seq: int, frame: str, reliable: bool = True) -> None:
         for subscription in list(self._topics.get(topic, ())):
             if not subscription._push(seq, frame, reliable):
                 self._unsubscribe(subscription)
@@ -2240,29 +2799,22 @@ class Hub:
         self._local_seq += 1
         return self._local_seq
 
+    def stream(self, topic: str, since: int | None, replay: Replay, backlog: int | None = None) -> Stream:
+        """Follow ``topic`` from ``since`` (see :class:`Stream`); subscribed from this call on."""
+        return Stream(self.subscribe(topic, backlog), since, replay)
+
+
+# ---------------------------------------------------------------------------
+# Loaders and partners: the Xenon services
+# ---------------------------------------------------------------------------
 
 @dataclasses.dataclass(slots=True)
 class _StatusGate:
-    loader: Loader
-    """The loader the statuses belong to: a status never outlives it into the next load of its target."""
+    started: int
+    """The start seq of the loader its statuses belong to: none outlives it into the next load."""
     last_sent: float = -math.inf
     pending: str | None = None
-    timer: asyncio.TimerHandle | None = None
-
-
-def _loader_data(loader: Loader, **extra: Any) -> LoaderData:
-    def known(value: str | int | None) -> Any:
-        return msgspec.UNSET if value is None else str(value)
-
-    return LoaderData(
-        id=str(loader.target_id),
-        type=loader.type,
-        source_id=str(loader.source_id),
-        backup_id=known(loader.backup_id) if loader.type == "backup" else msgspec.UNSET,
-        template_id=known(loader.template_id) if loader.type == "template" else msgspec.UNSET,
-        user_id=known(loader.user_id),
-        **extra,
-    )
+    timer: Cancellable | None = None
 
 
 def _frame(event: str, data: LoaderData) -> Callable[[int], str]:
@@ -2272,23 +2824,23 @@ def _frame(event: str, data: LoaderData) -> Callable[[int], str]:
 class Loaders:
     """Running loaders and their events: start -> status* -> ids* -> done.
 
-    Each event is numbered, committed and published under one lock, so subscribers see events
-    in ``seq`` order and the log never disagrees with what was sent. Status events are limited
-    per loader: the first of a quiet loader goes out at once, later ones in the same window
-    coalesce into the newest, sent at the window's end; none is sent after the loader's done.
+    Each event is numbered and logged in the transaction that records what it says, and
+    published right after that commits, in commit order: subscribers see events in ``seq`` order
+    and the log never disagrees with what was sent. Status events are limited per loader: the
+    first of a quiet loader goes out at once, later ones in the same window coalesce into the
+    newest, sent at the window's end; none is sent after the loader's done.
     """
 
-    def __init__(self, store: Store, hub: Hub, status_interval: float) -> None:
-        self._store = store
+    def __init__(
+        self, loads: LoadStore, hub: Hub, interval: float, monotonic: Callable[[], float], timers: Timers
+    ) -> None:
+        self._loads = loads
         self._hub = hub
-        self._interval = status_interval
-        self._lock = asyncio.Lock()
-        self._running: dict[str, Loader] = {}
+        self._interval = interval
+        self._monotonic = monotonic
+        self._timers = timers
         self._gates: dict[str, _StatusGate] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def open(self) -> None:
-        self._running = {str(loader.target_id): loader for loader in await self._store.running_loaders()}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def close(self) -> None:
         for gate in self._gates.values():
@@ -2299,92 +2851,106 @@ class Loaders:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def running(self, target_id: str) -> Loader:
-        loader = self._running.get(target_id)
-        if loader is None:
-            raise ApiError(404, f"No loader is running on guild {target_id}")
-        return loader
+    def _published(self, numbered: tuple[int, str] | None, reliable: bool = True) -> None:
+        if numbered is not None:
+            self._hub.publish(LOADER_TOPIC, *numbered, reliable=reliable)
 
-    def __contains__(self, target_id: str) -> bool:
-        return target_id in self._running
+    async def running(self, target_id: str) -> tuple[Loader, int]:
+        """The loader running on ``target_id`` and its start seq."""
+        found = await self._loads.running(target_id)
+        if found is None:
+            raise NotFound("loader", f"No loader is running on guild {target_id}")
+        return found
 
     async def start(self, loader: Loader) -> LoaderEvent:
-        async with self._lock:
-            target_id = str(loader.target_id)
-            if target_id in self._running:
-                raise ApiError(409, f"A loader is already running on guild {target_id}")
-            data = _loader_data(loader)
-            seq, frame = await self._store.start_loader(loader, _frame("start", data))
-            self._running[target_id] = loader
-            self._hub.publish(LOADER_TOPIC, seq, frame)
-            return LoaderEvent("start", seq, data)
+        data = loader.data()
+        seq, _ = await self._loads.start(loader, _frame("start", data), self._published)
+        return LoaderEvent("start", seq, data)
 
     async def ids(self, target_id: str, ids: dict[str, str]) -> int:
-        loader = self.running(target_id)
-        await self._store.stage_ids(target_id, ids)
+        """Stage old->new ids with the running loader, for its done to merge."""
+        _, started = await self.running(target_id)
+        await self._loads.stage_ids(target_id, started, ids)
         return len(ids)
 
     async def status(self, target_id: str, status: str) -> None:
-        loader = self.running(target_id)
-        loop = asyncio.get_running_loop()
+        _, started = await self.running(target_id)
         gate = self._gates.get(target_id)
-        if gate is None or gate.loader is not loader:
-            gate = self._gates[target_id] = _StatusGate(loader)
-        now = loop.time()
+        if gate is None or gate.started != started:
+            gate = self._gates[target_id] = _StatusGate(started)
+        now = self._monotonic()
         if gate.timer is None and now - gate.last_sent >= self._interval:
             gate.last_sent = now
-            await self._send_status(loader, status)
+            await self._send_status(target_id, gate, status)
             return
         gate.pending = status
         if gate.timer is None:
-            gate.timer = loop.call_at(gate.last_sent + self._interval, self._flush_status, gate)
+            gate.timer = self._timers.call_later(gate.last_sent + self._interval - now, lambda: self._flush_status(target_id, gate))
 
-    def _flush_status(self, gate: _StatusGate) -> None:
+    def _flush_status(self, target_id: str, gate: _StatusGate) -> None:
         if gate.pending is None:
             return
         gate.timer, status, gate.pending = None, gate.pending, None
-        gate.last_sent = asyncio.get_running_loop().time()
-        task = asyncio.create_task(self._send_status(gate.loader, status))
+        gate.last_sent = self._monotonic()
+        task = asyncio.create_task(self._send_status(target_id, gate, status))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_status(self, loader: Loader, status: str) -> None:
-        target_id = str(loader.target_id)
-        async with self._lock:
-            if self._running.get(target_id) is not loader:  # its done came first: no status after done
-                if (gate := self._gates.get(target_id)) is not None and gate.loader is loader:
-                    del self._gates[target_id]
-                return
-            seq, frame = await self._store.next_seq(_frame("status", LoaderData(id=target_id, status=status)))
-            self._hub.publish(LOADER_TOPIC, seq, frame, reliable=False)
+    async def _send_status(self, target_id: str, gate: _StatusGate, status: str) -> None:
+        frame = _frame("status", LoaderData(id=target_id, status=status))
+        sent = await self._loads.status(target_id, gate.started, frame, lambda n: self._published(n, reliable=False))
+        if sent is None and self._gates.get(target_id) is gate:  # its loader is done
+            del self._gates[target_id]
 
     async def done(self, target_id: str, ok: bool = True) -> LoaderEvent:
-        async with self._lock:
-            loader = self.running(target_id)
-            gate = self._gates.pop(target_id, None)
-            if gate is not None and gate.timer is not None:
-                gate.timer.cancel()
-            data = _loader_data(loader, ok=ok)
-            seq, frame = await self._store.finish_loader(loader, _frame("done", data), ok)
-            del self._running[target_id]
-            self._hub.publish(LOADER_TOPIC, seq, frame)
-            return LoaderEvent("done", seq, data)
+        loader, started = await self.running(target_id)
+        gate = self._gates.pop(target_id, None)
+        if gate is not None and gate.timer is not None:
+            gate.timer.cancel()
+        data = loader.data(ok=ok)
+        seq, _ = await self._loads.finish(loader, started, _frame("done", data), ok, self._published)
+        return LoaderEvent("done", seq, data)
+
+
+class Partners:
+    """The Xenon rules of mappers and templates, the same through every door."""
+
+    def __init__(self, partners: PartnerStore, loads: LoadStore) -> None:
+        self._partners = partners
+        self._loads = loads
+
+    async def mapper_json(self, target_id: str, source_id: str | None, backup_id: str | None) -> bytes:
+        """The mapper of a source guild, or a backup's, into ``target_id``, as its answer. A known
+        backup wins over ``source_id``; an unknown one falls back to it when given (as the original)."""
+        found = await self._partners.backup(backup_id) if backup_id else None
+        if found is not None:
+            source_id = found.source_id
+        elif source_id is None:
+            raise NotFound("backup", "Unknown backup") if backup_id else Invalid("source", "Missing query parameter: source or backup")
+        mapper = await self._loads.mapper_json(source_id, target_id)
+        if mapper is None:
+            raise NotFound("mapper", "No id translator found")
+        return mapper
+
+    async def template(self, template_id: str, *, with_bots: bool = True) -> Template:
+        template = None
+        if _TEMPLATE_ID.fullmatch(template_id):  # an id that cannot exist is as unknown as any
+            template = await self._partners.template(template_id, with_bots=with_bots)
+        if template is None:
+            raise NotFound("template", "Unknown template")
+        return template
+
+    async def set_template_bot(self, template_id: str, bot: Bot, user_id: str | None, *, attached: bool) -> None:
+        """Attach or detach the acting bot; the user it acts for, when given, must be the creator."""
+        template = await self.template(template_id, with_bots=False)
+        if user_id is not None and user_id != template.creator_id:
+            raise Forbidden("not the creator", "User is not the creator")
+        await self._partners.set_template_bot(template_id, bot.id, attached=attached)
 
 
 # ---------------------------------------------------------------------------
-# Music: resolver and player clock
+# Music: the resolver, track ends and the player service
 # ---------------------------------------------------------------------------
-
-
-class Resolver(Protocol):
-    """Turns a play query into a track, a playlist's tracks, or ``None`` (nothing found).
-
-    A resolver may refuse a query it cannot handle by raising ``ElixirError(400, message)``.
-    Swap in another (a Lavalink node's ``/v4/loadtracks``, say) with ``Config.resolver``.
-    """
-
-    async def resolve(self, query: str) -> Track | list[Track] | None: ...
-
 
 class Link(msgspec.Struct, frozen=True):
     source: str
@@ -2444,335 +3010,414 @@ def parse_link(query: str) -> Link | None:
     return link
 
 
-def search_expression(query: str) -> tuple[str, str] | None:
-    """FTS5 match expressions for search text: all words, then any word. Words are quoted, so
-    nothing a user types is read as FTS syntax; the tokenizer folds case and accents."""
-    words = _WORD.findall(query)[:32]
-    if not words:
-        return None
-    quoted = [f'"{w}"' for w in words]
-    return " ".join(quoted), " OR ".join(quoted)
+def search_words(query: str) -> list[str]:
+    """The words of search text, at most 32 (what a store searches for: all of them, then any)."""
+    return _WORD.findall(query)[:32]
 
 
 class CatalogResolver:
-    """The default resolver: the local catalog in SQLite."""
+    """The default resolver: the local catalog."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, catalog: CatalogStore) -> None:
+        self._catalog = catalog
 
     async def resolve(self, query: str) -> Track | list[Track] | None:
         link = parse_link(query)
         if link is None:
-            expressions = search_expression(query)
-            for expression in expressions or ():
-                if track := await self._store.search_track(expression):
+            words = search_words(query)
+            for every in (True, False) if words else ():
+                if track := await self._catalog.search(words, every):
                     return track
             return None
         if link.kind == "track":
-            return await self._store.get_track(link.source, link.identifier)
-        return await self._store.get_playlist_tracks(link.source, link.identifier) or None
+            return await self._catalog.track(link.source, link.identifier)
+        return await self._catalog.playlist_tracks(link.source, link.identifier) or None
 
 
-class QueueEntry(msgspec.Struct, gc=False):
-    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
-    queue's length must not lengthen the collector's pauses."""
-
-    entry_id: int
-    track: Track
-    requested_by: str
+_QUERY_LIMIT = 500
 
 
-@dataclasses.dataclass(slots=True)
-class PlayerWrite:
-    """A player change, snapshotted when made so writes land in the order changes were made."""
-
-    guild_id: str
-    row: tuple[Any, ...] | None
-    """The player's row, or ``None``: stopped."""
-    head_id: int
-    """Queue entries before this one are gone."""
-    appended: list[tuple[Any, ...]]
+def play_query(query: str | None) -> str:
+    """A play query: 1-500 characters, and a URL only with an http(s) scheme."""
+    query = (query or "").strip()
+    scheme = _URL_SCHEME.match(query)
+    if not query or len(query) > _QUERY_LIMIT or (scheme and scheme[0].lower() not in ("http://", "https://")):
+        raise Invalid("query", "Invalid query.")
+    return query
 
 
-@dataclasses.dataclass(slots=True, eq=False)
-class Player:
-    """A guild's music player. Its clock is derived, never ticked: the head of ``queue`` is at
-    ``position`` ms at clock time ``anchor`` and advances in real time unless ``paused``."""
-
-    guild_id: str
-    channel_id: str
-    volume: int = 100
-    paused: bool = False
-    position: float = 0.0
-    anchor: float = 0.0
-    queue: deque[QueueEntry] = dataclasses.field(default_factory=deque)
-
-    @property
-    def current(self) -> QueueEntry | None:
-        return self.queue[0] if self.queue else None
-
-    def position_at(self, now: float) -> float:
-        return self.position if self.paused else self.position + (now - self.anchor) * 1000
-
-    def settle(self, now: float) -> None:
-        """Drop the tracks that ended before ``now``; each next one starts where the last ended.
-
-        A pure function of the stored state and the clock, so a restarted server settles the
-        same way and nothing needs writing when only time has passed.
-        """
-        while self.queue and not self.paused:
-            track = self.queue[0].track
-            if track.is_stream or self.position_at(now) < track.length:
-                return
-            self.anchor += (track.length - self.position) / 1000
-            self.position = 0.0
-            self.queue.popleft()
-
-    def restart_clock(self, now: float) -> None:
-        """The head (if any) starts from its beginning now."""
-        self.position, self.anchor = 0.0, now
-
-    def snapshot(self, appended: Sequence[QueueEntry], next_entry_id: int) -> PlayerWrite:
-        """The change to write. An empty queue's head is the next entry id to be given out, so a
-        guild's head only ever moves forward (which lets writes be committed in bulk)."""
-        head = self.queue[0].entry_id if self.queue else next_entry_id
-        row = (self.guild_id, self.channel_id, self.volume, int(self.paused), self.position, self.anchor)
-        rows = [(e.entry_id, self.guild_id, *_track_row(e.track), e.requested_by) for e in appended]
-        return PlayerWrite(self.guild_id, row, head, rows)
+def player_topic(guild_id: str) -> str:
+    """The hub topic of a guild's player frames (:class:`PlayerState` JSON)."""
+    return f"player:{guild_id}"
 
 
-def clock_face(ms: float) -> str:
-    """``MM:SS``, or ``HH:MM:SS`` from an hour on."""
-    hours, rest = divmod(int(ms) // 1000, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+class TrackEnds:
+    """Wakes when the earliest current track ends (one indexed lookup, however many players
+    exist), has every guild whose track ended advance its queue, and sleeps until the next end.
+    A change that makes a track end sooner wakes it sooner (:meth:`arm`)."""
 
-
-def elixir_track(track: Track, requested_by: str, position: float = 0) -> ElixirTrack:
-    if track.is_stream:
-        position, duration, length_face = max(position, 0), 0, "LIVE"
-    else:
-        position = min(max(position, 0), track.length)
-        duration, length_face = track.length // 1000, clock_face(track.length)
-    return ElixirTrack(
-        title=track.title,
-        author=track.author,
-        duration=duration,
-        formatted_duration=f"{clock_face(position)}/{length_face}",
-        uri=track.uri,
-        thumbnail=track.thumbnail,
-        position=int(position),
-        is_stream=track.is_stream,
-        identifier=track.identifier,
-        requested_by=requested_by,
-    )
-
-
-class Players:
-    """Every guild's player: loaded from the store on first use, kept in memory, written through.
-
-    Changes are applied in memory without awaiting and snapshotted at once, then written; the
-    store's lock keeps writes in that order. A failed write evicts the player, so the next use
-    reloads what the file holds. Only this process writes players: serve one database from one
-    process.
-    """
-
-    def __init__(self, store: Store, hub: Hub, clock: Callable[[], float], max_queue: int = 1000) -> None:
-        self._store = store
-        self._hub = hub
+    def __init__(self, players: PlayerStore, advance: Callable[[str], Awaitable[object]], clock: Callable[[], float], timers: Timers) -> None:
+        self._players = players
+        self._advance = advance
         self._clock = clock
-        self._max_queue = max_queue
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        # None marks a player this process stopped, so a load that raced the stop cannot bring
-        # it back. Guilds never seen are not cached: anyone can ask about any id.
-        self._cache: dict[str, Player | None] = {}
-        self._last_entry_id = 0
+        self._timers = timers
+        self._at: float | None = None
+        self._timer: Cancellable | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def open(self) -> None:
-        """Load every connected player, so each track's end is published as it happens."""
-        self._last_entry_id = await self._store.last_entry_id()
-        for guild_id in await self._store.player_guilds():
-            await self.get(guild_id)
-
-    def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-
-    @staticmethod
-    def topic(guild_id: str) -> str:
-        """The hub topic of a guild's player changes (frames are :class:`PlayerState` JSON)."""
-        return f"player:{guild_id}"
-
-    def _publish(self, guild_id: str, player: Player | None) -> None:
-        topic = self.topic(guild_id)
-        if not self._hub.subscribers(topic):
-            return  # nobody follows this guild: nothing to encode
-        if player is None:
-            state = PlayerState(guild_id, None, 100, False, None, 0)
-        else:
-            entry = player.current
-            track = None
-            if entry is not None:
-                track = elixir_track(entry.track, entry.requested_by, player.position_at(self._clock()))
-            state = PlayerState(
-                guild_id, player.channel_id, player.volume, player.paused, track, max(len(player.queue) - 1, 0)
-            )
-        frame = msgspec.json.encode(state).decode()
-        self._hub.publish(topic, self._hub.next_local_seq(), frame)
-
-    def _arm(self, player: Player) -> None:
-        """Wake at the current track's end to publish what plays next."""
-        timer = self._timers.pop(player.guild_id, None)
-        if timer is not None:
-            timer.cancel()
-        entry = player.current
-        if entry is None or player.paused or entry.track.is_stream:
+    def arm(self, at: float | None) -> None:
+        if at is None or (self._at is not None and self._at <= at):
             return
-        ends_in = (entry.track.length - player.position_at(self._clock())) / 1000
-        loop = asyncio.get_running_loop()
-        self._timers[player.guild_id] = loop.call_later(max(ends_in, 0.0), self._track_ended, player, entry)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._at = at
+        self._timer = self._timers.call_later(at - self._clock(), self._wake)
 
-    def _track_ended(self, player: Player, entry: QueueEntry) -> None:
-        self._timers.pop(player.guild_id, None)
-        if self._cache.get(player.guild_id) is not player:
-            return
-        player.settle(self._clock())
-        if player.current is not entry:
-            self._publish(player.guild_id, player)
-        self._arm(player)
+    def _wake(self) -> None:
+        self._at = self._timer = None
+        if self._task is None:
+            self._task = asyncio.create_task(self.run())
 
-    async def get(self, guild_id: str) -> Player | None:
-        """The guild's player, settled to now, or ``None`` when Elixir is not connected there."""
-        if guild_id in self._cache:
-            player = self._cache[guild_id]
-        else:
-            loaded = await self._store.load_player(guild_id)
-            # Another request may have joined, stopped or loaded meanwhile: what it cached wins.
-            player = self._cache.setdefault(guild_id, loaded) if loaded else self._cache.get(guild_id)
-            if player is loaded and loaded is not None:
-                self._arm(loaded)
-        if player is not None:
-            player.settle(self._clock())
-        return player
-
-    async def connected(self, guild_id: str) -> Player:
-        player = await self.get(guild_id)
-        if player is None:
-            raise ElixirError(400, NOT_CONNECTED)
-        return player
-
-    async def _save(self, player: Player, appended: Sequence[QueueEntry] = ()) -> None:
-        write = player.snapshot(appended, self._last_entry_id + 1)
+    async def run(self) -> None:
+        """Advance every guild whose track has ended, then sleep until the next end."""
         try:
-            await self._store.save_player(write)
-        except BaseException:
-            self._cache.pop(player.guild_id, None)
-            timer = self._timers.pop(player.guild_id, None)
-            if timer is not None:
-                timer.cancel()
-            raise
-        self._publish(player.guild_id, player)
-        self._arm(player)
+            for guild_id in await self._players.due(self._clock()):
+                try:
+                    await self._advance(guild_id)
+                except DomainError as exc:  # the database is away: the next run takes it up
+                    log.warning("could not advance the queue of guild %s: %s", guild_id, exc.message)
+            self.arm(await self._players.next_end())
+        except DomainError as exc:
+            log.warning("track ends: %s", exc.message)
+            self.arm(self._clock() + 1.0)
+        finally:
+            self._task = None
 
-    async def join(self, guild_id: str, channel_id: str) -> Player:
-        """Connect to a channel, or move there keeping the queue when already connected."""
-        player = await self.get(guild_id)
-        if player is None:
-            player = self._cache[guild_id] = Player(guild_id, channel_id, anchor=self._clock())
-        player.channel_id = channel_id
-        await self._save(player)
-        return player
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
-    async def set_volume(self, guild_id: str, volume: int) -> Player:
-        player = await self.connected(guild_id)
-        player.volume = volume
-        await self._save(player)
-        return player
 
-    async def enqueue(self, guild_id: str, tracks: Sequence[Track], requested_by: str) -> Player:
-        """Append tracks; an idle player starts the first of them now. A play that would leave
-        more than ``max_queue`` tracks waiting is refused whole."""
-        player = await self.connected(guild_id)
-        if max(len(player.queue) - 1, 0) + len(tracks) - (not player.queue) > self._max_queue:
-            raise ElixirError(400, QUEUE_FULL)
-        if not player.queue:
-            player.restart_clock(self._clock())
-            player.paused = False
-        entries = []
-        for track in tracks:
-            self._last_entry_id += 1
-            entries.append(QueueEntry(self._last_entry_id, track, requested_by))
-        player.queue.extend(entries)
-        await self._save(player, entries)
-        return player
+class Music:
+    """The Elixir player's rules, the same through every door (HTTP, the host API): join checks
+    the registry, play resolves then enqueues on a connected player, and every change is written
+    in one transaction, then published to the guild's followers, a track's end included."""
 
-    async def skip(self, guild_id: str) -> Player:
-        player = await self.connected(guild_id)
-        if not player.queue:
-            raise ElixirError(410, NOTHING_PLAYING)
-        player.queue.popleft()
-        player.restart_clock(self._clock())
-        await self._save(player)
-        return player
-
-    async def pause(self, guild_id: str) -> Player:
-        player = await self.connected(guild_id)
-        if not player.paused:
-            now = self._clock()
-            player.position, player.anchor, player.paused = player.position_at(now), now, True
-            await self._save(player)
-        return player
-
-    async def resume(self, guild_id: str) -> Player:
-        player = await self.connected(guild_id)
-        if player.paused:
-            player.anchor, player.paused = self._clock(), False
-            await self._save(player)
-        return player
-
-    async def stop(self, guild_id: str) -> None:
-        """Disconnect and forget the queue; stopping a stopped player is fine.
-
-        Marked stopped before the write, so a change that races it cannot bring the player back;
-        a failed write forgets the guild instead, so the next use reloads what the file holds.
-        """
-        self._cache[guild_id] = None
-        timer = self._timers.pop(guild_id, None)
-        if timer is not None:
-            timer.cancel()
-        try:
-            await self._store.save_player(PlayerWrite(guild_id, None, self._last_entry_id + 1, []))
-        except BaseException:
-            if self._cache.get(guild_id, False) is None:
-                del self._cache[guild_id]
-            raise
-        self._publish(guild_id, None)
+    def __init__(
+        self, players: PlayerStore, registry: RegistryStore, resolver: Resolver, hub: Hub, config: Config, timers: Timers
+    ) -> None:
+        self._players = players
+        self._registry = registry
+        self._resolver = resolver
+        self._hub = hub
+        self._clock = config.clock
+        self._max_queue = config.max_queue
+        self.track_ends = TrackEnds(players, self._settle, config.clock, timers)
 
     def now(self) -> float:
         return self._clock()
 
+    async def resolve(self, query: str) -> Track | list[Track] | None:
+        """What a play of ``query`` finds (the configured resolver)."""
+        return await self._resolver.resolve(play_query(query))
 
-# ---------------------------------------------------------------------------
-# Guards
-# ---------------------------------------------------------------------------
+    async def player(self, guild_id: str, *, whole: bool = False) -> Player | None:
+        """The guild's player settled to now (the front of its queue, unless ``whole``), or ``None``
+        when Elixir is not connected there."""
+        player = await self._players.get(guild_id, whole=whole)
+        return None if player is None else player.settled(self._clock())
+
+    async def state(self, guild_id: str) -> PlayerState:
+        """What a follower of the guild sees now."""
+        player = await self.player(guild_id)
+        seq = self._hub.next_local_seq()
+        return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
+
+    async def _change(self, guild_id: str, change: Callable[[Player | None], Player | None]) -> Player | None:
+        return await self._players.change(guild_id, change, self._clock(), after=lambda p: self._changed(guild_id, p))
+
+    def _changed(self, guild_id: str, player: Player | None) -> None:
+        if player is not None:
+            self.track_ends.arm(player.ends_at)
+        topic = player_topic(guild_id)
+        if self._hub.subscribers(topic):  # nobody follows the guild: nothing to encode
+            seq = self._hub.next_local_seq()
+            state = stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
+            self._hub.publish(topic, seq, msgspec.json.encode(state).decode())
+
+    async def _settle(self, guild_id: str) -> None:
+        """Advance the queue past tracks that ended (the change settles the player first)."""
+        await self._change(guild_id, lambda player: player)
+
+    async def join(self, guild_id: str, channel_id: str) -> Player:
+        """Connect to a registered voice channel, or move there keeping the queue."""
+        if await self._registry.get(guild_id) is None:
+            raise NotFound("guild", "Guild not found.")
+        if not await self._registry.has_voice_channel(guild_id, channel_id):
+            raise NotFound("voice channel", "Voice channel not found.")
+        now = self._clock()
+
+        def join(player: Player | None) -> Player:
+            if player is None:
+                return Player(guild_id, channel_id, anchor=now)
+            player.join(channel_id)
+            return player
+
+        return await self._change(guild_id, join)  # type: ignore[return-value]
+
+    async def set_volume(self, guild_id: str, volume: int) -> Player:
+        return await self._connected_change(guild_id, lambda player: player.set_volume(volume))
+
+    async def play(self, guild_id: str, query: str, requested_by: str) -> list[Track] | Track:
+        """Resolve the query and enqueue what it finds: a track, or a playlist's tracks in order."""
+        query = play_query(query)
+        if await self.player(guild_id) is None:  # refused before a search is spent on it
+            raise Invalid("not connected", NOT_CONNECTED)
+        found = await self._resolver.resolve(query)
+        if not found:
+            raise NotFound("no track", "No track found.")
+        await self.enqueue(guild_id, found if isinstance(found, list) else [found], requested_by)
+        return found
+
+    async def enqueue(self, guild_id: str, tracks: Sequence[Track], requested_by: str) -> Player:
+        now = self._clock()
+        return await self._connected_change(
+            guild_id, lambda player: player.enqueue(tracks, requested_by, now, self._max_queue)
+        )
+
+    async def skip(self, guild_id: str) -> Player:
+        now = self._clock()
+        return await self._connected_change(guild_id, lambda player: player.skip(now))
+
+    async def pause(self, guild_id: str) -> Player:
+        now = self._clock()
+        return await self._connected_change(guild_id, lambda player: player.pause(now))
+
+    async def resume(self, guild_id: str) -> Player:
+        now = self._clock()
+        return await self._connected_change(guild_id, lambda player: player.resume(now))
+
+    async def stop(self, guild_id: str) -> None:
+        """Disconnect and forget the queue; stopping a stopped player is fine."""
+        await self._change(guild_id, lambda player: None)
+
+    async def _connected_change(self, guild_id: str, change: Callable[[Player], object]) -> Player:
+        def run(player: Player | None) -> Player:
+            if player is None:
+                raise Invalid("not connected", NOT_CONNECTED)
+            change(player)
+            return player
+
+        return await self._change(guild_id, run)  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(slots=True)
 class Services:
-    """What the routes of one app share; built in the app's lifespan."""
+    """What the routes and the host API of one app share; built in the app's lifespan."""
 
     config: Config
-    store: Store
-    players: Players
-    resolver: Resolver
-    limits: RateLimits
+    stores: Stores
+    limiter: Limiter
     hub: Hub
     loaders: Loaders
+    music: Music
+    partners: Partners
 
 
-def services(request: Request) -> Services:
-    return request.app.state.xe
+# ---------------------------------------------------------------------------
+# HTTP and OpenAPI helpers
+# ---------------------------------------------------------------------------
+
+def decode_body(body: bytes, type_: type[T]) -> T:
+    """Decode a JSON request body into ``type_``; every failure is a 400 that names the field."""
+    if not body.strip():
+        raise ApiError(400, NO_BODY)
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        # __post_init__ checks report at the object itself; the message already names the field.
+        raise ApiError(400, str(exc).removesuffix(" - at `$`")) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"Invalid JSON body: {exc}") from None
+    except RecursionError:  # msgspec's own depth guard, whatever the target type
+        raise ApiError(400, "Invalid JSON body: nested too deeply") from None
+
+
+def api_of(scope: Scope, elixir_prefix: str) -> str:
+    """Which API a request belongs to (``"elixir"``, ``"xenon"`` or ``"admin"``): its route's,
+    else (an unknown path, an error before routing) by its path."""
+    handler = scope.get("route_handler")
+    if handler is not None and (api := handler.opt.get("api")):
+        return api
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return "elixir" if path.startswith(elixir_prefix.rstrip("/") + "/") else "xenon"
+
+
+def rate_limited(retry_after: float, error: type[ApiError] = ApiError) -> ApiError:
+    """A 429 that says exactly when to come back: ``retry_after`` in ms, ``Retry-After`` in whole seconds."""
+    return error(
+        429,
+        RATE_LIMITED,
+        # Rounded to the body's milliseconds first, so float residue never adds a second.
+        headers={"Retry-After": str(max(1, math.ceil(round(retry_after, 3))))},
+        retry_after=retry_after,
+    )
+
+
+def error_body(shape: str, message: str, now: float, retry_after: float | None = None) -> Any:
+    """An error in an API's shape; ``now`` is the Elixir body's timestamp (epoch seconds)."""
+    wait: float | msgspec.UnsetType = msgspec.UNSET if retry_after is None else round(retry_after * 1000, 3)
+    if shape == "elixir":
+        return ElixirErrorBody(timestamp=int(now * 1000), message=message, retry_after=wait)
+    return XenonErrorBody(error=message, retry_after=wait)
+
+
+def error_handler(config: Config) -> Callable[[Request, Exception], Response]:
+    """The app's one exception handler: every refusal in its API's error shape, domain refusals
+    mapped by each API's table, and a fault never a 500."""
+
+    def answer(request: Request, exc: Exception) -> Response:
+        api = api_of(request.scope, config.elixir_prefix)
+        if isinstance(exc, DomainError):
+            exc = ApiError.of(exc, api)
+        retry_after = None
+        if isinstance(exc, ApiError):
+            status, message, headers, retry_after = exc.status_code, exc.message, exc.headers, exc.retry_after
+        elif isinstance(exc, ValidationException):
+            details = "; ".join(str(e.get("message", "")) for e in (exc.extra or []) if isinstance(e, dict))
+            status, message, headers = 400, f"{exc.detail}: {details}" if details else exc.detail, {}
+        elif isinstance(exc, HTTPException):
+            status, message, headers = exc.status_code, exc.detail, dict(exc.headers or {})
+            allow = headers.get("Allow") or headers.get("allow")
+            if allow and "GET" in allow.split(", "):  # HEAD is answered wherever GET is (see Edge)
+                headers = {"Allow": ", ".join(sorted({*allow.split(", "), "HEAD"}))}
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            status, message, headers = 500, "Internal server error", {}
+        shape = getattr(exc, "shape", None) or api
+        return Response(
+            content=error_body(shape, message, config.clock(), retry_after),
+            status_code=status,
+            headers=headers,
+            media_type="application/json",
+        )
+
+    return answer
+
+
+_ERROR_MEANINGS = {
+    400: "Bad input; the message names the field or parameter",
+    401: "Missing or invalid credentials",
+    403: "The acting user may not do this",
+    404: "Not found",
+    409: "Conflicts with what exists",
+    410: "Nothing is playing",
+    413: "Request body too large",
+    426: "Needs a WebSocket handshake",
+    429: "Rate limited: retry_after (ms) in the body, Retry-After (s) in a header",
+    503: "The database cannot serve now (busy, gone or failing); retry after Retry-After seconds",
+}
+
+
+def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI answers of a route's errors, in its API's error shape."""
+    body = ElixirErrorBody if shape == "elixir" else XenonErrorBody
+    return {
+        code: ResponseSpec(data_container=body, description=_ERROR_MEANINGS[code], generate_examples=False)
+        for code in (*codes, 503)  # any route may meet a database that cannot serve
+    }
+
+
+def answered(type_: Any, description: str = "The answer") -> dict[int, ResponseSpec]:
+    """Document the 200 of a route that answers :class:`Encoded` bytes."""
+    return {200: ResponseSpec(data_container=type_, description=description, generate_examples=False)}
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class Encoded:
+    """A 200 JSON answer from bytes encoded once (by msgspec, or kept encoded): an ASGI app
+    the hot routes return, skipping the framework's serialization and header bookkeeping."""
+
+    __slots__ = ("_start", "_body")
+
+    def __init__(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        length = (b"content-length", b"%d" % len(body))
+        self._start = {"type": "http.response.start", "status": 200, "headers": [_JSON_TYPE, length, *headers]}
+        self._body = {"type": "http.response.body", "body": body}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(self._start)
+        await send(self._body)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header by its lower-case name, read from the ASGI scope of an HTTP request
+    or a WebSocket handshake (building ``request.headers`` for a single value costs more than
+    the rest of a cached answer)."""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+@dataclasses.dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar always writes ``required: true``)."""
+
+    def __post_init__(self) -> None:
+        if self.request_body is not None:
+            self.request_body.required = False
+
+
+def _any_of_names(*names: str) -> Schema:
+    return Schema(any_of=[Schema(required=[name]) for name in names])
+
+
+@dataclasses.dataclass
+class ElixirWriteOperation(Operation):
+    """An Elixir write: ``user`` or its alias ``user.id`` is required."""
+
+    def __post_init__(self) -> None:
+        media = self.request_body.content["application/json"]
+        media.schema = Schema(all_of=[media.schema, _any_of_names("user", "user.id")])
+
+
+@dataclasses.dataclass
+class ElixirJoinOperation(Operation):
+    """Join also needs ``channel`` or ``channel.id``."""
+
+    def __post_init__(self) -> None:
+        media = self.request_body.content["application/json"]
+        media.schema = Schema(
+            all_of=[media.schema, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id")]
+        )
+
+
+def documented_body(type_: Any) -> dict[str, Provide]:
+    """Document a request body without having the framework parse it: Litestar describes a
+    dependency's ``data`` parameter, and calls a dependency only when a handler asks for it.
+    Bodies are parsed by the handlers, after authorization, into these same types."""
+
+    async def body(data: Any) -> None:  # never called
+        raise AssertionError("documentation only")
+
+    body.__annotations__ = {"data": type_, "return": None}
+    return {"_documented_body": Provide(body)}
+
+
+
+@functools.lru_cache(maxsize=4)
+def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
+    """The caching headers of an answer given in second ``now`` (made once a second)."""
+    expires = email.utils.formatdate(now + max_age, usegmt=True).encode()
+    return ((b"cache-control", b"max-age=%d" % max_age), (b"expires", expires), (b"expiration", expires))
 
 
 def client_address(scope: Any) -> str:
@@ -2780,15 +3425,110 @@ def client_address(scope: Any) -> str:
     return client[0] if client else "unknown"
 
 
-async def xenon_bot(xe: Services, authorization: str | None, address: str) -> Bot:
+async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float) -> None:
+    """Say why a handshake is refused.
+
+    A rate limit is accepted and then closed at once with 4029 and the JSON error as the reason,
+    as the original did: reconnect loops (``async for ws in websockets.connect(...)``) give up
+    for good on a 4xx handshake answer, and a bot's shards routinely connect within a second.
+    Anything else is an HTTP answer where the server can send one (the ASGI denial-response
+    extension), else accepted and closed with 4000 + the status's last two digits.
+    """
+    body = msgspec.json.encode(error_body(error.shape or "xenon", error.message, now, error.retry_after))
+    if error.status_code != 429 and "websocket.http.response" in (scope.get("extensions") or {}):
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.accept"})
+    if error.status_code == 429:
+        await send({"type": "websocket.close", "code": 4029, "reason": body.decode()})
+    elif error.status_code == 503:  # try again later
+        await send({"type": "websocket.close", "code": 1013, "reason": error.message})
+    else:  # 401 -> 4001, 400 -> 4000
+        await send({"type": "websocket.close", "code": 4000 + error.status_code % 100, "reason": error.message})
+
+
+async def follow(stream: Stream, send: Send, receive: Receive) -> None:
+    """Accept a WebSocket and send it the stream's frames until the client leaves, or falls so
+    far behind that it is closed with 1013 (loss is never silent: it reconnects, with ``?since=``
+    where the stream has a log). Client messages are ignored."""
+    try:
+        await send({"type": "websocket.accept"})
+        pump = asyncio.create_task(_pump(stream, send))
+        stream.subscription.on_overflow = pump.cancel
+        listen = asyncio.create_task(_drain(receive))
+        await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
+        for task in (pump, listen):
+            task.cancel()
+        await asyncio.gather(pump, listen, return_exceptions=True)
+    finally:
+        # The pump task keeps its CancelledError, whose traceback keeps the pump's frame and so
+        # the subscription: closed (and unhooked), a departed connection is freed at once, not at
+        # the next full collection (a round of 1,000 departures held ~70 MB until then).
+        stream.close()
+
+
+_FRAMES_BETWEEN_YIELDS = 64
+"""A long replay hands the loop back this often: a socket with room takes a send without waiting."""
+
+
+async def _pump(stream: Stream, send: Send) -> None:
+    sent = 0
+    try:
+        async for frame in stream:
+            await send({"type": "websocket.send", "text": frame})
+            sent += 1
+            if sent % _FRAMES_BETWEEN_YIELDS == 0:
+                await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        if not stream.overflowed:
+            raise
+    except OSError:  # the client vanished mid-send
+        return
+    if stream.overflowed:
+        # 1013 (try again later) tells the client to reconnect.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(send({"type": "websocket.close", "code": 1013, "reason": "backlog overflow"}), 5.0)
+
+
+async def _drain(receive: Receive) -> None:
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Guards
+# ---------------------------------------------------------------------------
+
+def services(request: Request) -> Services:
+    return request.app.state.xe
+
+
+async def refused(xe: Services, scope: Scope, refusal: ApiError) -> ApiError:
+    """What to answer a failed authorization: the refusal itself, or a 429 in the same API's
+    shape once the client address has failed too often (``auth_failures``)."""
+    wait = await xe.limiter.hit("auth_failures", client_address(scope))
+    return refusal if wait is None else rate_limited(wait, type(refusal))
+
+
+async def limited(xe: Services, group: str, key: str, error: type[ApiError] = XenonError) -> None:
+    """Raise a 429 when ``key`` has used up the group's budget."""
+    if (wait := await xe.limiter.hit(group, key)) is not None:
+        raise rate_limited(wait, error)
+
+
+async def xenon_bot(xe: Services, scope: Scope) -> Bot:
     """The bot whose token is in ``Authorization`` (raw, or with a ``Bot `` prefix)."""
+    authorization = header(scope, b"authorization")
     if not authorization:
-        raise xe.limits.auth_failed(address, XenonError(401, "Unauthorized"))
+        raise await refused(xe, scope, XenonError(401, "Unauthorized"))
     scheme, _, rest = authorization.partition(" ")
     token = rest.strip() if scheme.lower() == "bot" and rest else authorization.strip()
-    bot = await xe.store.bot_by_token(token)
+    bot = await xe.stores.partners.bot_by_token(token)
     if bot is None:
-        raise xe.limits.auth_failed(address, XenonError(401, "Invalid token"))
+        raise await refused(xe, scope, XenonError(401, "Invalid token"))
     return bot
 
 
@@ -2796,8 +3536,8 @@ async def xenon_caller(request: Request, group: str) -> Bot:
     """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
     comes first, so an invalid token never spends a real bot's budget."""
     xe = services(request)
-    bot = await xenon_bot(xe, header(request.scope, b"authorization"), client_address(request.scope))
-    xe.limits.check(group, bot.id)
+    bot = await xenon_bot(xe, request.scope)
+    await limited(xe, group, bot.id)
     return bot
 
 
@@ -2835,33 +3575,29 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     guild_id = path_id(guild_id, "guild")
     xe = services(request)
     key = elixir_key(header(request.scope, b"authorization"))
-    owner = await xe.store.key_owner(key) if key else None
-    refused = ElixirError(401, NOT_AUTHORIZED)
+    owner = await xe.stores.keys.owner(key) if key else None
     if owner is None or owner[0] != guild_id:
-        raise xe.limits.auth_failed(client_address(request.scope), refused)
+        raise await refused(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
     body = decode_body(await request.body(), ElixirBody)
     if body.user is None:
         raise ElixirError(400, 'Missing "user" (or "user.id") in body.')
     if body.user != owner[1]:
-        raise xe.limits.auth_failed(client_address(request.scope), refused)
+        raise await refused(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
     return guild_id, body.user, body
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     xe: Services = connection.app.state.xe
     token = xe.config.admin_token or ""
     given = header(connection.scope, b"authorization") or ""
     scheme, _sep, value = given.partition(" ")
-    if not (
-        token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))
-    ):
-        raise xe.limits.auth_failed(client_address(connection.scope), XenonError(401, "Unauthorized"))
+    if not (token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))):
+        raise await refused(xe, connection.scope, XenonError(401, "Unauthorized"))
 
 
 # ---------------------------------------------------------------------------
 # Xenon routes
 # ---------------------------------------------------------------------------
-
 
 def query_id(value: str | None, field: str, parse: Callable[[str, str], str] = path_id) -> str:
     if value is None or value == "":
@@ -2894,51 +3630,20 @@ async def xenon_mappers(
     xe = services(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
-    # A known backup wins over source; an unknown one falls back to source when given (as the original).
-    found = await xe.store.get_backup(query_id(backup, "backup", _backup_param)) if backup else None
-    if found is not None:
-        source_id = found.source_id
-    elif source:
-        source_id = query_id(source, "source")
-    elif backup:
-        raise XenonError(404, "Unknown backup")
-    else:
-        raise XenonError(400, "Missing query parameter: source or backup")
-    mapper = await xe.store.mapper_json(source_id, target_id)
-    if mapper is None:
-        raise XenonError(404, "No id translator found")
+    backup_id = query_id(backup, "backup", _backup_param) if backup else None
+    mapper = await xe.partners.mapper_json(target_id, query_id(source, "source") if source else None, backup_id)
     # Only a found mapper is cacheable (the original also cached its errors).
-    return Encoded(mapper, cache_headers(int(time.time()), xe.config.cache_seconds))
-
-
-@functools.lru_cache(maxsize=4)
-def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
-    """The caching headers of an answer given in second ``now`` (made once a second)."""
-    expires = email.utils.formatdate(now + max_age, usegmt=True).encode()
-    return ((b"cache-control", b"max-age=%d" % max_age), (b"expires", expires), (b"expiration", expires))
-
-
-async def _known_template(xe: Services, template_id: str, *, with_bots: bool = False) -> Template:
-    template = None
-    if _TEMPLATE_ID.fullmatch(template_id):
-        template = await xe.store.get_template(template_id, with_bots=with_bots)
-    if template is None:
-        raise XenonError(404, "Unknown template")
-    return template
+    return Encoded(mapper, cache_headers(int(xe.config.clock()), xe.config.cache_seconds))
 
 
 def _template_bots_route(attach: bool) -> Any:
     """Attach and detach differ only in the one word: same auth, body, checks and idempotence."""
 
     async def change(request: Request, template_id: TemplateIdPath) -> Empty:
-        xe = services(request)
         bot = await xenon_caller(request, "templates")
         raw = await request.body()
         body = decode_body(raw, AttachBody) if raw.strip() else AttachBody()
-        template = await _known_template(xe, template_id)
-        if body.user is not None and body.user != template.creator_id:
-            raise XenonError(403, "User is not the creator")
-        await xe.store.set_template_bot(template_id, bot.id, attached=attach)
+        await services(request).partners.set_template_bot(template_id, bot, body.user, attached=attach)  # type: ignore[arg-type]
         return Empty()
 
     route = post if attach else delete
@@ -2957,42 +3662,13 @@ def _template_bots_route(attach: bool) -> Any:
 
 @get("/templates/{template_id:str}/bots", responses=documented_errors("xenon", 400, 404))
 async def xenon_template_bots(request: Request, template_id: TemplateIdPath) -> TemplateBots:
-    template = await _known_template(services(request), template_id, with_bots=True)
+    template = await services(request).partners.template(template_id)
     return TemplateBots([bot.id for bot in template.bots])
 
 
 @get("/templates/{template_id:str}", responses=documented_errors("xenon", 400, 404))
 async def xenon_template(request: Request, template_id: TemplateIdPath) -> Template:
-    return await _known_template(services(request), template_id, with_bots=True)
-
-
-class WebSocketClosed(Exception):
-    """The client went away while we were sending."""
-
-
-async def _refuse_handshake(scope: Any, send: Any, error: ApiError) -> None:
-    """Say why a handshake is refused.
-
-    A rate limit is accepted and then closed at once with 4029 and the JSON error as the reason,
-    as the original did: reconnect loops (``async for ws in websockets.connect(...)``) give up
-    for good on a 4xx handshake answer, and a bot's shards routinely connect within a second.
-    Anything else is an HTTP answer where the server can send one (the ASGI denial-response
-    extension), else accepted and closed with 4000 + the status's last two digits.
-    """
-    body = msgspec.json.encode(error_body("xenon", error.message, error.retry_after))
-    if error.status_code != 429 and "websocket.http.response" in (scope.get("extensions") or {}):
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-        await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.accept"})
-    if error.status_code == 429:
-        await send({"type": "websocket.close", "code": 4029, "reason": body.decode()})
-    elif error.status_code == 503:  # try again later
-        await send({"type": "websocket.close", "code": 1013, "reason": error.message})
-    else:  # 401 -> 4001, 400 -> 4000
-        await send({"type": "websocket.close", "code": 4000 + error.status_code % 100, "reason": error.message})
+    return await services(request).partners.template(template_id)
 
 
 def _since(scope: Any) -> int | None:
@@ -3004,42 +3680,6 @@ def _since(scope: Any) -> int | None:
     return int(values[0])
 
 
-async def _pump(xe: Services, subscription: Subscription, since: int | None, send: Any) -> None:
-    """Send the replay (when asked), then live events, each seq once and in order."""
-    last = -1
-    try:
-        if since is not None:
-            last = since
-            pruned, newest, logged = await xe.store.events_since(since)
-            reset_to = pruned if pruned > since else None  # events after `since` are gone
-            if since > newest:
-                # A number this log never gave out (another database, a restore): resynchronise
-                # from the newest, never wait in silence for numbers that may not come.
-                last = reset_to = newest
-            if reset_to is not None:
-                reset = msgspec.json.encode({"event": "reset", "seq": reset_to, "data": {}}).decode()
-                await send({"type": "websocket.send", "text": reset})
-            for seq, frame in logged:
-                await send({"type": "websocket.send", "text": frame})
-                last = seq
-        while True:
-            for seq, frame in await subscription.next_batch():
-                if seq > last:  # live events the replay already sent are skipped
-                    await send({"type": "websocket.send", "text": frame})
-                    last = seq
-    except (SubscriptionClosed, asyncio.CancelledError):
-        if subscription.overflowed:
-            # Loss is never silent: 1013 (try again later) tells the client to reconnect with ?since=.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    send({"type": "websocket.close", "code": 1013, "reason": "backlog overflow"}), 5.0
-                )
-            return
-        raise
-    except OSError:  # the client vanished mid-send
-        return
-
-
 @asgi("/loaders/ws", opt={"api": "xenon"}, copy_scope=False, include_in_schema=False)
 async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
     """Live loader events. The token is read from the handshake; client messages are ignored."""
@@ -3049,37 +3689,16 @@ async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
         return
     xe: Services = scope["app"].state.xe
     try:
-        try:
-            bot = await xenon_bot(xe, header(scope, b"authorization"), client_address(scope))
-        except sqlite3.OperationalError as exc:
-            log.warning("handshake refused with 503: %s", exc)
-            raise Unavailable() from exc
-        xe.limits.check("loaders_ws", bot.id)
+        bot = await xenon_bot(xe, scope)
+        await limited(xe, "loaders_ws", bot.id)
         since = _since(scope)
-    except ApiError as refusal:
-        await _refuse_handshake(scope, send, refusal)
+    except DomainError as fault:  # the database or the limiter cannot answer
+        await refuse_handshake(scope, send, ApiError.of(fault, "xenon"), xe.config.clock())
         return
-    subscription = xe.hub.subscribe(LOADER_TOPIC)
-    try:
-        await send({"type": "websocket.accept"})
-        pump = asyncio.create_task(_pump(xe, subscription, since, send))
-        subscription.on_overflow = pump.cancel
-        listen = asyncio.create_task(_drain(receive))
-        await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
-        for task in (pump, listen):
-            task.cancel()
-        await asyncio.gather(pump, listen, return_exceptions=True)
-    finally:
-        # The pump task keeps its CancelledError, whose traceback keeps the pump's frame and so
-        # this subscription: unhooked, a departed connection is freed at once, not at the next
-        # full collection (a round of 1,000 departures held ~70 MB until then).
-        subscription.on_overflow = None
-        subscription.close()
-
-
-async def _drain(receive: Receive) -> None:
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
+    except ApiError as refusal:
+        await refuse_handshake(scope, send, refusal, xe.config.clock())
+        return
+    await follow(xe.hub.stream(LOADER_TOPIC, since, xe.stores.loads.events_since), send, receive)
 
 
 XENON_ROUTES = [
@@ -3114,7 +3733,6 @@ def _elixir_post(path: str, *more_errors: int, responses_200: Any = None, body: 
         security=[{"ElixirKey": []}],
         **options,
     )
-_QUERY_LIMIT = 500
 
 
 @_elixir_post("/{guild_id:str}/join", body=ElixirJoinBody)
@@ -3126,54 +3744,25 @@ async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
         raise ElixirError(400, str(exc)) from None
     if channel_id is None:
         raise ElixirError(400, 'Missing "channel" (or "channel.id") in body.')
-    xe = services(request)
-    if await xe.store.get_guild(guild_id) is None:
-        raise ElixirError(400, "Guild not found.")
-    if not await xe.store.has_voice_channel(guild_id, channel_id):
-        raise ElixirError(400, "Voice channel not found.")
-    await xe.players.join(guild_id, channel_id)
+    await services(request).music.join(guild_id, channel_id)
     return Joined(guild_id, channel_id, user_id, "Successfully joined the voice channel.")
-
-
-def volume_of(value: Any) -> int:
-    # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
-    if type(value) is str and value.isascii() and value.isdigit() and len(value.lstrip("0")) <= 3:
-        value = int(value.lstrip("0") or "0")
-    if type(value) is not int or not 0 <= value <= 100:
-        raise ElixirError(400, "Volume must be between 0 and 100.")
-    return value
 
 
 @_elixir_post("/{guild_id:str}/volume", body=ElixirVolumeBody)
 async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
-    await services(request).players.set_volume(guild_id, volume)
+    await services(request).music.set_volume(guild_id, volume)
     return Controlled(guild_id, user_id, f"Successfully changed the volume to {volume}.")
-
-
-def play_query(query: str | None) -> str:
-    """A play query: 1-500 characters, and a URL only with an http(s) scheme."""
-    query = (query or "").strip()
-    scheme = _URL_SCHEME.match(query)
-    if not query or len(query) > _QUERY_LIMIT or (scheme and scheme[0].lower() not in ("http://", "https://")):
-        raise ElixirError(400, "Invalid query.")
-    return query
 
 
 @_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack], body=ElixirPlayBody)
 async def elixir_play(request: Request, guild_id: SnowflakePath) -> Encoded:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
-    query = play_query(body.query)
-    xe = services(request)
-    await xe.players.connected(guild_id)
-    found = await xe.resolver.resolve(query)
-    if not found:
-        raise ElixirError(404, "No track found.")
-    tracks = found if isinstance(found, list) else [found]
-    await xe.players.enqueue(guild_id, tracks, user_id)
-    answer = [elixir_track(t, user_id) for t in tracks]
-    return Encoded(msgspec.json.encode(answer if isinstance(found, list) else answer[0]))
+    found = await services(request).music.play(guild_id, body.query or "", user_id)
+    if isinstance(found, list):
+        return Encoded(msgspec.json.encode([elixir_track(t, user_id) for t in found]))
+    return Encoded(msgspec.json.encode(elixir_track(found, user_id)))
 
 
 def _control_route(action: str, verb: str) -> Any:
@@ -3181,7 +3770,7 @@ def _control_route(action: str, verb: str) -> Any:
 
     async def control(request: Request, guild_id: SnowflakePath) -> Controlled:
         guild_id, user_id, _ = await elixir_caller(request, guild_id)
-        await getattr(services(request).players, action)(guild_id)
+        await getattr(services(request).music, action)(guild_id)
         return Controlled(guild_id, user_id, f"Successfully {verb} the player.")
 
     control.__name__ = f"elixir_{action}"
@@ -3192,32 +3781,31 @@ def _control_route(action: str, verb: str) -> Any:
 @_elixir_post("/{guild_id:str}/skip", 410)
 async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack | Message:
     guild_id, user_id, _ = await elixir_caller(request, guild_id)
-    xe = services(request)
-    player = await xe.players.skip(guild_id)
+    music = services(request).music
+    player = await music.skip(guild_id)
     if (entry := player.current) is None:
         return Message("Skipped the track. The queue is now empty.")
-    return elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
+    return elixir_track(entry.track, entry.requested_by, player.position_at(music.now()))
 
 
 @get("/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)})
 async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> Encoded:
-    xe = services(request)
-    player = await xe.players.get(path_id(guild_id, "guild"))
+    music = services(request).music
+    player = await music.player(path_id(guild_id, "guild"))
     if player is None or (entry := player.current) is None:
         raise ElixirError(410, NOTHING_PLAYING)
-    track = elixir_track(entry.track, entry.requested_by, player.position_at(xe.players.now()))
-    return Encoded(msgspec.json.encode(track))
+    return Encoded(msgspec.json.encode(elixir_track(entry.track, entry.requested_by, player.position_at(music.now()))))
 
 
 @get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))
 async def elixir_queue(request: Request, guild_id: SnowflakePath) -> QueueView:
-    xe = services(request)
-    player = await xe.players.get(path_id(guild_id, "guild"))
+    music = services(request).music
+    player = await music.player(path_id(guild_id, "guild"), whole=True)
     if player is None or not player.queue:
         return QueueView(None, [])
     head, *rest = player.queue
     return QueueView(
-        elixir_track(head.track, head.requested_by, player.position_at(xe.players.now())),
+        elixir_track(head.track, head.requested_by, player.position_at(music.now())),
         [elixir_track(e.track, e.requested_by) for e in rest],
     )
 
@@ -3239,100 +3827,104 @@ ELIXIR_ROUTES = [
 # Admin routes
 # ---------------------------------------------------------------------------
 
+def _admin(route: Any, path: str, *errors: int, body: Any = None, status_code: int = 200, **options: Any) -> Any:
+    """An admin route (``post``, ``put``, ``get`` or ``delete``): its body documented when it takes
+    one, its errors in the Xenon shape."""
+    codes = (400, 401, *errors, *((413,) if body is not None else ()), 429)
+    responses = {**options.pop("responses", {}), **documented_errors("xenon", *codes)}
+    if body is not None:
+        options["dependencies"] = documented_body(body)
+    return route(path, status_code=status_code, responses=responses, **options)
 
-@post("/keys", status_code=201, dependencies=documented_body(KeyIn), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
+
+@_admin(post, "/keys", 409, body=KeyIn, status_code=201)
 async def admin_create_key(request: Request) -> KeyOut:
     ask = decode_body(await request.body(), KeyIn)
-    key, _ = await services(request).store.create_key(str(ask.guild), str(ask.user), rotate=ask.rotate)
+    key, _ = await services(request).stores.keys.create(str(ask.guild), str(ask.user), rotate=ask.rotate)
     return KeyOut(str(ask.guild), str(ask.user), key)
 
 
-@delete("/keys/{guild_id:str}/{user_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
+@_admin(delete, "/keys/{guild_id:str}/{user_id:str}")
 async def admin_revoke_key(request: Request, guild_id: SnowflakePath, user_id: SnowflakePath) -> Empty:
-    await services(request).store.revoke_key(path_id(guild_id, "guild"), path_id(user_id, "user"))
+    await services(request).stores.keys.revoke(path_id(guild_id, "guild"), path_id(user_id, "user"))
     return Empty()
 
 
-@put("/guilds/{guild_id:str}", dependencies=documented_body(GuildIn), responses=documented_errors("xenon", 400, 401, 413, 429))
+@_admin(put, "/guilds/{guild_id:str}", body=GuildIn)
 async def admin_put_guild(request: Request, guild_id: SnowflakePath) -> Guild:
     ask = decode_body(await request.body(), GuildIn)
     try:
         guild = Guild(id=guild_id, name=ask.name, voice_channels=ask.voice_channels)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    return await services(request).store.put_guild(guild)
+    return await services(request).stores.registry.put(guild)
 
 
-@delete("/guilds/{guild_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
+@_admin(delete, "/guilds/{guild_id:str}")
 async def admin_delete_guild(request: Request, guild_id: SnowflakePath) -> Empty:
-    await services(request).store.delete_guild(path_id(guild_id, "guild"))
+    await services(request).stores.registry.delete(path_id(guild_id, "guild"))
     return Empty()
 
 
-@post("/tracks", status_code=200, dependencies=documented_body(list[Track]), responses=documented_errors("xenon", 400, 401, 413, 429))
+@_admin(post, "/tracks", body=list[Track])
 async def admin_import_tracks(request: Request) -> Count:
     tracks = decode_body(await request.body(), list[Track])
-    count, _ = await services(request).store.import_catalog(tracks)
+    count, _ = await services(request).stores.catalog.import_catalog(tracks, [])
     return Count(count)
 
 
-@post("/playlists", status_code=200, dependencies=documented_body(Playlist), responses=documented_errors("xenon", 400, 401, 413, 429))
+@_admin(post, "/playlists", body=Playlist)
 async def admin_put_playlist(request: Request) -> Playlist:
     playlist = decode_body(await request.body(), Playlist)
-    await services(request).store.import_catalog((), [playlist])
+    await services(request).stores.catalog.import_catalog([], [playlist])
     return playlist
 
 
-@post(
-    "/bots",
-    status_code=201,
-    dependencies=documented_body(BotIn),
-    responses={
-        200: ResponseSpec(BotOut, description="The bot existed: its token is rotated", generate_examples=False),
-        **documented_errors("xenon", 400, 401, 413, 429),
-    },
-)
+_ROTATED = ResponseSpec(BotOut, description="The bot existed: its token is rotated", generate_examples=False)
+
+
+@_admin(post, "/bots", body=BotIn, status_code=201, responses={200: _ROTATED})
 async def admin_grant_bot(request: Request) -> Response[BotOut]:
     bot = decode_body(await request.body(), BotIn)
-    token, existed = await services(request).store.grant_bot(bot)
+    token, existed = await services(request).stores.partners.grant_bot(bot)
     return Response(BotOut(str(bot.id), bot.name, token), status_code=200 if existed else 201)
 
 
-@delete("/bots/{bot_id:str}", status_code=200, responses=documented_errors("xenon", 400, 401, 429))
+@_admin(delete, "/bots/{bot_id:str}")
 async def admin_revoke_bot(request: Request, bot_id: SnowflakePath) -> Empty:
-    await services(request).store.revoke_bot(path_id(bot_id, "bot id"))
+    await services(request).stores.partners.revoke_bot(path_id(bot_id, "bot id"))
     return Empty()
 
 
-@post("/templates", status_code=201, dependencies=documented_body(TemplateIn), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
+@_admin(post, "/templates", 409, body=TemplateIn, status_code=201)
 async def admin_create_template(request: Request) -> Template:
-    return await services(request).store.create_template(decode_body(await request.body(), TemplateIn))
+    return await services(request).stores.partners.create_template(decode_body(await request.body(), TemplateIn))
 
 
-@post("/backups", status_code=201, dependencies=documented_body(BackupIn), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
+@_admin(post, "/backups", 409, body=BackupIn, status_code=201)
 async def admin_create_backup(request: Request) -> Backup:
-    return await services(request).store.create_backup(decode_body(await request.body(), BackupIn))
+    return await services(request).stores.partners.create_backup(decode_body(await request.body(), BackupIn))
 
 
-@post("/loaders", status_code=201, dependencies=documented_body(Loader), responses=documented_errors("xenon", 400, 401, 409, 413, 429))
+@_admin(post, "/loaders", 409, body=Loader, status_code=201)
 async def admin_start_loader(request: Request) -> LoaderEvent:
     return await services(request).loaders.start(decode_body(await request.body(), Loader))
 
 
-@post("/loaders/{target_id:str}/status", status_code=200, dependencies=documented_body(StatusIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
+@_admin(post, "/loaders/{target_id:str}/status", 404, body=StatusIn)
 async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Empty:
     status = decode_body(await request.body(), StatusIn)
     await services(request).loaders.status(path_id(target_id, "target_id"), status.status)
     return Empty()
 
 
-@post("/loaders/{target_id:str}/ids", status_code=200, dependencies=documented_body(IdsIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
+@_admin(post, "/loaders/{target_id:str}/ids", 404, body=IdsIn)
 async def admin_loader_ids(request: Request, target_id: SnowflakePath) -> Count:
     ids = decode_body(await request.body(), IdsIn)
-    return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))
+    return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))  # type: ignore[arg-type]
 
 
-@post("/loaders/{target_id:str}/done", status_code=200, operation_class=OptionalBodyOperation, dependencies=documented_body(DoneIn), responses=documented_errors("xenon", 400, 401, 404, 413, 429))
+@_admin(post, "/loaders/{target_id:str}/done", 404, body=DoneIn, operation_class=OptionalBodyOperation)
 async def admin_loader_done(request: Request, target_id: SnowflakePath) -> LoaderEvent:
     raw = await request.body()
     done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
@@ -3361,12 +3953,12 @@ def _listing_route(kind: str) -> Any:
     async def listing(request: Request, limit: PageLimit = None, after: PageAfter = None) -> Any:
         if after is not None and len(after) > 100:
             raise XenonError(400, "Invalid after: expected the next of a previous page")
-        return await services(request).store.list_page(kind, page_limit(limit), after)
+        return await services(request).stores.listings.page(kind, page_limit(limit), after)
 
     listing.__name__ = f"admin_list_{kind}"
     listing.__doc__ = f"List {kind}, a page at a time (`?limit=` 1-1000, `?after=` the previous page's `next`)."
     listing.__annotations__["return"] = Page[LISTED_AS[kind]]  # type: ignore[name-defined]
-    return get(f"/{kind}", name=listing.__name__, responses=documented_errors("xenon", 400, 401, 429))(listing)
+    return _admin(get, f"/{kind}", name=listing.__name__)(listing)
 
 
 ADMIN_ROUTES = [
@@ -3392,108 +3984,208 @@ ADMIN_ROUTES = [
 # Host API
 # ---------------------------------------------------------------------------
 
-
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
-    """Open the store and everything built on it; close them on exit."""
-    limits = RateLimits(config)
-    store = await Store(
-        config.db,
-        event_log_size=config.event_log_size,
-        event_log_seconds=config.event_log_seconds,
-        write_wait=config.write_wait,
-    ).open()
+    """Open the storage and everything built on it; close them on exit."""
+    config.check()
+    stores = await open_sqlite(config)
     try:
-        hub = Hub(config.subscriber_backlog)
-        players = Players(store, hub, config.clock, config.max_queue)
-        loaders = Loaders(store, hub, config.status_interval)
-        sweeper = asyncio.create_task(limits.sweep_every(10.0))
+        timers = config.timers or LoopTimers()
+        limiter = config.limiter(config) if config.limiter else LocalLimiter(config)
+        hub = Hub(config.subscriber_backlog, config.broker(config) if config.broker else None)
+        await hub.open()
+        loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers)
+        resolver = config.resolver(stores.catalog) if config.resolver else CatalogResolver(stores.catalog)
+        music = Music(stores.players, stores.registry, resolver, hub, config, timers)
+        sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
         try:
-            await players.open()
-            await loaders.open()
-            resolver = config.resolver(store) if config.resolver else CatalogResolver(store)
-            yield Services(config, store, players, resolver, limits, hub, loaders)
+            await music.track_ends.run()  # the tracks that ended while no server ran
+            yield Services(config, stores, limiter, hub, loaders, music, Partners(stores.partners, stores.loads))
         finally:
             sweeper.cancel()
-            players.close()
+            await music.track_ends.close()
             await loaders.close()
+            await hub.close()
     finally:
-        await store.close()
+        await stores.database.close()
 
 
-class Host:
-    """The Python door to the host-side operations (the admin API and the CLI are the others).
+def _door(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """A host method refuses as the other doors do: with an :class:`ApiError` (status and message)."""
 
-    Get it from a started app with :func:`host_of`, or open one on a database file with
-    ``async with Host.open(Config(db=...)) as host``. Bad input raises ``ValueError``
-    (``msgspec.ValidationError`` is one); refusals raise :class:`ApiError`.
-    """
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except DomainError as refusal:
+            raise ApiError.of(refusal, "elixir" if method.__name__ in _ELIXIR_DOOR else "xenon") from None
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    return call
 
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(cls, config: Config) -> AsyncIterator[Host]:
-        async with open_services(config) as opened:
-            yield cls(opened)
 
-    @property
-    def players(self) -> Players:
-        return self._services.players
+_ELIXIR_DOOR = {"join", "play", "enqueue", "set_volume", "skip", "pause", "resume", "stop"}
 
-    @property
-    def store(self) -> Store:
-        return self._services.store
 
+class _ElixirDoor:
+    """The host API's Elixir half: keys, the guild registry, the catalog and the players."""
+
+    _xe: Services
+
+    @_door
     async def create_key(self, guild_id: str | int, user_id: str | int, *, rotate: bool = False) -> str:
         """A new Elixir key for (guild, user), shown only now. ``rotate`` replaces an existing one."""
         ask = KeyIn(guild=guild_id, user=user_id, rotate=rotate)
-        key, _ = await self.store.create_key(str(ask.guild), str(ask.user), rotate=rotate)
+        key, _ = await self._xe.stores.keys.create(str(ask.guild), str(ask.user), rotate=rotate)
         return key
 
+    @_door
     async def revoke_key(self, guild_id: str | int, user_id: str | int) -> bool:
-        return await self.store.revoke_key(snowflake(guild_id, "guild"), snowflake(user_id, "user"))
+        return await self._xe.stores.keys.revoke(snowflake(guild_id, "guild"), snowflake(user_id, "user"))
 
+    async def key_owner(self, key: str) -> tuple[str, str] | None:
+        """The (guild, user) an Elixir key is bound to, or ``None``."""
+        return await self._xe.stores.keys.owner(key)
+
+    @_door
     async def put_guild(self, guild_id: str | int, name: str, voice_channels: Iterable[str | int] = ()) -> Guild:
-        return await self.store.put_guild(Guild(id=guild_id, name=name, voice_channels=list(voice_channels)))
+        return await self._xe.stores.registry.put(Guild(id=guild_id, name=name, voice_channels=list(voice_channels)))
 
+    @_door
     async def delete_guild(self, guild_id: str | int) -> bool:
-        return await self.store.delete_guild(snowflake(guild_id, "guild"))
+        return await self._xe.stores.registry.delete(snowflake(guild_id, "guild"))
 
-    @property
-    def hub(self) -> Hub:
-        return self._services.hub
+    async def get_guild(self, guild_id: str | int) -> Guild | None:
+        return await self._xe.stores.registry.get(snowflake(guild_id, "guild"))
 
-    @property
-    def loaders(self) -> Loaders:
-        return self._services.loaders
+    @_door
+    async def import_catalog(
+        self,
+        tracks: Iterable[Track | dict[str, Any]] = (),
+        playlists: Iterable[Playlist | dict[str, Any]] = (),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Upsert tracks and playlists (dicts in the admin API's format are accepted)."""
+        return await self._xe.stores.catalog.import_catalog(
+            [t if isinstance(t, Track) else msgspec.convert(t, Track) for t in tracks],
+            [p if isinstance(p, Playlist) else msgspec.convert(p, Playlist) for p in playlists],
+            progress,
+        )
 
-    def subscribe(self, topic: str = LOADER_TOPIC) -> Subscription:
-        """Follow a hub topic: ``"loaders"`` (the WebSocket's frames) or ``Players.topic(guild_id)``.
+    async def get_track(self, source: str, identifier: str) -> Track | None:
+        return await self._xe.stores.catalog.track(source, identifier)
+
+    async def get_playlist_tracks(self, source: str, identifier: str) -> list[Track]:
+        return await self._xe.stores.catalog.playlist_tracks(source, identifier)
+
+    @_door
+    async def resolve(self, query: str) -> Track | list[Track] | None:
+        """What a play of ``query`` would find (the configured resolver)."""
+        return await self._xe.music.resolve(query)
+
+
+    async def player(self, guild_id: str | int) -> Player | None:
+        """The guild's player settled to now, with its whole queue, or ``None`` when not connected."""
+        return await self._xe.music.player(snowflake(guild_id, "guild"), whole=True)
+
+    async def player_state(self, guild_id: str | int) -> PlayerState:
+        """What a follower of the guild's player sees now (the frames of :meth:`subscribe`)."""
+        return await self._xe.music.state(snowflake(guild_id, "guild"))
+
+    @_door
+    async def join(self, guild_id: str | int, channel_id: str | int) -> Player:
+        """Connect to a voice channel of a registered guild, or move there keeping the queue."""
+        return await self._xe.music.join(snowflake(guild_id, "guild"), snowflake(channel_id, "channel"))
+
+    @_door
+    async def play(self, guild_id: str | int, query: str, requested_by: str | int) -> Track | list[Track]:
+        """Resolve ``query`` and enqueue what it finds, as the play route does."""
+        return await self._xe.music.play(snowflake(guild_id, "guild"), query, snowflake(requested_by, "user"))
+
+    @_door
+    async def enqueue(self, guild_id: str | int, tracks: Sequence[Track], requested_by: str | int) -> Player:
+        return await self._xe.music.enqueue(snowflake(guild_id, "guild"), tracks, snowflake(requested_by, "user"))
+
+    @_door
+    async def set_volume(self, guild_id: str | int, volume: int) -> Player:
+        return await self._xe.music.set_volume(snowflake(guild_id, "guild"), volume_of(volume))
+
+    @_door
+    async def skip(self, guild_id: str | int) -> Player:
+        return await self._xe.music.skip(snowflake(guild_id, "guild"))
+
+    @_door
+    async def pause(self, guild_id: str | int) -> Player:
+        return await self._xe.music.pause(snowflake(guild_id, "guild"))
+
+    @_door
+    async def resume(self, guild_id: str | int) -> Player:
+        return await self._xe.music.resume(snowflake(guild_id, "guild"))
+
+    @_door
+    async def stop(self, guild_id: str | int) -> None:
+        await self._xe.music.stop(snowflake(guild_id, "guild"))
+
+
+class _XenonDoor:
+    """The host API's Xenon half: events, bots, templates, backups, loaders and mappers."""
+
+    _xe: Services
+
+    def subscribe(self, topic: str = LOADER_TOPIC, backlog: int | None = None) -> Subscription:
+        """Follow a hub topic: ``"loaders"`` (the WebSocket's frames) or ``player_topic(guild_id)``.
         ``async for seq, frame in host.subscribe(...)``; ``close()`` it when done."""
-        return self.hub.subscribe(topic)
+        return self._xe.hub.subscribe(topic, backlog)
 
+    def stream(self, since: int | None = None, backlog: int | None = None) -> Stream:
+        """The loader events as ``WS /api/loaders/ws?since=`` sends them: the logged ones after
+        ``since``, then live ones, no gap and no duplicate. ``async for frame in ...``."""
+        return self._xe.hub.stream(LOADER_TOPIC, since, self._xe.stores.loads.events_since, backlog)
+
+    def subscribers(self, topic: str = LOADER_TOPIC) -> int:
+        return self._xe.hub.subscribers(topic)
+
+
+    @_door
     async def grant_bot(self, bot_id: str | int, name: str) -> str:
         """A Xenon token for the bot, shown only now; granting again rotates it."""
-        token, _ = await self.store.grant_bot(BotIn(id=bot_id, name=name))
+        token, _ = await self._xe.stores.partners.grant_bot(BotIn(id=bot_id, name=name))
         return token
 
+    @_door
     async def revoke_bot(self, bot_id: str | int) -> bool:
-        return await self.store.revoke_bot(snowflake(bot_id, "bot id"))
+        return await self._xe.stores.partners.revoke_bot(snowflake(bot_id, "bot id"))
 
+    async def bot_by_token(self, token: str) -> Bot | None:
+        return await self._xe.stores.partners.bot_by_token(token)
+
+    @_door
     async def create_template(
         self, name: str, source_id: str | int, creator_id: str | int, *, template_id: str | None = None
     ) -> Template:
-        return await self.store.create_template(
-            TemplateIn(id=template_id, name=name, source_id=source_id, creator_id=creator_id)
-        )
+        made = TemplateIn(id=template_id, name=name, source_id=source_id, creator_id=creator_id)
+        return await self._xe.stores.partners.create_template(made)
 
-    async def create_backup(
-        self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None
-    ) -> Backup:
-        return await self.store.create_backup(BackupIn(id=backup_id, source_id=source_id, creator_id=creator_id))
+    async def get_template(self, template_id: str) -> Template | None:
+        return await self._xe.stores.partners.template(template_id)
 
+    @_door
+    async def create_backup(self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None) -> Backup:
+        made = BackupIn(id=backup_id, source_id=source_id, creator_id=creator_id)
+        return await self._xe.stores.partners.create_backup(made)
+
+    async def get_backup(self, backup_id: str) -> Backup | None:
+        return await self._xe.stores.partners.backup(backup_id)
+
+    async def get_mapper(self, source_id: str | int, target_id: str | int) -> Mapper | None:
+        return await self._xe.stores.loads.mapper(snowflake(source_id, "source"), snowflake(target_id, "target"))
+
+    @_door
+    async def merge_ids(self, source_id: str | int, target_id: str | int, ids: dict[str | int, str | int]) -> None:
+        """Merge old->new ids into a mapper at once, outside any load (seeding, a migration)."""
+        checked = IdsIn(ids).ids  # type: ignore[arg-type]
+        await self._xe.stores.loads.merge_ids(snowflake(source_id, "source"), snowflake(target_id, "target"), checked)  # type: ignore[arg-type]
+
+    @_door
     async def start_loader(
         self,
         target_id: str | int,
@@ -3505,40 +4197,46 @@ class Host:
         user_id: str | int | None = None,
     ) -> LoaderEvent:
         """Start loading a backup or template into a guild (publishes ``start``)."""
-        return await self.loaders.start(
-            Loader(
-                target_id=target_id,
-                type=type,
-                source_id=source_id,
-                backup_id=backup_id,
-                template_id=template_id,
-                user_id=user_id,
-            )
+        loader = Loader(
+            target_id=target_id, type=type, source_id=source_id, backup_id=backup_id, template_id=template_id, user_id=user_id
         )
+        return await self._xe.loaders.start(loader)
 
+    async def loader_running(self, target_id: str | int) -> bool:
+        return await self._xe.stores.loads.running(snowflake(target_id, "target_id")) is not None
+
+    @_door
     async def loader_status(self, target_id: str | int, status: str) -> None:
-        await self.loaders.status(snowflake(target_id, "target_id"), StatusIn(status).status)
+        await self._xe.loaders.status(snowflake(target_id, "target_id"), StatusIn(status).status)
 
+    @_door
     async def loader_ids(self, target_id: str | int, ids: dict[str | int, str | int]) -> int:
-        """Merge old->new ids into the mapper of the running loader's (source, target)."""
-        return await self.loaders.ids(snowflake(target_id, "target_id"), IdsIn(ids).ids)  # type: ignore[arg-type]
+        """Stage old->new ids with the running loader; its successful done merges them."""
+        return await self._xe.loaders.ids(snowflake(target_id, "target_id"), IdsIn(ids).ids)  # type: ignore[arg-type]
 
+    @_door
     async def loader_done(self, target_id: str | int, ok: bool = True) -> LoaderEvent:
-        """End the loader (publishes ``done``, even for a failed load) and add its user to the mapper."""
-        return await self.loaders.done(snowflake(target_id, "target_id"), ok)
+        """End the loader (publishes ``done``, even for a failed load); a successful one merges its ids."""
+        return await self._xe.loaders.done(snowflake(target_id, "target_id"), ok)
 
-    async def import_catalog(
-        self,
-        tracks: Iterable[Track | dict[str, Any]] = (),
-        playlists: Iterable[Playlist | dict[str, Any]] = (),
-        progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]:
-        """Upsert tracks and playlists (dicts in the admin API's format are accepted)."""
-        return await self.store.import_catalog(
-            [t if isinstance(t, Track) else msgspec.convert(t, Track) for t in tracks],
-            [p if isinstance(p, Playlist) else msgspec.convert(p, Playlist) for p in playlists],
-            progress,
-        )
+
+class Host(_ElixirDoor, _XenonDoor):
+    """The Python door to the host-side operations (the admin API and the CLI are the others),
+    and to the players, for a bot that embeds the app and plays the audio.
+
+    Get it from a started app with :func:`host_of`, or open one on a database file with
+    ``async with Host.open(Config(db=...)) as host``. Bad input raises ``ValueError``
+    (``msgspec.ValidationError`` is one); refusals raise :class:`ApiError`.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._xe = services
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: Config) -> AsyncIterator[Host]:
+        async with open_services(config) as opened:
+            yield cls(opened)
 
     async def list(self, kind: str, *, limit: int = 100, after: str | None = None) -> Page[Any]:
         """A page of ``"bots"``, ``"guilds"``, ``"keys"``, ``"templates"``, ``"backups"`` or
@@ -3547,12 +4245,16 @@ class Host:
             raise ValueError(f"Invalid kind: expected one of {', '.join(LISTINGS)}")
         if not 1 <= limit <= LIST_LIMIT:
             raise ValueError(f"Invalid limit: expected 1-{LIST_LIMIT}")
-        return await self.store.list_page(kind, limit, after)
+        return await self._xe.stores.listings.page(kind, limit, after)
 
-    async def backup(self, path: str) -> None:
+    async def backup_database(self, path: str) -> None:
         """An online, consistent copy of the database in ``path`` (SQLite's backup API), taken
         while the server runs; restore by stopping the server and putting the copy in place."""
-        await self.store.backup_to(path)
+        await self._xe.stores.database.backup_to(path)
+
+    async def healthy(self) -> bool:
+        """Whether the database answers (the health check)."""
+        return await self._xe.stores.database.ping()
 
 
 def host_of(app: Litestar) -> Host:
@@ -3655,7 +4357,7 @@ def demo_tracks() -> list[Track]:
 def _demo_ids(load: int) -> dict[str, str]:
     """Old role and channel ids of the demo source guild, and new ones for this load."""
     base = int(DEMO_SOURCE)
-    fresh = int(time.time() * 1000 - 1_420_070_400_000) << 22  # a snowflake of now
+    fresh = (1_700_000_000_000 - 1_420_070_400_000) << 22  # a snowflake of November 2023
     return {str(base + 1000 + i): str(fresh + 1000 * load + i) for i in range(12)}
 
 
@@ -3668,15 +4370,14 @@ async def seed_demo(host: Host, base_url: str, admin_token: str | None) -> str:
     banner must show working ones.
     """
     await host.put_guild(DEMO_GUILD, "Xenon Elixir Demo", DEMO_VOICE)
-    store = host.store
-    tracks = [t for t in demo_tracks() if await store.get_track(t.source, t.identifier) is None]
-    playlists = [p for p in _DEMO_PLAYLISTS if not await store.get_playlist_tracks(p.source, p.identifier)]
+    tracks = [t for t in demo_tracks() if await host.get_track(t.source, t.identifier) is None]
+    playlists = [p for p in _DEMO_PLAYLISTS if not await host.get_playlist_tracks(p.source, p.identifier)]
     await host.import_catalog(tracks, playlists)
-    if await host.store.get_template(DEMO_TEMPLATE) is None:
+    if await host.get_template(DEMO_TEMPLATE) is None:
         await host.create_template("Demo Community", DEMO_SOURCE, DEMO_CREATOR, template_id=DEMO_TEMPLATE)
-    if await host.store.get_backup(DEMO_BACKUP) is None:
+    if await host.get_backup(DEMO_BACKUP) is None:
         await host.create_backup(DEMO_SOURCE, DEMO_CREATOR, backup_id=DEMO_BACKUP)
-    await host.store.merge_ids(DEMO_SOURCE, DEMO_TARGET, _demo_ids(0))
+    await host.merge_ids(DEMO_SOURCE, DEMO_TARGET, _demo_ids(0))
     token = await host.grant_bot(DEMO_BOT, "Demo Bot")
     key = await host.create_key(DEMO_GUILD, DEMO_USER, rotate=True)
 
@@ -3726,7 +4427,7 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
     load = 0
     while True:
         load += 1
-        if DEMO_TARGET not in host.loaders:
+        if not await host.loader_running(DEMO_TARGET):
             try:
                 await _simulate_load(host, load, interval)
             except ApiError as exc:  # an operator finished or replaced the demo's loader mid-load
@@ -3749,12 +4450,11 @@ async def _simulate_load(host: Host, load: int, interval: float) -> None:
 # App factory
 # ---------------------------------------------------------------------------
 
-
 @get("/", name="health")
 async def health(request: Request) -> Response[Health]:
     """Liveness and readiness: 200 when the database answers, else 503."""
     xe = services(request)
-    ok = await xe.store.ping()
+    ok = await xe.stores.database.ping()
     subscribers = xe.hub.subscribers(LOADER_TOPIC)
     body = Health("ok" if ok else "unavailable", __version__, "ok" if ok else "unreachable", subscribers)
     return Response(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
@@ -4045,20 +4745,19 @@ class Edge:
 
     async def _json_error(self, send: Send, status: int, message: str, scope: Scope, prefix: str = "") -> int:
         """Answer an error in the API's shape; returns the body's size."""
-        shape = "elixir" if _elixir_path(scope, self.config) else "xenon"
-        body = msgspec.json.encode(error_body(shape, message))
+        shape = "elixir" if api_of(scope, self.config.elixir_prefix) == "elixir" else "xenon"
+        body = msgspec.json.encode(error_body(shape, message, self.config.clock()))
         headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
         await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
         await send({"type": f"{prefix}http.response.body", "body": body})
         return len(body)
 
-    @staticmethod
-    def _log(scope: Scope, method: str, status: int, size: int, began: float) -> None:
+    def _log(self, scope: Scope, method: str, status: int, size: int, began: float) -> None:
         query = scope.get("query_string", b"")
         target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
         line = '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms' % (
             client_address(scope),
-            _log_time(int(time.time())),
+            _log_time(int(self.config.clock())),
             method,
             target,
             scope.get("http_version", "1.1"),
@@ -4127,32 +4826,6 @@ def allowed_methods(app: Litestar) -> dict[str, str]:
     return allow
 
 
-def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
-    """Build an app. Nothing is opened until the app's lifespan runs.
-
-    ``overrides`` replace fields of ``config`` (by default :meth:`Config.from_env`).
-    """
-    config = dataclasses.replace(config or Config.from_env(), **overrides)
-    config.check()  # a bad setting fails here, not at the first request
-    if config.demo and not config.admin_token:  # the demo shows the admin API too
-        config = dataclasses.replace(config, admin_token=secrets.token_urlsafe(18))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        _setup_logging()
-        try:
-            async with _serving(app, config):
-                yield
-            _flush_access_log()
-        except asyncio.CancelledError:
-            _flush_access_log()
-            # Cancelled while shutting down (a second Ctrl-C under a bare uvicorn): the database is
-            # closed all the same (see Store.close); end quietly instead of with a traceback.
-            log.warning("shutdown interrupted; the database was closed")
-
-    return _build_app(config, lifespan)
-
-
 @contextlib.asynccontextmanager
 async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
     """The app's services, open while it serves (its lifespan)."""
@@ -4209,14 +4882,39 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
             render_plugins=[OfflineSwagger(path="/")],
         ),
         lifespan=[lifespan],
-        exception_handlers={Exception: _error_response},
+        exception_handlers={Exception: error_handler(config)},
         logging_config=None,  # an embedded app leaves the program's logging as it is
         request_max_body_size=config.max_body_size,
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
     app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
-    app.state.xe_config = config
     return app
+
+
+def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
+    """Build an app. Nothing is opened until the app's lifespan runs.
+
+    ``overrides`` replace fields of ``config`` (by default :meth:`Config.from_env`).
+    """
+    config = dataclasses.replace(config or Config.from_env(), **overrides)
+    config.check()  # a bad setting fails here, not at the first request
+    if config.demo and not config.admin_token:  # the demo shows the admin API too
+        config = dataclasses.replace(config, admin_token=secrets.token_urlsafe(18))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        _setup_logging()
+        try:
+            async with _serving(app, config):
+                yield
+            _flush_access_log()
+        except asyncio.CancelledError:
+            _flush_access_log()
+            # Cancelled while shutting down (a second Ctrl-C under a bare uvicorn): the database is
+            # closed all the same (see Store.close); end quietly instead of with a traceback.
+            log.warning("shutdown interrupted; the database was closed")
+
+    return _build_app(config, lifespan)
 
 
 def __getattr__(name: str) -> Any:
@@ -4234,7 +4932,6 @@ def __getattr__(name: str) -> Any:
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
-
 
 class CliError(Exception):
     """A command failed; its message is printed as one line to stderr."""
@@ -4337,7 +5034,7 @@ def _cell(value: Any) -> str:
 
 async def _cmd_backup(args: argparse.Namespace) -> None:
     async with _cli_host(args) as host:
-        await host.backup(args.file)
+        await host.backup_database(args.file)
     print(f"backed up {args.db or Config.from_env().db} to {args.file}")
 
 
@@ -4370,7 +5067,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     if args.demo and args.db is None:  # its own file, beside the usual one, unless told otherwise
         overrides["db"] = demo_db(Config.from_env().db)
     app = create_app(**overrides)
-    asyncio.run(_preflight(app.state.xe_config))  # a database that cannot be used is one line, not a traceback
+    # A database that cannot be used is one line, not a traceback from the lifespan.
+    asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -4389,9 +5087,9 @@ def demo_db(db: str) -> str:
 
 
 async def _preflight(config: Config) -> None:
-    store = Store(config.db, write_wait=config.write_wait)
-    await store.open()
-    await store.close()
+    database = SqliteDatabase(config.db, write_wait=config.write_wait)
+    await database.open()
+    await database.close()
 
 
 class _Server:

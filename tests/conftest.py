@@ -4,6 +4,8 @@ guild, key and catalog that most Elixir tests start from."""
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,17 +29,37 @@ OTHER_GUILD = "410488579140354049"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+class _FakeTimer:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class FakeClock:
-    """The app's wall clock, moved only by the test."""
+    """The app's clocks and timers (``Config.clock``, ``monotonic`` and ``timers``), moved only by
+    the test: ``advance`` runs, on the loop that set it, every timer that falls due."""
 
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
+        self._due: list[tuple[float, int, Any, Callable[[], object], _FakeTimer]] = []
+        self._count = itertools.count()
 
     def __call__(self) -> float:
         return self.now
 
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _FakeTimer:
+        timer = _FakeTimer()
+        heapq.heappush(self._due, (self.now + max(delay, 0.0), next(self._count), asyncio.get_running_loop(), callback, timer))
+        return timer
+
     def advance(self, seconds: float) -> None:
         self.now += seconds
+        while self._due and self._due[0][0] <= self.now:
+            _, _, loop, callback, timer = heapq.heappop(self._due)
+            if not timer.cancelled and not loop.is_closed():
+                loop.call_soon_threadsafe(callback)
 
 
 def with_host(db_path: str, body: Callable[[xe.Host], Awaitable[Any]], **config: Any) -> Any:
@@ -66,7 +88,7 @@ def make_client(db_path: str, clock: FakeClock) -> Iterator[Any]:
     started: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        config = xe.Config(db=db_path, admin_token=ADMIN_TOKEN, clock=clock, monotonic=clock)
+        config = xe.Config(db=db_path, admin_token=ADMIN_TOKEN, clock=clock, monotonic=clock, timers=clock)
         client = TestClient(xe.create_app(config, **overrides))
         client.__enter__()
         started.append(client)
@@ -178,3 +200,8 @@ def offline_page(browser: Any, allowed: str) -> tuple[Any, list[str]]:
 
     page.route("**/*", route)
     return page, refused
+
+
+def player_of(client: TestClient, guild: str) -> xe.Player | None:
+    """The guild's player, through the started app's host API."""
+    return client.blocking_portal.call(xe.host_of(client.app).player, guild)

@@ -47,8 +47,10 @@ ODD_AUTH: list[Any] = [
 
 
 def snapshot(db_path: str) -> list[str]:
+    """The database's rows, but for the counter of commits (bookkeeping every write moves, a
+    no-op attach then detach included)."""
     with sqlite3.connect(db_path) as db:
-        return list(db.iterdump())
+        return [line for line in db.iterdump() if "VALUES('commits'," not in line]
 
 
 def route_bodies(key: str, token: str) -> list[tuple[str, str, dict[str, Any], dict[str, str], str]]:

@@ -42,7 +42,7 @@ def test_genkey_prints_a_key_that_the_store_knows(capsys: pytest.CaptureFixture[
 
     async def owner() -> tuple[str, str] | None:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
-            return await host.store.key_owner(key)
+            return await host.key_owner(key)
 
     assert asyncio.run(owner()) == (GUILD, USER)
 
@@ -77,7 +77,7 @@ def test_add_guild_and_remove_guild(capsys: pytest.CaptureFixture[str], db_path:
 
     async def guild() -> xe.Guild | None:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
-            return await host.store.get_guild(GUILD)
+            return await host.get_guild(GUILD)
 
     assert asyncio.run(guild()) == xe.Guild(id=GUILD, name="Lounge", voice_channels=[VOICE, VOICE_2])
     assert run(capsys, "remove-guild", GUILD, "--db", db_path)[0] == 0
@@ -150,7 +150,7 @@ def test_add_bot_prints_a_token_and_rotates(capsys: pytest.CaptureFixture[str], 
 
     async def bot(token: str) -> xe.Bot | None:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
-            return await host.store.bot_by_token(token)
+            return await host.bot_by_token(token)
 
     assert asyncio.run(bot(first)) == xe.Bot("386861188891279362", "Wick")
     second = run(capsys, "add-bot", "386861188891279362", "Wick", "--db", db_path)[1].strip()

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from conftest import (
+    player_of,
     ADMIN,
     GUILD,
     OTHER_GUILD,
@@ -298,7 +299,7 @@ def test_volume_when_not_connected_is_400(client: TestClient, key: str) -> None:
 
 def test_volume_is_kept_by_the_player(client: TestClient, joined: str, make_client: Any) -> None:
     call(client, "volume", joined, volume=33)
-    host_player = client.app.state.xe.players._cache[GUILD]
+    host_player = player_of(client, GUILD)
     assert host_player.volume == 33
 
 
@@ -566,7 +567,7 @@ def test_a_stopped_player_starts_afresh_on_join(client: TestClient, joined: str)
     call(client, "stop", joined)
     call(client, "join", joined, channel=VOICE)
     assert client.get(f"{API}/{GUILD}/queue").json() == {"nowplaying": None, "queue": []}
-    assert client.app.state.xe.players._cache[GUILD].volume == 100
+    assert player_of(client, GUILD).volume == 100
 
 
 # Error shapes for everything else under the prefix ---------------------------------

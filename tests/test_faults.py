@@ -128,24 +128,23 @@ def test_a_database_file_removed_under_the_server_is_noticed(
 
 
 def test_a_failed_stop_leaves_the_player_as_the_file_has_it(
-    client: TestClient, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, db_path: str
+    client: TestClient, setup: dict[str, Any], db_path: str
 ) -> None:
     key = bearer(setup["key"])
     client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=key)
-    store = client.app.state.xe.store
-
-    async def broken(write: Any) -> None:
-        raise xe.Unavailable()
-
-    monkeypatch.setattr(store, "save_player", broken)
-    assert client.post(f"{API}/{GUILD}/stop", json={"user": USER}, headers=key).status_code == 503
-    monkeypatch.undo()
-    # memory agrees with the file: still connected and playing, here and after a restart
+    holder = sqlite3.connect(db_path, isolation_level=None)  # another process keeps the write lock
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert client.post(f"{API}/{GUILD}/stop", json={"user": USER}, headers=key).status_code == 503
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # every answer agrees with the file: still connected and playing, here and after a restart
     assert client.get(f"{API}/{GUILD}/nowplaying").status_code == 200
     client.__exit__(None, None, None)
 
     async def reloaded(host: xe.Host) -> Any:
-        return await host.players.get(GUILD)
+        return await host.player(GUILD)
 
     assert with_host(db_path, reloaded) is not None
 

@@ -29,7 +29,7 @@ def test_host_of_a_started_app_feeds_what_the_api_serves(client: Any) -> None:
     assert played.json()["identifier"] == "-zgDXIi1uYw"
 
     async def player_state() -> tuple[str, str | None]:
-        player = await host.players.get(GUILD)
+        player = await host.player(GUILD)
         assert player is not None and player.current is not None
         return player.channel_id, player.current.track.identifier
 

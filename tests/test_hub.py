@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,6 +38,16 @@ async def drain(subscription: xe.Subscription, timeout: float = 0.05) -> list[di
         except TimeoutError:
             return frames
         frames += [json.loads(frame) for _, frame in batch]
+
+
+async def _first(stream: xe.Stream, count: int) -> AsyncIterator[str]:
+    """The first ``count`` frames of a stream, then it is closed."""
+    async for frame in stream:
+        yield frame
+        count -= 1
+        if not count:
+            break
+    stream.close()
 
 
 async def load(host: xe.Host, target: str, *, ok: bool = True, **loader: Any) -> None:
@@ -75,7 +86,7 @@ def test_a_subscriber_that_stops_reading_does_not_delay_another(db_path: str) ->
         for _ in range(20):
             await asyncio.gather(*(load(host, t) for t in TARGETS))
         await asyncio.wait_for(reading, 5)
-        return received, len(stalled._frames)
+        return received, stalled.pending
 
     received, stalled_backlog = with_host(db_path, body)
     assert received == 320
@@ -94,13 +105,13 @@ def test_one_encoded_frame_is_shared_by_all_subscribers(db_path: str) -> None:
 
 def test_an_overflowing_subscriber_is_closed_and_others_are_not(db_path: str) -> None:
     async def body(host: xe.Host) -> tuple[bool, int, int]:
-        small = host.hub.subscribe(xe.LOADER_TOPIC, backlog=5)
+        small = host.subscribe(xe.LOADER_TOPIC, backlog=5)
         other = host.subscribe()
         for target in TARGETS[:3]:  # 6 start/done events: one past the bound
             await load(host, target)
         with pytest.raises(xe.SubscriptionClosed) as closed:
             await small.next_batch()
-        return closed.value.overflowed, len(await drain(other)), host.hub.subscribers(xe.LOADER_TOPIC)
+        return closed.value.overflowed, len(await drain(other)), host.subscribers(xe.LOADER_TOPIC)
 
     assert with_host(db_path, body) == (True, 6, 1)
 
@@ -113,17 +124,22 @@ def test_a_subscriber_stuck_in_a_send_is_closed_with_1013(db_path: str) -> None:
         sent: list[Any] = []
 
         async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.accept":
+                return
             sent.append(message.get("code", "frame"))
             if message["type"] == "websocket.send":
                 await asyncio.Event().wait()  # never completes
 
-        subscription = host.hub.subscribe(xe.LOADER_TOPIC, backlog=5)
-        pump = asyncio.create_task(xe._pump(host._services, subscription, None, send))
-        subscription.on_overflow = pump.cancel
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()  # the client never sends anything
+            return {}
+
+        following = asyncio.create_task(xe.follow(host.stream(backlog=5), send, receive))
+        await asyncio.sleep(0)
         for target in TARGETS[:4]:
             await load(host, target)
-        await asyncio.wait_for(pump, 1)
-        return sent, host.hub.subscribers(xe.LOADER_TOPIC) == 0
+        await asyncio.wait_for(following, 1)
+        return sent, host.subscribers(xe.LOADER_TOPIC) == 0
 
     sent, unsubscribed = with_host(db_path, body)
     assert sent == ["frame", 1013]  # stuck on the first frame, then closed
@@ -220,7 +236,7 @@ def test_a_running_loader_survives_a_restart(db_path: str) -> None:
     async def finish(host: xe.Host) -> dict[str, Any]:
         await host.loader_ids(TARGETS[0], {"410520361789161472": "754098965649162251"})
         event = await host.loader_done(TARGETS[0])
-        mapper = await host.store.get_mapper(SOURCE, TARGETS[0])
+        mapper = await host.get_mapper(SOURCE, TARGETS[0])
         assert mapper is not None and mapper.loaders == [CREATOR]
         return {"seq": event.seq, "user": event.data.user_id}
 
@@ -244,26 +260,24 @@ def test_the_replay_seam_has_no_gap_and_no_duplicate(db_path: str) -> None:
     Events that land between the two are both in the log and queued live: each is sent once."""
 
     async def body(host: xe.Host) -> tuple[list[int], list[int]]:
-        sent: list[int] = []
-        all_sent = asyncio.Event()
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(json.loads(message["text"])["seq"])
-            if sent[-1] == 80:
-                all_sent.set()
-
         for i in range(5):
             await load(host, TARGETS[i % 8])  # seqs 1..10, before the client connects
-        subscription = host.subscribe()
+        stream = host.stream(since=6)  # subscribed now; the log is read when it is first followed
         for i in range(5, 10):
             await load(host, TARGETS[i % 8])  # seqs 11..20: in the log and in the live queue
         producing = asyncio.gather(*(load(host, str(10**17 + i)) for i in range(10, 40)))
-        pump = asyncio.create_task(xe._pump(host._services, subscription, 6, send))
+        sent: list[int] = []
+        async for frame in stream:
+            sent.append(json.loads(frame)["seq"])
+            if sent[-1] == 80:
+                break
         await producing
-        await asyncio.wait_for(all_sent.wait(), 5)
-        pump.cancel()
-        subscription.close()
-        logged = [seq for seq, _ in (await host.store.events_since(6))[2]]
+        stream.close()
+        logged = []
+        async for frame in host.stream(since=6):  # what the log itself holds after 6
+            logged.append(json.loads(frame)["seq"])
+            if logged[-1] == 80:
+                break
         return sent, logged
 
     sent, logged = with_host(db_path, body)
@@ -285,14 +299,16 @@ def test_replay_after_pruning_starts_with_reset(make_client: Any, clock: FakeClo
 
 
 def test_old_events_leave_the_log(db_path: str) -> None:
-    async def body(host: xe.Host) -> tuple[int, list[int]]:
+    async def body(host: xe.Host) -> list[dict[str, Any]]:
         await load(host, TARGETS[0])
         await load(host, TARGETS[1])
-        pruned, _, logged = await host.store.events_since(0)
-        return pruned, [seq for seq, _ in logged]
+        stream = host.stream(since=0)
+        frames = [json.loads(frame) async for frame in _first(stream, 2)]
+        return frames
 
     # pruning runs as events are appended: all but the one just logged are past a 0 s window
-    assert with_host(db_path, body, event_log_seconds=0) == (3, [4])
+    frames = with_host(db_path, body, event_log_seconds=0)
+    assert [(f["event"], f["seq"]) for f in frames] == [("reset", 3), ("done", 4)]
 
 
 def test_replay_across_a_disconnect_returns_exactly_the_missed_events(
@@ -336,24 +352,29 @@ def test_player_changes_are_published_per_guild(db_path: str) -> None:
         "uri": "https://www.youtube.com/watch?v=shortTrack1",
     }
 
+    clock = FakeClock()
+
     async def body(host: xe.Host) -> list[dict[str, Any]]:
         await host.put_guild(GUILD, "G", [VOICE])
         await host.import_catalog([catalog_track, {**catalog_track, "identifier": "shortTrack2", "title": "Next"}])
-        subscription = host.subscribe(xe.Players.topic(GUILD))
-        other = host.subscribe(xe.Players.topic(TARGET))
-        players = host.players
-        await players.join(GUILD, VOICE)
-        tracks = [await host.store.get_track("youtube", i) for i in ("shortTrack1", "shortTrack2")]
-        await players.enqueue(GUILD, [t for t in tracks if t], USER)
-        await players.set_volume(GUILD, 30)
-        frames = await drain(subscription, 0.5)  # the first track ends after 0.3 s
-        await players.stop(GUILD)
+        subscription = host.subscribe(xe.player_topic(GUILD))
+        other = host.subscribe(xe.player_topic(TARGET))
+        await host.join(GUILD, VOICE)
+        tracks = [await host.get_track("youtube", i) for i in ("shortTrack1", "shortTrack2")]
+        await host.enqueue(GUILD, [t for t in tracks if t], USER)
+        await host.set_volume(GUILD, 30)
+        frames = await drain(subscription, 0.05)
+        clock.advance(0.3)  # the first track ends
+        frames += await drain(subscription, 0.05)
+        clock.advance(0.3)  # and the second
+        frames += await drain(subscription, 0.05)
+        await host.stop(GUILD)
         frames += await drain(subscription, 0.05)
         assert await drain(other, 0.01) == []
         return frames
 
-    frames = with_host(db_path, body)
-    assert [(f["channel"], f["track"] and f["track"]["title"], f["queue"]) for f in frames] == [
+    frames = with_host(db_path, body, clock=clock, monotonic=clock, timers=clock)
+    assert [(f["channel"], f["track"] and f["track"]["title"], f["queued"]) for f in frames] == [
         (VOICE, None, 0),  # joined
         (VOICE, "Short", 1),  # played two
         (VOICE, "Short", 1),  # volume
@@ -361,6 +382,7 @@ def test_player_changes_are_published_per_guild(db_path: str) -> None:
         (VOICE, None, 0),  # the second ended
         (None, None, 0),  # stopped
     ]
+    assert [t["title"] for t in frames[1]["queue"]] == ["Next"]  # the waiting tracks, shown
     assert frames[2]["volume"] == 30
 
 

@@ -60,11 +60,12 @@ def test_search_text_is_not_a_link(text: str) -> None:
 
 
 def test_search_expression_quotes_every_word() -> None:
-    assert xe.search_expression('Andrés "Cepeda" OR NEAR(x)') == (
+    words = xe.search_words('Andrés "Cepeda" OR NEAR(x)')
+    assert (xe.fts_match(words, every=True), xe.fts_match(words, every=False)) == (
         '"Andrés" "Cepeda" "OR" "NEAR" "x"',
         '"Andrés" OR "Cepeda" OR "OR" OR "NEAR" OR "x"',
     )
-    assert xe.search_expression("?!  -- ") is None
+    assert xe.search_words("?!  -- ") == []
 
 
 def test_search_ranks_the_best_match_first(db_path: str) -> None:
@@ -90,8 +91,7 @@ def test_search_ranks_the_best_match_first(db_path: str) -> None:
                     t("a4", "Morning", "Nobody"),
                 ]
             )
-            resolver = xe.CatalogResolver(host.store)
-            found = [await resolver.resolve(q) for q in ("blue night", "CAFE", "night morning", "cafe morning")]
+            found = [await host.resolve(q) for q in ("blue night", "CAFE", "night morning", "cafe morning")]
             return [f.identifier if isinstance(f, xe.Track) else None for f in found]
 
     # all words first ("blue night"), accents folded ("CAFE"), any word when all match nothing

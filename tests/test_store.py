@@ -38,7 +38,7 @@ def test_opening_twice_keeps_data(db_path: str) -> None:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
             await host.put_guild(10**17, "Kept", [10**17 + 1])
         async with xe.Host.open(xe.Config(db=db_path)) as host:
-            guild = await host.store.get_guild(str(10**17))
+            guild = await host.get_guild(str(10**17))
             assert guild is not None
             return len(guild.voice_channels)
 
@@ -103,7 +103,7 @@ def test_a_failed_import_writes_nothing(db_path: str) -> None:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
             with pytest.raises(xe.ApiError, match="unknown track youtube/missing"):
                 await host.import_catalog([track], [playlist])
-            return await host.store.get_track("youtube", "abc"), await host.store.get_playlist_tracks("youtube", "PL1")
+            return await host.get_track("youtube", "abc"), await host.get_playlist_tracks("youtube", "PL1")
 
     assert asyncio.run(run()) == (None, [])
 
@@ -113,7 +113,7 @@ def test_concurrent_transactions_do_not_interleave(db_path: str) -> None:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
             guilds = [str(10**17 + i) for i in range(40)]
             await asyncio.gather(*(host.put_guild(g, f"g{i}", [int(g) + 1, int(g) + 2]) for i, g in enumerate(guilds)))
-            found = [await host.store.get_guild(g) for g in guilds]
+            found = [await host.get_guild(g) for g in guilds]
             return [f"{g.name}:{len(g.voice_channels)}" for g in found if g]
 
     assert asyncio.run(run()) == [f"g{i}:2" for i in range(40)]
@@ -141,7 +141,7 @@ def test_remembered_answers_follow_writes_from_another_process(db_path: str, mak
              "length": 1000, "uri": "https://www.youtube.com/watch?v=elsewhere01"}
     with_host(db_path, lambda host: host.import_catalog([track]))
     assert play("elsewhere tune").json()["identifier"] == "elsewhere01"
-    with_host(db_path, lambda host: host.store.merge_ids(SOURCE, TARGET, {"410520361789161472": "754098999999999999"}))
+    with_host(db_path, lambda host: host.merge_ids(SOURCE, TARGET, {"410520361789161472": "754098999999999999"}))
     assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098999999999999"
 
     with_host(db_path, lambda host: host.revoke_bot(BOT))
@@ -151,11 +151,13 @@ def test_remembered_answers_follow_writes_from_another_process(db_path: str, mak
 
 
 
-def test_this_processs_own_commits_forget_remembered_answers_at_once(make_client: Any) -> None:
-    """Without the look at data_version (pushed an hour away here), the app's own writes still
-    reach the next request: each commit forgets every remembered answer."""
+def test_this_processs_own_commits_forget_remembered_answers_at_once(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the look at other processes' commits (pushed an hour away here), the app's own
+    writes still reach the next request: each commit forgets the answers it changes."""
+    monkeypatch.setattr(xe.SqliteDatabase, "foreign_commits_seen_within", 3600)
     client = make_client()
-    client.app.state.xe.store.foreign_commits_seen_within = 3600
     token = grant_bot(client)
     mapper = f"/api/mappers?target={TARGET}&source={SOURCE}"
     run_load(client, {"410520361789161472": "754098965649162251"})
