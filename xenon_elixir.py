@@ -32,7 +32,6 @@ import re
 import secrets
 import sqlite3
 import sys
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -54,6 +53,7 @@ from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "SCHEMA",
     "ApiError",
     "Broker",
     "CatalogResolver",
@@ -71,15 +71,14 @@ __all__ = [
     "PlayerState",
     "Playlist",
     "Resolver",
-    "SCHEMA",
     "Track",
     "Unavailable",
     "XenonError",
     "create_app",
-    "host_of",
-    "main",
     "follow",
     "fts_match",
+    "host_of",
+    "main",
     "player_topic",
 ]
 
@@ -95,6 +94,57 @@ MIB = 1024 * 1024
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names it."""
+
+
+_MAX_HITS = 100_000
+
+
+_MAX_WINDOW = 7 * 86_400.0
+
+
+_SETTING_BOUNDS: dict[str, tuple[float, float]] = {
+    "status_interval": (0.0, 86_400.0),
+    "cache_seconds": (0, 31_536_000),
+    "max_queue": (1, 1_000_000),
+    "subscriber_backlog": (1, 1_000_000),
+    "event_log_size": (0, 10_000_000),
+    "event_log_seconds": (0.0, 10 * 31_536_000.0),
+    "max_body_size": (1024, 1 << 30),
+    "admin_max_body_size": (1024, 1 << 30),
+    "demo_interval": (0.01, 86_400.0),
+    "write_wait": (0.0, 600.0),
+}
+"""The range of each numeric setting: wider than any real use, narrower than what breaks."""
+
+
+_ENV_NAMES = {
+    "db": "XE_DB",
+    "admin_token": "XE_ADMIN_TOKEN",
+    "status_interval": "XE_STATUS_INTERVAL",
+    "cache_seconds": "XE_CACHE_SECONDS",
+    "max_queue": "XE_MAX_QUEUE",
+    "rate_limits": "XE_RATE_LIMITS",
+    "access_log": "XE_ACCESS_LOG",
+}
+
+
+def _setting_name(field: str) -> str:
+    return _ENV_NAMES.get(field, field)
+
+
+RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "mappers": (30, 10.0),
+    "templates": (30, 10.0),
+    "loaders_ws": (1, 1.0),
+    "auth_failures": (100, 60.0),
+}
+"""The default limits (those of the original Xenon API), per bot token or, for ``auth_failures``,
+per client address."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -187,7 +237,7 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
 
-        def number(name: str, kind: type[float] | type[int], default: float) -> Any:
+        def number(name: str, kind: type[float | int], default: float) -> Any:
             raw = env.get(name)
             if not raw:
                 return default
@@ -213,7 +263,9 @@ class Config:
             value = getattr(self, field)
             kind = int if isinstance(low, int) else float
             if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
-                raise ConfigError(f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}")
+                raise ConfigError(
+                    f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}"
+                )
             if not low <= value <= high:  # nan fails both comparisons
                 raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
         for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
@@ -240,7 +292,9 @@ class Config:
             try:
                 parsed = (int(hits), float(seconds)) if len(hits) <= 12 else (0, 0.0)
             except ValueError:
-                raise ConfigError(f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off") from None
+                raise ConfigError(
+                    f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off"
+                ) from None
             if not (1 <= parsed[0] <= _MAX_HITS and 0 < parsed[1] <= _MAX_WINDOW):
                 raise ConfigError(
                     f"XE_RATE_LIMITS: {item[:60]!r} needs 1 to {_MAX_HITS} hits in more than 0 and at most "
@@ -248,10 +302,6 @@ class Config:
                 )
             table[group] = parsed
         return table
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names it."""
 
 
 class Cancellable(Protocol):
@@ -269,47 +319,6 @@ class LoopTimers:
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
         return asyncio.get_running_loop().call_later(max(delay, 0.0), callback)
-
-
-_MAX_HITS = 100_000
-_MAX_WINDOW = 7 * 86_400.0
-_SETTING_BOUNDS: dict[str, tuple[float, float]] = {
-    "status_interval": (0.0, 86_400.0),
-    "cache_seconds": (0, 31_536_000),
-    "max_queue": (1, 1_000_000),
-    "subscriber_backlog": (1, 1_000_000),
-    "event_log_size": (0, 10_000_000),
-    "event_log_seconds": (0.0, 10 * 31_536_000.0),
-    "max_body_size": (1024, 1 << 30),
-    "admin_max_body_size": (1024, 1 << 30),
-    "demo_interval": (0.01, 86_400.0),
-    "write_wait": (0.0, 600.0),
-}
-"""The range of each numeric setting: wider than any real use, narrower than what breaks."""
-
-_ENV_NAMES = {
-    "db": "XE_DB",
-    "admin_token": "XE_ADMIN_TOKEN",
-    "status_interval": "XE_STATUS_INTERVAL",
-    "cache_seconds": "XE_CACHE_SECONDS",
-    "max_queue": "XE_MAX_QUEUE",
-    "rate_limits": "XE_RATE_LIMITS",
-    "access_log": "XE_ACCESS_LOG",
-}
-
-
-def _setting_name(field: str) -> str:
-    return _ENV_NAMES.get(field, field)
-
-
-RATE_LIMITS: dict[str, tuple[int, float]] = {
-    "mappers": (30, 10.0),
-    "templates": (30, 10.0),
-    "loaders_ws": (1, 1.0),
-    "auth_failures": (100, 60.0),
-}
-"""The default limits (those of the original Xenon API), per bot token or, for ``auth_failures``,
-per client address."""
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +342,11 @@ def _decimal_below(bound: int, *, shortest: int) -> str:
     return "^(?:" + "|".join(parts) + ")$"
 
 
+SNOWFLAKE_PATTERN = _decimal_below(_UINT64_END, shortest=15)
+"""Exactly what :func:`snowflake` takes as a string: 15-20 digits, no leading zero, below 2**64."""
+_SNOWFLAKE = re.compile(SNOWFLAKE_PATTERN.removeprefix("^").removesuffix("$"))
+
+
 def snowflake(value: object, field: str) -> str:
     """Return ``value`` as a snowflake string, or raise ``ValueError`` naming ``field``.
 
@@ -349,9 +363,6 @@ def snowflake(value: object, field: str) -> str:
 # --- What the OpenAPI document says about inputs. Litestar copies ``Parameter(...)``/``schema_extra``
 # into the schema, msgspec ignores it (decoding and the __post_init__ checks stay as they are).
 # Litestar drops msgspec.Meta constraints on union members (``str | int``), hence schema_extra.
-SNOWFLAKE_PATTERN = _decimal_below(_UINT64_END, shortest=15)
-"""Exactly what :func:`snowflake` takes as a string: 15-20 digits, no leading zero, below 2**64."""
-_SNOWFLAKE = re.compile(SNOWFLAKE_PATTERN.removeprefix("^").removesuffix("$"))
 _SNOWFLAKE_SCHEMA = {
     "oneOf": [
         {"type": "string", "pattern": SNOWFLAKE_PATTERN},
@@ -533,8 +544,17 @@ class ElixirJoinBody(ElixirUserBody, kw_only=True):
 
 
 class ElixirVolumeBody(ElixirUserBody, kw_only=True):
-    volume: Annotated[int | str, Parameter(schema_extra={"oneOf": [
-        {"type": "integer", "minimum": 0, "maximum": 100}, {"type": "string", "pattern": r"^0*(?:100|[1-9]?[0-9])$"}]})]
+    volume: Annotated[
+        int | str,
+        Parameter(
+            schema_extra={
+                "oneOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 100},
+                    {"type": "string", "pattern": r"^0*(?:100|[1-9]?[0-9])$"},
+                ]
+            }
+        ),
+    ]
 
 
 class ElixirPlayBody(ElixirUserBody, kw_only=True):
@@ -759,8 +779,16 @@ class StatusIn(msgspec.Struct):
 
 
 class IdsIn(msgspec.Struct):
-    ids: Annotated[dict[str, str | int], Parameter(schema_extra={
-        "type": "object", "propertyNames": {"pattern": SNOWFLAKE_PATTERN}, "additionalProperties": _SNOWFLAKE_SCHEMA})]
+    ids: Annotated[
+        dict[str, str | int],
+        Parameter(
+            schema_extra={
+                "type": "object",
+                "propertyNames": {"pattern": SNOWFLAKE_PATTERN},
+                "additionalProperties": _SNOWFLAKE_SCHEMA,
+            }
+        ),
+    ]
 
     def __post_init__(self) -> None:
         self.ids = {snowflake(old, "old id"): snowflake(new, "new id") for old, new in self.ids.items()}
@@ -810,6 +838,7 @@ class ElixirErrorBody(msgspec.Struct):
 # Errors
 # ---------------------------------------------------------------------------
 
+
 class DomainError(Exception):
     """A refusal by the rules or the storage, in no API's terms: each API maps its ``reason`` to a
     status and a message in one table (:data:`ELIXIR_ERRORS`, :data:`XENON_ERRORS`); a reason
@@ -841,7 +870,9 @@ class Unavailable(DomainError):
     """A backend cannot serve now (the database locked by another process, gone or failing; Redis
     away): retrying can help, so it is a 503 with ``Retry-After``, never a 500."""
 
-    def __init__(self, message: str = "Service unavailable: the database is busy; try again shortly.") -> None:
+    def __init__(
+        self, message: str = "Service unavailable: the database is busy; try again shortly."
+    ) -> None:
         super().__init__("unavailable", message)
 
 
@@ -856,7 +887,13 @@ NOT_CONNECTED = "Elixir isn't connected to a voice channel."
 NOTHING_PLAYING = "No track is currently playing."
 QUEUE_FULL = "The queue is full."
 
-_KIND_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 400, Forbidden: 403, Unavailable: 503}
+_KIND_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 400,
+    Forbidden: 403,
+    Unavailable: 503,
+}
 
 ELIXIR_ERRORS: dict[str, tuple[int, str]] = {
     "guild": (400, "Guild not found."),
@@ -925,6 +962,7 @@ class ElixirError(ApiError):
 # Domain: loaders, mappers, players (pure, no I/O)
 # ---------------------------------------------------------------------------
 
+
 class Loader(msgspec.Struct, kw_only=True):
     """One backup or template being loaded into a target guild (the admin API's body too)."""
 
@@ -986,6 +1024,33 @@ class QueueEntry(msgspec.Struct, gc=False):
     entry_id: int
     track: Track
     requested_by: str
+
+
+def clock_face(ms: float) -> str:
+    """``MM:SS``, or ``HH:MM:SS`` from an hour on."""
+    hours, rest = divmod(int(ms) // 1000, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+
+
+def elixir_track(track: Track, requested_by: str, position: float = 0) -> ElixirTrack:
+    if track.is_stream:
+        position, duration, length_face = max(position, 0), 0, "LIVE"
+    else:
+        position = min(max(position, 0), track.length)
+        duration, length_face = track.length // 1000, clock_face(track.length)
+    return ElixirTrack(
+        title=track.title,
+        author=track.author,
+        duration=duration,
+        formatted_duration=f"{clock_face(position)}/{length_face}",
+        uri=track.uri,
+        thumbnail=track.thumbnail,
+        position=int(position),
+        is_stream=track.is_stream,
+        identifier=track.identifier,
+        requested_by=requested_by,
+    )
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -1105,41 +1170,25 @@ class Player:
     def state(self, now: float, seq: int = 0, shown: int = 25) -> PlayerState:
         """What a follower sees: the current track at its live position, the first ``shown`` waiting."""
         entry = self.current
-        track = None if entry is None else elixir_track(entry.track, entry.requested_by, self.position_at(now))
+        track = (
+            None if entry is None else elixir_track(entry.track, entry.requested_by, self.position_at(now))
+        )
         waiting = [elixir_track(e.track, e.requested_by) for e in list(self.queue)[1 : shown + 1]]
-        return PlayerState(seq, self.guild_id, self.channel_id, self.volume, self.paused, track, waiting, max(self.size - 1, 0))
+        return PlayerState(
+            seq,
+            self.guild_id,
+            self.channel_id,
+            self.volume,
+            self.paused,
+            track,
+            waiting,
+            max(self.size - 1, 0),
+        )
 
 
 def stopped_state(guild_id: str, seq: int = 0) -> PlayerState:
     """What a follower sees of a guild Elixir is not connected in."""
     return PlayerState(seq, guild_id, None, 100, False, None, [], 0)
-
-
-def clock_face(ms: float) -> str:
-    """``MM:SS``, or ``HH:MM:SS`` from an hour on."""
-    hours, rest = divmod(int(ms) // 1000, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
-
-
-def elixir_track(track: Track, requested_by: str, position: float = 0) -> ElixirTrack:
-    if track.is_stream:
-        position, duration, length_face = max(position, 0), 0, "LIVE"
-    else:
-        position = min(max(position, 0), track.length)
-        duration, length_face = track.length // 1000, clock_face(track.length)
-    return ElixirTrack(
-        title=track.title,
-        author=track.author,
-        duration=duration,
-        formatted_duration=f"{clock_face(position)}/{length_face}",
-        uri=track.uri,
-        thumbnail=track.thumbnail,
-        position=int(position),
-        is_stream=track.is_stream,
-        identifier=track.identifier,
-        requested_by=requested_by,
-    )
 
 
 def volume_of(value: Any) -> int:
@@ -1155,6 +1204,7 @@ def volume_of(value: Any) -> int:
 # ---------------------------------------------------------------------------
 # Interfaces: the resolver, the limiter, the broker and each storage area
 # ---------------------------------------------------------------------------
+
 
 class Resolver(Protocol):
     """Turns a play query into a track, a playlist's tracks, or ``None`` (nothing found).
@@ -1214,7 +1264,10 @@ class CatalogStore(Protocol):
     """The local catalog the default resolver plays from."""
 
     async def import_catalog(
-        self, tracks: list[Track], playlists: list[Playlist], progress: Callable[[int, int], None] | None = None
+        self,
+        tracks: list[Track],
+        playlists: list[Playlist],
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]: ...
     async def track(self, source: str, identifier: str) -> Track | None: ...
     async def playlist_tracks(self, source: str, identifier: str) -> list[Track]: ...
@@ -1231,9 +1284,16 @@ class PlayerStore(Protocol):
         """The player as stored (its front only, unless ``whole``), not yet settled to now."""
         ...
 
-    async def change(self, guild_id: str, change: Callable[[Player | None], Player | None], now: float) -> Player | None:
+    async def change(
+        self,
+        guild_id: str,
+        change: Callable[[Player | None], Player | None],
+        now: float,
+        after: Callable[[Player | None], None] | None = None,
+    ) -> Player | None:
         """Run ``change`` on the player settled to ``now`` (``None``: not connected) and store what
-        it returns (``None``: stopped), all in one transaction; returns the stored player."""
+        it returns (``None``: stopped), all in one transaction; ``after`` runs right after the
+        commit, in commit order. Returns the stored player."""
         ...
 
     async def due(self, now: float) -> list[str]:
@@ -1248,7 +1308,7 @@ class PlayerStore(Protocol):
 class PartnerStore(Protocol):
     """Xenon's partner bots, templates and backups."""
 
-    async def grant_bot(self, bot: Bot) -> tuple[str, bool]: ...
+    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]: ...
     async def revoke_bot(self, bot_id: str) -> bool: ...
     async def bot_by_token(self, token: str) -> Bot | None: ...
     async def create_template(self, template: TemplateIn) -> Template: ...
@@ -1258,25 +1318,54 @@ class PartnerStore(Protocol):
     async def backup(self, backup_id: str) -> Backup | None: ...
 
 
-class LoadStore(Protocol):
-    """Mappers, running loaders, and the numbered event log they publish to."""
+class MapperStore(Protocol):
+    """Id mappers: old ids of a source guild to new ids of a target guild."""
 
     async def mapper_json(self, source_id: str, target_id: str) -> bytes | None: ...
     async def mapper(self, source_id: str, target_id: str) -> Mapper | None: ...
     async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None: ...
+
+
+Numbered = tuple[int, str]
+"""An event's seq and its frame."""
+
+
+class LoadStore(Protocol):
+    """Running loaders and the numbered event log they publish to. Each method that numbers an
+    event calls ``after(numbered)`` right after its commit, in commit (so seq) order."""
+
     async def running(self, target_id: str) -> tuple[Loader, int] | None:
         """The loader running on ``target_id`` and the seq of its start event (which names it)."""
         ...
 
-    async def running_loaders(self) -> list[tuple[Loader, int]]: ...
-    async def start(self, loader: Loader, frame: Callable[[int], str]) -> tuple[int, str]: ...
-    async def status(self, target_id: str, started: int, frame: Callable[[int], str]) -> tuple[int, str] | None:
+    async def start(
+        self, loader: Loader, frame: Callable[[int], str], after: Callable[[Numbered], None]
+    ) -> Numbered: ...
+
+    async def status(
+        self,
+        target_id: str,
+        started: int,
+        frame: Callable[[int], str],
+        after: Callable[[Numbered | None], None],
+    ) -> Numbered | None:
         """Number a status of the loader that started at ``started``; ``None`` once it is done."""
         ...
 
-    async def stage_ids(self, target_id: str, ids: dict[str, str]) -> None: ...
-    async def finish(self, loader: Loader, frame: Callable[[int], str], ok: bool) -> tuple[int, str]: ...
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
+    async def stage_ids(self, target_id: str, started: int, ids: dict[str, str]) -> None: ...
+
+    async def finish(
+        self,
+        loader: Loader,
+        started: int,
+        frame: Callable[[int], str],
+        ok: bool,
+        after: Callable[[Numbered], None],
+    ) -> Numbered:
+        """End the loader; with ``ok``, merge its staged ids into its mapper."""
+        ...
+
+    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[Numbered]]:
         """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
         ...
 
@@ -1496,8 +1585,16 @@ def digest(secret: str) -> str:
 
 
 def _track_row(track: Track) -> tuple[Any, ...]:
-    return (track.source, track.identifier, track.title, track.author, track.length, track.uri,
-            track.thumbnail, int(track.is_stream))
+    return (
+        track.source,
+        track.identifier,
+        track.title,
+        track.author,
+        track.length,
+        track.uri,
+        track.thumbnail,
+        int(track.is_stream),
+    )
 
 
 def iso_time(epoch: float) -> str:
@@ -1519,16 +1616,32 @@ class StoredTrack(Track, kw_only=True, gc=False):
 def _track_of(row: Sequence[Any]) -> Track:
     source, identifier, title, author, length, uri, thumbnail, is_stream = row
     return StoredTrack(
-        source=source, identifier=identifier, title=title, author=author, length=length, uri=uri,
-        thumbnail=thumbnail, is_stream=bool(is_stream),
+        source=source,
+        identifier=identifier,
+        title=title,
+        author=author,
+        length=length,
+        uri=uri,
+        thumbnail=thumbnail,
+        is_stream=bool(is_stream),
     )
 
 
 _PLAYER_GET = "SELECT channel_id, volume, paused, position, anchor, size FROM players WHERE guild_id = ?"
-_QUEUE_FRONT = f"SELECT entry_id, {_TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ? OFFSET ?"
+_QUEUE_FRONT = f"""
+    SELECT entry_id, {_TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = ?
+    ORDER BY entry_id LIMIT ? OFFSET ?"""
 _PLAYER_END = "UPDATE players SET ends_at = ?, size = ? WHERE guild_id = ?"
 PLAYER_FRONT = 26
 """Queue entries read with a player: the current track and the 25 a follower is shown."""
+
+
+def load_front(db: sqlite3.Connection, player: Player, count: int) -> None:
+    """Read up to ``count`` more entries (``-1``: all) after the ones ``player`` holds."""
+    offset = player.dropped + len(player.queue)  # rows before these are loaded (or dropped, not yet deleted)
+    rows = db.execute(_QUEUE_FRONT, (player.guild_id, count, offset)).fetchall()
+    player.queue.extend(QueueEntry(r[0], _track_of(r[1:9]), r[9]) for r in rows)
+    player.more = max(player.more - len(rows), 0)
 
 
 def read_player(db: sqlite3.Connection, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
@@ -1542,19 +1655,14 @@ def read_player(db: sqlite3.Connection, guild_id: str, front: int | None = PLAYE
     return player
 
 
-def load_front(db: sqlite3.Connection, player: Player, count: int) -> None:
-    """Read up to ``count`` more entries (``-1``: all) after the ones ``player`` holds."""
-    offset = player.dropped + len(player.queue)  # rows before these are loaded (or dropped, not yet deleted)
-    rows = db.execute(_QUEUE_FRONT, (player.guild_id, count, offset)).fetchall()
-    player.queue.extend(QueueEntry(r[0], _track_of(r[1:9]), r[9]) for r in rows)
-    player.more = max(player.more - len(rows), 0)
-
-
 def _migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring a file of an older version up to this one, before the schema script runs."""
     if version >= 3:
         return
-    columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in ("players", "loaders")}
+    columns = {
+        table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for table in ("players", "loaders")
+    }
     if columns["players"] and "ends_at" not in columns["players"]:  # version 3: the next end is indexed
         db.execute("ALTER TABLE players ADD COLUMN ends_at REAL")
         db.execute("ALTER TABLE players ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
@@ -1658,11 +1766,17 @@ class SqliteWriter:
 
     def _open(self) -> None:
         self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in (f"busy_timeout = {int(self.write_wait * 1000)}", "synchronous = NORMAL", "foreign_keys = ON"):
+        for pragma in (
+            f"busy_timeout = {int(self.write_wait * 1000)}",
+            "synchronous = NORMAL",
+            "foreign_keys = ON",
+        ):
             db.execute(f"PRAGMA {pragma}")
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}")
+            raise StoreError(
+                f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}"
+            )
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode = WAL").fetchone()
         if version < SCHEMA_VERSION:
@@ -1691,7 +1805,10 @@ class SqliteWriter:
             self._db = None
 
     async def write(
-        self, run: Callable[[sqlite3.Connection], T], forgets: Sequence[tuple[Any, ...]], after: Callable[[T], None] | None
+        self,
+        run: Callable[[sqlite3.Connection], T],
+        forgets: Sequence[tuple[Any, ...]],
+        after: Callable[[T], None] | None,
     ) -> T:
         done = asyncio.get_running_loop().create_future()
         self._pending.append(_Write(run, done, forgets, after))
@@ -1756,12 +1873,12 @@ class SqliteWriter:
                 db.execute("SAVEPOINT write")
                 try:
                     outcomes.append((True, write.run(db)))
-                except (DomainError, ValueError) as refused:
+                except (DomainError, ValueError) as refusal:
                     db.execute("ROLLBACK TO write")
-                    outcomes.append((False, refused))
-                except sqlite3.IntegrityError as refused:
+                    outcomes.append((False, refusal))
+                except sqlite3.IntegrityError as refusal:
                     db.execute("ROLLBACK TO write")
-                    outcomes.append((False, Conflict("conflict", str(refused))))
+                    outcomes.append((False, Conflict("conflict", str(refusal))))
                 db.execute("RELEASE write")
             if db.total_changes == changes:  # every write was refused or changed nothing
                 db.execute("ROLLBACK")
@@ -1784,7 +1901,9 @@ class SqliteDatabase:
     foreign_commits_seen_within = 0.001
     """Seconds: how stale a remembered answer may be after another process's commit."""
 
-    def __init__(self, path: str, *, write_wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, path: str, *, write_wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.path = path
         self.answers = Answers()
         self._writer = SqliteWriter(path, write_wait, self.answers)
@@ -1862,7 +1981,11 @@ class SqliteDatabase:
         return self._reader
 
     def remembered(
-        self, tag: tuple[Any, ...], key: tuple[Any, ...], read: Callable[[], T], keep: Callable[[T], bool] = bool
+        self,
+        tag: tuple[Any, ...],
+        key: tuple[Any, ...],
+        read: Callable[[], T],
+        keep: Callable[[T], bool] = bool,
     ) -> T:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers.
 
@@ -1901,8 +2024,13 @@ class SqliteDatabase:
         if self._file_identity() != self._identity:
             if not self._file_gone_logged:
                 self._file_gone_logged = True
-                log.error("database %s was removed or replaced while open; refusing writes until restarted", self.path)
-            raise Unavailable("Service unavailable: the database file is gone; the operator must restart the server.")
+                log.error(
+                    "database %s was removed or replaced while open; refusing writes until restarted",
+                    self.path,
+                )
+            raise Unavailable(
+                "Service unavailable: the database file is gone; the operator must restart the server."
+            )
 
     async def ping(self) -> bool:
         """Whether the file answers a query now and is still the file at the path (the health check)."""
@@ -1922,8 +2050,6 @@ class SqliteDatabase:
             await asyncio.to_thread(_backup, self.path, path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot back up to {path}: {exc}") from exc
-
-
 
 
 class SqliteKeys:
@@ -1951,7 +2077,9 @@ class SqliteKeys:
         def run(db: sqlite3.Connection) -> bool:
             existed = db.execute(self.exists, (guild_id, user_id)).fetchone() is not None
             if existed and not rotate:
-                raise Conflict("key exists", "A key already exists for this guild and user; rotate it to get a new one")
+                raise Conflict(
+                    "key exists", "A key already exists for this guild and user; rotate it to get a new one"
+                )
             db.execute(self.delete, (guild_id, user_id))
             db.execute(self.insert, (digest(key), guild_id, user_id, now))
             return existed
@@ -1959,13 +2087,17 @@ class SqliteKeys:
         return key, await self.db.write(run, forgets=[("keys",)])
 
     async def revoke(self, guild_id: str, user_id: str) -> bool:
-        return await self.db.write(lambda db: db.execute(self.delete, (guild_id, user_id)).rowcount > 0, forgets=[("keys",)])
+        return await self.db.write(
+            lambda db: db.execute(self.delete, (guild_id, user_id)).rowcount > 0, forgets=[("keys",)]
+        )
 
 
 class SqliteRegistry:
     """The guilds Elixir is in, with their voice channels, as the host bot reports them."""
 
-    upsert = "INSERT INTO guilds (guild_id, name) VALUES (?, ?) ON CONFLICT DO UPDATE SET name = excluded.name"
+    upsert = (
+        "INSERT INTO guilds (guild_id, name) VALUES (?, ?) ON CONFLICT DO UPDATE SET name = excluded.name"
+    )
     delete_guild = "DELETE FROM guilds WHERE guild_id = ?"
     name_of = "SELECT name FROM guilds WHERE guild_id = ?"
     channels_clear = "DELETE FROM voice_channels WHERE guild_id = ?"
@@ -2042,7 +2174,10 @@ class SqliteCatalog:
         self.db = db
 
     async def import_catalog(
-        self, tracks: list[Track], playlists: list[Playlist], progress: Callable[[int, int], None] | None = None
+        self,
+        tracks: list[Track],
+        playlists: list[Playlist],
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
         """Upsert tracks, then playlists (which may name those tracks). Everything is checked
         before anything is written: a playlist naming a track that is neither imported nor known
@@ -2057,19 +2192,28 @@ class SqliteCatalog:
                 if (playlist.source, identifier) not in imported and not self.db.one(
                     self.track_id_of, (playlist.source, identifier)
                 ):
-                    raise Invalid("unknown track", f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}")
+                    raise Invalid(
+                        "unknown track",
+                        f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}",
+                    )
         for start in range(0, len(rows), _IMPORT_CHUNK):
             chunk = rows[start : start + _IMPORT_CHUNK]
-            await self.db.write(lambda db, chunk=chunk: db.executemany(self.track_upsert, chunk), forgets=[("catalog",)])
+            await self.db.write(
+                lambda db, chunk=chunk: db.executemany(self.track_upsert, chunk), forgets=[("catalog",)]
+            )
             if progress is not None:
                 progress(min(start + _IMPORT_CHUNK, len(rows)), len(rows))
         if playlists:
-            await self.db.write(lambda db: [self._write_playlist(db, p) for p in playlists], forgets=[("catalog",)])
+            await self.db.write(
+                lambda db: [self._write_playlist(db, p) for p in playlists], forgets=[("catalog",)]
+            )
         return len(rows), len(playlists)
 
     def _write_playlist(self, db: sqlite3.Connection, playlist: Playlist) -> None:
         ids = [db.execute(self.track_id_of, (playlist.source, i)).fetchone()[0] for i in playlist.tracks]
-        (playlist_id,) = db.execute(self.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)).fetchone()
+        (playlist_id,) = db.execute(
+            self.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)
+        ).fetchone()
         db.execute(self.playlist_clear, (playlist_id,))
         db.executemany(self.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(ids)])
 
@@ -2107,8 +2251,11 @@ class SqlitePlayers:
     queue_clear = "DELETE FROM queue WHERE guild_id = ?"
     # Entries are only appended and taken from the front: the front ones are the lowest ids.
     queue_drop_front = """
-        DELETE FROM queue WHERE entry_id IN (SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
-    queue_append = f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        DELETE FROM queue WHERE entry_id IN (
+            SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
+    queue_append = (
+        f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
 
@@ -2169,10 +2316,15 @@ class SqlitePlayers:
         return self.db.one(self.first_end)[0]
 
 
-_ID_CHARACTERS = {12: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 10: "0123456789abcdefghijklmnopqrstuvwxyz"}
+_ID_CHARACTERS = {
+    12: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    10: "0123456789abcdefghijklmnopqrstuvwxyz",
+}
 
 
-def _insert_with_id(db: sqlite3.Connection, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str) -> str:
+def _insert_with_id(
+    db: sqlite3.Connection, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str
+) -> str:
     """Insert a row under the given id, or under a generated one (``length`` characters, a new
     one after a collision); a given id that is taken is a conflict."""
     for _ in range(8):
@@ -2225,7 +2377,9 @@ class SqlitePartners:
         return token, await self.db.write(run, forgets=[("bots",)])
 
     async def revoke_bot(self, bot_id: str) -> bool:
-        return await self.db.write(lambda db: db.execute(self.bot_revoke, (bot_id,)).rowcount > 0, forgets=[("bots",)])
+        return await self.db.write(
+            lambda db: db.execute(self.bot_revoke, (bot_id,)).rowcount > 0, forgets=[("bots",)]
+        )
 
     async def bot_by_token(self, token: str) -> Bot | None:
         hashed = digest(token)
@@ -2235,7 +2389,9 @@ class SqlitePartners:
     async def create_template(self, template: TemplateIn) -> Template:
         """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
         rest = (template.name, template.source_id, template.creator_id, self.clock())
-        chosen = await self.db.write(lambda db: _insert_with_id(db, self.template_insert, template.id, 12, rest, "Template"))
+        chosen = await self.db.write(
+            lambda db: _insert_with_id(db, self.template_insert, template.id, 12, rest, "Template")
+        )
         return Template(chosen, template.name, str(template.source_id), str(template.creator_id))
 
     async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
@@ -2252,7 +2408,9 @@ class SqlitePartners:
     async def create_backup(self, backup: BackupIn) -> Backup:
         """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
         rest = (backup.source_id, backup.creator_id, self.clock())
-        chosen = await self.db.write(lambda db: _insert_with_id(db, self.backup_insert, backup.id, 10, rest, "Backup"))
+        chosen = await self.db.write(
+            lambda db: _insert_with_id(db, self.backup_insert, backup.id, 10, rest, "Backup")
+        )
         return Backup(chosen, str(backup.source_id), str(backup.creator_id))
 
     async def backup(self, backup_id: str) -> Backup | None:
@@ -2260,15 +2418,51 @@ class SqlitePartners:
         return None if row is None else Backup(*row)
 
 
-class SqliteLoads:
-    """Mappers, the running loaders and their staged ids, and the numbered event log."""
+class SqliteMappers:
+    """Id mappers: one per (source guild, target guild), accumulated over every successful load."""
 
-    mapper_ids_of = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
-    mapper_loaders_of = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
-    mapper_merge = """
+    ids_of = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    loaders_of = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    merge = """
         INSERT INTO mapper_ids (source_id, target_id, old_id, new_id) VALUES (?, ?, ?, ?)
         ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
-    mapper_add_loader = "INSERT OR IGNORE INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?)"
+    add_loader = "INSERT OR IGNORE INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?)"
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
+        """The mapper of (source, target) encoded as its answer, remembered until a load changes it."""
+
+        def read() -> bytes | None:
+            found = self._mapper(source_id, target_id)
+            return None if found is None else msgspec.json.encode(found)
+
+        return self.db.remembered(("mapper", source_id, target_id), (), read)
+
+    async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        return self._mapper(source_id, target_id)
+
+    def _mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        ids = self.db.all(self.ids_of, (source_id, target_id))
+        if not ids:
+            return None
+        loaders = [u for (u,) in self.db.all(self.loaders_of, (source_id, target_id))]
+        return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
+
+    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
+        """Merge old->new ids into the mapper of (source, target) at once (seeding, outside a load)."""
+        rows = [
+            (source_id, target_id, old, new) for old, new in mapper_ids(source_id, target_id, ids).items()
+        ]
+        await self.db.write(
+            lambda db: db.executemany(self.merge, rows), forgets=[("mapper", source_id, target_id)]
+        )
+
+
+class SqliteLoads:
+    """The running loaders and their staged ids, and the numbered event log."""
+
     loader_insert = """
         INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)"""
@@ -2300,49 +2494,30 @@ class SqliteLoads:
     events_prune = "DELETE FROM events WHERE seq <= ?"
     pruned_raise = "UPDATE counters SET value = max(value, ?) WHERE name = 'pruned_seq'"
 
-    def __init__(self, db: SqliteDatabase, clock: Callable[[], float], log_size: int, log_seconds: float) -> None:
+    def __init__(
+        self, db: SqliteDatabase, clock: Callable[[], float], log_size: int, log_seconds: float
+    ) -> None:
         self.db = db
         self.clock = clock
         self.log_size = log_size
         self.log_seconds = log_seconds
 
-    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
-        """The mapper of (source, target) encoded as its answer, remembered until a load changes it."""
-
-        def read() -> bytes | None:
-            found = self._mapper(source_id, target_id)
-            return None if found is None else msgspec.json.encode(found)
-
-        return self.db.remembered(("mapper", source_id, target_id), (), read)
-
-    async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        return self._mapper(source_id, target_id)
-
-    def _mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        ids = self.db.all(self.mapper_ids_of, (source_id, target_id))
-        if not ids:
-            return None
-        loaders = [u for (u,) in self.db.all(self.mapper_loaders_of, (source_id, target_id))]
-        return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
-
-    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
-        """Merge old->new ids into the mapper of (source, target) at once (the demo's seeding)."""
-        rows = [(source_id, target_id, old, new) for old, new in mapper_ids(source_id, target_id, ids).items()]
-        await self.db.write(lambda db: db.executemany(self.mapper_merge, rows), forgets=[("mapper", source_id, target_id)])
-
     @staticmethod
     def _loader(row: Sequence[Any]) -> tuple[Loader, int]:
         target_id, type_, source_id, backup, template, user_id, start_seq = row
-        loader = Loader(target_id=target_id, type=type_, source_id=source_id, backup_id=backup,
-                        template_id=template, user_id=user_id)
+        loader = Loader(
+            target_id=target_id,
+            type=type_,
+            source_id=source_id,
+            backup_id=backup,
+            template_id=template,
+            user_id=user_id,
+        )
         return loader, start_seq
 
     async def running(self, target_id: str) -> tuple[Loader, int] | None:
         row = self.db.one(self.loader_get, (target_id,))
         return None if row is None else self._loader(row)
-
-    async def running_loaders(self) -> list[tuple[Loader, int]]:
-        return [self._loader(row) for row in self.db.all(self.loaders_all)]
 
     def _number(self, db: sqlite3.Connection, frame: Callable[[int], str], logged: bool) -> tuple[int, str]:
         (seq,) = db.execute(self.seq_next).fetchone()
@@ -2356,15 +2531,26 @@ class SqliteLoads:
                 db.execute(self.pruned_raise, (cut,))
         return seq, text
 
-    async def start(self, loader: Loader, frame: Callable[[int], str], after: Callable[[tuple[int, str]], None]) -> tuple[int, str]:
+    async def start(
+        self, loader: Loader, frame: Callable[[int], str], after: Callable[[tuple[int, str]], None]
+    ) -> tuple[int, str]:
         """Record a running loader and its start event together; a conflict if one runs on the target."""
-        values = (loader.target_id, loader.type, loader.source_id, loader.backup_id, loader.template_id, loader.user_id)
+        values = (
+            loader.target_id,
+            loader.type,
+            loader.source_id,
+            loader.backup_id,
+            loader.template_id,
+            loader.user_id,
+        )
 
         def run(db: sqlite3.Connection) -> tuple[int, str]:
             try:
                 db.execute(self.loader_insert, (*values, self.clock()))
             except sqlite3.IntegrityError:
-                raise Conflict("loader running", f"A loader is already running on guild {loader.target_id}") from None
+                raise Conflict(
+                    "loader running", f"A loader is already running on guild {loader.target_id}"
+                ) from None
             seq, text = self._number(db, frame, logged=True)
             db.execute(self.loader_named, (seq, loader.target_id))
             return seq, text
@@ -2372,7 +2558,11 @@ class SqliteLoads:
         return await self.db.write(run, after=after)
 
     async def status(
-        self, target_id: str, started: int, frame: Callable[[int], str], after: Callable[[tuple[int, str] | None], None]
+        self,
+        target_id: str,
+        started: int,
+        frame: Callable[[int], str],
+        after: Callable[[tuple[int, str] | None], None],
     ) -> tuple[int, str] | None:
         def run(db: sqlite3.Connection) -> tuple[int, str] | None:
             if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
@@ -2396,7 +2586,12 @@ class SqliteLoads:
         await self.db.write(run)
 
     async def finish(
-        self, loader: Loader, started: int, frame: Callable[[int], str], ok: bool, after: Callable[[tuple[int, str]], None]
+        self,
+        loader: Loader,
+        started: int,
+        frame: Callable[[int], str],
+        ok: bool,
+        after: Callable[[tuple[int, str]], None],
     ) -> tuple[int, str]:
         """End a loader and log its done event, in one transaction. A load that went well merges
         its staged ids into the mapper and adds its user to the mapper's loaders; a failed one
@@ -2407,10 +2602,10 @@ class SqliteLoads:
             self._check_running(db, target_id, started)
             db.execute(self.loader_delete, (target_id,))
             if ok:
-                db.executemany(self.mapper_merge, [(source_id, target_id, source_id, target_id)])
+                db.execute(SqliteMappers.merge, (source_id, target_id, source_id, target_id))
                 db.execute(self.ids_merge, (source_id, target_id, source_id))
                 if loader.user_id is not None:
-                    db.execute(self.mapper_add_loader, (source_id, target_id, loader.user_id))
+                    db.execute(SqliteMappers.add_loader, (source_id, target_id, loader.user_id))
             db.execute(self.ids_drop, (target_id,))
             return self._number(db, frame, logged=True)
 
@@ -2447,7 +2642,9 @@ LISTINGS: dict[str, Listing] = {
         "SELECT bot_id, name, token_hash IS NOT NULL, created_at FROM bots WHERE bot_id > ? ORDER BY bot_id LIMIT ?",
         lambda _, r: BotListed(r[0], r[1], bool(r[2]), iso_time(r[3])),
     ),
-    "guilds": Listing("SELECT guild_id, name FROM guilds WHERE guild_id > ? ORDER BY guild_id LIMIT ?", _guild_listed),
+    "guilds": Listing(
+        "SELECT guild_id, name FROM guilds WHERE guild_id > ? ORDER BY guild_id LIMIT ?", _guild_listed
+    ),
     "keys": Listing(
         """SELECT guild_id, user_id, created_at FROM elixir_keys WHERE (guild_id, user_id) > (?, ?)
            ORDER BY guild_id, user_id LIMIT ?""",
@@ -2472,8 +2669,14 @@ LISTINGS: dict[str, Listing] = {
     ),
 }
 """What the operator can list, through every door (admin API, CLI, host API)."""
-LISTED_AS = {"bots": BotListed, "guilds": Guild, "keys": KeyListed, "templates": TemplateListed,
-             "backups": BackupListed, "loaders": LoaderListed}
+LISTED_AS = {
+    "bots": BotListed,
+    "guilds": Guild,
+    "keys": KeyListed,
+    "templates": TemplateListed,
+    "backups": BackupListed,
+    "loaders": LoaderListed,
+}
 
 
 class SqliteListings:
@@ -2500,6 +2703,7 @@ class Stores:
     catalog: SqliteCatalog
     players: SqlitePlayers
     partners: SqlitePartners
+    mappers: SqliteMappers
     loads: SqliteLoads
     listings: SqliteListings
 
@@ -2513,6 +2717,7 @@ async def open_sqlite(config: Config) -> Stores:
         SqliteCatalog(database),
         SqlitePlayers(database),
         SqlitePartners(database, config.clock),
+        SqliteMappers(database),
         SqliteLoads(database, config.clock, config.event_log_size, config.event_log_seconds),
         SqliteListings(database),
     )
@@ -2521,6 +2726,7 @@ async def open_sqlite(config: Config) -> Stores:
 # ---------------------------------------------------------------------------
 # Rate limiter
 # ---------------------------------------------------------------------------
+
 
 class RateLimiter:
     """At most ``limit`` hits per ``window`` seconds per key, over any window (a sliding log).
@@ -2618,7 +2824,16 @@ class SubscriptionClosed(Exception):
 class Subscription:
     """One subscriber's queue of ``(seq, frame)``. Frames are shared, encoded once per event."""
 
-    __slots__ = ("topic", "backlog", "on_overflow", "_unsubscribe", "_frames", "_reliable", "_wakeup", "_state")
+    __slots__ = (
+        "_frames",
+        "_reliable",
+        "_state",
+        "_unsubscribe",
+        "_wakeup",
+        "backlog",
+        "on_overflow",
+        "topic",
+    )
 
     def __init__(self, unsubscribe: Callable[[Subscription], None], topic: str, backlog: int) -> None:
         self.topic = topic
@@ -2808,6 +3023,7 @@ class Hub:
 # Loaders and partners: the Xenon services
 # ---------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(slots=True)
 class _StatusGate:
     started: int
@@ -2885,7 +3101,9 @@ class Loaders:
             return
         gate.pending = status
         if gate.timer is None:
-            gate.timer = self._timers.call_later(gate.last_sent + self._interval - now, lambda: self._flush_status(target_id, gate))
+            gate.timer = self._timers.call_later(
+                gate.last_sent + self._interval - now, lambda: self._flush_status(target_id, gate)
+            )
 
     def _flush_status(self, target_id: str, gate: _StatusGate) -> None:
         if gate.pending is None:
@@ -2898,7 +3116,9 @@ class Loaders:
 
     async def _send_status(self, target_id: str, gate: _StatusGate, status: str) -> None:
         frame = _frame("status", LoaderData(id=target_id, status=status))
-        sent = await self._loads.status(target_id, gate.started, frame, lambda n: self._published(n, reliable=False))
+        sent = await self._loads.status(
+            target_id, gate.started, frame, lambda n: self._published(n, reliable=False)
+        )
         if sent is None and self._gates.get(target_id) is gate:  # its loader is done
             del self._gates[target_id]
 
@@ -2915,9 +3135,9 @@ class Loaders:
 class Partners:
     """The Xenon rules of mappers and templates, the same through every door."""
 
-    def __init__(self, partners: PartnerStore, loads: LoadStore) -> None:
+    def __init__(self, partners: PartnerStore, mappers: MapperStore) -> None:
         self._partners = partners
-        self._loads = loads
+        self._mappers = mappers
 
     async def mapper_json(self, target_id: str, source_id: str | None, backup_id: str | None) -> bytes:
         """The mapper of a source guild, or a backup's, into ``target_id``, as its answer. A known
@@ -2926,8 +3146,12 @@ class Partners:
         if found is not None:
             source_id = found.source_id
         elif source_id is None:
-            raise NotFound("backup", "Unknown backup") if backup_id else Invalid("source", "Missing query parameter: source or backup")
-        mapper = await self._loads.mapper_json(source_id, target_id)
+            raise (
+                NotFound("backup", "Unknown backup")
+                if backup_id
+                else Invalid("source", "Missing query parameter: source or backup")
+            )
+        mapper = await self._mappers.mapper_json(source_id, target_id)
         if mapper is None:
             raise NotFound("mapper", "No id translator found")
         return mapper
@@ -2940,7 +3164,9 @@ class Partners:
             raise NotFound("template", "Unknown template")
         return template
 
-    async def set_template_bot(self, template_id: str, bot: Bot, user_id: str | None, *, attached: bool) -> None:
+    async def set_template_bot(
+        self, template_id: str, bot: Bot, user_id: str | None, *, attached: bool
+    ) -> None:
         """Attach or detach the acting bot; the user it acts for, when given, must be the creator."""
         template = await self.template(template_id, with_bots=False)
         if user_id is not None and user_id != template.creator_id:
@@ -2951,6 +3177,7 @@ class Partners:
 # ---------------------------------------------------------------------------
 # Music: the resolver, track ends and the player service
 # ---------------------------------------------------------------------------
+
 
 class Link(msgspec.Struct, frozen=True):
     source: str
@@ -3041,7 +3268,11 @@ def play_query(query: str | None) -> str:
     """A play query: 1-500 characters, and a URL only with an http(s) scheme."""
     query = (query or "").strip()
     scheme = _URL_SCHEME.match(query)
-    if not query or len(query) > _QUERY_LIMIT or (scheme and scheme[0].lower() not in ("http://", "https://")):
+    if (
+        not query
+        or len(query) > _QUERY_LIMIT
+        or (scheme and scheme[0].lower() not in ("http://", "https://"))
+    ):
         raise Invalid("query", "Invalid query.")
     return query
 
@@ -3056,7 +3287,13 @@ class TrackEnds:
     exist), has every guild whose track ended advance its queue, and sleeps until the next end.
     A change that makes a track end sooner wakes it sooner (:meth:`arm`)."""
 
-    def __init__(self, players: PlayerStore, advance: Callable[[str], Awaitable[object]], clock: Callable[[], float], timers: Timers) -> None:
+    def __init__(
+        self,
+        players: PlayerStore,
+        advance: Callable[[str], Awaitable[object]],
+        clock: Callable[[], float],
+        timers: Timers,
+    ) -> None:
         self._players = players
         self._advance = advance
         self._clock = clock
@@ -3107,7 +3344,13 @@ class Music:
     in one transaction, then published to the guild's followers, a track's end included."""
 
     def __init__(
-        self, players: PlayerStore, registry: RegistryStore, resolver: Resolver, hub: Hub, config: Config, timers: Timers
+        self,
+        players: PlayerStore,
+        registry: RegistryStore,
+        resolver: Resolver,
+        hub: Hub,
+        config: Config,
+        timers: Timers,
     ) -> None:
         self._players = players
         self._registry = registry
@@ -3137,7 +3380,9 @@ class Music:
         return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
 
     async def _change(self, guild_id: str, change: Callable[[Player | None], Player | None]) -> Player | None:
-        return await self._players.change(guild_id, change, self._clock(), after=lambda p: self._changed(guild_id, p))
+        return await self._players.change(
+            guild_id, change, self._clock(), after=lambda p: self._changed(guild_id, p)
+        )
 
     def _changed(self, guild_id: str, player: Player | None) -> None:
         if player is not None:
@@ -3230,6 +3475,7 @@ class Services:
 # ---------------------------------------------------------------------------
 # HTTP and OpenAPI helpers
 # ---------------------------------------------------------------------------
+
 
 def decode_body(body: bytes, type_: type[T]) -> T:
     """Decode a JSON request body into ``type_``; every failure is a 400 that names the field."""
@@ -3345,11 +3591,15 @@ class Encoded:
     """A 200 JSON answer from bytes encoded once (by msgspec, or kept encoded): an ASGI app
     the hot routes return, skipping the framework's serialization and header bookkeeping."""
 
-    __slots__ = ("_start", "_body")
+    __slots__ = ("_body", "_start")
 
     def __init__(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         length = (b"content-length", b"%d" % len(body))
-        self._start = {"type": "http.response.start", "status": 200, "headers": [_JSON_TYPE, length, *headers]}
+        self._start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [_JSON_TYPE, length, *headers],
+        }
         self._body = {"type": "http.response.body", "body": body}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -3412,7 +3662,6 @@ def documented_body(type_: Any) -> dict[str, Provide]:
     return {"_documented_body": Provide(body)}
 
 
-
 @functools.lru_cache(maxsize=4)
 def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
     """The caching headers of an answer given in second ``now`` (made once a second)."""
@@ -3447,27 +3696,9 @@ async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float
     elif error.status_code == 503:  # try again later
         await send({"type": "websocket.close", "code": 1013, "reason": error.message})
     else:  # 401 -> 4001, 400 -> 4000
-        await send({"type": "websocket.close", "code": 4000 + error.status_code % 100, "reason": error.message})
-
-
-async def follow(stream: Stream, send: Send, receive: Receive) -> None:
-    """Accept a WebSocket and send it the stream's frames until the client leaves, or falls so
-    far behind that it is closed with 1013 (loss is never silent: it reconnects, with ``?since=``
-    where the stream has a log). Client messages are ignored."""
-    try:
-        await send({"type": "websocket.accept"})
-        pump = asyncio.create_task(_pump(stream, send))
-        stream.subscription.on_overflow = pump.cancel
-        listen = asyncio.create_task(_drain(receive))
-        await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
-        for task in (pump, listen):
-            task.cancel()
-        await asyncio.gather(pump, listen, return_exceptions=True)
-    finally:
-        # The pump task keeps its CancelledError, whose traceback keeps the pump's frame and so
-        # the subscription: closed (and unhooked), a departed connection is freed at once, not at
-        # the next full collection (a round of 1,000 departures held ~70 MB until then).
-        stream.close()
+        await send(
+            {"type": "websocket.close", "code": 4000 + error.status_code % 100, "reason": error.message}
+        )
 
 
 _FRAMES_BETWEEN_YIELDS = 64
@@ -3490,7 +3721,9 @@ async def _pump(stream: Stream, send: Send) -> None:
     if stream.overflowed:
         # 1013 (try again later) tells the client to reconnect.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(send({"type": "websocket.close", "code": 1013, "reason": "backlog overflow"}), 5.0)
+            await asyncio.wait_for(
+                send({"type": "websocket.close", "code": 1013, "reason": "backlog overflow"}), 5.0
+            )
 
 
 async def _drain(receive: Receive) -> None:
@@ -3498,9 +3731,30 @@ async def _drain(receive: Receive) -> None:
         pass
 
 
+async def follow(stream: Stream, send: Send, receive: Receive) -> None:
+    """Accept a WebSocket and send it the stream's frames until the client leaves, or falls so
+    far behind that it is closed with 1013 (loss is never silent: it reconnects, with ``?since=``
+    where the stream has a log). Client messages are ignored."""
+    try:
+        await send({"type": "websocket.accept"})
+        pump = asyncio.create_task(_pump(stream, send))
+        stream.subscription.on_overflow = pump.cancel
+        listen = asyncio.create_task(_drain(receive))
+        await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
+        for task in (pump, listen):
+            task.cancel()
+        await asyncio.gather(pump, listen, return_exceptions=True)
+    finally:
+        # The pump task keeps its CancelledError, whose traceback keeps the pump's frame and so
+        # the subscription: closed (and unhooked), a departed connection is freed at once, not at
+        # the next full collection (a round of 1,000 departures held ~70 MB until then).
+        stream.close()
+
+
 # ---------------------------------------------------------------------------
 # Guards
 # ---------------------------------------------------------------------------
+
 
 def services(request: Request) -> Services:
     return request.app.state.xe
@@ -3591,13 +3845,16 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     token = xe.config.admin_token or ""
     given = header(connection.scope, b"authorization") or ""
     scheme, _sep, value = given.partition(" ")
-    if not (token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))):
+    if not (
+        token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))
+    ):
         raise await refused(xe, connection.scope, XenonError(401, "Unauthorized"))
 
 
 # ---------------------------------------------------------------------------
 # Xenon routes
 # ---------------------------------------------------------------------------
+
 
 def query_id(value: str | None, field: str, parse: Callable[[str, str], str] = path_id) -> str:
     if value is None or value == "":
@@ -3622,16 +3879,29 @@ _XENON_SECURITY = [{"BotToken": []}]
 )
 async def xenon_mappers(
     request: Request,
-    target: Annotated[str | None, QueryParameter(required=True, schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN})] = None,
-    source: Annotated[str | None, QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN})] = None,
-    backup: Annotated[str | None, QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": _BACKUP_ID_PATTERN})] = None,
+    target: Annotated[
+        str | None,
+        QueryParameter(
+            required=True, schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN}
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN}),
+    ] = None,
+    backup: Annotated[
+        str | None,
+        QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": _BACKUP_ID_PATTERN}),
+    ] = None,
 ) -> Encoded:
     """Translate ids of the source guild (or a backup's) to those of the target guild."""
     xe = services(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
     backup_id = query_id(backup, "backup", _backup_param) if backup else None
-    mapper = await xe.partners.mapper_json(target_id, query_id(source, "source") if source else None, backup_id)
+    mapper = await xe.partners.mapper_json(
+        target_id, query_id(source, "source") if source else None, backup_id
+    )
     # Only a found mapper is cacheable (the original also cached its errors).
     return Encoded(mapper, cache_headers(int(xe.config.clock()), xe.config.cache_seconds))
 
@@ -3718,7 +3988,9 @@ XENON_ROUTES = [
 _ELIXIR_WRITE_ERRORS = (400, 401, 413, 429)
 
 
-def _elixir_post(path: str, *more_errors: int, responses_200: Any = None, body: Any = ElixirUserBody, **options: Any) -> Any:
+def _elixir_post(
+    path: str, *more_errors: int, responses_200: Any = None, body: Any = ElixirUserBody, **options: Any
+) -> Any:
     """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape.
     ``responses_200`` documents the answer of a route that returns :class:`Encoded` bytes."""
     return post(
@@ -3788,13 +4060,17 @@ async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack 
     return elixir_track(entry.track, entry.requested_by, player.position_at(music.now()))
 
 
-@get("/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)})
+@get(
+    "/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)}
+)
 async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> Encoded:
     music = services(request).music
     player = await music.player(path_id(guild_id, "guild"))
     if player is None or (entry := player.current) is None:
         raise ElixirError(410, NOTHING_PLAYING)
-    return Encoded(msgspec.json.encode(elixir_track(entry.track, entry.requested_by, player.position_at(music.now()))))
+    return Encoded(
+        msgspec.json.encode(elixir_track(entry.track, entry.requested_by, player.position_at(music.now())))
+    )
 
 
 @get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))
@@ -3827,7 +4103,10 @@ ELIXIR_ROUTES = [
 # Admin routes
 # ---------------------------------------------------------------------------
 
-def _admin(route: Any, path: str, *errors: int, body: Any = None, status_code: int = 200, **options: Any) -> Any:
+
+def _admin(
+    route: Any, path: str, *errors: int, body: Any = None, status_code: int = 200, **options: Any
+) -> Any:
     """An admin route (``post``, ``put``, ``get`` or ``delete``): its body documented when it takes
     one, its errors in the Xenon shape."""
     codes = (400, 401, *errors, *((413,) if body is not None else ()), 429)
@@ -3898,7 +4177,9 @@ async def admin_revoke_bot(request: Request, bot_id: SnowflakePath) -> Empty:
 
 @_admin(post, "/templates", 409, body=TemplateIn, status_code=201)
 async def admin_create_template(request: Request) -> Template:
-    return await services(request).stores.partners.create_template(decode_body(await request.body(), TemplateIn))
+    return await services(request).stores.partners.create_template(
+        decode_body(await request.body(), TemplateIn)
+    )
 
 
 @_admin(post, "/backups", 409, body=BackupIn, status_code=201)
@@ -3933,9 +4214,12 @@ async def admin_loader_done(request: Request, target_id: SnowflakePath) -> Loade
 
 LIST_LIMIT = 1000
 PageLimit = Annotated[
-    str | None, QueryParameter(schema_extra={"type": "integer", "minimum": 1, "maximum": LIST_LIMIT, "oneOf": None})
+    str | None,
+    QueryParameter(schema_extra={"type": "integer", "minimum": 1, "maximum": LIST_LIMIT, "oneOf": None}),
 ]
-PageAfter = Annotated[str | None, QueryParameter(schema_extra={"type": "string", "maxLength": 100, "oneOf": None})]
+PageAfter = Annotated[
+    str | None, QueryParameter(schema_extra={"type": "string", "maxLength": 100, "oneOf": None})
+]
 
 
 def page_limit(value: str | None) -> int:
@@ -3956,7 +4240,9 @@ def _listing_route(kind: str) -> Any:
         return await services(request).stores.listings.page(kind, page_limit(limit), after)
 
     listing.__name__ = f"admin_list_{kind}"
-    listing.__doc__ = f"List {kind}, a page at a time (`?limit=` 1-1000, `?after=` the previous page's `next`)."
+    listing.__doc__ = (
+        f"List {kind}, a page at a time (`?limit=` 1-1000, `?after=` the previous page's `next`)."
+    )
     listing.__annotations__["return"] = Page[LISTED_AS[kind]]  # type: ignore[name-defined]
     return _admin(get, f"/{kind}", name=listing.__name__)(listing)
 
@@ -3984,6 +4270,7 @@ ADMIN_ROUTES = [
 # Host API
 # ---------------------------------------------------------------------------
 
+
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the storage and everything built on it; close them on exit."""
@@ -4000,7 +4287,9 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
         try:
             await music.track_ends.run()  # the tracks that ended while no server ran
-            yield Services(config, stores, limiter, hub, loaders, music, Partners(stores.partners, stores.loads))
+            yield Services(
+                config, stores, limiter, hub, loaders, music, Partners(stores.partners, stores.mappers)
+            )
         finally:
             sweeper.cancel()
             await music.track_ends.close()
@@ -4008,6 +4297,9 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await hub.close()
     finally:
         await stores.database.close()
+
+
+_ELIXIR_DOOR = {"join", "play", "enqueue", "set_volume", "skip", "pause", "resume", "stop"}
 
 
 def _door(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -4021,9 +4313,6 @@ def _door(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             raise ApiError.of(refusal, "elixir" if method.__name__ in _ELIXIR_DOOR else "xenon") from None
 
     return call
-
-
-_ELIXIR_DOOR = {"join", "play", "enqueue", "set_volume", "skip", "pause", "resume", "stop"}
 
 
 class _ElixirDoor:
@@ -4047,8 +4336,12 @@ class _ElixirDoor:
         return await self._xe.stores.keys.owner(key)
 
     @_door
-    async def put_guild(self, guild_id: str | int, name: str, voice_channels: Iterable[str | int] = ()) -> Guild:
-        return await self._xe.stores.registry.put(Guild(id=guild_id, name=name, voice_channels=list(voice_channels)))
+    async def put_guild(
+        self, guild_id: str | int, name: str, voice_channels: Iterable[str | int] = ()
+    ) -> Guild:
+        return await self._xe.stores.registry.put(
+            Guild(id=guild_id, name=name, voice_channels=list(voice_channels))
+        )
 
     @_door
     async def delete_guild(self, guild_id: str | int) -> bool:
@@ -4082,7 +4375,6 @@ class _ElixirDoor:
         """What a play of ``query`` would find (the configured resolver)."""
         return await self._xe.music.resolve(query)
 
-
     async def player(self, guild_id: str | int) -> Player | None:
         """The guild's player settled to now, with its whole queue, or ``None`` when not connected."""
         return await self._xe.music.player(snowflake(guild_id, "guild"), whole=True)
@@ -4103,7 +4395,9 @@ class _ElixirDoor:
 
     @_door
     async def enqueue(self, guild_id: str | int, tracks: Sequence[Track], requested_by: str | int) -> Player:
-        return await self._xe.music.enqueue(snowflake(guild_id, "guild"), tracks, snowflake(requested_by, "user"))
+        return await self._xe.music.enqueue(
+            snowflake(guild_id, "guild"), tracks, snowflake(requested_by, "user")
+        )
 
     @_door
     async def set_volume(self, guild_id: str | int, volume: int) -> Player:
@@ -4144,7 +4438,6 @@ class _XenonDoor:
     def subscribers(self, topic: str = LOADER_TOPIC) -> int:
         return self._xe.hub.subscribers(topic)
 
-
     @_door
     async def grant_bot(self, bot_id: str | int, name: str) -> str:
         """A Xenon token for the bot, shown only now; granting again rotates it."""
@@ -4169,7 +4462,9 @@ class _XenonDoor:
         return await self._xe.stores.partners.template(template_id)
 
     @_door
-    async def create_backup(self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None) -> Backup:
+    async def create_backup(
+        self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None
+    ) -> Backup:
         made = BackupIn(id=backup_id, source_id=source_id, creator_id=creator_id)
         return await self._xe.stores.partners.create_backup(made)
 
@@ -4177,13 +4472,19 @@ class _XenonDoor:
         return await self._xe.stores.partners.backup(backup_id)
 
     async def get_mapper(self, source_id: str | int, target_id: str | int) -> Mapper | None:
-        return await self._xe.stores.loads.mapper(snowflake(source_id, "source"), snowflake(target_id, "target"))
+        return await self._xe.stores.mappers.mapper(
+            snowflake(source_id, "source"), snowflake(target_id, "target")
+        )
 
     @_door
-    async def merge_ids(self, source_id: str | int, target_id: str | int, ids: dict[str | int, str | int]) -> None:
+    async def merge_ids(
+        self, source_id: str | int, target_id: str | int, ids: dict[str | int, str | int]
+    ) -> None:
         """Merge old->new ids into a mapper at once, outside any load (seeding, a migration)."""
         checked = IdsIn(ids).ids  # type: ignore[arg-type]
-        await self._xe.stores.loads.merge_ids(snowflake(source_id, "source"), snowflake(target_id, "target"), checked)  # type: ignore[arg-type]
+        await self._xe.stores.mappers.merge_ids(
+            snowflake(source_id, "source"), snowflake(target_id, "target"), checked
+        )  # type: ignore[arg-type]
 
     @_door
     async def start_loader(
@@ -4198,7 +4499,12 @@ class _XenonDoor:
     ) -> LoaderEvent:
         """Start loading a backup or template into a guild (publishes ``start``)."""
         loader = Loader(
-            target_id=target_id, type=type, source_id=source_id, backup_id=backup_id, template_id=template_id, user_id=user_id
+            target_id=target_id,
+            type=type,
+            source_id=source_id,
+            backup_id=backup_id,
+            template_id=template_id,
+            user_id=user_id,
         )
         return await self._xe.loaders.start(loader)
 
@@ -4324,12 +4630,29 @@ _DEMO_CATALOG = [
     ("youtube", "jfKfPfyJRdk", "lofi hip hop radio - beats to relax/study to", "Lofi Girl", 0),
 ]
 _DEMO_PLAYLISTS = [
-    Playlist(source="youtube", identifier="PLlatinoHits", name="Latino Hits",
-             tracks=["_n1o4D6G_XE", "1_zgKRBrT0Y", "-zgDXIi1uYw", "kJQP7kiw5Fk"]),
-    Playlist(source="spotify", identifier="37i9dQZF1DXcBWIGoYBM5M", name="Classic Rock",
-             tracks=["3n3Ppam7vgaVa1iaRUc9Lp", "1301WleyT98MSxVHPZCA6M", "2takcwOaAZWiXQijPHIx7B", "40riOy7x9W7GXjyGp4pjAv"]),
-    Playlist(source="soundcloud", identifier="lofi-girl/sets/study-session", name="Study Session",
-             tracks=["lofi-girl/snowman", "lofi-girl/coffee-break", "lofi-girl/rainy-window"]),
+    Playlist(
+        source="youtube",
+        identifier="PLlatinoHits",
+        name="Latino Hits",
+        tracks=["_n1o4D6G_XE", "1_zgKRBrT0Y", "-zgDXIi1uYw", "kJQP7kiw5Fk"],
+    ),
+    Playlist(
+        source="spotify",
+        identifier="37i9dQZF1DXcBWIGoYBM5M",
+        name="Classic Rock",
+        tracks=[
+            "3n3Ppam7vgaVa1iaRUc9Lp",
+            "1301WleyT98MSxVHPZCA6M",
+            "2takcwOaAZWiXQijPHIx7B",
+            "40riOy7x9W7GXjyGp4pjAv",
+        ],
+    ),
+    Playlist(
+        source="soundcloud",
+        identifier="lofi-girl/sets/study-session",
+        name="Study Session",
+        tracks=["lofi-girl/snowman", "lofi-girl/coffee-break", "lofi-girl/rainy-window"],
+    ),
 ]
 _DEMO_URIS = {
     "youtube": "https://www.youtube.com/watch?v={}",
@@ -4407,7 +4730,8 @@ async def seed_demo(host: Host, base_url: str, admin_token: str | None) -> str:
         "# Xenon partner API",
         f'{curl} "{x}/mappers?target={DEMO_TARGET}&source={DEMO_SOURCE}" -H "Authorization: {token}"',
         f'{curl} "{x}/mappers?target={DEMO_TARGET}&backup={DEMO_BACKUP}" -H "Authorization: {token}"',
-        f"""{curl} -X POST {x}/templates/{DEMO_TEMPLATE}/bots -H "Authorization: {token}" -d '{{"user": "{DEMO_CREATOR}"}}'""",
+        f"""{curl} -X POST {x}/templates/{DEMO_TEMPLATE}/bots -H "Authorization: {token}" """
+        f"""-d '{{"user": "{DEMO_CREATOR}"}}'""",
         f"{curl} {x}/templates/{DEMO_TEMPLATE}",
     ]
     if admin_token:
@@ -4418,6 +4742,15 @@ async def seed_demo(host: Host, base_url: str, admin_token: str | None) -> str:
             f"""-d '{{"name": "Xenon Elixir Demo", "voice_channels": ["{DEMO_VOICE[0]}", "{DEMO_VOICE[1]}"]}}'""",
         ]
     return "\n".join(lines) + "\n"
+
+
+async def _simulate_load(host: Host, load: int, interval: float) -> None:
+    await host.start_loader(DEMO_TARGET, "backup", DEMO_SOURCE, backup_id=DEMO_BACKUP, user_id=DEMO_CREATOR)
+    for status in DEMO_STATUSES:
+        await host.loader_status(DEMO_TARGET, status)
+        await asyncio.sleep(min(1.5, interval / 20))
+    await host.loader_ids(DEMO_TARGET, _demo_ids(load))
+    await host.loader_done(DEMO_TARGET, ok=True)
 
 
 async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) -> None:
@@ -4431,24 +4764,18 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
             try:
                 await _simulate_load(host, load, interval)
             except ApiError as exc:  # an operator finished or replaced the demo's loader mid-load
-                log.warning("demo load %d ended early (%s); the next starts in %g s", load, exc.message, interval)
+                log.warning(
+                    "demo load %d ended early (%s); the next starts in %g s", load, exc.message, interval
+                )
             except Exception:
                 log.exception("demo load %d failed; the next starts in %g s", load, interval)
         await asyncio.sleep(interval)
 
 
-async def _simulate_load(host: Host, load: int, interval: float) -> None:
-    await host.start_loader(DEMO_TARGET, "backup", DEMO_SOURCE, backup_id=DEMO_BACKUP, user_id=DEMO_CREATOR)
-    for status in DEMO_STATUSES:
-        await host.loader_status(DEMO_TARGET, status)
-        await asyncio.sleep(min(1.5, interval / 20))
-    await host.loader_ids(DEMO_TARGET, _demo_ids(load))
-    await host.loader_done(DEMO_TARGET, ok=True)
-
-
 # ---------------------------------------------------------------------------
 # App factory
 # ---------------------------------------------------------------------------
+
 
 @get("/", name="health")
 async def health(request: Request) -> Response[Health]:
@@ -4466,14 +4793,14 @@ _LOGGED_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixi
 """Set while a request that the access log records is handled (the server's own line would double it)."""
 
 
+def masked_query(query: str) -> str:
+    return _SECRET_PARAM.sub(r"\1=***", query)
+
+
 def masked(target: str) -> str:
     """A path with its query, the values of secret-looking parameters (``token``, ``key``, ...) masked."""
     path, sep, query = target.partition("?")
     return path + sep + masked_query(query)
-
-
-def masked_query(query: str) -> str:
-    return _SECRET_PARAM.sub(r"\1=***", query)
 
 
 @functools.lru_cache(maxsize=4)
@@ -4594,13 +4921,57 @@ def _setup_logging() -> None:
 class _Exchange:
     """What the edge notes of one request: for the access log and the answers it rewrites."""
 
-    __slots__ = ("status", "size", "left", "replaced")
+    __slots__ = ("left", "replaced", "size", "status")
 
     def __init__(self) -> None:
         self.status = 0
         self.size = 0
         self.left = False  # the client went away before an answer started (logged as 499)
         self.replaced = False  # the framework's answer was swapped for a JSON one
+
+
+def mount_prefix(scope: Scope) -> str:
+    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
+    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
+    if root := scope.get("root_path", ""):
+        return root
+    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
+    path = scope.get("path", "").rstrip("/")
+    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
+
+
+def servers_named(send: Send, root: str) -> Send:
+    """The OpenAPI document of an app mounted under ``root`` names it in ``servers``, so
+    clients built from it (Swagger UI's "Try it out") keep the prefix."""
+    held: list[Any] = []
+    chunks: list[bytes] = []
+
+    async def rewrite(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            held.append(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        start, body = held[0], b"".join(chunks)
+        if start["status"] == 200:
+            document = msgspec.json.decode(body)
+            document["servers"] = [{"url": root}]
+            body = msgspec.json.encode(document)
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    return rewrite
+
+
+async def json_error(send: Send, status: int, message: str, shape: str, now: float, prefix: str = "") -> int:
+    """Answer an error in the API's shape; returns the body's size."""
+    body = msgspec.json.encode(error_body(shape, message, now))
+    headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
+    await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}http.response.body", "body": body})
+    return len(body)
 
 
 class Edge:
@@ -4644,7 +5015,7 @@ class Edge:
         exchange = _Exchange()
         root = mount_prefix(scope) if docs else ""
         if root and scope["path"].rstrip("/").endswith("/openapi.json") and not head:
-            send = self._servers_named(send, root)
+            send = servers_named(send, root)
 
         async def listen() -> Any:
             message = await receive()
@@ -4661,7 +5032,9 @@ class Edge:
                     message = self._with_allow(message, scope)
                 elif docs and exchange.status == 404:
                     exchange.replaced = True
-                    exchange.size = await self._json_error(send, 404, "Not Found", scope)
+                    exchange.size = await json_error(
+                        send, 404, "Not Found", self._shape(scope), self.config.clock()
+                    )
                     return
             elif message["type"] == "http.response.body":
                 exchange.size += len(message.get("body", b""))
@@ -4689,7 +5062,9 @@ class Edge:
                 if "route_handler" not in scope and denial:  # no such path
                     exchange.status = 404
                     _DENIED.set(True)
-                    exchange.size = await self._json_error(send, 404, "Not Found", scope, prefix="websocket.")
+                    exchange.size = await json_error(
+                        send, 404, "Not Found", self._shape(scope), self.config.clock(), prefix="websocket."
+                    )
                     return
                 exchange.status = 403
             elif kind == "websocket.http.response.start":
@@ -4711,30 +5086,8 @@ class Edge:
                 _LOGGED_HERE.reset(token)
                 self._log(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
 
-    @staticmethod
-    def _servers_named(send: Send, root: str) -> Send:
-        """The OpenAPI document of an app mounted under ``root`` names it in ``servers``, so
-        clients built from it (Swagger UI's "Try it out") keep the prefix."""
-        held: list[Any] = []
-        chunks: list[bytes] = []
-
-        async def rewrite(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                held.append(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            start, body = held[0], b"".join(chunks)
-            if start["status"] == 200:
-                document = msgspec.json.decode(body)
-                document["servers"] = [{"url": root}]
-                body = msgspec.json.encode(document)
-            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-            await send({**start, "headers": [*headers, (b"content-length", b"%d" % len(body))]})
-            await send({"type": "http.response.body", "body": body})
-
-        return rewrite
+    def _shape(self, scope: Scope) -> str:
+        return "elixir" if api_of(scope, self.config.elixir_prefix) == "elixir" else "xenon"
 
     def _with_allow(self, message: Any, scope: Scope) -> Any:
         allow = self.allow.get(scope.get("path_template", ""))
@@ -4743,43 +5096,19 @@ class Edge:
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
         return {**message, "headers": [*headers, (b"allow", allow.encode())]}
 
-    async def _json_error(self, send: Send, status: int, message: str, scope: Scope, prefix: str = "") -> int:
-        """Answer an error in the API's shape; returns the body's size."""
-        shape = "elixir" if api_of(scope, self.config.elixir_prefix) == "elixir" else "xenon"
-        body = msgspec.json.encode(error_body(shape, message, self.config.clock()))
-        headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
-        await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
-        await send({"type": f"{prefix}http.response.body", "body": body})
-        return len(body)
-
     def _log(self, scope: Scope, method: str, status: int, size: int, began: float) -> None:
         query = scope.get("query_string", b"")
         target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
-        line = '%s - - [%s] "%s %s HTTP/%s" %s %s %.1fms' % (
-            client_address(scope),
-            _log_time(int(self.config.clock())),
-            method,
-            target,
-            scope.get("http_version", "1.1"),
-            status,
-            size or "-",
-            (time.perf_counter() - began) * 1000,
+        took = (time.perf_counter() - began) * 1000
+        line = (
+            f"{client_address(scope)} - - [{_log_time(int(self.config.clock()))}] "
+            f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size or "-"} {took:.1f}ms'
         )
         writer = _access_writer()
         if writer is not None:
             writer.write_line(line)
         else:  # logging configured by the embedding program: a record like any other
             access_log.info("%s", line)
-
-
-def mount_prefix(scope: Scope) -> str:
-    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
-    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
-    if root := scope.get("root_path", ""):
-        return root
-    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
-    path = scope.get("path", "").rstrip("/")
-    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
 
 
 DOCS_PATH = "/schema"
@@ -4802,10 +5131,9 @@ class OfflineSwagger(SwaggerRenderPlugin):
 
 
 def docs_assets_router() -> Router:
-    from openapi_ui_bundles.swagger_ui import static_path  # a dependency; imported when an app is built
-    from litestar.static_files import create_static_files_router
-
     from litestar.datastructures import CacheControlHeader
+    from litestar.static_files import create_static_files_router
+    from openapi_ui_bundles.swagger_ui import static_path  # a dependency; imported when an app is built
 
     return create_static_files_router(
         DOCS_ASSETS,
@@ -4869,13 +5197,19 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
             title="xenon_elixir",
             version=__version__,
             description="The Xenon partner API (/api) and the Elixir Music API (/api/v1), with the admin API "
-            "(/admin) when an admin token is set. Error bodies: Xenon and admin {\"error\"}, Elixir "
-            "{\"timestamp\", \"message\"}. The loader stream is WS /api/loaders/ws (see the README).",
+            '(/admin) when an admin token is set. Error bodies: Xenon and admin {"error"}, Elixir '
+            '{"timestamp", "message"}. The loader stream is WS /api/loaders/ws (see the README).',
             components=Components(
                 security_schemes={
-                    "BotToken": SecurityScheme(type="apiKey", name="Authorization", security_scheme_in="header",
-                                               description="The raw bot token (a `Bot ` prefix is tolerated)"),
-                    "ElixirKey": SecurityScheme(type="http", scheme="bearer", description="A per-guild Elixir key"),
+                    "BotToken": SecurityScheme(
+                        type="apiKey",
+                        name="Authorization",
+                        security_scheme_in="header",
+                        description="The raw bot token (a `Bot ` prefix is tolerated)",
+                    ),
+                    "ElixirKey": SecurityScheme(
+                        type="http", scheme="bearer", description="A per-guild Elixir key"
+                    ),
                     "AdminToken": SecurityScheme(type="http", scheme="bearer", description="XE_ADMIN_TOKEN"),
                 }
             ),
@@ -4932,6 +5266,7 @@ def __getattr__(name: str) -> Any:
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
+
 
 class CliError(Exception):
     """A command failed; its message is printed as one line to stderr."""
@@ -5005,11 +5340,21 @@ async def _cmd_import_tracks(args: argparse.Namespace) -> None:
 
     def progress(done: int, total: int) -> None:
         if total > _IMPORT_CHUNK:  # a counter for long imports; short ones just finish
-            print(f"\rwriting tracks: {done}/{total}", end="" if tty and done < total else "\n", file=sys.stderr)
+            print(
+                f"\rwriting tracks: {done}/{total}", end="" if tty and done < total else "\n", file=sys.stderr
+            )
 
     async with _cli_host(args) as host:
         tracks, playlists = await host.import_catalog(catalog.tracks, catalog.playlists, progress)
     print(f"imported {tracks} track(s) and {playlists} playlist(s)")
+
+
+def _cell(value: Any) -> str:
+    if value is msgspec.UNSET or value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(value) or "-"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 async def _cmd_list(args: argparse.Namespace) -> None:
@@ -5022,14 +5367,6 @@ async def _cmd_list(args: argparse.Namespace) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if page.next is not None:
         print(f"more: --after {page.next}", file=sys.stderr)
-
-
-def _cell(value: Any) -> str:
-    if value is msgspec.UNSET or value is None:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(value) or "-"
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 async def _cmd_backup(args: argparse.Namespace) -> None:
@@ -5053,32 +5390,12 @@ def serve_log_config() -> dict[str, Any]:
         "stream": sys.stdout,
     }
     config["loggers"]["xenon_elixir"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    config["loggers"]["xenon_elixir.access"] = {"handlers": ["xe_access"], "level": "INFO", "propagate": False}
+    config["loggers"]["xenon_elixir.access"] = {
+        "handlers": ["xe_access"],
+        "level": "INFO",
+        "propagate": False,
+    }
     return config
-
-
-def _cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    overrides: dict[str, Any] = {} if args.db is None else {"db": args.db}
-    if args.demo:
-        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-        overrides.update(demo=True, public_url=f"http://{shown}:{args.port}")
-    if args.demo and args.db is None:  # its own file, beside the usual one, unless told otherwise
-        overrides["db"] = demo_db(Config.from_env().db)
-    app = create_app(**overrides)
-    # A database that cannot be used is one line, not a traceback from the lifespan.
-    asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=serve_log_config(),
-        access_log=False,  # the app logs each request itself, the same way when embedded
-        ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
-    )
-    _Server(config).run()
 
 
 def demo_db(db: str) -> str:
@@ -5108,6 +5425,30 @@ class _Server:
         return Server(config)
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    overrides: dict[str, Any] = {} if args.db is None else {"db": args.db}
+    if args.demo:
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        overrides.update(demo=True, public_url=f"http://{shown}:{args.port}")
+    if args.demo and args.db is None:  # its own file, beside the usual one, unless told otherwise
+        overrides["db"] = demo_db(Config.from_env().db)
+    app = create_app(**overrides)
+    # A database that cannot be used is one line, not a traceback from the lifespan.
+    asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=serve_log_config(),
+        access_log=False,  # the app logs each request itself, the same way when embedded
+        ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
+    )
+    _Server(config).run()
+
+
 _EXAMPLES = {
     "serve": [
         "xenon-elixir serve --demo",
@@ -5115,8 +5456,12 @@ _EXAMPLES = {
     ],
     "add-bot": ["TOKEN=$(xenon-elixir add-bot 386861188891279362 Wick)"],
     "revoke-bot": ["xenon-elixir revoke-bot 386861188891279362"],
-    "add-template": ["xenon-elixir add-template Gaming --source 410488579140354049 --creator 647737109494497281"],
-    "add-backup": ["xenon-elixir add-backup --source 410488579140354049 --creator 647737109494497281 --id 3zydfwqp0h"],
+    "add-template": [
+        "xenon-elixir add-template Gaming --source 410488579140354049 --creator 647737109494497281"
+    ],
+    "add-backup": [
+        "xenon-elixir add-backup --source 410488579140354049 --creator 647737109494497281 --id 3zydfwqp0h"
+    ],
     "genkey": [
         "KEY=$(xenon-elixir genkey 766045633697021973 460177285954142208)",
         "xenon-elixir genkey 766045633697021973 460177285954142208 --rotate",
@@ -5172,7 +5517,9 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("--db", help="SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace], Any], summary: str, **more: Any) -> argparse.ArgumentParser:
+    def command(
+        name: str, run: Callable[[argparse.Namespace], Any], summary: str, **more: Any
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             parents=[] if name == "schema" else [db],
@@ -5224,8 +5571,12 @@ def _parser() -> argparse.ArgumentParser:
     add_guild = command("add-guild", _cmd_add_guild, "add or replace a guild in the registry")
     add_guild.add_argument("guild", metavar="GUILD")
     add_guild.add_argument("--name", required=True)
-    add_guild.add_argument("--voice", action="append", default=[], metavar="ID", help="a voice channel id (repeat)")
-    command("remove-guild", _cmd_remove_guild, "remove a guild from the registry").add_argument("guild", metavar="GUILD")
+    add_guild.add_argument(
+        "--voice", action="append", default=[], metavar="ID", help="a voice channel id (repeat)"
+    )
+    command("remove-guild", _cmd_remove_guild, "remove a guild from the registry").add_argument(
+        "guild", metavar="GUILD"
+    )
 
     imports = command(
         "import-tracks",
@@ -5237,9 +5588,13 @@ def _parser() -> argparse.ArgumentParser:
         "chunks of 5,000, so the server keeps serving during a big import. Running it again is harmless.",
     )
     imports.add_argument("file", metavar="FILE.json")
-    listing = command("list", _cmd_list, "list bots, guilds, keys, templates, backups or running loaders (no secrets)")
+    listing = command(
+        "list", _cmd_list, "list bots, guilds, keys, templates, backups or running loaders (no secrets)"
+    )
     listing.add_argument("kind", choices=list(LISTINGS), metavar="KIND", help=", ".join(LISTINGS))
-    listing.add_argument("--limit", type=int, default=100, help=f"at most this many (1-{LIST_LIMIT}, default 100)")
+    listing.add_argument(
+        "--limit", type=int, default=100, help=f"at most this many (1-{LIST_LIMIT}, default 100)"
+    )
     listing.add_argument("--after", help="start after this one (the 'more:' line of the previous page)")
     backup = command(
         "backup",

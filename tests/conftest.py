@@ -51,7 +51,10 @@ class FakeClock:
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> _FakeTimer:
         timer = _FakeTimer()
-        heapq.heappush(self._due, (self.now + max(delay, 0.0), next(self._count), asyncio.get_running_loop(), callback, timer))
+        heapq.heappush(
+            self._due,
+            (self.now + max(delay, 0.0), next(self._count), asyncio.get_running_loop(), callback, timer),
+        )
         return timer
 
     def advance(self, seconds: float) -> None:
@@ -114,7 +117,9 @@ def admin_key(client: TestClient, guild: str, user: str) -> str:
 def world(client: TestClient) -> dict[str, str]:
     """A registered guild with two voice channels, the sample catalog, and USER's key."""
     response = client.put(
-        f"/admin/guilds/{GUILD}", json={"name": "Music Lounge", "voice_channels": [VOICE, VOICE_2]}, headers=ADMIN
+        f"/admin/guilds/{GUILD}",
+        json={"name": "Music Lounge", "voice_channels": [VOICE, VOICE_2]},
+        headers=ADMIN,
     )
     assert response.status_code == 200, response.text
     assert client.post("/admin/tracks", json=CATALOG["tracks"], headers=ADMIN).status_code == 200
@@ -155,7 +160,9 @@ def run_load(
         body["user_id"] = user
     assert client.post("/admin/loaders", json=body, headers=ADMIN).status_code == 201
     if ids:
-        assert client.post(f"/admin/loaders/{target}/ids", json={"ids": ids}, headers=ADMIN).status_code == 200
+        assert (
+            client.post(f"/admin/loaders/{target}/ids", json={"ids": ids}, headers=ADMIN).status_code == 200
+        )
     done = client.post(f"/admin/loaders/{target}/done", headers=ADMIN)
     assert done.status_code == 200, done.text
     return done.json()
@@ -177,8 +184,15 @@ def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield launched
         launched.close()

@@ -53,10 +53,26 @@ VERSION = "4.2.2"
 SEARCH_PREFIXES = ("ytsearch:", "ytmsearch:", "scsearch:")
 ERROR_PREFIX = "error:"  # loadtracks of "error:<message>" or "ytsearch:error:<message>" fails
 END_REASONS = ("finished", "loadFailed", "stopped", "replaced", "cleanup")
-_PHRASES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
-            503: "Service Unavailable"}
-_INFO_KEYS = ("identifier", "isSeekable", "author", "length", "isStream", "position", "title", "uri",
-              "artworkUrl", "isrc", "sourceName")
+_PHRASES = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_INFO_KEYS = (
+    "identifier",
+    "isSeekable",
+    "author",
+    "length",
+    "isStream",
+    "position",
+    "title",
+    "uri",
+    "artworkUrl",
+    "isrc",
+    "sourceName",
+)
 
 
 def _utf(text: str) -> bytes:  # java.io.DataOutput.writeUTF: modified UTF-8 after a 2-byte length
@@ -73,11 +89,22 @@ def _utf(text: str) -> bytes:  # java.io.DataOutput.writeUTF: modified UTF-8 aft
 
 def encode_track(info: dict[str, Any]) -> str:
     """lavaplayer's encodeTrack, TRACK_INFO_VERSION 3, with no source-specific fields."""
-    optional = [b"\x00" if info[key] is None else b"\x01" + _utf(info[key])
-                for key in ("uri", "artworkUrl", "isrc")]
-    body = b"".join([b"\x03", _utf(info["title"]), _utf(info["author"]), struct.pack(">q", info["length"]),
-                     _utf(info["identifier"]), struct.pack(">?", info["isStream"]), *optional,
-                     _utf(info["sourceName"]), struct.pack(">q", info["position"])])
+    optional = [
+        b"\x00" if info[key] is None else b"\x01" + _utf(info[key]) for key in ("uri", "artworkUrl", "isrc")
+    ]
+    body = b"".join(
+        [
+            b"\x03",
+            _utf(info["title"]),
+            _utf(info["author"]),
+            struct.pack(">q", info["length"]),
+            _utf(info["identifier"]),
+            struct.pack(">?", info["isStream"]),
+            *optional,
+            _utf(info["sourceName"]),
+            struct.pack(">q", info["position"]),
+        ]
+    )
     return base64.b64encode(struct.pack(">I", len(body) | 1 << 30) + body).decode()
 
 
@@ -90,15 +117,20 @@ def decode_track(encoded: str) -> dict[str, Any]:
         if at + n > len(data):
             raise ValueError("truncated track")
         at += n
-        return data[at - n:at]
+        return data[at - n : at]
 
     def utf() -> str:
         raw = take(struct.unpack(">H", take(2))[0]).replace(b"\xc0\x80", b"\x00")
         return raw.decode("utf-8", "surrogatepass").encode("utf-16", "surrogatepass").decode("utf-16")
 
     version = take(1)[0] if struct.unpack(">I", take(4))[0] >> 30 & 1 else 1
-    info: dict[str, Any] = {"title": utf(), "author": utf(), "length": struct.unpack(">q", take(8))[0],
-                            "identifier": utf(), "isStream": take(1) != b"\x00"}
+    info: dict[str, Any] = {
+        "title": utf(),
+        "author": utf(),
+        "length": struct.unpack(">q", take(8))[0],
+        "identifier": utf(),
+        "isStream": take(1) != b"\x00",
+    }
     for key, since in (("uri", 2), ("artworkUrl", 3), ("isrc", 3)):
         info[key] = utf() if version >= since and take(1) != b"\x00" else None
     info.update(sourceName=utf(), position=struct.unpack(">q", data[-8:])[0], isSeekable=not info["isStream"])
@@ -184,8 +216,13 @@ def _on_loop(method: Callable) -> Callable:
 class LavalinkStandin:
     """A Lavalink v4 node on 127.0.0.1:<free port>, served by uvicorn on a thread with its own loop."""
 
-    def __init__(self, password: str = "youshallnotpass", *, player_update_interval: float | None = None,
-                 require_channel_id: bool = False) -> None:
+    def __init__(
+        self,
+        password: str = "youshallnotpass",
+        *,
+        player_update_interval: float | None = None,
+        require_channel_id: bool = False,
+    ) -> None:
         self.password = password
         self.player_update_interval = player_update_interval  # the server's default is 5 s
         self.require_channel_id = require_channel_id  # as Lavalink >= 4.2 does (voice.channelId)
@@ -255,8 +292,15 @@ class LavalinkStandin:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, lifespan="off", ws=_WebSocketProtocol, log_config=None, log_level=None,
-                                access_log=False, timeout_graceful_shutdown=2)  # leaves logging alone
+        config = uvicorn.Config(
+            self,
+            lifespan="off",
+            ws=_WebSocketProtocol,
+            log_config=None,
+            log_level=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )  # leaves logging alone
         self._server = uvicorn.Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
@@ -283,44 +327,73 @@ class LavalinkStandin:
 
     # ---------------------------------------------------------------- control: the catalog
     @_on_loop
-    def add_track(self, identifier: str, title: str, author: str = "Stand-in Artist", length: int = 180_000,
-                  *, uri: str | None = None, artwork_url: str | None = None, isrc: str | None = None,
-                  source: str = "youtube", stream: bool = False) -> dict[str, Any]:
+    def add_track(
+        self,
+        identifier: str,
+        title: str,
+        author: str = "Stand-in Artist",
+        length: int = 180_000,
+        *,
+        uri: str | None = None,
+        artwork_url: str | None = None,
+        isrc: str | None = None,
+        source: str = "youtube",
+        stream: bool = False,
+    ) -> dict[str, Any]:
         """`identifier` and `uri` load this track; searches find it by words of its title and author."""
         uri = uri or f"https://www.youtube.com/watch?v={identifier}"
-        info = {"identifier": identifier, "isSeekable": not stream, "author": author, "length": length,
-                "isStream": stream, "position": 0, "title": title, "uri": uri, "artworkUrl": artwork_url,
-                "isrc": isrc, "sourceName": source}
+        info = {
+            "identifier": identifier,
+            "isSeekable": not stream,
+            "author": author,
+            "length": length,
+            "isStream": stream,
+            "position": 0,
+            "title": title,
+            "uri": uri,
+            "artworkUrl": artwork_url,
+            "isrc": isrc,
+            "sourceName": source,
+        }
         self._tracks.append(info)
         self._catalog[identifier] = self._catalog[uri] = {"loadType": "track", "data": track_json(info)}
         return self._catalog[uri]["data"]
 
     @_on_loop
-    def add_playlist(self, identifier: str, name: str, identifiers: list[str], selected: int = -1,
-                     uri: str | None = None) -> dict[str, Any]:
-        data = {"info": {"name": name, "selectedTrack": selected}, "pluginInfo": {},
-                "tracks": [self._catalog[i]["data"] for i in identifiers]}
+    def add_playlist(
+        self, identifier: str, name: str, identifiers: list[str], selected: int = -1, uri: str | None = None
+    ) -> dict[str, Any]:
+        data = {
+            "info": {"name": name, "selectedTrack": selected},
+            "pluginInfo": {},
+            "tracks": [self._catalog[i]["data"] for i in identifiers],
+        }
         self._catalog[identifier] = self._catalog[uri or identifier] = {"loadType": "playlist", "data": data}
         return data
 
     @_on_loop
-    def fail_identifier(self, identifier: str, message: str = "Something went wrong",
-                        severity: str = "common") -> None:
+    def fail_identifier(
+        self, identifier: str, message: str = "Something went wrong", severity: str = "common"
+    ) -> None:
         self._catalog[identifier] = {"loadType": "error", "data": self._exception(message, severity)}
 
     @staticmethod
     def _exception(message: str, severity: str) -> dict[str, Any]:
         cause = f"com.sedmelluq.discord.lavaplayer.tools.FriendlyException: {message}"
-        return {"message": message, "severity": severity, "cause": cause,
-                "causeStackTrace": f"{cause}\n\tat lavalink_standin"}
+        return {
+            "message": message,
+            "severity": severity,
+            "cause": cause,
+            "causeStackTrace": f"{cause}\n\tat lavalink_standin",
+        }
 
     def _load(self, identifier: str) -> dict[str, Any]:
         if identifier in self._catalog:
             return self._catalog[identifier]
         prefix = next((p for p in SEARCH_PREFIXES if identifier.startswith(p)), "")
-        query = identifier[len(prefix):]
+        query = identifier[len(prefix) :]
         if query.startswith(ERROR_PREFIX):
-            message = query[len(ERROR_PREFIX):] or "Failed"
+            message = query[len(ERROR_PREFIX) :] or "Failed"
             return {"loadType": "error", "data": self._exception(message, "fault")}
         words = query.lower().split()
         found = [t for t in self._tracks if all(w in f"{t['title']} {t['author']}".lower() for w in words)]
@@ -347,9 +420,18 @@ class LavalinkStandin:
 
     @_on_loop
     def sessions(self) -> list[dict[str, Any]]:
-        return [{"sessionId": s.id, "userId": s.user_id, "clientName": s.client_name, "resuming": s.resuming,
-                 "timeout": s.timeout, "connected": s.queue is not None, "guilds": list(s.players)}
-                for s in self._sessions.values()]
+        return [
+            {
+                "sessionId": s.id,
+                "userId": s.user_id,
+                "clientName": s.client_name,
+                "resuming": s.resuming,
+                "timeout": s.timeout,
+                "connected": s.queue is not None,
+                "guilds": list(s.players),
+            }
+            for s in self._sessions.values()
+        ]
 
     def connected_session(self) -> str | None:
         """The id of the newest connected session, or None."""
@@ -388,8 +470,14 @@ class LavalinkStandin:
         return self._end(self._find(guild, session_id), reason)
 
     @_on_loop
-    def fail_track(self, guild: str, message: str = "Something broke", severity: str = "fault",
-                   end_reason: str | None = "loadFailed", session_id: str | None = None) -> None:
+    def fail_track(
+        self,
+        guild: str,
+        message: str = "Something broke",
+        severity: str = "fault",
+        end_reason: str | None = "loadFailed",
+        session_id: str | None = None,
+    ) -> None:
         """TrackExceptionEvent, then (unless end_reason is None) TrackEndEvent(end_reason)."""
         player = self._find(guild, session_id)
         self._event(player, "TrackExceptionEvent", exception=self._exception(message, severity))
@@ -412,8 +500,9 @@ class LavalinkStandin:
             self._player_update(player)
 
     @_on_loop
-    def emit_player_update(self, guild: str, position: int | None = None,
-                           session_id: str | None = None) -> None:
+    def emit_player_update(
+        self, guild: str, position: int | None = None, session_id: str | None = None
+    ) -> None:
         """A playerUpdate now, after moving the playing track to `position` if given."""
         player = self._find(guild, session_id, need_track=position is not None)
         if position is not None:
@@ -468,8 +557,9 @@ class LavalinkStandin:
             return  # the session has ended: the frame is lost
         self._frames.append((session.id, frame))
 
-    def _find(self, guild: str, session_id: str | None, need_track: bool = True,
-              missing_ok: bool = False) -> Player | None:
+    def _find(
+        self, guild: str, session_id: str | None, need_track: bool = True, missing_ok: bool = False
+    ) -> Player | None:
         for session in reversed(list(self._sessions.values())):
             player = session.players.get(guild)
             if session_id in (None, session.id) and player and (player.info or not need_track):
@@ -480,17 +570,26 @@ class LavalinkStandin:
 
     def _state(self, player: Player) -> dict[str, Any]:
         connected = player.voice is not None and player.connected
-        return {"time": int(time.time() * 1000), "position": player.position() if player.info else 0,
-                "connected": connected, "ping": 12 if connected else -1}
+        return {
+            "time": int(time.time() * 1000),
+            "position": player.position() if player.info else 0,
+            "connected": connected,
+            "ping": 12 if connected else -1,
+        }
 
     def _track(self, player: Player) -> dict[str, Any]:
         return track_json(player.info, player.position(), player.user_data)
 
     def _player_json(self, player: Player) -> dict[str, Any]:
-        return {"guildId": player.guild, "track": self._track(player) if player.info else None,
-                "volume": player.volume, "paused": player.paused, "state": self._state(player),
-                "voice": player.voice or {"token": "", "endpoint": "", "sessionId": ""},
-                "filters": player.filters}
+        return {
+            "guildId": player.guild,
+            "track": self._track(player) if player.info else None,
+            "volume": player.volume,
+            "paused": player.paused,
+            "state": self._state(player),
+            "voice": player.voice or {"token": "", "endpoint": "", "sessionId": ""},
+            "filters": player.filters,
+        }
 
     def _player_update(self, player: Player) -> None:
         if player.session.queue is not None:  # the server drops, not holds, these while a session is away
@@ -498,16 +597,26 @@ class LavalinkStandin:
             self._send(player.session, frame)
 
     def _event(self, player: Player, kind: str, **fields: Any) -> None:
-        self._send(player.session, {"op": "event", "type": kind, "guildId": player.guild,
-                                    "track": self._track(player), **fields})
+        self._send(
+            player.session,
+            {"op": "event", "type": kind, "guildId": player.guild, "track": self._track(player), **fields},
+        )
 
     def _end(self, player: Player, reason: str) -> dict[str, Any]:
         track = self._track(player)
         player.info, player.user_data, player.end_time = None, {}, None
         player.seek(0)
         self._schedule_end(player)
-        self._send(player.session, {"op": "event", "type": "TrackEndEvent", "guildId": player.guild,
-                                    "track": track, "reason": reason})
+        self._send(
+            player.session,
+            {
+                "op": "event",
+                "type": "TrackEndEvent",
+                "guildId": player.guild,
+                "track": track,
+                "reason": reason,
+            },
+        )
         return track
 
     def _play(self, player: Player, info: dict, position: int, user_data: dict) -> None:
@@ -551,11 +660,13 @@ class LavalinkStandin:
     def _stats(self) -> dict[str, Any]:
         players = [p for s in self._sessions.values() for p in s.players.values()]
         memory = 64 << 20
-        return {"players": len(players),
-                "playingPlayers": sum(bool(p.info and not p.paused) for p in players),
-                "uptime": int((time.time() - self._started) * 1000),
-                "memory": {"free": memory, "used": memory, "allocated": 2 * memory, "reservable": 8 * memory},
-                "cpu": {"cores": 4, "systemLoad": 0.1, "lavalinkLoad": 0.01}}
+        return {
+            "players": len(players),
+            "playingPlayers": sum(bool(p.info and not p.paused) for p in players),
+            "uptime": int((time.time() - self._started) * 1000),
+            "memory": {"free": memory, "used": memory, "allocated": 2 * memory, "reservable": 8 * memory},
+            "cpu": {"cores": 4, "systemLoad": 0.1, "lavalinkLoad": 0.01},
+        }
 
     async def _tick(self) -> None:
         while True:
@@ -568,8 +679,14 @@ class LavalinkStandin:
         if scope["type"] not in ("http", "websocket"):
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        call = {"method": scope.get("method", "GET"), "path": scope["path"], "headers": headers,
-                "query": dict(parse_qsl(scope["query_string"].decode())), "json": None, "status": None}
+        call = {
+            "method": scope.get("method", "GET"),
+            "path": scope["path"],
+            "headers": headers,
+            "query": dict(parse_qsl(scope["query_string"].decode())),
+            "json": None,
+            "status": None,
+        }
         self._calls.append(call)
         if scope["type"] == "websocket":
             await self._websocket(call, receive, send)
@@ -579,8 +696,15 @@ class LavalinkStandin:
     async def _websocket(self, call: dict, receive: Callable, send: Callable) -> None:
         await receive()  # websocket.connect
         headers, user_id = call["headers"], call["headers"].get("user-id", "")
-        call["status"] = (503 if self._down else 401 if headers.get("authorization") != self.password
-                          else 400 if not user_id.isdigit() or int(user_id) == 0 else 101)
+        call["status"] = (
+            503
+            if self._down
+            else 401
+            if headers.get("authorization") != self.password
+            else 400
+            if not user_id.isdigit() or int(user_id) == 0
+            else 101
+        )
         if call["status"] != 101:
             await send({"type": "websocket.http.response.start", "status": call["status"], "headers": []})
             return await send({"type": "websocket.http.response.body", "body": b""})
@@ -638,34 +762,50 @@ class LavalinkStandin:
             authorization = call["headers"].get("authorization")
             call["status"] = 401 if authorization is None else 403 if authorization != self.password else 200
             if call["status"] == 200:
-                call["status"], result = self._route(call["method"], call["path"], call["query"],
-                                                     call["json"])
+                call["status"], result = self._route(
+                    call["method"], call["path"], call["query"], call["json"]
+                )
         except HttpError as error:
             call["status"] = error.status
-            result = {"timestamp": int(time.time() * 1000), "status": error.status,
-                      "error": _PHRASES[error.status], "message": str(error), "path": call["path"]}
+            result = {
+                "timestamp": int(time.time() * 1000),
+                "status": error.status,
+                "error": _PHRASES[error.status],
+                "message": str(error),
+                "path": call["path"],
+            }
             if call["query"].get("trace") == "true":
                 result["trace"] = f"org.springframework.web.server.ResponseStatusException: {error}"
-        await send({"type": "http.response.start", "status": call["status"],
-                    "headers": [(b"content-type", b"application/json"), (b"lavalink-api-version", b"4")]})
-        await send({"type": "http.response.body",
-                    "body": b"" if result is None else json.dumps(result).encode()})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": call["status"],
+                "headers": [(b"content-type", b"application/json"), (b"lavalink-api-version", b"4")],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if result is None else json.dumps(result).encode()}
+        )
 
     def _route(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
         players = r"/v4/sessions/(\w+)/players"
         routes: list[tuple[str, str, Callable]] = [
             ("GET", r"/v4/info", self._info),
             ("GET", r"/v4/loadtracks", lambda: self._load(self._param(query, "identifier"))),
-            ("GET", r"/v4/decodetrack",
-             lambda: self._decode(query.get("encodedTrack") or self._param(query, "track"))),
+            (
+                "GET",
+                r"/v4/decodetrack",
+                lambda: self._decode(query.get("encodedTrack") or self._param(query, "track")),
+            ),
             ("GET", players, lambda s: [self._player_json(p) for p in self._session(s).players.values()]),
             ("GET", players + r"/(\d+)", self._get_player),
             ("PATCH", players + r"/(\d+)", lambda s, g: self._patch_player(self._session(s), g, body, query)),
             ("DELETE", players + r"/(\d+)", lambda s, g: self._destroy(self._session(s), g)),
             ("PATCH", r"/v4/sessions/(\w+)", lambda s: self._patch_session(self._session(s), body)),
         ]
-        matched = [(m, fn, match.groups()) for m, pattern, fn in routes
-                   if (match := re.fullmatch(pattern, path))]
+        matched = [
+            (m, fn, match.groups()) for m, pattern, fn in routes if (match := re.fullmatch(pattern, path))
+        ]
         for route_method, fn, groups in matched:
             if route_method == method:
                 result = fn(*groups)
@@ -675,8 +815,9 @@ class LavalinkStandin:
     @staticmethod
     def _param(query: dict, name: str) -> str:
         if name not in query:
-            raise HttpError(400, f"Required request parameter '{name}' for method parameter type String "
-                                 "is not present")
+            raise HttpError(
+                400, f"Required request parameter '{name}' for method parameter type String is not present"
+            )
         return query[name]
 
     @staticmethod
@@ -689,12 +830,34 @@ class LavalinkStandin:
     def _info(self) -> dict[str, Any]:
         major, minor, patch = (int(part) for part in VERSION.split("."))
         built = int(self._started * 1000)
-        return {"version": {"semver": VERSION, "major": major, "minor": minor, "patch": patch,
-                            "preRelease": None, "build": None},
-                "buildTime": built, "git": {"branch": "main", "commit": "standin", "commitTime": built},
-                "jvm": "21.0.0", "lavaplayer": "2.2.4", "sourceManagers": ["youtube", "soundcloud", "http"],
-                "filters": ["volume", "equalizer", "karaoke", "timescale", "tremolo", "vibrato", "distortion",
-                            "rotation", "channelMix", "lowPass"], "plugins": []}
+        return {
+            "version": {
+                "semver": VERSION,
+                "major": major,
+                "minor": minor,
+                "patch": patch,
+                "preRelease": None,
+                "build": None,
+            },
+            "buildTime": built,
+            "git": {"branch": "main", "commit": "standin", "commitTime": built},
+            "jvm": "21.0.0",
+            "lavaplayer": "2.2.4",
+            "sourceManagers": ["youtube", "soundcloud", "http"],
+            "filters": [
+                "volume",
+                "equalizer",
+                "karaoke",
+                "timescale",
+                "tremolo",
+                "vibrato",
+                "distortion",
+                "rotation",
+                "channelMix",
+                "lowPass",
+            ],
+            "plugins": [],
+        }
 
     def _session(self, session_id: str) -> Session:
         if session_id not in self._sessions:
@@ -720,8 +883,11 @@ class LavalinkStandin:
         """PlayerRestHandler.patchPlayer, in its order."""
         if not isinstance(body, dict):
             raise HttpError(400, "Failed to read request")
-        legacy = {"encoded" if k == "encodedTrack" else k: body[k] for k in ("encodedTrack", "identifier")
-                  if k in body}  # the deprecated spelling
+        legacy = {
+            "encoded" if k == "encodedTrack" else k: body[k]
+            for k in ("encodedTrack", "identifier")
+            if k in body
+        }  # the deprecated spelling
         if "track" in body and legacy:
             raise HttpError(400, "Cannot specify both track and encodedTrack/identifier")
         track = legacy or (body["track"] if isinstance(body.get("track"), dict) else {})
@@ -755,8 +921,11 @@ class LavalinkStandin:
             self._player_update(player)
         if new_track and not (query.get("noReplace") == "true" and player.info):
             player.paused = bool(body.get("paused", False))
-            info = self._playable(track["identifier"]) if "identifier" in track else (
-                track["encoded"] and self._decode(track["encoded"])["info"])
+            info = (
+                self._playable(track["identifier"])
+                if "identifier" in track
+                else (track["encoded"] and self._decode(track["encoded"])["info"])
+            )
             if info:
                 player.end_time = body.get("endTime")
                 self._play(player, info, int(body.get("position", 0)), track.get("userData") or {})
@@ -770,8 +939,12 @@ class LavalinkStandin:
         if loaded["loadType"] == "error":
             raise HttpError(400, loaded["data"]["message"])
         if loaded["loadType"] != "track":
-            raise HttpError(400, "No matches found for identifier" if loaded["loadType"] == "empty"
-                            else "Cannot play a playlist or search result")
+            raise HttpError(
+                400,
+                "No matches found for identifier"
+                if loaded["loadType"] == "empty"
+                else "Cannot play a playlist or search result",
+            )
         return loaded["data"]["info"]
 
 

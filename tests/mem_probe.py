@@ -51,7 +51,9 @@ def _report(signum: int, frame: object) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, as `python -m` from its root
+    sys.path.insert(
+        0, str(Path(__file__).resolve().parent.parent)
+    )  # the checkout, as `python -m` from its root
     import xenon_elixir
 
     signal.signal(signal.SIGUSR1, _report)

@@ -34,7 +34,13 @@ class Server:
     """A ``python -m xenon_elixir serve`` child process; its output goes to ``log``."""
 
     def __init__(
-        self, db: str, log: Path, overrides: dict[str, object] | None = None, *, memory_report: Path | None = None, **env: str
+        self,
+        db: str,
+        log: Path,
+        overrides: dict[str, object] | None = None,
+        *,
+        memory_report: Path | None = None,
+        **env: str,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -49,7 +55,9 @@ class Server:
             )
             command = [sys.executable, "-c", code, db]
         self.memory_report = memory_report
-        if memory_report is not None:  # tests/mem_probe.py: the same serve, under tracemalloc, answering SIGUSR1
+        if (
+            memory_report is not None
+        ):  # tests/mem_probe.py: the same serve, under tracemalloc, answering SIGUSR1
             probe = Path(__file__).with_name("mem_probe.py")
             command = [sys.executable, "-X", "tracemalloc=1", str(probe), *command[3:]]
             env["XE_MEM_REPORT"] = str(memory_report)
@@ -74,7 +82,9 @@ class Server:
         self.stop()
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.log.read_text()}")
 
-    def memory(self, settled: Callable[[dict[str, Any]], bool] = lambda figures: True, timeout: float = 20.0) -> dict[str, Any]:
+    def memory(
+        self, settled: Callable[[dict[str, Any]], bool] = lambda figures: True, timeout: float = 20.0
+    ) -> dict[str, Any]:
         """The server's memory figures (see tests/mem_probe.py), asked for again every 0.25 s until
         ``settled`` accepts them or ``timeout`` runs out (then the last ones)."""
         assert self.memory_report is not None, "start the server with memory_report="

@@ -29,7 +29,8 @@ def test_admin_is_off_without_a_token(make_client: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "authorization", [None, "", "Bearer", "Bearer wrong", ADMIN_TOKEN, f"Basic {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN}x"]
+    "authorization",
+    [None, "", "Bearer", "Bearer wrong", ADMIN_TOKEN, f"Basic {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN}x"],
 )
 def test_admin_needs_the_bearer_token(client: TestClient, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -110,14 +111,20 @@ def test_revoke_with_a_bad_id_is_400(client: TestClient) -> None:
 
 def test_put_guild_answers_the_guild_and_replaces_its_channels(client: TestClient) -> None:
     response = client.put(
-        f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE_2, int(VOICE), VOICE_2]}, headers=ADMIN
+        f"/admin/guilds/{GUILD}",
+        json={"name": "Lounge", "voice_channels": [VOICE_2, int(VOICE), VOICE_2]},
+        headers=ADMIN,
     )
     assert response.status_code == 200
     assert response.json() == {"id": GUILD, "name": "Lounge", "voice_channels": [VOICE_2, VOICE]}
-    response = client.put(f"/admin/guilds/{GUILD}", json={"name": "Renamed", "voice_channels": [VOICE]}, headers=ADMIN)
+    response = client.put(
+        f"/admin/guilds/{GUILD}", json={"name": "Renamed", "voice_channels": [VOICE]}, headers=ADMIN
+    )
     assert response.json() == {"id": GUILD, "name": "Renamed", "voice_channels": [VOICE]}
     key = admin_key(client, GUILD, USER)
-    response = client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE_2}, headers=bearer(key))
+    response = client.post(
+        f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE_2}, headers=bearer(key)
+    )
     assert response.json()["message"] == "Voice channel not found."
 
 
@@ -162,10 +169,14 @@ def test_import_tracks_counts_and_upserts(client: TestClient) -> None:
     client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
     key = admin_key(client, GUILD, USER)
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
-    played = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia live"}, headers=bearer(key))
+    played = client.post(
+        f"{API}/{GUILD}/play", json={"user": USER, "query": "magia live"}, headers=bearer(key)
+    )
     assert played.json()["title"] == "Magia (Live)"
     # the old title is gone from the search index too
-    gone = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "Sebastián Yatra"}, headers=bearer(key))
+    gone = client.post(
+        f"{API}/{GUILD}/play", json={"user": USER, "query": "Sebastián Yatra"}, headers=bearer(key)
+    )
     assert gone.status_code == 404
 
 
@@ -181,18 +192,27 @@ def test_import_tracks_counts_and_upserts(client: TestClient) -> None:
         ({"identifier": ""}, "Invalid identifier"),
     ],
 )
-def test_a_bad_track_refuses_the_whole_import(client: TestClient, change: dict[str, Any], fragment: str) -> None:
+def test_a_bad_track_refuses_the_whole_import(
+    client: TestClient, change: dict[str, Any], fragment: str
+) -> None:
     good = {**TRACK, "identifier": "goodOne"}
     response = client.post("/admin/tracks", json=[good, {**TRACK, **change}], headers=ADMIN)
     assert response.status_code == 400
     assert fragment in response.json()["error"]
     playlist = {"source": "youtube", "identifier": "PL", "name": "P", "tracks": ["goodOne"]}
-    assert client.post("/admin/playlists", json=playlist, headers=ADMIN).status_code == 400  # nothing was written
+    assert (
+        client.post("/admin/playlists", json=playlist, headers=ADMIN).status_code == 400
+    )  # nothing was written
 
 
 def test_playlists_are_upserted_in_order(client: TestClient) -> None:
     client.post("/admin/tracks", json=CATALOG["tracks"], headers=ADMIN)
-    playlist = {"source": "youtube", "identifier": "PLmine", "name": "Mine", "tracks": ["-zgDXIi1uYw", "_n1o4D6G_XE"]}
+    playlist = {
+        "source": "youtube",
+        "identifier": "PLmine",
+        "name": "Mine",
+        "tracks": ["-zgDXIi1uYw", "_n1o4D6G_XE"],
+    }
     response = client.post("/admin/playlists", json=playlist, headers=ADMIN)
     assert (response.status_code, response.json()) == (200, playlist)
     playlist["tracks"] = ["1_zgKRBrT0Y"]
@@ -210,7 +230,11 @@ def test_playlists_are_upserted_in_order(client: TestClient) -> None:
 
 def test_a_playlist_naming_an_unknown_track_is_400(client: TestClient) -> None:
     playlist = {"source": "spotify", "identifier": "x1", "name": "X", "tracks": ["nope"]}
-    xenon_error(client.post("/admin/playlists", json=playlist, headers=ADMIN), 400, "Playlist x1: unknown track spotify/nope")
+    xenon_error(
+        client.post("/admin/playlists", json=playlist, headers=ADMIN),
+        400,
+        "Playlist x1: unknown track spotify/nope",
+    )
 
 
 def test_admin_bodies_may_exceed_one_mebibyte(client: TestClient) -> None:
@@ -242,7 +266,9 @@ def test_grant_bot_is_201_then_rotates_with_200(client: TestClient) -> None:
     assert again.status_code == 200 and again.json()["token"] != first.json()["token"]
 
 
-@pytest.mark.parametrize("body", [{"id": "abc", "name": "x"}, {"id": XENON_BOT, "name": ""}, {"id": XENON_BOT}])
+@pytest.mark.parametrize(
+    "body", [{"id": "abc", "name": "x"}, {"id": XENON_BOT, "name": ""}, {"id": XENON_BOT}]
+)
 def test_bad_bots_are_400(client: TestClient, body: dict[str, Any]) -> None:
     xenon_error(client.post("/admin/bots", json=body, headers=ADMIN), 400)
 
@@ -255,38 +281,71 @@ def test_revoke_bot_is_idempotent(client: TestClient) -> None:
 
 
 def test_templates_get_generated_or_given_ids(client: TestClient) -> None:
-    made = client.post("/admin/templates", json={"name": "T", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    made = client.post(
+        "/admin/templates", json={"name": "T", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN
+    )
     assert made.status_code == 201
     assert re.fullmatch(r"[A-Za-z0-9]{12}", made.json()["id"])
-    assert made.json() == {"id": made.json()["id"], "name": "T", "source_id": SOURCE, "creator_id": CREATOR, "bots": []}
+    assert made.json() == {
+        "id": made.json()["id"],
+        "name": "T",
+        "source_id": SOURCE,
+        "creator_id": CREATOR,
+        "bots": [],
+    }
     given = {"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR}
     assert client.post("/admin/templates", json=given, headers=ADMIN).json()["id"] == "hHGhNE6wyxgF"
-    xenon_error(client.post("/admin/templates", json=given, headers=ADMIN), 409, "Template hHGhNE6wyxgF already exists")
+    xenon_error(
+        client.post("/admin/templates", json=given, headers=ADMIN),
+        409,
+        "Template hHGhNE6wyxgF already exists",
+    )
     xenon_error(client.post("/admin/templates", json={**given, "id": "short"}, headers=ADMIN), 400)
 
 
 def test_backups_get_generated_or_given_lowercase_ids(client: TestClient) -> None:
     made = client.post("/admin/backups", json={"source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
     assert made.status_code == 201 and re.fullmatch(r"[0-9a-z]{10}", made.json()["id"])
-    given = client.post("/admin/backups", json={"id": "3ZYDFWQP0H", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    given = client.post(
+        "/admin/backups", json={"id": "3ZYDFWQP0H", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN
+    )
     assert given.json() == {"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}
-    again = client.post("/admin/backups", json={"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    again = client.post(
+        "/admin/backups", json={"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN
+    )
     xenon_error(again, 409)
 
 
 def test_loader_lifecycle_through_the_admin_api(client: TestClient) -> None:
-    start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h", "user_id": CREATOR}
+    start = {
+        "target_id": TARGET,
+        "type": "backup",
+        "source_id": SOURCE,
+        "backup_id": "3zydfwqp0h",
+        "user_id": CREATOR,
+    }
     started = client.post("/admin/loaders", json=start, headers=ADMIN)
     assert started.status_code == 201
     assert started.json() == {
         "event": "start",
         "seq": 1,
-        "data": {"id": TARGET, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h", "user_id": CREATOR},
+        "data": {
+            "id": TARGET,
+            "type": "backup",
+            "source_id": SOURCE,
+            "backup_id": "3zydfwqp0h",
+            "user_id": CREATOR,
+        },
     }
     xenon_error(client.post("/admin/loaders", json=start, headers=ADMIN), 409)
-    assert client.post(f"/admin/loaders/{TARGET}/status", json={"status": "loading roles"}, headers=ADMIN).json() == {}
+    assert (
+        client.post(f"/admin/loaders/{TARGET}/status", json={"status": "loading roles"}, headers=ADMIN).json()
+        == {}
+    )
     ids = {"410520361789161472": "754098965649162251", "410533472055066624": 754098969658916895}
-    assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).json() == {"count": 2}
+    assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).json() == {
+        "count": 2
+    }
     done = client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN)
     assert done.status_code == 200
     assert done.json()["event"] == "done" and done.json()["data"]["ok"] is False and done.json()["seq"] == 3
@@ -295,8 +354,11 @@ def test_loader_lifecycle_through_the_admin_api(client: TestClient) -> None:
 @pytest.mark.parametrize("action", ["status", "ids", "done"])
 def test_loader_calls_without_a_running_loader_are_404(client: TestClient, action: str) -> None:
     body = {"status": {"status": "x"}, "ids": {"ids": {}}, "done": {}}[action]
-    xenon_error(client.post(f"/admin/loaders/{TARGET}/{action}", json=body, headers=ADMIN), 404,
-                f"No loader is running on guild {TARGET}")
+    xenon_error(
+        client.post(f"/admin/loaders/{TARGET}/{action}", json=body, headers=ADMIN),
+        404,
+        f"No loader is running on guild {TARGET}",
+    )
 
 
 @pytest.mark.parametrize(
@@ -313,7 +375,9 @@ def test_loader_calls_without_a_running_loader_are_404(client: TestClient, actio
         ("/admin/loaders/abc/done", {}),
     ],
 )
-def test_bad_loader_requests_are_400_and_change_nothing(client: TestClient, path: str, body: dict[str, Any]) -> None:
+def test_bad_loader_requests_are_400_and_change_nothing(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
     start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE}
     if not path.endswith("/loaders"):
         client.post("/admin/loaders", json=start, headers=ADMIN)
@@ -325,12 +389,18 @@ def test_bad_loader_requests_are_400_and_change_nothing(client: TestClient, path
 
 
 def test_ten_thousand_ids_in_one_call(client: TestClient) -> None:
-    client.post("/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN)
+    client.post(
+        "/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN
+    )
     ids = {str(500000000000000000 + i): str(600000000000000000 + i) for i in range(10_000)}
-    assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).json() == {"count": 10_000}
+    assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).json() == {
+        "count": 10_000
+    }
     client.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN)
     token = client.post("/admin/bots", json={"id": XENON_BOT, "name": "W"}, headers=ADMIN).json()["token"]
-    mapper = client.get(f"/api/mappers?target={TARGET}&source={SOURCE}", headers={"Authorization": token}).json()
+    mapper = client.get(
+        f"/api/mappers?target={TARGET}&source={SOURCE}", headers={"Authorization": token}
+    ).json()
     assert len(mapper["ids"]) == 10_001
 
 
@@ -345,14 +415,28 @@ def test_every_kind_is_listed_in_id_order_a_page_at_a_time_without_secrets(clien
     token = grant_bot(client)
     grant_bot(client, "235148962103951360", "Other")
     client.delete("/admin/bots/235148962103951360", headers=ADMIN)
-    client.put(f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE, VOICE_2]}, headers=ADMIN)
-    client.post("/admin/templates", json={"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
-    client.post("/admin/backups", json={"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
-    client.post("/admin/loaders", json={"target_id": TARGET, "type": "template", "source_id": SOURCE, "template_id": "hHGhNE6wyxgF"}, headers=ADMIN)
+    client.put(
+        f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE, VOICE_2]}, headers=ADMIN
+    )
+    client.post(
+        "/admin/templates",
+        json={"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR},
+        headers=ADMIN,
+    )
+    client.post(
+        "/admin/backups", json={"id": "3zydfwqp0h", "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN
+    )
+    client.post(
+        "/admin/loaders",
+        json={"target_id": TARGET, "type": "template", "source_id": SOURCE, "template_id": "hHGhNE6wyxgF"},
+        headers=ADMIN,
+    )
 
     seen, after = [], None
     while True:  # two at a time
-        page = client.get("/admin/keys", params={"limit": 2, **({"after": after} if after else {})}, headers=ADMIN).json()
+        page = client.get(
+            "/admin/keys", params={"limit": 2, **({"after": after} if after else {})}, headers=ADMIN
+        ).json()
         seen += page["items"]
         after = page["next"]
         if after is None:
@@ -362,19 +446,33 @@ def test_every_kind_is_listed_in_id_order_a_page_at_a_time_without_secrets(clien
 
     bots = client.get("/admin/bots", headers=ADMIN).json()
     assert [(b["id"], b["name"], b["active"]) for b in bots["items"]] == [
-        ("235148962103951360", "Other", False), ("386861188891279362", "Wick", True)]
+        ("235148962103951360", "Other", False),
+        ("386861188891279362", "Wick", True),
+    ]
     assert client.get("/admin/guilds", headers=ADMIN).json() == {
-        "items": [{"id": GUILD, "name": "Lounge", "voice_channels": [VOICE, VOICE_2]}], "next": None}
+        "items": [{"id": GUILD, "name": "Lounge", "voice_channels": [VOICE, VOICE_2]}],
+        "next": None,
+    }
     template = client.get("/admin/templates", headers=ADMIN).json()["items"][0]
     assert {k: template[k] for k in ("id", "name", "source_id", "creator_id")} == {
-        "id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR}
+        "id": "hHGhNE6wyxgF",
+        "name": "T",
+        "source_id": SOURCE,
+        "creator_id": CREATOR,
+    }
     assert client.get("/admin/backups", headers=ADMIN).json()["items"][0]["id"] == "3zydfwqp0h"
     loader = client.get("/admin/loaders", headers=ADMIN).json()["items"][0]
     assert {k: v for k, v in loader.items() if k != "started_at"} == {
-        "target_id": TARGET, "type": "template", "source_id": SOURCE, "template_id": "hHGhNE6wyxgF"}
+        "target_id": TARGET,
+        "type": "template",
+        "source_id": SOURCE,
+        "template_id": "hHGhNE6wyxgF",
+    }
 
-    everything = "".join(client.get(f"/admin/{kind}", headers=ADMIN).text for kind in
-                         ("bots", "guilds", "keys", "templates", "backups", "loaders"))
+    everything = "".join(
+        client.get(f"/admin/{kind}", headers=ADMIN).text
+        for kind in ("bots", "guilds", "keys", "templates", "backups", "loaders")
+    )
     for secret in (token, *keys, ADMIN_TOKEN):
         assert secret not in everything
     assert "hash" not in everything

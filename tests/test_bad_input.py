@@ -75,9 +75,21 @@ def route_bodies(key: str, token: str) -> list[tuple[str, str, dict[str, Any], d
         ("POST", "/admin/keys", {"guild": GUILD, "user": "946443578849243156"}, ADMIN, "xenon"),
         ("PUT", f"/admin/guilds/{GUILD}", {"name": "G"}, ADMIN, "xenon"),
         ("POST", "/admin/bots", {"id": "235148962103951360", "name": "B"}, ADMIN, "xenon"),
-        ("POST", "/admin/templates", {"name": "T", "source_id": SOURCE, "creator_id": CREATOR}, ADMIN, "xenon"),
+        (
+            "POST",
+            "/admin/templates",
+            {"name": "T", "source_id": SOURCE, "creator_id": CREATOR},
+            ADMIN,
+            "xenon",
+        ),
         ("POST", "/admin/backups", {"source_id": SOURCE, "creator_id": CREATOR}, ADMIN, "xenon"),
-        ("POST", "/admin/loaders", {"target_id": TARGET, "type": "backup", "source_id": SOURCE}, ADMIN, "xenon"),
+        (
+            "POST",
+            "/admin/loaders",
+            {"target_id": TARGET, "type": "backup", "source_id": SOURCE},
+            ADMIN,
+            "xenon",
+        ),
         (
             "POST",
             "/admin/playlists",
@@ -137,19 +149,30 @@ def test_the_bad_input_matrix(client: TestClient, setup: dict[str, Any], db_path
                 continue  # an empty object is a valid attach/detach body
             if api == "xenon" and path.endswith("/bots") and body_kind == "missing field":
                 continue  # user is optional there
-            response = client.request(method, path, content=raw, json=data if raw is None else None, headers=send)
+            response = client.request(
+                method, path, content=raw, json=data if raw is None else None, headers=send
+            )
             if response.status_code == 200 and body_kind == "bad id" and None in data.values():
                 continue  # a null optional id (attach's user) is the same as leaving it out
             assert_clear_4xx(response, api)
             tried[body_kind] += 1
     # unicode and control characters in queries and names
-    for text in ["\x00", "\u202e\u0645\u0631\u062d\u0628\u0627", "\U0001f3b5" * 200, "a\r\nSet-Cookie: x=1", "%00%ff", "\t" * 600]:
+    for text in [
+        "\x00",
+        "\u202e\u0645\u0631\u062d\u0628\u0627",
+        "\U0001f3b5" * 200,
+        "a\r\nSet-Cookie: x=1",
+        "%00%ff",
+        "\t" * 600,
+    ]:
         response = client.post(
             f"/api/v1/{GUILD}/play", json={"user": USER, "query": text}, headers=bearer(setup["key"])
         )
         assert response.status_code in (400, 404), (text, response.text)
         tried["unicode query"] += 1
-        response = client.put(f"/admin/guilds/{GUILD}", json={"name": text * 200, "voice_channels": [VOICE]}, headers=ADMIN)
+        response = client.put(
+            f"/admin/guilds/{GUILD}", json={"name": text * 200, "voice_channels": [VOICE]}, headers=ADMIN
+        )
         assert_clear_4xx(response, "xenon")
         tried["unicode name"] += 1
     # odd auth schemes on every API
@@ -176,12 +199,28 @@ def test_the_bad_input_matrix(client: TestClient, setup: dict[str, Any], db_path
             ("POST", f"/admin/loaders/{bad}/done", "xenon"),
             ("GET", f"/api/mappers?target={bad}&source={SOURCE}", "xenon"),
         ]:
-            headers = ADMIN if path.startswith("/admin") else bearer(setup["key"]) if api == "elixir" else {"Authorization": setup["token"]}
+            headers = (
+                ADMIN
+                if path.startswith("/admin")
+                else bearer(setup["key"])
+                if api == "elixir"
+                else {"Authorization": setup["token"]}
+            )
             response = client.request(method, path, json={"user": USER}, headers=headers)
             assert_clear_4xx(response, api)
             tried["bad path id"] += 1
     assert snapshot(db_path) == setup["before"]  # nothing written by any of it
     print(f"\nbad inputs tried: {sum(tried.values())} {dict(tried)}")
-    kinds = ["malformed", "wrong top-level type", "missing field", "wrong type", "bad id", "unicode query",
-             "unicode name", "odd auth", "oversized", "bad path id"]
+    kinds = [
+        "malformed",
+        "wrong top-level type",
+        "missing field",
+        "wrong type",
+        "bad id",
+        "unicode query",
+        "unicode name",
+        "odd auth",
+        "oversized",
+        "bad path id",
+    ]
     assert all(tried[kind] for kind in kinds) and sum(tried.values()) >= 700  # the matrix really ran

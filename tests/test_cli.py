@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 import pytest
 from conftest import CATALOG_FILE, GUILD, USER, VOICE, VOICE_2
 
@@ -72,7 +71,9 @@ def test_revoke_key(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
 
 
 def test_add_guild_and_remove_guild(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
-    code, out, _ = run(capsys, "add-guild", GUILD, "--name", "Lounge", "--voice", VOICE, "--voice", VOICE_2, "--db", db_path)
+    code, out, _ = run(
+        capsys, "add-guild", GUILD, "--name", "Lounge", "--voice", VOICE, "--voice", VOICE_2, "--db", db_path
+    )
     assert code == 0 and "2 voice channel" in out
 
     async def guild() -> xe.Guild | None:
@@ -86,14 +87,22 @@ def test_add_guild_and_remove_guild(capsys: pytest.CaptureFixture[str], db_path:
     assert code == 1 and "not in the registry" in fail_line(err)
 
 
-def test_import_tracks_reads_a_catalog_or_a_list(capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path) -> None:
+def test_import_tracks_reads_a_catalog_or_a_list(
+    capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path
+) -> None:
     code, out, _ = run(capsys, "import-tracks", str(CATALOG_FILE), "--db", db_path)
     assert code == 0
     catalog = json.loads(CATALOG_FILE.read_text())
-    assert out.strip() == f"imported {len(catalog['tracks'])} track(s) and {len(catalog['playlists'])} playlist(s)"
+    assert (
+        out.strip()
+        == f"imported {len(catalog['tracks'])} track(s) and {len(catalog['playlists'])} playlist(s)"
+    )
     plain = tmp_path / "list.json"
     plain.write_text(json.dumps(catalog["tracks"][:2]))
-    assert run(capsys, "import-tracks", str(plain), "--db", db_path)[1].strip() == "imported 2 track(s) and 0 playlist(s)"
+    assert (
+        run(capsys, "import-tracks", str(plain), "--db", db_path)[1].strip()
+        == "imported 2 track(s) and 0 playlist(s)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,7 +121,9 @@ def test_bad_input_is_one_clear_line(
     (tmp_path / "bad.json").write_text("{not json")
     wrong = dict(json.loads(CATALOG_FILE.read_text())["tracks"][0], length=-5)
     (tmp_path / "wrong.json").write_text(json.dumps([wrong]))
-    argv = [{"BAD": str(tmp_path / "bad.json"), "WRONG": str(tmp_path / "wrong.json")}.get(a, a) for a in argv]
+    argv = [
+        {"BAD": str(tmp_path / "bad.json"), "WRONG": str(tmp_path / "wrong.json")}.get(a, a) for a in argv
+    ]
     code, out, err = run(capsys, *argv, "--db", db_path)
     assert (code, out) == (1, "")
     assert fragment in fail_line(err)
@@ -133,12 +144,19 @@ def test_schema_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_module_runs_as_a_script(db_path: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "xenon_elixir", "genkey", GUILD, USER, "--db", db_path],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"[0-9a-f]{64}\n", done.stdout)
     done = subprocess.run(
-        [sys.executable, "-m", "xenon_elixir", "frobnicate"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "xenon_elixir", "frobnicate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2 and "invalid choice" in done.stderr
 
@@ -161,19 +179,29 @@ def test_add_bot_prints_a_token_and_rotates(capsys: pytest.CaptureFixture[str], 
     assert code == 1 and "no bot" in fail_line(err)
 
 
-def test_add_template_and_add_backup_print_their_ids(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
-    code, out, _ = run(capsys, "add-template", "Gaming", "--source", GUILD, "--creator", USER, "--db", db_path)
+def test_add_template_and_add_backup_print_their_ids(
+    capsys: pytest.CaptureFixture[str], db_path: str
+) -> None:
+    code, out, _ = run(
+        capsys, "add-template", "Gaming", "--source", GUILD, "--creator", USER, "--db", db_path
+    )
     assert code == 0 and re.fullmatch(r"[A-Za-z0-9]{12}\n", out)
-    code, out, _ = run(capsys, "add-backup", "--source", GUILD, "--creator", USER, "--id", "3ZYDFWQP0H", "--db", db_path)
+    code, out, _ = run(
+        capsys, "add-backup", "--source", GUILD, "--creator", USER, "--id", "3ZYDFWQP0H", "--db", db_path
+    )
     assert (code, out) == (0, "3zydfwqp0h\n")
-    code, _, err = run(capsys, "add-backup", "--source", GUILD, "--creator", USER, "--id", "3zydfwqp0h", "--db", db_path)
+    code, _, err = run(
+        capsys, "add-backup", "--source", GUILD, "--creator", USER, "--id", "3zydfwqp0h", "--db", db_path
+    )
     assert code == 1 and "already exists" in fail_line(err)
     code, _, err = run(capsys, "add-template", "X", "--source", "1", "--creator", USER, "--db", db_path)
     assert code == 1 and "Invalid source_id" in fail_line(err)
 
 
 @pytest.mark.parametrize("command", list(xe._EXAMPLES))
-def test_every_command_has_help_with_examples_that_parse(capsys: pytest.CaptureFixture[str], command: str) -> None:
+def test_every_command_has_help_with_examples_that_parse(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
     with pytest.raises(SystemExit) as shown:
         xe.main([command, "--help"])
     out = capsys.readouterr().out
@@ -199,14 +227,18 @@ def test_a_locked_database_is_one_clear_line(capsys: pytest.CaptureFixture[str],
     assert "locked by another process" in fail_line(err)
 
 
-def test_a_long_import_shows_a_counter(capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path) -> None:
+def test_a_long_import_shows_a_counter(
+    capsys: pytest.CaptureFixture[str], db_path: str, tmp_path: Path
+) -> None:
     sample = json.loads(CATALOG_FILE.read_text())["tracks"][0]
     tracks = [{**sample, "identifier": f"t{i:06d}"} for i in range(12_000)]
     (tmp_path / "big.json").write_text(json.dumps(tracks))
     code, out, err = run(capsys, "import-tracks", str(tmp_path / "big.json"), "--db", db_path)
     assert code == 0 and out == "imported 12000 track(s) and 0 playlist(s)\n"
     # not a terminal here: one line per chunk (on a terminal the counter rewrites one line)
-    assert err == "\rwriting tracks: 5000/12000\n\rwriting tracks: 10000/12000\n\rwriting tracks: 12000/12000\n"
+    assert (
+        err == "\rwriting tracks: 5000/12000\n\rwriting tracks: 10000/12000\n\rwriting tracks: 12000/12000\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -228,7 +260,9 @@ def test_bad_arguments_are_one_line_and_exit_2(
     assert len(err.splitlines()) == 1 and fragment in err and "--help)" in err
 
 
-def test_list_shows_each_kind_without_secrets_and_pages(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
+def test_list_shows_each_kind_without_secrets_and_pages(
+    capsys: pytest.CaptureFixture[str], db_path: str
+) -> None:
     users = sorted(str(460177285954142208 + i) for i in range(3))
     keys = [run(capsys, "genkey", GUILD, user, "--db", db_path)[1].strip() for user in users]
     code, out, err = run(capsys, "list", "keys", "--limit", "2", "--db", db_path)
@@ -257,7 +291,9 @@ def test_backup_copies_the_database_while_a_server_writes(db_path: str, tmp_path
     written: list[int] = []
 
     def write() -> None:
-        with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer backup-test"}, timeout=10) as http:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": "Bearer backup-test"}, timeout=10
+        ) as http:
             while not stop.is_set():
                 n = len(written)
                 user = str(460177285954142208 + n)
@@ -270,8 +306,12 @@ def test_backup_copies_the_database_while_a_server_writes(db_path: str, tmp_path
         time.sleep(0.3)
         copies = [tmp_path / f"copy-{i}.db" for i in range(3)]
         for copy in copies:
-            done = subprocess.run([sys.executable, "-m", "xenon_elixir", "backup", str(copy), "--db", db_path],
-                                  capture_output=True, text=True, timeout=60)
+            done = subprocess.run(
+                [sys.executable, "-m", "xenon_elixir", "backup", str(copy), "--db", db_path],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, done.stderr
     finally:
         stop.set()
@@ -283,6 +323,13 @@ def test_backup_copies_the_database_while_a_server_writes(db_path: str, tmp_path
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             counts.append(db.execute("SELECT count(*) FROM elixir_keys").fetchone()[0])
     assert counts == sorted(counts) and counts[-1] > 0 and counts[-1] <= len(written)
-    again = subprocess.run([sys.executable, "-m", "xenon_elixir", "backup", str(copies[0]), "--db", db_path],
-                           capture_output=True, text=True, timeout=60)
-    assert again.returncode == 1 and again.stderr.strip() == f"xenon-elixir: {copies[0]} exists; choose a new file"
+    again = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "backup", str(copies[0]), "--db", db_path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        again.returncode == 1
+        and again.stderr.strip() == f"xenon-elixir: {copies[0]} exists; choose a new file"
+    )

@@ -91,7 +91,9 @@ def _engine() -> str | None:
     for engine in ("podman", "docker"):
         if shutil.which(engine) is None:
             continue
-        probe = subprocess.run([engine, "image", "inspect", base], capture_output=True, timeout=60, check=False)
+        probe = subprocess.run(
+            [engine, "image", "inspect", base], capture_output=True, timeout=60, check=False
+        )
         if probe.returncode == 0:
             return engine
     return None
@@ -102,12 +104,27 @@ def test_the_image_builds_and_serves(tmp_path: Path) -> None:
     engine = _engine()
     assert engine is not None
     tag = "xenon-elixir-test"
-    build = [engine, "build", *(["--format", "docker"] if engine == "podman" else []), "-t", tag, "-f", "Containerfile", "."]
+    build = [
+        engine,
+        "build",
+        *(["--format", "docker"] if engine == "podman" else []),
+        "-t",
+        tag,
+        "-f",
+        "Containerfile",
+        ".",
+    ]
     subprocess.run(build, cwd=ROOT, check=True, timeout=900)
-    inspected = json.loads(subprocess.run([engine, "image", "inspect", tag], capture_output=True, check=True).stdout)
+    inspected = json.loads(
+        subprocess.run([engine, "image", "inspect", tag], capture_output=True, check=True).stdout
+    )
     assert inspected[0]["Config"]["Healthcheck"]["Test"][1:] == healthcheck_argv()
-    layers = subprocess.run([engine, "run", "--rm", tag, "sh", "-c", "ls /src /wheels /app 2>&1; pip cache dir 2>&1"],
-                            capture_output=True, text=True, timeout=120)
+    layers = subprocess.run(
+        [engine, "run", "--rm", tag, "sh", "-c", "ls /src /wheels /app 2>&1; pip cache dir 2>&1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "xenon_elixir.py" not in layers.stdout and ".whl" not in layers.stdout
     port = free_port()
     name = f"xe-test-{port}"

@@ -57,7 +57,9 @@ def test_kill_during_a_large_id_ingest(db_path: str, tmp_path: Path) -> None:
                 with lock:
                     batch = next(counter)
                 try:
-                    response = http.post(f"/admin/loaders/{TARGET}/ids", json={"ids": batch_ids(batch)}, headers=ADMIN)
+                    response = http.post(
+                        f"/admin/loaders/{TARGET}/ids", json={"ids": batch_ids(batch)}, headers=ADMIN
+                    )
                 except httpx.HTTPError:
                     return
                 if response.status_code == 200:
@@ -90,8 +92,12 @@ def test_kill_during_a_large_id_ingest(db_path: str, tmp_path: Path) -> None:
         with httpx.Client(base_url=restarted.url, timeout=10) as http:
             done = http.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN)  # the loader survived
             assert done.status_code == 200
-            token = http.post("/admin/bots", json={"id": "386861188891279362", "name": "B"}, headers=ADMIN).json()["token"]
-            mapper = http.get(f"/api/mappers?target={TARGET}&source={SOURCE}", headers={"Authorization": token}).json()
+            token = http.post(
+                "/admin/bots", json={"id": "386861188891279362", "name": "B"}, headers=ADMIN
+            ).json()["token"]
+            mapper = http.get(
+                f"/api/mappers?target={TARGET}&source={SOURCE}", headers={"Authorization": token}
+            ).json()
         assert len(mapper["ids"]) == 1 + BATCH * len(present)
         assert mapper["loaders"] == [USER]
     finally:
@@ -116,12 +122,16 @@ def test_kill_during_a_stream_of_player_changes(db_path: str, tmp_path: Path) ->
                 for i in range(100_000):
                     if i % 2:
                         attempted["volume"] = i % 101
-                        response = http.post(f"/api/v1/{GUILD}/volume", json={"user": USER, "volume": i % 101}, headers=auth)
+                        response = http.post(
+                            f"/api/v1/{GUILD}/volume", json={"user": USER, "volume": i % 101}, headers=auth
+                        )
                         if response.status_code == 200:
                             acknowledged["volume"] = i % 101
                     else:
                         attempted["plays"] += 1
-                        response = http.post(f"/api/v1/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=auth)
+                        response = http.post(
+                            f"/api/v1/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=auth
+                        )
                         if response.status_code == 200:
                             acknowledged["plays"] += 1
             except httpx.HTTPError:
@@ -149,4 +159,6 @@ def test_kill_during_a_stream_of_player_changes(db_path: str, tmp_path: Path) ->
     with sqlite3.connect(db_path) as db:
         (volume,) = db.execute("SELECT volume FROM players WHERE guild_id = ?", (GUILD,)).fetchone()
     assert volume in (acknowledged["volume"], attempted["volume"])
-    print(f"\nkill -9 during player changes: {acknowledged['plays']} acknowledged plays, {entries} queued after restart")
+    print(
+        f"\nkill -9 during player changes: {acknowledged['plays']} acknowledged plays, {entries} queued after restart"
+    )

@@ -59,7 +59,9 @@ def test_every_printed_curl_line_works_and_the_load_is_seen(db_path: str) -> Non
         assert token is not None
 
         async def watch() -> list[dict[str, object]]:
-            async with connect(f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token[1]}) as ws:
+            async with connect(
+                f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token[1]}
+            ) as ws:
                 events = []
                 while not events or events[-1]["event"] != "done":
                     events.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
@@ -67,7 +69,9 @@ def test_every_printed_curl_line_works_and_the_load_is_seen(db_path: str) -> Non
 
         events = asyncio.run(watch())
         for command in commands:
-            done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
+            done = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False
+            )
             assert done.returncode == 0, (command, done.stdout, done.stderr)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -100,13 +104,25 @@ def test_seeding_twice_keeps_one_of_everything_and_fresh_secrets(db_path: str) -
             for table in ("tracks", "playlists", "templates", "backups", "bots", "elixir_keys", "guilds")
         }
     assert counts == {
-        "tracks": 30, "playlists": 3, "templates": 1, "backups": 1, "bots": 1, "elixir_keys": 1, "guilds": 1
+        "tracks": 30,
+        "playlists": 3,
+        "templates": 1,
+        "backups": 1,
+        "bots": 1,
+        "elixir_keys": 1,
+        "guilds": 1,
     }
 
 
 def test_the_demo_catalog_has_the_seed_samples() -> None:
     identifiers = {track.identifier for track in xe.demo_tracks()}
-    assert {"_n1o4D6G_XE", "1_zgKRBrT0Y", "-zgDXIi1uYw", "7kDUspsoYfLkWnZR7qwHZl", "6g2BiiVQqY5v1S4HIrM54F"} <= identifiers
+    assert {
+        "_n1o4D6G_XE",
+        "1_zgKRBrT0Y",
+        "-zgDXIi1uYw",
+        "7kDUspsoYfLkWnZR7qwHZl",
+        "6g2BiiVQqY5v1S4HIrM54F",
+    } <= identifiers
     assert len(identifiers) >= 30
 
 
@@ -130,7 +146,9 @@ def test_the_simulated_load_fills_the_mapper(db_path: str) -> None:
     assert ids == 13  # the guild itself and 12 roles/channels, newest ids winning
 
 
-def test_simulated_loads_go_on_when_an_operator_ends_one(db_path: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_simulated_loads_go_on_when_an_operator_ends_one(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async def simulate(host: xe.Host) -> list[str]:
         await xe.seed_demo(host, "http://x", None)
         subscription = host.subscribe()
@@ -164,9 +182,12 @@ def test_the_demo_never_changes_data_it_did_not_create(db_path: str) -> None:
         await host.create_backup(SOURCE, CREATOR, backup_id="3zydfwqp0h")
 
     with_host(db_path, readme_setup)
+
     def rows() -> set[str]:  # the full-text index's own pages are rewritten by any insert: left out
         with sqlite3.connect(db_path) as db:
-            return {line for line in db.iterdump() if "tracks_fts" not in line and "VALUES('commits'," not in line}
+            return {
+                line for line in db.iterdump() if "tracks_fts" not in line and "VALUES('commits'," not in line
+            }
 
     before = rows()
     with_host(db_path, lambda host: xe.seed_demo(host, "http://127.0.0.1:8000", None))
@@ -180,7 +201,11 @@ def test_serve_demo_keeps_its_own_database_file(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "XE_DB"}
     process = subprocess.Popen(
         [sys.executable, "-m", "xenon_elixir", "serve", "--demo", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=env,
     )
     try:
         read_banner(process)

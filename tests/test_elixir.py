@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from conftest import (
-    player_of,
     ADMIN,
     GUILD,
     OTHER_GUILD,
@@ -17,6 +16,7 @@ from conftest import (
     FakeClock,
     admin_key,
     bearer,
+    player_of,
 )
 from litestar.testing import TestClient
 
@@ -194,9 +194,14 @@ def test_missing_user_is_400(client: TestClient, key: str) -> None:
 
 
 def test_invalid_guild_in_path_is_400(client: TestClient, key: str) -> None:
-    elixir_error(call(client, "join", key, guild="not-a-guild", channel=VOICE), 400,
-                 "Invalid guild: expected a snowflake id (15-20 digits)")
-    elixir_error(client.get(f"{API}/12/nowplaying"), 400, "Invalid guild: expected a snowflake id (15-20 digits)")
+    elixir_error(
+        call(client, "join", key, guild="not-a-guild", channel=VOICE),
+        400,
+        "Invalid guild: expected a snowflake id (15-20 digits)",
+    )
+    elixir_error(
+        client.get(f"{API}/12/nowplaying"), 400, "Invalid guild: expected a snowflake id (15-20 digits)"
+    )
 
 
 def test_dotted_aliases_user_id_and_channel_id_work(client: TestClient, key: str) -> None:
@@ -205,7 +210,9 @@ def test_dotted_aliases_user_id_and_channel_id_work(client: TestClient, key: str
     )
     assert response.status_code == 200, response.text
     assert response.json()["channel"] == VOICE
-    response = client.post(f"{API}/{GUILD}/volume", json={"user.id": int(USER), "volume": 7}, headers=bearer(key))
+    response = client.post(
+        f"{API}/{GUILD}/volume", json={"user.id": int(USER), "volume": 7}, headers=bearer(key)
+    )
     assert response.json()["user"] == USER
 
 
@@ -263,7 +270,9 @@ def test_join_requires_a_channel(client: TestClient, key: str) -> None:
     elixir_error(call(client, "join", key), 400, 'Missing "channel" (or "channel.id") in body.')
 
 
-def test_join_while_connected_moves_and_keeps_the_queue(client: TestClient, joined: str, clock: FakeClock) -> None:
+def test_join_while_connected_moves_and_keeps_the_queue(
+    client: TestClient, joined: str, clock: FakeClock
+) -> None:
     call(client, "play", joined, query="https://www.youtube.com/playlist?list=PLlatinoHits")
     clock.advance(10)
     assert call(client, "join", joined, channel=VOICE_2).json()["channel"] == VOICE_2
@@ -288,7 +297,9 @@ def test_volume_accepts_integers_and_digit_strings_from_0_to_100(
     }
 
 
-@pytest.mark.parametrize("volume", [-1, 101, 1000, "-5", "101", "4 5", "abc", "", 45.0, 45.5, True, None, [45], "٤٥"])
+@pytest.mark.parametrize(
+    "volume", [-1, 101, 1000, "-5", "101", "4 5", "abc", "", 45.0, 45.5, True, None, [45], "٤٥"]
+)
 def test_volume_out_of_range_or_not_an_integer_is_400(client: TestClient, joined: str, volume: Any) -> None:
     elixir_error(call(client, "volume", joined, volume=volume), 400, "Volume must be between 0 and 100.")
 
@@ -339,7 +350,9 @@ def test_play_a_playlist_answers_its_tracks_in_order(client: TestClient, joined:
         ("tuyo narcos official remastered", "6g2BiiVQqY5v1S4HIrM54F"),
     ],
 )
-def test_play_resolves_links_and_searches(client: TestClient, joined: str, query: str, identifier: str) -> None:
+def test_play_resolves_links_and_searches(
+    client: TestClient, joined: str, query: str, identifier: str
+) -> None:
     response = call(client, "play", joined, query=query)
     assert response.status_code == 200, response.text
     assert response.json()["identifier"] == identifier
@@ -359,7 +372,9 @@ def test_play_resolves_playlist_links(client: TestClient, joined: str, query: st
     assert len(response.json()) == count
 
 
-@pytest.mark.parametrize("query", ["", "   ", "x" * 501, "ftp://example.com/song.mp3", "javascript://alert(1)", None])
+@pytest.mark.parametrize(
+    "query", ["", "   ", "x" * 501, "ftp://example.com/song.mp3", "javascript://alert(1)", None]
+)
 def test_play_with_an_invalid_query_is_400(client: TestClient, joined: str, query: Any) -> None:
     elixir_error(call(client, "play", joined, query=query), 400, "Invalid query.")
 
@@ -378,7 +393,9 @@ def test_a_500_character_query_is_valid(client: TestClient, joined: str) -> None
         "https://soundcloud.com/lofi-artist",
     ],
 )
-def test_play_of_an_unsupported_url_is_400_naming_the_hosts(client: TestClient, joined: str, query: str) -> None:
+def test_play_of_an_unsupported_url_is_400_naming_the_hosts(
+    client: TestClient, joined: str, query: str
+) -> None:
     response = call(client, "play", joined, query=query)
     assert response.status_code == 400
     message = response.json()["message"]
@@ -410,7 +427,9 @@ def test_fts_syntax_in_a_query_is_plain_text(client: TestClient, joined: str) ->
         assert response.status_code in (200, 404), (query, response.text)
 
 
-def test_play_appends_to_the_queue_and_starts_it_if_idle(client: TestClient, joined: str, clock: FakeClock) -> None:
+def test_play_appends_to_the_queue_and_starts_it_if_idle(
+    client: TestClient, joined: str, clock: FakeClock
+) -> None:
     call(client, "play", joined, query="magia")
     clock.advance(5)
     call(client, "play", joined, query="narcos")
@@ -446,7 +465,9 @@ def test_position_advances_in_real_time(client: TestClient, joined: str, clock: 
     }
 
 
-def test_the_next_track_starts_where_the_last_ended(client: TestClient, joined: str, clock: FakeClock) -> None:
+def test_the_next_track_starts_where_the_last_ended(
+    client: TestClient, joined: str, clock: FakeClock
+) -> None:
     call(client, "play", joined, query="https://www.youtube.com/playlist?list=PLlatinoHits")
     clock.advance(203 + 238 + 12)  # past the first two tracks, 12 s into the third
     playing = now_playing(client).json()
@@ -489,7 +510,9 @@ def test_each_side_of_formatted_duration_picks_its_own_format(
     assert now_playing(client).json()["duration"] == 36000
 
 
-def test_queue_shows_the_current_track_and_what_follows(client: TestClient, joined: str, clock: FakeClock) -> None:
+def test_queue_shows_the_current_track_and_what_follows(
+    client: TestClient, joined: str, clock: FakeClock
+) -> None:
     call(client, "play", joined, query="https://www.youtube.com/playlist?list=PLlatinoHits")
     clock.advance(2)
     body = client.get(f"{API}/{GUILD}/queue").json()
@@ -533,7 +556,9 @@ def test_controls_when_not_connected_are_400(client: TestClient, key: str, route
     elixir_error(call(client, route, key), 400, "Elixir isn't connected to a voice channel.")
 
 
-def test_pause_freezes_the_position_and_resume_continues(client: TestClient, joined: str, clock: FakeClock) -> None:
+def test_pause_freezes_the_position_and_resume_continues(
+    client: TestClient, joined: str, clock: FakeClock
+) -> None:
     call(client, "play", joined, query="magia")
     clock.advance(10)
     assert call(client, "pause", joined).json() == {

@@ -48,17 +48,25 @@ def plain_asgi_router(child: Litestar, prefix: str = "/music") -> Any:
             await child(scope, receive, send)  # the child speaks the lifespan protocol itself
             return
         if scope["path"].startswith(prefix + "/"):
-            inner = {**scope, "path": scope["path"][len(prefix) :], "root_path": scope.get("root_path", "") + prefix}
+            inner = {
+                **scope,
+                "path": scope["path"][len(prefix) :],
+                "root_path": scope.get("root_path", "") + prefix,
+            }
             await child(inner, receive, send)  # type: ignore[arg-type]
             return
-        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]}
+        )
         await send({"type": "http.response.body", "body": b"not here"})
 
     return router
 
 
 def drive_elixir(client: TestClient, prefix: str, key: str) -> None:
-    joined = client.post(f"{prefix}/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
+    joined = client.post(
+        f"{prefix}/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key)
+    )
     assert joined.status_code == 200, joined.text
     missing = client.get(f"{prefix}/api/v1/{GUILD}/nowplaying")
     assert missing.status_code == 410 and set(missing.json()) == {"timestamp", "message"}
@@ -72,7 +80,9 @@ def test_mounted_in_a_parent_litestar_app(db_path: str) -> None:
     with TestClient(parent_litestar_app(child)) as client:
         key = client.post("/setup-guild").json()["key"]
         drive_elixir(client, "/music", key)
-        granted = client.post("/music/admin/bots", json={"id": "386861188891279362", "name": "W"}, headers=ADMIN)
+        granted = client.post(
+            "/music/admin/bots", json={"id": "386861188891279362", "name": "W"}, headers=ADMIN
+        )
         assert granted.status_code == 201
         mapper = client.get(
             "/music/api/mappers?target=496683369665658880&source=410488579140354049",
@@ -146,8 +156,13 @@ def test_one_access_log_line_per_request_and_no_secrets(
     token = grant_bot(client)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="xenon_elixir.access"):
-        client.get("/api/mappers?target=496683369665658880&source=410488579140354049", headers={"Authorization": token})
-        client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"]))
+        client.get(
+            "/api/mappers?target=496683369665658880&source=410488579140354049",
+            headers={"Authorization": token},
+        )
+        client.post(
+            f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"])
+        )
         client.get(f"/api/v1/{GUILD}/nowplaying?access_token=leaked-in-query&x=1")
         client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
     lines = [r.getMessage() for r in caplog.records if r.name == "xenon_elixir.access"]

@@ -4,7 +4,6 @@ Every one is a clear 4xx, or a 503 with Retry-After, in the API's shape."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from typing import Any
@@ -35,7 +34,9 @@ def setup(client: TestClient, world: dict[str, str], db_path: str) -> dict[str, 
         headers=ADMIN,
     )
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"]))
-    client.post("/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN)
+    client.post(
+        "/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN
+    )
     return {"key": world["key"], "token": token, "before": snapshot(db_path)}
 
 
@@ -54,16 +55,32 @@ def test_json_nested_thousands_deep_is_a_400_on_every_route_with_a_body(
             prefix = "[" if path == "/admin/tracks" else ""
             raw = prefix + '{"' + field + '": ' + DEEP + ("}]" if prefix else "}")
             if field != "x":
-                raw = raw.replace("{", "{" + ", ".join(f'"{k}": "{v}"' for k, v in valid.items() if k != field and isinstance(v, str)) + (", " if len(valid) > 1 else ""), 1)
-            response = client.request(method, path, content=raw, headers={**headers, "Content-Type": "application/json"})
+                raw = raw.replace(
+                    "{",
+                    "{"
+                    + ", ".join(
+                        f'"{k}": "{v}"' for k, v in valid.items() if k != field and isinstance(v, str)
+                    )
+                    + (", " if len(valid) > 1 else ""),
+                    1,
+                )
+            response = client.request(
+                method, path, content=raw, headers={**headers, "Content-Type": "application/json"}
+            )
             assert response.status_code == 400, (path, field, response.text)
             assert_clear_4xx(response, api)
     assert snapshot(db_path) == setup["before"]
 
 
-@pytest.mark.parametrize("query", ["http://[x", "https://[::1", "http://[v1.x]/a", "https://www.youtube.com:99999999/watch?v=x"])
-def test_a_play_query_that_is_not_a_url_is_a_400(client: TestClient, setup: dict[str, Any], query: str) -> None:
-    response = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=bearer(setup["key"]))
+@pytest.mark.parametrize(
+    "query", ["http://[x", "https://[::1", "http://[v1.x]/a", "https://www.youtube.com:99999999/watch?v=x"]
+)
+def test_a_play_query_that_is_not_a_url_is_a_400(
+    client: TestClient, setup: dict[str, Any], query: str
+) -> None:
+    response = client.post(
+        f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=bearer(setup["key"])
+    )
     assert response.status_code == 400, response.text
     assert response.json()["message"] in ("Invalid query.", xe.UNSUPPORTED_LINK)
 
@@ -72,23 +89,41 @@ def test_digit_strings_of_any_length_are_a_400_never_a_500(client: TestClient, s
     key = bearer(setup["key"])
     for volume in ["9" * 5000, "0" * 5000 + "1000", "1" + "0" * 4400]:
         response = client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": volume}, headers=key)
-        assert response.status_code == 400 and response.json()["message"] == "Volume must be between 0 and 100."
-    leading_zeros = client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": "0" * 5000 + "45"}, headers=key)
+        assert (
+            response.status_code == 400 and response.json()["message"] == "Volume must be between 0 and 100."
+        )
+    leading_zeros = client.post(
+        f"{API}/{GUILD}/volume", json={"user": USER, "volume": "0" * 5000 + "45"}, headers=key
+    )
     assert leading_zeros.json()["message"] == "Successfully changed the volume to 45."
     for raw in ['{"user": ' + "4" * 5000 + "}", '{"user": "' + "4" * 5000 + '"}']:
-        response = client.post(f"{API}/{GUILD}/stop", content=raw, headers={**key, "Content-Type": "application/json"})
+        response = client.post(
+            f"{API}/{GUILD}/stop", content=raw, headers={**key, "Content-Type": "application/json"}
+        )
         assert response.status_code in (400, 401) and "Traceback" not in response.text
     assert client.get(f"{API}/{'4' * 5000}/nowplaying").status_code == 400
-    assert client.get(f"/api/mappers?target={'4' * 5000}&source={SOURCE}", headers={"Authorization": setup["token"]}).status_code == 400
+    assert (
+        client.get(
+            f"/api/mappers?target={'4' * 5000}&source={SOURCE}", headers={"Authorization": setup["token"]}
+        ).status_code
+        == 400
+    )
     with pytest.raises(WebSocketDisconnect) as refused:  # accepted, then closed with 4000 and the reason
-        with client.websocket_connect(f"/api/loaders/ws?since={'4' * 5000}", headers={"Authorization": setup["token"]}) as ws:
+        with client.websocket_connect(
+            f"/api/loaders/ws?since={'4' * 5000}", headers={"Authorization": setup["token"]}
+        ) as ws:
             ws.receive_text()
-    assert (refused.value.code, refused.value.detail) == (4000, "Invalid since: expected an event number (0 or more)")
+    assert (refused.value.code, refused.value.detail) == (
+        4000,
+        "Invalid since: expected an event number (0 or more)",
+    )
     with pytest.raises(ValueError, match="Invalid guild"):
         xe.snowflake(10**5000, "guild")  # the host API's ids
 
 
-def test_a_write_that_cannot_get_the_lock_in_time_is_a_503(client: TestClient, setup: dict[str, Any], db_path: str) -> None:
+def test_a_write_that_cannot_get_the_lock_in_time_is_a_503(
+    client: TestClient, setup: dict[str, Any], db_path: str
+) -> None:
     """Another process (a big CLI import, any BEGIN IMMEDIATE) holds the write lock past the wait."""
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -108,7 +143,12 @@ def test_a_write_that_cannot_get_the_lock_in_time_is_a_503(client: TestClient, s
         holder.execute("ROLLBACK")
         holder.close()
     assert snapshot(db_path) == setup["before"]  # nothing acknowledged, nothing written
-    assert client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": 5}, headers=bearer(setup["key"])).status_code == 200
+    assert (
+        client.post(
+            f"{API}/{GUILD}/volume", json={"user": USER, "volume": 5}, headers=bearer(setup["key"])
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
@@ -121,7 +161,9 @@ def test_a_database_file_removed_under_the_server_is_noticed(
         sqlite3.connect(db_path).close()  # a new, empty file at the same path
     health = client.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
-    response = client.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": 5}, headers=bearer(setup["key"]))
+    response = client.post(
+        f"{API}/{GUILD}/volume", json={"user": USER, "volume": 5}, headers=bearer(setup["key"])
+    )
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     response = client.post("/admin/bots", json={"id": "235148962103951360", "name": "B"}, headers=ADMIN)
     assert response.status_code == 503 and set(response.json()) == {"error"}
@@ -154,8 +196,14 @@ def test_a_queue_holds_at_most_max_queue_waiting_tracks(make_client: Any, world:
     key = bearer(world["key"])
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=key)
     playlist = "https://www.youtube.com/playlist?list=PLlatinoHits"  # 3 tracks
-    assert client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": playlist}, headers=key).status_code == 200
-    assert client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=key).status_code == 200
+    assert (
+        client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": playlist}, headers=key).status_code
+        == 200
+    )
+    assert (
+        client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=key).status_code
+        == 200
+    )
     assert len(client.get(f"{API}/{GUILD}/queue").json()["queue"]) == 3  # one plays, three wait
     full = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=key)
     assert full.status_code == 400 and full.json()["message"] == "The queue is full."

@@ -55,7 +55,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     cli(db, "import-tracks", str(CATALOG_FILE))
     cli(db, "add-template", "Fuzz", "--source", SOURCE, "--creator", USER, "--id", "hHGhNE6wyxgF")
     cli(db, "add-backup", "--source", SOURCE, "--creator", USER, "--id", "3zydfwqp0h")
-    return {"db": db, "key": cli(db, "genkey", GUILD, USER), "token": cli(db, "add-bot", "386861188891279362", "Fuzzer")}
+    return {
+        "db": db,
+        "key": cli(db, "genkey", GUILD, USER),
+        "token": cli(db, "add-bot", "386861188891279362", "Fuzzer"),
+    }
 
 
 @pytest.fixture
@@ -74,17 +78,40 @@ def test_schemathesis_finds_no_difference_between_the_document_and_the_server(
 ) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text((ROOT / "schemathesis.toml").read_text() + (PINNED if pinned else ""))
-    authorization = {"elixir": f"Bearer {seeded['key']}", "xenon": seeded["token"], "admin": f"Bearer {ADMIN_TOKEN}"}
+    authorization = {
+        "elixir": f"Bearer {seeded['key']}",
+        "xenon": seeded["token"],
+        "admin": f"Bearer {ADMIN_TOKEN}",
+    }
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
-        "run", f"{server.url}/schema/openapi.json",
-        "--phases", "examples,coverage,fuzzing,stateful", "--include-path-regex", APIS[api],
-        "-H", f"Authorization: {authorization[api]}",
-        "-n", str(EXAMPLES), "--seed", str(SEED), "--workers", "1", "--generation-database", "none",
-        "--continue-on-failure", "--no-color",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        f"{server.url}/schema/openapi.json",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--include-path-regex",
+        APIS[api],
+        "-H",
+        f"Authorization: {authorization[api]}",
+        "-n",
+        str(EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--continue-on-failure",
+        "--no-color",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    summary = [line for line in done.stdout.splitlines() if re.search(r"\d+ (passed|failed)|Test cases|cases", line)]
+    summary = [
+        line for line in done.stdout.splitlines() if re.search(r"\d+ (passed|failed)|Test cases|cases", line)
+    ]
     print(f"\n{api} ({'known' if pinned else 'any'} ids): " + " | ".join(summary[-3:]))
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     log = server.log.read_text()

@@ -24,7 +24,10 @@ def test_host_of_a_started_app_feeds_what_the_api_serves(client: Any) -> None:
 
     key = client.blocking_portal.call(feed)
     headers = bearer(key)
-    assert client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers).status_code == 200
+    assert (
+        client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers).status_code
+        == 200
+    )
     played = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "caraluna"}, headers=headers)
     assert played.json()["identifier"] == "-zgDXIi1uYw"
 
@@ -71,8 +74,13 @@ def test_a_custom_resolver_replaces_the_catalog(make_client: Any) -> None:
             if query == "nothing":
                 return None
             return xe.Track(
-                source="http", identifier="r1", title=f"Radio: {query}", author="DJ", length=0,
-                uri="https://radio.example/stream", is_stream=True,
+                source="http",
+                identifier="r1",
+                title=f"Radio: {query}",
+                author="DJ",
+                length=0,
+                uri="https://radio.example/stream",
+                is_stream=True,
             )
 
     client = make_client(resolver=Radio)
@@ -84,7 +92,9 @@ def test_a_custom_resolver_replaces_the_catalog(make_client: Any) -> None:
 
     headers = bearer(client.blocking_portal.call(feed))
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
-    played = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "ftp-free jazz"}, headers=headers)
+    played = client.post(
+        f"{API}/{GUILD}/play", json={"user": USER, "query": "ftp-free jazz"}, headers=headers
+    )
     assert played.json()["title"] == "Radio: ftp-free jazz"
     assert played.json()["formattedDuration"] == "00:00/LIVE"
     missing = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "nothing"}, headers=headers)

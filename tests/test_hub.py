@@ -149,7 +149,9 @@ def test_a_subscriber_stuck_in_a_send_is_closed_with_1013(db_path: str) -> None:
 def test_keys_that_do_not_apply_are_left_out(db_path: str) -> None:
     async def body(host: xe.Host) -> list[dict[str, Any]]:
         subscription = host.subscribe()
-        await host.start_loader(TARGETS[0], "template", SOURCE, template_id="hHGhNE6wyxgF", backup_id="3zydfwqp0h")
+        await host.start_loader(
+            TARGETS[0], "template", SOURCE, template_id="hHGhNE6wyxgF", backup_id="3zydfwqp0h"
+        )
         await host.loader_status(TARGETS[0], "loading roles")
         await host.loader_done(TARGETS[0], ok=False)
         return await drain(subscription)
@@ -218,7 +220,11 @@ def test_loader_rules(db_path: str) -> None:
         with pytest.raises(xe.ApiError) as twice:
             await host.start_loader(TARGETS[0], "template", SOURCE)
         assert twice.value.status_code == 409
-        for call in (host.loader_status(TARGETS[1], "x"), host.loader_ids(TARGETS[1], {}), host.loader_done(TARGETS[1])):
+        for call in (
+            host.loader_status(TARGETS[1], "x"),
+            host.loader_ids(TARGETS[1], {}),
+            host.loader_done(TARGETS[1]),
+        ):
             with pytest.raises(xe.ApiError) as missing:
                 await call
             assert missing.value.status_code == 404
@@ -321,7 +327,9 @@ def test_replay_across_a_disconnect_returns_exactly_the_missed_events(
         seen = [json.loads(ws.receive_text()) for _ in range(2)]
     last = seen[-1]["seq"]
     # missed while away: two loads with statuses between
-    client.post("/admin/loaders", json={"target_id": TARGETS[1], "type": "backup", "source_id": SOURCE}, headers=ADMIN)
+    client.post(
+        "/admin/loaders", json={"target_id": TARGETS[1], "type": "backup", "source_id": SOURCE}, headers=ADMIN
+    )
     client.post(f"/admin/loaders/{TARGETS[1]}/status", json={"status": "loading roles"}, headers=ADMIN)
     client.post(f"/admin/loaders/{TARGETS[1]}/done", json={"ok": False}, headers=ADMIN)
     run_load(client, {}, target=TARGETS[2])
@@ -356,7 +364,9 @@ def test_player_changes_are_published_per_guild(db_path: str) -> None:
 
     async def body(host: xe.Host) -> list[dict[str, Any]]:
         await host.put_guild(GUILD, "G", [VOICE])
-        await host.import_catalog([catalog_track, {**catalog_track, "identifier": "shortTrack2", "title": "Next"}])
+        await host.import_catalog(
+            [catalog_track, {**catalog_track, "identifier": "shortTrack2", "title": "Next"}]
+        )
         subscription = host.subscribe(xe.player_topic(GUILD))
         other = host.subscribe(xe.player_topic(TARGET))
         await host.join(GUILD, VOICE)

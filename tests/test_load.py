@@ -47,7 +47,13 @@ def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:
         ("GET", f"/api/v1/{GUILD}/queue", None, "", {200}),
         ("POST", f"/api/v1/{GUILD}/join", {**me, "channel": VOICE}, "elixir", {200}),
         ("POST", f"/api/v1/{GUILD}/play", {**me, "query": "magia"}, "elixir", {200}),
-        ("POST", f"/api/v1/{GUILD}/skip", me, "elixir", {200, 410}),  # skips outnumber plays: the queue stays short
+        (
+            "POST",
+            f"/api/v1/{GUILD}/skip",
+            me,
+            "elixir",
+            {200, 410},
+        ),  # skips outnumber plays: the queue stays short
         ("POST", f"/api/v1/{GUILD}/volume", {**me, "volume": 50}, "elixir", {200}),
         ("POST", f"/api/v1/{GUILD}/pause", me, "elixir", {200}),
         ("POST", f"/api/v1/{GUILD}/resume", me, "elixir", {200}),
@@ -58,12 +64,30 @@ def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:
         ("GET", "/api/templates/hHGhNE6wyxgF/bots", None, "", {200}),
         ("GET", "/api/templates/hHGhNE6wyxgF", None, "", {200}),
         ("GET", "/health", None, "", {200}),
-        ("POST", "/admin/loaders", {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "user_id": USER}, "admin", {201, 409}),
+        (
+            "POST",
+            "/admin/loaders",
+            {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "user_id": USER},
+            "admin",
+            {201, 409},
+        ),
         ("POST", f"/admin/loaders/{TARGET}/status", {"status": "loading roles"}, "admin", {200, 404}),
-        ("POST", f"/admin/loaders/{TARGET}/ids", {"ids": {"410520361789161472": "754098965649162251"}}, "admin", {200, 404}),
+        (
+            "POST",
+            f"/admin/loaders/{TARGET}/ids",
+            {"ids": {"410520361789161472": "754098965649162251"}},
+            "admin",
+            {200, 404},
+        ),
         ("POST", f"/admin/loaders/{TARGET}/done", None, "admin", {200, 404}),
         ("GET", "/api/v1/not-a-guild/queue", None, "", {400}),
-        ("GET", f"/api/mappers?target={TARGET}&source={SOURCE}", None, "wrong", {401, 429}),  # failed auth is limited too
+        (
+            "GET",
+            f"/api/mappers?target={TARGET}&source={SOURCE}",
+            None,
+            "wrong",
+            {401, 429},
+        ),  # failed auth is limited too
     ]
     seen: Counter[int] = Counter()
     unexpected: list[str] = []
@@ -97,7 +121,9 @@ def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:
             assert joined.status_code == 200
             start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "user_id": USER}
             assert (await http.post("/admin/loaders", json=start, headers=ADMIN)).status_code == 201
-            assert (await http.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN)).status_code == 200  # a mapper
+            assert (
+                await http.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN)
+            ).status_code == 200  # a mapper
             until = time.monotonic() + SECONDS
             await asyncio.gather(watch_memory(until), *(client(i, http, until) for i in range(CLIENTS)))
 
@@ -106,8 +132,10 @@ def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:
     finally:
         server.stop()
     log = (tmp_path / "server.log").read_text()
-    print(f"\n{CLIENTS} clients, {SECONDS:.0f} s: {sum(seen.values())} requests {dict(sorted(seen.items()))}; "
-          f"server RSS (KiB) {memory}")
+    print(
+        f"\n{CLIENTS} clients, {SECONDS:.0f} s: {sum(seen.values())} requests {dict(sorted(seen.items()))}; "
+        f"server RSS (KiB) {memory}"
+    )
     assert not [code for code in seen if code >= 500]
     assert not unexpected, unexpected[:5]
     assert seen[429] > 0  # the limits really were on

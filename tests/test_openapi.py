@@ -63,7 +63,9 @@ def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], a
         needs.append({"anyOf": [{"required": ["channel"]}, {"required": ["channel.id"]}]})
     assert required == needs
     assert operation["security"] == [{"ElixirKey": []}]
-    expected = {"200", "400", "401", "413", "429", "503"} | {"play": {"404"}, "skip": {"410"}}.get(action, set())
+    expected = {"200", "400", "401", "413", "429", "503"} | {"play": {"404"}, "skip": {"410"}}.get(
+        action, set()
+    )
     assert set(operation["responses"]) == expected
 
 
@@ -78,8 +80,12 @@ def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], a
         ("/admin/loaders/{target_id}/done", "post", {"200", "400", "401", "404", "413", "429"}),
     ],
 )
-def test_routes_document_their_answers(document: dict[str, Any], path: str, method: str, codes: set[str]) -> None:
-    assert set(document["paths"][path][method]["responses"]) == codes | {"503"}  # any route may meet a busy database
+def test_routes_document_their_answers(
+    document: dict[str, Any], path: str, method: str, codes: set[str]
+) -> None:
+    assert set(document["paths"][path][method]["responses"]) == codes | {
+        "503"
+    }  # any route may meet a busy database
 
 
 def test_every_error_uses_its_apis_shape(document: dict[str, Any]) -> None:
@@ -120,7 +126,9 @@ def test_routes_answering_encoded_bytes_still_document_their_body(
 
 
 def test_play_documents_one_track_or_a_playlists_tracks(document: dict[str, Any]) -> None:
-    schema = document["paths"]["/api/v1/{guild_id}/play"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    schema = document["paths"]["/api/v1/{guild_id}/play"]["post"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"]
     assert schema["oneOf"] == [
         {"$ref": "#/components/schemas/ElixirTrack"},
         {"type": "array", "items": {"$ref": "#/components/schemas/ElixirTrack"}},
@@ -178,13 +186,18 @@ def test_id_path_parameters_document_their_pattern(document: dict[str, Any]) -> 
         for operation in item.values():
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"].endswith("_id"):
-                    expected = r"^[A-Za-z0-9]{12}$" if parameter["name"] == "template_id" else xe.SNOWFLAKE_PATTERN
+                    expected = (
+                        r"^[A-Za-z0-9]{12}$" if parameter["name"] == "template_id" else xe.SNOWFLAKE_PATTERN
+                    )
                     assert parameter["schema"]["pattern"] == expected, (path, parameter["name"])
 
 
 def test_optional_bodies_are_documented_as_optional(document: dict[str, Any]) -> None:
-    for path, method in [("/api/templates/{template_id}/bots", "post"), ("/api/templates/{template_id}/bots", "delete"),
-                         ("/admin/loaders/{target_id}/done", "post")]:
+    for path, method in [
+        ("/api/templates/{template_id}/bots", "post"),
+        ("/api/templates/{template_id}/bots", "delete"),
+        ("/admin/loaders/{target_id}/done", "post"),
+    ]:
         assert document["paths"][path][method]["requestBody"]["required"] is False
     assert document["paths"]["/admin/keys"]["post"]["requestBody"]["required"] is True
 

@@ -50,7 +50,14 @@ def test_settle_stops_at_a_stream_and_when_paused() -> None:
 
 @pytest.mark.parametrize(
     ("ms", "face"),
-    [(0, "00:00"), (999, "00:00"), (61_000, "01:01"), (3_599_999, "59:59"), (3_600_000, "01:00:00"), (36_061_000, "10:01:01")],
+    [
+        (0, "00:00"),
+        (999, "00:00"),
+        (61_000, "01:01"),
+        (3_599_999, "59:59"),
+        (3_600_000, "01:00:00"),
+        (36_061_000, "10:01:01"),
+    ],
 )
 def test_clock_face(ms: int, face: str) -> None:
     assert xe.clock_face(ms) == face
@@ -98,7 +105,9 @@ def test_a_restart_reproduces_advances_that_were_never_written(
     assert (playing["identifier"], playing["position"]) == ("1_zgKRBrT0Y", 10_000)
 
 
-def test_pause_survives_a_restart(make_client: Any, client: Any, world: dict[str, str], clock: FakeClock) -> None:
+def test_pause_survives_a_restart(
+    make_client: Any, client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
     headers = bearer(world["key"])
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
     client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "narcos"}, headers=headers)
@@ -125,7 +134,9 @@ def test_play_appends_rows_and_never_rewrites_the_queue(
     assert second[:5] == first and len(second) == 6  # old rows untouched, one appended
 
 
-def test_a_failed_write_leaves_every_answer_as_the_file_has_it(make_client: Any, world: dict[str, str], db_path: str) -> None:
+def test_a_failed_write_leaves_every_answer_as_the_file_has_it(
+    make_client: Any, world: dict[str, str], db_path: str
+) -> None:
     client = make_client(write_wait=0.2)
     headers = bearer(world["key"])
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=headers)
@@ -168,7 +179,9 @@ def test_concurrent_changes_committed_together_reload_exactly(db_path: str) -> N
                 if action == "join":
                     answered[guild] = await host.join(guild, VOICE)
                 elif action == "play":
-                    answered[guild] = await host.enqueue(guild, [t for t in tracks if t][: rng.randint(1, 3)], USER)
+                    answered[guild] = await host.enqueue(
+                        guild, [t for t in tracks if t][: rng.randint(1, 3)], USER
+                    )
                 elif action == "volume":
                     answered[guild] = await host.set_volume(guild, rng.randint(0, 100))
                 elif action == "stop":
@@ -185,8 +198,14 @@ def test_concurrent_changes_committed_together_reload_exactly(db_path: str) -> N
     def state(player: xe.Player | None) -> Any:
         if player is None:
             return None
-        return (player.channel_id, player.volume, player.paused, round(player.position, 3),
-                round(player.anchor, 3), [e.entry_id for e in player.queue])
+        return (
+            player.channel_id,
+            player.volume,
+            player.paused,
+            round(player.position, 3),
+            round(player.anchor, 3),
+            [e.entry_id for e in player.queue],
+        )
 
     answered = {g: state(p) for g, p in with_host(db_path, churn).items()}
     reloaded = with_host(db_path, lambda host: asyncio.gather(*(host.player(g) for g in answered)))

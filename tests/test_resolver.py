@@ -18,9 +18,15 @@ import xenon_elixir as xe
         ("https://www.youtube.com/shorts/abcDEF12345", ("youtube", "track", "abcDEF12345")),
         ("https://www.youtube.com/playlist?list=PLx-Y_z", ("youtube", "playlist", "PLx-Y_z")),
         ("https://music.youtube.com/playlist?list=OLAK5uy", ("youtube", "playlist", "OLAK5uy")),
-        ("https://open.spotify.com/track/7kDUspsoYfLkWnZR7qwHZl", ("spotify", "track", "7kDUspsoYfLkWnZR7qwHZl")),
+        (
+            "https://open.spotify.com/track/7kDUspsoYfLkWnZR7qwHZl",
+            ("spotify", "track", "7kDUspsoYfLkWnZR7qwHZl"),
+        ),
         ("https://open.spotify.com/intl-pt/track/7kDUsp?si=1", ("spotify", "track", "7kDUsp")),
-        ("https://open.spotify.com/album/4aawyAB9vmqN3uQ7FjRGTy", ("spotify", "playlist", "4aawyAB9vmqN3uQ7FjRGTy")),
+        (
+            "https://open.spotify.com/album/4aawyAB9vmqN3uQ7FjRGTy",
+            ("spotify", "playlist", "4aawyAB9vmqN3uQ7FjRGTy"),
+        ),
         ("https://open.spotify.com/playlist/37i9dQZF1DX", ("spotify", "playlist", "37i9dQZF1DX")),
         ("https://soundcloud.com/artist/track-name", ("soundcloud", "track", "artist/track-name")),
         ("https://soundcloud.com/artist/track-name/", ("soundcloud", "track", "artist/track-name")),

@@ -72,7 +72,9 @@ def test_the_elixir_api_over_real_http(server: Server, db_path: str) -> None:
         queue = http.get(f"{API}/{GUILD}/queue").json()
         assert [t["identifier"] for t in queue["queue"]] == ["-zgDXIi1uYw"]
 
-        refused = http.post(f"{API}/{GUILD}/stop", json={"user": USER}, headers={"Authorization": "Bearer " + "0" * 64})
+        refused = http.post(
+            f"{API}/{GUILD}/stop", json={"user": USER}, headers={"Authorization": "Bearer " + "0" * 64}
+        )
         assert refused.status_code == 401 and refused.json()["message"] == "Request not authorized."
         assert http.post(f"{API}/{GUILD}/stop", json={"user": USER}, headers=auth).status_code == 200
         gone = http.get(f"{API}/{GUILD}/nowplaying")
@@ -83,7 +85,9 @@ def test_the_admin_api_over_real_http_and_a_clean_shutdown(server: Server) -> No
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=server.url, timeout=10.0) as http:
         assert http.post("/admin/keys", json={"guild": OTHER_GUILD, "user": USER}).status_code == 401
-        guild = http.put(f"/admin/guilds/{OTHER_GUILD}", json={"name": "Second", "voice_channels": [VOICE]}, headers=admin)
+        guild = http.put(
+            f"/admin/guilds/{OTHER_GUILD}", json={"name": "Second", "voice_channels": [VOICE]}, headers=admin
+        )
         assert guild.json() == {"id": OTHER_GUILD, "name": "Second", "voice_channels": [VOICE]}
         key = http.post("/admin/keys", json={"guild": OTHER_GUILD, "user": USER}, headers=admin).json()["key"]
         joined = http.post(
@@ -98,7 +102,9 @@ def test_the_admin_api_over_real_http_and_a_clean_shutdown(server: Server) -> No
         assert huge.status_code == 413 and set(huge.json()) == {"timestamp", "message"}
         missing = http.get("/nowhere")
         assert missing.status_code == 404 and set(missing.json()) == {"error"}
-        bot = http.post("/admin/bots", json={"id": "386861188891279362", "name": "W"}, headers=admin).json()["token"]
+        bot = http.post("/admin/bots", json={"id": "386861188891279362", "name": "W"}, headers=admin).json()[
+            "token"
+        ]
         mapper = http.get(f"/api/mappers?target={OTHER_GUILD}&source={GUILD}", headers={"Authorization": bot})
         assert mapper.status_code == 404
         assert http.get("/health").json()["status"] == "ok"
@@ -112,7 +118,7 @@ def test_the_admin_api_over_real_http_and_a_clean_shutdown(server: Server) -> No
     access = [line for line in log.splitlines() if re.match(r"127\.0\.0\.1 - - \[", line)]
     assert len(access) == 10  # one line per request, and only one (uvicorn's own is off)
     assert re.fullmatch(
-        r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+        r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
         rf'"GET /api/mappers\?target={OTHER_GUILD}&source={GUILD} HTTP/1\.1" 404 \d+ [\d.]+ms',
         access[-2],
     ), access[-2]
@@ -122,8 +128,14 @@ def test_http_semantics_head_options_allow_and_json_404s(server: Server) -> None
     """HEAD works on every GET route, OPTIONS and 405 list every method of the path, and
     answers that would be HTML or an empty 403 are JSON 404s (SPEC §0, §1)."""
     with httpx.Client(base_url=server.url, timeout=10.0) as http:
-        for path in ["/health", f"{API}/{GUILD}/queue", f"{API}/{GUILD}/nowplaying", "/api/templates/hHGhNE6wyxgF",
-                     "/schema/openapi.json", f"/api/mappers?target={GUILD}&source={OTHER_GUILD}"]:
+        for path in [
+            "/health",
+            f"{API}/{GUILD}/queue",
+            f"{API}/{GUILD}/nowplaying",
+            "/api/templates/hHGhNE6wyxgF",
+            "/schema/openapi.json",
+            f"/api/mappers?target={GUILD}&source={OTHER_GUILD}",
+        ]:
             got, head = http.get(path), http.head(path)
             assert head.status_code == got.status_code, path
             assert head.content == b""
@@ -151,8 +163,9 @@ def test_http_semantics_head_options_allow_and_json_404s(server: Server) -> None
 def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as raw:
         raw.sendall(
-            b"POST /admin/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"guild\":"
+            b"POST /admin/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + ADMIN_TOKEN.encode()
+            + b'\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"guild":'
         )
         time.sleep(0.2)
     deadline = time.monotonic() + 5
@@ -175,7 +188,10 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
     log = tmp_path / "server.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN}
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN},
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -189,12 +205,18 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
                     time.sleep(0.05)
             with httpx.Client(base_url=url, timeout=10) as http:
                 http.get("/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret")
-                http.post(f"{API}/{GUILD}/stop", json={"user": USER}, headers={"Authorization": "Bearer hunter4secret"})
+                http.post(
+                    f"{API}/{GUILD}/stop",
+                    json={"user": USER},
+                    headers={"Authorization": "Bearer hunter4secret"},
+                )
                 http.head("/health")
 
             async def socket() -> None:
                 with pytest.raises(InvalidStatus):
-                    async with connect(f"ws://127.0.0.1:{port}/api/loaders/ws?token=hunter5secret", open_timeout=5):
+                    async with connect(
+                        f"ws://127.0.0.1:{port}/api/loaders/ws?token=hunter5secret", open_timeout=5
+                    ):
                         pass
 
             asyncio.run(socket())
@@ -205,7 +227,13 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
     text = log.read_text()
     assert "hunter" not in text
     requests = [line for line in text.splitlines() if "/api/" in line or "/health" in line]
-    targets = ["GET /health", "GET /api/mappers", f"POST {API}/{GUILD}/stop", "HEAD /health", "WEBSOCKET /api/loaders/ws"]
+    targets = [
+        "GET /health",
+        "GET /api/mappers",
+        f"POST {API}/{GUILD}/stop",
+        "HEAD /health",
+        "WEBSOCKET /api/loaders/ws",
+    ]
     for target in targets:
         assert sum(target in line for line in requests) == 1, (target, requests)  # the probe is GET /health
     assert len(requests) == sum(1 for line in requests if re.match(r"127\.0\.0\.1 - - \[", line))  # ours only
@@ -233,7 +261,9 @@ def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
         if how == "serve"
         else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(free_port())]
     )
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, variable: value})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=30, env={**os.environ, variable: value}
+    )
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], done.stderr
@@ -263,10 +293,16 @@ def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
                     assert time.monotonic() < deadline and process.poll() is None, log.read_text()
                     time.sleep(0.05)
             admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-            token = httpx.post(f"http://127.0.0.1:{port}/admin/bots", json={"id": "386861188891279362", "name": "B"}, headers=admin).json()["token"]
+            token = httpx.post(
+                f"http://127.0.0.1:{port}/admin/bots",
+                json={"id": "386861188891279362", "name": "B"},
+                headers=admin,
+            ).json()["token"]
 
             async def interrupt_twice() -> None:
-                async with connect(f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token}):
+                async with connect(
+                    f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token}
+                ):
                     process.send_signal(signal.SIGINT)  # the shutdown waits for this socket ...
                     await asyncio.sleep(0.05)
                     process.send_signal(signal.SIGINT)  # ... until a second Ctrl-C
@@ -278,6 +314,8 @@ def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
             if process.poll() is None:
                 process.kill()
     text = log.read_text()
-    assert "Traceback" not in text and "CancelledError" not in text and "Event loop is closed" not in text, text
+    assert "Traceback" not in text and "CancelledError" not in text and "Event loop is closed" not in text, (
+        text
+    )
     with sqlite3.connect(db_path) as db:  # closed cleanly: the next open finds nothing to recover
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

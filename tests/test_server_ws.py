@@ -78,7 +78,9 @@ def test_refused_handshakes_answer_http_401_and_close_4029_when_rate_limited(
     asyncio.run(scenario())
 
 
-def test_a_reconnect_loop_backs_off_on_4029_and_then_follows_the_stream(server: Server, http: httpx.Client) -> None:
+def test_a_reconnect_loop_backs_off_on_4029_and_then_follows_the_stream(
+    server: Server, http: httpx.Client
+) -> None:
     """Two shards of one bot connect within the same second, as bots do; the README's loop."""
     token = grant(http, BOTS[0])
     url = f"{server.ws_url}/api/loaders/ws"
@@ -115,9 +117,12 @@ def test_live_events_reach_every_subscriber_in_order(server: Server, http: httpx
 
     async def scenario() -> list[list[tuple[str, int]]]:
         sockets = [
-            await connect(f"{server.ws_url}/api/loaders/ws", additional_headers={"Authorization": t}) for t in tokens
+            await connect(f"{server.ws_url}/api/loaders/ws", additional_headers={"Authorization": t})
+            for t in tokens
         ]
-        await asyncio.to_thread(lambda: [load(http, 496683369665658880 + i, status="loading roles") for i in range(5)])
+        await asyncio.to_thread(
+            lambda: [load(http, 496683369665658880 + i, status="loading roles") for i in range(5)]
+        )
         seen = []
         for ws in sockets:
             frames = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(15)]
@@ -141,7 +146,9 @@ def test_replay_across_a_disconnect(server: Server, http: httpx.Client) -> None:
             first = [json.loads(await ws.recv())["seq"] for _ in range(2)]
         await asyncio.to_thread(lambda: [load(http, 496683369665658881 + i, status="x") for i in range(3)])
         await asyncio.sleep(1.0)  # the handshake limit is 1 per second per bot
-        async with connect(f"{server.ws_url}/api/loaders/ws?since={first[-1]}", additional_headers=auth) as ws:
+        async with connect(
+            f"{server.ws_url}/api/loaders/ws?since={first[-1]}", additional_headers=auth
+        ) as ws:
             missed = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(6)]
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(ws.recv(), 0.3)  # nothing more: statuses are not replayed
@@ -167,7 +174,9 @@ def test_a_stalled_subscriber_does_not_delay_another(server: Server, http: httpx
             max_queue=1,
             additional_headers={"Authorization": stalled_token},
         )
-        reader = await connect(f"{server.ws_url}/api/loaders/ws", additional_headers={"Authorization": reader_token})
+        reader = await connect(
+            f"{server.ws_url}/api/loaders/ws", additional_headers={"Authorization": reader_token}
+        )
         received, worst = 0, 0.0
         for i in range(300):
             began = time.monotonic()
@@ -196,7 +205,9 @@ def readme_follow(port: int, seen: list[tuple[str, dict[str, object]]]) -> objec
     return namespace["follow"]
 
 
-def test_the_readmes_client_backs_off_on_4029_and_stops_on_a_bad_token(server: Server, http: httpx.Client) -> None:
+def test_the_readmes_client_backs_off_on_4029_and_stops_on_a_bad_token(
+    server: Server, http: httpx.Client
+) -> None:
     token = grant(http, BOTS[0])
 
     async def scenario() -> tuple[list[tuple[str, dict[str, object]]], list[tuple[str, dict[str, object]]]]:
@@ -216,6 +227,8 @@ def test_the_readmes_client_backs_off_on_4029_and_stops_on_a_bad_token(server: S
 
     first, second = asyncio.run(scenario())
     assert [kind for kind, _ in first] == [kind for kind, _ in second] == ["start", "done"]
-    with pytest.raises(Exception, match="Invalid token") as stopped:  # a bad token: it stops, it does not retry
+    with pytest.raises(
+        Exception, match="Invalid token"
+    ) as stopped:  # a bad token: it stops, it does not retry
         asyncio.run(asyncio.wait_for(readme_follow(server.port, [])("not-a-token"), 10))  # type: ignore[operator]
     assert type(stopped.value).__name__ == "Refused" and str(stopped.value) == '{"error":"Invalid token"}'

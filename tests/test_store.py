@@ -69,8 +69,11 @@ def test_an_unusable_path_is_a_store_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("create", "table", "row"),
     [
-        (lambda host: host.create_key(766045633697021973, "460177285954142208"), "elixir_keys",
-         ("766045633697021973", "460177285954142208")),
+        (
+            lambda host: host.create_key(766045633697021973, "460177285954142208"),
+            "elixir_keys",
+            ("766045633697021973", "460177285954142208"),
+        ),
         (lambda host: host.grant_bot(386861188891279362, "Wick"), "bots", ("386861188891279362", "Wick")),
     ],
     ids=["elixir key", "bot token"],
@@ -112,7 +115,9 @@ def test_concurrent_transactions_do_not_interleave(db_path: str) -> None:
     async def run() -> list[str]:
         async with xe.Host.open(xe.Config(db=db_path)) as host:
             guilds = [str(10**17 + i) for i in range(40)]
-            await asyncio.gather(*(host.put_guild(g, f"g{i}", [int(g) + 1, int(g) + 2]) for i, g in enumerate(guilds)))
+            await asyncio.gather(
+                *(host.put_guild(g, f"g{i}", [int(g) + 1, int(g) + 2]) for i, g in enumerate(guilds))
+            )
             found = [await host.get_guild(g) for g in guilds]
             return [f"{g.name}:{len(g.voice_channels)}" for g in found if g]
 
@@ -127,28 +132,46 @@ def test_remembered_answers_follow_writes_from_another_process(db_path: str, mak
     token = grant_bot(client)
     client.put(f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE]}, headers=ADMIN)
     key = client.post("/admin/keys", json={"guild": GUILD, "user": USER}, headers=ADMIN).json()["key"]
-    play = lambda query: client.post(  # noqa: E731
+    play = lambda query: client.post(
         f"/api/v1/{GUILD}/play", json={"user": USER, "query": query}, headers=bearer(key)
     )
-    assert client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key)).status_code == 200
+    assert (
+        client.post(
+            f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key)
+        ).status_code
+        == 200
+    )
     run_load(client, {"410520361789161472": "754098965649162251"})
     mapper = f"/api/mappers?target={TARGET}&source={SOURCE}"
     for _ in range(2):  # the second answer of each comes from memory
-        assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098965649162251"
+        assert (
+            client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"]
+            == "754098965649162251"
+        )
         assert play("elsewhere tune").status_code == 404
 
-    track = {"source": "youtube", "identifier": "elsewhere01", "title": "Elsewhere Tune", "author": "Other Process",
-             "length": 1000, "uri": "https://www.youtube.com/watch?v=elsewhere01"}
+    track = {
+        "source": "youtube",
+        "identifier": "elsewhere01",
+        "title": "Elsewhere Tune",
+        "author": "Other Process",
+        "length": 1000,
+        "uri": "https://www.youtube.com/watch?v=elsewhere01",
+    }
     with_host(db_path, lambda host: host.import_catalog([track]))
     assert play("elsewhere tune").json()["identifier"] == "elsewhere01"
-    with_host(db_path, lambda host: host.merge_ids(SOURCE, TARGET, {"410520361789161472": "754098999999999999"}))
-    assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098999999999999"
+    with_host(
+        db_path, lambda host: host.merge_ids(SOURCE, TARGET, {"410520361789161472": "754098999999999999"})
+    )
+    assert (
+        client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"]
+        == "754098999999999999"
+    )
 
     with_host(db_path, lambda host: host.revoke_bot(BOT))
     assert client.get(mapper, headers={"Authorization": token}).json() == {"error": "Invalid token"}
     with_host(db_path, lambda host: host.revoke_key(GUILD, USER))
     assert play("elsewhere tune").status_code == 401
-
 
 
 def test_this_processs_own_commits_forget_remembered_answers_at_once(
@@ -163,7 +186,10 @@ def test_this_processs_own_commits_forget_remembered_answers_at_once(
     run_load(client, {"410520361789161472": "754098965649162251"})
     assert client.get(mapper, headers={"Authorization": token}).status_code == 200
     run_load(client, {"410520361789161472": "754098999999999999"})
-    assert client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"] == "754098999999999999"
+    assert (
+        client.get(mapper, headers={"Authorization": token}).json()["ids"]["410520361789161472"]
+        == "754098999999999999"
+    )
     assert client.delete(f"/admin/bots/{BOT}", headers=ADMIN).status_code == 200
     assert client.get(mapper, headers={"Authorization": token}).json() == {"error": "Invalid token"}
 
@@ -172,7 +198,14 @@ def test_a_big_import_lets_other_writes_in_between_its_chunks(db_path: str) -> N
     """An import is written in chunks, each its own transaction: a write that arrives during it
     waits for one chunk, not for the whole import (nor does another process's)."""
     tracks = [
-        xe.Track(source="youtube", identifier=f"id{i}", title=f"Song {i}", author="A", length=1000, uri=f"https://y.com/{i}")
+        xe.Track(
+            source="youtube",
+            identifier=f"id{i}",
+            title=f"Song {i}",
+            author="A",
+            length=1000,
+            uri=f"https://y.com/{i}",
+        )
         for i in range(4 * 5000)
     ]
 

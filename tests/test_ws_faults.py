@@ -60,7 +60,9 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
 
     async def scenario() -> tuple[list[list[int]], list[int], int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            token = (await http.post("/admin/bots", json={"id": "386861188891279362", "name": "B"}, headers=ADMIN)).json()["token"]
+            token = (
+                await http.post("/admin/bots", json={"id": "386861188891279362", "name": "B"}, headers=ADMIN)
+            ).json()["token"]
             url = f"{server.ws_url}/api/loaders/ws"
             headers = {"Authorization": token}
             steady = [await connect(url, additional_headers=headers) for _ in range(STEADY)]
@@ -79,7 +81,9 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
             for _ in range(ROUNDS):
                 crowd = await asyncio.gather(
                     *(
-                        connect(url, additional_headers=headers, max_queue=4, close_timeout=2, open_timeout=30)
+                        connect(
+                            url, additional_headers=headers, max_queue=4, close_timeout=2, open_timeout=30
+                        )
                         for _ in range(CHURN)
                     )
                 )
@@ -124,13 +128,17 @@ def test_a_thousand_subscribers_come_and_go_while_events_flow(db_path: str, tmp_
     # ... no type of object piles up (a bounded cache grows by < 1,300 tuples over these rounds;
     # one leaked object per subscriber would add 5,000) ...
     first, last = rounds[2]["types"], rounds[-1]["types"]
-    grown = {name: last[name] - first.get(name, 0) for name in last if last[name] - first.get(name, 0) >= 2500}
+    grown = {
+        name: last[name] - first.get(name, 0) for name in last if last[name] - first.get(name, 0) >= 2500
+    }
     assert not grown, grown
     # ... and the traced bytes settle: rounds 6-8 against rounds 3-5 differ by 90-210 KiB in
     # healthy runs, where a leak of 1 KiB per subscriber adds 3 MiB.
     traced = [figures["traced"] for figures in rounds]
     growth = statistics.mean(traced[-3:]) - statistics.mean(traced[2:5])
     assert growth < 1024 * 1024, (growth, traced)
-    print(f"\n{ROUNDS} rounds of {CHURN} subscribers; {len(published)} start/done each reached {STEADY} steady "
-          f"readers; server traced KiB by round: {[t // 1024 for t in traced]} (rounds 6-8 vs 3-5: "
-          f"{growth / 1024:+.0f} KiB); RSS KiB: {[figures['rss_kib'] for figures in rounds]}")
+    print(
+        f"\n{ROUNDS} rounds of {CHURN} subscribers; {len(published)} start/done each reached {STEADY} steady "
+        f"readers; server traced KiB by round: {[t // 1024 for t in traced]} (rounds 6-8 vs 3-5: "
+        f"{growth / 1024:+.0f} KiB); RSS KiB: {[figures['rss_kib'] for figures in rounds]}"
+    )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import email.utils
-import time
+import json
 from typing import Any
 
 import pytest
@@ -75,7 +73,9 @@ def test_rotating_a_token_revokes_the_old_one(client: TestClient, token: str) ->
     rotated = client.post("/admin/bots", json={"id": BOT, "name": "Wick"}, headers=ADMIN)
     assert rotated.status_code == 200
     xenon_error(client.get(MAPPER, headers={"Authorization": token}), 401, "Invalid token")
-    xenon_error(client.get(MAPPER, headers={"Authorization": rotated.json()["token"]}), 404, "No id translator found")
+    xenon_error(
+        client.get(MAPPER, headers={"Authorization": rotated.json()["token"]}), 404, "No id translator found"
+    )
 
 
 def test_a_revoked_token_is_invalid(client: TestClient, token: str) -> None:
@@ -118,12 +118,18 @@ def test_an_unknown_backup_falls_back_to_source(client: TestClient, token: str) 
 
 
 @pytest.mark.parametrize("legacy", ["Ab12Cd34Ef56Gh78", "x", "a" * 32, SOURCE])
-def test_any_backup_id_of_1_to_32_letters_or_digits_is_looked_up(client: TestClient, token: str, legacy: str) -> None:
+def test_any_backup_id_of_1_to_32_letters_or_digits_is_looked_up(
+    client: TestClient, token: str, legacy: str
+) -> None:
     """Legacy 16-character ids, and guild ids that a bot passes as backup."""
-    created = client.post("/admin/backups", json={"id": legacy, "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN)
+    created = client.post(
+        "/admin/backups", json={"id": legacy, "source_id": SOURCE, "creator_id": CREATOR}, headers=ADMIN
+    )
     assert created.status_code == 201 and created.json()["id"] == legacy.lower()
     run_load(client, {"410520361789161472": "754098965649162251"})
-    mapper = client.get(f"/api/mappers?target={TARGET}&backup={legacy.upper()}", headers={"Authorization": token})
+    mapper = client.get(
+        f"/api/mappers?target={TARGET}&backup={legacy.upper()}", headers={"Authorization": token}
+    )
     assert mapper.status_code == 200 and mapper.json()["source_id"] == SOURCE
 
 
@@ -158,7 +164,11 @@ def test_loaders_are_left_out_when_empty(client: TestClient, token: str) -> None
 
 def test_a_mapper_accumulates_over_loads(client: TestClient, token: str) -> None:
     run_load(client, {"410520361789161472": "754098965649162251", "410533472055066624": "754098969658916895"})
-    run_load(client, {"410533472055066624": "754098999999999999", "419932531828457473": "754098968748752987"}, user=USER)
+    run_load(
+        client,
+        {"410533472055066624": "754098999999999999", "419932531828457473": "754098968748752987"},
+        user=USER,
+    )
     run_load(client, {}, user=CREATOR)
     body = client.get(MAPPER, headers={"Authorization": token}).json()
     assert body["ids"] == {
@@ -185,11 +195,15 @@ def test_backup_ids_are_case_insensitive_and_win_over_source(client: TestClient,
     by_backup = client.get(f"/api/mappers?target={TARGET}&backup=3ZydFWqp0h", headers=auth)
     assert by_backup.json()["source_id"] == SOURCE
     # both given: the backup wins, so a wrong source is not even looked at
-    both = client.get(f"/api/mappers?target={TARGET}&backup=3zydfwqp0h&source=999999999999999999", headers=auth)
+    both = client.get(
+        f"/api/mappers?target={TARGET}&backup=3zydfwqp0h&source=999999999999999999", headers=auth
+    )
     assert both.json() == by_backup.json()
 
 
-def test_a_found_mapper_is_cacheable_and_errors_are_not(client: TestClient, token: str, clock: FakeClock) -> None:
+def test_a_found_mapper_is_cacheable_and_errors_are_not(
+    client: TestClient, token: str, clock: FakeClock
+) -> None:
     run_load(client, {})
     response = client.get(MAPPER, headers={"Authorization": token})
     assert response.headers["cache-control"] == "max-age=60"
@@ -221,14 +235,20 @@ def test_attach_is_idempotent_and_listed(client: TestClient, token: str, templat
     assert client.get(url).json() == {"bots": [BOT]}
 
 
-@pytest.mark.parametrize("content", [b"", b"{}", b'{"user": "647737109494497281"}', b'{"user": 647737109494497281}'])
+@pytest.mark.parametrize(
+    "content", [b"", b"{}", b'{"user": "647737109494497281"}', b'{"user": 647737109494497281}']
+)
 def test_attach_body_is_optional(client: TestClient, token: str, template: str, content: bytes) -> None:
-    response = client.post(f"/api/templates/{template}/bots", content=content, headers={"Authorization": token})
+    response = client.post(
+        f"/api/templates/{template}/bots", content=content, headers={"Authorization": token}
+    )
     assert (response.status_code, response.json()) == (200, {})
 
 
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
-def test_a_user_who_is_not_the_creator_is_403(client: TestClient, token: str, template: str, method: str) -> None:
+def test_a_user_who_is_not_the_creator_is_403(
+    client: TestClient, token: str, template: str, method: str
+) -> None:
     response = client.request(
         method, f"/api/templates/{template}/bots", json={"user": USER}, headers={"Authorization": token}
     )
@@ -244,8 +264,12 @@ def test_unknown_templates_are_404(client: TestClient, token: str, template_id: 
 
 
 @pytest.mark.parametrize("content", [b"{nope", b"[]", b'{"user": "abc"}', b'{"user": true}'])
-def test_malformed_attach_bodies_are_400(client: TestClient, token: str, template: str, content: bytes) -> None:
-    response = client.post(f"/api/templates/{template}/bots", content=content, headers={"Authorization": token})
+def test_malformed_attach_bodies_are_400(
+    client: TestClient, token: str, template: str, content: bytes
+) -> None:
+    response = client.post(
+        f"/api/templates/{template}/bots", content=content, headers={"Authorization": token}
+    )
     assert response.status_code == 400
     assert set(response.json()) == {"error"}
 
@@ -326,7 +350,10 @@ def test_limits_are_per_bot_and_per_group(client: TestClient, token: str, templa
 
 def test_templates_allow_30_per_10_seconds(client: TestClient, token: str, template: str) -> None:
     url = f"/api/templates/{template}/bots"
-    statuses = [client.request("POST" if i % 2 else "DELETE", url, headers={"Authorization": token}).status_code for i in range(31)]
+    statuses = [
+        client.request("POST" if i % 2 else "DELETE", url, headers={"Authorization": token}).status_code
+        for i in range(31)
+    ]
     assert statuses == [200] * 30 + [429]
     assert client.get(url).status_code == 200  # the public GETs are not limited
 
@@ -347,7 +374,9 @@ def test_rate_limits_can_be_turned_off_or_changed(make_client: Any) -> None:
     assert statuses == [404, 404, 429]
 
 
-@pytest.mark.parametrize("spec", ["mapper=30/10", "mappers=30", "mappers=x/10", "mappers=0/10", "mappers=5/0"])
+@pytest.mark.parametrize(
+    "spec", ["mapper=30/10", "mappers=30", "mappers=x/10", "mappers=0/10", "mappers=5/0"]
+)
 def test_bad_rate_limit_settings_fail_at_startup(db_path: str, spec: str) -> None:
     with pytest.raises(ValueError, match="XE_RATE_LIMITS"):
         xe.create_app(xe.Config(db=db_path, rate_limits=spec))
@@ -372,10 +401,14 @@ def test_failed_auth_is_limited_per_address_on_every_api(client: TestClient, tok
     xenon = client.get(MAPPER, headers={"Authorization": "wrong"})
     assert xenon.status_code == 429
     assert set(xenon.json()) == {"error", "retry_after"} and xenon.headers["retry-after"] == "60"
-    elixir = client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer("a" * 64))
+    elixir = client.post(
+        f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer("a" * 64)
+    )
     assert elixir.status_code == 429
     assert set(elixir.json()) == {"timestamp", "message", "retry_after"}
-    admin = client.post("/admin/keys", json={"guild": GUILD, "user": USER}, headers={"Authorization": "Bearer no"})
+    admin = client.post(
+        "/admin/keys", json={"guild": GUILD, "user": USER}, headers={"Authorization": "Bearer no"}
+    )
     assert admin.status_code == 429 and set(admin.json()) == {"error", "retry_after"}
     # a valid token still works: only failures are limited
     assert client.get(MAPPER, headers={"Authorization": token}).status_code == 404
@@ -423,7 +456,10 @@ def test_the_limiter_caps_its_keys_even_when_none_is_idle() -> None:
 def test_refused_handshake_closes_with_the_reason(
     client: TestClient, token: str, headers: dict[str, str], code: int, reason: str
 ) -> None:
-    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/api/loaders/ws", headers=headers) as ws:
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect("/api/loaders/ws", headers=headers) as ws,
+    ):
         ws.receive_text()
     assert (closed.value.code, closed.value.detail) == (code, reason)
 
@@ -431,9 +467,10 @@ def test_refused_handshake_closes_with_the_reason(
 def test_rate_limited_handshake_closes_with_4029(client: TestClient, token: str, clock: FakeClock) -> None:
     with client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}):
         pass
-    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(
-        "/api/loaders/ws", headers={"Authorization": token}
-    ) as ws:
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}) as ws,
+    ):
         ws.receive_text()
     assert closed.value.code == 4029  # the reason is the error body, retry_after exact
     assert json.loads(closed.value.detail) == {"error": "You got ratelimited", "retry_after": 1000.0}
@@ -443,9 +480,10 @@ def test_rate_limited_handshake_closes_with_4029(client: TestClient, token: str,
 
 
 def test_a_bad_since_is_refused(client: TestClient, token: str) -> None:
-    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(
-        "/api/loaders/ws?since=-1", headers={"Authorization": token}
-    ) as ws:
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect("/api/loaders/ws?since=-1", headers={"Authorization": token}) as ws,
+    ):
         ws.receive_text()
     assert closed.value.code == 4000 and "since" in closed.value.detail
 
@@ -459,7 +497,9 @@ def test_plain_http_to_the_websocket_route_is_a_clear_error(client: TestClient) 
 def test_keys_and_tokens_do_not_cross_apis(client: TestClient, token: str) -> None:
     key = admin_key(client, GUILD, USER)
     xenon_error(client.get(MAPPER, headers={"Authorization": key}), 401, "Invalid token")
-    response = client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(token))
+    response = client.post(
+        f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(token)
+    )
     assert response.status_code == 401
 
 
@@ -471,8 +511,14 @@ def test_a_cached_mapper_answer_follows_every_new_load(client: TestClient, token
     after = client.get(MAPPER, headers=auth).json()
     assert after["ids"]["410520361789161472"] == "754098999999999999"
     assert after["loaders"] == [CREATOR, USER]
-    client.post("/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN)
-    client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"419932531828457473": "754098968748752987"}}, headers=ADMIN)
+    client.post(
+        "/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN
+    )
+    client.post(
+        f"/admin/loaders/{TARGET}/ids",
+        json={"ids": {"419932531828457473": "754098968748752987"}},
+        headers=ADMIN,
+    )
     assert "419932531828457473" not in client.get(MAPPER, headers=auth).json()["ids"]  # staged until done
     client.post(f"/admin/loaders/{TARGET}/done", json={"ok": True}, headers=ADMIN)
     assert "419932531828457473" in client.get(MAPPER, headers=auth).json()["ids"]  # the merge invalidates
@@ -484,18 +530,27 @@ def test_a_failed_load_changes_no_mapper(client: TestClient, token: str) -> None
     failed = {"target_id": TARGET, "type": "backup", "source_id": SOURCE, "user_id": USER}
     assert client.post("/admin/loaders", json=failed, headers=ADMIN).status_code == 201
     client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"410520361789161472": "1" * 18}}, headers=ADMIN)
-    assert client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN).json()["data"]["ok"] is False
+    assert (
+        client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN).json()["data"]["ok"]
+        is False
+    )
     xenon_error(client.get(MAPPER, headers=auth), 404, "No id translator found")  # no mapper was created
 
     run_load(client, {"410520361789161472": "754098965649162251"}, user=CREATOR)
     before = client.get(MAPPER, headers=auth).json()
     assert client.post("/admin/loaders", json=failed, headers=ADMIN).status_code == 201
-    client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"410520361789161472": "2" * 18, "419932531828457473": "3" * 18}}, headers=ADMIN)
+    client.post(
+        f"/admin/loaders/{TARGET}/ids",
+        json={"ids": {"410520361789161472": "2" * 18, "419932531828457473": "3" * 18}},
+        headers=ADMIN,
+    )
     client.post(f"/admin/loaders/{TARGET}/done", json={"ok": False}, headers=ADMIN)
     assert client.get(MAPPER, headers=auth).json() == before  # an existing mapper is untouched
     assert before["loaders"] == [CREATOR]  # and the failed load's user gained no permission
 
-    run_load(client, {"419932531828457473": "754098968748752987"}, user=USER)  # the next good load starts clean
+    run_load(
+        client, {"419932531828457473": "754098968748752987"}, user=USER
+    )  # the next good load starts clean
     after = client.get(MAPPER, headers=auth).json()
     assert after["ids"] == {**before["ids"], "419932531828457473": "754098968748752987"}
     assert after["loaders"] == [CREATOR, USER]

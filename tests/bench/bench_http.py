@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import GUILD, SOURCE, TARGET, USER, Uvicorn, seed  # noqa: E402
+from common import GUILD, SOURCE, TARGET, USER, Uvicorn, seed
 
-BARE_APP = '''
+BARE_APP = """
 from litestar import Litestar, get
 
 @get("/")
@@ -31,7 +31,7 @@ async def index() -> dict[str, str]:
     return {"hello": "world"}
 
 app = Litestar([index])
-'''
+"""
 
 
 def lua(method: str = "GET", headers: dict[str, str] | None = None, body: str | None = None) -> str:
@@ -50,7 +50,9 @@ def wrk(url: str, script: str, seconds: int, connections: int, threads: int) -> 
         file.write(script)
     done = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     Path(file.name).unlink()
     out = done.stdout
@@ -62,13 +64,21 @@ def wrk(url: str, script: str, seconds: int, connections: int, threads: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=5, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=5, help="each round measures the baseline, then every route")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="each round measures the baseline, then every route"
+    )
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (one leaves the other core to the server)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads (one leaves the other core to the server)"
+    )
     parser.add_argument("--only", help="measure only the routes whose name contains this")
-    parser.add_argument("--app-dir", help="serve the xenon_elixir.py of this folder (another checkout, for before/after)")
+    parser.add_argument(
+        "--app-dir", help="serve the xenon_elixir.py of this folder (another checkout, for before/after)"
+    )
     args = parser.parse_args()
 
     def measure(url: str, script: str) -> tuple[float, float, int]:
@@ -86,7 +96,11 @@ def main() -> None:
             ),
             "POST /api/v1/{guild}/play (search, 2,000 tracks)": (
                 f"/api/v1/{GUILD}/play",
-                lua("POST", {"Authorization": f"Bearer {secrets['key']}"}, f'{{"user": "{USER}", "query": "night rain song"}}'),
+                lua(
+                    "POST",
+                    {"Authorization": f"Bearer {secrets['key']}"},
+                    f'{{"user": "{USER}", "query": "night rain song"}}',
+                ),
             ),
         }
         routes = {name: route for name, route in routes.items() if not args.only or args.only in name}
@@ -97,8 +111,12 @@ def main() -> None:
         # The default configuration (the access log on, written to a file as a process manager
         # would keep it) is what users run; the log off is shown beside it.
         apps = {
-            "default": Uvicorn("xenon_elixir:app", app_dir=args.app_dir, env=env, log=Path(folder, "access.log")),
-            "log off": Uvicorn("xenon_elixir:app", app_dir=args.app_dir, env={**env, "XE_DB": copy, "XE_ACCESS_LOG": "0"}),
+            "default": Uvicorn(
+                "xenon_elixir:app", app_dir=args.app_dir, env=env, log=Path(folder, "access.log")
+            ),
+            "log off": Uvicorn(
+                "xenon_elixir:app", app_dir=args.app_dir, env={**env, "XE_DB": copy, "XE_ACCESS_LOG": "0"}
+            ),
         }
         baseline: list[tuple[float, float, int]] = []
         results: dict[str, list[tuple[float, float, int]]] = {
@@ -121,9 +139,11 @@ def main() -> None:
             for app in apps.values():
                 app.stop()
 
-    print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per figure, "
-          f"{args.rounds} rounds; uvicorn httptools+uvloop, 1 worker; app RSS at the end {app_rss // 1024} MiB; "
-          f"{logged:,} access-log lines written by the default app")
+    print(
+        f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per figure, "
+        f"{args.rounds} rounds; uvicorn httptools+uvloop, 1 worker; app RSS at the end {app_rss // 1024} MiB; "
+        f"{logged:,} access-log lines written by the default app"
+    )
     print("each ratio is against the baseline measured in the same round; the median round is shown")
     base_rps = statistics.median(r for r, _, _ in baseline)
     base_p99 = statistics.median(p for _, p, _ in baseline)
@@ -132,10 +152,15 @@ def main() -> None:
         rps_ratio = statistics.median(run[0] / base[0] for run, base in zip(runs, baseline, strict=True))
         p99_ratio = statistics.median(run[1] / base[1] for run, base in zip(runs, baseline, strict=True))
         bad = sum(run[2] for run in runs)
-        rounds = ", ".join(f"{run[0] / base[0]:.2f}x/{run[1] / base[1]:.2f}x" for run, base in zip(runs, baseline, strict=True))
-        print(f"{name:62} {statistics.median(r for r, _, _ in runs):9.0f} req/s   "
-              f"p99 {statistics.median(p for _, p, _ in runs):6.2f} ms   "
-              f"ratio {rps_ratio:4.2f}x req/s, {p99_ratio:4.2f}x p99" + (f"   ({bad} non-2xx!)" if bad else ""))
+        rounds = ", ".join(
+            f"{run[0] / base[0]:.2f}x/{run[1] / base[1]:.2f}x"
+            for run, base in zip(runs, baseline, strict=True)
+        )
+        print(
+            f"{name:62} {statistics.median(r for r, _, _ in runs):9.0f} req/s   "
+            f"p99 {statistics.median(p for _, p, _ in runs):6.2f} ms   "
+            f"ratio {rps_ratio:4.2f}x req/s, {p99_ratio:4.2f}x p99" + (f"   ({bad} non-2xx!)" if bad else "")
+        )
         print(f"{'':62} rounds (req/s / p99 ratio): {rounds}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SOURCE, Uvicorn, seed  # noqa: E402
+from common import SOURCE, Uvicorn, seed
 
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
 TIMED = re.compile(r'"POST /admin/loaders/\d+/ids HTTP/[\d.]+" 200 \d+ ([\d.]+)ms')
@@ -28,7 +28,9 @@ MERGED = re.compile(r'"POST /admin/loaders/\d+/done HTTP/[\d.]+" 200 \d+ ([\d.]+
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ids", type=int, default=10_000)
     parser.add_argument("--loads", type=int, default=10)
     args = parser.parse_args()
@@ -36,8 +38,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         db, log = str(Path(folder, "bench.db")), Path(folder, "server.log")
         seed(db, tracks=10, mapper_ids=10)
-        env = {"XE_DB": db, "XE_ADMIN_TOKEN": ADMIN["Authorization"].split()[1], "XE_RATE_LIMITS": "off",
-               "XE_ACCESS_LOG": "1"}
+        env = {
+            "XE_DB": db,
+            "XE_ADMIN_TOKEN": ADMIN["Authorization"].split()[1],
+            "XE_RATE_LIMITS": "off",
+            "XE_ACCESS_LOG": "1",
+        }
         server = Uvicorn("xenon_elixir:app", env=env, log=log)
         round_trips = []
         try:
@@ -60,12 +66,16 @@ def main() -> None:
 
     server_times, round_trips, merge_times = server_times[1:], round_trips[1:], merge_times[1:]
     assert len(server_times) == args.loads, "the access log did not time every request"
-    print(f"machine: {os.cpu_count()} cores; {args.loads} loads of {args.ids:,} ids, each into a new target; "
-          "uvicorn httptools+uvloop, 1 worker")
+    print(
+        f"machine: {os.cpu_count()} cores; {args.loads} loads of {args.ids:,} ids, each into a new target; "
+        "uvicorn httptools+uvloop, 1 worker"
+    )
     print(f"server time:  median {statistics.median(server_times):6.1f} ms, max {max(server_times):6.1f} ms")
     print(f"round trip:   median {statistics.median(round_trips):6.1f} ms, max {max(round_trips):6.1f} ms")
-    print(f"done (merge of the {args.ids:,} staged ids into the mapper), server time: "
-          f"median {statistics.median(merge_times):6.1f} ms, max {max(merge_times):6.1f} ms")
+    print(
+        f"done (merge of the {args.ids:,} staged ids into the mapper), server time: "
+        f"median {statistics.median(merge_times):6.1f} ms, max {max(merge_times):6.1f} ms"
+    )
 
 
 if __name__ == "__main__":

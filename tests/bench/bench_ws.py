@@ -27,11 +27,11 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SOURCE, TARGET, Uvicorn, seed  # noqa: E402
+from common import SOURCE, TARGET, Uvicorn, seed
 
 ADMIN_TOKEN = "bench-admin-token"
 
-RAW_APP = '''
+RAW_APP = """
 import asyncio
 
 # A done event of the app's size, encoded once.
@@ -77,7 +77,7 @@ async def app(scope, receive, send):
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 
 class Receipts:
@@ -100,11 +100,16 @@ class Receipts:
             self.all_in.set()
 
 
-async def subscribe(url: str, count: int, headers: dict[str, str], receipts: Receipts) -> list[ClientConnection]:
+async def subscribe(
+    url: str, count: int, headers: dict[str, str], receipts: Receipts
+) -> list[ClientConnection]:
     sockets: list[ClientConnection] = []
     for start in range(0, count, 100):  # in waves: a burst of 1,000 handshakes overflows the backlog
         sockets += await asyncio.gather(
-            *(connect(url, additional_headers=headers, max_queue=None) for _ in range(start, min(count, start + 100)))
+            *(
+                connect(url, additional_headers=headers, max_queue=None)
+                for _ in range(start, min(count, start + 100))
+            )
         )
 
     async def read(socket: ClientConnection) -> None:
@@ -131,12 +136,16 @@ def p99(values: list[float]) -> float:
     return ordered[math.ceil(0.99 * len(ordered)) - 1]
 
 
-async def measure(raw: Uvicorn, app: Uvicorn, token: str, subscribers: int, events: int, rounds: int) -> dict[str, Any]:
+async def measure(
+    raw: Uvicorn, app: Uvicorn, token: str, subscribers: int, events: int, rounds: int
+) -> dict[str, Any]:
     figures: dict[str, Any] = {"raw idle": raw.rss_kib(), "app idle": app.rss_kib()}
     raw_receipts, app_receipts = Receipts(subscribers), Receipts(subscribers)
-    ws = lambda server: server.url.replace("http", "ws", 1)  # noqa: E731
+    ws = lambda server: server.url.replace("http", "ws", 1)
     raw_sockets = await subscribe(ws(raw) + "/", subscribers, {}, raw_receipts)
-    app_sockets = await subscribe(ws(app) + "/api/loaders/ws", subscribers, {"Authorization": token}, app_receipts)
+    app_sockets = await subscribe(
+        ws(app) + "/api/loaders/ws", subscribers, {"Authorization": token}, app_receipts
+    )
     await asyncio.sleep(2)  # settled: every handshake done, nothing in flight
     figures["raw subscribed"], figures["app subscribed"] = raw.rss_kib(), app.rss_kib()
 
@@ -168,7 +177,9 @@ async def measure(raw: Uvicorn, app: Uvicorn, token: str, subscribers: int, even
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=20, help="per round")
     parser.add_argument("--rounds", type=int, default=3)
@@ -190,20 +201,26 @@ def main() -> None:
     raw_memory = figures["raw subscribed"] - figures["raw idle"]
     app_memory = figures["app subscribed"] - figures["app idle"]
     raw_times, app_times = figures["raw times"], figures["app times"]
-    everything = lambda rounds: [t for times in rounds for t in times]  # noqa: E731
-    print(f"machine: {os.cpu_count()} cores; {args.subscribers} subscribers per server (websockets client), "
-          f"{args.rounds} rounds of {args.events} events each, alternating; uvicorn httptools+uvloop, 1 worker")
+    everything = lambda rounds: [t for times in rounds for t in times]
+    print(
+        f"machine: {os.cpu_count()} cores; {args.subscribers} subscribers per server (websockets client), "
+        f"{args.rounds} rounds of {args.events} events each, alternating; uvicorn httptools+uvloop, 1 worker"
+    )
     for name, times, memory in (
         ("raw ASGI, one queue per socket", raw_times, raw_memory),
         ("xenon_elixir, one done event", app_times, app_memory),
     ):
-        print(f"{name:32} publish -> last receipt: median {statistics.median(everything(times)):5.1f} ms, "
-              f"p99 by round {', '.join(f'{p99(t):5.1f}' for t in times)} ms; "
-              f"{args.subscribers} idle subscribers hold {memory / 1024:5.1f} MiB")
+        print(
+            f"{name:32} publish -> last receipt: median {statistics.median(everything(times)):5.1f} ms, "
+            f"p99 by round {', '.join(f'{p99(t):5.1f}' for t in times)} ms; "
+            f"{args.subscribers} idle subscribers hold {memory / 1024:5.1f} MiB"
+        )
     ratios = [p99(a) / p99(r) for a, r in zip(app_times, raw_times, strict=True)]
-    print(f"ratio: p99 {statistics.median(ratios):4.2f}x (rounds {', '.join(f'{r:.2f}x' for r in ratios)}), "
-          f"median {statistics.median(everything(app_times)) / statistics.median(everything(raw_times)):4.2f}x, "
-          f"memory {app_memory / raw_memory:4.2f}x")
+    print(
+        f"ratio: p99 {statistics.median(ratios):4.2f}x (rounds {', '.join(f'{r:.2f}x' for r in ratios)}), "
+        f"median {statistics.median(everything(app_times)) / statistics.median(everything(raw_times)):4.2f}x, "
+        f"memory {app_memory / raw_memory:4.2f}x"
+    )
 
 
 if __name__ == "__main__":

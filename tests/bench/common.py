@@ -14,21 +14,36 @@ import httpx
 import xenon_elixir as xe
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/: the helpers the test suites use
-from server import free_port, rss_kib  # noqa: E402
+from server import free_port, rss_kib
 
 GUILD = "766045633697021973"
 VOICE = "766045633697021978"
 USER = "460177285954142208"
 SOURCE = "410488579140354049"
 TARGET = "496683369665658880"
-UVICORN = ["--http", "httptools", "--loop", "uvloop", "--workers", "1", "--log-level", "warning", "--no-access-log"]
+UVICORN = [
+    "--http",
+    "httptools",
+    "--loop",
+    "uvloop",
+    "--workers",
+    "1",
+    "--log-level",
+    "warning",
+    "--no-access-log",
+]
 
 
 class Uvicorn:
     """``uvicorn APP`` in a child process with the benchmark settings."""
 
     def __init__(
-        self, app: str, *, app_dir: str | None = None, env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        app: str,
+        *,
+        app_dir: str | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,7 +52,10 @@ class Uvicorn:
             command += ["--app-dir", app_dir]
         output = None if log is None else log.open("w")
         self.process = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT if output else None
+            command,
+            env={**os.environ, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -80,7 +98,9 @@ def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200) -> dict[str, str
             key = await host.create_key(GUILD, USER, rotate=True)
             token = await host.grant_bot("386861188891279362", "Bench")
             await host.store.merge_ids(
-                SOURCE, TARGET, {str(500000000000000000 + i): str(600000000000000000 + i) for i in range(mapper_ids - 1)}
+                SOURCE,
+                TARGET,
+                {str(500000000000000000 + i): str(600000000000000000 + i) for i in range(mapper_ids - 1)},
             )
             await host.players.join(GUILD, VOICE)
             track = await host.store.get_track("youtube", "bench000001")
