@@ -648,20 +648,6 @@ class BotOut(msgspec.Struct):
     token: str
 
 
-class TemplateIn(msgspec.Struct, kw_only=True):
-    id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
-    name: Annotated[str, _text(1, 100, not_blank=True)]
-    source_id: SnowflakeIn
-    creator_id: SnowflakeIn
-
-    def __post_init__(self) -> None:
-        if self.id is not None:
-            self.id = template_id(self.id)
-        _name(self.name, "name")
-        self.source_id = snowflake(self.source_id, "source_id")
-        self.creator_id = snowflake(self.creator_id, "creator_id")
-
-
 class Template(msgspec.Struct):
     """A template's details page data."""
 
@@ -673,15 +659,31 @@ class Template(msgspec.Struct):
 
 
 class BackupIn(msgspec.Struct, kw_only=True):
+    """What makes a backup: its id (``None``: one is generated), the guild it was made from, and
+    who made it."""
+
     id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
     source_id: SnowflakeIn
     creator_id: SnowflakeIn
+    checked_id: ClassVar[Callable[[str], str]] = staticmethod(backup_id)
 
     def __post_init__(self) -> None:
         if self.id is not None:
-            self.id = backup_id(self.id)
+            self.id = self.checked_id(self.id)
         self.source_id = snowflake(self.source_id, "source_id")
         self.creator_id = snowflake(self.creator_id, "creator_id")
+
+
+class TemplateIn(BackupIn, kw_only=True):
+    """What makes a template: a backup's fields, a template id, and a name."""
+
+    id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
+    name: Annotated[str, _text(1, 100, not_blank=True)]
+    checked_id: ClassVar[Callable[[str], str]] = staticmethod(template_id)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _name(self.name, "name")
 
 
 class Backup(msgspec.Struct):
@@ -1605,6 +1607,11 @@ class StoreError(Exception):
     """The database file cannot be used (unreadable, locked, or from a newer version)."""
 
 
+def _locked(exc: BaseException) -> bool:
+    """Whether SQLite refused because another connection held the lock past the busy timeout."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class StoredTrack(Track, kw_only=True, gc=False):
     """A track read back from the database: checked when it was written, not again (the checks'
     regular expressions were 40% of loading a queue)."""
@@ -1825,8 +1832,7 @@ class SqliteWriter:
                     outcomes, commits = await loop.run_in_executor(self._executor, self._commit, batch)
                 except sqlite3.OperationalError as exc:
                     log.warning("write refused with 503: %s", exc)
-                    busy = "locked" in str(exc) or "busy" in str(exc)
-                    self._fail(batch, Unavailable(LOCKED) if busy else Unavailable())
+                    self._fail(batch, Unavailable(LOCKED) if _locked(exc) else Unavailable())
                     continue
                 except BaseException as exc:  # every write of the batch failed together
                     self._fail(batch, exc)
@@ -1924,7 +1930,7 @@ class SqliteDatabase:
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             folder = os.path.dirname(os.path.abspath(self.path))
-            reason = "it is locked by another process" if "locked" in str(exc) else str(exc)
+            reason = "it is locked by another process" if _locked(exc) else str(exc)
             if not os.path.isdir(folder):
                 reason = f"the folder {folder} does not exist"
             raise StoreError(f"cannot use database {self.path}: {reason}") from exc
@@ -5282,11 +5288,16 @@ async def _cmd_add_bot(args: argparse.Namespace) -> None:
         print(await host.grant_bot(args.id, args.name))
 
 
+def _removed(found: bool, done: str, missing: str) -> None:
+    """Say what a revoke or a removal did; one that found nothing to remove is an error."""
+    if not found:
+        raise CliError(missing)
+    print(done)
+
+
 async def _cmd_revoke_bot(args: argparse.Namespace) -> None:
     async with _cli_host(args) as host:
-        if not await host.revoke_bot(args.id):
-            raise CliError(f"no bot {args.id}")
-        print(f"revoked the token of bot {args.id}")
+        _removed(await host.revoke_bot(args.id), f"revoked the token of bot {args.id}", f"no bot {args.id}")
 
 
 async def _cmd_add_template(args: argparse.Namespace) -> None:
@@ -5307,10 +5318,11 @@ async def _cmd_genkey(args: argparse.Namespace) -> None:
 
 
 async def _cmd_revoke_key(args: argparse.Namespace) -> None:
+    pair = f"guild {args.guild} and user {args.user}"
     async with _cli_host(args) as host:
-        if not await host.revoke_key(args.guild, args.user):
-            raise CliError(f"no key for guild {args.guild} and user {args.user}")
-        print(f"revoked the key of guild {args.guild} and user {args.user}")
+        _removed(
+            await host.revoke_key(args.guild, args.user), f"revoked the key of {pair}", f"no key for {pair}"
+        )
 
 
 async def _cmd_add_guild(args: argparse.Namespace) -> None:
@@ -5321,9 +5333,8 @@ async def _cmd_add_guild(args: argparse.Namespace) -> None:
 
 async def _cmd_remove_guild(args: argparse.Namespace) -> None:
     async with _cli_host(args) as host:
-        if not await host.delete_guild(args.guild):
-            raise CliError(f"guild {args.guild} is not in the registry")
-        print(f"removed guild {args.guild}")
+        found = await host.delete_guild(args.guild)
+        _removed(found, f"removed guild {args.guild}", f"guild {args.guild} is not in the registry")
 
 
 async def _cmd_import_tracks(args: argparse.Namespace) -> None:
@@ -5623,9 +5634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"xenon-elixir: {exc.message}", file=sys.stderr)
         return 1
-    except sqlite3.OperationalError as exc:
-        detail = "it is locked by another process" if "locked" in str(exc) else str(exc)
-        print(f"xenon-elixir: database error: {detail}", file=sys.stderr)
+    except DomainError as exc:
+        print(f"xenon-elixir: {exc.message}", file=sys.stderr)
         return 1
     except (ValueError, sqlite3.Error) as exc:  # msgspec.ValidationError is a ValueError
         print(f"xenon-elixir: {exc}", file=sys.stderr)

@@ -16,6 +16,19 @@ from typing import Any
 import httpx
 
 
+def cli(db: str, *argv: str) -> str:
+    """Run ``xenon-elixir ARGV --db DB`` as an operator would; its output, or an error with its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", *argv, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -28,6 +41,23 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def spawn(command: list[str], port: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a server process (any way of running the app) and wait until /health answers."""
+    output = log.open("ab")
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    output.close()  # the child holds its own copy
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return process
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"the server did not start:\n{log.read_text()}") from None
+            time.sleep(0.05)
 
 
 class Server:

@@ -118,16 +118,23 @@ def client(make_client: Any) -> TestClient:
     return make_client(rate_limits="off")  # this is about input, not limits (test_xenon covers those)
 
 
-@pytest.fixture
-def setup(client: TestClient, world: dict[str, str], db_path: str) -> dict[str, Any]:
+def partners_and_a_player(
+    client: TestClient, world: dict[str, str], creator: str = CREATOR
+) -> dict[str, str]:
+    """A bot with its token, the template it may attach to, and a player joined in the world's guild."""
     token = grant_bot(client)
     client.post(
         "/admin/templates",
-        json={"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": CREATOR},
+        json={"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": creator},
         headers=ADMIN,
     )
     client.post(f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"]))
-    return {"key": world["key"], "token": token, "before": snapshot(db_path)}
+    return {"key": world["key"], "token": token}
+
+
+@pytest.fixture
+def setup(client: TestClient, world: dict[str, str], db_path: str) -> dict[str, Any]:
+    return {**partners_and_a_player(client, world), "before": snapshot(db_path)}
 
 
 def test_the_bad_input_matrix(client: TestClient, setup: dict[str, Any], db_path: str) -> None:

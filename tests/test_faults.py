@@ -9,10 +9,10 @@ import sqlite3
 from typing import Any
 
 import pytest
-from conftest import ADMIN, GUILD, SOURCE, TARGET, USER, VOICE, bearer, grant_bot, with_host
+from conftest import ADMIN, GUILD, SOURCE, TARGET, USER, VOICE, bearer, with_host
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
-from test_bad_input import assert_clear_4xx, route_bodies, snapshot
+from test_bad_input import assert_clear_4xx, partners_and_a_player, route_bodies, snapshot
 
 import xenon_elixir as xe
 
@@ -27,17 +27,11 @@ def client(make_client: Any) -> TestClient:
 
 @pytest.fixture
 def setup(client: TestClient, world: dict[str, str], db_path: str) -> dict[str, Any]:
-    token = grant_bot(client)
-    client.post(
-        "/admin/templates",
-        json={"id": "hHGhNE6wyxgF", "name": "T", "source_id": SOURCE, "creator_id": USER},
-        headers=ADMIN,
-    )
-    client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"]))
+    seeded = partners_and_a_player(client, world, creator=USER)
     client.post(
         "/admin/loaders", json={"target_id": TARGET, "type": "backup", "source_id": SOURCE}, headers=ADMIN
     )
-    return {"key": world["key"], "token": token, "before": snapshot(db_path)}
+    return {**seeded, "before": snapshot(db_path)}
 
 
 def test_json_nested_thousands_deep_is_a_400_on_every_route_with_a_body(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE
-from server import Server
+from server import Server, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "fuzz-admin-token"
@@ -38,13 +38,6 @@ PINNED = f"""
 "body.channel" = "{VOICE}"
 """
 """Known ids, so a second pass gets past auth and lookups into the handlers."""
-
-
-def cli(db: str, *argv: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "xenon_elixir", *argv, "--db", db], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")

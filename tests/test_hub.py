@@ -166,52 +166,60 @@ def test_keys_that_do_not_apply_are_left_out(db_path: str) -> None:
     assert done["data"] == {**start["data"], "ok": False}  # done is sent for a failed load too
 
 
+def timed(clock: FakeClock) -> dict[str, Any]:
+    """Host settings whose clocks and timers are the test's."""
+    return {"clock": clock, "monotonic": clock, "timers": clock, "status_interval": 5.0}
+
+
 def test_a_status_burst_yields_the_newest_at_the_windows_end(db_path: str) -> None:
-    async def body(host: xe.Host) -> list[tuple[str, float]]:
-        loop = asyncio.get_running_loop()
+    clock = FakeClock()
+
+    async def body(host: xe.Host) -> list[list[str]]:
         subscription = host.subscribe()
         await host.start_loader(TARGETS[0], "backup", SOURCE)
-        began = loop.time()
         for status in ("starting", "deleting roles", "loading roles", "deleting channels"):
             await host.loader_status(TARGETS[0], status)
-        seen = []
-        deadline = began + 1.0
-        while (left := deadline - loop.time()) > 0:
-            try:
-                batch = await asyncio.wait_for(subscription.next_batch(), left)
-            except TimeoutError:
-                break
-            seen += [(json.loads(f)["data"].get("status", "start"), loop.time() - began) for _, f in batch]
-        return seen
+        at_once = await drain(subscription, 0.02)
+        clock.advance(4.9)
+        before_the_end = await drain(subscription, 0.02)
+        clock.advance(0.1)
+        at_the_end = await drain(subscription, 0.05)
+        return [
+            [f["data"].get("status", "start") for f in frames]
+            for frames in (at_once, before_the_end, at_the_end)
+        ]
 
-    seen = with_host(db_path, body, status_interval=0.3)
-    assert [status for status, _ in seen] == ["start", "starting", "deleting channels"]
-    assert seen[1][1] < 0.15  # the first status of a quiet loader goes out at once
-    assert 0.25 <= seen[2][1] < 0.6  # the newest of the window, at its end
+    # the first status of a quiet loader goes out at once; the newest of the window at its end
+    assert with_host(db_path, body, **timed(clock)) == [["start", "starting"], [], ["deleting channels"]]
 
 
 def test_a_quiet_loaders_next_status_goes_out_at_once(db_path: str) -> None:
+    clock = FakeClock()
+
     async def body(host: xe.Host) -> list[str]:
         subscription = host.subscribe()
         await host.start_loader(TARGETS[0], "backup", SOURCE)
         await host.loader_status(TARGETS[0], "one")
-        await asyncio.sleep(0.25)
+        clock.advance(5.0)
         await host.loader_status(TARGETS[0], "two")
         return [f["data"].get("status", "") for f in await drain(subscription, 0.02)]
 
-    assert with_host(db_path, body, status_interval=0.2) == ["", "one", "two"]
+    assert with_host(db_path, body, **timed(clock)) == ["", "one", "two"]
 
 
 def test_no_status_is_sent_after_done(db_path: str) -> None:
+    clock = FakeClock()
+
     async def body(host: xe.Host) -> list[str]:
         subscription = host.subscribe()
         await host.start_loader(TARGETS[0], "backup", SOURCE)
         await host.loader_status(TARGETS[0], "one")
         await host.loader_status(TARGETS[0], "pending when done arrives")
         await host.loader_done(TARGETS[0])
-        return [f["event"] for f in await drain(subscription, 0.5)]
+        clock.advance(10.0)  # the window the pending status waited for is long over
+        return [f["event"] for f in await drain(subscription, 0.05)]
 
-    assert with_host(db_path, body, status_interval=0.2) == ["start", "status", "done"]
+    assert with_host(db_path, body, **timed(clock)) == ["start", "status", "done"]
 
 
 def test_loader_rules(db_path: str) -> None:
@@ -398,19 +406,21 @@ def test_player_changes_are_published_per_guild(db_path: str) -> None:
 
 def test_a_status_sent_while_done_is_in_flight_never_reaches_the_next_loader(db_path: str) -> None:
     """A status belongs to the loader it was sent to, even when it waits out a window."""
+    clock = FakeClock()
 
     async def body(host: xe.Host) -> list[tuple[str, str | None]]:
         subscription = host.subscribe()
         await host.start_loader(TARGETS[0], "backup", SOURCE)
         await asyncio.gather(
             host.loader_done(TARGETS[0]),
-            host.loader_status(TARGETS[0], "late"),  # sent at once, but done holds the lock
+            host.loader_status(TARGETS[0], "late"),  # sent at once, but done commits first
             host.loader_status(TARGETS[0], "later"),  # coalesced, due after the next start
         )
         await host.start_loader(TARGETS[0], "backup", SOURCE)
-        return [(f["event"], f["data"].get("status")) for f in await drain(subscription, 0.5)]
+        clock.advance(5.0)  # the window of "later" ends
+        return [(f["event"], f["data"].get("status")) for f in await drain(subscription, 0.1)]
 
-    assert with_host(db_path, body, status_interval=0.2) == [("start", None), ("done", None), ("start", None)]
+    assert with_host(db_path, body, **timed(clock)) == [("start", None), ("done", None), ("start", None)]
 
 
 def test_a_since_beyond_the_newest_seq_gets_reset_then_live_events(make_client: Any) -> None:

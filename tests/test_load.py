@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,19 +14,12 @@ from typing import Any
 
 import httpx
 from conftest import CATALOG_FILE, CREATOR, GUILD, SOURCE, TARGET, USER, VOICE, VOICE_2
-from server import Server, rss_kib
+from server import Server, cli, rss_kib
 
 ADMIN_TOKEN = "load-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLIENTS = 50
 SECONDS = float(os.environ.get("XE_LOAD_SECONDS", "60"))
-
-
-def cli(db: str, *argv: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "xenon_elixir", *argv, "--db", db], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def test_fifty_clients_for_a_minute(db_path: str, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import CATALOG_FILE, GUILD, OTHER_GUILD, USER, VOICE, VOICE_2
-from server import Server, free_port
+from server import Server, cli, free_port, spawn
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -27,25 +27,17 @@ ADMIN_TOKEN = "server-test-admin-token"
 API = "/api/v1"
 
 
-def cli(*argv: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "xenon_elixir", *argv], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 @pytest.fixture
 def server(db_path: str, tmp_path: Path) -> Iterator[Server]:
-    cli("add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE, "--voice", VOICE_2, "--db", db_path)
-    cli("import-tracks", str(CATALOG_FILE), "--db", db_path)
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE, "--voice", VOICE_2)
+    cli(db_path, "import-tracks", str(CATALOG_FILE))
     running = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN)
     yield running
     running.stop()
 
 
 def test_the_elixir_api_over_real_http(server: Server, db_path: str) -> None:
-    key = cli("genkey", GUILD, USER, "--db", db_path)  # while the server runs, as an operator would
+    key = cli(db_path, "genkey", GUILD, USER)  # while the server runs, as an operator would
     auth = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=server.url, timeout=10.0) as http:
         joined = http.post(f"{API}/{GUILD}/join", json={"user.id": USER, "channel.id": VOICE}, headers=auth)
@@ -186,44 +178,29 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
         else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port)]
     )
     log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN},
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-                    time.sleep(0.05)
-            with httpx.Client(base_url=url, timeout=10) as http:
-                http.get("/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret")
-                http.post(
-                    f"{API}/{GUILD}/stop",
-                    json={"user": USER},
-                    headers={"Authorization": "Bearer hunter4secret"},
-                )
-                http.head("/health")
+    process = spawn(command, port, log, {"XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            http.get("/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret")
+            http.post(
+                f"{API}/{GUILD}/stop",
+                json={"user": USER},
+                headers={"Authorization": "Bearer hunter4secret"},
+            )
+            http.head("/health")
 
-            async def socket() -> None:
-                with pytest.raises(InvalidStatus):
-                    async with connect(
-                        f"ws://127.0.0.1:{port}/api/loaders/ws?token=hunter5secret", open_timeout=5
-                    ):
-                        pass
+        async def socket() -> None:
+            with pytest.raises(InvalidStatus):
+                async with connect(
+                    f"ws://127.0.0.1:{port}/api/loaders/ws?token=hunter5secret", open_timeout=5
+                ):
+                    pass
 
-            asyncio.run(socket())
-            time.sleep(0.3)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(15)
+        asyncio.run(socket())
+        time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
     text = log.read_text()
     assert "hunter" not in text
     requests = [line for line in text.splitlines() if "/api/" in line or "/health" in line]
@@ -279,40 +256,31 @@ def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
         if how == "serve"
         else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port)]
     )
-    env = {**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {"XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN}
     log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-                    time.sleep(0.05)
-            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-            token = httpx.post(
-                f"http://127.0.0.1:{port}/admin/bots",
-                json={"id": "386861188891279362", "name": "B"},
-                headers=admin,
-            ).json()["token"]
+    process = spawn(command, port, log, env)
+    try:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        token = httpx.post(
+            f"http://127.0.0.1:{port}/admin/bots",
+            json={"id": "386861188891279362", "name": "B"},
+            headers=admin,
+        ).json()["token"]
 
-            async def interrupt_twice() -> None:
-                async with connect(
-                    f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token}
-                ):
-                    process.send_signal(signal.SIGINT)  # the shutdown waits for this socket ...
-                    await asyncio.sleep(0.05)
-                    process.send_signal(signal.SIGINT)  # ... until a second Ctrl-C
-                    await asyncio.sleep(1.0)
+        async def interrupt_twice() -> None:
+            async with connect(
+                f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token}
+            ):
+                process.send_signal(signal.SIGINT)  # the shutdown waits for this socket ...
+                await asyncio.sleep(0.05)
+                process.send_signal(signal.SIGINT)  # ... until a second Ctrl-C
+                await asyncio.sleep(1.0)
 
-            asyncio.run(interrupt_twice())
-            process.wait(15)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        asyncio.run(interrupt_twice())
+        process.wait(15)
+    finally:
+        if process.poll() is None:
+            process.kill()
     text = log.read_text()
     assert "Traceback" not in text and "CancelledError" not in text and "Event loop is closed" not in text, (
         text
