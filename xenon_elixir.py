@@ -1292,11 +1292,14 @@ class PlayerStore(Protocol):
         change: Callable[[Player | None], Player | None],
         now: float,
         after: Callable[[Player | None], None] | None = None,
+        front: int = 2,
     ) -> Player | None:
         """Run ``change`` on the player settled to ``now`` (``None``: not connected) and store what
         it returns (``None``: stopped), all in one transaction; ``after`` runs right after the
-        commit, in commit order. Returns the stored player."""
+        commit, in commit order. Returns the stored player with the first ``front`` entries."""
         ...
+
+    async def connected(self, guild_id: str) -> bool: ...
 
     async def due(self, now: float) -> list[str]:
         """The guilds whose current track has ended by ``now``."""
@@ -2262,6 +2265,7 @@ class SqlitePlayers:
     queue_append = (
         f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+    is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
 
@@ -2274,18 +2278,24 @@ class SqlitePlayers:
             return read_player(self.db._read(), guild_id, front=None)
         return self.db.remembered(("player", guild_id), (), lambda: read_player(self.db._read(), guild_id))
 
+    async def connected(self, guild_id: str) -> bool:
+        return self.db.one(self.is_connected, (guild_id,)) is not None
+
     async def change(
         self,
         guild_id: str,
         change: Callable[[Player | None], Player | None],
         now: float,
         after: Callable[[Player | None], None] | None = None,
+        front: int = 2,
     ) -> Player | None:
         """Run ``change`` on the stored player settled to ``now`` and write what it returns
-        (``None``: stopped), in one transaction; ``after`` runs right after the commit."""
+        (``None``: stopped), in one transaction; ``after`` runs right after the commit. Only
+        the first ``front`` entries of the queue are read (a change needs the current track and
+        the next; a follower's frame, 26)."""
 
         def run(db: sqlite3.Connection) -> Player | None:
-            player = read_player(db, guild_id)
+            player = read_player(db, guild_id, front)
             if player is not None:
                 while True:  # settle deeper than the front that was read, if it all ended
                     player.settle(now)
@@ -2293,8 +2303,8 @@ class SqlitePlayers:
                         break
                     load_front(db, player, PLAYER_FRONT)
             changed = change(player)
-            if changed is not None and not changed.queue and changed.more:
-                load_front(db, changed, PLAYER_FRONT)  # skipped past the front: read the next
+            if changed is not None and len(changed.queue) < front and changed.more:
+                load_front(db, changed, front - len(changed.queue))  # skipped into what was not read
             self._write(db, guild_id, changed)
             return changed
 
@@ -3386,8 +3396,10 @@ class Music:
         return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
 
     async def _change(self, guild_id: str, change: Callable[[Player | None], Player | None]) -> Player | None:
+        followed = self._hub.subscribers(player_topic(guild_id)) > 0  # a frame shows 25 waiting tracks
+        after = lambda player: self._changed(guild_id, player)  # noqa: E731
         return await self._players.change(
-            guild_id, change, self._clock(), after=lambda p: self._changed(guild_id, p)
+            guild_id, change, self._clock(), after, PLAYER_FRONT if followed else 2
         )
 
     def _changed(self, guild_id: str, player: Player | None) -> None:
@@ -3425,7 +3437,7 @@ class Music:
     async def play(self, guild_id: str, query: str, requested_by: str) -> list[Track] | Track:
         """Resolve the query and enqueue what it finds: a track, or a playlist's tracks in order."""
         query = play_query(query)
-        if await self.player(guild_id) is None:  # refused before a search is spent on it
+        if not await self._players.connected(guild_id):  # refused before a search is spent on it
             raise Invalid("not connected", NOT_CONNECTED)
         found = await self._resolver.resolve(query)
         if not found:

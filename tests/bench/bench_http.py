@@ -87,7 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         Path(folder, "bare_app.py").write_text(BARE_APP)
         db = str(Path(folder, "bench.db"))
-        secrets = seed(db)
+        secrets = seed(db, app_dir=args.app_dir)
         routes = {
             "GET /api/v1/{guild}/nowplaying": (f"/api/v1/{GUILD}/nowplaying", lua()),
             "GET /api/mappers (200 ids)": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -74,10 +75,30 @@ class Uvicorn:
         self.process.wait(15)
 
 
-def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200) -> dict[str, str]:
+def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200, app_dir: str | None = None) -> dict[str, str]:
     """A guild with a key, a catalog of ``tracks`` tracks, a bot, a mapper of ``mapper_ids`` ids,
-    and a track playing: what the benchmarked routes need."""
+    and a track playing: what the benchmarked routes need. Seeded by the xenon_elixir of
+    ``app_dir`` when given (another version's database must be that version's)."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]); import common; "
+        "print(json.dumps(common._seed(sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))"
+    )
+    here = str(Path(__file__).parent)
+    argv = [
+        sys.executable,
+        "-c",
+        code,
+        app_dir or str(Path(here).parent.parent),
+        here,
+        db,
+        str(tracks),
+        str(mapper_ids),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
 
+
+def _seed(db: str, tracks: int, mapper_ids: int) -> dict[str, str]:
     async def run() -> dict[str, str]:
         async with xe.Host.open(xe.Config(db=db)) as host:
             await host.put_guild(GUILD, "Bench", [VOICE])
@@ -97,15 +118,20 @@ def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200) -> dict[str, str
             )
             key = await host.create_key(GUILD, USER, rotate=True)
             token = await host.grant_bot("386861188891279362", "Bench")
-            await host.store.merge_ids(
+            # this version's host API, or an older one's (benchmarks compare versions)
+            merge = getattr(host, "merge_ids", None) or host.store.merge_ids
+            get_track = getattr(host, "get_track", None) or host.store.get_track
+            join = getattr(host, "join", None) or host.players.join
+            enqueue = getattr(host, "enqueue", None) or host.players.enqueue
+            await merge(
                 SOURCE,
                 TARGET,
                 {str(500000000000000000 + i): str(600000000000000000 + i) for i in range(mapper_ids - 1)},
             )
-            await host.players.join(GUILD, VOICE)
-            track = await host.store.get_track("youtube", "bench000001")
+            await join(GUILD, VOICE)
+            track = await get_track("youtube", "bench000001")
             assert track is not None
-            await host.players.enqueue(GUILD, [track], USER)
+            await enqueue(GUILD, [track], USER)
             return {"key": key, "token": token}
 
     return asyncio.run(run())
