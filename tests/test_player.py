@@ -155,6 +155,26 @@ def test_a_failed_write_leaves_every_answer_as_the_file_has_it(
     assert player_of(client, GUILD).volume == 100  # the refused change is nowhere
 
 
+def test_changes_of_one_guild_committed_together_each_answer_their_own_state(db_path: str) -> None:
+    """Plays that arrive together are committed in one transaction, each on the player as the
+    one before left it; each caller gets the player as its own play left it, not as the last."""
+    import asyncio
+
+    from conftest import CATALOG, with_host
+
+    async def body(host: xe.Host) -> tuple[list[int], int | None]:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.import_catalog(CATALOG["tracks"])
+        await host.join(GUILD, VOICE)
+        track = await host.get_track("youtube", CATALOG["tracks"][0]["identifier"])
+        assert track is not None
+        answers = await asyncio.gather(*(host.enqueue(GUILD, [track], USER) for _ in range(10)))
+        stored = await host.player(GUILD)
+        return [answer.size for answer in answers], stored and stored.size
+
+    assert with_host(db_path, body) == (list(range(1, 11)), 10)
+
+
 def test_concurrent_changes_committed_together_reload_exactly(db_path: str) -> None:
     """Group commit: hundreds of concurrent changes over a few guilds, committed in batches;
     a fresh load of the file must give back exactly the players the last changes answered."""

@@ -194,6 +194,77 @@ def test_this_processs_own_commits_forget_remembered_answers_at_once(
     assert client.get(mapper, headers={"Authorization": token}).json() == {"error": "Invalid token"}
 
 
+def test_an_answer_outlives_this_processs_unrelated_commit_even_before_the_loop_hears_of_it(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader may see this process's commit before the event loop is told of it (the writer
+    thread has committed, its answer not yet delivered). That commit is not another process's:
+    it must not forget every answer, only the ones it names (none here)."""
+    monkeypatch.setattr(xe.SqliteDatabase, "foreign_commits_seen_within", 0)  # look at every read
+
+    async def run() -> list[str]:
+        database = await xe.SqliteDatabase(db_path).open()
+        reads: list[str] = []
+        remember = lambda: database.remembered(("kept",), (), lambda: reads.append("read") or "answer")
+        try:
+            remember()
+            write = xe._Write(
+                lambda db: db.execute("INSERT INTO counters (name, value) VALUES ('probe', 1)"),
+                asyncio.get_running_loop().create_future(),
+                (),
+                None,
+            )
+            writer = database._writer
+            await asyncio.get_running_loop().run_in_executor(writer._executor, writer._commit, [write])
+            remember()  # the commit is visible to the reader; the loop has not settled it
+            return reads
+        finally:
+            await database.close()
+
+    assert asyncio.run(run()) == ["read"]
+
+
+def test_a_player_is_read_from_one_commit_even_when_a_track_end_lands_mid_read(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A player's row and its queue are two queries. A commit landing between them (a track's end
+    dropping the front of the queue, from another process or the writer thread) must not give a
+    player whose row is from before it and whose queue is from after it."""
+    tracks = [
+        xe.Track(
+            source="youtube",
+            identifier=f"track{i:06d}",
+            title=f"Song {i}",
+            author="A",
+            length=60_000,
+            uri=f"https://y.com/{i}",
+        )
+        for i in range(3)
+    ]
+    read_queue = xe.load_front
+
+    def load_front_after_a_track_end(db: Any, player: Any, count: int) -> None:
+        with sqlite3.connect(db_path) as other:  # the first track ends, and is written, right now
+            other.execute("DELETE FROM queue WHERE entry_id = (SELECT min(entry_id) FROM queue)")
+            other.execute("UPDATE players SET position = 0, anchor = anchor + 60, size = size - 1")
+        read_queue(db, player, count)
+
+    async def run() -> list[str]:
+        async with xe.Host.open(xe.Config(db=db_path, clock=lambda: 1000.0)) as host:
+            await host.put_guild(GUILD, "Guild", [VOICE])
+            await host.join(GUILD, VOICE)
+            await host.enqueue(GUILD, tracks, USER)
+            database = host._xe.stores.database
+            database.answers.clear()
+            monkeypatch.setattr(xe, "load_front", load_front_after_a_track_end)
+            player = await host._xe.stores.players.get(str(GUILD))
+            assert player is not None
+            return [entry.track.identifier for entry in player.queue]
+
+    # the snapshot before the track's end: all three; a torn read would give the last two
+    assert asyncio.run(run()) == ["track000000", "track000001", "track000002"]
+
+
 def test_a_big_import_lets_other_writes_in_between_its_chunks(db_path: str) -> None:
     """An import is written in chunks, each its own transaction: a write that arrives during it
     waits for one chunk, not for the whole import (nor does another process's)."""
