@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS tracks (
     uri        TEXT NOT NULL,
     thumbnail  TEXT,
     is_stream  INTEGER NOT NULL DEFAULT 0,
+    encoded    TEXT,  -- the track as a Lavalink node encodes it, when one resolved it
     UNIQUE (source, identifier)
 );
 
@@ -103,7 +104,8 @@ CREATE TABLE IF NOT EXISTS queue (
     uri          TEXT NOT NULL,
     thumbnail    TEXT,
     is_stream    INTEGER NOT NULL,
-    requested_by TEXT NOT NULL
+    requested_by TEXT NOT NULL,
+    encoded      TEXT
 );
 
 CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);

@@ -40,7 +40,7 @@ from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVa
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from litestar import Litestar, Request, Response, Router, asgi, delete, get, post, put
+from litestar import Litestar, Request, Response, Router, WebSocket, asgi, delete, get, post, put, websocket
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
@@ -398,6 +398,7 @@ TemplateIdPath = Annotated[str, PathParameter(schema_extra={"pattern": _TEMPLATE
 
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
 _SOURCE = re.compile(r"[a-z0-9_-]{1,32}")
+_ENCODED = re.compile(r"[A-Za-z0-9+/=]{1,20000}")
 
 
 class Track(msgspec.Struct, kw_only=True, gc=False):
@@ -415,6 +416,8 @@ class Track(msgspec.Struct, kw_only=True, gc=False):
     uri: Annotated[str, Parameter(schema_extra={"pattern": _HTTP_URL_PATTERN})]
     thumbnail: Annotated[str | None, _nullable(_HTTP_URL_PATTERN)] = None
     is_stream: bool = False
+    encoded: Annotated[str | None, _nullable(r"^[A-Za-z0-9+/=]{1,20000}$")] = None
+    """The track as a Lavalink node encodes it (what its player is given), when one resolved it."""
 
     def __post_init__(self) -> None:
         if not _SOURCE.fullmatch(self.source):
@@ -429,6 +432,8 @@ class Track(msgspec.Struct, kw_only=True, gc=False):
             self.thumbnail is not None and not _HTTP_URL.fullmatch(self.thumbnail)
         ):
             raise ValueError("Invalid uri or thumbnail: expected an http(s) URL")
+        if self.encoded is not None and not _ENCODED.fullmatch(self.encoded):
+            raise ValueError("Invalid encoded: expected a base64 Lavalink track of at most 20000 characters")
 
 
 class Playlist(msgspec.Struct, kw_only=True):
@@ -1379,7 +1384,7 @@ class LoadStore(Protocol):
 # SQLite: the database, then one class per storage area
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """\
 -- xenon_elixir schema. Every statement is idempotent: the whole script runs, in one transaction,
@@ -1418,6 +1423,7 @@ CREATE TABLE IF NOT EXISTS tracks (
     uri        TEXT NOT NULL,
     thumbnail  TEXT,
     is_stream  INTEGER NOT NULL DEFAULT 0,
+    encoded    TEXT,  -- the track as a Lavalink node encodes it, when one resolved it
     UNIQUE (source, identifier)
 );
 
@@ -1487,7 +1493,8 @@ CREATE TABLE IF NOT EXISTS queue (
     uri          TEXT NOT NULL,
     thumbnail    TEXT,
     is_stream    INTEGER NOT NULL,
-    requested_by TEXT NOT NULL
+    requested_by TEXT NOT NULL,
+    encoded      TEXT
 );
 
 CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
@@ -1579,7 +1586,7 @@ CREATE TABLE IF NOT EXISTS counters (
 INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0);
 """
 
-_TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream"
+_TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream, encoded"
 _IMPORT_CHUNK = 5000
 _ANSWERS_KEPT = 1024
 
@@ -1599,6 +1606,7 @@ def _track_row(track: Track) -> tuple[Any, ...]:
         track.uri,
         track.thumbnail,
         int(track.is_stream),
+        track.encoded,
     )
 
 
@@ -1624,7 +1632,7 @@ class StoredTrack(Track, kw_only=True, gc=False):
 
 
 def _track_of(row: Sequence[Any]) -> Track:
-    source, identifier, title, author, length, uri, thumbnail, is_stream = row
+    source, identifier, title, author, length, uri, thumbnail, is_stream, encoded = row
     return StoredTrack(
         source=source,
         identifier=identifier,
@@ -1634,6 +1642,7 @@ def _track_of(row: Sequence[Any]) -> Track:
         uri=uri,
         thumbnail=thumbnail,
         is_stream=bool(is_stream),
+        encoded=encoded,
     )
 
 
@@ -1650,7 +1659,7 @@ def load_front(db: sqlite3.Connection, player: Player, count: int) -> None:
     """Read up to ``count`` more entries (``-1``: all) after the ones ``player`` holds."""
     offset = player.dropped + len(player.queue)  # rows before these are loaded (or dropped, not yet deleted)
     rows = db.execute(_QUEUE_FRONT, (player.guild_id, count, offset)).fetchall()
-    player.queue.extend(QueueEntry(r[0], _track_of(r[1:9]), r[9]) for r in rows)
+    player.queue.extend(QueueEntry(r[0], _track_of(r[1:10]), r[10]) for r in rows)
     player.more = max(player.more - len(rows), 0)
 
 
@@ -1667,12 +1676,15 @@ def read_player(db: sqlite3.Connection, guild_id: str, front: int | None = PLAYE
 
 def _migrate(db: sqlite3.Connection, version: int) -> None:
     """Bring a file of an older version up to this one, before the schema script runs."""
-    if version >= 3:
+    if version >= 4:
         return
     columns = {
         table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        for table in ("players", "loaders")
+        for table in ("players", "loaders", "tracks", "queue")
     }
+    for table in ("tracks", "queue"):  # version 4: a Lavalink node's encoding of a track
+        if columns[table] and "encoded" not in columns[table]:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN encoded TEXT")
     if columns["players"] and "ends_at" not in columns["players"]:  # version 3: the next end is indexed
         db.execute("ALTER TABLE players ADD COLUMN ends_at REAL")
         db.execute("ALTER TABLE players ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
@@ -2192,10 +2204,11 @@ class SqliteCatalog:
     """The local catalog: tracks with a full-text index over title and author, and playlists."""
 
     track_upsert = f"""
-        INSERT INTO tracks ({_TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        INSERT INTO tracks ({_TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (source, identifier) DO UPDATE SET
             title = excluded.title, author = excluded.author, length = excluded.length,
-            uri = excluded.uri, thumbnail = excluded.thumbnail, is_stream = excluded.is_stream"""
+            uri = excluded.uri, thumbnail = excluded.thumbnail, is_stream = excluded.is_stream,
+            encoded = excluded.encoded"""
     track_get = f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE source = ? AND identifier = ?"
     track_id_of = "SELECT track_id FROM tracks WHERE source = ? AND identifier = ?"
     # A search ranks a bounded set of candidates, the first matches in the index, so it costs the
@@ -2301,9 +2314,7 @@ class SqlitePlayers:
     queue_drop_front = """
         DELETE FROM queue WHERE entry_id IN (
             SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
-    queue_append = (
-        f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+    queue_append = f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
@@ -3358,6 +3369,11 @@ def play_query(query: str | None) -> str:
     return query
 
 
+PLAYER_BACKLOG = 64
+"""Player frames a follower may fall behind before it is closed with 1013 (each frame is a
+whole state, so a reconnect loses nothing)."""
+
+
 def player_topic(guild_id: str) -> str:
     """The hub topic of a guild's player frames (:class:`PlayerState` JSON)."""
     return f"player:{guild_id}"
@@ -3456,9 +3472,25 @@ class Music:
 
     async def state(self, guild_id: str) -> PlayerState:
         """What a follower of the guild sees now."""
+        seq = self._hub.next_local_seq()  # numbered before the read: a frame after it is newer
         player = await self.player(guild_id)
-        seq = self._hub.next_local_seq()
         return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
+
+    async def follow(self, guild_id: str, backlog: int = PLAYER_BACKLOG) -> Stream:
+        """The guild's frames for one follower: the state now, then every change as it is
+        committed, a track's end included (``WS {elixir}/{guild}/player``). Subscribed before
+        the state is read, so a change committed meanwhile is in it or sent after it."""
+
+        async def first(after: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
+            return 0, state.seq, [(state.seq, msgspec.json.encode(state).decode())]
+
+        stream = self._hub.stream(player_topic(guild_id), 0, first, backlog)
+        try:  # read here, not when the stream starts: a database fault refuses the follower
+            state = await self.state(guild_id)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     async def _change(self, guild_id: str, change: Callable[[Player | None], Player | None]) -> Player | None:
         followed = self._hub.subscribers(player_topic(guild_id)) > 0  # a frame shows 25 waiting tracks
@@ -3839,7 +3871,7 @@ async def follow(stream: Stream, send: Send, receive: Receive) -> None:
 # ---------------------------------------------------------------------------
 
 
-def services(request: Request) -> Services:
+def services(request: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return request.app.state.xe
 
 
@@ -4169,6 +4201,33 @@ async def elixir_queue(request: Request, guild_id: SnowflakePath) -> QueueView:
     )
 
 
+@websocket("/{guild_id:str}/player", opt={"api": "elixir"})
+async def elixir_player_ws(
+    socket: WebSocket[Any, Any, Any], guild_id: Annotated[str, PathParameter()]
+) -> None:
+    """The guild's player, live: its state on connect, then every change. No key, like
+    ``nowplaying``; client messages are ignored."""
+    scope, receive, send = socket.scope, socket.receive, socket.send
+    if (await receive())["type"] != "websocket.connect":
+        return
+    xe = services(socket)
+    try:
+        stream = await xe.music.follow(path_id(guild_id, "guild"))
+    except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
+        error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
+        error = ElixirError(error.status_code, error.message, headers=error.headers)
+        await refuse_handshake(scope, send, error, xe.config.clock())
+        return
+    await follow(stream, send, receive)
+
+
+@get("/{guild_id:str}/player", include_in_schema=False)
+async def elixir_player_http(guild_id: Annotated[str, PathParameter()]) -> None:
+    """Plain HTTP to the player stream: say what it takes (Litestar's routing cannot give a raw
+    ASGI route with a path parameter an HTTP answer)."""
+    raise ElixirError(426, "Expected a WebSocket handshake", headers={"Upgrade": "websocket"})
+
+
 ELIXIR_ROUTES = [
     elixir_join,
     elixir_volume,
@@ -4179,6 +4238,8 @@ ELIXIR_ROUTES = [
     elixir_skip,
     elixir_nowplaying,
     elixir_queue,
+    elixir_player_ws,
+    elixir_player_http,
 ]
 
 
