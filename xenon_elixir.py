@@ -34,7 +34,7 @@ import sqlite3
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -129,6 +129,8 @@ _ENV_NAMES = {
     "max_queue": "XE_MAX_QUEUE",
     "rate_limits": "XE_RATE_LIMITS",
     "access_log": "XE_ACCESS_LOG",
+    "lavalink_url": "XE_LAVALINK_URL",
+    "lavalink_user_id": "XE_LAVALINK_USER_ID",
 }
 
 
@@ -233,6 +235,20 @@ class Config:
     write_wait: float = 5.0
     """Seconds a write waits for another process's lock on the file before it is refused with 503."""
 
+    lavalink_url: str = ""
+    """A Lavalink v4 node (``XE_LAVALINK_URL``, e.g. ``http://127.0.0.1:2333``): it resolves play
+    queries and plays what the players say. Empty: the local catalog and the simulated clock."""
+
+    lavalink_password: str = "youshallnotpass"
+    """The node's password (``XE_LAVALINK_PASSWORD``)."""
+
+    lavalink_user_id: str = ""
+    """The bot's Discord user id the node's websocket is opened as (``XE_LAVALINK_USER_ID``); when
+    empty, the embedding bot gives it once it knows it (:meth:`Host.lavalink_connect`)."""
+
+    lavalink_search_prefix: str = "ytsearch:"
+    """What a search query is prefixed with for the node (``XE_LAVALINK_SEARCH_PREFIX``)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
@@ -254,6 +270,10 @@ class Config:
             max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
             rate_limits=env.get("XE_RATE_LIMITS", ""),
             access_log=env.get("XE_ACCESS_LOG", "1").lower() not in ("0", "false", "no", "off"),
+            lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
+            lavalink_password=env.get("XE_LAVALINK_PASSWORD") or cls.lavalink_password,
+            lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
+            lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or cls.lavalink_search_prefix,
         )
 
     def check(self) -> Config:
@@ -271,6 +291,10 @@ class Config:
         for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
             if not getattr(self, field).startswith("/"):
                 raise ConfigError(f"{field} must start with /")
+        if self.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", self.lavalink_url):
+            raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {self.lavalink_url[:60]!r}")
+        if self.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", self.lavalink_user_id):
+            raise ConfigError("XE_LAVALINK_USER_ID must be a Discord user id (15-20 digits)")
         self.rate_limit_table()
         return self
 
@@ -883,6 +907,7 @@ class Unavailable(DomainError):
         super().__init__("unavailable", message)
 
 
+NODE_AWAY = "Service unavailable: the audio node (Lavalink) cannot be reached; try again shortly."
 LOCKED = "Service unavailable: the database is locked by another process; try again shortly."
 UNAVAILABLE_RETRY_AFTER = 1
 """Seconds a client is told to wait after a 503: a lock held by another process is usually short."""
@@ -1250,6 +1275,18 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
+class PlayerMirror(Protocol):
+    """An audio backend that plays what the players say (a Lavalink node): told of every
+    committed change, in commit order."""
+
+    @property
+    def available(self) -> bool:
+        """Whether it can play now; changes people ask for are refused (503) while it cannot."""
+        ...
+
+    def changed(self, guild_id: str, player: Player | None) -> None: ...
+
+
 class KeyStore(Protocol):
     """Elixir keys, kept only as hashes."""
 
@@ -1312,6 +1349,10 @@ class PlayerStore(Protocol):
 
     async def next_end(self) -> float | None:
         """The earliest time a current track ends."""
+        ...
+
+    async def guilds(self) -> list[str]:
+        """Every guild with a player."""
         ...
 
 
@@ -2314,7 +2355,9 @@ class SqlitePlayers:
     queue_drop_front = """
         DELETE FROM queue WHERE entry_id IN (
             SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
-    queue_append = f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    queue_append = (
+        f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES ({', '.join('?' * 11)})"
+    )
     is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
@@ -2406,6 +2449,9 @@ class SqlitePlayers:
 
     async def next_end(self) -> float | None:
         return self.db.one(self.first_end)[0]
+
+    async def guilds(self) -> list[str]:
+        return [guild_id for (guild_id,) in self.db.all("SELECT guild_id FROM players ORDER BY guild_id")]
 
 
 _ID_CHARACTERS = {
@@ -3374,6 +3420,10 @@ PLAYER_BACKLOG = 64
 whole state, so a reconnect loses nothing)."""
 
 
+POSITION_DRIFT = 1000
+"""Milliseconds our clock may differ from the audio backend's position before it is corrected."""
+
+
 def player_topic(guild_id: str) -> str:
     """The hub topic of a guild's player frames (:class:`PlayerState` JSON)."""
     return f"player:{guild_id}"
@@ -3456,6 +3506,8 @@ class Music:
         self._clock = config.clock
         self._max_queue = config.max_queue
         self.track_ends = TrackEnds(players, self._settle, config.clock, timers)
+        self.mirror: PlayerMirror | None = None
+        """The audio backend that plays what the players say (a Lavalink node), if any."""
 
     def now(self) -> float:
         return self._clock()
@@ -3492,7 +3544,14 @@ class Music:
             raise
         return stream
 
-    async def _change(self, guild_id: str, change: Callable[[Player | None], Player | None]) -> Player | None:
+    async def _change(
+        self, guild_id: str, change: Callable[[Player | None], Player | None], *, asked: bool = True
+    ) -> Player | None:
+        """Run ``change`` on the guild's player and write it. A change someone ``asked`` for is
+        refused while the audio backend is away (it would not be heard); the clock's and the
+        backend's own changes are not."""
+        if asked and self.mirror is not None and not self.mirror.available:
+            raise Unavailable(NODE_AWAY)
         followed = self._hub.subscribers(player_topic(guild_id)) > 0  # a frame shows 25 waiting tracks
         after = lambda player: self._changed(guild_id, player)  # noqa: E731
         return await self._players.change(
@@ -3502,6 +3561,8 @@ class Music:
     def _changed(self, guild_id: str, player: Player | None) -> None:
         if player is not None:
             self.track_ends.arm(player.ends_at)
+        if self.mirror is not None:
+            self.mirror.changed(guild_id, player)
         topic = player_topic(guild_id)
         if self._hub.subscribers(topic):  # nobody follows the guild: nothing to encode
             seq = self._hub.next_local_seq()
@@ -3510,7 +3571,50 @@ class Music:
 
     async def _settle(self, guild_id: str) -> None:
         """Advance the queue past tracks that ended (the change settles the player first)."""
-        await self._change(guild_id, lambda player: player)
+        await self._change(guild_id, lambda player: player, asked=False)
+
+    async def track_ended(self, guild_id: str, entry_id: int) -> None:
+        """The audio backend finished (or could not play) queue entry ``entry_id``: the next one
+        starts, unless the queue has moved on already."""
+        now = self._clock()
+
+        def end(player: Player | None) -> Player | None:
+            if player is not None and player.current is not None and player.current.entry_id == entry_id:
+                player.skip(now)
+            return player
+
+        if await self._playing(guild_id, entry_id):
+            await self._change(guild_id, end, asked=False)
+
+    async def correct_position(self, guild_id: str, entry_id: int, position: int) -> None:
+        """The audio backend is at ``position`` ms into entry ``entry_id``: where our clock
+        drifted more than :data:`POSITION_DRIFT` from it, the backend is right."""
+        now = self._clock()
+
+        def drifted(player: Player | None) -> bool:
+            return (
+                player is not None
+                and player.current is not None
+                and player.current.entry_id == entry_id
+                and not player.paused
+                and abs(player.position_at(now) - position) > POSITION_DRIFT
+            )
+
+        def correct(player: Player | None) -> Player | None:
+            if drifted(player):
+                player.position, player.anchor = float(position), now  # type: ignore[union-attr]
+            return player
+
+        if drifted(await self.player(guild_id)):
+            await self._change(guild_id, correct, asked=False)
+
+    async def _playing(self, guild_id: str, entry_id: int) -> bool:
+        player = await self.player(guild_id)
+        return player is not None and player.current is not None and player.current.entry_id == entry_id
+
+    async def guilds_playing(self) -> list[str]:
+        """Every guild with a player (connected)."""
+        return await self._players.guilds()
 
     async def join(self, guild_id: str, channel_id: str) -> Player:
         """Connect to a registered voice channel, or move there keeping the queue."""
@@ -3574,6 +3678,303 @@ class Music:
         return await self._change(guild_id, run)  # type: ignore[return-value]
 
 
+# ---------------------------------------------------------------------------
+# Lavalink: real audio through a Lavalink v4 node
+# ---------------------------------------------------------------------------
+
+_NODE_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Seconds between attempts to reach a node's websocket, the last one repeated."""
+
+
+def lavalink_track(data: Mapping[str, Any]) -> Track | None:
+    """Our track of a Lavalink v4 track object, or ``None`` when it cannot be one (no http(s) URI)."""
+    info = data.get("info") or {}
+    try:
+        return Track(
+            source=re.sub(r"[^a-z0-9_-]", "", str(info.get("sourceName", "")).lower())[:32] or "lavalink",
+            identifier=str(info["identifier"])[:300],
+            title=str(info.get("title") or "Unknown title")[:500],
+            author=str(info.get("author") or "")[:500],
+            length=0 if info.get("isStream") else int(info.get("length") or 0),
+            uri=str(info.get("uri") or ""),
+            thumbnail=info.get("artworkUrl") if _HTTP_URL.fullmatch(str(info.get("artworkUrl"))) else None,
+            is_stream=bool(info.get("isStream")),
+            encoded=data.get("encoded"),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class LavalinkNode:
+    """One Lavalink v4 node: its REST API, and its websocket, kept open (reconnecting and resuming
+    the session) while the app runs. ``on_message`` gets every frame the node sends.
+
+    Follows https://lavalink.dev/api/rest.html and https://lavalink.dev/api/websocket.html.
+    """
+
+    def __init__(self, config: Config) -> None:
+        import httpx  # a dependency of Litestar's; loaded only when a node is configured
+
+        self.url = config.lavalink_url.rstrip("/")
+        self._password = config.lavalink_password
+        self._rest = httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": self._password}, timeout=5.0
+        )
+        self._http_errors = (httpx.TransportError, httpx.HTTPStatusError)
+        self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.session_id: str | None = None
+        """The node's session while its websocket is open (players live in it)."""
+        self._resumable: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.session_id is not None
+
+    async def request(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        """A REST call; the node unreachable, failing or refusing our password is :class:`Unavailable`."""
+        try:
+            answer = await self._rest.request(method, path, json=body, params=params or None)
+            if answer.status_code == 404 and path.startswith("/v4/sessions/"):
+                return None  # a player or session the node no longer has
+            answer.raise_for_status()
+        except self._http_errors as exc:
+            log.warning("Lavalink %s %s failed: %s", method, path, exc)
+            raise Unavailable(NODE_AWAY) from exc
+        return answer.json() if answer.content else None
+
+    def player_path(self, guild_id: str) -> str:
+        if self.session_id is None:
+            raise Unavailable(NODE_AWAY)
+        return f"/v4/sessions/{self.session_id}/players/{guild_id}"
+
+    def connect(self, user_id: str) -> None:
+        """Open the websocket as the bot ``user_id`` (once; later calls change nothing)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(user_id))
+
+    async def _run(self, user_id: str) -> None:
+        from websockets.asyncio.client import connect  # with uvicorn[standard]
+
+        url = "ws" + self.url.removeprefix("http") + "/v4/websocket"
+        failures = 0
+        while True:
+            headers = {
+                "Authorization": self._password,
+                "User-Id": user_id,
+                "Client-Name": f"xenon_elixir/{__version__}",
+            }
+            if self._resumable:
+                headers["Session-Id"] = self._resumable
+            try:
+                async with connect(url, additional_headers=headers, open_timeout=5, max_size=None) as socket:
+                    failures = 0
+                    async for text in socket:
+                        if self.on_message is not None:
+                            await self.on_message(msgspec.json.decode(text))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused, dropped, or a frame we could not take
+                log.warning("Lavalink websocket: %s", exc)
+            self._resumable, self.session_id = self.session_id or self._resumable, None
+            await asyncio.sleep(_NODE_BACKOFF[min(failures, len(_NODE_BACKOFF) - 1)])
+            failures += 1
+
+    def ready(self, session_id: str) -> None:
+        self.session_id = self._resumable = session_id
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._rest.aclose()
+
+
+class LavalinkResolver:
+    """Play queries answered by the node's ``/v4/loadtracks``: a URL as it is, other text as a
+    search with the configured prefix (``ytsearch:`` by default)."""
+
+    def __init__(self, node: LavalinkNode, search_prefix: str) -> None:
+        self._node = node
+        self._prefix = search_prefix
+
+    async def resolve(self, query: str) -> Track | list[Track] | None:
+        identifier = query if _URL_SCHEME.match(query) else self._prefix + query
+        loaded = await self._node.request("GET", "/v4/loadtracks", identifier=identifier) or {}
+        kind, data = loaded.get("loadType"), loaded.get("data")
+        if kind == "error":
+            raise Invalid(
+                "load failed", f"The track could not be loaded: {data.get('message') or 'unknown error'}"
+            )
+        if kind == "track":
+            return lavalink_track(data)
+        if kind == "search":
+            return next(filter(None, map(lavalink_track, data)), None)
+        if kind == "playlist":
+            return [track for track in map(lavalink_track, data.get("tracks", [])) if track] or None
+        return None  # empty
+
+
+@dataclasses.dataclass(slots=True)
+class NodePlayer:
+    """What the node's player of a guild was last told."""
+
+    entry_id: int | None = None
+    paused: bool = False
+    volume: int = 100
+
+
+class LavalinkPlayers:
+    """Mirrors every player onto the node's, and lets the node's events drive the queue.
+
+    Our queue stays the truth (a node keeps none): after each change the node's player is
+    brought to match ours (the track, with its queue entry as ``userData``; pause; volume);
+    a stop deletes it. A ``TrackEndEvent`` that finished (or failed to load) the entry we are
+    playing advances the queue; ``playerUpdate`` corrects the position. On every (re)connect the
+    node's players are compared with ours and brought in line. Voice credentials come from the
+    embedding bot (:meth:`Host.voice_update`).
+    """
+
+    def __init__(self, node: LavalinkNode, music: Music, user_id: str = "") -> None:
+        self.node = node
+        node.on_message = self._message
+        self._music = music
+        self._sent: dict[str, NodePlayer] = {}
+        self._wanted: dict[str, Player | None] = {}
+        self._syncing: dict[str, asyncio.Task[None]] = {}
+        self._voice: dict[str, dict[str, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        if user_id:
+            node.connect(user_id)
+
+    @property
+    def available(self) -> bool:
+        return self.node.connected
+
+    def changed(self, guild_id: str, player: Player | None) -> None:
+        """After a commit: bring the node's player to ``player`` (in order, latest wins)."""
+        self._wanted[guild_id] = player
+        if guild_id not in self._syncing and self.node.connected:
+            self._syncing[guild_id] = self._spawn(self._sync(guild_id))
+
+    def voice(self, guild_id: str, **update: str | None) -> None:
+        """Merge the bot's voice state/server update; a complete one is sent to the node."""
+        voice = self._voice.setdefault(guild_id, {})
+        voice.update({k: v for k, v in update.items() if v is not None})
+        if update.get("channelId", "") is None:  # the bot left the channel
+            self._voice.pop(guild_id, None)
+        elif {"token", "endpoint", "sessionId"} <= set(voice) and self.node.connected:
+            self._spawn(self._send_voice(guild_id))
+
+    async def _send_voice(self, guild_id: str) -> None:
+        with contextlib.suppress(Unavailable):
+            await self.node.request(
+                "PATCH", self.node.player_path(guild_id), {"voice": self._voice[guild_id]}
+            )
+
+    async def _sync(self, guild_id: str) -> None:
+        try:
+            while guild_id in self._wanted:
+                player = self._wanted.pop(guild_id)
+                await self._apply(guild_id, player)
+        except Unavailable:  # brought in line when the node is back
+            self._sent.pop(guild_id, None)
+        finally:
+            del self._syncing[guild_id]
+
+    async def _apply(self, guild_id: str, player: Player | None) -> None:
+        sent = self._sent.get(guild_id)
+        if player is None:
+            if sent is not None:
+                await self.node.request("DELETE", self.node.player_path(guild_id))
+            self._sent.pop(guild_id, None)
+            return
+        entry, now = player.current, self._music.now()
+        want = NodePlayer(entry and entry.entry_id, player.paused, player.volume)
+        body: dict[str, Any] = {}
+        if (sent.entry_id if sent else None) != want.entry_id:
+            if entry is None:
+                body["track"] = {"encoded": None}  # the queue ran out or was skipped past its end
+            else:
+                given = (
+                    {"encoded": entry.track.encoded}
+                    if entry.track.encoded
+                    else {"identifier": entry.track.uri}
+                )
+                body["track"] = {**given, "userData": {"entry": entry.entry_id}}
+                body["position"] = int(player.position_at(now))
+        if sent is None or sent.paused != want.paused or "track" in body:
+            body["paused"] = want.paused
+        if sent is None or sent.volume != want.volume:
+            body["volume"] = want.volume
+        if sent is None and guild_id in self._voice:
+            body["voice"] = self._voice[guild_id]
+        if body:
+            await self.node.request("PATCH", self.node.player_path(guild_id), body)
+        self._sent[guild_id] = want
+
+    async def _message(self, message: dict[str, Any]) -> None:
+        try:
+            await self._handle(message)
+        except DomainError as exc:  # the database or the node is away: the next (re)connect mends it
+            log.warning("Lavalink %s frame not handled: %s", message.get("op"), exc.message)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "ready":
+            self.node.ready(message["sessionId"])
+            await self.node.request(
+                "PATCH", f"/v4/sessions/{message['sessionId']}", {"resuming": True, "timeout": 60}
+            )
+            self._spawn(self._bring_in_line())
+        elif op == "event" and message.get("type") == "TrackEndEvent":
+            user_data = (message.get("track") or {}).get("userData") or {}
+            if message.get("reason") in ("finished", "loadFailed") and isinstance(
+                user_data.get("entry"), int
+            ):
+                await self._music.track_ended(message["guildId"], user_data["entry"])
+        elif op == "event" and message.get("type") in (
+            "TrackExceptionEvent",
+            "TrackStuckEvent",
+            "WebSocketClosedEvent",
+        ):
+            log.warning("Lavalink %s in guild %s: %s", message["type"], message.get("guildId"), message)
+        elif op == "playerUpdate":
+            sent = self._sent.get(guild_id := message.get("guildId", ""))
+            position = (message.get("state") or {}).get("position")
+            if sent is not None and sent.entry_id is not None and isinstance(position, int):
+                await self._music.correct_position(guild_id, sent.entry_id, position)
+
+    async def _bring_in_line(self) -> None:
+        """After a (re)connect: what the node's players play now, then ours applied over it."""
+        try:
+            theirs = await self.node.request("GET", f"/v4/sessions/{self.node.session_id}/players") or []
+        except Unavailable:
+            return
+        self._sent = {}
+        for node_player in theirs:
+            user_data = (node_player.get("track") or {}).get("userData") or {}
+            self._sent[node_player["guildId"]] = NodePlayer(
+                user_data.get("entry"), bool(node_player.get("paused")), int(node_player.get("volume", 100))
+            )
+        guilds = set(self._sent) | set(await self._music.guilds_playing())
+        for guild_id in guilds:
+            with contextlib.suppress(DomainError):
+                self.changed(guild_id, await self._music.player(guild_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.node.close()
+
+
 @dataclasses.dataclass(slots=True)
 class Services:
     """What the routes and the host API of one app share; built in the app's lifespan."""
@@ -3585,6 +3986,7 @@ class Services:
     loaders: Loaders
     music: Music
     partners: Partners
+    lavalink: LavalinkPlayers | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -4426,15 +4828,23 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         hub = Hub(config.subscriber_backlog, config.broker(config) if config.broker else None)
         await hub.open()
         loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers)
-        resolver = config.resolver(stores.catalog) if config.resolver else CatalogResolver(stores.catalog)
+        node = LavalinkNode(config) if config.lavalink_url else None
+        resolver: Resolver = CatalogResolver(stores.catalog)
+        if config.resolver:
+            resolver = config.resolver(stores.catalog)
+        elif node is not None:
+            resolver = LavalinkResolver(node, config.lavalink_search_prefix)
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
+        lavalink = None if node is None else LavalinkPlayers(node, music, config.lavalink_user_id)
+        music.mirror = lavalink
         sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
         try:
             await music.track_ends.run()  # the tracks that ended while no server ran
-            yield Services(
-                config, stores, limiter, hub, loaders, music, Partners(stores.partners, stores.mappers)
-            )
+            partners = Partners(stores.partners, stores.mappers)
+            yield Services(config, stores, limiter, hub, loaders, music, partners, lavalink)
         finally:
+            if lavalink is not None:
+                await lavalink.close()
             sweeper.cancel()
             await music.track_ends.close()
             await loaders.close()
@@ -4562,6 +4972,28 @@ class _ElixirDoor:
     @_door
     async def stop(self, guild_id: str | int) -> None:
         await self._xe.music.stop(snowflake(guild_id, "guild"))
+
+    # A Lavalink node (XE_LAVALINK_URL) plays the players: the bot connects it, and forwards the
+    # voice events of its own user (Discord's VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE).
+
+    def lavalink_connect(self, bot_user_id: str | int) -> None:
+        """Open the node's websocket as the bot (its Discord user id); needed once, unless
+        ``XE_LAVALINK_USER_ID`` is set."""
+        self._lavalink().node.connect(snowflake(bot_user_id, "bot user id"))
+
+    def voice_state(self, guild_id: str | int, session_id: str, channel_id: str | int | None) -> None:
+        """The bot's own voice state in the guild changed (``channel_id`` ``None``: it left)."""
+        channel = None if channel_id is None else snowflake(channel_id, "channel")
+        self._lavalink().voice(snowflake(guild_id, "guild"), sessionId=session_id, channelId=channel)
+
+    def voice_server(self, guild_id: str | int, token: str, endpoint: str | None) -> None:
+        """The guild's voice server for the bot (``endpoint`` ``None``: none is available yet)."""
+        self._lavalink().voice(snowflake(guild_id, "guild"), token=token, endpoint=endpoint)
+
+    def _lavalink(self) -> LavalinkPlayers:
+        if self._xe.lavalink is None:
+            raise ValueError("No Lavalink node is configured (XE_LAVALINK_URL)")
+        return self._xe.lavalink
 
 
 class _XenonDoor:
