@@ -194,4 +194,5 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
-INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0);
+INSERT OR IGNORE INTO counters (name, value)
+VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0), ('player_seq', 0);

@@ -16,12 +16,14 @@ import argparse
 import array
 import asyncio
 import atexit
+import bisect
 import concurrent.futures
 import contextlib
 import contextvars
 import copy
 import dataclasses
 import email.utils
+import fcntl
 import functools
 import hashlib
 import hmac
@@ -130,6 +132,7 @@ _ENV_NAMES = {
     "rate_limits": "XE_RATE_LIMITS",
     "access_log": "XE_ACCESS_LOG",
     "lavalink_url": "XE_LAVALINK_URL",
+    "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
 }
 
@@ -235,6 +238,13 @@ class Config:
     write_wait: float = 5.0
     """Seconds a write waits for another process's lock on the file before it is refused with 503."""
 
+    redis_url: str = ""
+    """Redis (``XE_REDIS_URL``, e.g. ``redis://127.0.0.1:6379/0``) through which every process
+    serving the database coordinates: events, rate limits, status windows. Empty: one process."""
+
+    redis_prefix: str = "xe:"
+    """What every key this app keeps in Redis starts with (``XE_REDIS_PREFIX``)."""
+
     lavalink_url: str = ""
     """A Lavalink v4 node (``XE_LAVALINK_URL``, e.g. ``http://127.0.0.1:2333``): it resolves play
     queries and plays what the players say. Empty: the local catalog and the simulated clock."""
@@ -270,6 +280,8 @@ class Config:
             max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
             rate_limits=env.get("XE_RATE_LIMITS", ""),
             access_log=env.get("XE_ACCESS_LOG", "1").lower() not in ("0", "false", "no", "off"),
+            redis_url=env.get("XE_REDIS_URL", "").strip(),
+            redis_prefix=env.get("XE_REDIS_PREFIX") or cls.redis_prefix,
             lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
             lavalink_password=env.get("XE_LAVALINK_PASSWORD") or cls.lavalink_password,
             lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
@@ -291,6 +303,8 @@ class Config:
         for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
             if not getattr(self, field).startswith("/"):
                 raise ConfigError(f"{field} must start with /")
+        if self.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", self.redis_url):
+            raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {self.redis_url[:60]!r}")
         if self.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", self.lavalink_url):
             raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {self.lavalink_url[:60]!r}")
         if self.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", self.lavalink_user_id):
@@ -846,12 +860,14 @@ class PlayerState(msgspec.Struct):
     queued: int
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
     version: str
     database: str
     subscribers: int
-    """Clients connected to the loader event stream."""
+    """Clients connected to the loader event stream (of this process)."""
+    redis: str | None = None
+    """``ok`` or ``unreachable`` with ``XE_REDIS_URL``; absent without."""
 
 
 class XenonErrorBody(msgspec.Struct):
@@ -895,6 +911,10 @@ class Invalid(DomainError, ValueError):
 
 class Forbidden(DomainError):
     """The acting user may not do this."""
+
+
+class Unchanged(DomainError):
+    """Nothing to change after all (a track's end another process already advanced)."""
 
 
 class Unavailable(DomainError):
@@ -1333,12 +1353,17 @@ class PlayerStore(Protocol):
         guild_id: str,
         change: Callable[[Player | None], Player | None],
         now: float,
-        after: Callable[[Player | None], None] | None = None,
+        after: Callable[[Player | None, int], None] | None = None,
         front: int = 2,
     ) -> Player | None:
         """Run ``change`` on the player settled to ``now`` (``None``: not connected) and store what
-        it returns (``None``: stopped), all in one transaction; ``after`` runs right after the
+        it returns (``None``: stopped), all in one transaction that numbers the change (one
+        sequence for every guild and process); ``after(player, seq)`` runs right after the
         commit, in commit order. Returns the stored player with the first ``front`` entries."""
+        ...
+
+    async def seq(self) -> int:
+        """The number of the newest change: a state read after it is at least that new."""
         ...
 
     async def connected(self, guild_id: str) -> bool: ...
@@ -1419,6 +1444,96 @@ class LoadStore(Protocol):
     async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[Numbered]]:
         """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
         ...
+
+
+# ---------------------------------------------------------------------------
+# Metrics: GET /metrics in the Prometheus text format
+# ---------------------------------------------------------------------------
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+METRICS_HELP = {
+    "xe_requests_total": (
+        "counter",
+        "Requests answered, by route template and status (WebSocket handshakes too).",
+    ),
+    "xe_request_seconds": ("histogram", "Time to answer a request, by route template."),
+    "xe_subscribers": ("gauge", "WebSocket followers: the loader stream and the player streams."),
+    "xe_events_published_total": ("counter", "Events published to followers, by kind (loader, player)."),
+    "xe_rate_limited_total": ("counter", "Requests refused by a rate limit, by group."),
+    "xe_commit_seconds": ("histogram", "Time of each write transaction (a group commit counts once)."),
+}
+
+
+def _labels(**labels: str) -> str:
+    escaped = (f'{k}="{v}"'.replace("\n", " ") for k, v in labels.items())
+    return "{" + ",".join(escaped) + "}" if labels else ""
+
+
+def _in_order(sample: str) -> tuple[str, float]:
+    """Samples by series, a histogram's buckets by bound (``+Inf`` last)."""
+    bound = re.search(r',?le="([^"]+)"', sample)
+    if bound is None:
+        return sample, 0.0
+    return sample[: bound.start()] + sample[bound.end() :], float(bound[1].replace("+Inf", "inf"))
+
+
+def _labels_sample(name: str, **labels: str) -> str:
+    return name + _labels(**labels)
+
+
+class Metrics:
+    """This process's counters and histograms, as Prometheus samples (``name{labels}`` -> value).
+    With Redis, each process keeps its samples there too (refreshed every few seconds and at
+    every scrape, expiring when the process is gone) and a scrape through any process sums them
+    all: one service, one set of figures."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, float] = {}
+        self._histograms: dict[tuple[str, str], list[float]] = {}
+        self.gauges: dict[str, Callable[[], int]] = {}
+        """Sample -> a function giving its value now (this process's)."""
+
+    def count(self, name: str, labels: str, amount: float = 1) -> None:
+        key = name + labels
+        self.samples[key] = self.samples.get(key, 0) + amount
+
+    def observe(self, name: str, labels: str, seconds: float) -> None:
+        counts = self._histograms.get((name, labels))
+        if counts is None:
+            # a count per bucket, then those above every bound, the sum and the count
+            counts = self._histograms[(name, labels)] = [0.0] * (len(_LATENCY_BUCKETS) + 3)
+        counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        counts[-2] += seconds
+        counts[-1] += 1
+
+    def snapshot(self) -> dict[str, float]:
+        """Every sample of this process now (histograms as cumulative buckets, sum and count)."""
+        samples = dict(self.samples)
+        for (name, labels), counts in self._histograms.items():
+            inner = labels[1:-1] + "," if labels else ""
+            running = 0.0
+            for bound, count in zip((*_LATENCY_BUCKETS, "+Inf"), counts[:-2], strict=True):
+                running += count
+                samples[f'{name}_bucket{{{inner}le="{bound}"}}'] = running
+            samples[f"{name}_sum{labels}"] = counts[-2]
+            samples[f"{name}_count{labels}"] = counts[-1]
+        for key, value in self.gauges.items():
+            samples[key] = value()
+        return samples
+
+    @staticmethod
+    def render(samples: Mapping[str, float]) -> str:
+        """The Prometheus text format (version 0.0.4) of ``samples``, grouped by metric."""
+        lines: list[str] = []
+        for name, (kind, text) in METRICS_HELP.items():
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            for key in sorted(
+                (k for k in samples if re.match(rf"{name}(?:_bucket|_sum|_count)?(?:{{|$)", k)), key=_in_order
+            ):
+                value = samples[key]
+                lines.append(f"{key} {int(value) if value == int(value) else repr(value)}")
+        return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------
@@ -1624,7 +1739,8 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
-INSERT OR IGNORE INTO counters (name, value) VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0);
+INSERT OR IGNORE INTO counters (name, value)
+VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0), ('player_seq', 0);
 """
 
 _TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream, encoded"
@@ -1828,6 +1944,8 @@ class SqliteWriter:
         self._db: sqlite3.Connection | None = None
         self._pending: list[_Write] = []
         self._flushing: asyncio.Task[None] | None = None
+        self.on_commit: Callable[[float], None] | None = None
+        """Told the seconds each transaction took, from handing it over to its commit (metrics)."""
 
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
@@ -1912,6 +2030,7 @@ class SqliteWriter:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                began = time.perf_counter()
                 try:
                     outcomes, foreign = await loop.run_in_executor(self._executor, self._commit, batch)
                 except sqlite3.OperationalError as exc:
@@ -1923,6 +2042,8 @@ class SqliteWriter:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - began)
                 if foreign:
                     self.answers.clear()  # another process committed since this one's last commit
                 for write, (ok, value) in zip(batch, outcomes, strict=True):
@@ -2096,6 +2217,10 @@ class SqliteDatabase:
         except sqlite3.OperationalError as exc:
             log.warning("read refused with 503: %s", exc)
             raise Unavailable() from exc
+
+    def on_commit(self, observe: Callable[[float], None]) -> None:
+        """Tell ``observe`` the seconds each write transaction takes (metrics)."""
+        self._writer.on_commit = observe
 
     def scratch(self, area: str) -> dict[Any, Any]:
         """The writer thread's notes for ``area`` within the transaction under way (see
@@ -2359,6 +2484,8 @@ class SqlitePlayers:
         f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES ({', '.join('?' * 11)})"
     )
     is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
+    seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'player_seq' RETURNING value"
+    seq_now = "SELECT value FROM counters WHERE name = 'player_seq'"
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
 
@@ -2385,17 +2512,17 @@ class SqlitePlayers:
         guild_id: str,
         change: Callable[[Player | None], Player | None],
         now: float,
-        after: Callable[[Player | None], None] | None = None,
+        after: Callable[[Player | None, int], None] | None = None,
         front: int = 2,
     ) -> Player | None:
         """Run ``change`` on the stored player settled to ``now`` and write what it returns
-        (``None``: stopped), in one transaction; ``after`` runs right after the commit. Only
-        the first ``front`` entries of the queue are read (a change needs the current track and
-        the next; a follower's frame, 26)."""
+        (``None``: stopped), in one transaction that also numbers the change; ``after(player,
+        seq)`` runs right after the commit. Only the first ``front`` entries of the queue are read
+        (a change needs the current track and the next; a follower's frame, 26)."""
 
         flipped = False  # connected or disconnected by this change
 
-        def run(db: sqlite3.Connection) -> Player | None:
+        def run(db: sqlite3.Connection) -> tuple[Player | None, int]:
             nonlocal flipped
             # As the previous change of this guild in the same transaction left it, or as stored.
             scratch = self.db.scratch("players")
@@ -2419,15 +2546,20 @@ class SqlitePlayers:
             scratch[guild_id] = changed and dataclasses.replace(
                 changed, queue=deque(changed.queue), appended=[]
             )
-            return changed
+            return changed, db.execute(self.seq_next).fetchone()[0]
 
-        def committed(player: Player | None) -> None:
+        def committed(numbered: tuple[Player | None, int]) -> None:
             if flipped:
                 self.db.answers.forget(("connected", guild_id))
             if after is not None:
-                after(player)
+                after(*numbered)
 
-        return await self.db.write(run, forgets=[("player", guild_id)], after=committed)
+        player, _ = await self.db.write(run, forgets=[("player", guild_id)], after=committed)
+        return player
+
+    async def seq(self) -> int:
+        """The number of the newest change (of any guild)."""
+        return self.db.one(self.seq_now)[0]
 
     def _write(self, db: sqlite3.Connection, guild_id: str, player: Player | None) -> None:
         if player is None:
@@ -3101,22 +3233,84 @@ class Stream:
             self.subscription.close()
 
 
+class InOrder:
+    """Hands a logged topic's events to this process's subscribers in ``seq`` order, each once,
+    whichever process published them and in whatever order they arrive. An event ahead of the
+    next number waits a moment for the ones before it, then those are read from the log; numbers
+    the log does not hold (status events, which are not logged) are then passed over."""
+
+    wait = 0.02
+    """Seconds an event waits for an earlier one still on its way."""
+
+    def __init__(self, deliver: Callable[[int, str, bool], None], replay: Replay, last: int) -> None:
+        self._deliver = deliver
+        self._replay = replay
+        self.last = last
+        self._held: dict[int, tuple[str, bool]] = {}
+        self._filling: asyncio.Task[None] | None = None
+
+    def offer(self, seq: int, frame: str, reliable: bool) -> None:
+        if seq <= self.last or seq in self._held:
+            return
+        self._held[seq] = (frame, reliable)
+        self._release()
+        if self._held and self._filling is None:
+            self._filling = asyncio.create_task(self._fill())
+
+    def _release(self) -> None:
+        while (seq := self.last + 1) in self._held:
+            frame, reliable = self._held.pop(seq)
+            self.last = seq
+            self._deliver(seq, frame, reliable)
+
+    async def _fill(self) -> None:
+        try:
+            while self._held:
+                await asyncio.sleep(self.wait)
+                if not self._held:
+                    break
+                upto = min(self._held)
+                _, _, logged = await self._replay(self.last, upto - self.last - 1)
+                for seq, frame in logged:
+                    if self.last < seq < upto:
+                        self.last = seq
+                        self._deliver(seq, frame, True)
+                self.last = max(self.last, upto - 1)  # what is still missing was never logged
+                self._release()
+        except DomainError as exc:  # the log cannot be read now: the next event tries again
+            log.warning("events not filled in from the log: %s", exc.message)
+        finally:
+            self._filling = None
+
+    def close(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+
+
+_PUBLISHED = {kind: _labels(kind=kind) for kind in ("loader", "player")}
+
+
 class Hub:
     """Broadcast by topic to this process's subscribers, and through the :class:`Broker` to every
     other process's. Publishing never waits for a subscriber: each has its own queue, and one
     that falls more than its backlog behind is dropped, never silently."""
 
-    def __init__(self, backlog: int = 1000, broker: Broker | None = None) -> None:
+    def __init__(
+        self, backlog: int = 1000, broker: Broker | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.backlog = backlog
         self.broker = broker
+        self._metrics = metrics
         self._topics: dict[str, set[Subscription]] = {}
-        self._local_seq = 0
+        self._ordered: dict[str, InOrder] = {}
 
     async def open(self) -> None:
         if self.broker is not None:
             await self.broker.start(self.deliver)
 
     async def close(self) -> None:
+        for ordered in self._ordered.values():
+            ordered.close()
         if self.broker is not None:
             await self.broker.close()
 
@@ -3135,26 +3329,315 @@ class Hub:
     def subscribers(self, topic: str) -> int:
         return len(self._topics.get(topic, ()))
 
+    def player_subscribers(self) -> int:
+        """Followers of every guild's player, in this process."""
+        return sum(len(s) for topic, s in self._topics.items() if topic.startswith("player:"))
+
     def publish(self, topic: str, seq: int, frame: str, *, reliable: bool = True) -> None:
         """Deliver to this process's subscribers now, and hand to the broker for the others."""
+        if self._metrics is not None:
+            kind = "loader" if topic == LOADER_TOPIC else "player"
+            self._metrics.count("xe_events_published_total", _PUBLISHED[kind])
         self.deliver(topic, seq, frame, reliable)
         if self.broker is not None:
             self.broker.publish(topic, seq, frame)
 
     def deliver(self, topic: str, seq: int, frame: str, reliable: bool = True) -> None:
+        """Hand an event to this process's subscribers of ``topic`` (in order, if it is ordered)."""
+        ordered = self._ordered.get(topic)
+        if ordered is not None:
+            ordered.offer(seq, frame, reliable)
+        else:
+            self._fan_out(topic, seq, frame, reliable)
+
+    def _fan_out(self, topic: str, seq: int, frame: str, reliable: bool = True) -> None:
         for subscription in list(self._topics.get(topic, ())):
             if not subscription._push(seq, frame, reliable):
                 self._unsubscribe(subscription)
                 subscription._overflow()
 
-    def next_local_seq(self) -> int:
-        """Numbers for topics that are not logged (player changes)."""
-        self._local_seq += 1
-        return self._local_seq
+    def order(self, topic: str, replay: Replay, last: int) -> None:
+        """Deliver ``topic`` in ``seq`` order, each event once, filling in from its log what
+        arrives late (for a logged topic that other processes publish to, through the broker)."""
+        self._ordered[topic] = InOrder(functools.partial(self._fan_out, topic), replay, last)
 
     def stream(self, topic: str, since: int | None, replay: Replay, backlog: int | None = None) -> Stream:
         """Follow ``topic`` from ``since`` (see :class:`Stream`); subscribed from this call on."""
         return Stream(self.subscribe(topic, backlog), since, replay)
+
+
+# ---------------------------------------------------------------------------
+# Redis: many processes as one service (XE_REDIS_URL)
+# ---------------------------------------------------------------------------
+
+REDIS_AWAY = "Service unavailable: Redis cannot be reached; try again shortly."
+BROKER_BUFFER = 10_000
+"""Events kept in the Redis stream (approximately), and queued here while Redis is away."""
+
+# A sliding-window log per key, on Redis's clock: the hits of the last window are a sorted set
+# of their times in microseconds. Admitted: -1. Refused: the microseconds until a hit would be,
+# when the hit that makes room leaves the window (exact, as in one process).
+_HIT_SCRIPT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local hits = redis.call('ZCARD', KEYS[1])
+if hits < limit then
+    redis.call('ZADD', KEYS[1], now, string.format('%.0f-%d', now, hits))
+    redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+    return -1
+end
+local room = redis.call('ZRANGE', KEYS[1], hits - limit, hits - limit, 'WITHSCORES')
+return math.max(tonumber(room[2]) + window - now, 1)
+"""
+
+
+def redis_client(config: Config) -> Any:
+    """An asyncio Redis client of ``XE_REDIS_URL`` (the ``[scale]`` extra: redis with hiredis)."""
+    try:
+        import redis.asyncio
+    except ImportError:
+        raise ConfigError("XE_REDIS_URL needs the redis package: pip install 'xenon-elixir[scale]'") from None
+    return redis.asyncio.Redis.from_url(
+        config.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
+    )
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class RedisLimiter:
+    """The limits of each group shared by every process, in Redis: one round trip per limited
+    request (routes without a limit pay nothing). Redis away is :class:`Unavailable` (503)."""
+
+    def __init__(self, config: Config, client: Any) -> None:
+        self._redis = client
+        self._prefix = config.redis_prefix
+        self._limits = config.rate_limit_table()
+        self._hit = client.register_script(_HIT_SCRIPT)
+        self._errors = _redis_errors()
+
+    async def hit(self, group: str, key: str) -> float | None:
+        limit = self._limits[group]
+        if limit is None:
+            return None
+        hits, seconds = limit
+        try:
+            wait = await self._hit(
+                keys=[f"{self._prefix}limit:{group}:{key}"], args=[hits, int(seconds * 1e6)]
+            )
+        except self._errors as exc:
+            raise Unavailable(REDIS_AWAY) from exc
+        return None if wait < 0 else wait / 1e6
+
+    def sweep(self) -> None:
+        """Nothing to do: each key expires in Redis one window after its last hit."""
+
+
+class RedisBroker:
+    """Hub events to and from every other process, through one Redis stream. Publishing never
+    waits: events queue here and are sent in order, in batches, and kept (up to
+    :data:`BROKER_BUFFER`) while Redis is away. Each process reads the stream from where it
+    joined; an event that reaches it late or not at all is filled in from the event log (see
+    :class:`InOrder`), so the stream is a fast path, never the record."""
+
+    def __init__(self, config: Config, client: Any) -> None:
+        self._redis = client
+        self._key = f"{config.redis_prefix}events"
+        self._origin = secrets.token_hex(8)
+        self._outbox: deque[tuple[str, int, str]] = deque(maxlen=BROKER_BUFFER)
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._errors = _redis_errors()
+
+    async def start(self, deliver: Callable[[str, int, str], None]) -> None:
+        try:
+            last = (await self._redis.xinfo_stream(self._key))["last-generated-id"]
+        except self._errors as exc:
+            raise StoreError(f"cannot reach Redis at XE_REDIS_URL: {exc}") from exc
+        except Exception:  # no stream yet
+            last = b"0-0"
+        self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read(deliver, last))]
+
+    def publish(self, topic: str, seq: int, frame: str) -> None:
+        self._outbox.append((topic, seq, frame))
+        self._wakeup.set()
+
+    async def _send(self) -> None:
+        failures = 0
+        while True:
+            if not self._outbox:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = list(self._outbox)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for topic, seq, frame in batch:
+                        fields = {"o": self._origin, "t": topic, "s": seq, "f": frame}
+                        pipe.xadd(self._key, fields, maxlen=BROKER_BUFFER, approximate=True)
+                    await pipe.execute()
+            except self._errors as exc:
+                failures += 1
+                log.warning("Redis: events not sent yet (%s)", exc)
+                await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+                continue
+            failures = 0
+            for _ in batch:
+                self._outbox.popleft()
+
+    async def _read(self, deliver: Callable[[str, int, str], None], last: bytes) -> None:
+        failures = 0
+        while True:
+            try:
+                answer = await self._redis.xread({self._key: last}, count=500, block=1000)
+            except self._errors as exc:
+                failures += 1
+                log.warning("Redis: events not received (%s)", exc)
+                await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+                continue
+            failures = 0
+            for _, entries in answer:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    if fields[b"o"].decode() != self._origin:
+                        deliver(fields[b"t"].decode(), int(fields[b"s"]), fields[b"f"].decode())
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class RedisStatusWindows:
+    """Status windows shared by every process: the first status of a quiet loader goes out at
+    once (whoever gets the window's key), later ones of the same window are kept in Redis as the
+    newest, sent at the window's end by whichever process's timer takes them first."""
+
+    def __init__(self, config: Config, client: Any) -> None:
+        self._redis = client
+        self._prefix = config.redis_prefix
+        self._errors = _redis_errors()
+
+    async def open(self, loader: str, seconds: float) -> bool:
+        """Open the loader's window now, if none is open: whether this status goes out at once."""
+        try:
+            return bool(await self._redis.set(f"{self._prefix}window:{loader}", 1, nx=True, px=_ms(seconds)))
+        except self._errors as exc:
+            raise Unavailable(REDIS_AWAY) from exc
+
+    async def hold(self, loader: str, status: str, seconds: float) -> float:
+        """Keep ``status`` as the window's newest; the seconds until the window ends."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"{self._prefix}pending:{loader}", status, px=_ms(3 * seconds))
+                pipe.pttl(f"{self._prefix}window:{loader}")
+                _, left = await pipe.execute()
+        except self._errors as exc:
+            raise Unavailable(REDIS_AWAY) from exc
+        return max(left, 0) / 1000
+
+    async def take(self, loader: str) -> str | None:
+        """The status held for the window's end, taken by one process only."""
+        try:
+            held = await self._redis.getdel(f"{self._prefix}pending:{loader}")
+        except self._errors:
+            return None
+        return None if held is None else held.decode()
+
+    async def forget(self, loader: str) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._redis.delete(f"{self._prefix}window:{loader}", f"{self._prefix}pending:{loader}")
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
+class RedisMetrics:
+    """Every process's samples in Redis: ``<prefix>metrics:<process>`` hashes, refreshed every
+    second and at every scrape, that expire a while after their process stops refreshing them.
+    A scrape sums them: another process's figures are at most a second old."""
+
+    keep = 30.0
+    """Seconds a stopped process's figures stay in the sums."""
+
+    def __init__(self, config: Config, client: Any, metrics: Metrics) -> None:
+        self._redis = client
+        self._prefix = f"{config.redis_prefix}metrics:"
+        self._key = self._prefix + secrets.token_hex(8)
+        self._metrics = metrics
+
+    async def push(self) -> None:
+        samples = self._metrics.snapshot()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key)
+            if samples:
+                pipe.hset(self._key, mapping=samples)
+            pipe.expire(self._key, int(self.keep))
+            await pipe.execute()
+
+    async def every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            with contextlib.suppress(*_redis_errors()):
+                await self.push()
+
+    async def gathered(self) -> dict[str, float]:
+        """Every live process's samples, summed (this one's pushed first, so they are current)."""
+        try:
+            await self.push()
+            keys = [key async for key in self._redis.scan_iter(match=self._prefix + "*", count=500)]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                found = await pipe.execute()
+        except _redis_errors() as exc:
+            raise Unavailable(REDIS_AWAY) from exc
+        total: dict[str, float] = {}
+        for samples in found:
+            for key, value in samples.items():
+                name = key.decode()
+                total[name] = total.get(name, 0) + float(value)
+        return total
+
+
+class ServerLock:
+    """One server process per database file, unless Redis coordinates them: an exclusive
+    ``flock`` on ``<db>.server`` held while the app runs (the kernel drops it when the process
+    dies, even by kill -9). Apps of one process share it (tests, embedding)."""
+
+    _held: ClassVar[dict[str, tuple[int, int]]] = {}  # path -> (fd, apps holding it)
+
+    def __init__(self, db: str) -> None:
+        self.path = os.path.abspath(db) + ".server"
+
+    def acquire(self) -> None:
+        fd, count = self._held.get(self.path, (-1, 0))
+        if count == 0:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # a folder that is missing or read-only: opening the database says so
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise StoreError(
+                    f"another server process serves {self.path.removesuffix('.server')}: "
+                    "set XE_REDIS_URL to run several (see the README's Scaling out)"
+                ) from None
+        self._held[self.path] = (fd, count + 1)
+
+    def release(self) -> None:
+        fd, count = self._held.pop(self.path, (-1, 0))
+        if count > 1:
+            self._held[self.path] = (fd, count - 1)
+        elif count == 1:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -3186,9 +3669,17 @@ class Loaders:
     """
 
     def __init__(
-        self, loads: LoadStore, hub: Hub, interval: float, monotonic: Callable[[], float], timers: Timers
+        self,
+        loads: LoadStore,
+        hub: Hub,
+        interval: float,
+        monotonic: Callable[[], float],
+        timers: Timers,
+        windows: RedisStatusWindows | None = None,
     ) -> None:
         self._loads = loads
+        self._windows = windows
+        """Status windows shared with other processes (Redis); ``None``: this process's own."""
         self._hub = hub
         self._interval = interval
         self._monotonic = monotonic
@@ -3229,6 +3720,9 @@ class Loaders:
 
     async def status(self, target_id: str, status: str) -> None:
         _, started = await self.running(target_id)
+        if self._windows is not None:
+            await self._shared_status(target_id, started, status)
+            return
         gate = self._gates.get(target_id)
         if gate is None or gate.started != started:
             gate = self._gates[target_id] = _StatusGate(started)
@@ -3248,7 +3742,34 @@ class Loaders:
             return
         gate.timer, status, gate.pending = None, gate.pending, None
         gate.last_sent = self._monotonic()
-        task = asyncio.create_task(self._send_status(target_id, gate, status))
+        self._spawn(self._send_status(target_id, gate, status))
+
+    async def _shared_status(self, target_id: str, started: int, status: str) -> None:
+        window = f"{target_id}:{started}"
+        if await self._windows.open(window, self._interval):  # type: ignore[union-attr]
+            await self._send_shared(target_id, started, status)
+            return
+        left = await self._windows.hold(window, status, self._interval)  # type: ignore[union-attr]
+        if window not in self._gates:  # one timer per window here, whichever status set it
+            self._gates[window] = _StatusGate(started)
+            flush = lambda: self._spawn(self._flush_shared(target_id, started))  # noqa: E731
+            self._gates[window].timer = self._timers.call_later(left, flush)
+
+    async def _flush_shared(self, target_id: str, started: int) -> None:
+        window = f"{target_id}:{started}"
+        self._gates.pop(window, None)
+        windows = self._windows
+        assert windows is not None
+        status = await windows.take(window)  # taken by one process only
+        if status is not None and await windows.open(window, self._interval):
+            await self._send_shared(target_id, started, status)
+
+    async def _send_shared(self, target_id: str, started: int, status: str) -> None:
+        frame = _frame("status", LoaderData(id=target_id, status=status))
+        await self._loads.status(target_id, started, frame, lambda n: self._published(n, reliable=False))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -3267,6 +3788,11 @@ class Loaders:
             gate.timer.cancel()
         data = loader.data(ok=ok)
         seq, _ = await self._loads.finish(loader, started, _frame("done", data), ok, self._published)
+        if self._windows is not None:
+            gate = self._gates.pop(f"{target_id}:{started}", None)
+            if gate is not None and gate.timer is not None:
+                gate.timer.cancel()
+            await self._windows.forget(f"{target_id}:{started}")
         return LoaderEvent("done", seq, data)
 
 
@@ -3448,6 +3974,9 @@ class TrackEnds:
         self._at: float | None = None
         self._timer: Cancellable | None = None
         self._task: asyncio.Task[None] | None = None
+        self.poll: float | None = None
+        """Seconds between looks when other processes change players too (their changes arm no
+        timer here, and a process that died leaves its ends to the others)."""
 
     def arm(self, at: float | None) -> None:
         if at is None or (self._at is not None and self._at <= at):
@@ -3470,7 +3999,10 @@ class TrackEnds:
                     await self._advance(guild_id)
                 except DomainError as exc:  # the database is away: the next run takes it up
                     log.warning("could not advance the queue of guild %s: %s", guild_id, exc.message)
-            self.arm(await self._players.next_end())
+            at = await self._players.next_end()
+            if self.poll is not None:
+                at = min(at if at is not None else math.inf, self._clock() + self.poll)
+            self.arm(at)
         except DomainError as exc:
             log.warning("track ends: %s", exc.message)
             self.arm(self._clock() + 1.0)
@@ -3524,7 +4056,7 @@ class Music:
 
     async def state(self, guild_id: str) -> PlayerState:
         """What a follower of the guild sees now."""
-        seq = self._hub.next_local_seq()  # numbered before the read: a frame after it is newer
+        seq = await self._players.seq()  # numbered before the read: a frame after it is newer
         player = await self.player(guild_id)
         return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
 
@@ -3552,26 +4084,37 @@ class Music:
         backend's own changes are not."""
         if asked and self.mirror is not None and not self.mirror.available:
             raise Unavailable(NODE_AWAY)
-        followed = self._hub.subscribers(player_topic(guild_id)) > 0  # a frame shows 25 waiting tracks
-        after = lambda player: self._changed(guild_id, player)  # noqa: E731
+        followed = self._followed(guild_id)  # a frame shows 25 waiting tracks
+        after = lambda player, seq: self._changed(guild_id, player, seq)  # noqa: E731
         return await self._players.change(
             guild_id, change, self._clock(), after, PLAYER_FRONT if followed else 2
         )
 
-    def _changed(self, guild_id: str, player: Player | None) -> None:
+    def _followed(self, guild_id: str) -> bool:
+        """Whether a frame of the guild's changes may be wanted: it has followers here, or other
+        processes may have some."""
+        return self._hub.broker is not None or self._hub.subscribers(player_topic(guild_id)) > 0
+
+    def _changed(self, guild_id: str, player: Player | None, seq: int) -> None:
         if player is not None:
             self.track_ends.arm(player.ends_at)
         if self.mirror is not None:
             self.mirror.changed(guild_id, player)
-        topic = player_topic(guild_id)
-        if self._hub.subscribers(topic):  # nobody follows the guild: nothing to encode
-            seq = self._hub.next_local_seq()
+        if self._followed(guild_id):  # nobody follows the guild: nothing to encode
             state = stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
-            self._hub.publish(topic, seq, msgspec.json.encode(state).decode())
+            self._hub.publish(player_topic(guild_id), seq, msgspec.json.encode(state).decode())
 
     async def _settle(self, guild_id: str) -> None:
-        """Advance the queue past tracks that ended (the change settles the player first)."""
-        await self._change(guild_id, lambda player: player, asked=False)
+        """Advance the queue past tracks that ended (the change settles the player first). When
+        another process did it first, nothing is written or published again."""
+
+        def settled(player: Player | None) -> Player | None:
+            if player is None or not player.dropped:
+                raise Unchanged("settled")
+            return player
+
+        with contextlib.suppress(Unchanged):
+            await self._change(guild_id, settled, asked=False)
 
     async def track_ended(self, guild_id: str, entry_id: int) -> None:
         """The audio backend finished (or could not play) queue entry ``entry_id``: the next one
@@ -3987,6 +4530,10 @@ class Services:
     music: Music
     partners: Partners
     lavalink: LavalinkPlayers | None = None
+    redis: Any = None
+    """The Redis client every process coordinates through (``XE_REDIS_URL``), or ``None``."""
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    shared_metrics: RedisMetrics | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -4281,12 +4828,16 @@ async def refused(xe: Services, scope: Scope, refusal: ApiError) -> ApiError:
     """What to answer a failed authorization: the refusal itself, or a 429 in the same API's
     shape once the client address has failed too often (``auth_failures``)."""
     wait = await xe.limiter.hit("auth_failures", client_address(scope))
-    return refusal if wait is None else rate_limited(wait, type(refusal))
+    if wait is None:
+        return refusal
+    xe.metrics.count("xe_rate_limited_total", _labels(group="auth_failures"))
+    return rate_limited(wait, type(refusal))
 
 
 async def limited(xe: Services, group: str, key: str, error: type[ApiError] = XenonError) -> None:
     """Raise a 429 when ``key`` has used up the group's budget."""
     if (wait := await xe.limiter.hit(group, key)) is not None:
+        xe.metrics.count("xe_rate_limited_total", _labels(group=group))
         raise rate_limited(wait, error)
 
 
@@ -4822,12 +5373,29 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the storage and everything built on it; close them on exit."""
     config.check()
     stores = await open_sqlite(config)
+    redis = redis_client(config) if config.redis_url else None
     try:
         timers = config.timers or LoopTimers()
-        limiter = config.limiter(config) if config.limiter else LocalLimiter(config)
-        hub = Hub(config.subscriber_backlog, config.broker(config) if config.broker else None)
+        limiter: Limiter = LocalLimiter(config)
+        broker: Broker | None = None
+        if config.limiter or config.broker:
+            limiter = config.limiter(config) if config.limiter else limiter
+            broker = config.broker(config) if config.broker else None
+        elif redis is not None:
+            limiter, broker = RedisLimiter(config, redis), RedisBroker(config, redis)
+        metrics = Metrics()
+        stores.database.on_commit(lambda seconds: metrics.observe("xe_commit_seconds", "", seconds))
+        hub = Hub(config.subscriber_backlog, broker, metrics)
+        metrics.gauges[_labels_sample("xe_subscribers", stream="loaders")] = lambda: hub.subscribers(
+            LOADER_TOPIC
+        )
+        metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
+        if broker is not None:  # other processes publish too: deliver the log's order, no gap
+            _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
+            hub.order(LOADER_TOPIC, stores.loads.events_since, newest)
         await hub.open()
-        loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers)
+        windows = None if redis is None else RedisStatusWindows(config, redis)
+        loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers, windows)
         node = LavalinkNode(config) if config.lavalink_url else None
         resolver: Resolver = CatalogResolver(stores.catalog)
         if config.resolver:
@@ -4835,14 +5403,32 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         elif node is not None:
             resolver = LavalinkResolver(node, config.lavalink_search_prefix)
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
+        if broker is not None:  # another process's change arms no timer here: look every second
+            music.track_ends.poll = 1.0
         lavalink = None if node is None else LavalinkPlayers(node, music, config.lavalink_user_id)
         music.mirror = lavalink
         sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
+        shared_metrics = None if redis is None else RedisMetrics(config, redis, metrics)
+        pusher = None if shared_metrics is None else asyncio.create_task(shared_metrics.every(1.0))
         try:
             await music.track_ends.run()  # the tracks that ended while no server ran
             partners = Partners(stores.partners, stores.mappers)
-            yield Services(config, stores, limiter, hub, loaders, music, partners, lavalink)
+            yield Services(
+                config,
+                stores,
+                limiter,
+                hub,
+                loaders,
+                music,
+                partners,
+                lavalink,
+                redis,
+                metrics,
+                shared_metrics,
+            )
         finally:
+            if pusher is not None:
+                pusher.cancel()
             if lavalink is not None:
                 await lavalink.close()
             sweeper.cancel()
@@ -4850,6 +5436,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await loaders.close()
             await hub.close()
     finally:
+        if redis is not None:
+            await redis.aclose()
         await stores.database.close()
 
 
@@ -5357,10 +5945,37 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
 async def health(request: Request) -> Response[Health]:
     """Liveness and readiness: 200 when the database answers, else 503."""
     xe = services(request)
-    ok = await xe.stores.database.ping()
+    database = await xe.stores.database.ping()
+    redis = None
+    if xe.redis is not None:
+        redis = False
+        with contextlib.suppress(Exception):
+            redis = bool(await asyncio.wait_for(xe.redis.ping(), 2.0))
+    ok = database and redis is not False
+    state = lambda up: "ok" if up else "unreachable"  # noqa: E731
     subscribers = xe.hub.subscribers(LOADER_TOPIC)
-    body = Health("ok" if ok else "unavailable", __version__, "ok" if ok else "unreachable", subscribers)
+    body = Health(
+        "ok" if ok else "unavailable",
+        __version__,
+        state(database),
+        subscribers,
+        None if redis is None else state(redis),
+    )
     return Response(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+
+@get(
+    "/",
+    media_type="text/plain; version=0.0.4",
+    responses=answered(str, "The Prometheus text format (every process's figures, with XE_REDIS_URL)"),
+    cache_control=None,
+)
+async def metrics(request: Request) -> Response[str]:
+    """Requests by route and status, latency, followers, events, rate-limit refusals and commit
+    time, for Prometheus."""
+    xe = services(request)
+    samples = await xe.shared_metrics.gathered() if xe.shared_metrics else xe.metrics.snapshot()
+    return Response(Metrics.render(samples), headers={"Cache-Control": "no-store"})
 
 
 access_log = logging.getLogger("xenon_elixir.access")
@@ -5573,8 +6188,13 @@ class Edge:
       client that left before its answer is 499.
     """
 
-    def __init__(self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str) -> None:
+    def __init__(
+        self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str, state: Any = None
+    ) -> None:
         self.app = app
+        self.state = state
+        """The app's state: its services once the lifespan has run (for the metrics)."""
+        self._labels: dict[tuple[str, int], tuple[str, str]] = {}
         self.config = config
         self.logging = config.access_log
         self.allow = allow
@@ -5596,7 +6216,7 @@ class Edge:
         docs = scope["path"].startswith(self.docs_prefix)
         logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
         if not (head or options or docs or logging_on):
-            await self.app(scope, receive, send)
+            await self._measured(scope, receive, send)
             return
         exchange = _Exchange()
         root = mount_prefix(scope) if docs else ""
@@ -5630,13 +6250,45 @@ class Edge:
 
         token = _LOGGED_HERE.set(True) if logging_on else None
         began = time.perf_counter()
+        inner = {**scope, "method": "GET"} if head else scope
         try:
-            await self.app({**scope, "method": "GET"} if head else scope, listen, answer)
+            await self.app(inner, listen, answer)
         finally:
+            status = 499 if exchange.left else exchange.status or 500
+            self._measure(inner, status, began)
             if token is not None:
                 _LOGGED_HERE.reset(token)
-                status = 499 if exchange.left else exchange.status or 500
                 self._log(scope, method, status, 0 if head else exchange.size, began)
+
+    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's answer as it is, its status and time counted (no access log)."""
+        status = 0
+
+        async def answer(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        began = time.perf_counter()
+        try:
+            await self.app(scope, receive, answer)
+        finally:
+            self._measure(scope, status or 500, began)
+
+    def _measure(self, scope: Scope, status: int, began: float) -> None:
+        xe: Services | None = getattr(self.state, "xe", None)
+        if xe is None:
+            return
+        route = scope.get("path_template") or "unmatched"
+        labels = self._labels.get((route, status))
+        if labels is None:
+            labels = self._labels[(route, status)] = (
+                _labels(route=route, status=str(status)),
+                _labels(route=route),
+            )
+        xe.metrics.count("xe_requests_total", labels[0])
+        xe.metrics.observe("xe_request_seconds", labels[1], time.perf_counter() - began)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = _Exchange()
@@ -5668,6 +6320,7 @@ class Edge:
         try:
             await self.app(scope, receive, answer)
         finally:
+            self._measure(scope, exchange.status or 500, began)
             if token is not None:
                 _LOGGED_HERE.reset(token)
                 self._log(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
@@ -5698,6 +6351,7 @@ class Edge:
 
 
 DOCS_PATH = "/schema"
+METRICS_PATH = "/metrics"
 DOCS_ASSETS = "/schema/assets"
 
 
@@ -5742,7 +6396,21 @@ def allowed_methods(app: Litestar) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
-    """The app's services, open while it serves (its lifespan)."""
+    """The app's services, open while it serves (its lifespan). Without Redis, one server
+    process per database file (:class:`ServerLock`)."""
+    lock = None if config.redis_url else ServerLock(config.db)
+    if lock is not None:
+        lock.acquire()
+    try:
+        async with _services_of(app, config):
+            yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@contextlib.asynccontextmanager
+async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
     async with open_services(config) as opened:
         app.state.xe = opened
         app.state.host = host = Host(opened)
@@ -5763,6 +6431,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
     routers = [
         docs_assets_router(),
         Router(config.health_path, route_handlers=[health], opt={"api": "xenon"}),
+        Router(METRICS_PATH, route_handlers=[metrics], opt={"api": "xenon"}),
         Router(config.elixir_prefix, route_handlers=ELIXIR_ROUTES, opt={"api": "elixir"}),
         Router(config.xenon_prefix, route_handlers=XENON_ROUTES, opt={"api": "xenon"}),
     ]
@@ -5807,7 +6476,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
         request_max_body_size=config.max_body_size,
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
-    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
+    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH, app.state)
     return app
 
 
@@ -5995,9 +6664,22 @@ def demo_db(db: str) -> str:
 
 
 async def _preflight(config: Config) -> None:
+    """What would stop the server at startup, said in one line before it starts."""
     database = SqliteDatabase(config.db, write_wait=config.write_wait)
     await database.open()
     await database.close()
+    if not config.redis_url:
+        lock = ServerLock(config.db)
+        lock.acquire()
+        lock.release()
+        return
+    redis = redis_client(config)
+    try:
+        await redis.ping()
+    except Exception as exc:
+        raise StoreError(f"cannot reach Redis at XE_REDIS_URL: {exc}") from None
+    finally:
+        await redis.aclose()
 
 
 class _Server:
@@ -6079,7 +6761,11 @@ environment (each also a create_app() keyword; see the README's Configuration):
   XE_STATUS_INTERVAL  seconds between status events of one loader (default 5)
   XE_CACHE_SECONDS    max-age of cacheable Xenon answers (default 60)
   XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
-  XE_ACCESS_LOG       0 turns the access log off (default on)"""
+  XE_ACCESS_LOG       0 turns the access log off (default on)
+  XE_REDIS_URL        redis://host:port/db: several server processes on one database, as one service
+  XE_REDIS_PREFIX     what this app's Redis keys start with (default xe:)
+  XE_LAVALINK_URL     a Lavalink v4 node that resolves and plays (XE_LAVALINK_PASSWORD, _USER_ID,
+                      _SEARCH_PREFIX)"""
 
 
 def _port(value: str) -> int:

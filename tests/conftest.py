@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from services import make_postgres, postgres_db, postgres_server, redis_fresh, redis_server, redis_session  # noqa: F401
 
 import xenon_elixir as xe
 

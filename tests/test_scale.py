@@ -1,0 +1,319 @@
+"""Many processes as one service (XE_REDIS_URL): two real uvicorn processes on one database file
+and a real Redis server started by the tests, driven through HTTP and WebSocket clients. And,
+without Redis, a second server on the same file refuses to start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, USER, VOICE
+from server import Server, cli, free_port
+from services import RedisServer
+from websockets.asyncio.client import ClientConnection, connect
+
+API = "/api/v1"
+BOT = "386861188891279362"
+SHORT = {
+    "source": "youtube",
+    "identifier": "shortshort1",
+    "title": "A Short One",
+    "author": "Brief",
+    "length": 1500,
+    "uri": "https://www.youtube.com/watch?v=shortshort1",
+}
+
+
+@pytest.fixture
+def two(db_path: str, tmp_path: Path, redis_fresh: RedisServer) -> Iterator[list[Server]]:
+    """Two server processes on one database, coordinating through Redis."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    cli(db_path, "import-tracks", str(CATALOG_FILE))
+    env = {"XE_ADMIN_TOKEN": ADMIN_TOKEN, "XE_REDIS_URL": redis_fresh.url, "XE_STATUS_INTERVAL": "0.5"}
+    env["XE_RATE_LIMITS"] = "mappers=3/10"
+    servers = [Server(db_path, tmp_path / f"server{i}.log", **env) for i in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def admin(server: Server, method: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.request(method, server.url + path, json=body, headers=ADMIN, timeout=10)
+
+
+def load(server: Server, target: int) -> None:
+    start = {"target_id": str(target), "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+    assert admin(server, "POST", "/admin/loaders", start).status_code == 201
+    assert admin(server, "POST", f"/admin/loaders/{target}/done").status_code == 200
+
+
+async def frames(ws: ClientConnection, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), timeout)) for _ in range(count)]
+
+
+def token_for(server: Server, bot: str = BOT) -> str:
+    return admin(server, "POST", "/admin/bots", {"id": bot, "name": "bot"}).json()["token"]
+
+
+def test_loader_events_reach_every_process_in_one_order_and_replay_through_any(two: list[Server]) -> None:
+    token, other = token_for(two[0]), token_for(two[1], "235148962103951360")  # one handshake/s each
+
+    async def scenario() -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+        headers = {"Authorization": token}
+        async with (
+            connect(f"{two[0].ws_url}/api/loaders/ws", additional_headers=headers) as first,
+            connect(f"{two[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": other}) as second,
+        ):
+            await asyncio.sleep(0.2)  # both subscribed
+            for i in range(12):  # loads through both processes, one after another and at once
+                targets = (496683369665658880 + 2 * i, 496683369665658881 + 2 * i)
+                await asyncio.gather(*(asyncio.to_thread(load, two[k], t) for k, t in enumerate(targets)))
+            received = [await frames(ws, 48) for ws in (first, second)]
+        await asyncio.sleep(1.1)  # the handshake limit (1 per second per bot)
+        async with connect(f"{two[1].ws_url}/api/loaders/ws?since=0", additional_headers=headers) as replay:
+            replayed = await frames(replay, 48)
+        return received, replayed
+
+    received, replayed = asyncio.run(scenario())
+    for events in (*received, replayed):
+        assert [e["seq"] for e in events] == list(range(1, 49))  # every one, in order, once
+        assert sorted(e["event"] for e in events) == ["done"] * 24 + ["start"] * 24
+    assert received[0] == received[1] == replayed
+
+
+def test_one_rate_limit_budget_across_processes_with_the_exact_retry_after(two: list[Server]) -> None:
+    token = token_for(two[0])
+    url = f"/api/mappers?target=496683369665658880&source={SOURCE}"
+    answers = [httpx.get(two[i % 2].url + url, headers={"Authorization": token}) for i in range(4)]
+    assert [a.status_code for a in answers[:3]] != [429] * 3 and all(
+        a.status_code != 429 for a in answers[:3]
+    )
+    limited = answers[3]
+    assert limited.status_code == 429
+    retry_after = limited.json()["retry_after"]
+    assert 0 < retry_after <= 10_000 and int(limited.headers["retry-after"]) == -(-retry_after // 1000)
+
+
+def test_one_player_per_guild_whichever_process_is_asked(two: list[Server], db_path: str) -> None:
+    key = cli(db_path, "genkey", GUILD, USER)
+    a, b = (httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {key}"}, timeout=10) for s in two)
+    with a, b:
+        assert a.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}).status_code == 200
+        assert b.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}).status_code == 200
+        assert a.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "calma"}).status_code == 200
+        assert b.get(f"{API}/{GUILD}/nowplaying").json()["identifier"] == "_n1o4D6G_XE"
+        assert [t["identifier"] for t in a.get(f"{API}/{GUILD}/queue").json()["queue"]] == ["1_zgKRBrT0Y"]
+        assert b.post(f"{API}/{GUILD}/pause", json={"user": USER}).status_code == 200
+        frozen = a.get(f"{API}/{GUILD}/nowplaying").json()["position"]
+        time.sleep(0.3)
+        assert b.get(f"{API}/{GUILD}/nowplaying").json()["position"] == frozen
+        assert a.post(f"{API}/{GUILD}/volume", json={"user": USER, "volume": 7}).status_code == 200
+        assert b.post(f"{API}/{GUILD}/skip", json={"user": USER}).json()["identifier"] == "1_zgKRBrT0Y"
+        assert a.get(f"{API}/{GUILD}/queue").json()["queue"] == []
+
+
+def test_a_revoked_key_is_refused_by_every_process_at_once(two: list[Server], db_path: str) -> None:
+    key = cli(db_path, "genkey", GUILD, USER)
+    body, auth = {"user": USER, "channel": VOICE}, {"Authorization": f"Bearer {key}"}
+    assert httpx.post(f"{two[1].url}{API}/{GUILD}/join", json=body, headers=auth).status_code == 200
+    assert admin(two[0], "DELETE", f"/admin/keys/{GUILD}/{USER}").status_code == 200
+    assert httpx.post(f"{two[1].url}{API}/{GUILD}/join", json=body, headers=auth).status_code == 401
+
+
+def test_one_loader_per_target_across_processes(two: list[Server]) -> None:
+    start = {
+        "target_id": "496683369665658880",
+        "type": "backup",
+        "source_id": SOURCE,
+        "backup_id": "3zydfwqp0h",
+    }
+    assert admin(two[0], "POST", "/admin/loaders", start).status_code == 201
+    second = admin(two[1], "POST", "/admin/loaders", start)
+    assert second.status_code == 409
+
+
+def test_a_track_end_advances_once_and_is_published_once_to_followers_of_both(
+    two: list[Server], db_path: str
+) -> None:
+    assert admin(two[0], "POST", "/admin/tracks", [SHORT]).status_code == 200
+    key = cli(db_path, "genkey", GUILD, USER)
+    auth = {"Authorization": f"Bearer {key}"}
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        async with (
+            connect(f"{two[0].ws_url}{API}/{GUILD}/player") as first,
+            connect(f"{two[1].ws_url}{API}/{GUILD}/player") as second,
+        ):
+            await frames(first, 1), await frames(second, 1)
+            async with httpx.AsyncClient(base_url=two[0].url, headers=auth) as http:
+                await http.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE})
+                await http.post(f"{API}/{GUILD}/play", json={"user": USER, "query": SHORT["uri"]})
+                await http.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"})
+            seen = [await frames(ws, 4) for ws in (first, second)]  # join, play, play, the end
+            for ws in (first, second):  # and nothing more: the end was published once
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 1.5)
+            return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[0] == seen[1]
+    ended = seen[0][3]
+    assert ended["track"]["identifier"] == "_n1o4D6G_XE" and ended["queued"] == 0
+    assert [f["seq"] for f in seen[0]] == sorted({f["seq"] for f in seen[0]})
+
+
+def test_a_process_killed_with_9_hands_its_track_ends_to_the_survivor(
+    two: list[Server], db_path: str
+) -> None:
+    assert admin(two[0], "POST", "/admin/tracks", [SHORT]).status_code == 200
+    key = cli(db_path, "genkey", GUILD, USER)
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=two[0].url, headers=auth) as http:
+        http.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE})
+        http.post(f"{API}/{GUILD}/play", json={"user": USER, "query": SHORT["uri"]})
+        assert http.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"}).status_code == 200
+
+    async def scenario() -> dict[str, Any]:
+        async with connect(f"{two[1].ws_url}{API}/{GUILD}/player") as follower:
+            assert (await frames(follower, 1))[0]["track"]["identifier"] == "shortshort1"
+            os.kill(two[0].process.pid, signal.SIGKILL)  # the process whose timer would end it
+            return (await frames(follower, 1, timeout=10))[0]
+
+    ended = asyncio.run(scenario())
+    assert ended["track"]["identifier"] == "_n1o4D6G_XE"
+    assert httpx.get(f"{two[1].url}{API}/{GUILD}/nowplaying").json()["identifier"] == "_n1o4D6G_XE"
+
+
+def test_redis_lost_and_back_503s_then_recovery_and_nothing_lost(
+    two: list[Server], redis_fresh: RedisServer
+) -> None:
+    token = token_for(two[0])
+    mappers = f"/api/mappers?target=496683369665658880&source={SOURCE}"
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with connect(
+            f"{two[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": token}
+        ) as ws:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(load, two[0], 496683369665658880)
+            before = await frames(ws, 2)
+            redis_fresh.stop()
+            refused = await asyncio.to_thread(
+                httpx.get, two[0].url + mappers, headers={"Authorization": token}
+            )
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json() == {
+                "error": "Service unavailable: Redis cannot be reached; try again shortly."
+            }
+            health = await asyncio.to_thread(httpx.get, two[0].url + "/health")
+            assert health.status_code == 503 and health.json()["redis"] == "unreachable"
+            await asyncio.to_thread(load, two[0], 496683369665658882)  # acknowledged while Redis is away
+            redis_fresh.start()
+            deadline = time.monotonic() + 15
+            while (
+                await asyncio.to_thread(httpx.get, two[0].url + mappers, headers={"Authorization": token})
+            ).status_code != 200:
+                assert time.monotonic() < deadline, "no recovery"
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(load, two[0], 496683369665658884)
+            return before + await frames(ws, 4)
+
+    events = asyncio.run(scenario())
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]  # the outage's events were delivered too
+
+
+def test_without_redis_a_second_server_on_the_same_file_refuses_to_start(
+    db_path: str, tmp_path: Path
+) -> None:
+    first = Server(db_path, tmp_path / "first.log")
+    try:
+        port = free_port()
+        refused = subprocess.run(
+            [sys.executable, "-m", "xenon_elixir", "serve", "--db", db_path, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert refused.returncode != 0
+        lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+        assert len(lines) == 1 and "XE_REDIS_URL" in lines[0], lines
+        assert len(cli(db_path, "genkey", GUILD, USER)) == 64  # the CLI still works beside it
+    finally:
+        first.process.kill()  # kill -9: the next start must not be blocked
+        first.stop()
+    again = Server(db_path, tmp_path / "again.log")
+    assert httpx.get(again.url + "/health").json()["status"] == "ok"
+    again.stop()
+
+
+def test_uvicorn_with_two_workers_serves_as_one(
+    db_path: str, tmp_path: Path, redis_fresh: RedisServer
+) -> None:
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    port = free_port()
+    env = {**os.environ, "XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN, "XE_REDIS_URL": redis_fresh.url}
+    command = [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port), "--workers", "2"]
+    log = (tmp_path / "workers.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "workers.log").read_text()
+            time.sleep(0.1)
+        token = httpx.post(url + "/admin/bots", json={"id": BOT, "name": "b"}, headers=ADMIN).json()["token"]
+
+        async def scenario() -> list[int]:
+            async with connect(
+                f"ws://127.0.0.1:{port}/api/loaders/ws", additional_headers={"Authorization": token}
+            ) as ws:
+                await asyncio.sleep(0.2)
+                async with httpx.AsyncClient(base_url=url, headers=ADMIN) as http:
+                    for i in range(10):  # each request lands on either worker
+                        start = {
+                            "target_id": str(496683369665658880 + i),
+                            "type": "backup",
+                            "source_id": SOURCE,
+                        }
+                        assert (await http.post("/admin/loaders", json=start)).status_code == 201
+                        assert (
+                            await http.post(f"/admin/loaders/{496683369665658880 + i}/done")
+                        ).status_code == 200
+                return [e["seq"] for e in await frames(ws, 20)]
+
+        assert asyncio.run(scenario()) == list(range(1, 21))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+        log.close()
+
+
+def test_metrics_through_any_process_count_every_process(two: list[Server]) -> None:
+    for i in range(6):  # 2 through the first process, 4 through the second
+        assert httpx.get(f"{two[i % 3 != 0].url}{API}/{GUILD}/nowplaying").status_code == 410
+    series = 'xe_requests_total{route="/api/v1/{guild_id}/nowplaying",status="410"}'
+    for server in two:  # each process's figures reach Redis within a second
+        deadline = time.monotonic() + 5
+        while True:
+            text = httpx.get(server.url + "/metrics").text
+            found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+            if found is not None and float(found[1]) == 6:
+                break
+            assert time.monotonic() < deadline, found and found[0]
+            time.sleep(0.1)
