@@ -317,3 +317,35 @@ def test_metrics_through_any_process_count_every_process(two: list[Server]) -> N
                 break
             assert time.monotonic() < deadline, found and found[0]
             time.sleep(0.1)
+
+
+def test_status_events_coalesce_per_loader_across_processes(two: list[Server]) -> None:
+    token = token_for(two[0])
+    target = 496683369665658880
+    start = {"target_id": str(target), "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with connect(
+            f"{two[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": token}
+        ) as ws:
+            await asyncio.sleep(0.2)
+            assert (
+                await asyncio.to_thread(admin, two[0], "POST", "/admin/loaders", start)
+            ).status_code == 201
+            for i in range(6):  # within one 0.5 s window, through both processes
+                status = {"status": f"step {i}"}
+                answer = await asyncio.to_thread(
+                    admin, two[i % 2], "POST", f"/admin/loaders/{target}/status", status
+                )
+                assert answer.status_code == 200
+            events = await frames(ws, 3)  # start, the first status at once, the newest at the window's end
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 1.0)
+            return events
+
+    events = asyncio.run(scenario())
+    assert [(e["event"], e["data"].get("status")) for e in events] == [
+        ("start", None),
+        ("status", "step 0"),
+        ("status", "step 5"),
+    ]
