@@ -66,6 +66,7 @@ __all__ = [
     "Forbidden",
     "Guild",
     "Host",
+    "InOrder",
     "Invalid",
     "Limiter",
     "NotFound",
@@ -3270,12 +3271,14 @@ class InOrder:
                 if not self._held:
                     break
                 upto = min(self._held)
-                _, _, logged = await self._replay(self.last, upto - self.last - 1)
-                for seq, frame in logged:
-                    if self.last < seq < upto:
+                while self.last < upto - 1:  # a chunk at a time: a long outage's events too
+                    _, _, logged = await self._replay(self.last, min(upto - self.last - 1, REPLAY_CHUNK))
+                    logged = [(seq, frame) for seq, frame in logged if self.last < seq < upto]
+                    for seq, frame in logged:
                         self.last = seq
                         self._deliver(seq, frame, True)
-                self.last = max(self.last, upto - 1)  # what is still missing was never logged
+                    if not logged:  # what is still missing was never logged (statuses) or pruned
+                        self.last = upto - 1
                 self._release()
         except DomainError as exc:  # the log cannot be read now: the next event tries again
             log.warning("events not filled in from the log: %s", exc.message)

@@ -432,3 +432,35 @@ def test_a_since_beyond_the_newest_seq_gets_reset_then_live_events(make_client: 
         assert json.loads(ws.receive_text()) == {"event": "reset", "seq": 2, "data": {}}
         run_load(client, {}, target=TARGETS[1])
         assert [json.loads(ws.receive_text())["seq"] for _ in range(2)] == [3, 4]
+
+
+def test_in_order_delivers_each_event_once_in_seq_order_filling_gaps_from_the_log() -> None:
+    """Events of several processes arrive in any order (or not at all): subscribers get the log's
+    order, each event once; missing logged ones are read from the log, missing unlogged ones
+    (statuses) are passed over."""
+    log_ = {seq: f"logged {seq}" for seq in (11, 12, 14, 15, 17)}  # 13 and 16 are statuses
+
+    async def replay(after: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
+        found = [(seq, frame) for seq, frame in sorted(log_.items()) if seq > after][:limit]
+        return 0, 17, found
+
+    async def run() -> list[tuple[int, str]]:
+        delivered: list[tuple[int, str]] = []
+        ordered = xe.InOrder(lambda seq, frame, _: delivered.append((seq, frame)), replay, last=10)
+        ordered.offer(12, "live 12", True)  # 11 has not arrived: 12 waits
+        ordered.offer(12, "live 12", True)
+        ordered.offer(11, "live 11", True)  # now both go, in order
+        ordered.offer(17, "live 17", True)  # 13-16 never arrive: read from the log
+        await asyncio.sleep(0.2)
+        ordered.offer(15, "late 15", True)  # already delivered from the log: dropped
+        ordered.offer(18, "live 18", True)
+        return delivered
+
+    assert asyncio.run(run()) == [
+        (11, "live 11"),
+        (12, "live 12"),
+        (14, "logged 14"),
+        (15, "logged 15"),
+        (17, "live 17"),
+        (18, "live 18"),
+    ]
