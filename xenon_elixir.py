@@ -5940,6 +5940,304 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
 
 
 # ---------------------------------------------------------------------------
+# The now-playing page: GET /player/{guild}
+# ---------------------------------------------------------------------------
+
+PLAYER_PAGE_PATH = "/player"
+
+PLAYER_PAGE = r"""<!doctype html>
+<html lang="en" data-theme="dark" data-status="connecting" data-paused="false">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Now playing</title>
+<style>
+:root { --bg: #111318; --card: #1c1f26; --text: #f2f3f5; --muted: #9aa0ab; --accent: #5865f2; --track: #2e323c; }
+:root[data-theme="light"] {
+  --bg: #f4f5f7;
+  --card: #ffffff;
+  --text: #16181d;
+  --muted: #5d6470;
+  --accent: #4752c4;
+  --track: #e2e4e9;
+}
+:root[data-theme="transparent"] {
+  --bg: transparent;
+  --card: rgba(17, 19, 24, .55);
+  --text: #fff;
+  --muted: #e3e5e8;
+  --track: rgba(255, 255, 255, .25);
+}
+* { box-sizing: border-box; }
+html, body { margin: 0; }
+body {
+  background: var(--bg);
+  color: var(--text);
+  font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  padding: 16px;
+}
+:root[data-theme="transparent"] body { text-shadow: 0 1px 2px rgba(0, 0, 0, .8); }
+main { max-width: 720px; margin: 0 auto; }
+.card { background: var(--card); border-radius: 14px; padding: 16px; display: flex; gap: 16px; align-items: center; }
+#art-box {
+  flex: 0 0 96px;
+  height: 96px;
+  border-radius: 10px;
+  overflow: hidden;
+  background: var(--track);
+  display: grid;
+  place-items: center;
+}
+#art-box img { width: 100%; height: 100%; object-fit: cover; }
+#art-box .note { font-size: 40px; color: var(--muted); }
+.meta { flex: 1; min-width: 0; }
+#title { font-size: 18px; font-weight: 650; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#author, #status, #time, #queue-more { color: var(--muted); }
+#author { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.bar { height: 6px; border-radius: 3px; background: var(--track); margin: 10px 0 4px; overflow: hidden; }
+#progress { height: 100%; width: 0; background: var(--accent); }
+.row { display: flex; justify-content: space-between; gap: 8px; font-size: 13px; }
+h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); margin: 18px 4px 6px; }
+#queue { margin: 0; padding: 0 0 0 28px; }
+#queue li { padding: 3px 0; }
+#queue .len { color: var(--muted); margin-left: 6px; font-size: 13px; }
+form, #controls {
+  background: var(--card);
+  border-radius: 14px;
+  padding: 12px 16px;
+  margin-top: 16px;
+  display: flex;
+  flex-wrap: wrap;
+  gap: 8px;
+  align-items: center;
+}
+input[type=password], input[type=text] {
+  flex: 1 1 140px;
+  min-width: 0;
+  padding: 7px 9px;
+  border-radius: 8px;
+  border: 1px solid var(--track);
+  background: transparent;
+  color: var(--text);
+}
+button {
+  padding: 7px 14px;
+  border-radius: 8px;
+  border: 0;
+  background: var(--accent);
+  color: #fff;
+  font: inherit;
+  cursor: pointer;
+}
+button.quiet { background: var(--track); color: var(--text); }
+#volume { flex: 1 1 120px; accent-color: var(--accent); }
+#error { color: #f04747; min-height: 1.2em; margin: 8px 4px 0; font-size: 13px; }
+[hidden] { display: none !important; }
+@media (max-width: 420px) {
+  .card { flex-direction: column; align-items: stretch; }
+  #art-box { width: 100%; height: auto; aspect-ratio: 16 / 9; }
+}
+</style>
+</head>
+<body>
+<main>
+  <section class="card" aria-live="polite">
+    <div id="art-box"><img id="artwork" alt="" hidden><span class="note" aria-hidden="true">&#9835;</span></div>
+    <div class="meta">
+      <div id="title">Nothing playing</div>
+      <div id="author"></div>
+      <div class="bar"><div id="progress" data-position-ms="0"></div></div>
+      <div class="row"><span id="status">Connecting…</span><span id="time"></span></div>
+    </div>
+  </section>
+  <h2 id="next" hidden>Up next</h2>
+  <ol id="queue"></ol>
+  <div id="queue-more"></div>
+  <form id="key-form" autocomplete="off">
+    <input id="key" type="password" placeholder="API key" aria-label="API key">
+    <input id="user" type="text" inputmode="numeric" placeholder="Your user id" aria-label="User id">
+    <button id="save-key" type="submit">Use key</button>
+  </form>
+  <div id="controls" hidden>
+    <button id="pause-resume" type="button">Pause</button>
+    <button id="skip" type="button">Skip</button>
+    <button id="stop" type="button" class="quiet">Stop</button>
+    <input id="volume" type="range" min="0" max="100" value="100" aria-label="Volume">
+    <button id="forget-key" type="button" class="quiet">Forget key</button>
+  </div>
+  <div id="error" role="alert"></div>
+</main>
+<script>
+"use strict";
+(() => {
+  const API = "{{API}}", GUILD = "{{GUILD}}";
+  const root = document.documentElement, $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const theme = params.get("theme");
+  if (["dark", "light", "transparent"].includes(theme)) root.dataset.theme = theme;
+  const showControls = params.get("controls") !== "0";
+  let state = null, received = 0, retry = 1000, dragging = false;
+
+  const clock = (ms) => {
+    const s = Math.floor(ms / 1000), h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+    const two = (n) => String(n).padStart(2, "0");
+    return (h ? h + ":" + two(m) : two(m)) + ":" + two(s % 60);
+  };
+  const position = () => {
+    const track = state && state.track;
+    if (!track) return 0;
+    const moved = state.paused ? 0 : performance.now() - received;
+    const at = track.position + moved;
+    return track.isStream ? at : Math.min(at, track.duration * 1000);
+  };
+  const setStatus = (kind, text) => { root.dataset.status = kind; $("status").textContent = text; };
+
+  function render() {
+    const track = state.track;
+    root.dataset.paused = String(state.paused);
+    $("title").textContent = track ? track.title : "Nothing playing";
+    $("author").textContent = track ? track.author : "";
+    const art = $("artwork"), usable = track && /^https?:\/\//i.test(track.thumbnail || "");
+    if (!usable) art.removeAttribute("src");
+    else if (art.getAttribute("src") !== track.thumbnail) art.src = track.thumbnail;
+    art.hidden = !usable;
+    art.nextElementSibling.hidden = usable;
+    if (state.channel === null) setStatus("disconnected", "Not connected");
+    else if (!track) setStatus("idle", "Nothing playing");
+    else if (state.paused) setStatus("paused", "Paused");
+    else setStatus("playing", "Playing");
+    $("pause-resume").textContent = state.paused ? "Resume" : "Pause";
+    if (!dragging) $("volume").value = state.volume;
+    const list = $("queue");
+    list.replaceChildren(...state.queue.map((item) => {
+      const li = document.createElement("li"), length = document.createElement("span");
+      li.textContent = item.title + (item.author ? " — " + item.author : "");
+      length.className = "len";
+      length.textContent = item.isStream ? "LIVE" : clock(item.duration * 1000);
+      li.append(length);
+      return li;
+    }));
+    $("next").hidden = state.queue.length === 0;
+    const more = state.queued - state.queue.length;
+    $("queue-more").textContent = more > 0 ? "+ " + more + " more" : "";
+    tick();
+  }
+
+  function tick() {
+    const track = state && state.track, bar = $("progress"), at = Math.floor(position());
+    bar.dataset.positionMs = String(at);
+    const whole = track && !track.isStream && track.duration ? track.duration * 1000 : 0;
+    bar.style.width = whole ? (100 * at / whole) + "%" : (track ? "100%" : "0");
+    $("time").textContent = track ? clock(at) + " / " + (track.isStream ? "LIVE" : clock(track.duration * 1000)) : "";
+  }
+  setInterval(() => { if (state) tick(); }, 250);
+  $("artwork").addEventListener("error", () => {  // unreachable artwork: the placeholder, never a broken image
+    $("artwork").hidden = true;
+    $("artwork").nextElementSibling.hidden = false;
+  });
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const socket = new WebSocket(scheme + location.host + API + "/" + GUILD + "/player");
+    socket.onopen = () => { retry = 1000; };
+    socket.onmessage = (message) => {
+      state = JSON.parse(message.data);
+      received = performance.now();
+      render();
+    };
+    socket.onclose = () => {
+      setStatus("connecting", "Reconnecting…");
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 15000);
+    };
+  }
+
+  const saved = () => ({ key: sessionStorage.getItem("xe-key"), user: sessionStorage.getItem("xe-user") });
+  function showKeyed() {
+    const keyed = showControls && !!saved().key;
+    $("controls").hidden = !keyed;
+    $("key-form").hidden = !showControls || keyed;
+  }
+  async function act(action, extra) {
+    const { key, user } = saved();
+    try {
+      const answer = await fetch(API + "/" + GUILD + "/" + action, {
+        method: "POST",
+        headers: { "Authorization": "Bearer " + key, "Content-Type": "application/json" },
+        body: JSON.stringify(Object.assign({ user: user }, extra || {})),
+      });
+      if (answer.ok) { $("error").textContent = ""; return; }
+      let text = answer.status + " " + answer.statusText;
+      try { text = (await answer.json()).message || text; } catch (ignored) { /* not JSON */ }
+      $("error").textContent = text;
+    } catch (failure) {
+      $("error").textContent = "The server cannot be reached.";
+    }
+  }
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("xe-key", $("key").value.trim());
+    sessionStorage.setItem("xe-user", $("user").value.trim());
+    $("key").value = "";
+    showKeyed();
+  });
+  $("forget-key").addEventListener("click", () => {
+    sessionStorage.clear();
+    $("error").textContent = "";
+    showKeyed();
+  });
+  $("pause-resume").addEventListener("click", () => act(state && state.paused ? "resume" : "pause"));
+  $("skip").addEventListener("click", () => act("skip"));
+  $("stop").addEventListener("click", () => act("stop"));
+  const volume = $("volume");
+  volume.addEventListener("input", () => { dragging = true; });
+  volume.addEventListener("change", () => { dragging = false; act("volume", { volume: Number(volume.value) }); });
+
+  showKeyed();
+  connect();
+})();
+</script>
+</body>
+</html>
+"""
+"""The page: no file, script or style from anywhere else (only the artwork, from where the track says).
+``{{API}}`` and ``{{GUILD}}`` are filled in when it is served."""
+
+
+def _in_script(value: str) -> str:
+    """``value`` safe inside a JavaScript string and the HTML around it."""
+    return msgspec.json.encode(value).decode()[1:-1].replace("<", "\\u003c").replace("&", "\\u0026")
+
+
+_PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src http: https: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+
+@get(
+    "/{guild_id:str}",
+    media_type="text/html",
+    responses={
+        200: ResponseSpec(str, description="The page (HTML, self-contained)", media_type="text/html"),
+        **documented_errors("elixir", 400),
+    },
+)
+async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str]:
+    """A now-playing page for the guild, for a browser or a streaming overlay (``?theme=dark``,
+    ``light`` or ``transparent``; ``?controls=0`` hides the controls): it follows the player
+    stream and, with a key, pauses, skips, stops and sets the volume through the API."""
+    api = mount_prefix(request.scope) + services(request).config.elixir_prefix
+    page = PLAYER_PAGE.replace("{{GUILD}}", path_id(guild_id, "guild")).replace("{{API}}", _in_script(api))
+    headers = {
+        "Content-Security-Policy": _PAGE_POLICY,
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return Response(page, headers=headers)
+
+
+# ---------------------------------------------------------------------------
 # App factory
 # ---------------------------------------------------------------------------
 
@@ -6435,6 +6733,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
         docs_assets_router(),
         Router(config.health_path, route_handlers=[health], opt={"api": "xenon"}),
         Router(METRICS_PATH, route_handlers=[metrics], opt={"api": "xenon"}),
+        Router(PLAYER_PAGE_PATH, route_handlers=[player_page], opt={"api": "elixir"}),
         Router(config.elixir_prefix, route_handlers=ELIXIR_ROUTES, opt={"api": "elixir"}),
         Router(config.xenon_prefix, route_handlers=XENON_ROUTES, opt={"api": "xenon"}),
     ]
