@@ -6901,10 +6901,10 @@ async def _cmd_import_tracks(args: argparse.Namespace) -> None:
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
-        if total > _IMPORT_CHUNK:  # a counter for long imports; short ones just finish
-            print(
-                f"\rwriting tracks: {done}/{total}", end="" if tty and done < total else "\n", file=sys.stderr
-            )
+        if total > _IMPORT_CHUNK:  # a bar for long imports; short ones just finish
+            filled = 30 * done // total
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {100 * done // total:3d}% {done:,}/{total:,} tracks"
+            print(f"\r{bar}", end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
 
     async with _cli_host(args) as host:
         tracks, playlists = await host.import_catalog(catalog.tracks, catalog.playlists, progress)
