@@ -5245,10 +5245,74 @@ async def admin_delete_guild(request: Request, guild_id: SnowflakePath) -> Empty
     return Empty()
 
 
-@_admin(post, "/tracks", body=list[Track])
+_LINES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+_LONGEST_LINE = 64 * 1024
+
+
+async def capped_body(request: Request, limit: int) -> bytes:
+    """The request's body, or a 413 once it passes ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "Request Entity Too Large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> int:
+    """Tracks streamed as JSON lines, written a chunk of :data:`_IMPORT_CHUNK` at a time as they
+    arrive: an import of any size, in memory of one chunk. A bad line stops it there (a 400
+    naming the line; the chunks before it are written: upserts, so send it again once fixed)."""
+    decode = msgspec.json.Decoder(Track).decode
+    pending, batch, imported, number = b"", [], 0, 0
+
+    async def write() -> None:
+        nonlocal batch, imported
+        if batch:
+            imported += (await catalog.import_catalog(batch, []))[0]
+            batch = []
+
+    async for chunk in chunks:
+        *lines, pending = (pending + chunk).split(b"\n")
+        if len(pending) > _LONGEST_LINE:
+            raise ApiError(400, f"Line {number + len(lines) + 1} is longer than {_LONGEST_LINE} bytes")
+        for line in lines if chunk else [*lines, pending]:
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                batch.append(decode(line))
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise ApiError(
+                    400, f"Invalid track on line {number}: {reason} ({imported} imported before it)"
+                ) from None
+            if len(batch) >= _IMPORT_CHUNK:
+                await write()
+    await write()
+    return imported
+
+
+async def _ending(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``stream``, then an empty chunk: the end, for :func:`import_lines` to take its last line."""
+    async for chunk in stream:
+        if chunk:
+            yield chunk
+    yield b""
+
+
+@_admin(post, "/tracks", body=list[Track], request_max_body_size=1 << 40)
 async def admin_import_tracks(request: Request) -> Count:
-    tracks = decode_body(await request.body(), list[Track])
-    count, _ = await services(request).stores.catalog.import_catalog(tracks, [])
+    """A JSON array of tracks (at most ``admin_max_body_size``, checked whole before anything is
+    written), or, with ``Content-Type: application/x-ndjson``, one track per line of a stream of
+    any size (a million tracks: written as they arrive, a chunk at a time)."""
+    xe = services(request)
+    kind = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+    if kind in _LINES:
+        return Count(await import_lines(_ending(request.stream()), xe.stores.catalog))
+    tracks = decode_body(await capped_body(request, xe.config.admin_max_body_size), list[Track])
+    count, _ = await xe.stores.catalog.import_catalog(tracks, [])
     return Count(count)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -485,3 +486,40 @@ def test_a_bad_page_request_is_400(client: TestClient, query: str) -> None:
 
 def test_listings_need_the_admin_token(client: TestClient) -> None:
     xenon_error(client.get("/admin/keys"), 401, "Unauthorized")
+
+
+def test_tracks_stream_in_as_json_lines_past_the_body_limit(make_client: Any) -> None:
+    """A catalog of any size: one track per line, written a chunk at a time as it arrives, with
+    no body limit (a JSON array stays capped and checked whole)."""
+    client = make_client(admin_max_body_size=64 * 1024)
+    sample = CATALOG["tracks"][0]
+    lines = [json.dumps({**sample, "identifier": f"line{i:06d}"}) for i in range(12_000)]
+    body = ("\n".join(lines) + "\n").encode()
+    assert len(body) > 64 * 1024
+    as_array = client.post(
+        "/admin/tracks", content=f"[{','.join(lines)}]", headers={**ADMIN, "Content-Type": "application/json"}
+    )
+    assert as_array.status_code == 413
+    streamed = client.post(
+        "/admin/tracks",
+        content=iter([body[:100_000], body[100_000:]]),
+        headers={**ADMIN, "Content-Type": "application/x-ndjson"},
+    )
+    assert streamed.status_code == 200 and streamed.json() == {"count": 12_000}
+    last = client.post(
+        "/admin/tracks", content=lines[-1].encode(), headers={**ADMIN, "Content-Type": "application/x-ndjson"}
+    )
+    assert last.json() == {"count": 1}  # a last line without its newline counts
+
+
+def test_a_bad_json_line_stops_the_stream_there_and_says_which(make_client: Any) -> None:
+    client = make_client()
+    sample = CATALOG["tracks"][0]
+    lines = [json.dumps({**sample, "identifier": f"line{i:06d}"}) for i in range(6_000)]
+    lines[5_500] = json.dumps({**sample, "length": -1})
+    answer = client.post(
+        "/admin/tracks", content="\n".join(lines), headers={**ADMIN, "Content-Type": "application/x-ndjson"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("Invalid track on line 5501: Invalid length")
+    assert answer.json()["error"].endswith("(5000 imported before it)")
