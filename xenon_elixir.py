@@ -1508,6 +1508,16 @@ class Metrics:
         counts[-2] += seconds
         counts[-1] += 1
 
+    def request(self, counted: str, timed: tuple[str, str], seconds: float) -> None:
+        """One answered request: its counter sample, and its latency series."""
+        self.samples[counted] = self.samples.get(counted, 0) + 1
+        counts = self._histograms.get(timed)
+        if counts is None:
+            counts = self._histograms[timed] = [0.0] * (len(_LATENCY_BUCKETS) + 3)
+        counts[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        counts[-2] += seconds
+        counts[-1] += 1
+
     def snapshot(self) -> dict[str, float]:
         """Every sample of this process now (histograms as cumulative buckets, sum and count)."""
         samples = dict(self.samples)
@@ -6553,13 +6563,11 @@ class Edge:
       client that left before its answer is 499.
     """
 
-    def __init__(
-        self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str, state: Any = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str) -> None:
         self.app = app
-        self.state = state
-        """The app's state: its services once the lifespan has run (for the metrics)."""
-        self._labels: dict[tuple[str, int], tuple[str, str]] = {}
+        self.metrics: Metrics | None = None
+        """Where requests are counted: the services' while the app's lifespan runs."""
+        self._labels: dict[tuple[str, int], tuple[str, tuple[str, str]]] = {}
         self.config = config
         self.logging = config.access_log
         self.allow = allow
@@ -6642,18 +6650,18 @@ class Edge:
             self._measure(scope, status or 500, began)
 
     def _measure(self, scope: Scope, status: int, began: float) -> None:
-        xe: Services | None = getattr(self.state, "xe", None)
-        if xe is None:
+        took = time.perf_counter() - began
+        metrics = self.metrics
+        if metrics is None:
             return
-        route = scope.get("path_template") or "unmatched"
-        labels = self._labels.get((route, status))
+        key = (scope.get("path_template") or "unmatched", status)
+        labels = self._labels.get(key)
         if labels is None:
-            labels = self._labels[(route, status)] = (
-                _labels(route=route, status=str(status)),
-                _labels(route=route),
+            labels = self._labels[key] = (
+                "xe_requests_total" + _labels(route=key[0], status=str(status)),
+                ("xe_request_seconds", _labels(route=key[0])),
             )
-        xe.metrics.count("xe_requests_total", labels[0])
-        xe.metrics.observe("xe_request_seconds", labels[1], time.perf_counter() - began)
+        metrics.request(labels[0], labels[1], took)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = _Exchange()
@@ -6779,6 +6787,9 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
     async with open_services(config) as opened:
         app.state.xe = opened
         app.state.host = host = Host(opened)
+        edge = app.asgi_handler
+        if isinstance(edge, Edge):
+            edge.metrics = opened.metrics
         simulation = None
         if config.demo:
             print(await seed_demo(host, config.public_url, config.admin_token), flush=True)
@@ -6790,6 +6801,8 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
                 simulation.cancel()
                 await asyncio.gather(simulation, return_exceptions=True)
             app.state.host = None
+            if isinstance(edge, Edge):
+                edge.metrics = None
 
 
 def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
@@ -6842,7 +6855,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
         request_max_body_size=config.max_body_size,
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
-    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH, app.state)
+    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
     return app
 
 
