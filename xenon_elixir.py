@@ -2140,6 +2140,12 @@ class SqliteDatabase:
     foreign_commits_seen_within = 0.001
     """Seconds: how stale a remembered answer may be after another process's commit."""
 
+    pause_between_chunks = 0.0
+    """Seconds a bulk write (an import) leaves the file free between its transactions. A server
+    needs none (its own writers queue between chunks); a process beside one (the CLI) does: the
+    server's writes wait for the file by polling it, every 100 ms at most, and would keep
+    missing gaps shorter than that."""
+
     def __init__(
         self, path: str, *, write_wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
@@ -2441,6 +2447,8 @@ class SqliteCatalog:
             )
             if progress is not None:
                 progress(min(start + _IMPORT_CHUNK, len(rows)), len(rows))
+            if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(rows):
+                await asyncio.sleep(self.db.pause_between_chunks)
         if playlists:
             await self.db.write(
                 lambda db: [self._write_playlist(db, p) for p in playlists], forgets=[("catalog",)]
@@ -2767,11 +2775,13 @@ class SqliteLoads:
                (SELECT value FROM counters WHERE name = 'event_seq')"""
     event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
     events_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-    # The newest seq to drop: beyond the newest `size` events, or older than the cut-off time (by
-    # the index on created_at: seq and time grow together).
+    # The newest seq to drop: `size` numbers or more behind the newest (so at most `size` events
+    # stay, fewer where unlogged statuses took numbers; by seq, no count), or older than the
+    # cut-off time (by the index on created_at: seq and time grow together). Either costs the
+    # same at any log size.
     events_prune_to = """
-        SELECT max(coalesce((SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?), 0),
-                   coalesce((SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1), 0))"""
+        SELECT max(? - ?, coalesce(
+            (SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1), 0))"""
     events_prune = "DELETE FROM events WHERE seq <= ?"
     pruned_raise = "UPDATE counters SET value = max(value, ?) WHERE name = 'pruned_seq'"
 
@@ -2806,8 +2816,8 @@ class SqliteLoads:
         if logged:
             now = self.clock()
             db.execute(self.event_insert, (seq, text, now))
-            (cut,) = db.execute(self.events_prune_to, (self.log_size, now - self.log_seconds)).fetchone()
-            if cut:
+            (cut,) = db.execute(self.events_prune_to, (seq, self.log_size, now - self.log_seconds)).fetchone()
+            if cut > 0:
                 db.execute(self.events_prune, (cut,))
                 db.execute(self.pruned_raise, (cut,))
         return seq, text
@@ -5783,6 +5793,7 @@ class Host(_ElixirDoor, _XenonDoor):
     @contextlib.asynccontextmanager
     async def open(cls, config: Config) -> AsyncIterator[Host]:
         async with open_services(config) as opened:
+            opened.stores.database.pause_between_chunks = 0.1  # a server may share the file
             yield cls(opened)
 
     async def list(self, kind: str, *, limit: int = 100, after: str | None = None) -> Page[Any]:

@@ -317,7 +317,7 @@ def publish_cost(folder: Path, events: int) -> None:
     small, large = asyncio.run(run())
     with sqlite3.connect(db) as connection:
         plan = connection.execute(
-            "EXPLAIN QUERY PLAN " + xe.SqliteLoads.events_prune_to, (events, 0)
+            "EXPLAIN QUERY PLAN " + xe.SqliteLoads.events_prune_to, (events, events, 0)
         ).fetchall()
     steps = "; ".join(row[-1] for row in plan)
     print(
