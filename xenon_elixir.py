@@ -1946,6 +1946,8 @@ class SqliteWriter:
         self.answers = answers
         self.commits = -1
         """The ``commits`` counter after this process's last commit (see :meth:`SqliteDatabase.remembered`)."""
+        self.committing = self.before = -1
+        """The counter of the commit under way, and the one before it: a reader may see either."""
         self._identity: tuple[int, int] | None = None
         self._file_gone_logged = False
         self.scratch: dict[str, dict[Any, Any]] = {}
@@ -2118,9 +2120,10 @@ class SqliteWriter:
                 db.execute("ROLLBACK")
                 return outcomes, False
             (commits,) = db.execute(_COUNT_COMMIT).fetchone()
+            # Told before the commit is visible, kept after: a reader on the loop, whenever it
+            # looks, sees one of these and does not take this commit for another process's.
+            self.committing, self.before = commits, self.commits
             db.execute("COMMIT")
-            # Set here, not on the loop: a reader that sees this commit before the loop hears
-            # of it must not take it for another process's (and forget every answer).
             foreign, self.commits = commits != self.commits + 1, commits
             return outcomes, foreign
         except BaseException:
@@ -2263,9 +2266,10 @@ class SqliteDatabase:
         if now - self._checked >= self.foreign_commits_seen_within:
             self._checked = now
             (commits,) = self.one(_COMMITS)
-            if commits != self._writer.commits:
+            writer = self._writer
+            if commits not in (writer.commits, writer.committing, writer.before):
                 self.answers.clear()
-                self._writer.commits = commits
+                writer.commits = commits
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
             answer = read()
