@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from server import Server, cli
 from services import make_postgres, postgres_db, postgres_server, redis_fresh, redis_server, redis_session  # noqa: F401
 
 import xenon_elixir as xe
@@ -215,6 +216,16 @@ def offline_page(browser: Any, allowed: str) -> tuple[Any, list[str]]:
 
     page.route("**/*", route)
     return page, refused
+
+
+@pytest.fixture
+def music_server(db_path: str, tmp_path: Path) -> Iterator[Server]:
+    """A real server (``serve``) with the admin API on, a registered guild and the sample catalog."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    cli(db_path, "import-tracks", str(CATALOG_FILE))
+    running = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN)
+    yield running
+    running.stop()
 
 
 def player_of(client: TestClient, guild: str) -> xe.Player | None:

@@ -50,6 +50,14 @@ def call(client: TestClient, key: str, action: str, **body: Any) -> Any:
     return client.post(f"{API}/{GUILD}/{action}", json={"user": USER, **body}, headers=bearer(key))
 
 
+def playing(app: TestClient, key: str, node: LavalinkStandin, *queries: str) -> dict[str, Any]:
+    """Join, play each query, and wait until the node's player has a track: its player."""
+    call(app, key, "join", channel=VOICE)
+    for query in queries:
+        call(app, key, "play", query=query)
+    return node.wait_until(lambda: (p := node.player(GUILD)) and p["track"] and p)
+
+
 def patches(node: LavalinkStandin) -> list[dict[str, Any]]:
     return [
         c["json"] for c in node.calls("PATCH", "/v4/sessions/") if "/players/" in c["path"] and c["status"]
@@ -110,11 +118,7 @@ def test_every_change_is_mirrored_onto_the_nodes_player(
     app: TestClient, node: LavalinkStandin, key: str
 ) -> None:
     session = node.connected_session()
-    call(app, key, "join", channel=VOICE)
-    call(app, key, "play", query=MAGIA)
-    call(app, key, "play", query="calma")
-    playing = node.wait_until(lambda: (p := node.player(GUILD)) and p["track"] and p)
-    assert playing["track"]["info"]["identifier"] == "_n1o4D6G_XE"
+    assert playing(app, key, node, MAGIA, "calma")["track"]["info"]["identifier"] == "_n1o4D6G_XE"
     sent = node.wait_until(lambda: [b for b in patches(node) if "track" in b])[0]
     assert decode_track(sent["track"]["encoded"])["identifier"] == "_n1o4D6G_XE"  # the node's own encoding
     first_entry = sent["track"]["userData"]["entry"]
@@ -151,9 +155,7 @@ def test_every_change_is_mirrored_onto_the_nodes_player(
 def test_the_nodes_track_end_drives_the_queue(
     app: TestClient, node: LavalinkStandin, key: str, reason: str, advances: bool
 ) -> None:
-    call(app, key, "join", channel=VOICE)
-    call(app, key, "play", query="https://www.youtube.com/playlist?list=PLx")
-    node.wait_until(lambda: (p := node.player(GUILD)) and p["track"])
+    playing(app, key, node, "https://www.youtube.com/playlist?list=PLx")
     node.clear_calls()
     if reason == "loadFailed":
         node.fail_track(GUILD, "Could not read the stream")
@@ -193,9 +195,7 @@ def test_a_late_track_end_for_an_entry_already_past_changes_nothing(
 
 
 def test_player_updates_correct_the_position(app: TestClient, node: LavalinkStandin, key: str) -> None:
-    call(app, key, "join", channel=VOICE)
-    call(app, key, "play", query=MAGIA)
-    node.wait_until(lambda: (p := node.player(GUILD)) and p["track"])
+    playing(app, key, node, MAGIA)
     assert app.get(f"{API}/{GUILD}/nowplaying").json()["position"] == 0  # our clock stands still here
     node.emit_player_update(GUILD, position=42_000)
     position = node.wait_until(lambda: app.get(f"{API}/{GUILD}/nowplaying").json()["position"] or None)
@@ -220,10 +220,7 @@ def test_a_lost_node_means_503s_then_the_session_resumes_and_the_players_are_bro
     app: TestClient, node: LavalinkStandin, key: str
 ) -> None:
     session = node.connected_session()
-    call(app, key, "join", channel=VOICE)
-    call(app, key, "play", query=MAGIA)
-    call(app, key, "play", query="calma")
-    node.wait_until(lambda: (p := node.player(GUILD)) and p["track"])
+    playing(app, key, node, MAGIA, "calma")
 
     node.down()
     node.wait_until(lambda: call(app, key, "pause").status_code == 503)

@@ -39,7 +39,9 @@ def test_every_http_route_is_documented(client: TestClient, document: dict[str, 
     served.discard(("/api/v1/{guild_id}/player", "get"))
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert served == documented
-    assert len(documented) == 37  # health, metrics, the player page, 9 Elixir, 5 Xenon, 14 admin writes and 6 listings
+    assert (
+        len(documented) == 37
+    )  # health, metrics, the player page, 9 Elixir, 5 Xenon, 14 admin writes and 6 listings
 
 
 def test_wire_names_are_documented(document: dict[str, Any]) -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, ARTIFACTS, CATALOG_FILE, GUILD, USER, VOICE, offline_page
+from conftest import ARTIFACTS, GUILD, USER, VOICE, offline_page
 from server import Server, cli
 from websockets.sync.client import connect
 
@@ -19,12 +18,8 @@ API = "/api/v1"
 
 
 @pytest.fixture
-def server(db_path: str, tmp_path: Path) -> Iterator[Server]:
-    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
-    cli(db_path, "import-tracks", str(CATALOG_FILE))
-    running = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN)
-    yield running
-    running.stop()
+def server(music_server: Server) -> Server:
+    return music_server
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, USER, VOICE, with_host
+from conftest import ADMIN, GUILD, USER, VOICE, with_host
 from server import Server, cli
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
@@ -32,12 +31,8 @@ SHORT = {
 
 
 @pytest.fixture
-def server(db_path: str, tmp_path: Path) -> Iterator[Server]:
-    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
-    cli(db_path, "import-tracks", str(CATALOG_FILE))
-    running = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN)
-    yield running
-    running.stop()
+def server(music_server: Server) -> Server:
+    return music_server
 
 
 @pytest.fixture
