@@ -1,0 +1,219 @@
+"""Several processes as one service (XE_REDIS_URL): the app with 2 uvicorn workers and a real
+Redis, against bare Litestar with 2 workers, measured in the same run (wrk -t2 -c64, access log
+off, rate limits off), with each route's gain over one worker of the app; then two app
+processes on one database: publish in one, receipt by a subscriber of the other, and one event
+to 1,000 subscribers split over both, against bench_ws.py's raw ASGI floor.
+
+    python tests/bench/bench_scale.py [--rounds 3] [--seconds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench_http import BARE_APP, lua, wrk
+from bench_ws import RAW_APP, Receipts, p99, subscribe, timed
+from common import GUILD, SOURCE, TARGET, USER, Uvicorn, free_port, seed
+from services import RedisServer
+
+ADMIN_TOKEN = "bench-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class Workers:
+    """``uvicorn APP --workers N`` in its own process group, stopped with it."""
+
+    def __init__(self, app: str, workers: int, env: dict[str, str], app_dir: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), "--workers", str(workers)]
+        command += ["--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log"]
+        command += ["--ws-per-message-deflate", "false", *(["--app-dir", app_dir] if app_dir else [])]
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                time.sleep(1.0)  # every worker up
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{app} did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(30)
+
+
+def routes(secrets: dict[str, str]) -> dict[str, tuple[str, str]]:
+    return {
+        "nowplaying": (f"/api/v1/{GUILD}/nowplaying", lua()),
+        "mappers": (
+            f"/api/mappers?target={TARGET}&source={SOURCE}",
+            lua(headers={"Authorization": secrets["token"]}),
+        ),
+        "play": (
+            f"/api/v1/{GUILD}/play",
+            lua(
+                "POST",
+                {"Authorization": f"Bearer {secrets['key']}"},
+                f'{{"user": "{USER}", "query": "night rain song"}}',
+            ),
+        ),
+    }
+
+
+def throughput(folder: Path, redis: RedisServer, rounds: int, seconds: int) -> None:
+    Path(folder, "bare_app.py").write_text(BARE_APP)
+    env = {"XE_ACCESS_LOG": "0", "XE_RATE_LIMITS": "off", "XE_MAX_QUEUE": "1000000"}
+    dbs = {name: str(folder / f"{name}.db") for name in ("two", "one")}
+    secrets = {name: seed(db) for name, db in dbs.items()}
+    bare = Workers("bare_app:app", 2, {}, app_dir=str(folder))
+    two = Workers("xenon_elixir:app", 2, {**env, "XE_DB": dbs["two"], "XE_REDIS_URL": redis.url})
+    one = Workers("xenon_elixir:app", 1, {**env, "XE_DB": dbs["one"]})
+    ratios: dict[str, list[float]] = {}
+    gains: dict[str, list[float]] = {}
+    try:
+        for _ in range(rounds):
+            base, _, _ = wrk(bare.url + "/", lua(), seconds, 64, 2)
+            for name, (path, script) in routes(secrets["two"]).items():
+                rps_two, p99_two, bad = wrk(two.url + path, script, seconds, 64, 2)
+                assert bad == 0, f"{bad} non-2xx answers from {name}"
+                _, one_script = routes(secrets["one"])[name]
+                rps_one, _, _ = wrk(one.url + path, one_script, seconds, 64, 2)
+                ratios.setdefault(name, []).append(rps_two / base)
+                gains.setdefault(name, []).append(rps_two / rps_one)
+                print(
+                    f"    {name:<11} 2 workers + Redis {rps_two:8,.0f} req/s (p99 {p99_two:.1f} ms), "
+                    f"1 worker {rps_one:8,.0f}, bare 2 workers {base:8,.0f}",
+                    flush=True,
+                )
+    finally:
+        for server in (bare, two, one):
+            server.stop()
+    targets = {"nowplaying": (0.75, 1.6), "mappers": (0.75, 1.6), "play": (0.3, None)}
+    for name, (ratio_target, gain_target) in targets.items():
+        ratio, gain = statistics.median(ratios[name]), statistics.median(gains[name])
+        verdict = "PASS" if ratio >= ratio_target else "MISS"
+        print(f"  {name:<11} vs bare Litestar (2 workers): {ratio:.2f}x (target ≥ {ratio_target}x) {verdict}")
+        verdict = "" if gain_target is None else ("PASS" if gain >= gain_target else "MISS")
+        shown = f"(target ≥ {gain_target}x) " if gain_target else ""
+        print(f"  {name:<11} 2 workers / 1 worker of the app: {gain:.2f}x {shown}{verdict}")
+
+
+async def across(folder: Path, redis: RedisServer, events: int, subscribers: int) -> None:
+    db = str(folder / "across.db")
+    seed(db)
+    env = {
+        "XE_DB": db,
+        "XE_REDIS_URL": redis.url,
+        "XE_ACCESS_LOG": "0",
+        "XE_RATE_LIMITS": "off",
+        "XE_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    Path(folder, "raw_app.py").write_text(RAW_APP)
+    first, second = Uvicorn("xenon_elixir:app", env=env), Uvicorn("xenon_elixir:app", env=env)
+    raw = Uvicorn("raw_app:app", app_dir=str(folder))
+    try:
+        token = httpx.post(
+            first.url + "/admin/bots", json={"id": "386861188891279362", "name": "b"}, headers=ADMIN
+        ).json()["token"]
+        ws = lambda server: server.url.replace("http", "ws", 1)  # noqa: E731
+        # publish through the first, a subscriber of the second
+        one = Receipts(1)
+        sockets = await subscribe(ws(second) + "/api/loaders/ws", 1, {"Authorization": token}, one)
+        await asyncio.sleep(0.5)
+        delays: list[float] = []
+        async with httpx.AsyncClient(base_url=first.url, headers=ADMIN, timeout=30) as http:
+            for i in range(events):
+                target = str(496683369665658880 + i)
+                start = {"target_id": target, "type": "backup", "source_id": SOURCE}
+                delays.append(await timed(one, lambda: http.post("/admin/loaders", json=start)))
+                one.arm()
+                await http.post(f"/admin/loaders/{target}/done")
+                await asyncio.wait_for(one.all_in.wait(), 10)
+        for socket in sockets:
+            await socket.close()
+        print(
+            f"  publish in one process -> receipt in the other: p50 {statistics.median(delays):.1f} ms, "
+            f"p99 {p99(delays):.1f} ms over {events} events (target p99 ≤ 10 ms) "
+            f"{'PASS' if p99(delays) <= 10 else 'MISS'}",
+            flush=True,
+        )
+        # one event to 1,000 subscribers split over both processes, against the raw floor
+        split = Receipts(subscribers)
+        sockets = await subscribe(
+            ws(first) + "/api/loaders/ws", subscribers // 2, {"Authorization": token}, split
+        )
+        sockets += await subscribe(
+            ws(second) + "/api/loaders/ws", subscribers - subscribers // 2, {"Authorization": token}, split
+        )
+        floor = Receipts(subscribers)
+        raw_sockets = await subscribe(ws(raw) + "/", subscribers, {}, floor)
+        await asyncio.sleep(2)
+        app_times, raw_times = [], []
+        async with httpx.AsyncClient(timeout=30) as http:
+            for i in range(23):
+                raw_times.append(await timed(floor, lambda: http.post(raw.url + "/publish")))
+                target = str(596683369665658880 + i)
+                start = {"target_id": target, "type": "backup", "source_id": SOURCE}
+                app_times.append(
+                    await timed(
+                        split, lambda: http.post(first.url + "/admin/loaders", json=start, headers=ADMIN)
+                    )
+                )
+                split.arm()
+                await http.post(f"{first.url}/admin/loaders/{target}/done", headers=ADMIN)
+                await asyncio.wait_for(split.all_in.wait(), 30)
+        for socket in sockets + raw_sockets:
+            await socket.close()
+        app_p99, raw_p99 = p99(app_times[3:]), p99(raw_times[3:])
+        print(
+            f"  one event to {subscribers:,} subscribers over 2 processes: p99 {app_p99:.1f} ms; raw ASGI floor "
+            f"(1 process) {raw_p99:.1f} ms; ratio {app_p99 / raw_p99:.2f}x",
+            flush=True,
+        )
+    finally:
+        for server in (first, second, raw):
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one round of 3 s, fewer events")
+    args = parser.parse_args()
+    rounds, seconds = (1, 3) if args.quick else (args.rounds, args.seconds)
+    redis = RedisServer()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            print(
+                "throughput: 2 workers with Redis, against bare Litestar with 2 workers (wrk -t2 -c64)",
+                flush=True,
+            )
+            throughput(Path(folder), redis, rounds, seconds)
+            redis.flushall()
+            print("across processes", flush=True)
+            asyncio.run(across(Path(folder), redis, 100 if args.quick else 300, 1000))
+    finally:
+        redis.close()
+
+
+if __name__ == "__main__":
+    main()
