@@ -1972,7 +1972,7 @@ class SqliteWriter:
         self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._identity = self._file_identity()
         for pragma in (
-            f"busy_timeout = {int(self.write_wait * 1000)}",
+            "busy_timeout = 1",  # the writer waits for the lock itself (_begin), a few ms at a time
             "synchronous = NORMAL",
             "foreign_keys = ON",
         ):
@@ -1988,14 +1988,14 @@ class SqliteWriter:
             # Write transactions that wait their turn for the lock (a write sneaked into a read
             # would fail at once against a server writing beside it); a file at this version is
             # opened without writing at all. Each step can run again if the other was cut short.
-            db.execute("BEGIN IMMEDIATE")
+            self._begin(db)
             try:
                 _migrate(db, version)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+            self._begin(db, f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -2088,13 +2088,38 @@ class SqliteWriter:
             if not write.done.done():
                 write.done.set_exception(exc)
 
+    _LOCK_POLL = 0.0005
+    """Seconds before the first retry for another process's write lock (doubling, to 4 ms)."""
+
+    def _begin(self, db: sqlite3.Connection, script: str | None = None) -> None:
+        """``BEGIN IMMEDIATE`` (or a ``script`` that starts with it), waiting at most
+        ``write_wait`` for another process's write lock. It tries again every few milliseconds:
+        SQLite's own busy handler sleeps up to 100 ms between tries, and processes writing side
+        by side (several workers) would mostly wait out each other's sleeps."""
+        deadline = time.monotonic() + self.write_wait
+        pause = self._LOCK_POLL
+        while True:
+            try:
+                if script is None:
+                    db.execute("BEGIN IMMEDIATE")
+                else:
+                    db.executescript(script)
+                return
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if not _locked(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
+
     def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
         """On the writer thread: the batch in one transaction, each write in a savepoint. Also
         answers whether another process committed since this one's last commit."""
         db = self._db
         assert db is not None, "database is not open"
         self.check_file()
-        db.execute("BEGIN IMMEDIATE")
+        self._begin(db)
         changes = db.total_changes
         alone = len(batch) == 1  # no savepoint: a refusal rolls the transaction back
         try:
