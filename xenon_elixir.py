@@ -5498,8 +5498,9 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the storage and everything built on it; close them on exit."""
     config.check()
     stores = await open_sqlite(config)
-    redis = redis_client(config) if config.redis_url else None
+    redis = None
     try:
+        redis = redis_client(config) if config.redis_url else None
         timers = config.timers or LoopTimers()
         limiter: Limiter = LocalLimiter(config)
         broker: Broker | None = None
