@@ -4436,7 +4436,7 @@ class LavalinkPlayers:
     a stop deletes it. A ``TrackEndEvent`` that finished (or failed to load) the entry we are
     playing advances the queue; ``playerUpdate`` corrects the position. On every (re)connect the
     node's players are compared with ours and brought in line. Voice credentials come from the
-    embedding bot (:meth:`Host.voice_update`).
+    embedding bot (:meth:`Host.voice_state`, :meth:`Host.voice_server`).
     """
 
     def __init__(self, node: LavalinkNode, music: Music, user_id: str = "") -> None:
@@ -4471,10 +4471,10 @@ class LavalinkPlayers:
             self._spawn(self._send_voice(guild_id))
 
     async def _send_voice(self, guild_id: str) -> None:
-        with contextlib.suppress(Unavailable):
-            await self.node.request(
-                "PATCH", self.node.player_path(guild_id), {"voice": self._voice[guild_id]}
-            )
+        voice = self._voice.get(guild_id)  # gone if the bot left the channel meanwhile
+        if voice is not None:
+            with contextlib.suppress(Unavailable):
+                await self.node.request("PATCH", self.node.player_path(guild_id), {"voice": voice})
 
     async def _sync(self, guild_id: str) -> None:
         try:
@@ -4561,7 +4561,8 @@ class LavalinkPlayers:
             self._sent[node_player["guildId"]] = NodePlayer(
                 user_data.get("entry"), bool(node_player.get("paused")), int(node_player.get("volume", 100))
             )
-        guilds = set(self._sent) | set(await self._music.guilds_playing())
+        # the node's, ours, and any changed while the node was away (a stop among them)
+        guilds = set(self._sent) | set(await self._music.guilds_playing()) | set(self._wanted)
         for guild_id in guilds:
             with contextlib.suppress(DomainError):
                 self.changed(guild_id, await self._music.player(guild_id))
