@@ -82,8 +82,49 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+BOTH_BACKENDS = {
+    "test_admin",
+    "test_bad_input",
+    "test_crash",
+    "test_elixir",
+    "test_hub",
+    "test_player",
+    "test_player_ws",
+    "test_resolver",
+    "test_scale",
+    "test_server",
+    "test_server_ws",
+    "test_xenon",
+}
+"""The API suites, run on each store: a test of these modules that takes ``db_path`` runs once on
+an SQLite file and once on a PostgreSQL database (unless marked ``sqlite_only``: a test of the
+file itself)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: a test of the SQLite file itself (one backend)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if (
+        "db_path" in metafunc.fixturenames
+        and metafunc.module.__name__ in BOTH_BACKENDS
+        and metafunc.definition.get_closest_marker("sqlite_only") is None
+    ):
+        metafunc.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store under test: ``sqlite`` (every test) or ``postgres`` (the API suites' second run)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def db_path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where the test's store is: a new SQLite file, or the URL of a new PostgreSQL database."""
+    if backend == "postgres":
+        return request.getfixturevalue("postgres_db")
     return str(tmp_path / "xe.db")
 
 

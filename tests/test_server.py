@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,8 +19,11 @@ import httpx
 import pytest
 from conftest import CATALOG_FILE, GUILD, OTHER_GUILD, USER, VOICE, VOICE_2
 from server import Server, cli, free_port, spawn
+from stored import rows
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+import xenon_elixir as xe
 
 ADMIN_TOKEN = "server-test-admin-token"
 API = "/api/v1"
@@ -285,5 +287,9 @@ def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
     assert "Traceback" not in text and "CancelledError" not in text and "Event loop is closed" not in text, (
         text
     )
-    with sqlite3.connect(db_path) as db:  # closed cleanly: the next open finds nothing to recover
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if xe.is_postgres(db_path):  # the pool closed: no session of the server is left
+        assert rows(db_path, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()") == [
+            (1,)
+        ]
+    else:  # closed cleanly: the next open finds nothing to recover
+        assert rows(db_path, "PRAGMA integrity_check") == [("ok",)]
