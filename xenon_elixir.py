@@ -38,7 +38,16 @@ import sys
 import time
 import unicodedata
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -3330,9 +3339,11 @@ class PostgresDatabase:
     attempts = 3
     """Tries of a write that PostgreSQL aborted to break a deadlock or a serialization conflict."""
 
-    def __init__(self, url: str, *, write_wait: float = 5.0) -> None:
+    def __init__(self, url: str, *, write_wait: float = 5.0, name: str = "xenon-elixir") -> None:
         self.url = url
         self.write_wait = write_wait
+        self.name = name
+        """The connections' ``application_name``: a server's says so (see :meth:`others_serving`)."""
         self.answers = Answers()
         self._pool: Any = None
         self._asyncpg = _asyncpg()
@@ -3363,12 +3374,15 @@ class PostgresDatabase:
         try:
             self._pool = await self._asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                min_size=0,  # connections on demand: none to restore (and log) while the server is away
                 max_size=self.pool_size,
                 timeout=self.write_wait,
                 command_timeout=max(self.write_wait, 5.0),
                 # a write waits this long for a lock another transaction holds, as on SQLite
-                server_settings={"lock_timeout": f"{max(int(self.write_wait * 1000), 1)}ms"},
+                server_settings={
+                    "lock_timeout": f"{max(int(self.write_wait * 1000), 1)}ms",
+                    "application_name": self.name,
+                },
             )
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
@@ -3519,6 +3533,15 @@ class PostgresDatabase:
             if keep(answer) and forgotten == self._forgotten and self._sharing():
                 self.answers.put(tag, key, answer)
         return answer
+
+    async def others_serving(self) -> list[str]:
+        """The ``application_name`` of every other server process's connections to this database."""
+        found = await self.all(
+            "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'xenon-elixir serve %' AND application_name <> $1",
+            self.name,
+        )
+        return [name for (name,) in found]
 
     async def ping(self) -> bool:
         try:
@@ -4303,8 +4326,37 @@ def numbered_params(sql: str) -> str:
     return re.sub(r"\?", lambda _: f"${next(count)}", sql)
 
 
+_SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_serving", default=False)
+"""Whether the services being opened are a server's (its lifespan), not the CLI's or a script's."""
+
+
+def server_name(config: Config) -> str:
+    """How a server process names its connections: one alone, or one of several through Redis."""
+    return f"xenon-elixir serve {'with redis' if config.redis_url else 'alone'} {os.getpid()}"
+
+
+async def alone_or_refused(database: PostgresDatabase, config: Config) -> None:
+    """One server per PostgreSQL database unless Redis coordinates them, as :class:`ServerLock`
+    for a file: a server without Redis refuses to start beside any other, and one with Redis
+    beside one without (its connections name it: ``application_name``)."""
+    others = await database.others_serving()
+    if any(" alone " in name for name in others) or (others and not config.redis_url):
+        raise StoreError(
+            f"another server process serves {masked_url(config.db)}: "
+            "set XE_REDIS_URL to run several (see the README's Scaling out)"
+        )
+
+
 async def open_postgres(config: Config) -> Stores:
-    database = await PostgresDatabase(config.db, write_wait=config.write_wait).open()
+    serving = _SERVING.get()
+    name = server_name(config) if serving else "xenon-elixir"
+    database = await PostgresDatabase(config.db, write_wait=config.write_wait, name=name).open()
+    if serving:
+        try:
+            await alone_or_refused(database, config)
+        except BaseException:
+            await database.close()
+            raise
     return Stores(
         database,
         PostgresKeys(database, config.clock),
@@ -4316,6 +4368,207 @@ async def open_postgres(config: Config) -> Stores:
         PostgresLoads(database, config.clock, config.event_log_size, config.event_log_seconds),
         PostgresListings(database),
     )
+
+
+def _pg_bool(value: Any) -> bool:
+    return bool(value)
+
+
+def _pg_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Moved:
+    """One table's copy from SQLite to PostgreSQL: what to select (in order), the columns it
+    fills, and how each value is carried over (``None``: as it is)."""
+
+    table: str
+    select: str
+    columns: tuple[str, ...]
+    convert: tuple[Callable[[Any], Any] | None, ...] = ()
+
+
+def _moved(table: str, columns: str, *, order: str, rowid_as_ord: bool = False, **convert: Any) -> _Moved:
+    names = tuple(c.strip() for c in columns.split(","))
+    select = f"SELECT {', '.join(names)}{', rowid' if rowid_as_ord else ''} FROM {table} ORDER BY {order}"
+    return _Moved(
+        table,
+        select,
+        names + (("ord",) if rowid_as_ord else ()),
+        tuple(convert.get(name) for name in names) + ((None,) if rowid_as_ord else ()),
+    )
+
+
+_MOVED = (
+    _moved("elixir_keys", "key_hash, guild_id, user_id, created_at", order="key_hash", created_at=_pg_float),
+    _moved("guilds", "guild_id, name", order="guild_id"),
+    _moved("voice_channels", "guild_id, channel_id", order="rowid", rowid_as_ord=True),
+    _moved("playlists", "playlist_id, source, identifier, name", order="playlist_id"),
+    _moved(
+        "players",
+        "guild_id, channel_id, volume, paused, position, anchor, ends_at, size",
+        order="guild_id",
+        paused=_pg_bool,
+        position=_pg_float,
+        anchor=_pg_float,
+        ends_at=_pg_float,
+    ),
+    _moved(
+        "queue",
+        f"entry_id, guild_id, {_TRACK_COLUMNS}, requested_by",
+        order="entry_id",
+        is_stream=_pg_bool,
+    ),
+    _moved("bots", "bot_id, name, token_hash, created_at", order="bot_id", created_at=_pg_float),
+    _moved(
+        "templates",
+        "template_id, name, source_id, creator_id, created_at",
+        order="template_id",
+        created_at=_pg_float,
+    ),
+    _moved("template_bots", "template_id, bot_id", order="rowid", rowid_as_ord=True),
+    _moved(
+        "backups", "backup_id, source_id, creator_id, created_at", order="backup_id", created_at=_pg_float
+    ),
+    _moved("mapper_ids", "source_id, target_id, old_id, new_id", order="rowid", rowid_as_ord=True),
+    _moved("mapper_loaders", "source_id, target_id, user_id", order="rowid", rowid_as_ord=True),
+    _moved("loader_ids", "target_id, old_id, new_id", order="rowid", rowid_as_ord=True),
+    _moved(
+        "loaders",
+        "target_id, type, source_id, backup_id, template_id, user_id, started_at, start_seq",
+        order="target_id",
+        started_at=_pg_float,
+    ),
+    _moved("events", "seq, frame, created_at", order="seq", created_at=_pg_float),
+)
+"""Every table but tracks (their words are cut on the way), playlist_tracks (after tracks) and
+the counters, in an order that keeps every reference valid."""
+
+_IDENTITIES = (
+    ("voice_channels", "ord"),
+    ("tracks", "track_id"),
+    ("playlists", "playlist_id"),
+    ("queue", "entry_id"),
+    ("template_bots", "ord"),
+    ("mapper_ids", "ord"),
+    ("mapper_loaders", "ord"),
+    ("loader_ids", "ord"),
+)
+_MIGRATE_CHUNK = 20_000
+
+
+async def migrate_to_postgres(
+    path: str, url: str, *, replace: bool = False, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, int]:
+    """Copy the SQLite database at ``path`` into the PostgreSQL database at ``url``, whole, in
+    one transaction (``COPY``, a chunk at a time): every row, the ids and the order things came
+    in, the event and player numbers. The file is read in one read transaction (stop the server
+    first: what it writes after the copy starts is not copied). A target that holds anything is
+    refused unless ``replace``, which empties it first. ``progress(table, done, total)`` is told
+    after each chunk. Returns the rows copied per table."""
+    if not os.path.exists(path):
+        raise StoreError(f"{path} does not exist")
+    await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    target = await PostgresDatabase(url).open()
+    copied: dict[str, int] = {}
+    try:
+        source.execute("BEGIN")
+        async with target._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
+            tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", PG_SCHEMA)
+            held = [
+                t
+                for t in tables
+                if t != "counters" and await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {t})")
+            ]
+            numbered = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM counters WHERE name IN ('event_seq', 'player_seq') AND value > 0)"
+            )
+            if (held or numbered) and not replace:
+                what = ", ".join(held) or "event numbers"
+                raise StoreError(
+                    f"{masked_url(url)} is not empty ({what}); migrate --replace empties it first"
+                )
+            if held or numbered:
+                await conn.execute(
+                    f"TRUNCATE {', '.join(t for t in tables if t != 'counters')} RESTART IDENTITY"
+                )
+                await conn.execute("UPDATE counters SET value = 0 WHERE name <> 'schema'")
+
+            async def copy(
+                table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], total: int
+            ) -> None:
+                done = 0
+                batch: list[Sequence[Any]] = []
+                for row in rows:
+                    batch.append(row)
+                    if len(batch) == _MIGRATE_CHUNK:
+                        await conn.copy_records_to_table(table, records=batch, columns=list(columns))
+                        done += len(batch)
+                        batch = []
+                        if progress is not None:
+                            progress(table, done, total)
+                if batch or total == 0:
+                    await conn.copy_records_to_table(table, records=batch, columns=list(columns))
+                    done += len(batch)
+                    if progress is not None:
+                        progress(table, done, total)
+                copied[table] = done
+
+            def count(table: str) -> int:
+                return source.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+            words: Counter[str] = Counter()
+            tokens = 0
+
+            def tracks() -> Iterator[tuple[Any, ...]]:
+                nonlocal tokens
+                cursor = source.execute(f"SELECT track_id, {_TRACK_COLUMNS} FROM tracks ORDER BY track_id")
+                while chunk := cursor.fetchmany(_MIGRATE_CHUNK):
+                    for track_id, *row in chunk:
+                        title, author = search_tokens(row[2]), search_tokens(row[3])
+                        words.update(set(title + author))
+                        tokens += len(title) + len(author)
+                        yield (track_id, *row[:7], bool(row[7]), row[8], title, author)
+
+            def rows_of(moved: _Moved) -> Iterator[tuple[Any, ...]]:
+                cursor = source.execute(moved.select)
+                while chunk := cursor.fetchmany(_MIGRATE_CHUNK):
+                    for row in chunk:
+                        yield tuple(v if f is None else f(v) for v, f in zip(row, moved.convert, strict=True))
+
+            columns = ("track_id", *_TRACK_COLUMNS.split(", "), "title_words", "author_words")
+            await copy("tracks", columns, tracks(), count("tracks"))
+            await copy("search_words", ("word", "tracks"), sorted(words.items()), len(words))
+            for moved in _MOVED:
+                await copy(moved.table, moved.columns, rows_of(moved), count(moved.table))
+            playlist_tracks = _moved(
+                "playlist_tracks", "playlist_id, position, track_id", order="playlist_id, position"
+            )
+            await copy(
+                "playlist_tracks", playlist_tracks.columns, rows_of(playlist_tracks), count("playlist_tracks")
+            )
+            counters = dict(source.execute("SELECT name, value FROM counters").fetchall())
+            counters.update(tracks=copied["tracks"], tokens=tokens)
+            for name in ("event_seq", "pruned_seq", "player_seq", "tracks", "tokens"):
+                await conn.execute(
+                    "UPDATE counters SET value = $2 WHERE name = $1", name, counters.get(name, 0)
+                )
+            for table, column in _IDENTITIES:
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                    f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+                )
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    except target._asyncpg.PostgresError as exc:
+        raise StoreError(f"cannot copy into {masked_url(url)}: {exc}") from exc
+    finally:
+        source.close()
+        await target.close()
+    return copied
 
 
 # ---------------------------------------------------------------------------
@@ -7687,7 +7940,10 @@ async def health(request: Request) -> Response[Health]:
         subscribers,
         None if redis is None else state(redis),
     )
-    return Response(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if not ok:
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    return Response(body, status_code=200 if ok else 503, headers=headers)
 
 
 @get(
@@ -8128,6 +8384,7 @@ async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
     lock = None if config.redis_url or is_postgres(config.db) else ServerLock(config.db)
     if lock is not None:
         lock.acquire()
+    _SERVING.set(True)  # the lifespan's own context: a PostgreSQL store names its connections
     try:
         async with _services_of(app, config):
             yield
@@ -8368,8 +8625,24 @@ async def _cmd_backup(args: argparse.Namespace) -> None:
     print(f"backed up {args.db or Config.from_env().db} to {args.file}")
 
 
-def _cmd_schema(_: argparse.Namespace) -> None:
-    sys.stdout.write(SCHEMA)
+def _cmd_schema(args: argparse.Namespace) -> None:
+    sys.stdout.write(PG_SCHEMA if args.postgres else SCHEMA)
+
+
+async def _cmd_migrate(args: argparse.Namespace) -> None:
+    path = args.db or Config.from_env().db
+    if is_postgres(path):
+        raise CliError("migrate copies an SQLite file into PostgreSQL: --db (or XE_DB) names the file")
+    if not is_postgres(args.to):
+        raise CliError(f"--to must be a postgresql:// URL, not {args.to[:60]!r}")
+
+    def progress(table: str, done: int, total: int) -> None:
+        if total > _MIGRATE_CHUNK:  # a big table: a line per chunk
+            print(f"{table}: {done:,} of {total:,} rows", file=sys.stderr, flush=True)
+
+    copied = await migrate_to_postgres(path, args.to, replace=args.replace, progress=progress)
+    tables = ", ".join(f"{table} {rows:,}" for table, rows in copied.items() if rows)
+    print(f"copied {path} into {masked_url(args.to)}: {sum(copied.values()):,} rows ({tables or 'none'})")
 
 
 def serve_log_config() -> dict[str, Any]:
@@ -8398,11 +8671,14 @@ def demo_db(db: str) -> str:
 
 async def _preflight(config: Config) -> None:
     """What would stop the server at startup, said in one line before it starts."""
-    database = (PostgresDatabase if is_postgres(config.db) else SqliteDatabase)(
-        config.db, write_wait=config.write_wait
-    )
-    await database.open()
-    await database.close()
+    if is_postgres(config.db):
+        database = await PostgresDatabase(config.db, write_wait=config.write_wait).open()
+        try:
+            await alone_or_refused(database, config)
+        finally:
+            await database.close()
+    else:
+        await (await SqliteDatabase(config.db, write_wait=config.write_wait).open()).close()
     if not config.redis_url:
         if not is_postgres(config.db):
             lock = ServerLock(config.db)
@@ -8482,7 +8758,11 @@ _EXAMPLES = {
     ],
     "remove-guild": ["xenon-elixir remove-guild 766045633697021973"],
     "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
-    "schema": ["xenon-elixir schema > schema.sql"],
+    "schema": ["xenon-elixir schema > schema.sql", "xenon-elixir schema --postgres > schema.postgres.sql"],
+    "migrate": [
+        "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon",
+        "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon --replace",
+    ],
     "list": ["xenon-elixir list keys", "xenon-elixir list bots --limit 50 --after 386861188891279362"],
     "backup": ["xenon-elixir backup /backups/bot-2026-11-23.db --db /data/bot.db"],
 }
@@ -8491,7 +8771,7 @@ _EXAMPLES = {
 _SERVE_ENVIRONMENT = """
 
 environment (each also a create_app() keyword; see the README's Configuration):
-  XE_DB               SQLite file (default ./xenon_elixir.db; --db wins)
+  XE_DB               SQLite file, or postgresql:// URL (default ./xenon_elixir.db; --db wins)
   XE_ADMIN_TOKEN      enables /admin with this bearer token (unset: admin off)
   XE_RATE_LIMITS      off, or e.g. mappers=30/10,templates=30/10,loaders_ws=1/1,auth_failures=100/60
   XE_STATUS_INTERVAL  seconds between status events of one loader (default 5)
@@ -8528,7 +8808,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", help="SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
+    db.add_argument("--db", help="SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -8619,7 +8899,20 @@ def _parser() -> argparse.ArgumentParser:
         "-wal and -shm files beside it), start the server.",
     )
     backup.add_argument("file", metavar="FILE")
-    command("schema", _cmd_schema, "print the SQL schema")
+    schema = command("schema", _cmd_schema, "print the SQL schema (SQLite's, or PostgreSQL's)")
+    schema.add_argument("--postgres", action="store_true", help="the PostgreSQL schema")
+    migrate = command(
+        "migrate",
+        _cmd_migrate,
+        "copy the SQLite database into PostgreSQL",
+        description="Copy every row of the SQLite database (--db) into the PostgreSQL database of --to, in "
+        "one transaction: ids, orders, event and player numbers included. Stop the server first. A target "
+        "that holds anything is refused unless --replace. Big tables show their progress on stderr.",
+    )
+    migrate.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://user:password@host/database"
+    )
+    migrate.add_argument("--replace", action="store_true", help="empty a target that holds anything first")
     return parser
 
 

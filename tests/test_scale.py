@@ -233,7 +233,7 @@ def test_redis_lost_and_back_503s_then_recovery_and_nothing_lost(
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]  # the outage's events were delivered too
 
 
-def test_without_redis_a_second_server_on_the_same_file_refuses_to_start(
+def test_without_redis_a_second_server_on_the_same_store_refuses_to_start(
     db_path: str, tmp_path: Path
 ) -> None:
     first = Server(db_path, tmp_path / "first.log")

@@ -1,0 +1,122 @@
+"""What only the PostgreSQL store has: its schema (created, printed, a newer one refused), a
+server lost, failed over to read-only and back (503 with Retry-After, then recovery with no
+restart). The API suites run on it too (conftest's BOTH_BACKENDS)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer
+from server import Server, cli
+from services import PostgresServer
+from stored import rows
+
+import xenon_elixir as xe
+
+
+def test_an_empty_database_gets_the_schema_and_the_cli_prints_it(postgres_db: str) -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "schema", "--postgres"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert printed == xe.PG_SCHEMA
+    cli(postgres_db, "add-guild", GUILD, "--name", "G", "--voice", VOICE)  # the first use creates it
+    tables = {
+        name for (name,) in rows(postgres_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    }
+    assert tables >= {"tracks", "players", "queue", "events", "counters", "mapper_ids", "search_words"}
+    assert rows(postgres_db, "SELECT value FROM counters WHERE name = 'schema'") == [(xe.PG_SCHEMA_VERSION,)]
+
+
+def test_a_database_of_a_newer_version_is_refused(postgres_db: str, postgres_server: PostgresServer) -> None:
+    cli(postgres_db, "add-guild", GUILD, "--name", "G")
+    name = postgres_db.rsplit("/", 1)[1]
+    postgres_server.execute(
+        f"UPDATE counters SET value = {xe.PG_SCHEMA_VERSION + 1} WHERE name = 'schema'", name
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "list", "guilds", "--db", postgres_db],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert f"has schema version {xe.PG_SCHEMA_VERSION + 1}; this xenon_elixir knows up to 1" in refused.stderr
+    assert "postgres@127.0.0.1" in refused.stderr
+
+
+def _answers(http: httpx.Client, key: str) -> list[tuple[str, int, str | None]]:
+    """A read and a write of each API and the health check: (what, status, Retry-After)."""
+    asked = [
+        ("nowplaying", http.get(f"/api/v1/{GUILD}/nowplaying")),
+        (
+            "volume",
+            http.post(f"/api/v1/{GUILD}/volume", json={"user": USER, "volume": 30}, headers=bearer(key)),
+        ),
+        ("bots", http.get("/admin/bots", headers=ADMIN)),
+        ("ids", http.post(f"/admin/loaders/{TARGET}/ids", json={"ids": {"1" * 18: "2" * 18}}, headers=ADMIN)),
+        ("health", http.get("/health")),
+    ]
+    return [(what, response.status_code, response.headers.get("retry-after")) for what, response in asked]
+
+
+def _until(check: Any, seconds: float = 20.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def test_a_lost_server_and_a_failover_answer_503_then_the_service_recovers_by_itself(
+    make_postgres: Any, tmp_path: Path
+) -> None:
+    postgres = make_postgres()
+    db = postgres.create_database()
+    cli(db, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    cli(db, "import-tracks", str(CATALOG_FILE))
+    key = cli(db, "genkey", GUILD, USER)
+    server = Server(db, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, XE_RATE_LIMITS="off")
+    try:
+        with httpx.Client(base_url=server.url, timeout=15) as http:
+            assert http.post(
+                f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key)
+            )
+            played = http.post(
+                f"/api/v1/{GUILD}/play", json={"user": USER, "query": "magia"}, headers=bearer(key)
+            )
+            assert played.status_code == 200
+            start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE}
+            assert http.post("/admin/loaders", json=start, headers=ADMIN).status_code == 201
+            assert {status for _, status, _ in _answers(http, key)} == {200}
+
+            postgres.kill()  # the server is lost: every connection cut at once
+            lost = _answers(http, key)
+            assert [(what, status, after) for what, status, after in lost] == [
+                (what, 503, "1") for what, _, _ in lost
+            ]
+            assert http.get("/health").json()["database"] == "unreachable"
+
+            postgres.start()  # back: the pool reconnects, no restart of the app
+            assert _until(lambda: {s for _, s, _ in _answers(http, key)} == {200})
+
+            # a failover to a server that is read-only for now: reads answer, writes are 503s
+            postgres.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            postgres.execute("SELECT pg_reload_conf()")
+            read_only = dict((what, (status, after)) for what, status, after in _answers(http, key))
+            assert read_only["nowplaying"][0] == 200 and read_only["bots"][0] == 200
+            assert read_only["volume"] == (503, "1") and read_only["ids"] == (503, "1")
+            postgres.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            postgres.execute("SELECT pg_reload_conf()")
+            assert _until(lambda: {s for _, s, _ in _answers(http, key)} == {200})
+    finally:
+        server.stop()
+    text = server.log.read_text()
+    assert "Traceback" not in text and " 500 " not in text, text
