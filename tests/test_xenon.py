@@ -180,6 +180,26 @@ def test_a_mapper_accumulates_over_loads(client: TestClient, token: str) -> None
     assert body["loaders"] == [CREATOR, USER]  # a set, in first-seen order
 
 
+def test_an_id_sent_again_within_a_load_keeps_its_place_and_takes_its_last_new_id(
+    client: TestClient, token: str
+) -> None:
+    start = {"target_id": TARGET, "type": "backup", "source_id": SOURCE}
+    assert client.post("/admin/loaders", json=start, headers=ADMIN).status_code == 201
+    for ids in (
+        {"410520361789161472": "754098965649162251", "410533472055066624": "754098969658916895"},
+        {"419932531828457473": "754098968748752987", "410520361789161472": "754098999999999999"},
+    ):
+        assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).status_code == 200
+    assert client.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN).status_code == 200
+    body = client.get(MAPPER, headers={"Authorization": token}).json()
+    assert list(body["ids"].items()) == [
+        (SOURCE, TARGET),
+        ("410520361789161472", "754098999999999999"),  # where it first came, as it was last sent
+        ("410533472055066624", "754098969658916895"),
+        ("419932531828457473", "754098968748752987"),
+    ]
+
+
 def test_the_source_guild_always_maps_to_the_target(client: TestClient, token: str) -> None:
     run_load(client, {SOURCE: "754098965649162251"})
     assert client.get(MAPPER, headers={"Authorization": token}).json()["ids"] == {SOURCE: TARGET}

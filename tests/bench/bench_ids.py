@@ -3,7 +3,10 @@ into the mapper: the server's time for each request, read from its own access lo
 request from its first byte in to its last byte out), and the client's round trip on loopback.
 Each load goes to a new target guild, so every id is a new row in a growing table.
 
-    python tests/bench/bench_ids.py [--ids 10000] [--loads 10]
+    python tests/bench/bench_ids.py [--ids 10000] [--loads 10] [--postgres]
+
+With --postgres the store is a PostgreSQL server the script starts (fsync off, as the tests'),
+instead of an SQLite file; the server time is still the app's, database included.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import SOURCE, Uvicorn, seed
+from services import PostgresServer
 
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
 TIMED = re.compile(r'"POST /admin/loaders/\d+/ids HTTP/[\d.]+" 200 \d+ ([\d.]+)ms')
@@ -33,10 +38,14 @@ def main() -> None:
     )
     parser.add_argument("--ids", type=int, default=10_000)
     parser.add_argument("--loads", type=int, default=10)
+    parser.add_argument("--postgres", action="store_true", help="the store on PostgreSQL")
     args = parser.parse_args()
 
+    postgres = PostgresServer() if args.postgres else None
     with tempfile.TemporaryDirectory() as folder:
         db, log = str(Path(folder, "bench.db")), Path(folder, "server.log")
+        if postgres is not None:
+            db = postgres.create_database()
         seed(db, tracks=10, mapper_ids=10)
         env = {
             "XE_DB": db,
@@ -61,6 +70,8 @@ def main() -> None:
                     http.post(f"/admin/loaders/{target}/done").raise_for_status()
         finally:
             server.stop()
+            if postgres is not None:
+                postgres.close()
         server_times = [float(ms) for ms in TIMED.findall(log.read_text())]
         merge_times = [float(ms) for ms in MERGED.findall(log.read_text())]
 
@@ -68,7 +79,7 @@ def main() -> None:
     assert len(server_times) == args.loads, "the access log did not time every request"
     print(
         f"machine: {os.cpu_count()} cores; {args.loads} loads of {args.ids:,} ids, each into a new target; "
-        "uvicorn httptools+uvloop, 1 worker"
+        f"uvicorn httptools+uvloop, 1 worker; store: {'PostgreSQL' if postgres else 'SQLite'}"
     )
     print(f"server time:  median {statistics.median(server_times):6.1f} ms, max {max(server_times):6.1f} ms")
     print(f"round trip:   median {statistics.median(round_trips):6.1f} ms, max {max(round_trips):6.1f} ms")

@@ -4,7 +4,10 @@ off, rate limits off), with each route's gain over one worker of the app; then t
 processes on one database: publish in one, receipt by a subscriber of the other, and one event
 to 1,000 subscribers split over both, against bench_ws.py's raw ASGI floor.
 
-    python tests/bench/bench_scale.py [--rounds 3] [--seconds 5] [--quick]
+    python tests/bench/bench_scale.py [--rounds 3] [--seconds 5] [--quick] [--postgres]
+
+With --postgres the app's store is a PostgreSQL server the script starts (fsync off, as the
+tests' own), one database per app, instead of SQLite files.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench_http import BARE_APP, lua, wrk
 from bench_ws import RAW_APP, Receipts, p99, subscribe, timed
 from common import GUILD, SOURCE, TARGET, USER, Uvicorn, free_port, seed
-from services import RedisServer
+from services import PostgresServer, RedisServer
 
 ADMIN_TOKEN = "bench-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -76,10 +79,14 @@ def routes(secrets: dict[str, str]) -> dict[str, tuple[str, str]]:
     }
 
 
-def throughput(folder: Path, redis: RedisServer, rounds: int, seconds: int) -> None:
+def throughput(
+    folder: Path, redis: RedisServer, rounds: int, seconds: int, postgres: PostgresServer | None = None
+) -> None:
     Path(folder, "bare_app.py").write_text(BARE_APP)
     env = {"XE_ACCESS_LOG": "0", "XE_RATE_LIMITS": "off", "XE_MAX_QUEUE": "1000000"}
     dbs = {name: str(folder / f"{name}.db") for name in ("two", "one")}
+    if postgres is not None:
+        dbs = {name: postgres.create_database() for name in dbs}
     secrets = {name: seed(db) for name, db in dbs.items()}
     bare = Workers("bare_app:app", 2, {}, app_dir=str(folder))
     two = Workers("xenon_elixir:app", 2, {**env, "XE_DB": dbs["two"], "XE_REDIS_URL": redis.url})
@@ -105,6 +112,8 @@ def throughput(folder: Path, redis: RedisServer, rounds: int, seconds: int) -> N
         for server in (bare, two, one):
             server.stop()
     targets = {"nowplaying": (0.75, 1.6), "mappers": (0.75, 1.6), "play": (0.3, None)}
+    if postgres is not None:  # issue 14's targets for PostgreSQL + Redis
+        targets = {"nowplaying": (0.7, None), "mappers": (0.7, None), "play": (0.25, None)}
     for name, (ratio_target, gain_target) in targets.items():
         ratio, gain = statistics.median(ratios[name]), statistics.median(gains[name])
         verdict = "PASS" if ratio >= ratio_target else "MISS"
@@ -198,21 +207,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one round of 3 s, fewer events")
+    parser.add_argument("--postgres", action="store_true", help="the store on PostgreSQL (throughput only)")
     args = parser.parse_args()
     rounds, seconds = (1, 3) if args.quick else (args.rounds, args.seconds)
     redis = RedisServer()
+    postgres = PostgresServer() if args.postgres else None
     try:
         with tempfile.TemporaryDirectory() as folder:
+            store = "PostgreSQL" if postgres else "SQLite"
             print(
-                "throughput: 2 workers with Redis, against bare Litestar with 2 workers (wrk -t2 -c64)",
+                f"throughput: 2 workers with Redis on {store}, against bare Litestar with 2 workers (wrk -t2 -c64)",
                 flush=True,
             )
-            throughput(Path(folder), redis, rounds, seconds)
-            redis.flushall()
-            print("across processes", flush=True)
-            asyncio.run(across(Path(folder), redis, 100 if args.quick else 300, 1000))
+            throughput(Path(folder), redis, rounds, seconds, postgres)
+            if postgres is None:
+                redis.flushall()
+                print("across processes", flush=True)
+                asyncio.run(across(Path(folder), redis, 100 if args.quick else 300, 1000))
     finally:
         redis.close()
+        if postgres is not None:
+            postgres.close()
 
 
 if __name__ == "__main__":
