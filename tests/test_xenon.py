@@ -189,7 +189,9 @@ def test_an_id_sent_again_within_a_load_keeps_its_place_and_takes_its_last_new_i
         {"410520361789161472": "754098965649162251", "410533472055066624": "754098969658916895"},
         {"419932531828457473": "754098968748752987", "410520361789161472": "754098999999999999"},
     ):
-        assert client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).status_code == 200
+        assert (
+            client.post(f"/admin/loaders/{TARGET}/ids", json={"ids": ids}, headers=ADMIN).status_code == 200
+        )
     assert client.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN).status_code == 200
     body = client.get(MAPPER, headers={"Authorization": token}).json()
     assert list(body["ids"].items()) == [
