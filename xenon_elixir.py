@@ -5122,6 +5122,18 @@ def share_forgets(database: PostgresDatabase, hub: Hub, broker: RedisBroker) -> 
     )
 
 
+# The held status of a window that has ended, taken by one process, which opens the next window
+# with it in the same step. A window still open (the timer fired in its last millisecond, by
+# Redis's clock) keeps its status: the answer is the milliseconds left, to look again then.
+_TAKE_SCRIPT = """
+local left = redis.call('PTTL', KEYS[1])
+if left >= 0 then return left + 1 end
+local held = redis.call('GETDEL', KEYS[2])
+if held then redis.call('SET', KEYS[1], 1, 'PX', ARGV[1]) end
+return held
+"""
+
+
 class RedisStatusWindows:
     """Status windows shared by every process: the first status of a quiet loader goes out at
     once (whoever gets the window's key), later ones of the same window are kept in Redis as the
@@ -5131,6 +5143,7 @@ class RedisStatusWindows:
         self._redis = client
         self._prefix = config.redis_prefix
         self._errors = _redis_errors()
+        self._take = client.register_script(_TAKE_SCRIPT)
 
     async def open(self, loader: str, seconds: float) -> bool:
         """Open the loader's window now, if none is open: whether this status goes out at once."""
@@ -5150,13 +5163,18 @@ class RedisStatusWindows:
             raise Unavailable(REDIS_AWAY) from exc
         return max(left, 0) / 1000
 
-    async def take(self, loader: str) -> str | None:
-        """The status held for the window's end, taken by one process only."""
+    async def take(self, loader: str, seconds: float) -> str | float | None:
+        """At the window's end, the status held for it, taken by one process only, which opens
+        the next window (``seconds``) to send it; ``None`` when none is held; the seconds left
+        when the window has not quite ended yet."""
+        keys = [f"{self._prefix}window:{loader}", f"{self._prefix}pending:{loader}"]
         try:
-            held = await self._redis.getdel(f"{self._prefix}pending:{loader}")
+            taken = await self._take(keys=keys, args=[_ms(seconds)])
         except self._errors:
             return None
-        return None if held is None else held.decode()
+        if isinstance(taken, int):
+            return taken / 1000
+        return None if taken is None else taken.decode()
 
     async def forget(self, loader: str) -> None:
         with contextlib.suppress(*self._errors):
@@ -5361,18 +5379,25 @@ class Loaders:
             return
         left = await self._windows.hold(window, status, self._interval)  # type: ignore[union-attr]
         if window not in self._gates:  # one timer per window here, whichever status set it
-            self._gates[window] = _StatusGate(started)
-            flush = lambda: self._spawn(self._flush_shared(target_id, started))  # noqa: E731
-            self._gates[window].timer = self._timers.call_later(left, flush)
+            self._arm_shared(target_id, started, left)
+
+    def _arm_shared(self, target_id: str, started: int, seconds: float) -> None:
+        window = f"{target_id}:{started}"
+        self._gates[window] = _StatusGate(started)
+        flush = lambda: self._spawn(self._flush_shared(target_id, started))  # noqa: E731
+        self._gates[window].timer = self._timers.call_later(seconds, flush)
 
     async def _flush_shared(self, target_id: str, started: int) -> None:
         window = f"{target_id}:{started}"
         self._gates.pop(window, None)
         windows = self._windows
         assert windows is not None
-        status = await windows.take(window)  # taken by one process only
-        if status is not None and await windows.open(window, self._interval):
-            await self._send_shared(target_id, started, status)
+        taken = await windows.take(window, self._interval)  # by one process only
+        if isinstance(taken, float):  # the window ends in a moment, by Redis's clock
+            if window not in self._gates:
+                self._arm_shared(target_id, started, taken)
+        elif taken is not None:
+            await self._send_shared(target_id, started, taken)
 
     async def _send_shared(self, target_id: str, started: int, status: str) -> None:
         frame = _frame("status", LoaderData(id=target_id, status=status))
@@ -8665,8 +8690,13 @@ def serve_log_config() -> dict[str, Any]:
 
 
 def demo_db(db: str) -> str:
-    """The demo's database: ``xenon_elixir_demo.db`` in the folder of the configured one."""
-    return os.path.join(os.path.dirname(db), "xenon_elixir_demo.db")
+    """The demo's database: ``xenon_elixir_demo.db`` in the folder of the configured one (in
+    this folder when that is a PostgreSQL database, which a demo never fills)."""
+    return (
+        "xenon_elixir_demo.db"
+        if is_postgres(db)
+        else os.path.join(os.path.dirname(db), "xenon_elixir_demo.db")
+    )
 
 
 async def _preflight(config: Config) -> None:

@@ -23,6 +23,8 @@ from server import Server, cli, free_port
 from services import RedisServer
 from websockets.asyncio.client import ClientConnection, connect
 
+import xenon_elixir as xe
+
 API = "/api/v1"
 BOT = "386861188891279362"
 SHORT = {
@@ -349,3 +351,28 @@ def test_status_events_coalesce_per_loader_across_processes(two: list[Server]) -
         ("status", "step 0"),
         ("status", "step 5"),
     ]
+
+
+def test_a_windows_status_is_taken_only_once_the_window_has_ended(redis_fresh: RedisServer) -> None:
+    """The timer of a window may fire in the window's last millisecond by Redis's clock: the
+    held status must then stay held (the time left is answered), not be taken and dropped."""
+    import redis.asyncio
+
+    async def scenario() -> list[Any]:
+        client = redis.asyncio.Redis.from_url(redis_fresh.url)
+        windows = xe.RedisStatusWindows(xe.Config(redis_url=redis_fresh.url), client)
+        try:
+            assert await windows.open("t:1", 0.3)
+            left = await windows.hold("t:1", "step 5", 0.3)
+            early = await windows.take("t:1", 0.3)  # the window is still open
+            await asyncio.sleep(left + 0.05)
+            on_time = await windows.take("t:1", 0.3)  # ended: taken, and the next window opened
+            reopened = await windows.open("t:1", 0.3)
+            return [left, early, on_time, reopened, await windows.take("t:1", 0.3)]
+        finally:
+            await client.aclose()
+
+    left, early, on_time, reopened, again = asyncio.run(scenario())
+    assert 0 < left <= 0.3 and isinstance(early, float) and 0 < early <= 0.301
+    assert on_time == "step 5" and reopened is False
+    assert isinstance(again, float)  # the next window's: nothing held, nothing taken
