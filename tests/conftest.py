@@ -7,6 +7,7 @@ import asyncio
 import heapq
 import itertools
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 from server import Server, cli
-from services import make_postgres, postgres_db, postgres_server, redis_fresh, redis_server, redis_session  # noqa: F401
+from services import (  # noqa: F401
+    PostgresServer,
+    make_postgres,
+    postgres_db,
+    postgres_server,
+    redis_fresh,
+    redis_server,
+    redis_session,
+)
 
 import xenon_elixir as xe
 
@@ -120,12 +129,35 @@ def backend(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "sqlite")
 
 
+@pytest.fixture(scope="session")
+def postgres_template(request: pytest.FixtureRequest) -> str:
+    """A database holding the schema, which each API test's database is copied from (a copy
+    takes a third of the time of creating the schema anew)."""
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"xe_template_{uuid.uuid4().hex[:8]}"
+
+    async def create_schema() -> None:
+        await (await xe.PostgresDatabase(server.create_database(name)).open()).close()
+
+    asyncio.run(create_schema())
+    return name
+
+
 @pytest.fixture
-def db_path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """Where the test's store is: a new SQLite file, or the URL of a new PostgreSQL database."""
-    if backend == "postgres":
-        return request.getfixturevalue("postgres_db")
-    return str(tmp_path / "xe.db")
+def db_path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where the test's store is: a new SQLite file, or the URL of a new PostgreSQL database
+    (with the schema: an empty one gets it on first use, as ``test_postgres.py`` shows)."""
+    if backend != "postgres":
+        yield str(tmp_path / "xe.db")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    template = request.getfixturevalue("postgres_template")
+    if not server.running:
+        server.start()
+    name = f"t_{uuid.uuid4().hex}"
+    yield server.create_database(name, template=template)
+    if server.running:
+        server.drop_database(name)
 
 
 @pytest.fixture

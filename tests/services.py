@@ -830,13 +830,15 @@ class PostgresServer(_ChildServer):
             raise PostgresError({"M": result.stderr.strip()})
         return result.stdout
 
-    def create_database(self, name: str | uuid.UUID | None = None) -> str:
+    def create_database(self, name: str | uuid.UUID | None = None, template: str | None = None) -> str:
         """Create an empty database named ``name`` (letters, digits, _ and -, such as a UUID; a new
-        unique name if None); returns its URL."""
+        unique name if None), or a copy of the database ``template``; returns its URL."""
         name = str(name) if name is not None else f"t_{uuid.uuid4().hex}"
-        if not _DATABASE_NAME.fullmatch(name):
-            raise ValueError(f"not a plain database name: {name!r}")
-        self.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
+        for plain in (name, template or name):
+            if not _DATABASE_NAME.fullmatch(plain):
+                raise ValueError(f"not a plain database name: {plain!r}")
+        copied = f' TEMPLATE "{template}"' if template else ""
+        self.execute(f'CREATE DATABASE "{name}"{copied} STRATEGY FILE_COPY')
         return self.url_for(name)
 
     def drop_database(self, name: str | uuid.UUID) -> None:

@@ -118,6 +118,7 @@ def test_the_admin_api_over_real_http_and_a_clean_shutdown(server: Server) -> No
     ), access[-2]
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 def test_http_semantics_head_options_allow_and_json_404s(server: Server) -> None:
     """HEAD works on every GET route, OPTIONS and 405 list every method of the path, and
     answers that would be HTML or an empty 403 are JSON 404s (SPEC §0, §1)."""
@@ -154,6 +155,7 @@ def test_http_semantics_head_options_allow_and_json_404s(server: Server) -> None
     assert refusal.response.status_code == 404 and json.loads(refusal.response.body) == {"error": "Not Found"}
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as raw:
         raw.sendall(
@@ -170,6 +172,7 @@ def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server) -> None:
     assert " 500 " not in log and "Traceback" not in log and "ERROR" not in log
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 @pytest.mark.parametrize("how", ["serve", "uvicorn"])
 def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_path: Path, how: str) -> None:
     """`xenon-elixir serve` and `uvicorn xenon_elixir:app` as the README runs them."""

@@ -54,6 +54,7 @@ async def refused(url: str, headers: dict[str, str]) -> InvalidStatus:
     return caught.value
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 def test_refused_handshakes_answer_http_401_and_close_4029_when_rate_limited(
     server: Server, http: httpx.Client
 ) -> None:
@@ -78,6 +79,7 @@ def test_refused_handshakes_answer_http_401_and_close_4029_when_rate_limited(
     asyncio.run(scenario())
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 def test_a_reconnect_loop_backs_off_on_4029_and_then_follows_the_stream(
     server: Server, http: httpx.Client
 ) -> None:
@@ -159,6 +161,7 @@ def test_replay_across_a_disconnect(server: Server, http: httpx.Client) -> None:
     assert missed == [3, 5, 6, 8, 9, 11]  # starts and dones; 4, 7 and 10 were statuses
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 def test_a_stalled_subscriber_does_not_delay_another(server: Server, http: httpx.Client) -> None:
     reader_token, stalled_token = grant(http, BOTS[0]), grant(http, BOTS[1])
 
@@ -205,6 +208,7 @@ def readme_follow(port: int, seen: list[tuple[str, dict[str, object]]]) -> objec
     return namespace["follow"]
 
 
+@pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
 def test_the_readmes_client_backs_off_on_4029_and_stops_on_a_bad_token(
     server: Server, http: httpx.Client
 ) -> None:
