@@ -3043,20 +3043,28 @@ class Stores:
     loads: LoadStore
     listings: SqliteListings | PostgresListings
 
+    @classmethod
+    def built(cls, database: Any, config: Config, *areas: type) -> Stores:
+        """Each storage area on ``database``, from its class (keys, registry, catalog, players,
+        partners, mappers, loads, listings: one backend's)."""
+        keys, registry, catalog, players, partners, mappers, loads, listings = areas
+        return cls(
+            database,
+            keys(database, config.clock),
+            registry(database),
+            catalog(database),
+            players(database),
+            partners(database, config.clock),
+            mappers(database),
+            loads(database, config.clock, config.event_log_size, config.event_log_seconds),
+            listings(database),
+        )
+
 
 async def open_sqlite(config: Config) -> Stores:
     database = await SqliteDatabase(config.db, write_wait=config.write_wait).open()
-    return Stores(
-        database,
-        SqliteKeys(database, config.clock),
-        SqliteRegistry(database),
-        SqliteCatalog(database),
-        SqlitePlayers(database),
-        SqlitePartners(database, config.clock),
-        SqliteMappers(database),
-        SqliteLoads(database, config.clock, config.event_log_size, config.event_log_seconds),
-        SqliteListings(database),
-    )
+    areas = (SqliteKeys, SqliteRegistry, SqliteCatalog, SqlitePlayers, SqlitePartners, SqliteMappers)
+    return Stores.built(database, config, *areas, SqliteLoads, SqliteListings)
 
 
 # ---------------------------------------------------------------------------
@@ -4357,17 +4365,8 @@ async def open_postgres(config: Config) -> Stores:
         except BaseException:
             await database.close()
             raise
-    return Stores(
-        database,
-        PostgresKeys(database, config.clock),
-        PostgresRegistry(database),
-        PostgresCatalog(database),
-        PostgresPlayers(database),
-        PostgresPartners(database, config.clock),
-        PostgresMappers(database),
-        PostgresLoads(database, config.clock, config.event_log_size, config.event_log_seconds),
-        PostgresListings(database),
-    )
+    areas = (PostgresKeys, PostgresRegistry, PostgresCatalog, PostgresPlayers, PostgresPartners)
+    return Stores.built(database, config, *areas, PostgresMappers, PostgresLoads, PostgresListings)
 
 
 def _pg_bool(value: Any) -> bool:

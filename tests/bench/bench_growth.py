@@ -10,7 +10,10 @@ with its target.
 * startup with 100 and with 20k connected players (20-track queues): time and memory;
 * one start+done with an event log of 0-2k and of 8-10k events, and the prune's query plan;
 * a 1M-track import through the admin API (JSON lines) and the CLI, and the longest a write
-  waits meanwhile.
+  waits meanwhile;
+* ``migrate`` of the 1M-track database into PostgreSQL, against ``backup`` of it (SQLite's own
+  copy), and the same search answers from both stores afterwards; a search's time on each
+  (``--only migrate``; a PostgreSQL server of its own, fsync off).
 
 ``--quick`` divides the large sizes by 10 (a minute, not ten).
 """
@@ -34,6 +37,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench_http import lua, wrk
 from common import GUILD, SOURCE, TARGET, USER, VOICE, Uvicorn
 
@@ -400,6 +404,59 @@ def big_import(folder: Path, tracks: int) -> None:
         )
 
 
+def migrate_cost(folder: Path, tracks: int) -> None:
+    from services import PostgresServer
+
+    db = str(folder / "big.db")
+    base(db, tracks)
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "backup", str(folder / "copy.db"), "--db", db], check=True
+    )
+    backup = time.perf_counter() - began
+    postgres = PostgresServer()
+    try:
+        url = postgres.create_database()
+        began = time.perf_counter()
+        command = [sys.executable, "-m", "xenon_elixir", "migrate", "--db", db, "--to", url]
+        subprocess.run(command, check=True, capture_output=True)
+        migrate = time.perf_counter() - began
+        queries = ["night drive", "love", "summer rain song 12345", "artist 7", "ocean gold wild love"]
+
+        async def answers(store: str) -> tuple[list[str | None], float]:
+            async with xe.Host.open(xe.Config(db=store)) as host:
+                found, took = [], []
+                for query in queries:
+                    began = time.perf_counter()
+                    track = await host.resolve(query)
+                    took.append(time.perf_counter() - began)
+                    found.append(track.identifier if isinstance(track, xe.Track) else None)
+                return found, statistics.median(took)
+
+        on_sqlite, sqlite_time = asyncio.run(answers(db))
+        on_postgres, postgres_time = asyncio.run(answers(url))
+    finally:
+        postgres.close()
+    report(
+        f"migrate of {tracks:,} tracks into PostgreSQL / backup of the file",
+        f"{migrate:.1f} s / {backup:.1f} s ({migrate / backup:.1f}x)",
+        "—",
+        None,
+    )
+    report(
+        f"the same search answers on both stores ({len(queries)} queries)",
+        "yes" if on_sqlite == on_postgres else f"no: {on_sqlite} != {on_postgres}",
+        "yes",
+        on_sqlite == on_postgres,
+    )
+    report(
+        "a search's time, PostgreSQL / SQLite (median, not remembered)",
+        f"{postgres_time * 1000:.1f} ms / {sqlite_time * 1000:.1f} ms ({postgres_time / sqlite_time:.1f}x)",
+        "—",
+        None,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -416,6 +473,7 @@ def main() -> None:
         "players": lambda folder: players_startup(folder, 20_000 // scale),
         "publish": lambda folder: publish_cost(folder, 10_000),
         "import": lambda folder: big_import(folder, 1_000_000 // scale),
+        "migrate": lambda folder: migrate_cost(folder, 1_000_000 // scale),
     }
     began = time.monotonic()
     for name, part in parts.items():
