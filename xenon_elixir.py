@@ -1093,6 +1093,14 @@ class QueueEntry(msgspec.Struct, gc=False):
     entry_id: int
     track: Track
     requested_by: str
+    shown: ElixirTrack | None = None
+    """How a follower's frame shows it while it waits (made once: frames of one change after
+    another repeat 24 of their 25 waiting tracks)."""
+
+    def waiting(self) -> ElixirTrack:
+        if self.shown is None:
+            self.shown = elixir_track(self.track, self.requested_by)
+        return self.shown
 
 
 def clock_face(ms: float) -> str:
@@ -1242,7 +1250,7 @@ class Player:
         track = (
             None if entry is None else elixir_track(entry.track, entry.requested_by, self.position_at(now))
         )
-        waiting = [elixir_track(e.track, e.requested_by) for e in list(self.queue)[1 : shown + 1]]
+        waiting = [e.waiting() for e in itertools.islice(self.queue, 1, shown + 1)]
         return PlayerState(
             seq,
             self.guild_id,
@@ -3323,16 +3331,20 @@ class PostgresTransaction:
         self.held: asyncio.Lock | None = None
         self._database = database
 
-    async def number(self, counter: str) -> int:
-        """The next number of ``counter``. Its row stays locked until the commit, so numbers
-        commit in order across processes; in this process the ``after`` calls follow that
-        order too (a lock held from here until ``after`` has run)."""
+    async def number(self, counter: str, statement: str | None = None, *args: Any) -> int:
+        """The next number of ``counter`` (or the last of several: ``statement`` moves the row
+        itself, and returns its value). Its row stays locked until the commit, so numbers commit
+        in order across processes; in this process the ``after`` calls follow that order too (a
+        lock held from here until ``after`` has run)."""
         lock = self._database.ordering(counter)
         await lock.acquire()
         self.held = lock
-        return await self.conn.fetchval(
-            "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value", counter
-        )
+        if statement is None:
+            statement, args = (
+                "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
+                (counter,),
+            )
+        return await self.conn.fetchval(statement, *args)
 
 
 class PostgresDatabase:
@@ -3386,6 +3398,7 @@ class PostgresDatabase:
             self._pool = await self._asyncpg.create_pool(
                 self.url,
                 min_size=0,  # connections on demand: none to restore (and log) while the server is away
+                reset=_pg_release,
                 max_size=self.pool_size,
                 timeout=self.write_wait,
                 command_timeout=max(self.write_wait, 5.0),
@@ -3461,10 +3474,12 @@ class PostgresDatabase:
         *,
         forgets: Sequence[tuple[Any, ...]] = (),
         after: Callable[[T], None] | None = None,
+        also_forgets: Callable[[], Sequence[tuple[Any, ...]]] | None = None,
     ) -> T:
         """Run ``run(transaction)`` in one transaction and return its result once committed; as
         :meth:`SqliteDatabase.write`. A refusal (``DomainError``, ``ValueError``, a unique
-        violation: a conflict) rolls the whole transaction back."""
+        violation: a conflict) rolls the whole transaction back. ``also_forgets()`` names more
+        tags once ``run`` has run (what it found it changed)."""
         assert self._pool is not None, "database is not open"
         for attempt in range(self.attempts):
             began = time.perf_counter()
@@ -3476,10 +3491,11 @@ class PostgresDatabase:
                         value = await run(tx)
                 if self._on_commit is not None:
                     self._on_commit(time.perf_counter() - began)
-                if forgets:  # before anyone hears of the commit
-                    self.forget(forgets)
+                stale = [*forgets, *(also_forgets() if also_forgets is not None else ())]
+                if stale:  # before anyone hears of the commit
+                    self.forget(stale)
                     if self._share is not None:
-                        self._share(forgets)
+                        self._share(stale)
                 if after is not None:
                     after(value)
                 return value
@@ -3562,6 +3578,14 @@ class PostgresDatabase:
 
     async def backup_to(self, path: str) -> None:
         raise StoreError("a PostgreSQL database is backed up with pg_dump, not by xenon-elixir backup")
+
+
+async def _pg_release(conn: Any) -> None:
+    """What a connection needs on its way back to the pool: only a transaction that a
+    cancellation left open is rolled back. The store sets no session state, so asyncpg's own
+    reset (a round trip each time, a tenth of a play) has nothing to undo."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def masked_url(url: str) -> str:
@@ -3865,33 +3889,27 @@ async def pg_load_front(conn: Any, player: Player, count: int | None) -> None:
     player.more = max(player.more - len(rows), 0)
 
 
-class Turns:
-    """One at a time per key, in the order they came (``asyncio.Lock`` is first come, first
-    served); a key's lock is kept only while someone holds or waits for it."""
+@dataclasses.dataclass(slots=True)
+class _PlayerChange:
+    change: Callable[[Player | None], Player | None]
+    now: float
+    after: Callable[[Player | None, int], None] | None
+    front: int
+    done: asyncio.Future[Player | None]
 
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    @contextlib.asynccontextmanager
-    async def turn(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+def _player_copy(player: Player | None) -> Player | None:
+    """A player to go on changing, apart from the one given as an answer."""
+    return player and dataclasses.replace(player, queue=deque(player.queue), appended=list(player.appended))
 
 
 class PostgresPlayers:
-    """Players on PostgreSQL: as :class:`SqlitePlayers`. A change holds its guild's advisory lock
-    for its transaction, so changes of one guild run one at a time across every machine, and
-    takes its number last, from the ``player_seq`` row. In one process, changes of a guild take
-    their turns in the order they came, as SQLite's writer queue gives them."""
+    """Players on PostgreSQL: as :class:`SqlitePlayers`. A guild's changes that arrive while one
+    commits are applied together in the next transaction, each on the player as the one before
+    left it (group commit, per guild): the transaction holds the guild's advisory lock, so one
+    guild's changes run one at a time across every machine, and takes the changes' numbers
+    last, from the ``player_seq`` row, with the player's own row in the same statement. A
+    refused change leaves the others be (a savepoint, only where it had written already)."""
 
     upsert = """
         INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
@@ -3899,6 +3917,10 @@ class PostgresPlayers:
         ON CONFLICT (guild_id) DO UPDATE SET channel_id = excluded.channel_id, volume = excluded.volume,
             paused = excluded.paused, position = excluded.position, anchor = excluded.anchor,
             ends_at = excluded.ends_at, size = excluded.size"""
+    upsert_numbered = f"""
+        WITH stored AS ({upsert})
+        UPDATE counters SET value = value + $9 WHERE name = 'player_seq' RETURNING value"""
+    numbered = "UPDATE counters SET value = value + $1 WHERE name = 'player_seq' RETURNING value"
     queue_drop_front = """
         DELETE FROM queue WHERE entry_id IN (
             SELECT entry_id FROM queue WHERE guild_id = $1 ORDER BY entry_id LIMIT $2)"""
@@ -3910,7 +3932,8 @@ class PostgresPlayers:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
-        self._turns = Turns()
+        self._waiting: dict[str, list[_PlayerChange]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
         if whole:
@@ -3933,38 +3956,131 @@ class PostgresPlayers:
         after: Callable[[Player | None, int], None] | None = None,
         front: int = 2,
     ) -> Player | None:
-        async def run(tx: PostgresTransaction) -> tuple[Player | None, int]:
-            conn = tx.conn
-            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
-            player = await pg_read_player(conn, guild_id, front)
-            if player is not None:
-                while True:
-                    player.settle(now)
-                    if player.queue or not player.more:
-                        break
-                    await pg_load_front(conn, player, PLAYER_FRONT)
-                if len(player.queue) < front and player.more:
-                    await pg_load_front(conn, player, front - len(player.queue))
-            changed = change(player)
-            if changed is not None and len(changed.queue) < front and changed.more:
-                await pg_load_front(conn, changed, front - len(changed.queue))
-            await self._write(conn, guild_id, changed)
-            return changed, await tx.number("player_seq")
+        """As :meth:`SqlitePlayers.change`; the guild's changes are applied in the order they came."""
+        done: asyncio.Future[Player | None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(guild_id)
+        if waiting is None:
+            waiting = self._waiting[guild_id] = []
+            task = asyncio.create_task(self._apply(guild_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        waiting.append(_PlayerChange(change, now, after, front, done))
+        return await done
 
-        def committed(numbered: tuple[Player | None, int]) -> None:
-            if after is not None:
-                after(*numbered)
+    async def _apply(self, guild_id: str) -> None:
+        """Commit the guild's waiting changes, a batch at a time, until none waits."""
+        tags = [("player", guild_id)]
+        try:
+            while batch := self._waiting.get(guild_id):
+                self._waiting[guild_id] = []  # what comes meanwhile is the next batch
 
-        tags = [("player", guild_id), ("connected", guild_id)]
-        async with self._turns.turn(guild_id):
-            player, _ = await self.db.write(run, forgets=tags, after=committed)
-        return player
+                def committed(
+                    outcomes: list[tuple[bool, Any, int]], batch: list[_PlayerChange] = batch
+                ) -> None:
+                    for change, (ok, player, seq) in zip(batch, outcomes, strict=True):
+                        if ok and change.after is not None:
+                            change.after(player, seq)
 
-    async def _write(self, conn: Any, guild_id: str, player: Player | None) -> None:
-        if player is None:
+                flipped: list[bool] = []  # a change connected or disconnected the guild
+                try:
+                    outcomes = await self.db.write(
+                        lambda tx, batch=batch, flipped=flipped: self._run(tx, guild_id, batch, flipped),
+                        forgets=tags,
+                        after=committed,
+                        also_forgets=lambda: [("connected", guild_id)] if flipped else [],
+                    )
+                except BaseException as exc:  # the batch failed together
+                    for change in batch:
+                        if not change.done.done():
+                            change.done.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
+                    if not change.done.done():
+                        if ok:
+                            change.done.set_result(answer)
+                        else:
+                            change.done.set_exception(answer)
+        finally:
+            if not self._waiting.get(guild_id):
+                self._waiting.pop(guild_id, None)
+
+    async def _run(
+        self, tx: PostgresTransaction, guild_id: str, batch: list[_PlayerChange], flipped: list[bool]
+    ) -> list[tuple[bool, Any, int]]:
+        conn = tx.conn
+        flipped.clear()  # (a batch tried again after a deadlock starts over)
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
+        current = await pg_read_player(conn, guild_id, max(c.front for c in batch))
+        outcomes: list[tuple[bool, Any]] = []
+        for item in batch:
+            before = _player_copy(current)
+            wrote: list[bool] = []  # a savepoint was taken: this change wrote before it could be refused
+            try:
+                changed = await self._one(conn, guild_id, current, item, wrote)
+            except (DomainError, ValueError) as refusal:
+                if wrote:
+                    await conn.execute("ROLLBACK TO SAVEPOINT change")
+                outcomes.append((False, refusal))
+                current = before
+                continue
+            outcomes.append((True, changed))
+            if (changed is None) != (current is None):
+                flipped.append(True)
+            current = _player_copy(changed)  # the answer must not move with the next change
+        done = sum(ok for ok, _ in outcomes)
+        if not done:
+            return [(ok, value, 0) for ok, value in outcomes]
+        if current is None:
+            last = await tx.number("player_seq", self.numbered, done)
+        else:
+            await self._flush(conn, guild_id, current)
+            row = (current.channel_id, current.volume, current.paused, current.position, current.anchor)
+            last = await tx.number(
+                "player_seq", self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
+            )
+        seqs = iter(range(last - done + 1, last + 1))
+        numbered: list[tuple[bool, Any, int]] = []
+        for ok, value in outcomes:
+            if ok and value is not None:
+                value.dropped, value.appended = 0, []
+            numbered.append((ok, value, next(seqs) if ok else 0))
+        return numbered
+
+    async def _one(
+        self, conn: Any, guild_id: str, player: Player | None, item: _PlayerChange, wrote: list[bool]
+    ) -> Player | None:
+        """One change on the player as the one before left it (its drops and appends not yet
+        written, but when more of the queue must be read)."""
+
+        async def more(target: Player, count: int) -> None:
+            if target.dropped or target.appended:
+                if not wrote:
+                    await conn.execute("SAVEPOINT change")
+                    wrote.append(True)
+                await self._flush(conn, guild_id, target)
+            await pg_load_front(conn, target, count)
+
+        if player is not None:
+            while True:  # settle deeper than the front that was read, if it all ended
+                player.settle(item.now)
+                if player.queue or not player.more:
+                    break
+                await more(player, PLAYER_FRONT)
+            if len(player.queue) < item.front and player.more:
+                await more(player, item.front - len(player.queue))
+        changed = item.change(player)
+        if changed is not None and len(changed.queue) < item.front and changed.more:
+            await more(changed, item.front - len(changed.queue))  # skipped into what was not read
+        if changed is None and player is not None:  # stopped: its queue goes now
+            await self._flush(conn, guild_id, player)  # (what earlier changes appended gets its ids)
             await conn.execute("DELETE FROM queue WHERE guild_id = $1", guild_id)
             await conn.execute("DELETE FROM players WHERE guild_id = $1", guild_id)
-            return
+        return changed
+
+    async def _flush(self, conn: Any, guild_id: str, player: Player) -> None:
+        """Write the entries a change took from the front and those it appended."""
         if player.dropped:
             await conn.execute(self.queue_drop_front, guild_id, player.dropped)
         if player.appended:
@@ -3972,17 +4088,6 @@ class PostgresPlayers:
             ids = await conn.fetch(self.queue_append, guild_id, *map(list, zip(*rows, strict=True)))
             for entry, (entry_id,) in zip(player.appended, sorted(ids), strict=True):
                 entry.entry_id = entry_id
-        await conn.execute(
-            self.upsert,
-            guild_id,
-            player.channel_id,
-            player.volume,
-            player.paused,
-            player.position,
-            player.anchor,
-            player.ends_at,
-            player.size,
-        )
         player.dropped, player.appended = 0, []
 
     async def seq(self) -> int:
