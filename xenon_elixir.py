@@ -3349,7 +3349,8 @@ class PostgresTransaction:
 
 class PostgresDatabase:
     """A PostgreSQL database through an asyncpg pool: each write one transaction on a connection
-    of its own (no group commit: the server runs them side by side), reads on any connection.
+    of its own (the server runs them side by side; only a guild's player changes are grouped,
+    see :class:`PostgresPlayers`), reads on any connection.
 
     Answers are remembered only when a broker tells every process of every commit's forgotten
     tags (Redis: :meth:`shared`); without one, another machine's commit could not be noticed,
