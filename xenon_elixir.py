@@ -3769,7 +3769,7 @@ class PostgresCatalog:
             chunk = unique[start : start + _IMPORT_CHUNK]
             await self.db.write(lambda tx, chunk=chunk: self._write_tracks(tx, chunk), forgets=[("catalog",)])
             if progress is not None:
-                progress(min(start + _IMPORT_CHUNK, len(tracks)), len(tracks))
+                progress(min(start + _IMPORT_CHUNK, len(unique)), len(unique))
             if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(unique):
                 await asyncio.sleep(self.db.pause_between_chunks)
         if playlists:
