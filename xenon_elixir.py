@@ -6722,7 +6722,7 @@ def _template_bots_route(attach: bool) -> Any:
         bot = await xenon_caller(request, "templates")
         raw = await request.body()
         body = decode_body(raw, AttachBody) if raw.strip() else AttachBody()
-        await services(request).partners.set_template_bot(template_id, bot, body.user, attached=attach)
+        await services(request).partners.set_template_bot(template_id, bot, body.user, attached=attach)  # type: ignore[arg-type]
         return Empty()
 
     route = post if attach else delete
@@ -7104,7 +7104,7 @@ async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Emp
 @_admin(post, "/loaders/{target_id:str}/ids", 404, body=IdsIn)
 async def admin_loader_ids(request: Request, target_id: SnowflakePath) -> Count:
     ids = decode_body(await request.body(), IdsIn)
-    return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))
+    return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))  # type: ignore[arg-type]
 
 
 @_admin(post, "/loaders/{target_id:str}/done", 404, body=DoneIn, operation_class=OptionalBodyOperation)
@@ -7453,10 +7453,10 @@ class _XenonDoor:
         self, source_id: str | int, target_id: str | int, ids: dict[str | int, str | int]
     ) -> None:
         """Merge old->new ids into a mapper at once, outside any load (seeding, a migration)."""
-        checked = IdsIn(ids).ids
+        checked = IdsIn(ids).ids  # type: ignore[arg-type]
         await self._xe.stores.mappers.merge_ids(
             snowflake(source_id, "source"), snowflake(target_id, "target"), checked
-        )
+        )  # type: ignore[arg-type]
 
     @_door
     async def start_loader(
@@ -7490,7 +7490,7 @@ class _XenonDoor:
     @_door
     async def loader_ids(self, target_id: str | int, ids: dict[str | int, str | int]) -> int:
         """Stage old->new ids with the running loader; its successful done merges them."""
-        return await self._xe.loaders.ids(snowflake(target_id, "target_id"), IdsIn(ids).ids)
+        return await self._xe.loaders.ids(snowflake(target_id, "target_id"), IdsIn(ids).ids)  # type: ignore[arg-type]
 
     @_door
     async def loader_done(self, target_id: str | int, ok: bool = True) -> LoaderEvent:
