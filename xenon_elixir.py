@@ -2664,18 +2664,29 @@ _ID_CHARACTERS = {
 }
 
 
+def _ids_to_try(given: str | None, length: int) -> Iterator[str]:
+    """The id to insert a row under: the given one, or generated ones (``length`` characters, a
+    new one after each collision, 8 at most)."""
+    if given:
+        yield given
+        return
+    for _ in range(8):
+        yield "".join(secrets.choice(_ID_CHARACTERS[length]) for _ in range(length))
+
+
+def _taken(what: str, given: str | None) -> Conflict:
+    return Conflict("exists", f"{what} {given} already exists")
+
+
 def _insert_with_id(
     db: sqlite3.Connection, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str
 ) -> str:
-    """Insert a row under the given id, or under a generated one (``length`` characters, a new
-    one after a collision); a given id that is taken is a conflict."""
-    for _ in range(8):
-        chosen = given or "".join(secrets.choice(_ID_CHARACTERS[length]) for _ in range(length))
+    """Insert a row under the given id, or under a generated one (see :func:`_ids_to_try`); a
+    given id that is taken is a conflict."""
+    for chosen in _ids_to_try(given, length):
         if db.execute(sql, (chosen, *rest)).rowcount:
             return chosen
-        if given:
-            break
-    raise Conflict("exists", f"{what} {given} already exists")
+    raise _taken(what, given)
 
 
 class SqlitePartners:
@@ -3599,9 +3610,6 @@ def _pg_track_row(track: Track) -> tuple[Any, ...]:
     return (*row[:7], bool(row[7]), row[8])
 
 
-_PG_TRACK_SELECT = ", ".join("t." + column for column in _TRACK_COLUMNS.split(", "))
-
-
 class PostgresKeys:
     """Elixir keys on PostgreSQL: as :class:`SqliteKeys`."""
 
@@ -3738,7 +3746,7 @@ class PostgresCatalog:
                      LEFT JOIN search_words AS s ON s.word = u.word ORDER BY u.i)"""
     track_by_id = f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE track_id = $1"
     playlist_tracks_of = f"""
-        SELECT {_PG_TRACK_SELECT} FROM playlists AS p
+        SELECT {_TRACK_SELECT} FROM playlists AS p
         JOIN playlist_tracks AS pt ON pt.playlist_id = p.playlist_id
         JOIN tracks AS t ON t.track_id = pt.track_id
         WHERE p.source = $1 AND p.identifier = $2 ORDER BY pt.position"""
@@ -3782,10 +3790,10 @@ class PostgresCatalog:
         return len(tracks), len(playlists)
 
     async def _write_tracks(self, tx: PostgresTransaction, chunk: list[Track]) -> None:
-        keys = sorted((t.source, t.identifier) for t in chunk)  # one lock order for every import
-        before = await tx.conn.fetch(self.words_of, [k[0] for k in keys], [k[1] for k in keys])
+        chunk = sorted(chunk, key=lambda t: (t.source, t.identifier))  # one lock order for every import
+        before = await tx.conn.fetch(self.words_of, [t.source for t in chunk], [t.identifier for t in chunk])
         rows, counts, added, tokens = [], Counter[str](), len(chunk) - len(before), 0
-        for track in sorted(chunk, key=lambda t: (t.source, t.identifier)):
+        for track in chunk:
             title, author = search_tokens(track.title), search_tokens(track.author)
             rows.append((*_pg_track_row(track), title, author))
             counts.update(set(title + author))
@@ -3860,7 +3868,7 @@ class PostgresCatalog:
 
 _PG_PLAYER = f"""
     SELECT p.channel_id, p.volume, p.paused, p.position, p.anchor, p.size,
-           q.entry_id, {_PG_TRACK_SELECT.replace("t.", "q.")}, q.requested_by
+           q.entry_id, {_TRACK_SELECT.replace("t.", "q.")}, q.requested_by
     FROM players AS p LEFT JOIN LATERAL (
         SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id LIMIT $2
     ) AS q ON true
@@ -4109,13 +4117,10 @@ async def _pg_insert_with_id(
     tx: PostgresTransaction, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str
 ) -> str:
     """As :func:`_insert_with_id`."""
-    for _ in range(8):
-        chosen = given or "".join(secrets.choice(_ID_CHARACTERS[length]) for _ in range(length))
+    for chosen in _ids_to_try(given, length):
         if await tx.conn.execute(sql, chosen, *rest) != "INSERT 0 0":
             return chosen
-        if given:
-            break
-    raise Conflict("exists", f"{what} {given} already exists")
+    raise _taken(what, given)
 
 
 class PostgresPartners:
@@ -4418,7 +4423,6 @@ class PostgresListings:
     async def page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
         listing = LISTINGS[kind]
         rows = await self.db.all(numbered_params(listing.sql), *listing.cursor(after or ""), limit + 1)
-        rows = rows[: limit + 1]
         if kind == "guilds":
             channels: dict[str, list[str]] = {row[0]: [] for row in rows[:limit]}
             for guild_id, channel_id in await self.db.all(
@@ -4475,10 +4479,6 @@ async def open_postgres(config: Config) -> Stores:
     return Stores.built(database, config, *areas, PostgresMappers, PostgresLoads, PostgresListings)
 
 
-def _pg_bool(value: Any) -> bool:
-    return bool(value)
-
-
 def _pg_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -4510,11 +4510,12 @@ _MOVED = (
     _moved("guilds", "guild_id, name", order="guild_id"),
     _moved("voice_channels", "guild_id, channel_id", order="rowid", rowid_as_ord=True),
     _moved("playlists", "playlist_id, source, identifier, name", order="playlist_id"),
+    _moved("playlist_tracks", "playlist_id, position, track_id", order="playlist_id, position"),
     _moved(
         "players",
         "guild_id, channel_id, volume, paused, position, anchor, ends_at, size",
         order="guild_id",
-        paused=_pg_bool,
+        paused=bool,
         position=_pg_float,
         anchor=_pg_float,
         ends_at=_pg_float,
@@ -4523,7 +4524,7 @@ _MOVED = (
         "queue",
         f"entry_id, guild_id, {_TRACK_COLUMNS}, requested_by",
         order="entry_id",
-        is_stream=_pg_bool,
+        is_stream=bool,
     ),
     _moved("bots", "bot_id, name, token_hash, created_at", order="bot_id", created_at=_pg_float),
     _moved(
@@ -4547,8 +4548,8 @@ _MOVED = (
     ),
     _moved("events", "seq, frame, created_at", order="seq", created_at=_pg_float),
 )
-"""Every table but tracks (their words are cut on the way), playlist_tracks (after tracks) and
-the counters, in an order that keeps every reference valid."""
+"""Every table but tracks (copied first: their words are cut on the way) and the counters, in
+an order that keeps every reference valid."""
 
 _IDENTITIES = (
     ("voice_channels", "ord"),
@@ -4615,7 +4616,7 @@ async def migrate_to_postgres(
                         batch = []
                         if progress is not None:
                             progress(table, done, total)
-                if batch or total == 0:
+                if batch:
                     await conn.copy_records_to_table(table, records=batch, columns=list(columns))
                     done += len(batch)
                     if progress is not None:
@@ -4649,12 +4650,6 @@ async def migrate_to_postgres(
             await copy("search_words", ("word", "tracks"), sorted(words.items()), len(words))
             for moved in _MOVED:
                 await copy(moved.table, moved.columns, rows_of(moved), count(moved.table))
-            playlist_tracks = _moved(
-                "playlist_tracks", "playlist_id, position, track_id", order="playlist_id, position"
-            )
-            await copy(
-                "playlist_tracks", playlist_tracks.columns, rows_of(playlist_tracks), count("playlist_tracks")
-            )
             counters = dict(source.execute("SELECT name, value FROM counters").fetchall())
             counters.update(tracks=copied["tracks"], tokens=tokens)
             for name in ("event_seq", "pruned_seq", "player_seq", "tracks", "tokens"):
