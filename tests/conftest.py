@@ -18,6 +18,7 @@ from server import Server, cli
 from services import (  # noqa: F401
     PostgresServer,
     make_postgres,
+    new_database,
     postgres_db,
     postgres_server,
     redis_fresh,
@@ -107,11 +108,13 @@ BOTH_BACKENDS = {
 }
 """The API suites, run on each store: a test of these modules that takes ``db_path`` runs once on
 an SQLite file and once on a PostgreSQL database (unless marked ``sqlite_only``: a test of the
-file itself)."""
+file itself, or of HTTP and WebSocket handling that no store touches)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sqlite_only: a test of the SQLite file itself (one backend)")
+    config.addinivalue_line(
+        "markers", "sqlite_only: on SQLite only (the file itself, or what no store touches)"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -151,13 +154,7 @@ def db_path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
         yield str(tmp_path / "xe.db")
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    template = request.getfixturevalue("postgres_template")
-    if not server.running:
-        server.start()
-    name = f"t_{uuid.uuid4().hex}"
-    yield server.create_database(name, template=template)
-    if server.running:
-        server.drop_database(name)
+    yield from new_database(server, template=request.getfixturevalue("postgres_template"))
 
 
 @pytest.fixture
