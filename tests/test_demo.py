@@ -214,3 +214,10 @@ def test_serve_demo_keeps_its_own_database_file(tmp_path: Path) -> None:
         process.wait(15)
     assert (tmp_path / "xenon_elixir_demo.db").exists()
     assert not (tmp_path / "xenon_elixir.db").exists()
+
+
+def test_the_demos_file_is_beside_the_configured_one_and_never_the_deployed_database() -> None:
+    assert xe.demo_db("/srv/bot.db") == "/srv/xenon_elixir_demo.db"
+    assert (
+        xe.demo_db("postgresql://xe@db.internal/xenon") == "xenon_elixir_demo.db"
+    )  # a file here, not the URL
