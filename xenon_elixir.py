@@ -1889,6 +1889,23 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
 
 
 _COMMITS = "SELECT value FROM counters WHERE name = 'commits'"
+
+CREDENTIAL_TAGS: tuple[tuple[str], ...] = (("bots",), ("keys",))
+"""The tags of remembered answers about credentials (bot tokens, Elixir keys). A write that
+forgets one also moves the ``credentials`` counter in its transaction, and every use of such an
+answer first looks at that counter: a revoke is refused from the next request on, in every
+process, on either store, with or without Redis (SPEC §0 "Revocation is immediate")."""
+_CREDENTIALS = "SELECT value FROM counters WHERE name = 'credentials'"
+_CREDENTIALS_MOVED = (
+    "INSERT INTO counters (name, value) VALUES ('credentials', 1) "
+    "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
+)
+
+
+def moves_credentials(forgets: Sequence[tuple[Any, ...]]) -> bool:
+    return any(tag in CREDENTIAL_TAGS for tag in forgets)
+
+
 _COUNT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'commits' RETURNING value"
 
 
@@ -1947,6 +1964,45 @@ class Answers:
     def clear(self) -> None:
         self._answers.clear()
         self._tags.clear()
+
+
+class FreshLook(Generic[T]):
+    """A value read by a look that began after the caller asked, never an older one: callers
+    who ask while a look is under way share the next look, so many waiting requests cost one
+    query (the credentials counter on PostgreSQL, looked at before each use of a remembered
+    credential)."""
+
+    def __init__(self, look: Callable[[], Awaitable[T]]) -> None:
+        self._look = look
+        self._running: asyncio.Future[T] | None = None
+        self._next: asyncio.Future[T] | None = None
+
+    async def __call__(self) -> T:
+        if self._running is None:
+            self._start(None)
+            assert self._running is not None
+            return await asyncio.shield(self._running)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._next)
+
+    def _start(self, waiting: asyncio.Future[T] | None) -> None:
+        running = self._running = asyncio.ensure_future(self._look())
+        running.add_done_callback(lambda done: self._finished(done, waiting))
+
+    def _finished(self, done: asyncio.Future[T], waiting: asyncio.Future[T] | None) -> None:
+        failure = None if done.cancelled() else done.exception()  # retrieved: no "never retrieved" log
+        if waiting is not None and not waiting.done():
+            if done.cancelled():
+                waiting.cancel()
+            elif failure is not None:
+                waiting.set_exception(failure)
+                waiting.exception()  # its waiters may all have gone
+            else:
+                waiting.set_result(done.result())
+        self._running, waiting, self._next = None, self._next, None
+        if waiting is not None:
+            self._start(waiting)
 
 
 @dataclasses.dataclass(slots=True)
@@ -2207,6 +2263,7 @@ class SqliteDatabase:
         self._monotonic = monotonic
         self._reader: sqlite3.Connection | None = None
         self._checked = -math.inf
+        self._credentials = 0  # the ``credentials`` counter when credential answers were last checked
 
     async def open(self) -> SqliteDatabase:
         try:
@@ -2251,6 +2308,14 @@ class SqliteDatabase:
         write that cannot get the file (locked past ``write_wait``, removed, failing) is
         :class:`Unavailable`.
         """
+        if moves_credentials(forgets):
+            changes = run
+
+            def run(db: sqlite3.Connection) -> T:
+                value = changes(db)
+                db.execute(_CREDENTIALS_MOVED)
+                return value
+
         return await self._writer.write(run, forgets, after)
 
     # Reads -------------------------------------------------------------------------
@@ -2306,11 +2371,18 @@ class SqliteDatabase:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers.
 
         This process forgets a tag when it commits a write that names it. Another process's
-        commit (the CLI revoking a token) moves the ``commits`` counter, looked at when a
-        millisecond has passed since the last look: all answers are then forgotten, within a
-        millisecond, and a hit costs no query. ``read`` runs on the loop with no await, so no
-        commit can slip in between it and remembering its answer unseen.
+        commit moves the ``commits`` counter, looked at when a millisecond has passed since the
+        last look: all answers are then forgotten, within a millisecond, and a hit costs no
+        query. A credential (:data:`CREDENTIAL_TAGS`) is never a millisecond late: the
+        ``credentials`` counter is looked at on every use. ``read`` runs on the loop with no
+        await, so no commit can slip in between it and remembering its answer unseen.
         """
+        if tag in CREDENTIAL_TAGS:
+            credentials = self.credentials_now()
+            if credentials != self._credentials:
+                self._credentials = credentials
+                for stale in CREDENTIAL_TAGS:
+                    self.answers.forget(stale)
         now = self._monotonic()
         if now - self._checked >= self.foreign_commits_seen_within:
             self._checked = now
@@ -2325,6 +2397,14 @@ class SqliteDatabase:
             if keep(answer):
                 self.answers.put(tag, key, answer)
         return answer
+
+    def credentials_now(self) -> int:
+        """The ``credentials`` counter: it moves with every commit that changes a credential."""
+        row = self.one(_CREDENTIALS)
+        return 0 if row is None else row[0]
+
+    async def credentials(self) -> int:
+        return self.credentials_now()
 
     # The file -------------------------------------------------------------------
 
@@ -3387,6 +3467,9 @@ class PostgresDatabase:
         self._share: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
         self._sharing: Callable[[], bool] = lambda: False
         self._forgotten = 0  # forgets so far: an answer read across one is not remembered
+        self._credentials = 0  # the ``credentials`` counter when credential answers were last checked
+        self.credentials = FreshLook(self._credentials_look)
+        """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
         errors = self._asyncpg.exceptions
         self._faults: tuple[type[BaseException], ...] = (
             OSError,
@@ -3493,6 +3576,14 @@ class PostgresDatabase:
         violation: a conflict) rolls the whole transaction back. ``also_forgets()`` names more
         tags once ``run`` has run (what it found it changed)."""
         assert self._pool is not None, "database is not open"
+        if moves_credentials(forgets):
+            changes = run
+
+            async def run(tx: PostgresTransaction) -> T:
+                value = await changes(tx)
+                await tx.conn.execute(_CREDENTIALS_MOVED)
+                return value
+
         for attempt in range(self.attempts):
             began = time.perf_counter()
             tx: PostgresTransaction | None = None
@@ -3561,7 +3652,24 @@ class PostgresDatabase:
         keep: Callable[[T], bool] = bool,
     ) -> T:
         """``read()``'s answer, remembered under ``tag`` while every commit's tags reach this
-        process (a broker is up); an answer read while a forget arrived is not remembered."""
+        process (a broker is up); an answer read while a forget arrived is not remembered.
+
+        A credential (:data:`CREDENTIAL_TAGS`) is remembered with or without a broker, and each
+        use first looks at the ``credentials`` counter (a look shared by the requests waiting for
+        it): a revoke committed anywhere is refused here from the next request on, even while
+        Redis is slow or away, where a forget through the stream could come too late."""
+        if tag in CREDENTIAL_TAGS:
+            credentials = await self.credentials()
+            if credentials != self._credentials:
+                self._credentials = credentials
+                for stale in CREDENTIAL_TAGS:
+                    self.answers.forget(stale)
+            answer = self.answers.get(tag, key)
+            if answer is _MISSING:
+                answer = await read()
+                if keep(answer) and credentials == self._credentials:  # no newer look meanwhile
+                    self.answers.put(tag, key, answer)
+            return answer
         if not self._sharing():
             self.answers.clear()
             return await read()
@@ -3572,6 +3680,9 @@ class PostgresDatabase:
             if keep(answer) and forgotten == self._forgotten and self._sharing():
                 self.answers.put(tag, key, answer)
         return answer
+
+    async def _credentials_look(self) -> int:
+        return await self.value(_CREDENTIALS) or 0
 
     async def others_serving(self) -> list[str]:
         """The ``application_name`` of every other server process's connections to this database."""
@@ -4762,11 +4873,13 @@ LOADER_TOPIC = "loaders"
 
 
 class SubscriptionClosed(Exception):
-    """The subscription ended: unsubscribed, or ``overflowed`` past its backlog."""
+    """The subscription ended: unsubscribed, ``overflowed`` past its backlog, or ``revoked`` (the
+    credential that opened it was revoked)."""
 
-    def __init__(self, overflowed: bool) -> None:
-        super().__init__("overflowed" if overflowed else "closed")
-        self.overflowed = overflowed
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.overflowed = state == "overflowed"
+        self.revoked = state == "revoked"
 
 
 class Subscription:
@@ -4779,20 +4892,21 @@ class Subscription:
         "_unsubscribe",
         "_wakeup",
         "backlog",
-        "on_overflow",
+        "on_dropped",
         "topic",
     )
 
     def __init__(self, unsubscribe: Callable[[Subscription], None], topic: str, backlog: int) -> None:
         self.topic = topic
         self.backlog = backlog
-        self.on_overflow: Callable[[], object] | None = None
-        """Called when the subscriber is dropped for falling behind (to cancel a blocked send)."""
+        self.on_dropped: Callable[[], object] | None = None
+        """Called when the subscriber is dropped, for falling behind or for a revoked credential
+        (to cancel a blocked send)."""
         self._unsubscribe = unsubscribe
         self._frames: deque[tuple[int, str, bool]] = deque()
         self._reliable = 0
         self._wakeup = asyncio.Event()
-        self._state = "open"  # "open" -> "closed" | "overflowed"
+        self._state = "open"  # "open" -> "closed" | "overflowed" | "revoked"
 
     def _push(self, seq: int, frame: str, reliable: bool) -> bool:
         """Queue a frame; False when this pushes the subscriber past its backlog."""
@@ -4803,11 +4917,21 @@ class Subscription:
         return self._reliable <= self.backlog and len(self._frames) <= 2 * self.backlog
 
     def _overflow(self) -> None:
-        self._state = "overflowed"
+        self._drop("overflowed")
+
+    def revoke(self) -> None:
+        """End it for a revoked credential: what is queued is not sent (the follower closes 4001)."""
+        self._drop("revoked")
+        self._unsubscribe(self)
+
+    def _drop(self, state: str) -> None:
+        if self._state != "open":
+            return
+        self._state = state
         self._frames.clear()
         self._wakeup.set()
-        if self.on_overflow is not None:
-            self.on_overflow()
+        if self.on_dropped is not None:
+            self.on_dropped()
 
     async def next_batch(self) -> list[tuple[int, str]]:
         """Wait for frames and take all that are queued, oldest first."""
@@ -4815,7 +4939,7 @@ class Subscription:
             self._wakeup.clear()
             await self._wakeup.wait()
         if self._state != "open":
-            raise SubscriptionClosed(self._state == "overflowed")
+            raise SubscriptionClosed(self._state)
         batch = [(seq, frame) for seq, frame, _ in self._frames]
         self._frames.clear()
         self._reliable = 0
@@ -4831,11 +4955,16 @@ class Subscription:
         """Dropped for falling more than ``backlog`` start/done events behind."""
         return self._state == "overflowed"
 
+    @property
+    def revoked(self) -> bool:
+        """Dropped because the credential that opened it was revoked."""
+        return self._state == "revoked"
+
     def close(self) -> None:
         if self._state == "open":
             self._state = "closed"
             self._wakeup.set()
-        self.on_overflow = None
+        self.on_dropped = None
         self._unsubscribe(self)
 
     def __aiter__(self) -> AsyncIterator[tuple[int, str]]:
@@ -4869,14 +4998,33 @@ class Stream:
     never gave out (another database, a restore), is answered with a ``reset`` first.
     """
 
-    def __init__(self, subscription: Subscription, since: int | None, replay: Replay) -> None:
+    def __init__(
+        self,
+        subscription: Subscription,
+        since: int | None,
+        replay: Replay,
+        admit: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self.subscription = subscription
         self.since = since
         self._replay = replay
+        self.admit = admit
+        """Whether the credential that opened the stream still holds: asked before each live batch
+        and each replay chunk after the first, so no event reaches a revoked stream."""
 
     @property
     def overflowed(self) -> bool:
         return self.subscription.overflowed
+
+    @property
+    def revoked(self) -> bool:
+        return self.subscription.revoked
+
+    async def _admitted(self) -> bool:
+        if self.admit is None or await self.admit():
+            return True
+        self.subscription.revoke()
+        return False
 
     def close(self) -> None:
         self.subscription.close()
@@ -4902,13 +5050,79 @@ class Stream:
                     if len(logged) < REPLAY_CHUNK:
                         break
                     await asyncio.sleep(0)
+                    if not await self._admitted():
+                        return
                     _, _, logged = await self._replay(last, REPLAY_CHUNK)
-            async for seq, frame in self.subscription:
-                if seq > last:  # live events the replay already sent are skipped
-                    yield frame
-                    last = seq
+            while True:
+                try:
+                    batch = await self.subscription.next_batch()
+                except SubscriptionClosed:
+                    return
+                if not await self._admitted():
+                    return
+                for seq, frame in batch:
+                    if seq > last:  # live events the replay already sent are skipped
+                        yield frame
+                        last = seq
         finally:
             self.subscription.close()
+
+
+class Revocations:
+    """The open streams a credential authorised, each ended (closed 4001) once its credential is
+    revoked, in this process whichever process committed the revoke: while any is open, the
+    ``credentials`` counter is looked at every :attr:`every` seconds, and when it has moved each
+    stream asks its credential again. (Before each live batch a stream asks too, so no event
+    published after a revoke reaches it: see :attr:`Stream.admit`.)"""
+
+    every = 0.1
+
+    def __init__(self, credentials: Callable[[], Awaitable[int]]) -> None:
+        self._credentials = credentials
+        self._open: dict[Stream, None] = {}
+        self._seen: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, stream: Stream) -> None:
+        if stream.admit is None:
+            return
+        self._open[stream] = None
+        self._seen = None  # asked again at the next look, with the others: it may predate a revoke
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def unwatch(self, stream: Stream) -> None:
+        self._open.pop(stream, None)
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while self._open:
+                await asyncio.sleep(self.every)
+                try:
+                    seen = await self._credentials()
+                    if seen != self._seen:
+                        self._seen = seen
+                        streams = list(self._open)  # asked together: they share one look
+                        for stream, admitted in zip(
+                            streams, await asyncio.gather(*(s._admitted() for s in streams)), strict=True
+                        ):
+                            if not admitted:
+                                self._open.pop(stream, None)
+                    failures = 0
+                except DomainError as exc:  # the database is away: each stream asks before it sends
+                    self._seen = None
+                    failures += 1
+                    log.warning("revocations not checked: %s", exc)
+                    await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        self._open.clear()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class InOrder:
@@ -5047,9 +5261,16 @@ class Hub:
         arrives late (for a logged topic that other processes publish to, through the broker)."""
         self._ordered[topic] = InOrder(functools.partial(self._fan_out, topic), replay, last)
 
-    def stream(self, topic: str, since: int | None, replay: Replay, backlog: int | None = None) -> Stream:
+    def stream(
+        self,
+        topic: str,
+        since: int | None,
+        replay: Replay,
+        backlog: int | None = None,
+        admit: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Stream:
         """Follow ``topic`` from ``since`` (see :class:`Stream`); subscribed from this call on."""
-        return Stream(self.subscribe(topic, backlog), since, replay)
+        return Stream(self.subscribe(topic, backlog), since, replay, admit)
 
 
 # ---------------------------------------------------------------------------
@@ -6270,6 +6491,8 @@ class Services:
     """The Redis client every process coordinates through (``XE_REDIS_URL``), or ``None``."""
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     shared_metrics: RedisMetrics | None = None
+    revocations: Revocations | None = None
+    """The open streams a credential authorised, closed when it is revoked."""
 
 
 # ---------------------------------------------------------------------------
@@ -6514,16 +6737,23 @@ async def _pump(stream: Stream, send: Send) -> None:
             if sent % _FRAMES_BETWEEN_YIELDS == 0:
                 await asyncio.sleep(0)
     except asyncio.CancelledError:
-        if not stream.overflowed:
+        if not (stream.overflowed or stream.revoked):
             raise
     except OSError:  # the client vanished mid-send
         return
+    except DomainError as fault:  # the store cannot say whether the credential holds: come back later
+        await _close(send, 1013, ApiError.of(fault, "xenon").message)
+        return
     if stream.overflowed:
         # 1013 (try again later) tells the client to reconnect.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                send({"type": "websocket.close", "code": 1013, "reason": "backlog overflow"}), 5.0
-            )
+        await _close(send, 1013, "backlog overflow")
+    elif stream.revoked:  # as a refused handshake: retrying with this credential cannot help
+        await _close(send, 4001, "Invalid token")
+
+
+async def _close(send: Send, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": reason}), 5.0)
 
 
 async def _drain(receive: Receive) -> None:
@@ -6531,14 +6761,19 @@ async def _drain(receive: Receive) -> None:
         pass
 
 
-async def follow(stream: Stream, send: Send, receive: Receive) -> None:
+async def follow(
+    stream: Stream, send: Send, receive: Receive, revocations: Revocations | None = None
+) -> None:
     """Accept a WebSocket and send it the stream's frames until the client leaves, or falls so
     far behind that it is closed with 1013 (loss is never silent: it reconnects, with ``?since=``
-    where the stream has a log). Client messages are ignored."""
+    where the stream has a log), or the credential that opened it is revoked (4001). Client
+    messages are ignored."""
     try:
         await send({"type": "websocket.accept"})
         pump = asyncio.create_task(_pump(stream, send))
-        stream.subscription.on_overflow = pump.cancel
+        stream.subscription.on_dropped = pump.cancel
+        if revocations is not None:
+            revocations.watch(stream)
         listen = asyncio.create_task(_drain(receive))
         await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
         for task in (pump, listen):
@@ -6549,6 +6784,8 @@ async def follow(stream: Stream, send: Send, receive: Receive) -> None:
         # the subscription: closed (and unhooked), a departed connection is freed at once, not at
         # the next full collection (a round of 1,000 departures held ~70 MB until then).
         stream.close()
+        if revocations is not None:
+            revocations.unwatch(stream)
 
 
 # ---------------------------------------------------------------------------
@@ -6577,8 +6814,8 @@ async def limited(xe: Services, group: str, key: str, error: type[ApiError] = Xe
         raise rate_limited(wait, error)
 
 
-async def xenon_bot(xe: Services, scope: Scope) -> Bot:
-    """The bot whose token is in ``Authorization`` (raw, or with a ``Bot `` prefix)."""
+async def xenon_bot(xe: Services, scope: Scope) -> tuple[Bot, str]:
+    """The bot whose token is in ``Authorization`` (raw, or with a ``Bot `` prefix), and the token."""
     authorization = header(scope, b"authorization")
     if not authorization:
         raise await refused(xe, scope, XenonError(401, "Unauthorized"))
@@ -6587,14 +6824,14 @@ async def xenon_bot(xe: Services, scope: Scope) -> Bot:
     bot = await xe.stores.partners.bot_by_token(token)
     if bot is None:
         raise await refused(xe, scope, XenonError(401, "Invalid token"))
-    return bot
+    return bot, token
 
 
 async def xenon_caller(request: Request, group: str) -> Bot:
     """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
     comes first, so an invalid token never spends a real bot's budget."""
     xe = services(request)
-    bot = await xenon_bot(xe, request.scope)
+    bot, _ = await xenon_bot(xe, request.scope)
     await limited(xe, group, bot.id)
     return bot
 
@@ -6763,7 +7000,7 @@ async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
         return
     xe: Services = scope["app"].state.xe
     try:
-        bot = await xenon_bot(xe, scope)
+        bot, token = await xenon_bot(xe, scope)
         await limited(xe, "loaders_ws", bot.id)
         since = _since(scope)
     except DomainError as fault:  # the database or the limiter cannot answer
@@ -6772,7 +7009,12 @@ async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
     except ApiError as refusal:
         await refuse_handshake(scope, send, refusal, xe.config.clock())
         return
-    await follow(xe.hub.stream(LOADER_TOPIC, since, xe.stores.loads.events_since), send, receive)
+
+    async def admit() -> bool:  # the token still holds: a revoke closes the stream (4001)
+        return await xe.stores.partners.bot_by_token(token) is not None
+
+    stream = xe.hub.stream(LOADER_TOPIC, since, xe.stores.loads.events_since, admit=admit)
+    await follow(stream, send, receive, xe.revocations)
 
 
 XENON_ROUTES = [
@@ -7212,6 +7454,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         music.mirror = lavalink
         sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
         shared_metrics = None if redis is None else RedisMetrics(config, redis, metrics)
+        revocations = Revocations(stores.database.credentials)
         pusher = None if shared_metrics is None else asyncio.create_task(shared_metrics.every(1.0))
         try:
             await music.track_ends.run()  # the tracks that ended while no server ran
@@ -7228,8 +7471,10 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 redis,
                 metrics,
                 shared_metrics,
+                revocations,
             )
         finally:
+            await revocations.close()
             if pusher is not None:
                 pusher.cancel()
             if lavalink is not None:

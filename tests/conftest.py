@@ -101,6 +101,7 @@ BOTH_BACKENDS = {
     "test_player",
     "test_player_ws",
     "test_resolver",
+    "test_revocation",
     "test_scale",
     "test_server",
     "test_server_ws",
