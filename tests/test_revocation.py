@@ -7,6 +7,7 @@ tries to break the rule the way the outside tester did (use at once after the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -187,3 +188,40 @@ def test_a_revoked_bots_open_stream_is_closed_in_its_own_process_too(db_path: st
         server.stop()
     assert received == [] and (code, reason) == (4001, "Invalid token")
     assert kept_event == "start"
+
+
+def test_a_revoke_by_the_cli_beside_a_server_is_refused_at_once_and_closes_its_streams(
+    db_path: str, tmp_path: Path
+) -> None:
+    """The CLI is another process on the same database (no Redis): the server learns of its
+    revokes from the store itself."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    key = cli(db_path, "genkey", GUILD, USER)
+    token = cli(db_path, "add-bot", BOT, "bot")
+    server = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as a:
+            body, auth = {"user": USER, "channel": VOICE}, {"Authorization": f"Bearer {key}"}
+            assert a.post(f"{API}/{GUILD}/join", json=body, headers=auth).status_code == 200
+            assert a.get(MAPPERS, headers={"Authorization": token}).status_code == 404
+            cli(db_path, "revoke-key", GUILD, USER)
+            assert a.post(f"{API}/{GUILD}/join", json=body, headers=auth).status_code == 401
+
+            def revoke() -> httpx.Response:
+                cli(db_path, "revoke-bot", BOT)
+                return a.get(MAPPERS, headers={"Authorization": token})
+
+            async def scenario() -> tuple[list[dict[str, Any]], int | None, str | None]:
+                headers = {"Authorization": token}
+                async with connect(f"{server.ws_url}/api/loaders/ws", additional_headers=headers) as ws:
+                    await asyncio.sleep(0.3)
+                    assert (await asyncio.to_thread(revoke)).status_code == 401
+                    received = []
+                    with contextlib.suppress(ConnectionClosed):
+                        while True:
+                            received.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+                    return received, ws.close_code, ws.close_reason
+
+            assert asyncio.run(scenario()) == ([], 4001, "Invalid token")
+    finally:
+        server.stop()
