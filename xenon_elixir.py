@@ -5103,12 +5103,7 @@ class Revocations:
                     seen = await self._credentials()
                     if seen != self._seen:
                         self._seen = seen
-                        streams = list(self._open)  # asked together: they share one look
-                        for stream, admitted in zip(
-                            streams, await asyncio.gather(*(s._admitted() for s in streams)), strict=True
-                        ):
-                            if not admitted:
-                                self._open.pop(stream, None)
+                        await self._ask_all()
                     failures = 0
                 except DomainError as exc:  # the database is away: each stream asks before it sends
                     self._seen = None
@@ -5117,6 +5112,16 @@ class Revocations:
                     await asyncio.sleep(min(0.1 * 2**failures, 2.0))
         finally:
             self._task = None
+
+    async def _ask_all(self) -> None:
+        """Each stream asks its credential again, all together (they share one look). A method of
+        its own, so that no list of them outlives the asking in the loop's frame."""
+        streams = list(self._open)
+        for stream, admitted in zip(
+            streams, await asyncio.gather(*(s._admitted() for s in streams)), strict=True
+        ):
+            if not admitted:
+                self._open.pop(stream, None)
 
     async def close(self) -> None:
         self._open.clear()
