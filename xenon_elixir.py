@@ -23,6 +23,7 @@ import contextvars
 import copy
 import dataclasses
 import email.utils
+import errno
 import fcntl
 import functools
 import hashlib
@@ -33,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import sqlite3
 import sys
 import time
@@ -8824,6 +8826,28 @@ async def _preflight(config: Config) -> None:
         await redis.aclose()
 
 
+def _port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` the way uvicorn will (address reuse on, every address the host names)
+    and let it go: a port in use is one line naming it, before any database file is created.
+    Anything else (an unknown host, a privileged port) is left for uvicorn to say."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # an unknown host: uvicorn says so
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CliError(
+                        f"port {port} is in use on {host} (another server?): choose another with --port"
+                    ) from None
+
+
 class _Server:
     """uvicorn's server, except that a second Ctrl-C (which stops waiting for open connections)
     still closes the database, in milliseconds, instead of leaving the app's shutdown unrun."""
@@ -8850,6 +8874,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     if args.demo and args.db is None:  # its own file, beside the usual one, unless told otherwise
         overrides["db"] = demo_db(Config.from_env().db)
     app = create_app(**overrides)
+    _port_free(args.host, args.port)
     # A database that cannot be used is one line, not a traceback from the lifespan.
     asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
     config = uvicorn.Config(

@@ -251,6 +251,25 @@ def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
     assert len(lines) == 1 and variable in lines[0], done.stderr
 
 
+def test_a_port_in_use_is_one_line_naming_it_before_any_file_is_created(tmp_path: Path) -> None:
+    db = tmp_path / "xe.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "xenon_elixir", "serve", "--db", str(db), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"xenon-elixir: port {port} is in use on 127.0.0.1 (another server?): choose another with --port"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no database, no lock file
+
+
 @pytest.mark.parametrize("how", ["serve", "uvicorn"])
 def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
     db_path: str, tmp_path: Path, how: str
