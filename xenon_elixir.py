@@ -145,6 +145,7 @@ _ENV_NAMES = {
     "max_queue": "XE_MAX_QUEUE",
     "rate_limits": "XE_RATE_LIMITS",
     "access_log": "XE_ACCESS_LOG",
+    "request_metrics": "XE_REQUEST_METRICS",
     "lavalink_url": "XE_LAVALINK_URL",
     "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
@@ -153,6 +154,22 @@ _ENV_NAMES = {
 
 def _setting_name(field: str) -> str:
     return _ENV_NAMES.get(field, field)
+
+
+_ON_OFF = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
+_ON_OFF_SETTINGS = ("access_log", "request_metrics", "demo")
+"""The on/off settings: a bool as a keyword, one of :data:`_ON_OFF` in the environment."""
+
+
+def _on_off(name: str, raw: str | None, default: bool) -> bool:
+    """An on/off setting from the environment: exactly ``1/0/true/false/yes/no/on/off`` (any case);
+    unset or empty is the default. Anything else (``flase``) stops the start instead of being on."""
+    if not raw or not raw.strip():
+        return default
+    value = _ON_OFF.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(f"{name} must be one of 1/0/true/false/yes/no/on/off, not {raw[:40]!r}")
+    return value
 
 
 RATE_LIMITS: dict[str, tuple[int, float]] = {
@@ -297,8 +314,8 @@ class Config:
             cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
             max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
             rate_limits=env.get("XE_RATE_LIMITS", ""),
-            access_log=env.get("XE_ACCESS_LOG", "1").lower() not in ("0", "false", "no", "off"),
-            request_metrics=env.get("XE_REQUEST_METRICS", "1").lower() not in ("0", "false", "no", "off"),
+            access_log=_on_off("XE_ACCESS_LOG", env.get("XE_ACCESS_LOG"), cls.access_log),
+            request_metrics=_on_off("XE_REQUEST_METRICS", env.get("XE_REQUEST_METRICS"), cls.request_metrics),
             redis_url=env.get("XE_REDIS_URL", "").strip(),
             redis_prefix=env.get("XE_REDIS_PREFIX") or cls.redis_prefix,
             lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
@@ -319,6 +336,9 @@ class Config:
                 )
             if not low <= value <= high:  # nan fails both comparisons
                 raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
+        for field in _ON_OFF_SETTINGS:
+            if not isinstance(value := getattr(self, field), bool):
+                raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
         for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
             if not getattr(self, field).startswith("/"):
                 raise ConfigError(f"{field} must start with /")

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -181,6 +182,48 @@ def test_the_access_log_can_be_turned_off(make_client: Any, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="xenon_elixir.access"):
         client.get("/health")
     assert not [r for r in caplog.records if r.name == "xenon_elixir.access"]
+
+
+@pytest.mark.parametrize("variable", ["XE_ACCESS_LOG", "XE_REQUEST_METRICS"])
+def test_an_on_off_setting_takes_the_eight_words_in_any_case(variable: str) -> None:
+    field = variable.removeprefix("XE_").lower()
+    for word, on in [("1", True), ("true", True), ("Yes", True), ("ON", True), ("0", False)]:
+        assert getattr(xe.Config.from_env({variable: word}), field) is on
+    for word in ["false", "No", " off "]:
+        assert getattr(xe.Config.from_env({variable: word}), field) is False
+    assert getattr(xe.Config.from_env({variable: ""}), field) is True  # empty is unset: the default
+    assert getattr(xe.Config.from_env({}), field) is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("XE_ACCESS_LOG", "flase"),
+        ("XE_REQUEST_METRICS", "nope"),
+        ("XE_ACCESS_LOG", "2"),
+        ("XE_ACCESS_LOG", "y"),
+    ],
+)
+def test_any_other_on_off_value_stops_the_start_naming_the_setting(variable: str, value: str) -> None:
+    with pytest.raises(xe.ConfigError) as refused:
+        xe.Config.from_env({variable: value})
+    assert str(refused.value) == f"{variable} must be one of 1/0/true/false/yes/no/on/off, not {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "named"),
+    [
+        ("access_log", "flase", "XE_ACCESS_LOG"),
+        ("access_log", "off", "XE_ACCESS_LOG"),
+        ("request_metrics", 0, "XE_REQUEST_METRICS"),
+        ("demo", "yes", "demo"),
+    ],
+)
+def test_an_on_off_keyword_takes_a_bool(tmp_path: Path, keyword: str, value: object, named: str) -> None:
+    with pytest.raises(xe.ConfigError) as refused:
+        xe.create_app(db=str(tmp_path / "xe.db"), **{keyword: value})
+    assert str(refused.value) == f"{named} must be True or False, not {value!r}"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("mount", ["litestar", "asgi"])

@@ -232,6 +232,8 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
         ("XE_STATUS_INTERVAL", "inf"),
         ("XE_CACHE_SECONDS", "-1"),
         ("XE_MAX_QUEUE", "0"),
+        ("XE_ACCESS_LOG", "flase"),
+        ("XE_REQUEST_METRICS", "nope"),
     ],
 )
 @pytest.mark.parametrize("how", ["serve", "uvicorn"])
