@@ -172,6 +172,24 @@ def _on_off(name: str, raw: str | None, default: bool) -> bool:
     return value
 
 
+def _file_or_postgres(db: str) -> None:
+    """Refuse a database setting that is neither a file path nor a PostgreSQL URL, with what to
+    write instead: SQLAlchemy's ``sqlite:///x.db`` is the file ``x.db``; ``:memory:`` is no file."""
+    if db in ("", ":memory:"):
+        raise ConfigError(
+            f"{db or 'an empty name'} cannot be the database (--db or XE_DB): it must be a file "
+            "(for a throwaway one, a temporary file)"
+        )
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", db)
+    if scheme is None or scheme[1].lower() in ("postgresql", "postgres"):
+        return
+    if scheme[1].lower() == "sqlite" and (path := db[len("sqlite:///") :]):
+        raise ConfigError(
+            f"the database (--db or XE_DB) is a file path or a postgresql:// URL: for {db} write {path}"
+        )
+    raise ConfigError(f"the database (--db or XE_DB) is a file path or a postgresql:// URL, not {db[:60]!r}")
+
+
 RATE_LIMITS: dict[str, tuple[int, float]] = {
     "mappers": (30, 10.0),
     "templates": (30, 10.0),
@@ -339,6 +357,7 @@ class Config:
         for field in _ON_OFF_SETTINGS:
             if not isinstance(value := getattr(self, field), bool):
                 raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
+        _file_or_postgres(self.db)
         for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
             if not getattr(self, field).startswith("/"):
                 raise ConfigError(f"{field} must start with /")
@@ -8778,6 +8797,7 @@ def _cmd_schema(args: argparse.Namespace) -> None:
 
 async def _cmd_migrate(args: argparse.Namespace) -> None:
     path = args.db or Config.from_env().db
+    _file_or_postgres(path)
     if is_postgres(path):
         raise CliError("migrate copies an SQLite file into PostgreSQL: --db (or XE_DB) names the file")
     if not is_postgres(args.to):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -134,6 +135,48 @@ def test_an_unusable_database_is_one_clear_line(capsys: pytest.CaptureFixture[st
     not_a_db.write_text("this is not a database " * 100)
     code, _, err = run(capsys, "genkey", GUILD, USER, "--db", str(not_a_db))
     assert code == 1 and "cannot use database" in fail_line(err)
+
+
+@pytest.mark.parametrize(
+    ("db", "line"),
+    [
+        (
+            "sqlite:///x.db",
+            "the database (--db or XE_DB) is a file path or a postgresql:// URL: for sqlite:///x.db write x.db",
+        ),
+        (
+            ":memory:",
+            ":memory: cannot be the database (--db or XE_DB): it must be a file (for a throwaway one, a "
+            "temporary file)",
+        ),
+        (
+            "mysql://h/x",
+            "the database (--db or XE_DB) is a file path or a postgresql:// URL, not 'mysql://h/x'",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "1"],  # refused before the port is tried
+        ["genkey", GUILD, USER],
+        ["migrate", "--to", "postgresql://xe@127.0.0.1:1/x"],
+    ],
+)
+def test_a_database_that_is_neither_a_file_nor_postgresql_is_one_clear_line(
+    tmp_path: Path, argv: list[str], db: str, line: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", *argv, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(xe.__file__).parent)},
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (1, f"xenon-elixir: {line}\n", "")
+    assert list(tmp_path.iterdir()) == []  # no "sqlite:" folder, no file
 
 
 def test_schema_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
