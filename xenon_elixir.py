@@ -1310,11 +1310,17 @@ def stopped_state(guild_id: str, seq: int = 0) -> PlayerState:
 
 
 def volume_of(value: Any) -> int:
-    """A volume: a JSON integer or a digit string, 0-100."""
-    # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
-    if type(value) is str and value.isascii() and value.isdigit() and len(value.lstrip("0")) <= 3:
-        value = int(value.lstrip("0") or "0")
-    if type(value) is not int or not 0 <= value <= 100:
+    """A volume: a JSON integer or a digit string, 0-100. A whole number outside that range gets
+    the seed's message; anything else (``45.0``, ``"4 5"``, ``true``) is told it is not one."""
+    if type(value) is str and re.fullmatch(r"-?[0-9]+", value):
+        # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
+        digits = value.lstrip("-").lstrip("0") or "0"
+        if value.startswith("-") or len(digits) > 3:
+            raise Invalid("volume", "Volume must be between 0 and 100.")
+        value = int(digits)
+    if type(value) is not int:
+        raise Invalid("volume", "Volume must be a whole number between 0 and 100.")
+    if not 0 <= value <= 100:
         raise Invalid("volume", "Volume must be between 0 and 100.")
     return value
 
