@@ -8959,7 +8959,11 @@ _EXAMPLES = {
     ],
     "remove-guild": ["xenon-elixir remove-guild 766045633697021973"],
     "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
-    "schema": ["xenon-elixir schema > schema.sql", "xenon-elixir schema --postgres > schema.postgres.sql"],
+    # Not "> schema.sql": in a checkout that is the tracked copy of the schema.
+    "schema": [
+        "xenon-elixir schema > xe-schema.sql",
+        "xenon-elixir schema --postgres > xe-schema.postgres.sql",
+    ],
     "migrate": [
         "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon",
         "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon --replace",
@@ -9010,6 +9014,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", help="SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)")
+    sqlite_db = argparse.ArgumentParser(add_help=False)  # for what only an SQLite file can do
+    sqlite_db.add_argument("--db", help="the SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -9017,7 +9023,7 @@ def _parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
-            parents=[] if name == "schema" else [db],
+            parents=[] if name == "schema" else [sqlite_db if name in ("backup", "migrate") else db],
             help=summary,
             description=more.pop("description", summary),
             epilog="examples:\n  " + "\n  ".join(_EXAMPLES[name]) + more.pop("epilog_more", ""),

@@ -257,6 +257,32 @@ def test_every_command_has_help_with_examples_that_parse(
         assert parsed.command == command
 
 
+@pytest.mark.parametrize(
+    ("command", "db"),
+    [
+        ("backup", "the SQLite file (default: $XE_DB, else ./xenon_elixir.db)"),
+        ("migrate", "the SQLite file (default: $XE_DB, else ./xenon_elixir.db)"),
+        ("genkey", "SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)"),
+        ("serve", "SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)"),
+    ],
+)
+def test_help_says_what_db_takes(capsys: pytest.CaptureFixture[str], command: str, db: str) -> None:
+    """backup and migrate work on an SQLite file only: their help does not offer a PostgreSQL URL."""
+    with pytest.raises(SystemExit):
+        xe.main([command, "--help"])
+    assert f"--db DB {db}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_schema_examples_write_no_file_of_the_checkout(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        xe.main(["schema", "--help"])
+    shown = capsys.readouterr().out
+    targets = [example.split(" > ")[1] for example in xe._EXAMPLES["schema"]]
+    assert targets and all(f"> {target}" in shown for target in targets)
+    root = Path(xe.__file__).parent
+    assert not [target for target in targets if (root / target).exists()]  # schema.sql is tracked
+
+
 def test_a_locked_database_is_one_clear_line(capsys: pytest.CaptureFixture[str], db_path: str) -> None:
     assert run(capsys, "genkey", GUILD, USER, "--db", db_path)[0] == 0
     holder = sqlite3.connect(db_path, isolation_level=None)
