@@ -7043,9 +7043,10 @@ async def capped_body(request: Request, limit: int) -> bytes:
 async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> int:
     """Tracks streamed as JSON lines, written a chunk of :data:`_IMPORT_CHUNK` at a time as they
     arrive: an import of any size, in memory of one chunk. A bad line stops it there (a 400
-    naming the line; the chunks before it are written: upserts, so send it again once fixed)."""
+    naming the line; the chunks before it are written: upserts, so send it again once fixed).
+    A body without a track (empty: ``curl --data-binary @missing-file`` sends one) is a 400."""
     decode = msgspec.json.Decoder(Track).decode
-    pending, batch, imported, number = b"", [], 0, 0
+    pending, batch, imported, number, tracks = b"", [], 0, 0, 0
 
     async def write() -> None:
         nonlocal batch, imported
@@ -7061,6 +7062,7 @@ async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> i
             number += 1
             if not line.strip():
                 continue
+            tracks += 1
             try:
                 batch.append(decode(line))
             except (msgspec.DecodeError, ValueError, RecursionError) as exc:
@@ -7070,6 +7072,8 @@ async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> i
                 ) from None
             if len(batch) >= _IMPORT_CHUNK:
                 await write()
+    if not tracks:
+        raise ApiError(400, NO_BODY)
     await write()
     return imported
 
