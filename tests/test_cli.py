@@ -179,6 +179,22 @@ def test_a_database_that_is_neither_a_file_nor_postgresql_is_one_clear_line(
     assert list(tmp_path.iterdir()) == []  # no "sqlite:" folder, no file
 
 
+def test_every_shell_variable_of_the_readme_is_set_before_a_copy_paste_uses_it() -> None:
+    """The As-is block sets what the later curl lines use ("A, TOKEN and KEY as set here"); any
+    other block sets its own."""
+    readme = (Path(xe.__file__).parent / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in readme.split("```sh\n")[1:]]
+
+    def assigned(block: str) -> set[str]:
+        return set(re.findall(r"(?:^|[\s;])([A-Za-z_]\w*)=", block, re.MULTILINE))
+
+    (as_is,) = [block for block in blocks if "xenon-elixir add-guild" in block and "serve &" in block]
+    assert {"A", "TOKEN", "KEY"} <= assigned(as_is)
+    for block in blocks:
+        used = set(re.findall(r"\$([A-Za-z_]\w*)", block))
+        assert used <= assigned(as_is) | assigned(block), block
+
+
 def test_schema_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "schema")
     assert (code, out) == (0, xe.SCHEMA)
