@@ -52,7 +52,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, WebSocket, asgi, delete, get, post, put, websocket
@@ -8151,9 +8151,19 @@ def masked_query(query: str) -> str:
     parts = query.split("&")
     for i, part in enumerate(parts):
         name, equals, _ = part.partition("=")
-        if equals and _SECRET_NAME.search(name):
+        if equals and _SECRET_NAME.search(_decoded(name) if "%" in name else name):
             parts[i] = name + "=***"
     return "&".join(parts)
+
+
+def _decoded(name: str) -> str:
+    """A query parameter's name as the app reads it (``k%65y`` is ``key``), and as a client that
+    encoded it twice meant it: decoded until it no longer changes (a few rounds at most)."""
+    for _ in range(4):
+        before, name = name, unquote_plus(name)
+        if name == before or "%" not in name:
+            break
+    return name
 
 
 def masked(target: str) -> str:

@@ -164,16 +164,18 @@ def test_one_access_log_line_per_request_and_no_secrets(
         client.post(
             f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"])
         )
-        client.get(f"/api/v1/{GUILD}/nowplaying?access_token=leaked-in-query&x=1")
+        client.get(
+            f"/api/v1/{GUILD}/nowplaying?access_token=leaked-in-query&x=1&K%65Y=leaked-2&Api_Key=leaked-3"
+        )
         client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
     lines = [r.getMessage() for r in caplog.records if r.name == "xenon_elixir.access"]
     assert len(lines) == 4
     assert '"GET /api/mappers?target=496683369665658880&source=410488579140354049 HTTP/1.1" 404' in lines[0]
     assert '"POST /api/v1/766045633697021973/join HTTP/1.1" 200' in lines[1]
-    assert "access_token=***&x=1" in lines[2]
+    assert "access_token=***&x=1&K%65Y=***&Api_Key=***" in lines[2]
     for line in lines:
         assert line.startswith("testclient - - [")
-        for secret in (token, world["key"], ADMIN_TOKEN, "leaked-in-query"):
+        for secret in (token, world["key"], ADMIN_TOKEN, "leaked-"):
             assert secret not in line
 
 

@@ -186,7 +186,11 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
     process = spawn(command, port, log, {"XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            http.get("/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret")
+            # however a secret's name is spelled: the app reads k%65y as key, and Token as token
+            http.get(
+                "/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret&k%65y=hunter6secret"
+                "&%74oken=hunter7secret&Token=hunter8secret&API_KEY=hunter9secret&pass%2577ord=hunter10secret"
+            )
             http.post(
                 f"{API}/{GUILD}/stop",
                 json={"user": USER},
