@@ -8770,6 +8770,12 @@ async def _cmd_import_tracks(args: argparse.Namespace) -> None:
     try:
         decoded = msgspec.json.decode(raw, type=list[Track] | Catalog)
     except msgspec.DecodeError as exc:
+        if b"}\n{" in raw:  # one track a line: what the admin API streams, not one document
+            raise CliError(
+                f"{args.file} holds one track a line: import-tracks reads one JSON document (a list of "
+                'tracks, or {"tracks": [...], "playlists": [...]}); send this file to POST /admin/tracks '
+                "with Content-Type: application/x-ndjson"
+            ) from None
         raise CliError(f"{args.file}: {exc}") from None
     catalog = decoded if isinstance(decoded, Catalog) else Catalog(tracks=decoded)
     tty = sys.stderr.isatty()

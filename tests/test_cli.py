@@ -114,6 +114,7 @@ def test_import_tracks_reads_a_catalog_or_a_list(
         (["import-tracks", "/nonexistent/file.json"], "cannot read"),
         (["import-tracks", "BAD"], "JSON"),
         (["import-tracks", "WRONG"], "Invalid length"),
+        (["import-tracks", "LINES"], "holds one track a line: import-tracks reads one JSON document"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -123,7 +124,12 @@ def test_bad_input_is_one_clear_line(
     wrong = dict(json.loads(CATALOG_FILE.read_text())["tracks"][0], length=-5)
     (tmp_path / "wrong.json").write_text(json.dumps([wrong]))
     argv = [
-        {"BAD": str(tmp_path / "bad.json"), "WRONG": str(tmp_path / "wrong.json")}.get(a, a) for a in argv
+        {
+            "BAD": str(tmp_path / "bad.json"),
+            "WRONG": str(tmp_path / "wrong.json"),
+            "LINES": str(CATALOG_FILE.with_name("catalog.ndjson")),
+        }.get(a, a)
+        for a in argv
     ]
     code, out, err = run(capsys, *argv, "--db", db_path)
     assert (code, out) == (1, "")
