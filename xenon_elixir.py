@@ -23,6 +23,7 @@ import contextvars
 import copy
 import dataclasses
 import email.utils
+import errno
 import fcntl
 import functools
 import hashlib
@@ -33,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import sqlite3
 import sys
 import time
@@ -50,7 +52,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, WebSocket, asgi, delete, get, post, put, websocket
@@ -143,6 +145,7 @@ _ENV_NAMES = {
     "max_queue": "XE_MAX_QUEUE",
     "rate_limits": "XE_RATE_LIMITS",
     "access_log": "XE_ACCESS_LOG",
+    "request_metrics": "XE_REQUEST_METRICS",
     "lavalink_url": "XE_LAVALINK_URL",
     "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
@@ -151,6 +154,40 @@ _ENV_NAMES = {
 
 def _setting_name(field: str) -> str:
     return _ENV_NAMES.get(field, field)
+
+
+_ON_OFF = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
+_ON_OFF_SETTINGS = ("access_log", "request_metrics", "demo")
+"""The on/off settings: a bool as a keyword, one of :data:`_ON_OFF` in the environment."""
+
+
+def _on_off(name: str, raw: str | None, default: bool) -> bool:
+    """An on/off setting from the environment: exactly ``1/0/true/false/yes/no/on/off`` (any case);
+    unset or empty is the default. Anything else (``flase``) stops the start instead of being on."""
+    if not raw or not raw.strip():
+        return default
+    value = _ON_OFF.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(f"{name} must be one of 1/0/true/false/yes/no/on/off, not {raw[:40]!r}")
+    return value
+
+
+def _file_or_postgres(db: str) -> None:
+    """Refuse a database setting that is neither a file path nor a PostgreSQL URL, with what to
+    write instead: SQLAlchemy's ``sqlite:///x.db`` is the file ``x.db``; ``:memory:`` is no file."""
+    if db in ("", ":memory:"):
+        raise ConfigError(
+            f"{db or 'an empty name'} cannot be the database (--db or XE_DB): it must be a file "
+            "(for a throwaway one, a temporary file)"
+        )
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", db)
+    if scheme is None or scheme[1].lower() in ("postgresql", "postgres"):
+        return
+    if scheme[1].lower() == "sqlite" and (path := db[len("sqlite:///") :]):
+        raise ConfigError(
+            f"the database (--db or XE_DB) is a file path or a postgresql:// URL: for {db} write {path}"
+        )
+    raise ConfigError(f"the database (--db or XE_DB) is a file path or a postgresql:// URL, not {db[:60]!r}")
 
 
 RATE_LIMITS: dict[str, tuple[int, float]] = {
@@ -295,8 +332,8 @@ class Config:
             cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
             max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
             rate_limits=env.get("XE_RATE_LIMITS", ""),
-            access_log=env.get("XE_ACCESS_LOG", "1").lower() not in ("0", "false", "no", "off"),
-            request_metrics=env.get("XE_REQUEST_METRICS", "1").lower() not in ("0", "false", "no", "off"),
+            access_log=_on_off("XE_ACCESS_LOG", env.get("XE_ACCESS_LOG"), cls.access_log),
+            request_metrics=_on_off("XE_REQUEST_METRICS", env.get("XE_REQUEST_METRICS"), cls.request_metrics),
             redis_url=env.get("XE_REDIS_URL", "").strip(),
             redis_prefix=env.get("XE_REDIS_PREFIX") or cls.redis_prefix,
             lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
@@ -317,6 +354,10 @@ class Config:
                 )
             if not low <= value <= high:  # nan fails both comparisons
                 raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
+        for field in _ON_OFF_SETTINGS:
+            if not isinstance(value := getattr(self, field), bool):
+                raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
+        _file_or_postgres(self.db)
         for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
             if not getattr(self, field).startswith("/"):
                 raise ConfigError(f"{field} must start with /")
@@ -1269,11 +1310,17 @@ def stopped_state(guild_id: str, seq: int = 0) -> PlayerState:
 
 
 def volume_of(value: Any) -> int:
-    """A volume: a JSON integer or a digit string, 0-100."""
-    # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
-    if type(value) is str and value.isascii() and value.isdigit() and len(value.lstrip("0")) <= 3:
-        value = int(value.lstrip("0") or "0")
-    if type(value) is not int or not 0 <= value <= 100:
+    """A volume: a JSON integer or a digit string, 0-100. A whole number outside that range gets
+    the seed's message; anything else (``45.0``, ``"4 5"``, ``true``) is told it is not one."""
+    if type(value) is str and re.fullmatch(r"-?[0-9]+", value):
+        # Leading zeros are fine ("045"); a long digit string is out of range before int() sees it.
+        digits = value.lstrip("-").lstrip("0") or "0"
+        if value.startswith("-") or len(digits) > 3:
+            raise Invalid("volume", "Volume must be between 0 and 100.")
+        value = int(digits)
+    if type(value) is not int:
+        raise Invalid("volume", "Volume must be a whole number between 0 and 100.")
+    if not 0 <= value <= 100:
         raise Invalid("volume", "Volume must be between 0 and 100.")
     return value
 
@@ -7243,9 +7290,10 @@ async def capped_body(request: Request, limit: int) -> bytes:
 async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> int:
     """Tracks streamed as JSON lines, written a chunk of :data:`_IMPORT_CHUNK` at a time as they
     arrive: an import of any size, in memory of one chunk. A bad line stops it there (a 400
-    naming the line; the chunks before it are written: upserts, so send it again once fixed)."""
+    naming the line; the chunks before it are written: upserts, so send it again once fixed).
+    A body without a track (empty: ``curl --data-binary @missing-file`` sends one) is a 400."""
     decode = msgspec.json.Decoder(Track).decode
-    pending, batch, imported, number = b"", [], 0, 0
+    pending, batch, imported, number, tracks = b"", [], 0, 0, 0
 
     async def write() -> None:
         nonlocal batch, imported
@@ -7261,6 +7309,7 @@ async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> i
             number += 1
             if not line.strip():
                 continue
+            tracks += 1
             try:
                 batch.append(decode(line))
             except (msgspec.DecodeError, ValueError, RecursionError) as exc:
@@ -7270,6 +7319,8 @@ async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> i
                 ) from None
             if len(batch) >= _IMPORT_CHUNK:
                 await write()
+    if not tracks:
+        raise ApiError(400, NO_BODY)
     await write()
     return imported
 
@@ -8350,9 +8401,19 @@ def masked_query(query: str) -> str:
     parts = query.split("&")
     for i, part in enumerate(parts):
         name, equals, _ = part.partition("=")
-        if equals and _SECRET_NAME.search(name):
+        if equals and _SECRET_NAME.search(_decoded(name) if "%" in name else name):
             parts[i] = name + "=***"
     return "&".join(parts)
+
+
+def _decoded(name: str) -> str:
+    """A query parameter's name as the app reads it (``k%65y`` is ``key``), and as a client that
+    encoded it twice meant it: decoded until it no longer changes (a few rounds at most)."""
+    for _ in range(4):
+        before, name = name, unquote_plus(name)
+        if name == before or "%" not in name:
+            break
+    return name
 
 
 def masked(target: str) -> str:
@@ -8959,6 +9020,12 @@ async def _cmd_import_tracks(args: argparse.Namespace) -> None:
     try:
         decoded = msgspec.json.decode(raw, type=list[Track] | Catalog)
     except msgspec.DecodeError as exc:
+        if b"}\n{" in raw:  # one track a line: what the admin API streams, not one document
+            raise CliError(
+                f"{args.file} holds one track a line: import-tracks reads one JSON document (a list of "
+                'tracks, or {"tracks": [...], "playlists": [...]}); send this file to POST /admin/tracks '
+                "with Content-Type: application/x-ndjson"
+            ) from None
         raise CliError(f"{args.file}: {exc}") from None
     catalog = decoded if isinstance(decoded, Catalog) else Catalog(tracks=decoded)
     tty = sys.stderr.isatty()
@@ -9006,6 +9073,7 @@ def _cmd_schema(args: argparse.Namespace) -> None:
 
 async def _cmd_migrate(args: argparse.Namespace) -> None:
     path = args.db or Config.from_env().db
+    _file_or_postgres(path)
     if is_postgres(path):
         raise CliError("migrate copies an SQLite file into PostgreSQL: --db (or XE_DB) names the file")
     if not is_postgres(args.to):
@@ -9074,6 +9142,28 @@ async def _preflight(config: Config) -> None:
         await redis.aclose()
 
 
+def _port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` the way uvicorn will (address reuse on, every address the host names)
+    and let it go: a port in use is one line naming it, before any database file is created.
+    Anything else (an unknown host, a privileged port) is left for uvicorn to say."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # an unknown host: uvicorn says so
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CliError(
+                        f"port {port} is in use on {host} (another server?): choose another with --port"
+                    ) from None
+
+
 class _Server:
     """uvicorn's server, except that a second Ctrl-C (which stops waiting for open connections)
     still closes the database, in milliseconds, instead of leaving the app's shutdown unrun."""
@@ -9100,6 +9190,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     if args.demo and args.db is None:  # its own file, beside the usual one, unless told otherwise
         overrides["db"] = demo_db(Config.from_env().db)
     app = create_app(**overrides)
+    _port_free(args.host, args.port)
     # A database that cannot be used is one line, not a traceback from the lifespan.
     asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
     config = uvicorn.Config(
@@ -9138,7 +9229,11 @@ _EXAMPLES = {
     ],
     "remove-guild": ["xenon-elixir remove-guild 766045633697021973"],
     "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
-    "schema": ["xenon-elixir schema > schema.sql", "xenon-elixir schema --postgres > schema.postgres.sql"],
+    # Not "> schema.sql": in a checkout that is the tracked copy of the schema.
+    "schema": [
+        "xenon-elixir schema > xe-schema.sql",
+        "xenon-elixir schema --postgres > xe-schema.postgres.sql",
+    ],
     "migrate": [
         "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon",
         "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon --replace",
@@ -9189,6 +9284,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", help="SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)")
+    sqlite_db = argparse.ArgumentParser(add_help=False)  # for what only an SQLite file can do
+    sqlite_db.add_argument("--db", help="the SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -9196,7 +9293,7 @@ def _parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
-            parents=[] if name == "schema" else [db],
+            parents=[] if name == "schema" else [sqlite_db if name in ("backup", "migrate") else db],
             help=summary,
             description=more.pop("description", summary),
             epilog="examples:\n  " + "\n  ".join(_EXAMPLES[name]) + more.pop("epilog_more", ""),

@@ -7,7 +7,19 @@ import re
 from typing import Any
 
 import pytest
-from conftest import ADMIN, ADMIN_TOKEN, CATALOG, GUILD, OTHER_USER, USER, VOICE, VOICE_2, admin_key, bearer
+from conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    CATALOG,
+    CATALOG_FILE,
+    GUILD,
+    OTHER_USER,
+    USER,
+    VOICE,
+    VOICE_2,
+    admin_key,
+    bearer,
+)
 from litestar.testing import TestClient
 
 API = "/api/v1"
@@ -510,6 +522,29 @@ def test_tracks_stream_in_as_json_lines_past_the_body_limit(make_client: Any) ->
         "/admin/tracks", content=lines[-1].encode(), headers={**ADMIN, "Content-Type": "application/x-ndjson"}
     )
     assert last.json() == {"count": 1}  # a last line without its newline counts
+
+
+def test_the_readme_ndjson_sample_is_the_test_catalog_one_track_a_line(client: TestClient) -> None:
+    sample = CATALOG_FILE.with_name("catalog.ndjson")
+    readme = (CATALOG_FILE.parent.parent / "README.md").read_text()
+    assert "-H 'Content-Type: application/x-ndjson' --data-binary @tests/catalog.ndjson" in readme
+    assert [json.loads(line) for line in sample.read_text().splitlines()] == CATALOG["tracks"]
+    answer = client.post(
+        "/admin/tracks",
+        content=sample.read_bytes(),
+        headers={**ADMIN, "Content-Type": "application/x-ndjson"},
+    )
+    assert answer.status_code == 200 and answer.json() == {"count": len(CATALOG["tracks"])}
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [("application/x-ndjson", b""), ("application/x-ndjson", b"\n \n"), ("application/json", b"")],
+)
+def test_an_import_without_a_track_is_400(client: TestClient, kind: str, body: bytes) -> None:
+    """``curl --data-binary @a-missing-file`` sends an empty body: that is no import of nothing."""
+    answer = client.post("/admin/tracks", content=body, headers={**ADMIN, "Content-Type": kind})
+    xenon_error(answer, 400, "No body provided.")
 
 
 def test_a_bad_json_line_stops_the_stream_there_and_says_which(make_client: Any) -> None:

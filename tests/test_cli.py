@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -113,6 +114,7 @@ def test_import_tracks_reads_a_catalog_or_a_list(
         (["import-tracks", "/nonexistent/file.json"], "cannot read"),
         (["import-tracks", "BAD"], "JSON"),
         (["import-tracks", "WRONG"], "Invalid length"),
+        (["import-tracks", "LINES"], "holds one track a line: import-tracks reads one JSON document"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -122,7 +124,12 @@ def test_bad_input_is_one_clear_line(
     wrong = dict(json.loads(CATALOG_FILE.read_text())["tracks"][0], length=-5)
     (tmp_path / "wrong.json").write_text(json.dumps([wrong]))
     argv = [
-        {"BAD": str(tmp_path / "bad.json"), "WRONG": str(tmp_path / "wrong.json")}.get(a, a) for a in argv
+        {
+            "BAD": str(tmp_path / "bad.json"),
+            "WRONG": str(tmp_path / "wrong.json"),
+            "LINES": str(CATALOG_FILE.with_name("catalog.ndjson")),
+        }.get(a, a)
+        for a in argv
     ]
     code, out, err = run(capsys, *argv, "--db", db_path)
     assert (code, out) == (1, "")
@@ -134,6 +141,64 @@ def test_an_unusable_database_is_one_clear_line(capsys: pytest.CaptureFixture[st
     not_a_db.write_text("this is not a database " * 100)
     code, _, err = run(capsys, "genkey", GUILD, USER, "--db", str(not_a_db))
     assert code == 1 and "cannot use database" in fail_line(err)
+
+
+@pytest.mark.parametrize(
+    ("db", "line"),
+    [
+        (
+            "sqlite:///x.db",
+            "the database (--db or XE_DB) is a file path or a postgresql:// URL: for sqlite:///x.db write x.db",
+        ),
+        (
+            ":memory:",
+            ":memory: cannot be the database (--db or XE_DB): it must be a file (for a throwaway one, a "
+            "temporary file)",
+        ),
+        (
+            "mysql://h/x",
+            "the database (--db or XE_DB) is a file path or a postgresql:// URL, not 'mysql://h/x'",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "1"],  # refused before the port is tried
+        ["genkey", GUILD, USER],
+        ["migrate", "--to", "postgresql://xe@127.0.0.1:1/x"],
+    ],
+)
+def test_a_database_that_is_neither_a_file_nor_postgresql_is_one_clear_line(
+    tmp_path: Path, argv: list[str], db: str, line: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", *argv, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(xe.__file__).parent)},
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (1, f"xenon-elixir: {line}\n", "")
+    assert list(tmp_path.iterdir()) == []  # no "sqlite:" folder, no file
+
+
+def test_every_shell_variable_of_the_readme_is_set_before_a_copy_paste_uses_it() -> None:
+    """The As-is block sets what the later curl lines use ("A, TOKEN and KEY as set here"); any
+    other block sets its own."""
+    readme = (Path(xe.__file__).parent / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in readme.split("```sh\n")[1:]]
+
+    def assigned(block: str) -> set[str]:
+        return set(re.findall(r"(?:^|[\s;])([A-Za-z_]\w*)=", block, re.MULTILINE))
+
+    (as_is,) = [block for block in blocks if "xenon-elixir add-guild" in block and "serve &" in block]
+    assert {"A", "TOKEN", "KEY"} <= assigned(as_is)
+    for block in blocks:
+        used = set(re.findall(r"\$([A-Za-z_]\w*)", block))
+        assert used <= assigned(as_is) | assigned(block), block
 
 
 def test_schema_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,6 +277,32 @@ def test_every_command_has_help_with_examples_that_parse(
         argv = words[words.index("xenon-elixir") + 1 :]
         parsed = xe._parser().parse_args(argv)  # exits on a bad example
         assert parsed.command == command
+
+
+@pytest.mark.parametrize(
+    ("command", "db"),
+    [
+        ("backup", "the SQLite file (default: $XE_DB, else ./xenon_elixir.db)"),
+        ("migrate", "the SQLite file (default: $XE_DB, else ./xenon_elixir.db)"),
+        ("genkey", "SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)"),
+        ("serve", "SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)"),
+    ],
+)
+def test_help_says_what_db_takes(capsys: pytest.CaptureFixture[str], command: str, db: str) -> None:
+    """backup and migrate work on an SQLite file only: their help does not offer a PostgreSQL URL."""
+    with pytest.raises(SystemExit):
+        xe.main([command, "--help"])
+    assert f"--db DB {db}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_schema_examples_write_no_file_of_the_checkout(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        xe.main(["schema", "--help"])
+    shown = capsys.readouterr().out
+    targets = [example.split(" > ")[1] for example in xe._EXAMPLES["schema"]]
+    assert targets and all(f"> {target}" in shown for target in targets)
+    root = Path(xe.__file__).parent
+    assert not [target for target in targets if (root / target).exists()]  # schema.sql is tracked
 
 
 def test_a_locked_database_is_one_clear_line(capsys: pytest.CaptureFixture[str], db_path: str) -> None:

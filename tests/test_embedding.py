@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -163,16 +164,18 @@ def test_one_access_log_line_per_request_and_no_secrets(
         client.post(
             f"/api/v1/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(world["key"])
         )
-        client.get(f"/api/v1/{GUILD}/nowplaying?access_token=leaked-in-query&x=1")
+        client.get(
+            f"/api/v1/{GUILD}/nowplaying?access_token=leaked-in-query&x=1&K%65Y=leaked-2&Api_Key=leaked-3"
+        )
         client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
     lines = [r.getMessage() for r in caplog.records if r.name == "xenon_elixir.access"]
     assert len(lines) == 4
     assert '"GET /api/mappers?target=496683369665658880&source=410488579140354049 HTTP/1.1" 404' in lines[0]
     assert '"POST /api/v1/766045633697021973/join HTTP/1.1" 200' in lines[1]
-    assert "access_token=***&x=1" in lines[2]
+    assert "access_token=***&x=1&K%65Y=***&Api_Key=***" in lines[2]
     for line in lines:
         assert line.startswith("testclient - - [")
-        for secret in (token, world["key"], ADMIN_TOKEN, "leaked-in-query"):
+        for secret in (token, world["key"], ADMIN_TOKEN, "leaked-"):
             assert secret not in line
 
 
@@ -181,6 +184,48 @@ def test_the_access_log_can_be_turned_off(make_client: Any, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="xenon_elixir.access"):
         client.get("/health")
     assert not [r for r in caplog.records if r.name == "xenon_elixir.access"]
+
+
+@pytest.mark.parametrize("variable", ["XE_ACCESS_LOG", "XE_REQUEST_METRICS"])
+def test_an_on_off_setting_takes_the_eight_words_in_any_case(variable: str) -> None:
+    field = variable.removeprefix("XE_").lower()
+    for word, on in [("1", True), ("true", True), ("Yes", True), ("ON", True), ("0", False)]:
+        assert getattr(xe.Config.from_env({variable: word}), field) is on
+    for word in ["false", "No", " off "]:
+        assert getattr(xe.Config.from_env({variable: word}), field) is False
+    assert getattr(xe.Config.from_env({variable: ""}), field) is True  # empty is unset: the default
+    assert getattr(xe.Config.from_env({}), field) is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("XE_ACCESS_LOG", "flase"),
+        ("XE_REQUEST_METRICS", "nope"),
+        ("XE_ACCESS_LOG", "2"),
+        ("XE_ACCESS_LOG", "y"),
+    ],
+)
+def test_any_other_on_off_value_stops_the_start_naming_the_setting(variable: str, value: str) -> None:
+    with pytest.raises(xe.ConfigError) as refused:
+        xe.Config.from_env({variable: value})
+    assert str(refused.value) == f"{variable} must be one of 1/0/true/false/yes/no/on/off, not {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "named"),
+    [
+        ("access_log", "flase", "XE_ACCESS_LOG"),
+        ("access_log", "off", "XE_ACCESS_LOG"),
+        ("request_metrics", 0, "XE_REQUEST_METRICS"),
+        ("demo", "yes", "demo"),
+    ],
+)
+def test_an_on_off_keyword_takes_a_bool(tmp_path: Path, keyword: str, value: object, named: str) -> None:
+    with pytest.raises(xe.ConfigError) as refused:
+        xe.create_app(db=str(tmp_path / "xe.db"), **{keyword: value})
+    assert str(refused.value) == f"{named} must be True or False, not {value!r}"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("mount", ["litestar", "asgi"])

@@ -40,6 +40,23 @@ PINNED = f"""
 """Known ids, so a second pass gets past auth and lookups into the handlers."""
 
 
+def test_what_schemathesis_writes_in_the_checkout_is_neither_tracked_nor_shown() -> None:
+    """The runs below start in the checkout (the config names its hooks by a relative path), and
+    schemathesis keeps a cache there: running the tests must leave ``git status`` clean."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--", ".schemathesis"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert listed.stdout == ""
+    cache = ".schemathesis/default/cache/crashes/manifest.json"
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", cache], check=False)
+    assert ignored.returncode == 0
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("fuzz")

@@ -186,7 +186,11 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
     process = spawn(command, port, log, {"XE_DB": db_path, "XE_ADMIN_TOKEN": ADMIN_TOKEN})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            http.get("/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret")
+            # however a secret's name is spelled: the app reads k%65y as key, and Token as token
+            http.get(
+                "/api/mappers?target=1&token=hunter2secret&api_key=hunter3secret&k%65y=hunter6secret"
+                "&%74oken=hunter7secret&Token=hunter8secret&API_KEY=hunter9secret&pass%2577ord=hunter10secret"
+            )
             http.post(
                 f"{API}/{GUILD}/stop",
                 json={"user": USER},
@@ -232,6 +236,8 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
         ("XE_STATUS_INTERVAL", "inf"),
         ("XE_CACHE_SECONDS", "-1"),
         ("XE_MAX_QUEUE", "0"),
+        ("XE_ACCESS_LOG", "flase"),
+        ("XE_REQUEST_METRICS", "nope"),
     ],
 )
 @pytest.mark.parametrize("how", ["serve", "uvicorn"])
@@ -249,6 +255,25 @@ def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], done.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_it_before_any_file_is_created(tmp_path: Path) -> None:
+    db = tmp_path / "xe.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "xenon_elixir", "serve", "--db", str(db), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"xenon-elixir: port {port} is in use on 127.0.0.1 (another server?): choose another with --port"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no database, no lock file
 
 
 @pytest.mark.parametrize("how", ["serve", "uvicorn"])
