@@ -4723,12 +4723,24 @@ async def migrate_to_postgres(
 ) -> dict[str, int]:
     """Copy the SQLite database at ``path`` into the PostgreSQL database at ``url``, whole, in
     one transaction (``COPY``, a chunk at a time): every row, the ids and the order things came
-    in, the event and player numbers. The file is read in one read transaction (stop the server
-    first: what it writes after the copy starts is not copied). A target that holds anything is
-    refused unless ``replace``, which empties it first. ``progress(table, done, total)`` is told
-    after each chunk. Returns the rows copied per table."""
+    in, the event and player numbers. The file is read in one read transaction, and no server
+    serves it meanwhile (:class:`ServerLock`, held to the end): what a server wrote after the
+    copy began would stay behind, so one that serves it is a refusal. A target that holds
+    anything is refused unless ``replace``, which empties it first. ``progress(table, done,
+    total)`` is told after each chunk. Returns the rows copied per table."""
     if not os.path.exists(path):
         raise StoreError(f"{path} does not exist")
+    lock = ServerLock(path, MIGRATING)
+    lock.acquire()
+    try:
+        return await _copy_to_postgres(path, url, replace=replace, progress=progress)
+    finally:
+        lock.release()
+
+
+async def _copy_to_postgres(
+    path: str, url: str, *, replace: bool, progress: Callable[[str, int, int], None] | None
+) -> dict[str, int]:
     await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     target = await PostgresDatabase(url).open()
@@ -9155,7 +9167,8 @@ def _parser() -> argparse.ArgumentParser:
         _cmd_migrate,
         "copy the SQLite database into PostgreSQL",
         description="Copy every row of the SQLite database (--db) into the PostgreSQL database of --to, in "
-        "one transaction: ids, orders, event and player numbers included. Stop the server first. A target "
+        "one transaction: ids, orders, event and player numbers included. Stop the server first: migrate "
+        "refuses while one serves the file, and no server starts on it until the copy is done. A target "
         "that holds anything is refused unless --replace. Big tables show their progress on stderr.",
     )
     migrate.add_argument(
