@@ -1518,6 +1518,63 @@ class LoadStore(Protocol):
         ...
 
 
+# Who may serve one database together, on every store: each server says what it is (its mark)
+# where the others can read it (the SQLite file's ``<db>.server``, PostgreSQL's application_name),
+# and a lock of the store's own, exclusive without Redis and shared by one Redis fleet, keeps the
+# check race-free and is dropped by whatever ends the process (see ServerLock, PostgresDatabase.claim).
+
+MIGRATING = "migrate"
+"""The mark of ``xenon-elixir migrate`` while it copies a file: no server may write it meanwhile."""
+
+
+def fleet_mark(config: Config) -> str:
+    """What a server process says of itself to the others on its database: ``alone`` (``demo``
+    for the demo) without Redis; with it, ``redis`` and a hash of the Redis URL (its password
+    aside) and the key prefix, which every server of one fleet shares."""
+    if not config.redis_url:
+        return "demo" if config.demo else "alone"
+    parts = urlsplit(config.redis_url)
+    where = parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.rpartition("@")[2].lower())
+    return "redis " + hashlib.sha256(f"{where.geturl()}\n{config.redis_prefix}".encode()).hexdigest()[:12]
+
+
+def fleet_joins(mine: str, theirs: Iterable[str]) -> bool:
+    """Whether a server marked ``mine`` may serve a database beside the servers marked ``theirs``:
+    only servers with one Redis, URL and prefix alike, ever share one (a server without Redis could
+    not tell the others of its writes, nor hear of theirs)."""
+    return mine.startswith("redis ") and all(mark == mine for mark in theirs)
+
+
+def fleet_refusal(mine: str, theirs: Iterable[str], where: str) -> str:
+    """The one line a server (or ``migrate``) marked ``mine`` is refused with beside ``theirs``."""
+    others = set(theirs)
+    if MIGRATING in others:
+        return f"xenon-elixir migrate is copying {where}: start the server once it has finished"
+    if mine == MIGRATING:
+        return f"a server serves {where}: stop it first, or what it writes during the copy stays behind"
+    if "demo" in others or mine == "demo":
+        return f"another server (the demo) serves {where}: give this one its own --db and --port"
+    if mine.startswith("redis ") and any(mark.startswith("redis ") for mark in others):
+        return (
+            f"the servers of {where} use another Redis: give every one the same XE_REDIS_URL and "
+            "XE_REDIS_PREFIX (see the README's Scaling out)"
+        )
+    if mine.startswith("redis "):
+        return (
+            f"a server without XE_REDIS_URL serves {where}: stop it, or set the same XE_REDIS_URL "
+            "on every server (see the README's Scaling out)"
+        )
+    if any(mark.startswith("redis ") for mark in others):
+        return (
+            f"servers with XE_REDIS_URL serve {where}: set the same XE_REDIS_URL and XE_REDIS_PREFIX "
+            "to join them (see the README's Scaling out)"
+        )
+    return (
+        f"another server process serves {where}: set XE_REDIS_URL to run several "
+        "(see the README's Scaling out)"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Metrics: GET /metrics in the Prometheus text format
 # ---------------------------------------------------------------------------
@@ -1976,6 +2033,76 @@ def _backup(source_path: str, path: str) -> None:
 
 
 _MISSING: Any = object()
+
+
+class ServerLock:
+    """Which servers may serve a database file together (:func:`fleet_joins`): a ``flock`` on
+    ``<db>.server`` held while the app runs (the kernel drops it when the process dies, even by
+    kill -9), exclusive for a server without Redis (and for ``migrate``), shared by the servers of
+    one Redis fleet. The file holds the holder's mark: the first server of a fleet writes it while
+    its lock is still exclusive, so whoever gets the shared lock reads the fleet's. Apps of one
+    process share it when their marks are the same (tests, embedding)."""
+
+    _held: ClassVar[dict[str, tuple[int, int, str]]] = {}  # path -> (fd, apps holding it, mark)
+
+    def __init__(self, db: str, mark: str = "alone") -> None:
+        self.path = os.path.abspath(db) + ".server"
+        self.mark = mark
+
+    def acquire(self) -> None:
+        fd, count, mark = self._held.get(self.path, (-1, 0, self.mark))
+        if count == 0:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # a folder that is missing or read-only: opening the database says so
+                return
+            try:
+                self._lock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        elif mark != self.mark:
+            raise StoreError(fleet_refusal(self.mark, [mark], self.path.removesuffix(".server")))
+        self._held[self.path] = (fd, count + 1, mark)
+
+    def _lock(self, fd: int) -> None:
+        shared = self.mark.startswith("redis ")
+        theirs = ""
+        for _ in range(200):  # a fleet's first server holds it exclusively for a few µs: ask again
+            if _flocked(fd, fcntl.LOCK_EX):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, self.mark.encode(), 0)
+                if not shared or _flocked(fd, fcntl.LOCK_SH):  # no atomic downgrade: another may get in
+                    return
+                continue
+            if shared and _flocked(fd, fcntl.LOCK_SH):
+                theirs = os.pread(fd, 100, 0).decode(errors="replace")
+                if fleet_joins(self.mark, [theirs]):
+                    return
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                if theirs.startswith("redis "):
+                    break
+                continue  # the holder it found left meanwhile, its mark with it
+            theirs = os.pread(fd, 100, 0).decode(errors="replace")  # unlocked: for the wording only
+            if not (shared and theirs.startswith("redis ")):
+                break
+            time.sleep(0.001)
+        raise StoreError(fleet_refusal(self.mark, [theirs], self.path.removesuffix(".server")))
+
+    def release(self) -> None:
+        fd, count, mark = self._held.pop(self.path, (-1, 0, ""))
+        if count > 1:
+            self._held[self.path] = (fd, count - 1, mark)
+        elif count == 1:
+            os.close(fd)
+
+
+def _flocked(fd: int, kind: int) -> bool:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except OSError:  # EWOULDBLOCK, or a file system without flock: as if another held it
+        return False
+    return True
 
 
 class Answers:
@@ -3411,6 +3538,10 @@ ON CONFLICT DO NOTHING;
 
 _PG_SCHEMA_LOCK = 7_362_881_013
 """The advisory lock that one process at a time holds to create or check the schema."""
+_PG_SERVER_LOCK = 7_362_881_014
+"""The advisory lock that a server holds while it serves: see :meth:`PostgresDatabase.claim`."""
+_SERVER_NAME = "xenon-elixir serve "
+"""How a server's connections' ``application_name`` starts: see :func:`server_name`."""
 _PG_GUILD_LOCK = 1_298_401
 """The first key of a guild's advisory lock (the second is a hash of its id)."""
 PG_AWAY = "Service unavailable: the database cannot be reached; try again shortly."
@@ -3505,9 +3636,10 @@ class PostgresDatabase:
         self.url = url
         self.write_wait = write_wait
         self.name = name
-        """The connections' ``application_name``: a server's says so (see :meth:`others_serving`)."""
+        """The connections' ``application_name``: a server's says so (see :meth:`claim`)."""
         self.answers = Answers()
         self._pool: Any = None
+        self._presence: Any = None  # a server's connection that holds its claim (see claim)
         self._asyncpg = _asyncpg()
         self._orders: dict[str, asyncio.Lock] = {}
         self._on_commit: Callable[[float], None] | None = None
@@ -3582,6 +3714,17 @@ class PostgresDatabase:
         return await conn.fetchval("SELECT value FROM counters WHERE name = 'schema'") or 0
 
     async def close(self) -> None:
+        if self._presence is not None:
+            presence, self._presence = self._presence, None
+
+            async def leave() -> None:  # unlocked first: a server starting next gets in at once
+                await presence.execute("SELECT pg_advisory_unlock_all()")
+                await presence.close()
+
+            try:
+                await asyncio.wait_for(leave(), 2.0)
+            except (TimeoutError, self._asyncpg.PostgresError, *self._faults):
+                presence.terminate()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -3731,14 +3874,37 @@ class PostgresDatabase:
     async def _credentials_look(self) -> int:
         return await self.value(_CREDENTIALS) or 0
 
-    async def others_serving(self) -> list[str]:
-        """The ``application_name`` of every other server process's connections to this database."""
-        found = await self.all(
-            "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name LIKE 'xenon-elixir serve %' AND application_name <> $1",
-            self.name,
-        )
-        return [name for (name,) in found]
+    async def claim(self, mark: str) -> None:
+        """Serve this database as a server marked ``mark`` beside the others (:func:`fleet_joins`),
+        as :class:`ServerLock` does a file: a connection of its own, named by the mark, holds an
+        advisory lock while the server runs, exclusive without Redis, shared by one Redis fleet
+        (PostgreSQL drops it with the connection, a kill -9 included). Each server names itself
+        before it looks at the others' names, so of two starting at once at least one sees the
+        other."""
+        shared = mark.startswith("redis ")
+        settings = {"application_name": self.name}
+        lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        conn = None
+        try:
+            conn = await self._asyncpg.connect(self.url, timeout=self.write_wait, server_settings=settings)
+            got = await conn.fetchval(f"SELECT {lock}($1)", _PG_SERVER_LOCK)
+            found = await conn.fetch(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
+                "AND starts_with(application_name, $1) AND application_name <> $2",
+                _SERVER_NAME,
+                self.name,
+            )
+        except (self._asyncpg.PostgresError, *self._faults) as exc:
+            if conn is not None:
+                conn.terminate()
+            raise StoreError(f"cannot use database {masked_url(self.url)}: {exc}") from exc
+        theirs = [name.removeprefix(_SERVER_NAME).rpartition(" ")[0] for (name,) in found]
+        # The names as well as the lock: a server whose claim a PostgreSQL restart ended is still
+        # seen by its pool's connections, named alike.
+        if not got or (theirs and not fleet_joins(mark, theirs)):
+            conn.terminate()  # its lock, if it got one, with it
+            raise StoreError(fleet_refusal(mark, theirs, masked_url(self.url)))
+        self._presence = conn
 
     async def ping(self) -> bool:
         try:
@@ -4607,20 +4773,8 @@ _SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_se
 
 
 def server_name(config: Config) -> str:
-    """How a server process names its connections: one alone, or one of several through Redis."""
-    return f"xenon-elixir serve {'with redis' if config.redis_url else 'alone'} {os.getpid()}"
-
-
-async def alone_or_refused(database: PostgresDatabase, config: Config) -> None:
-    """One server per PostgreSQL database unless Redis coordinates them, as :class:`ServerLock`
-    for a file: a server without Redis refuses to start beside any other, and one with Redis
-    beside one without (its connections name it: ``application_name``)."""
-    others = await database.others_serving()
-    if any(" alone " in name for name in others) or (others and not config.redis_url):
-        raise StoreError(
-            f"another server process serves {masked_url(config.db)}: "
-            "set XE_REDIS_URL to run several (see the README's Scaling out)"
-        )
+    """How a server process names its connections: its mark (:func:`fleet_mark`) and its pid."""
+    return f"{_SERVER_NAME}{fleet_mark(config)} {os.getpid()}"
 
 
 async def open_postgres(config: Config) -> Stores:
@@ -4629,7 +4783,7 @@ async def open_postgres(config: Config) -> Stores:
     database = await PostgresDatabase(config.db, write_wait=config.write_wait, name=name).open()
     if serving:
         try:
-            await alone_or_refused(database, config)
+            await database.claim(fleet_mark(config))
         except BaseException:
             await database.close()
             raise
@@ -4727,12 +4881,24 @@ async def migrate_to_postgres(
 ) -> dict[str, int]:
     """Copy the SQLite database at ``path`` into the PostgreSQL database at ``url``, whole, in
     one transaction (``COPY``, a chunk at a time): every row, the ids and the order things came
-    in, the event and player numbers. The file is read in one read transaction (stop the server
-    first: what it writes after the copy starts is not copied). A target that holds anything is
-    refused unless ``replace``, which empties it first. ``progress(table, done, total)`` is told
-    after each chunk. Returns the rows copied per table."""
+    in, the event and player numbers. The file is read in one read transaction, and no server
+    serves it meanwhile (:class:`ServerLock`, held to the end): what a server wrote after the
+    copy began would stay behind, so one that serves it is a refusal. A target that holds
+    anything is refused unless ``replace``, which empties it first. ``progress(table, done,
+    total)`` is told after each chunk. Returns the rows copied per table."""
     if not os.path.exists(path):
         raise StoreError(f"{path} does not exist")
+    lock = ServerLock(path, MIGRATING)
+    lock.acquire()
+    try:
+        return await _copy_to_postgres(path, url, replace=replace, progress=progress)
+    finally:
+        lock.release()
+
+
+async def _copy_to_postgres(
+    path: str, url: str, *, replace: bool, progress: Callable[[str, int, int], None] | None
+) -> dict[str, int]:
     await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     target = await PostgresDatabase(url).open()
@@ -5604,41 +5770,6 @@ class RedisMetrics:
                 name = key.decode()
                 total[name] = total.get(name, 0) + float(value)
         return total
-
-
-class ServerLock:
-    """One server process per database file, unless Redis coordinates them: an exclusive
-    ``flock`` on ``<db>.server`` held while the app runs (the kernel drops it when the process
-    dies, even by kill -9). Apps of one process share it (tests, embedding)."""
-
-    _held: ClassVar[dict[str, tuple[int, int]]] = {}  # path -> (fd, apps holding it)
-
-    def __init__(self, db: str) -> None:
-        self.path = os.path.abspath(db) + ".server"
-
-    def acquire(self) -> None:
-        fd, count = self._held.get(self.path, (-1, 0))
-        if count == 0:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:  # a folder that is missing or read-only: opening the database says so
-                return
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise StoreError(
-                    f"another server process serves {self.path.removesuffix('.server')}: "
-                    "set XE_REDIS_URL to run several (see the README's Scaling out)"
-                ) from None
-        self._held[self.path] = (fd, count + 1)
-
-    def release(self) -> None:
-        fd, count = self._held.pop(self.path, (-1, 0))
-        if count > 1:
-            self._held[self.path] = (fd, count - 1)
-        elif count == 1:
-            os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -8815,9 +8946,9 @@ def allowed_methods(app: Litestar) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
-    """The app's services, open while it serves (its lifespan). Without Redis, one server
-    process per database file (:class:`ServerLock`)."""
-    lock = None if config.redis_url or is_postgres(config.db) else ServerLock(config.db)
+    """The app's services, open while it serves (its lifespan). On a file, only the servers of
+    one Redis fleet share it (:class:`ServerLock`; PostgreSQL: :meth:`PostgresDatabase.claim`)."""
+    lock = None if is_postgres(config.db) else ServerLock(config.db, fleet_mark(config))
     if lock is not None:
         lock.acquire()
     _SERVING.set(True)  # the lifespan's own context: a PostgreSQL store names its connections
@@ -9120,18 +9251,18 @@ def demo_db(db: str) -> str:
 async def _preflight(config: Config) -> None:
     """What would stop the server at startup, said in one line before it starts."""
     if is_postgres(config.db):
-        database = await PostgresDatabase(config.db, write_wait=config.write_wait).open()
+        name = server_name(config)
+        database = await PostgresDatabase(config.db, write_wait=config.write_wait, name=name).open()
         try:
-            await alone_or_refused(database, config)
+            await database.claim(fleet_mark(config))
         finally:
             await database.close()
     else:
+        lock = ServerLock(config.db, fleet_mark(config))
+        lock.acquire()  # first: a server refused changes nothing (nor does one while migrate copies)
+        lock.release()
         await (await SqliteDatabase(config.db, write_wait=config.write_wait).open()).close()
     if not config.redis_url:
-        if not is_postgres(config.db):
-            lock = ServerLock(config.db)
-            lock.acquire()
-            lock.release()
         return
     redis = redis_client(config)
     try:
@@ -9383,7 +9514,8 @@ def _parser() -> argparse.ArgumentParser:
         _cmd_migrate,
         "copy the SQLite database into PostgreSQL",
         description="Copy every row of the SQLite database (--db) into the PostgreSQL database of --to, in "
-        "one transaction: ids, orders, event and player numbers included. Stop the server first. A target "
+        "one transaction: ids, orders, event and player numbers included. Stop the server first: migrate "
+        "refuses while one serves the file, and no server starts on it until the copy is done. A target "
         "that holds anything is refused unless --replace. Big tables show their progress on stderr.",
     )
     migrate.add_argument(

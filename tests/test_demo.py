@@ -216,6 +216,27 @@ def test_serve_demo_keeps_its_own_database_file(tmp_path: Path) -> None:
     assert not (tmp_path / "xenon_elixir.db").exists()
 
 
+def test_a_second_demo_on_the_same_file_is_told_to_give_it_its_own_db_and_port(tmp_path: Path) -> None:
+    db, port = str(tmp_path / "xenon_elixir_demo.db"), free_port()
+    first = start_demo(db, port)
+    try:
+        read_banner(first)
+        second = subprocess.run(  # as a newcomer runs it again: the same file, the same port
+            [sys.executable, "-m", "xenon_elixir", "serve", "--demo", "--db", db, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1
+        lines = [line for line in (second.stdout + second.stderr).splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert "another server (the demo) serves" in lines[0] and "its own --db and --port" in lines[0]
+        assert "REDIS" not in lines[0]  # not the way to run a second demo
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(15)
+
+
 def test_the_demos_file_is_beside_the_configured_one_and_never_the_deployed_database() -> None:
     assert xe.demo_db("/srv/bot.db") == "/srv/xenon_elixir_demo.db"
     assert (

@@ -3,11 +3,14 @@ answer the same afterwards, numbering going on where it stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from conftest import (
     ADMIN,
     ADMIN_TOKEN,
@@ -22,6 +25,7 @@ from conftest import (
     run_load,
 )
 from litestar.testing import TestClient
+from server import Server, free_port
 from stored import rows
 
 import xenon_elixir as xe
@@ -70,9 +74,13 @@ async def _resolved(client: TestClient, query: str) -> str | None:
 
 
 def test_a_deployment_moves_into_postgresql_whole(
-    make_client: Any, world: dict[str, str], db_path: str, postgres_db: str, clock: FakeClock, tmp_path: Path
+    client: TestClient,
+    world: dict[str, str],
+    db_path: str,
+    postgres_db: str,
+    clock: FakeClock,
+    tmp_path: Path,
 ) -> None:
-    client = make_client()
     key = world["key"]
     client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=bearer(key))
     for query in ("magia", "narcos", "magia"):
@@ -137,9 +145,9 @@ def test_a_deployment_moves_into_postgresql_whole(
 
 
 def test_a_target_that_holds_anything_is_refused_unless_replaced(
-    make_client: Any, world: dict[str, str], db_path: str, postgres_db: str
+    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str
 ) -> None:
-    make_client().__exit__(None, None, None)  # the world's guild, catalog and key, on SQLite
+    client.__exit__(None, None, None)  # the world's guild, catalog and key, on SQLite, served no more
     assert migrate(db_path, postgres_db).returncode == 0
     again = migrate(db_path, postgres_db)
     assert again.returncode == 1
@@ -155,3 +163,52 @@ def test_migrate_says_what_it_needs(db_path: str, tmp_path: Path) -> None:
     assert wrong.returncode == 1 and "missing.db does not exist" in wrong.stderr
     not_a_url = migrate(db_path, "/tmp/other.db")
     assert not_a_url.returncode == 1 and "--to must be a postgresql:// URL" in not_a_url.stderr
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["plain", "redis"])
+def test_migrate_refuses_while_a_server_serves_the_file(
+    db_path: str, postgres_db: str, tmp_path: Path, request: pytest.FixtureRequest, with_redis: bool
+) -> None:
+    env = {"XE_REDIS_URL": request.getfixturevalue("redis_fresh").url} if with_redis else {}
+    server = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, **env)
+    try:
+        bot = {"id": "386861188891279362", "name": "Wick"}
+        assert httpx.post(server.url + "/admin/bots", json=bot, headers=ADMIN).status_code == 201
+        refused = migrate(db_path, postgres_db)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.stderr.splitlines() == [
+            f"xenon-elixir: a server serves {db_path}: stop it first, "
+            "or what it writes during the copy stays behind"
+        ]
+        assert httpx.get(server.url + "/health").json()["status"] == "ok"  # it serves on
+    finally:
+        server.stop()
+    moved = migrate(db_path, postgres_db)  # once it has stopped
+    assert moved.returncode == 0, moved.stderr
+    assert rows(postgres_db, "SELECT bot_id FROM bots") == [("386861188891279362",)]
+
+
+def test_no_server_starts_on_the_file_while_migrate_copies_it(
+    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str
+) -> None:
+    client.__exit__(None, None, None)  # the world's guild, catalog and key, on SQLite, served no more
+    starts: list[subprocess.CompletedProcess[str]] = []
+
+    def progress(table: str, done: int, total: int) -> None:  # between two tables' copies
+        if not starts:
+            serve = ["serve", "--db", db_path, "--port", str(free_port())]
+            starts.append(
+                subprocess.run(
+                    [sys.executable, "-m", "xenon_elixir", *serve],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+            )
+
+    asyncio.run(xe.migrate_to_postgres(db_path, postgres_db, progress=progress))
+    (start,) = starts
+    assert start.returncode == 1
+    assert start.stderr.splitlines() == [
+        f"xenon-elixir: xenon-elixir migrate is copying {db_path}: start the server once it has finished"
+    ]

@@ -235,21 +235,27 @@ def test_redis_lost_and_back_503s_then_recovery_and_nothing_lost(
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]  # the outage's events were delivered too
 
 
+def refused_start(db: str, **env: str) -> str:
+    """Start ``xenon-elixir serve`` on ``db`` with ``env``, which must refuse: its one line."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    assert refused.returncode != 0
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def test_without_redis_a_second_server_on_the_same_store_refuses_to_start(
     db_path: str, tmp_path: Path
 ) -> None:
     first = Server(db_path, tmp_path / "first.log")
     try:
-        port = free_port()
-        refused = subprocess.run(
-            [sys.executable, "-m", "xenon_elixir", "serve", "--db", db_path, "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert refused.returncode != 0
-        lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
-        assert len(lines) == 1 and "XE_REDIS_URL" in lines[0], lines
+        assert "XE_REDIS_URL" in refused_start(db_path)
         assert len(cli(db_path, "genkey", GUILD, USER)) == 64  # the CLI still works beside it
     finally:
         first.process.kill()  # kill -9: the next start must not be blocked
@@ -257,6 +263,50 @@ def test_without_redis_a_second_server_on_the_same_store_refuses_to_start(
     again = Server(db_path, tmp_path / "again.log")
     assert httpx.get(again.url + "/health").json()["status"] == "ok"
     again.stop()
+
+
+@pytest.mark.parametrize("redis_first", [True, False], ids=["redis-first", "plain-first"])
+def test_a_fleet_never_mixes_servers_with_and_without_redis(
+    db_path: str, tmp_path: Path, redis_fresh: RedisServer, redis_first: bool
+) -> None:
+    with_redis = {"XE_REDIS_URL": redis_fresh.url}
+    first = Server(
+        db_path, tmp_path / "first.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, **(with_redis if redis_first else {})
+    )
+    try:
+        line = refused_start(db_path, **({"XE_REDIS_URL": ""} if redis_first else with_redis))
+        if redis_first:
+            assert "servers with XE_REDIS_URL serve" in line, line
+        else:
+            assert "a server without XE_REDIS_URL serves" in line, line
+        assert len(token_for(first)) > 20  # the first serves on, writes included
+        assert httpx.get(first.url + "/health").json()["status"] == "ok"
+    finally:
+        first.process.kill()  # kill -9: the next start, of either kind, is not blocked
+        first.stop()
+    again = Server(db_path, tmp_path / "again.log", **({} if redis_first else with_redis))
+    assert httpx.get(again.url + "/health").json()["status"] == "ok"
+    again.stop()
+
+
+def test_servers_with_redis_agree_on_its_url_and_prefix(
+    db_path: str, tmp_path: Path, redis_fresh: RedisServer
+) -> None:
+    first = Server(db_path, tmp_path / "first.log", XE_REDIS_URL=redis_fresh.url, XE_REDIS_PREFIX="fleet:")
+    try:
+        other_db = redis_fresh.url.removesuffix("/0") + "/1"
+        for url, prefix in [(redis_fresh.url, "other:"), (other_db, "fleet:")]:
+            line = refused_start(db_path, XE_REDIS_URL=url, XE_REDIS_PREFIX=prefix)
+            assert "use another Redis" in line and "XE_REDIS_URL and XE_REDIS_PREFIX" in line, line
+        assert "XE_REDIS_URL" in refused_start(db_path, XE_REDIS_URL="")  # nor one without it
+        assert httpx.get(first.url + "/health").json()["status"] == "ok"
+        second = Server(
+            db_path, tmp_path / "second.log", XE_REDIS_URL=redis_fresh.url, XE_REDIS_PREFIX="fleet:"
+        )
+        assert httpx.get(second.url + "/health").json()["status"] == "ok"  # the same two: it joined
+        second.stop()
+    finally:
+        first.stop()
 
 
 def test_uvicorn_with_two_workers_serves_as_one(
