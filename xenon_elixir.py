@@ -132,6 +132,7 @@ _SETTING_BOUNDS: dict[str, tuple[float, float]] = {
     "admin_max_body_size": (1024, 1 << 30),
     "demo_interval": (0.01, 86_400.0),
     "write_wait": (0.0, 600.0),
+    "max_streams_per_address": (1, 1_000_000),
 }
 """The range of each numeric setting: wider than any real use, narrower than what breaks."""
 
@@ -148,6 +149,7 @@ _ENV_NAMES = {
     "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
     "trusted_proxies": "XE_TRUSTED_PROXIES",
+    "max_streams_per_address": "XE_MAX_STREAMS_PER_ADDRESS",
 }
 
 
@@ -318,6 +320,11 @@ class Config:
     address (``auth_failures``, the stream bound, the access log) is the socket peer, whatever the
     headers say."""
 
+    max_streams_per_address: int = 64
+    """Unauthenticated streams (the player stream, which the now-playing page follows) one client
+    address may hold open at once in this process (``XE_MAX_STREAMS_PER_ADDRESS``); the next is
+    accepted and closed at once with 4029."""
+
     @functools.cached_property
     def proxies(self) -> TrustedProxies:
         """:attr:`trusted_proxies`, parsed once."""
@@ -352,6 +359,7 @@ class Config:
             lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
             lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or cls.lavalink_search_prefix,
             trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
+            max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, cls.max_streams_per_address),
         )
 
     def check(self) -> Config:
@@ -1005,6 +1013,7 @@ NO_BODY = "No body provided."
 NOT_CONNECTED = "Elixir isn't connected to a voice channel."
 NOTHING_PLAYING = "No track is currently playing."
 QUEUE_FULL = "The queue is full."
+TOO_MANY_STREAMS = "Too many open streams from this address (at most {} at once)."
 
 _KIND_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
@@ -4797,6 +4806,33 @@ class LocalLimiter:
                 limiter.sweep()
 
 
+class OpenStreams:
+    """How many streams each client address holds open in this process, at most ``limit`` each
+    (``XE_MAX_STREAMS_PER_ADDRESS``). An address leaves the table with its last stream, so it
+    holds only the addresses with a stream open, however many came and went."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def take(self, address: str) -> bool:
+        """Count a stream opened by ``address``; False (and nothing counted) when it is at the limit."""
+        held = self._open.get(address, 0)
+        if held >= self.limit:
+            return False
+        self._open[address] = held + 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        """A stream counted by :meth:`take` has closed."""
+        held = self._open.pop(address) - 1
+        if held:
+            self._open[address] = held
+
+
 async def sweep_every(limiter: Limiter, seconds: float) -> None:
     """Sweep now and then, so a burst of callers is forgotten even if no one calls again."""
     while True:
@@ -6320,6 +6356,10 @@ class Services:
     """The Redis client every process coordinates through (``XE_REDIS_URL``), or ``None``."""
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     shared_metrics: RedisMetrics | None = None
+    streams: OpenStreams = dataclasses.field(
+        default_factory=lambda: OpenStreams(Config.max_streams_per_address)
+    )
+    """The unauthenticated streams open per client address (``XE_MAX_STREAMS_PER_ADDRESS``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -7011,19 +7051,28 @@ async def elixir_player_ws(
     socket: WebSocket[Any, Any, Any], guild_id: Annotated[str, PathParameter()]
 ) -> None:
     """The guild's player, live: its state on connect, then every change. No key, like
-    ``nowplaying``; client messages are ignored."""
+    ``nowplaying``, so bounded per client address instead; client messages are ignored."""
     scope, receive, send = socket.scope, socket.receive, socket.send
     if (await receive())["type"] != "websocket.connect":
         return
     xe = services(socket)
-    try:
-        stream = await xe.music.follow(path_id(guild_id, "guild"))
-    except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
-        error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
-        error = ElixirError(error.status_code, error.message, headers=error.headers)
+    address = client_address(scope, xe.config.proxies)
+    if not xe.streams.take(address):
+        # Accepted, then closed with 4029, as a rate limit: a reconnect loop retries a close.
+        error = ElixirError(429, TOO_MANY_STREAMS.format(xe.streams.limit))
         await refuse_handshake(scope, send, error, xe.config.clock())
         return
-    await follow(stream, send, receive)
+    try:
+        try:
+            stream = await xe.music.follow(path_id(guild_id, "guild"))
+        except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
+            error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
+            error = ElixirError(error.status_code, error.message, headers=error.headers)
+            await refuse_handshake(scope, send, error, xe.config.clock())
+            return
+        await follow(stream, send, receive)
+    finally:  # however it ends: closed, refused, or the client vanished
+        xe.streams.give_back(address)
 
 
 @get("/{guild_id:str}/player", include_in_schema=False)
@@ -7344,6 +7393,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 redis,
                 metrics,
                 shared_metrics,
+                OpenStreams(config.max_streams_per_address),
             )
         finally:
             if pusher is not None:
@@ -8058,8 +8108,8 @@ button.quiet { background: var(--track); color: var(--text); }
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + API + "/" + GUILD + "/player");
-    socket.onopen = () => { retry = 1000; };
-    socket.onmessage = (message) => {
+    socket.onmessage = (message) => {  // not onopen: a refused stream (4029) opens, then closes
+      retry = 1000;
       state = JSON.parse(message.data);
       received = performance.now();
       render();
@@ -9029,6 +9079,7 @@ environment (each also a create_app() keyword; see the README's Configuration):
   XE_CACHE_SECONDS    max-age of cacheable Xenon answers (default 60)
   XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
   XE_TRUSTED_PROXIES  proxies whose X-Forwarded-For is believed, e.g. 127.0.0.1,10.0.0.0/8 (--trusted-proxies)
+  XE_MAX_STREAMS_PER_ADDRESS  player streams one client address may hold open (default 64)
   XE_ACCESS_LOG       0 turns the access log off (default on)
   XE_REQUEST_METRICS  0 stops counting and timing each request for /metrics (default on)
   XE_REDIS_URL        redis://host:port/db: several server processes on one database, as one service

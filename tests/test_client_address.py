@@ -1,24 +1,32 @@
-"""Per client address, against real uvicorn processes (SPEC §0 "The client address"): who a
-request comes from — the socket peer, or behind a trusted proxy the rightmost X-Forwarded-For
-hop that is not one — and the failed-auth limit counted per that address whatever the headers
-say."""
+"""Per client address, against real uvicorn processes (SPEC §0 "The client address" and
+"Unauthenticated streams"): who a request comes from — the socket peer, or behind a trusted
+proxy the rightmost X-Forwarded-For hop that is not one — the failed-auth limit counted per that
+address whatever the headers say, and the player streams one address may hold open."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from server import free_port, spawn
+from conftest import GUILD, VOICE
+from server import Server, cli, free_port, spawn
 from services import RedisServer
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import xenon_elixir as xe
 
 FAILED_AUTH_LIMIT = xe.RATE_LIMITS["auth_failures"][0]  # 100 per 60 s
+STREAMS = xe.Config.max_streams_per_address  # 64
 
 
 class Serving:
@@ -141,6 +149,8 @@ def test_a_peer_that_is_not_a_trusted_proxy_is_the_address_whatever_it_forwards(
         ("XE_TRUSTED_PROXIES", "*"),
         ("XE_TRUSTED_PROXIES", "proxy.example"),
         ("XE_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/33"),
+        ("XE_MAX_STREAMS_PER_ADDRESS", "0"),
+        ("XE_MAX_STREAMS_PER_ADDRESS", "many"),
         ("--trusted-proxies", "10.0.0.0/8,nope"),
     ],
 )
@@ -166,3 +176,93 @@ def test_a_bad_address_setting_stops_the_start_with_one_line_naming_it(
     named = "XE_TRUSTED_PROXIES" if variable.startswith("--") else variable
     assert len(lines) == 1 and named in lines[0], done.stderr
     assert not Path(db_path).exists()
+
+
+# -- the player streams one address may hold open ------------------------------------------
+
+
+@pytest.fixture
+def server(db_path: str, tmp_path: Path) -> Iterator[Server]:
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    running = Server(db_path, tmp_path / "server.log", XE_ACCESS_LOG="0")
+    yield running
+    running.stop()
+
+
+async def follow(server: Server, local: str = "127.0.0.1") -> ClientConnection:
+    """A player stream from ``local``, once it has had the state; raises ``ConnectionClosed`` if
+    the server closed it instead."""
+    ws = await connect(f"{server.ws_url}/api/v1/{GUILD}/player", local_addr=(local, 0), open_timeout=10)
+    try:
+        json.loads(await asyncio.wait_for(ws.recv(), 10))
+    except BaseException:
+        await ws.close()
+        raise
+    return ws
+
+
+async def refused(server: Server, local: str = "127.0.0.1") -> Any:
+    """The close of a stream the server refuses: its code and its JSON reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        await follow(server, local)
+    received = closed.value.rcvd
+    assert received is not None
+    return received.code, json.loads(received.reason)
+
+
+async def follow_soon(server: Server, local: str = "127.0.0.1") -> ClientConnection:
+    """A stream, as soon as the server has counted the ones just closed (it hears of a close a
+    moment after the client)."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return await follow(server, local)
+        except ConnectionClosed:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def test_an_address_holds_at_most_64_player_streams_and_gets_4029_past_them(server: Server) -> None:
+    async def scenario() -> None:
+        for _ in range(STREAMS + 1):  # a refused handshake holds nothing either
+            with pytest.raises(InvalidStatus) as bad:
+                await connect(f"{server.ws_url}/api/v1/123/player", open_timeout=10)
+            assert bad.value.response.status_code == 400
+        streams = [await follow(server) for _ in range(STREAMS)]
+        code, reason = await refused(server)
+        assert code == 4029
+        assert reason["message"] == f"Too many open streams from this address (at most {STREAMS} at once)."
+        assert set(reason) == {"timestamp", "message"}  # the Elixir error shape
+        # Another address has a count of its own.
+        elsewhere = [await follow(server, "127.0.0.2") for _ in range(3)]
+        # Closed ones are given back: as many new ones are accepted, and no more.
+        for ws in streams[:3]:
+            await ws.close()
+        streams[:3] = [await follow_soon(server) for _ in range(3)]
+        assert (await refused(server))[0] == 4029
+        # A client that vanishes without a close handshake is given back too.
+        for ws in streams[3:13]:
+            ws.transport.abort()
+        streams[3:13] = [await follow_soon(server) for _ in range(10)]
+        assert (await refused(server))[0] == 4029
+        for ws in streams + elsewhere:
+            await ws.close()
+
+    asyncio.run(scenario())
+    log = server.log.read_text()
+    assert "Traceback" not in log and "ERROR" not in log
+
+
+def test_the_count_keeps_no_address_without_an_open_stream() -> None:
+    """The table of open streams holds only addresses with one open: it cannot grow with the
+    addresses that came and went."""
+    streams = xe.OpenStreams(2)
+    assert streams.take("a") and streams.take("a") and not streams.take("a")
+    assert streams.take("b")
+    assert len(streams) == 2
+    streams.give_back("a")
+    assert streams.take("a") and not streams.take("a")
+    for address in ("a", "a", "b"):
+        streams.give_back(address)
+    assert len(streams) == 0
