@@ -9078,7 +9078,7 @@ environment (each also a create_app() keyword; see the README's Configuration):
   XE_STATUS_INTERVAL  seconds between status events of one loader (default 5)
   XE_CACHE_SECONDS    max-age of cacheable Xenon answers (default 60)
   XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
-  XE_TRUSTED_PROXIES  proxies whose X-Forwarded-For is believed, e.g. 127.0.0.1,10.0.0.0/8 (--trusted-proxies)
+  XE_TRUSTED_PROXIES  proxies whose X-Forwarded-For is read, e.g. 127.0.0.1,10.0.0.0/8 (default none)
   XE_MAX_STREAMS_PER_ADDRESS  player streams one client address may hold open (default 64)
   XE_ACCESS_LOG       0 turns the access log off (default on)
   XE_REQUEST_METRICS  0 stops counting and timing each request for /metrics (default on)
