@@ -28,6 +28,7 @@ import fcntl
 import functools
 import hashlib
 import hmac
+import ipaddress
 import itertools
 import logging
 import math
@@ -133,6 +134,7 @@ _SETTING_BOUNDS: dict[str, tuple[float, float]] = {
     "admin_max_body_size": (1024, 1 << 30),
     "demo_interval": (0.01, 86_400.0),
     "write_wait": (0.0, 600.0),
+    "max_streams_per_address": (1, 1_000_000),
 }
 """The range of each numeric setting: wider than any real use, narrower than what breaks."""
 
@@ -149,6 +151,8 @@ _ENV_NAMES = {
     "lavalink_url": "XE_LAVALINK_URL",
     "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
+    "trusted_proxies": "XE_TRUSTED_PROXIES",
+    "max_streams_per_address": "XE_MAX_STREAMS_PER_ADDRESS",
 }
 
 
@@ -198,6 +202,40 @@ RATE_LIMITS: dict[str, tuple[int, float]] = {
 }
 """The default limits (those of the original Xenon API), per bot token or, for ``auth_failures``,
 per client address."""
+
+
+class TrustedProxies:
+    """The proxies whose ``X-Forwarded-For`` is believed (``XE_TRUSTED_PROXIES``): a comma list of
+    addresses and CIDR networks. Empty: none, and the client address is always the socket peer."""
+
+    def __init__(self, spec: str) -> None:
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"XE_TRUSTED_PROXIES: {item[:60]!r} is not an IP address or a CIDR network "
+                    "(e.g. 127.0.0.1,10.0.0.0/8)"
+                ) from None
+
+        # Asked for every request from a proxy: an address is parsed and looked up once.
+        self._trusts = functools.lru_cache(maxsize=4096)(self._trust)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __contains__(self, host: str) -> bool:
+        return bool(self.networks) and self._trusts(host)
+
+    def _trust(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # not an address ("unknown", a unix socket): never a trusted proxy
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # a dual-stack socket
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +350,23 @@ class Config:
     lavalink_search_prefix: str = "ytsearch:"
     """What a search query is prefixed with for the node (``XE_LAVALINK_SEARCH_PREFIX``)."""
 
+    trusted_proxies: str = ""
+    """The reverse proxies in front of the app (``XE_TRUSTED_PROXIES``, ``serve --trusted-proxies``):
+    a comma list of addresses and CIDR networks, e.g. ``127.0.0.1,10.0.0.0/8``. A request from one of
+    them is from the rightmost ``X-Forwarded-For`` hop that is not one of them. Empty: the client
+    address (``auth_failures``, the stream bound, the access log) is the socket peer, whatever the
+    headers say."""
+
+    max_streams_per_address: int = 64
+    """Unauthenticated streams (the player stream, which the now-playing page follows) one client
+    address may hold open at once in this process (``XE_MAX_STREAMS_PER_ADDRESS``); the next is
+    accepted and closed at once with 4029."""
+
+    @functools.cached_property
+    def proxies(self) -> TrustedProxies:
+        """:attr:`trusted_proxies`, parsed once."""
+        return TrustedProxies(self.trusted_proxies)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
@@ -340,6 +395,8 @@ class Config:
             lavalink_password=env.get("XE_LAVALINK_PASSWORD") or cls.lavalink_password,
             lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
             lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or cls.lavalink_search_prefix,
+            trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
+            max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, cls.max_streams_per_address),
         )
 
     def check(self) -> Config:
@@ -367,6 +424,7 @@ class Config:
             raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {self.lavalink_url[:60]!r}")
         if self.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", self.lavalink_user_id):
             raise ConfigError("XE_LAVALINK_USER_ID must be a Discord user id (15-20 digits)")
+        self.proxies  # noqa: B018 (parsed here, so a bad one stops the start)
         self.rate_limit_table()
         return self
 
@@ -996,6 +1054,7 @@ NO_BODY = "No body provided."
 NOT_CONNECTED = "Elixir isn't connected to a voice channel."
 NOTHING_PLAYING = "No track is currently playing."
 QUEUE_FULL = "The queue is full."
+TOO_MANY_STREAMS = "Too many open streams from this address (at most {} at once)."
 
 _KIND_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
@@ -5071,6 +5130,33 @@ class LocalLimiter:
                 limiter.sweep()
 
 
+class OpenStreams:
+    """How many streams each client address holds open in this process, at most ``limit`` each
+    (``XE_MAX_STREAMS_PER_ADDRESS``). An address leaves the table with its last stream, so it
+    holds only the addresses with a stream open, however many came and went."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def take(self, address: str) -> bool:
+        """Count a stream opened by ``address``; False (and nothing counted) when it is at the limit."""
+        held = self._open.get(address, 0)
+        if held >= self.limit:
+            return False
+        self._open[address] = held + 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        """A stream counted by :meth:`take` has closed."""
+        held = self._open.pop(address) - 1
+        if held:
+            self._open[address] = held
+
+
 async def sweep_every(limiter: Limiter, seconds: float) -> None:
     """Sweep now and then, so a burst of callers is forgotten even if no one calls again."""
     while True:
@@ -6676,6 +6762,10 @@ class Services:
     shared_metrics: RedisMetrics | None = None
     revocations: Revocations | None = None
     """The open streams a credential authorised, closed when it is revoked."""
+    streams: OpenStreams = dataclasses.field(
+        default_factory=lambda: OpenStreams(Config.max_streams_per_address)
+    )
+    """The unauthenticated streams open per client address (``XE_MAX_STREAMS_PER_ADDRESS``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -6875,9 +6965,75 @@ def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
     return ((b"cache-control", b"max-age=%d" % max_age), (b"expires", expires), (b"expiration", expires))
 
 
-def client_address(scope: Any) -> str:
+def client_address(scope: Any, proxies: TrustedProxies) -> str:
+    """Who a request comes from, for ``auth_failures``, the stream bound and the access log: the
+    socket peer, unless that is a trusted proxy (:attr:`Config.trusted_proxies`); then the
+    rightmost ``X-Forwarded-For`` hop that is not one. Each proxy appends the peer it saw, so a
+    client can write every hop left of its own but never its own: the leftmost hop is a choice.
+    """
     client = scope.get("client")
-    return client[0] if client else "unknown"
+    if not client:
+        return "unknown"
+    host = client[0]
+    forwarded = _forwarded_for(scope)
+    if forwarded is None:
+        return host
+    if _rewritten(host, client[1], forwarded):
+        # uvicorn run with its default --proxy-headers replaced the socket peer (one it trusts,
+        # by default loopback) with a hop of the header. The peer is lost, and the hop may be a
+        # forgery: every such request is counted as one address, that of the unknown proxy.
+        _warn_rewritten()
+        return "proxy"
+    if host not in proxies:
+        return host
+    address = host
+    hops = [hop for hop in (part.strip() for part in forwarded.split(",")) if hop]
+    for hop in reversed(hops[-_MAX_HOPS:]):  # a long forged list costs no more than this
+        address = _hop_address(hop)
+        if address not in proxies:
+            break
+    return address  # or, proxies all the way, the farthest one looked at
+
+
+_MAX_HOPS = 16
+"""``X-Forwarded-For`` hops looked at, from the right: more proxies than this in a row is a forgery."""
+
+
+def _forwarded_for(scope: Any) -> str | None:
+    values = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
+    return b",".join(values).decode("latin-1") if values else None
+
+
+def _rewritten(host: str, port: int, forwarded: str) -> bool:
+    """Whether the server put a hop of ``X-Forwarded-For`` in place of the socket peer: uvicorn
+    gives such a hop the port it was written with, else 0, which no TCP peer has."""
+    return host in forwarded and (port == 0 or f"{host}:{port}" in forwarded or f"]:{port}" in forwarded)
+
+
+@functools.cache
+def _warn_rewritten() -> None:
+    log.warning(
+        "uvicorn replaced the client address with X-Forwarded-For: run it with --no-proxy-headers "
+        "(and name your proxies in XE_TRUSTED_PROXIES); until then such requests share one address"
+    )
+
+
+def _hop_address(hop: str) -> str:
+    """A hop's address without a port (``1.2.3.4:5678``, ``[::1]:80``); a hop that is not an
+    address, as it was written (at most 100 characters)."""
+    return _address_of(hop[:100])
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_of(hop: str) -> str:
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return hop[:100]
 
 
 async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float) -> None:
@@ -6983,7 +7139,7 @@ def services(request: ASGIConnection[Any, Any, Any, Any]) -> Services:
 async def refused(xe: Services, scope: Scope, refusal: ApiError) -> ApiError:
     """What to answer a failed authorization: the refusal itself, or a 429 in the same API's
     shape once the client address has failed too often (``auth_failures``)."""
-    wait = await xe.limiter.hit("auth_failures", client_address(scope))
+    wait = await xe.limiter.hit("auth_failures", client_address(scope, xe.config.proxies))
     if wait is None:
         return refusal
     xe.metrics.count("xe_rate_limited_total", _labels(group="auth_failures"))
@@ -7320,19 +7476,28 @@ async def elixir_player_ws(
     socket: WebSocket[Any, Any, Any], guild_id: Annotated[str, PathParameter()]
 ) -> None:
     """The guild's player, live: its state on connect, then every change. No key, like
-    ``nowplaying``; client messages are ignored."""
+    ``nowplaying``, so bounded per client address instead; client messages are ignored."""
     scope, receive, send = socket.scope, socket.receive, socket.send
     if (await receive())["type"] != "websocket.connect":
         return
     xe = services(socket)
-    try:
-        stream = await xe.music.follow(path_id(guild_id, "guild"))
-    except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
-        error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
-        error = ElixirError(error.status_code, error.message, headers=error.headers)
+    address = client_address(scope, xe.config.proxies)
+    if not xe.streams.take(address):
+        # Accepted, then closed with 4029, as a rate limit: a reconnect loop retries a close.
+        error = ElixirError(429, TOO_MANY_STREAMS.format(xe.streams.limit))
         await refuse_handshake(scope, send, error, xe.config.clock())
         return
-    await follow(stream, send, receive)
+    try:
+        try:
+            stream = await xe.music.follow(path_id(guild_id, "guild"))
+        except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
+            error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
+            error = ElixirError(error.status_code, error.message, headers=error.headers)
+            await refuse_handshake(scope, send, error, xe.config.clock())
+            return
+        await follow(stream, send, receive)
+    finally:  # however it ends: closed, refused, or the client vanished
+        xe.streams.give_back(address)
 
 
 @get("/{guild_id:str}/player", include_in_schema=False)
@@ -7659,6 +7824,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 metrics,
                 shared_metrics,
                 revocations,
+                OpenStreams(config.max_streams_per_address),
             )
         finally:
             await revocations.close()
@@ -8374,8 +8540,8 @@ button.quiet { background: var(--track); color: var(--text); }
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + API + "/" + GUILD + "/player");
-    socket.onopen = () => { retry = 1000; };
-    socket.onmessage = (message) => {
+    socket.onmessage = (message) => {  // not onopen: a refused stream (4029) opens, then closes
+      retry = 1000;
       state = JSON.parse(message.data);
       received = performance.now();
       render();
@@ -8890,7 +9056,7 @@ class Edge:
         target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
         took = (time.perf_counter() - began) * 1000
         line = (
-            f"{client_address(scope)} - - [{_log_time(int(self.config.clock()))}] "
+            f"{client_address(scope, self.config.proxies)} - - [{_log_time(int(self.config.clock()))}] "
             f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size or "-"} {took:.1f}ms'
         )
         writer = _access_writer()
@@ -9315,6 +9481,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     overrides: dict[str, Any] = {} if args.db is None else {"db": args.db}
+    if args.trusted_proxies is not None:
+        overrides["trusted_proxies"] = args.trusted_proxies
     if args.demo:
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         overrides.update(demo=True, public_url=f"http://{shown}:{args.port}")
@@ -9332,6 +9500,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         log_config=serve_log_config(),
         access_log=False,  # the app logs each request itself, the same way when embedded
         ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
+        # The app reads X-Forwarded-For itself, from the proxies it is told to trust (client_address);
+        # uvicorn's own reading trusts loopback, so anything on this machine could pick its address.
+        proxy_headers=False,
     )
     _Server(config).run()
 
@@ -9383,6 +9554,8 @@ environment (each also a create_app() keyword; see the README's Configuration):
   XE_STATUS_INTERVAL  seconds between status events of one loader (default 5)
   XE_CACHE_SECONDS    max-age of cacheable Xenon answers (default 60)
   XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
+  XE_TRUSTED_PROXIES  proxies whose X-Forwarded-For is read, e.g. 127.0.0.1,10.0.0.0/8 (default none)
+  XE_MAX_STREAMS_PER_ADDRESS  player streams one client address may hold open (default 64)
   XE_ACCESS_LOG       0 turns the access log off (default on)
   XE_REQUEST_METRICS  0 stops counting and timing each request for /metrics (default on)
   XE_REDIS_URL        redis://host:port/db: several server processes on one database, as one service
@@ -9444,6 +9617,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--demo", action="store_true", help="seed demo data, print ready-to-paste curl lines, simulate loads"
+    )
+    serve.add_argument(
+        "--trusted-proxies",
+        metavar="LIST",
+        help="addresses and CIDR networks of the proxies in front, whose X-Forwarded-For is believed "
+        "(default: $XE_TRUSTED_PROXIES, else none)",
     )
 
     add_bot = command("add-bot", _cmd_add_bot, "grant a Xenon bot token and print it (again: rotates it)")
