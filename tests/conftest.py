@@ -302,3 +302,25 @@ def music_server(db_path: str, tmp_path: Path) -> Iterator[Server]:
 def player_of(client: TestClient, guild: str) -> xe.Player | None:
     """The guild's player, through the started app's host API."""
     return client.blocking_portal.call(xe.host_of(client.app).player, guild)
+
+
+@pytest.fixture
+def two(
+    request: pytest.FixtureRequest,
+    db_path: str,
+    tmp_path: Path,
+    redis_fresh: Any,  # noqa: F811 (the fixture of that name)
+) -> Iterator[list[Server]]:
+    """Two server processes on one database (the guild registered, the catalog imported),
+    coordinating through Redis; a test module's ``TWO_ENV`` adds its settings."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    cli(db_path, "import-tracks", str(CATALOG_FILE))
+    env = {
+        "XE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "XE_REDIS_URL": redis_fresh.url,
+        **getattr(request.module, "TWO_ENV", {}),
+    }
+    servers = [Server(db_path, tmp_path / f"server{i}.log", **env) for i in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()

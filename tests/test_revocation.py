@@ -31,16 +31,8 @@ MAPPERS = f"/api/mappers?target={TARGET}&source={SOURCE}"
 ROUNDS = 40
 
 
-@pytest.fixture
-def two(db_path: str, tmp_path: Path, redis_fresh: RedisServer) -> Iterator[list[Server]]:
-    """Two server processes on one database, coordinating through Redis, with no rate limits (a
-    loop of uses must not meet a 429)."""
-    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
-    env = {"XE_ADMIN_TOKEN": ADMIN_TOKEN, "XE_REDIS_URL": redis_fresh.url, "XE_RATE_LIMITS": "off"}
-    servers = [Server(db_path, tmp_path / f"server{i}.log", **env) for i in range(2)]
-    yield servers
-    for server in servers:
-        server.stop()
+TWO_ENV = {"XE_RATE_LIMITS": "off"}
+"""The ``two`` fixture's servers (tests/conftest.py) have no rate limits: a loop of uses must not meet a 429."""
 
 
 def admin(server: Server, method: str, path: str, body: Any = None) -> httpx.Response:

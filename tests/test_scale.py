@@ -12,13 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, USER, VOICE
+from conftest import ADMIN, ADMIN_TOKEN, GUILD, SOURCE, USER, VOICE
 from server import Server, cli, free_port
 from services import RedisServer
 from websockets.asyncio.client import ClientConnection, connect
@@ -37,17 +36,8 @@ SHORT = {
 }
 
 
-@pytest.fixture
-def two(db_path: str, tmp_path: Path, redis_fresh: RedisServer) -> Iterator[list[Server]]:
-    """Two server processes on one database, coordinating through Redis."""
-    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
-    cli(db_path, "import-tracks", str(CATALOG_FILE))
-    env = {"XE_ADMIN_TOKEN": ADMIN_TOKEN, "XE_REDIS_URL": redis_fresh.url, "XE_STATUS_INTERVAL": "0.5"}
-    env["XE_RATE_LIMITS"] = "mappers=3/10"
-    servers = [Server(db_path, tmp_path / f"server{i}.log", **env) for i in range(2)]
-    yield servers
-    for server in servers:
-        server.stop()
+TWO_ENV = {"XE_STATUS_INTERVAL": "0.5", "XE_RATE_LIMITS": "mappers=3/10"}
+"""The settings of the ``two`` fixture's servers (tests/conftest.py)."""
 
 
 def admin(server: Server, method: str, path: str, body: Any = None) -> httpx.Response:

@@ -226,21 +226,32 @@ def test_one_line_per_request_and_no_secret_however_it_is_run(db_path: str, tmp_
     assert "ERROR" not in text and "Traceback" not in text
 
 
+@pytest.mark.sqlite_only  # settings are checked before any store is opened
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("how", "variable", "value"),
     [
-        ("XE_RATE_LIMITS", "mappers=1/inf"),
-        ("XE_RATE_LIMITS", "mappers=99999999999999999999/10"),
-        ("XE_RATE_LIMITS", "nosuchgroup=1/1"),
-        ("XE_STATUS_INTERVAL", "nan"),
-        ("XE_STATUS_INTERVAL", "inf"),
-        ("XE_CACHE_SECONDS", "-1"),
-        ("XE_MAX_QUEUE", "0"),
-        ("XE_ACCESS_LOG", "flase"),
-        ("XE_REQUEST_METRICS", "nope"),
+        (how, variable, value)
+        for variable, value in [
+            ("XE_RATE_LIMITS", "mappers=1/inf"),
+            ("XE_RATE_LIMITS", "mappers=99999999999999999999/10"),
+            ("XE_RATE_LIMITS", "nosuchgroup=1/1"),
+            ("XE_STATUS_INTERVAL", "nan"),
+            ("XE_STATUS_INTERVAL", "inf"),
+            ("XE_CACHE_SECONDS", "-1"),
+            ("XE_MAX_QUEUE", "0"),
+            ("XE_ACCESS_LOG", "flase"),
+            ("XE_REQUEST_METRICS", "nope"),
+            ("XE_TRUSTED_PROXIES", "*"),
+            ("XE_TRUSTED_PROXIES", "proxy.example"),
+            ("XE_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/33"),
+            ("XE_MAX_STREAMS_PER_ADDRESS", "0"),
+            ("XE_MAX_STREAMS_PER_ADDRESS", "many"),
+            ("--trusted-proxies", "10.0.0.0/8,nope"),
+        ]
+        for how in ["serve", "uvicorn"]
+        if how == "serve" or not variable.startswith("--")  # a flag is serve's only
     ],
 )
-@pytest.mark.parametrize("how", ["serve", "uvicorn"])
 def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
     db_path: str, how: str, variable: str, value: str
 ) -> None:
@@ -249,12 +260,17 @@ def test_a_bad_setting_stops_the_server_with_one_line_naming_it(
         if how == "serve"
         else [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(free_port())]
     )
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=30, env={**os.environ, variable: value}
-    )
+    env = {**os.environ, "XE_DB": db_path}
+    if variable.startswith("--"):
+        command += [variable, value]
+    else:
+        env[variable] = value
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and variable in lines[0], done.stderr
+    named = "XE_TRUSTED_PROXIES" if variable.startswith("--") else variable
+    assert len(lines) == 1 and named in lines[0], done.stderr
+    assert not Path(db_path).exists()  # stopped before anything was created
 
 
 def test_a_port_in_use_is_one_line_naming_it_before_any_file_is_created(tmp_path: Path) -> None:
