@@ -833,6 +833,11 @@ class LoaderEvent(msgspec.Struct):
     data: LoaderData
 
 
+STATUS_FRAME = '{"event":"status"'
+"""How the frame of a status event begins (its fields are encoded in order): the log holds
+statuses too, and replay leaves them out by this."""
+
+
 class StatusIn(msgspec.Struct):
     status: Annotated[str, _text(1, 200, not_blank=True)]
 
@@ -1466,8 +1471,11 @@ class LoadStore(Protocol):
         """End the loader; with ``ok``, merge its staged ids into its mapper."""
         ...
 
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[Numbered]]:
-        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[Numbered]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
+        events after ``seq`` (and status events too, with ``statuses``)."""
         ...
 
 
@@ -1757,7 +1765,8 @@ CREATE TABLE IF NOT EXISTS loaders (
     start_seq   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
--- The start/done events for ?since= replay, as the frames that were sent.
+-- The loader events, as the frames that were sent: start/done for ?since= replay; statuses
+-- too, so that a process can fill in one that reached it late (they are not replayed).
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
     frame      TEXT NOT NULL,
@@ -1767,7 +1776,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
 -- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest start/done event dropped from the log;
+-- increasing across restarts; pruned_seq: the newest event dropped from the log;
 -- commits: counted by every writing process, so each notices another's commits.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
@@ -2838,11 +2847,13 @@ class SqliteLoads:
         SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'),
                (SELECT value FROM counters WHERE name = 'event_seq')"""
     event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
-    events_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    events_after = f"""
+        SELECT seq, frame FROM events WHERE seq > ? AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
+        ORDER BY seq LIMIT ?"""
+    events_all_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
     # The newest seq to drop: `size` numbers or more behind the newest (so at most `size` events
-    # stay, fewer where unlogged statuses took numbers; by seq, no count), or older than the
-    # cut-off time (by the index on created_at: seq and time grow together). Either costs the
-    # same at any log size.
+    # stay; by seq, no count), or older than the cut-off time (by the index on created_at: seq
+    # and time grow together). Either costs the same at any log size.
     events_prune_to = """
         SELECT max(? - ?, coalesce(
             (SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1), 0))"""
@@ -2874,16 +2885,17 @@ class SqliteLoads:
         row = self.db.one(self.loader_get, (target_id,))
         return None if row is None else self._loader(row)
 
-    def _number(self, db: sqlite3.Connection, frame: Callable[[int], str], logged: bool) -> tuple[int, str]:
+    def _number(self, db: sqlite3.Connection, frame: Callable[[int], str]) -> tuple[int, str]:
+        """The next seq and its frame, logged in the caller's transaction (statuses too: see
+        :class:`InOrder`)."""
         (seq,) = db.execute(self.seq_next).fetchone()
         text = frame(seq)
-        if logged:
-            now = self.clock()
-            db.execute(self.event_insert, (seq, text, now))
-            (cut,) = db.execute(self.events_prune_to, (seq, self.log_size, now - self.log_seconds)).fetchone()
-            if cut > 0:
-                db.execute(self.events_prune, (cut,))
-                db.execute(self.pruned_raise, (cut,))
+        now = self.clock()
+        db.execute(self.event_insert, (seq, text, now))
+        (cut,) = db.execute(self.events_prune_to, (seq, self.log_size, now - self.log_seconds)).fetchone()
+        if cut > 0:
+            db.execute(self.events_prune, (cut,))
+            db.execute(self.pruned_raise, (cut,))
         return seq, text
 
     async def start(
@@ -2906,7 +2918,7 @@ class SqliteLoads:
                 raise Conflict(
                     "loader running", f"A loader is already running on guild {loader.target_id}"
                 ) from None
-            seq, text = self._number(db, frame, logged=True)
+            seq, text = self._number(db, frame)
             db.execute(self.loader_named, (seq, loader.target_id))
             return seq, text
 
@@ -2922,7 +2934,7 @@ class SqliteLoads:
         def run(db: sqlite3.Connection) -> tuple[int, str] | None:
             if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
                 return None  # its done came first: no status after done
-            return self._number(db, frame, logged=False)
+            return self._number(db, frame)
 
         return await self.db.write(run, after=after)
 
@@ -2962,14 +2974,18 @@ class SqliteLoads:
                 if loader.user_id is not None:
                     db.execute(SqliteMappers.add_loader, (source_id, target_id, loader.user_id))
             db.execute(self.ids_drop, (target_id,))
-            return self._number(db, frame, logged=True)
+            return self._number(db, frame)
 
         return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
 
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
-        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[tuple[int, str]]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
+        events after ``seq`` (and status events too, with ``statuses``)."""
         pruned, newest = self.db.one(self.seq_bounds)
-        return pruned, newest, self.db.all(self.events_after, (seq, limit))
+        query = self.events_all_after if statuses else self.events_after
+        return pruned, newest, self.db.all(query, (seq, limit))
 
 
 def _guild_listed(db: SqliteDatabase, row: Sequence[Any]) -> Guild:
@@ -4277,6 +4293,10 @@ class PostgresLoads:
         SELECT $1, $2, old_id, (array_agg(new_id ORDER BY ord DESC))[1] FROM loader_ids
         WHERE target_id = $2 AND old_id <> $1 GROUP BY old_id ORDER BY min(ord)
         ON CONFLICT (source_id, target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
+    events_after = f"""
+        SELECT seq, frame FROM events WHERE seq > $1 AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
+        ORDER BY seq LIMIT $2"""
+    events_all_after = "SELECT seq, frame FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
     events_prune_to = """
         SELECT greatest($1::bigint - $2::bigint, coalesce(
             (SELECT seq FROM events WHERE created_at < $3 ORDER BY created_at DESC LIMIT 1), 0))"""
@@ -4293,21 +4313,18 @@ class PostgresLoads:
         row = await self.db.one(f"SELECT {self.loader_columns} FROM loaders WHERE target_id = $1", target_id)
         return None if row is None else SqliteLoads._loader(row)
 
-    async def _number(self, tx: PostgresTransaction, frame: Callable[[int], str], logged: bool) -> Numbered:
+    async def _number(self, tx: PostgresTransaction, frame: Callable[[int], str]) -> Numbered:
         seq = await tx.number("event_seq")
         text = frame(seq)
-        if logged:
-            now = self.clock()
-            conn = tx.conn
+        now = self.clock()
+        conn = tx.conn
+        await conn.execute("INSERT INTO events (seq, frame, created_at) VALUES ($1, $2, $3)", seq, text, now)
+        cut = await conn.fetchval(self.events_prune_to, seq, self.log_size, now - self.log_seconds)
+        if cut > 0:
+            await conn.execute("DELETE FROM events WHERE seq <= $1", cut)
             await conn.execute(
-                "INSERT INTO events (seq, frame, created_at) VALUES ($1, $2, $3)", seq, text, now
+                "UPDATE counters SET value = greatest(value, $1) WHERE name = 'pruned_seq'", cut
             )
-            cut = await conn.fetchval(self.events_prune_to, seq, self.log_size, now - self.log_seconds)
-            if cut > 0:
-                await conn.execute("DELETE FROM events WHERE seq <= $1", cut)
-                await conn.execute(
-                    "UPDATE counters SET value = greatest(value, $1) WHERE name = 'pruned_seq'", cut
-                )
         return seq, text
 
     async def start(
@@ -4327,7 +4344,7 @@ class PostgresLoads:
             )
             if inserted == "INSERT 0 0":
                 raise Conflict("loader running", f"A loader is already running on guild {loader.target_id}")
-            seq, text = await self._number(tx, frame, logged=True)
+            seq, text = await self._number(tx, frame)
             await tx.conn.execute(
                 "UPDATE loaders SET start_seq = $1 WHERE target_id = $2", seq, loader.target_id
             )
@@ -4351,7 +4368,7 @@ class PostgresLoads:
         async def run(tx: PostgresTransaction) -> Numbered | None:
             if not await self._running(tx, target_id, started):
                 return None  # its done came first: no status after done
-            return await self._number(tx, frame, logged=False)
+            return await self._number(tx, frame)
 
         return await self.db.write(run, after=after)
 
@@ -4396,19 +4413,21 @@ class PostgresLoads:
                         loader.user_id,
                     )
             await conn.execute("DELETE FROM loader_ids WHERE target_id = $1", target_id)
-            return await self._number(tx, frame, logged=True)
+            return await self._number(tx, frame)
 
         return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
 
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[Numbered]]:
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[Numbered]]:
+        query = self.events_all_after if statuses else self.events_after
+
         async def read(conn: Any) -> tuple[int, int, list[Numbered]]:
             pruned, newest = await conn.fetchrow(
                 "SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'), "
                 "(SELECT value FROM counters WHERE name = 'event_seq')"
             )
-            rows = await conn.fetch(
-                "SELECT seq, frame FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit
-            )
+            rows = await conn.fetch(query, seq, limit)
             return pruned, newest, [(s, f) for s, f in rows]
 
         return await self.db.snapshot(read)
@@ -4914,8 +4933,10 @@ class Stream:
 class InOrder:
     """Hands a logged topic's events to this process's subscribers in ``seq`` order, each once,
     whichever process published them and in whatever order they arrive. An event ahead of the
-    next number waits a moment for the ones before it, then those are read from the log; numbers
-    the log does not hold (status events, which are not logged) are then passed over."""
+    next number waits a moment for the ones before it, then those are read from the log (which
+    is why status events are logged too: one that another process published arrives through the
+    broker, which may be late by any time, and a number passed over is never delivered); numbers
+    the log no longer holds (pruned) are then passed over."""
 
     wait = 0.02
     """Seconds an event waits for an earlier one still on its way."""
@@ -4953,8 +4974,8 @@ class InOrder:
                     logged = [(seq, frame) for seq, frame in logged if self.last < seq < upto]
                     for seq, frame in logged:
                         self.last = seq
-                        self._deliver(seq, frame, True)
-                    if not logged:  # what is still missing was never logged (statuses) or pruned
+                        self._deliver(seq, frame, not frame.startswith(STATUS_FRAME))
+                    if not logged:  # what is still missing was pruned
                         self.last = upto - 1
                 self._release()
         except DomainError as exc:  # the log cannot be read now: the next event tries again
@@ -7193,7 +7214,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
         if broker is not None:  # other processes publish too: deliver the log's order, no gap
             _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
-            hub.order(LOADER_TOPIC, stores.loads.events_since, newest)
+            hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
         if isinstance(stores.database, PostgresDatabase) and isinstance(broker, RedisBroker):
             share_forgets(stores.database, hub, broker)
         await hub.open()
