@@ -4947,6 +4947,7 @@ class InOrder:
         self.last = last
         self._held: dict[int, tuple[str, bool]] = {}
         self._filling: asyncio.Task[None] | None = None
+        self._behind = False
 
     def offer(self, seq: int, frame: str, reliable: bool) -> None:
         if seq <= self.last or seq in self._held:
@@ -4962,26 +4963,42 @@ class InOrder:
             self.last = seq
             self._deliver(seq, frame, reliable)
 
+    def catch_up(self) -> None:
+        """Deliver every event logged so far that was not handed on yet: what the broker carried
+        while it was away may be lost (with Redis), and no later event may come to show it."""
+        self._behind = True
+        if self._filling is None:
+            self._filling = asyncio.create_task(self._fill())
+
     async def _fill(self) -> None:
         try:
-            while self._held:
+            while self._held or self._behind:
                 await asyncio.sleep(self.wait)
-                if not self._held:
-                    break
-                upto = min(self._held)
-                while self.last < upto - 1:  # a chunk at a time: a long outage's events too
-                    _, _, logged = await self._replay(self.last, min(upto - self.last - 1, REPLAY_CHUNK))
-                    logged = [(seq, frame) for seq, frame in logged if self.last < seq < upto]
-                    for seq, frame in logged:
-                        self.last = seq
-                        self._deliver(seq, frame, not frame.startswith(STATUS_FRAME))
-                    if not logged:  # what is still missing was pruned
-                        self.last = upto - 1
+                if self._behind:
+                    _, newest, _ = await self._replay(sys.maxsize, 0)
+                    self._behind = False
+                    await self._from_log(newest + 1)
+                if self._held:
+                    await self._from_log(min(self._held))
                 self._release()
         except DomainError as exc:  # the log cannot be read now: the next event tries again
             log.warning("events not filled in from the log: %s", exc.message)
         finally:
             self._filling = None
+
+    async def _from_log(self, upto: int) -> None:
+        """Deliver what the log holds between the last event handed on and ``upto``."""
+        while self.last < upto - 1:  # a chunk at a time: a long outage's events too
+            _, _, logged = await self._replay(self.last, min(upto - self.last - 1, REPLAY_CHUNK))
+            logged = [(seq, frame) for seq, frame in logged if self.last < seq < upto]
+            for seq, frame in logged:
+                self._held.pop(seq, None)
+                self.last = seq
+                self._deliver(seq, frame, not frame.startswith(STATUS_FRAME))
+            if not logged:  # what is still missing was pruned
+                self.last = upto - 1
+        for seq in [seq for seq in self._held if seq <= self.last]:
+            del self._held[seq]
 
     def close(self) -> None:
         if self._filling is not None:
@@ -5062,6 +5079,11 @@ class Hub:
             if not subscription._push(seq, frame, reliable):
                 self._unsubscribe(subscription)
                 subscription._overflow()
+
+    def catch_up(self) -> None:
+        """Deliver from the logs whatever the broker may have lost (it is back after an outage)."""
+        for ordered in self._ordered.values():
+            ordered.catch_up()
 
     def order(self, topic: str, replay: Replay, last: int) -> None:
         """Deliver ``topic`` in ``seq`` order, each event once, filling in from its log what
@@ -5168,6 +5190,8 @@ class RedisBroker:
         self._errors = _redis_errors()
         self.reading = False
         """Whether the stream is being read now (not while Redis is away)."""
+        self.on_back: Callable[[], None] | None = None
+        """Called when the stream is read again after Redis was away (events on it may be lost)."""
 
     async def start(self, deliver: Callable[[str, int, str], None]) -> None:
         try:
@@ -5214,12 +5238,14 @@ class RedisBroker:
                 failures += 1
                 await _backing_off("events not received", exc, failures)
                 continue
-            self.reading, failures = True, 0
+            away, self.reading, failures = failures > 0, True, 0
             for _, entries in answer:
                 for entry_id, fields in entries:
                     last = entry_id
                     if fields[b"o"].decode() != self._origin:
                         deliver(fields[b"t"].decode(), int(fields[b"s"]), fields[b"f"].decode())
+            if away and self.on_back is not None:
+                self.on_back()
 
     async def close(self) -> None:
         self.reading = False
@@ -5254,6 +5280,13 @@ if held then redis.call('SET', KEYS[1], 1, 'PX', ARGV[1]) end
 return held
 """
 
+# A window given back by the status that opened it, which was refused (a 503): only if it is
+# still that status's (not one a later status or a timer opened since).
+_GIVE_BACK_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class RedisStatusWindows:
     """Status windows shared by every process: the first status of a quiet loader goes out at
@@ -5265,13 +5298,22 @@ class RedisStatusWindows:
         self._prefix = config.redis_prefix
         self._errors = _redis_errors()
         self._take = client.register_script(_TAKE_SCRIPT)
+        self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
 
-    async def open(self, loader: str, seconds: float) -> bool:
-        """Open the loader's window now, if none is open: whether this status goes out at once."""
+    async def open(self, loader: str, seconds: float, opener: str = "1") -> bool:
+        """Open the loader's window now, if none is open, in the name of ``opener`` (see
+        :meth:`give_back`): whether this status goes out at once."""
+        key = f"{self._prefix}window:{loader}"
         try:
-            return bool(await self._redis.set(f"{self._prefix}window:{loader}", 1, nx=True, px=_ms(seconds)))
+            return bool(await self._redis.set(key, opener, nx=True, px=_ms(seconds)))
         except self._errors as exc:
             raise Unavailable(REDIS_AWAY) from exc
+
+    async def give_back(self, loader: str, opener: str) -> None:
+        """Close the window ``opener`` opened, if it is still the one open: its status was refused
+        (a 503, which the producer may send again), so it did not go out and takes no window."""
+        with contextlib.suppress(*self._errors):
+            await self._give_back(keys=[f"{self._prefix}window:{loader}"], args=[opener])
 
     async def hold(self, loader: str, status: str, seconds: float) -> float:
         """Keep ``status`` as the window's newest; the seconds until the window ends."""
@@ -5287,12 +5329,13 @@ class RedisStatusWindows:
     async def take(self, loader: str, seconds: float) -> str | float | None:
         """At the window's end, the status held for it, taken by one process only, which opens
         the next window (``seconds``) to send it; ``None`` when none is held; the seconds left
-        when the window has not quite ended yet."""
+        when the window has not quite ended yet, or until it is time to look again (Redis away:
+        what it holds may be there again when it is back)."""
         keys = [f"{self._prefix}window:{loader}", f"{self._prefix}pending:{loader}"]
         try:
             taken = await self._take(keys=keys, args=[_ms(seconds)])
         except self._errors:
-            return None
+            return min(seconds, 1.0)
         if isinstance(taken, int):
             return taken / 1000
         return None if taken is None else taken.decode()
@@ -5477,8 +5520,12 @@ class Loaders:
             gate = self._gates[target_id] = _StatusGate(started)
         now = self._monotonic()
         if gate.timer is None and now - gate.last_sent >= self._interval:
-            gate.last_sent = now
-            await self._send_status(target_id, gate, status)
+            sent_before, gate.last_sent = gate.last_sent, now
+            try:
+                await self._send_status(target_id, gate, status)
+            except Exception:  # refused (a 503): it did not go out, so it takes no window
+                gate.last_sent = sent_before
+                raise
             return
         gate.pending = status
         if gate.timer is None:
@@ -5495,10 +5542,17 @@ class Loaders:
 
     async def _shared_status(self, target_id: str, started: int, status: str) -> None:
         window = f"{target_id}:{started}"
-        if await self._windows.open(window, self._interval):  # type: ignore[union-attr]
-            await self._send_shared(target_id, started, status)
-            return
-        left = await self._windows.hold(window, status, self._interval)  # type: ignore[union-attr]
+        windows = self._windows
+        assert windows is not None
+        opener = secrets.token_hex(8)
+        try:
+            if await windows.open(window, self._interval, opener):
+                await self._send_shared(target_id, started, status)
+                return
+        except Exception:  # refused (a 503), perhaps after opening the window: give it back
+            self._spawn(windows.give_back(window, opener))
+            raise
+        left = await windows.hold(window, status, self._interval)
         if window not in self._gates:  # one timer per window here, whichever status set it
             self._arm_shared(target_id, started, left)
 
@@ -7215,6 +7269,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         if broker is not None:  # other processes publish too: deliver the log's order, no gap
             _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
             hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
+        if isinstance(broker, RedisBroker):
+            broker.on_back = hub.catch_up
         if isinstance(stores.database, PostgresDatabase) and isinstance(broker, RedisBroker):
             share_forgets(stores.database, hub, broker)
         await hub.open()

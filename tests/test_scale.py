@@ -5,10 +5,12 @@ without Redis, a second server on the same file refuses to start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import httpx
 import pytest
 from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, USER, VOICE
 from server import Server, cli, free_port
-from services import RedisServer
+from services import PostgresServer, RedisServer
 from websockets.asyncio.client import ClientConnection, connect
 
 import xenon_elixir as xe
@@ -460,6 +462,119 @@ def test_every_acknowledged_status_arrives_through_a_redis_outage(
     assert len(acknowledged) == count
     for events in received:
         assert_every_status_between_its_start_and_done(events, acknowledged, count)
+
+
+@contextlib.contextmanager
+def status_writes_held(db_path: str, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Another connection holds what a status's write needs: SQLite's write lock, or the row of
+    PostgreSQL's event counter."""
+    if not xe.is_postgres(db_path):
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    connection = server.connect(db_path.rsplit("/", 1)[1])
+    connection.query("BEGIN; SELECT value FROM counters WHERE name = 'event_seq' FOR UPDATE")
+    try:
+        yield
+    finally:
+        connection.query("ROLLBACK")
+        connection.close()
+
+
+def test_a_status_refused_with_503_takes_no_shared_window_so_its_retry_goes_out_at_once(
+    db_path: str, tmp_path: Path, redis_fresh: RedisServer, request: pytest.FixtureRequest
+) -> None:
+    """The first status opens the loader's window in Redis, then cannot be written in time (503):
+    it did not go out, so the producer's retry (200) is still the first and goes out at once,
+    to the other process's subscriber before the done (it was held for the window's end, 5 s
+    away, and the done dropped it)."""
+    env = {"XE_ADMIN_TOKEN": ADMIN_TOKEN, "XE_REDIS_URL": redis_fresh.url}
+    servers = [Server(db_path, tmp_path / f"server{i}.log", {"write_wait": 0.3}, **env) for i in range(2)]
+    target = "496683369665658880"
+    start = {"target_id": target, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+    try:
+        token = token_for(servers[1])
+
+        async def scenario() -> list[dict[str, Any]]:
+            async with connect(
+                f"{servers[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": token}
+            ) as ws:
+                await asyncio.sleep(0.2)
+                assert (
+                    await asyncio.to_thread(admin, servers[0], "POST", "/admin/loaders", start)
+                ).status_code == 201
+                status = f"/admin/loaders/{target}/status"
+                with status_writes_held(db_path, request):
+                    refused = await asyncio.to_thread(admin, servers[0], "POST", status, {"status": "x"})
+                assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+                sent = await asyncio.to_thread(admin, servers[0], "POST", status, {"status": "loading roles"})
+                assert sent.status_code == 200
+                done = await asyncio.to_thread(admin, servers[0], "POST", f"/admin/loaders/{target}/done")
+                assert done.status_code == 200
+                events = [json.loads(await asyncio.wait_for(ws.recv(), 10))]
+                while events[-1]["event"] != "done":
+                    events.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                return events
+
+        events = asyncio.run(scenario())
+    finally:
+        for server in servers:
+            server.stop()
+    assert [(e["event"], e["data"].get("status")) for e in events] == [
+        ("start", None),
+        ("status", "loading roles"),
+        ("done", None),
+    ]
+
+
+def test_events_lost_with_redis_reach_a_follower_that_stayed_connected(
+    two: list[Server], redis_fresh: RedisServer
+) -> None:
+    """A load's events were on the Redis stream, not yet read by the other process (stopped),
+    when Redis was killed and started again empty: that process delivers them from the log
+    once it reads the stream again, in order, though no later event comes to show the gap."""
+    token = token_for(two[1])
+    target = "496683369665658880"
+    start = {"target_id": target, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with connect(
+            f"{two[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": token}
+        ) as ws:
+            await asyncio.sleep(0.2)
+            os.kill(two[1].process.pid, signal.SIGSTOP)
+            try:
+                for path, body, expected in [
+                    ("/admin/loaders", start, 201),
+                    (f"/admin/loaders/{target}/status", {"status": "loading roles"}, 200),
+                    (f"/admin/loaders/{target}/done", None, 200),
+                ]:
+                    assert (
+                        await asyncio.to_thread(admin, two[0], "POST", path, body)
+                    ).status_code == expected
+                deadline = time.monotonic() + 10
+                while redis_fresh.command("XLEN", "xe:events") < 3:  # on the stream, then lost with it
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                redis_fresh.kill()
+                await asyncio.to_thread(redis_fresh.start)
+            finally:
+                os.kill(two[1].process.pid, signal.SIGCONT)
+            return await frames(ws, 3)
+
+    events = asyncio.run(scenario())
+    assert [(e["event"], e["data"].get("status")) for e in events] == [
+        ("start", None),
+        ("status", "loading roles"),
+        ("done", None),
+    ]
+    assert [e["seq"] for e in events] == [1, 2, 3]
 
 
 def test_a_windows_status_is_taken_only_once_the_window_has_ended(redis_fresh: RedisServer) -> None:
