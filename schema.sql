@@ -177,7 +177,8 @@ CREATE TABLE IF NOT EXISTS loaders (
     start_seq   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
--- The start/done events for ?since= replay, as the frames that were sent.
+-- The loader events, as the frames that were sent: start/done for ?since= replay; statuses
+-- too, so that a process can fill in one that reached it late (they are not replayed).
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
     frame      TEXT NOT NULL,
@@ -187,7 +188,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
 -- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest start/done event dropped from the log;
+-- increasing across restarts; pruned_seq: the newest event dropped from the log;
 -- commits: counted by every writing process, so each notices another's commits.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,

@@ -932,6 +932,11 @@ class LoaderEvent(msgspec.Struct):
     data: LoaderData
 
 
+STATUS_FRAME = '{"event":"status"'
+"""How the frame of a status event begins (its fields are encoded in order): the log holds
+statuses too, and replay leaves them out by this."""
+
+
 class StatusIn(msgspec.Struct):
     status: Annotated[str, _text(1, 200, not_blank=True)]
 
@@ -1572,8 +1577,11 @@ class LoadStore(Protocol):
         """End the loader; with ``ok``, merge its staged ids into its mapper."""
         ...
 
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[Numbered]]:
-        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[Numbered]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
+        events after ``seq`` (and status events too, with ``statuses``)."""
         ...
 
 
@@ -1920,7 +1928,8 @@ CREATE TABLE IF NOT EXISTS loaders (
     start_seq   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
--- The start/done events for ?since= replay, as the frames that were sent.
+-- The loader events, as the frames that were sent: start/done for ?since= replay; statuses
+-- too, so that a process can fill in one that reached it late (they are not replayed).
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
     frame      TEXT NOT NULL,
@@ -1930,7 +1939,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
 -- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest start/done event dropped from the log;
+-- increasing across restarts; pruned_seq: the newest event dropped from the log;
 -- commits: counted by every writing process, so each notices another's commits.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
@@ -3151,11 +3160,13 @@ class SqliteLoads:
         SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'),
                (SELECT value FROM counters WHERE name = 'event_seq')"""
     event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
-    events_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    events_after = f"""
+        SELECT seq, frame FROM events WHERE seq > ? AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
+        ORDER BY seq LIMIT ?"""
+    events_all_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
     # The newest seq to drop: `size` numbers or more behind the newest (so at most `size` events
-    # stay, fewer where unlogged statuses took numbers; by seq, no count), or older than the
-    # cut-off time (by the index on created_at: seq and time grow together). Either costs the
-    # same at any log size.
+    # stay; by seq, no count), or older than the cut-off time (by the index on created_at: seq
+    # and time grow together). Either costs the same at any log size.
     events_prune_to = """
         SELECT max(? - ?, coalesce(
             (SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1), 0))"""
@@ -3187,16 +3198,17 @@ class SqliteLoads:
         row = self.db.one(self.loader_get, (target_id,))
         return None if row is None else self._loader(row)
 
-    def _number(self, db: sqlite3.Connection, frame: Callable[[int], str], logged: bool) -> tuple[int, str]:
+    def _number(self, db: sqlite3.Connection, frame: Callable[[int], str]) -> tuple[int, str]:
+        """The next seq and its frame, logged in the caller's transaction (statuses too: see
+        :class:`InOrder`)."""
         (seq,) = db.execute(self.seq_next).fetchone()
         text = frame(seq)
-        if logged:
-            now = self.clock()
-            db.execute(self.event_insert, (seq, text, now))
-            (cut,) = db.execute(self.events_prune_to, (seq, self.log_size, now - self.log_seconds)).fetchone()
-            if cut > 0:
-                db.execute(self.events_prune, (cut,))
-                db.execute(self.pruned_raise, (cut,))
+        now = self.clock()
+        db.execute(self.event_insert, (seq, text, now))
+        (cut,) = db.execute(self.events_prune_to, (seq, self.log_size, now - self.log_seconds)).fetchone()
+        if cut > 0:
+            db.execute(self.events_prune, (cut,))
+            db.execute(self.pruned_raise, (cut,))
         return seq, text
 
     async def start(
@@ -3219,7 +3231,7 @@ class SqliteLoads:
                 raise Conflict(
                     "loader running", f"A loader is already running on guild {loader.target_id}"
                 ) from None
-            seq, text = self._number(db, frame, logged=True)
+            seq, text = self._number(db, frame)
             db.execute(self.loader_named, (seq, loader.target_id))
             return seq, text
 
@@ -3235,7 +3247,7 @@ class SqliteLoads:
         def run(db: sqlite3.Connection) -> tuple[int, str] | None:
             if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
                 return None  # its done came first: no status after done
-            return self._number(db, frame, logged=False)
+            return self._number(db, frame)
 
         return await self.db.write(run, after=after)
 
@@ -3275,14 +3287,18 @@ class SqliteLoads:
                 if loader.user_id is not None:
                     db.execute(SqliteMappers.add_loader, (source_id, target_id, loader.user_id))
             db.execute(self.ids_drop, (target_id,))
-            return self._number(db, frame, logged=True)
+            return self._number(db, frame)
 
         return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
 
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
-        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged events after ``seq``."""
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[tuple[int, str]]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
+        events after ``seq`` (and status events too, with ``statuses``)."""
         pruned, newest = self.db.one(self.seq_bounds)
-        return pruned, newest, self.db.all(self.events_after, (seq, limit))
+        query = self.events_all_after if statuses else self.events_after
+        return pruned, newest, self.db.all(query, (seq, limit))
 
 
 def _guild_listed(db: SqliteDatabase, row: Sequence[Any]) -> Guild:
@@ -4660,6 +4676,10 @@ class PostgresLoads:
         SELECT $1, $2, old_id, (array_agg(new_id ORDER BY ord DESC))[1] FROM loader_ids
         WHERE target_id = $2 AND old_id <> $1 GROUP BY old_id ORDER BY min(ord)
         ON CONFLICT (source_id, target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
+    events_after = f"""
+        SELECT seq, frame FROM events WHERE seq > $1 AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
+        ORDER BY seq LIMIT $2"""
+    events_all_after = "SELECT seq, frame FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
     events_prune_to = """
         SELECT greatest($1::bigint - $2::bigint, coalesce(
             (SELECT seq FROM events WHERE created_at < $3 ORDER BY created_at DESC LIMIT 1), 0))"""
@@ -4676,21 +4696,18 @@ class PostgresLoads:
         row = await self.db.one(f"SELECT {self.loader_columns} FROM loaders WHERE target_id = $1", target_id)
         return None if row is None else SqliteLoads._loader(row)
 
-    async def _number(self, tx: PostgresTransaction, frame: Callable[[int], str], logged: bool) -> Numbered:
+    async def _number(self, tx: PostgresTransaction, frame: Callable[[int], str]) -> Numbered:
         seq = await tx.number("event_seq")
         text = frame(seq)
-        if logged:
-            now = self.clock()
-            conn = tx.conn
+        now = self.clock()
+        conn = tx.conn
+        await conn.execute("INSERT INTO events (seq, frame, created_at) VALUES ($1, $2, $3)", seq, text, now)
+        cut = await conn.fetchval(self.events_prune_to, seq, self.log_size, now - self.log_seconds)
+        if cut > 0:
+            await conn.execute("DELETE FROM events WHERE seq <= $1", cut)
             await conn.execute(
-                "INSERT INTO events (seq, frame, created_at) VALUES ($1, $2, $3)", seq, text, now
+                "UPDATE counters SET value = greatest(value, $1) WHERE name = 'pruned_seq'", cut
             )
-            cut = await conn.fetchval(self.events_prune_to, seq, self.log_size, now - self.log_seconds)
-            if cut > 0:
-                await conn.execute("DELETE FROM events WHERE seq <= $1", cut)
-                await conn.execute(
-                    "UPDATE counters SET value = greatest(value, $1) WHERE name = 'pruned_seq'", cut
-                )
         return seq, text
 
     async def start(
@@ -4710,7 +4727,7 @@ class PostgresLoads:
             )
             if inserted == "INSERT 0 0":
                 raise Conflict("loader running", f"A loader is already running on guild {loader.target_id}")
-            seq, text = await self._number(tx, frame, logged=True)
+            seq, text = await self._number(tx, frame)
             await tx.conn.execute(
                 "UPDATE loaders SET start_seq = $1 WHERE target_id = $2", seq, loader.target_id
             )
@@ -4734,7 +4751,7 @@ class PostgresLoads:
         async def run(tx: PostgresTransaction) -> Numbered | None:
             if not await self._running(tx, target_id, started):
                 return None  # its done came first: no status after done
-            return await self._number(tx, frame, logged=False)
+            return await self._number(tx, frame)
 
         return await self.db.write(run, after=after)
 
@@ -4779,19 +4796,21 @@ class PostgresLoads:
                         loader.user_id,
                     )
             await conn.execute("DELETE FROM loader_ids WHERE target_id = $1", target_id)
-            return await self._number(tx, frame, logged=True)
+            return await self._number(tx, frame)
 
         return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
 
-    async def events_since(self, seq: int, limit: int) -> tuple[int, int, list[Numbered]]:
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[Numbered]]:
+        query = self.events_all_after if statuses else self.events_after
+
         async def read(conn: Any) -> tuple[int, int, list[Numbered]]:
             pruned, newest = await conn.fetchrow(
                 "SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'), "
                 "(SELECT value FROM counters WHERE name = 'event_seq')"
             )
-            rows = await conn.fetch(
-                "SELECT seq, frame FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit
-            )
+            rows = await conn.fetch(query, seq, limit)
             return pruned, newest, [(s, f) for s, f in rows]
 
         return await self.db.snapshot(read)
@@ -5432,8 +5451,10 @@ class Revocations:
 class InOrder:
     """Hands a logged topic's events to this process's subscribers in ``seq`` order, each once,
     whichever process published them and in whatever order they arrive. An event ahead of the
-    next number waits a moment for the ones before it, then those are read from the log; numbers
-    the log does not hold (status events, which are not logged) are then passed over."""
+    next number waits a moment for the ones before it, then those are read from the log (which
+    is why status events are logged too: one that another process published arrives through the
+    broker, which may be late by any time, and a number passed over is never delivered); numbers
+    the log no longer holds (pruned) are then passed over."""
 
     wait = 0.02
     """Seconds an event waits for an earlier one still on its way."""
@@ -5444,6 +5465,7 @@ class InOrder:
         self.last = last
         self._held: dict[int, tuple[str, bool]] = {}
         self._filling: asyncio.Task[None] | None = None
+        self._behind = False
 
     def offer(self, seq: int, frame: str, reliable: bool) -> None:
         if seq <= self.last or seq in self._held:
@@ -5459,26 +5481,42 @@ class InOrder:
             self.last = seq
             self._deliver(seq, frame, reliable)
 
+    def catch_up(self) -> None:
+        """Deliver every event logged so far that was not handed on yet: what the broker carried
+        while it was away may be lost (with Redis), and no later event may come to show it."""
+        self._behind = True
+        if self._filling is None:
+            self._filling = asyncio.create_task(self._fill())
+
     async def _fill(self) -> None:
         try:
-            while self._held:
+            while self._held or self._behind:
                 await asyncio.sleep(self.wait)
-                if not self._held:
-                    break
-                upto = min(self._held)
-                while self.last < upto - 1:  # a chunk at a time: a long outage's events too
-                    _, _, logged = await self._replay(self.last, min(upto - self.last - 1, REPLAY_CHUNK))
-                    logged = [(seq, frame) for seq, frame in logged if self.last < seq < upto]
-                    for seq, frame in logged:
-                        self.last = seq
-                        self._deliver(seq, frame, True)
-                    if not logged:  # what is still missing was never logged (statuses) or pruned
-                        self.last = upto - 1
+                if self._behind:
+                    _, newest, _ = await self._replay(sys.maxsize, 0)
+                    self._behind = False
+                    await self._from_log(newest + 1)
+                if self._held:
+                    await self._from_log(min(self._held))
                 self._release()
         except DomainError as exc:  # the log cannot be read now: the next event tries again
             log.warning("events not filled in from the log: %s", exc.message)
         finally:
             self._filling = None
+
+    async def _from_log(self, upto: int) -> None:
+        """Deliver what the log holds between the last event handed on and ``upto``."""
+        while self.last < upto - 1:  # a chunk at a time: a long outage's events too
+            _, _, logged = await self._replay(self.last, min(upto - self.last - 1, REPLAY_CHUNK))
+            logged = [(seq, frame) for seq, frame in logged if self.last < seq < upto]
+            for seq, frame in logged:
+                self._held.pop(seq, None)
+                self.last = seq
+                self._deliver(seq, frame, not frame.startswith(STATUS_FRAME))
+            if not logged:  # what is still missing was pruned
+                self.last = upto - 1
+        for seq in [seq for seq in self._held if seq <= self.last]:
+            del self._held[seq]
 
     def close(self) -> None:
         if self._filling is not None:
@@ -5559,6 +5597,11 @@ class Hub:
             if not subscription._push(seq, frame, reliable):
                 self._unsubscribe(subscription)
                 subscription._overflow()
+
+    def catch_up(self) -> None:
+        """Deliver from the logs whatever the broker may have lost (it is back after an outage)."""
+        for ordered in self._ordered.values():
+            ordered.catch_up()
 
     def order(self, topic: str, replay: Replay, last: int) -> None:
         """Deliver ``topic`` in ``seq`` order, each event once, filling in from its log what
@@ -5672,6 +5715,8 @@ class RedisBroker:
         self._errors = _redis_errors()
         self.reading = False
         """Whether the stream is being read now (not while Redis is away)."""
+        self.on_back: Callable[[], None] | None = None
+        """Called when the stream is read again after Redis was away (events on it may be lost)."""
 
     async def start(self, deliver: Callable[[str, int, str], None]) -> None:
         try:
@@ -5718,12 +5763,14 @@ class RedisBroker:
                 failures += 1
                 await _backing_off("events not received", exc, failures)
                 continue
-            self.reading, failures = True, 0
+            away, self.reading, failures = failures > 0, True, 0
             for _, entries in answer:
                 for entry_id, fields in entries:
                     last = entry_id
                     if fields[b"o"].decode() != self._origin:
                         deliver(fields[b"t"].decode(), int(fields[b"s"]), fields[b"f"].decode())
+            if away and self.on_back is not None:
+                self.on_back()
 
     async def close(self) -> None:
         self.reading = False
@@ -5758,6 +5805,13 @@ if held then redis.call('SET', KEYS[1], 1, 'PX', ARGV[1]) end
 return held
 """
 
+# A window given back by the status that opened it, which was refused (a 503): only if it is
+# still that status's (not one a later status or a timer opened since).
+_GIVE_BACK_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class RedisStatusWindows:
     """Status windows shared by every process: the first status of a quiet loader goes out at
@@ -5769,13 +5823,22 @@ class RedisStatusWindows:
         self._prefix = config.redis_prefix
         self._errors = _redis_errors()
         self._take = client.register_script(_TAKE_SCRIPT)
+        self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
 
-    async def open(self, loader: str, seconds: float) -> bool:
-        """Open the loader's window now, if none is open: whether this status goes out at once."""
+    async def open(self, loader: str, seconds: float, opener: str = "1") -> bool:
+        """Open the loader's window now, if none is open, in the name of ``opener`` (see
+        :meth:`give_back`): whether this status goes out at once."""
+        key = f"{self._prefix}window:{loader}"
         try:
-            return bool(await self._redis.set(f"{self._prefix}window:{loader}", 1, nx=True, px=_ms(seconds)))
+            return bool(await self._redis.set(key, opener, nx=True, px=_ms(seconds)))
         except self._errors as exc:
             raise Unavailable(REDIS_AWAY) from exc
+
+    async def give_back(self, loader: str, opener: str) -> None:
+        """Close the window ``opener`` opened, if it is still the one open: its status was refused
+        (a 503, which the producer may send again), so it did not go out and takes no window."""
+        with contextlib.suppress(*self._errors):
+            await self._give_back(keys=[f"{self._prefix}window:{loader}"], args=[opener])
 
     async def hold(self, loader: str, status: str, seconds: float) -> float:
         """Keep ``status`` as the window's newest; the seconds until the window ends."""
@@ -5791,12 +5854,13 @@ class RedisStatusWindows:
     async def take(self, loader: str, seconds: float) -> str | float | None:
         """At the window's end, the status held for it, taken by one process only, which opens
         the next window (``seconds``) to send it; ``None`` when none is held; the seconds left
-        when the window has not quite ended yet."""
+        when the window has not quite ended yet, or until it is time to look again (Redis away:
+        what it holds may be there again when it is back)."""
         keys = [f"{self._prefix}window:{loader}", f"{self._prefix}pending:{loader}"]
         try:
             taken = await self._take(keys=keys, args=[_ms(seconds)])
         except self._errors:
-            return None
+            return min(seconds, 1.0)
         if isinstance(taken, int):
             return taken / 1000
         return None if taken is None else taken.decode()
@@ -5946,8 +6010,12 @@ class Loaders:
             gate = self._gates[target_id] = _StatusGate(started)
         now = self._monotonic()
         if gate.timer is None and now - gate.last_sent >= self._interval:
-            gate.last_sent = now
-            await self._send_status(target_id, gate, status)
+            sent_before, gate.last_sent = gate.last_sent, now
+            try:
+                await self._send_status(target_id, gate, status)
+            except Exception:  # refused (a 503): it did not go out, so it takes no window
+                gate.last_sent = sent_before
+                raise
             return
         gate.pending = status
         if gate.timer is None:
@@ -5964,10 +6032,17 @@ class Loaders:
 
     async def _shared_status(self, target_id: str, started: int, status: str) -> None:
         window = f"{target_id}:{started}"
-        if await self._windows.open(window, self._interval):  # type: ignore[union-attr]
-            await self._send_shared(target_id, started, status)
-            return
-        left = await self._windows.hold(window, status, self._interval)  # type: ignore[union-attr]
+        windows = self._windows
+        assert windows is not None
+        opener = secrets.token_hex(8)
+        try:
+            if await windows.open(window, self._interval, opener):
+                await self._send_shared(target_id, started, status)
+                return
+        except Exception:  # refused (a 503), perhaps after opening the window: give it back
+            self._spawn(windows.give_back(window, opener))
+            raise
+        left = await windows.hold(window, status, self._interval)
         if window not in self._gates:  # one timer per window here, whichever status set it
             self._arm_shared(target_id, started, left)
 
@@ -7787,7 +7862,9 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
         if broker is not None:  # other processes publish too: deliver the log's order, no gap
             _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
-            hub.order(LOADER_TOPIC, stores.loads.events_since, newest)
+            hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
+        if isinstance(broker, RedisBroker):
+            broker.on_back = hub.catch_up
         if isinstance(stores.database, PostgresDatabase) and isinstance(broker, RedisBroker):
             share_forgets(stores.database, hub, broker)
         await hub.open()

@@ -4,6 +4,7 @@ Every one is a clear 4xx, or a 503 with Retry-After, in the API's shape."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from typing import Any
@@ -143,6 +144,34 @@ def test_a_write_that_cannot_get_the_lock_in_time_is_a_503(
         ).status_code
         == 200
     )
+
+
+def test_a_status_refused_with_503_takes_no_window_so_its_retry_goes_out_at_once(
+    client: TestClient, setup: dict[str, Any], db_path: str
+) -> None:
+    """SPEC §1: the first status of a quiet loader goes out at once. One refused with 503 (the
+    write lock held past the wait) did not go out: the producer's retry is still the first, and
+    reaches the subscriber before the done that follows (it was held for the window's end,
+    then dropped by the done)."""
+    with client.websocket_connect("/api/loaders/ws", headers={"Authorization": setup["token"]}) as ws:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            refused = client.post(f"/admin/loaders/{TARGET}/status", json={"status": "x"}, headers=ADMIN)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        sent = client.post(f"/admin/loaders/{TARGET}/status", json={"status": "loading roles"}, headers=ADMIN)
+        assert sent.status_code == 200
+        assert client.post(f"/admin/loaders/{TARGET}/done", headers=ADMIN).status_code == 200
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["event"] != "done":
+            events.append(json.loads(ws.receive_text(timeout=5)))
+    assert [(e["event"], e["data"].get("status")) for e in events] == [
+        ("status", "loading roles"),
+        ("done", None),
+    ]
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])

@@ -260,7 +260,7 @@ def test_a_running_loader_survives_a_restart(db_path: str) -> None:
 def test_seq_keeps_increasing_across_restarts_statuses_included(db_path: str) -> None:
     async def first(host: xe.Host) -> None:
         await host.start_loader(TARGETS[0], "backup", SOURCE)
-        await host.loader_status(TARGETS[0], "a")  # seq 2: not logged, still never reused
+        await host.loader_status(TARGETS[0], "a")  # seq 2: not replayed, still never reused
 
     async def second(host: xe.Host) -> int:
         return (await host.loader_done(TARGETS[0])).seq
@@ -436,9 +436,9 @@ def test_a_since_beyond_the_newest_seq_gets_reset_then_live_events(make_client: 
 
 def test_in_order_delivers_each_event_once_in_seq_order_filling_gaps_from_the_log() -> None:
     """Events of several processes arrive in any order (or not at all): subscribers get the log's
-    order, each event once; missing logged ones are read from the log, missing unlogged ones
-    (statuses) are passed over."""
-    log_ = {seq: f"logged {seq}" for seq in (11, 12, 14, 15, 17)}  # 13 and 16 are statuses
+    order, each event once; missing ones are read from the log, and numbers the log no longer
+    holds (pruned) are passed over."""
+    log_ = {seq: f"logged {seq}" for seq in (11, 12, 14, 15, 17)}  # 13 and 16 are gone from it
 
     async def replay(after: int, limit: int) -> tuple[int, int, list[tuple[int, str]]]:
         found = [(seq, frame) for seq, frame in sorted(log_.items()) if seq > after][:limit]

@@ -5,10 +5,12 @@ without Redis, a second server on the same file refuses to start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import httpx
 import pytest
 from conftest import ADMIN, ADMIN_TOKEN, GUILD, SOURCE, USER, VOICE
 from server import Server, cli, free_port
-from services import RedisServer
+from services import PostgresServer, RedisServer
 from websockets.asyncio.client import ClientConnection, connect
 
 import xenon_elixir as xe
@@ -391,6 +393,228 @@ def test_status_events_coalesce_per_loader_across_processes(two: list[Server]) -
         ("status", "step 0"),
         ("status", "step 5"),
     ]
+
+
+LANES = 10
+"""Loads at once in the one-status-per-load tests, each on a target of its own."""
+
+
+async def one_status_per_load(
+    servers: list[Server], count: int, tokens: list[str], outage: RedisServer | None = None
+) -> tuple[list[str], list[list[dict[str, Any]]]]:
+    """``count`` loads of one status each (start, status, done), ``LANES`` at once, each through
+    either process in turn, with a follower on each process; with ``outage``, that Redis is
+    killed by its PID a third of the way in and started again on its port a second later (a
+    status refused meanwhile with 503 is sent again, as the SPEC allows a producer). The
+    statuses acknowledged with 200, and what each follower received up to the last done."""
+    acknowledged: list[str] = []
+    finished = 0
+
+    async def post(http: httpx.AsyncClient, server: Server, path: str, body: Any, expected: int) -> None:
+        while True:
+            answer = await http.post(server.url + path, json=body)
+            if answer.status_code != 503 or outage is None:
+                break
+            assert answer.headers["retry-after"] == "1"
+            await asyncio.sleep(0.05)
+        assert answer.status_code == expected, answer.text
+
+    async def lane(lane_number: int, http: httpx.AsyncClient) -> None:
+        nonlocal finished
+        target = str(496683369665658880 + lane_number)
+        for i in range(lane_number, count, LANES):
+            server = servers[i % 2]
+            body = {"target_id": target, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+            await post(http, server, "/admin/loaders", body, 201)
+            await post(http, server, f"/admin/loaders/{target}/status", {"status": f"load {i}"}, 200)
+            acknowledged.append(f"load {i}")
+            await post(http, server, f"/admin/loaders/{target}/done", None, 200)
+            finished += 1
+
+    async def redis_away_and_back() -> None:
+        assert outage is not None
+        while finished < count // 3:
+            await asyncio.sleep(0.01)
+        outage.kill()  # SIGKILL to its PID: every connection cut, the stream lost with it
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(outage.start)
+
+    async def follow(ws: ClientConnection) -> list[dict[str, Any]]:
+        received: list[dict[str, Any]] = []
+        while sum(e["event"] == "done" for e in received) < count:
+            received.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
+        return received
+
+    async with (
+        connect(f"{servers[0].ws_url}/api/loaders/ws", additional_headers={"Authorization": tokens[0]}) as a,
+        connect(f"{servers[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": tokens[1]}) as b,
+    ):
+        await asyncio.sleep(0.2)  # both subscribed
+        followers = [asyncio.create_task(follow(ws)) for ws in (a, b)]
+        async with httpx.AsyncClient(headers=ADMIN, timeout=10) as http:
+            work = [lane(n, http) for n in range(LANES)]
+            await asyncio.wait_for(asyncio.gather(*work, *([redis_away_and_back()] if outage else [])), 60)
+        return acknowledged, [await follower for follower in followers]
+
+
+def assert_every_status_between_its_start_and_done(
+    received: list[dict[str, Any]], acknowledged: list[str], count: int
+) -> None:
+    """Each load's events, in the follower's order: start, its one status, done; the loads of a
+    target one after another; seqs increasing; every acknowledged status there once."""
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(set(seqs))
+    statuses = [e["data"]["status"] for e in received if e["event"] == "status"]
+    missing = sorted(set(acknowledged) - set(statuses), key=lambda s: int(s.split()[1]))
+    assert not missing, f"{len(statuses)} statuses of {len(acknowledged)} acknowledged; missing {missing}"
+    assert len(statuses) == len(set(statuses)) == count
+    for lane_number in range(LANES):
+        target = str(496683369665658880 + lane_number)
+        seen = [(e["event"], e["data"].get("status")) for e in received if e["data"]["id"] == target]
+        loads = range(lane_number, count, LANES)
+        assert seen == [
+            step for i in loads for step in (("start", None), ("status", f"load {i}"), ("done", None))
+        ]
+
+
+def test_every_status_reaches_every_process_between_its_start_and_done(two: list[Server]) -> None:
+    """SPEC §1: the first status of a quiet loader goes out at once, to every subscriber of every
+    process. One status per load, so none may coalesce away; loads through both processes at
+    once, as behind a load balancer (a status that reaches the other process after a later
+    event was passed over as unlogged, then dropped as late: 168 of 170 in the issue)."""
+    count = 200
+    tokens = [token_for(two[0]), token_for(two[1], "235148962103951360")]
+    acknowledged, received = asyncio.run(one_status_per_load(two, count, tokens))
+    assert len(acknowledged) == count
+    for events in received:
+        assert_every_status_between_its_start_and_done(events, acknowledged, count)
+
+
+def test_every_acknowledged_status_arrives_through_a_redis_outage(
+    two: list[Server], redis_fresh: RedisServer
+) -> None:
+    """Redis killed mid-run and started again on its port: statuses answered 503 meanwhile are
+    sent again; every status answered 200 reaches the followers that stayed connected on both
+    processes, in its place between its start and done (468 of 495 in the issue)."""
+    count = 200
+    tokens = [token_for(two[0]), token_for(two[1], "235148962103951360")]
+    acknowledged, received = asyncio.run(one_status_per_load(two, count, tokens, outage=redis_fresh))
+    assert len(acknowledged) == count
+    for events in received:
+        assert_every_status_between_its_start_and_done(events, acknowledged, count)
+
+
+@contextlib.contextmanager
+def status_writes_held(db_path: str, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Another connection holds what a status's write needs: SQLite's write lock, or the row of
+    PostgreSQL's event counter."""
+    if not xe.is_postgres(db_path):
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    connection = server.connect(db_path.rsplit("/", 1)[1])
+    connection.query("BEGIN; SELECT value FROM counters WHERE name = 'event_seq' FOR UPDATE")
+    try:
+        yield
+    finally:
+        connection.query("ROLLBACK")
+        connection.close()
+
+
+def test_a_status_refused_with_503_takes_no_shared_window_so_its_retry_goes_out_at_once(
+    db_path: str, tmp_path: Path, redis_fresh: RedisServer, request: pytest.FixtureRequest
+) -> None:
+    """The first status opens the loader's window in Redis, then cannot be written in time (503):
+    it did not go out, so the producer's retry (200) is still the first and goes out at once,
+    to the other process's subscriber before the done (it was held for the window's end, 5 s
+    away, and the done dropped it)."""
+    env = {"XE_ADMIN_TOKEN": ADMIN_TOKEN, "XE_REDIS_URL": redis_fresh.url}
+    servers = [Server(db_path, tmp_path / f"server{i}.log", {"write_wait": 0.3}, **env) for i in range(2)]
+    target = "496683369665658880"
+    start = {"target_id": target, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+    try:
+        token = token_for(servers[1])
+
+        async def scenario() -> list[dict[str, Any]]:
+            async with connect(
+                f"{servers[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": token}
+            ) as ws:
+                await asyncio.sleep(0.2)
+                assert (
+                    await asyncio.to_thread(admin, servers[0], "POST", "/admin/loaders", start)
+                ).status_code == 201
+                status = f"/admin/loaders/{target}/status"
+                with status_writes_held(db_path, request):
+                    refused = await asyncio.to_thread(admin, servers[0], "POST", status, {"status": "x"})
+                assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+                sent = await asyncio.to_thread(admin, servers[0], "POST", status, {"status": "loading roles"})
+                assert sent.status_code == 200
+                done = await asyncio.to_thread(admin, servers[0], "POST", f"/admin/loaders/{target}/done")
+                assert done.status_code == 200
+                events = [json.loads(await asyncio.wait_for(ws.recv(), 10))]
+                while events[-1]["event"] != "done":
+                    events.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                return events
+
+        events = asyncio.run(scenario())
+    finally:
+        for server in servers:
+            server.stop()
+    assert [(e["event"], e["data"].get("status")) for e in events] == [
+        ("start", None),
+        ("status", "loading roles"),
+        ("done", None),
+    ]
+
+
+def test_events_lost_with_redis_reach_a_follower_that_stayed_connected(
+    two: list[Server], redis_fresh: RedisServer
+) -> None:
+    """A load's events were on the Redis stream, not yet read by the other process (stopped),
+    when Redis was killed and started again empty: that process delivers them from the log
+    once it reads the stream again, in order, though no later event comes to show the gap."""
+    token = token_for(two[1])
+    target = "496683369665658880"
+    start = {"target_id": target, "type": "backup", "source_id": SOURCE, "backup_id": "3zydfwqp0h"}
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with connect(
+            f"{two[1].ws_url}/api/loaders/ws", additional_headers={"Authorization": token}
+        ) as ws:
+            await asyncio.sleep(0.2)
+            os.kill(two[1].process.pid, signal.SIGSTOP)
+            try:
+                for path, body, expected in [
+                    ("/admin/loaders", start, 201),
+                    (f"/admin/loaders/{target}/status", {"status": "loading roles"}, 200),
+                    (f"/admin/loaders/{target}/done", None, 200),
+                ]:
+                    assert (
+                        await asyncio.to_thread(admin, two[0], "POST", path, body)
+                    ).status_code == expected
+                deadline = time.monotonic() + 10
+                while redis_fresh.command("XLEN", "xe:events") < 3:  # on the stream, then lost with it
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                redis_fresh.kill()
+                await asyncio.to_thread(redis_fresh.start)
+            finally:
+                os.kill(two[1].process.pid, signal.SIGCONT)
+            return await frames(ws, 3)
+
+    events = asyncio.run(scenario())
+    assert [(e["event"], e["data"].get("status")) for e in events] == [
+        ("start", None),
+        ("status", "loading roles"),
+        ("done", None),
+    ]
+    assert [e["seq"] for e in events] == [1, 2, 3]
 
 
 def test_a_windows_status_is_taken_only_once_the_window_has_ended(redis_fresh: RedisServer) -> None:
