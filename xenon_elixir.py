@@ -3704,6 +3704,8 @@ class PostgresDatabase:
 
     pool_size = 10
     pause_between_chunks = 0.0
+    _claims: ClassVar[dict[str, tuple[str, int]]] = {}
+    """url -> (mark, apps of this process serving it): see :meth:`claim`."""
     attempts = 3
     """Tries of a write that PostgreSQL aborted to break a deadlock or a serialization conflict."""
 
@@ -3715,6 +3717,7 @@ class PostgresDatabase:
         self.answers = Answers()
         self._pool: Any = None
         self._presence: Any = None  # a server's connection that holds its claim (see claim)
+        self._claimed = False  # counted in _claims: this process serves the database under a mark
         self._asyncpg = _asyncpg()
         self._orders: dict[str, asyncio.Lock] = {}
         self._on_commit: Callable[[float], None] | None = None
@@ -3789,6 +3792,11 @@ class PostgresDatabase:
         return await conn.fetchval("SELECT value FROM counters WHERE name = 'schema'") or 0
 
     async def close(self) -> None:
+        if self._claimed:
+            self._claimed = False
+            mark, count = self._claims.pop(self.url)
+            if count > 1:
+                self._claims[self.url] = (mark, count - 1)
         if self._presence is not None:
             presence, self._presence = self._presence, None
 
@@ -3955,7 +3963,14 @@ class PostgresDatabase:
         advisory lock while the server runs, exclusive without Redis, shared by one Redis fleet
         (PostgreSQL drops it with the connection, a kill -9 included). Each server names itself
         before it looks at the others' names, so of two starting at once at least one sees the
-        other."""
+        other. Apps of one process share the claim of the first when their marks are the same
+        (tests, embedding), as they share a file's :class:`ServerLock`."""
+        held, count = self._claims.get(self.url, (mark, 0))
+        if count:
+            if held != mark:
+                raise StoreError(fleet_refusal(mark, [held], masked_url(self.url)))
+            self._claims[self.url], self._claimed = (mark, count + 1), True
+            return
         shared = mark.startswith("redis ")
         settings = {"application_name": self.name}
         lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
@@ -3980,6 +3995,7 @@ class PostgresDatabase:
             conn.terminate()  # its lock, if it got one, with it
             raise StoreError(fleet_refusal(mark, theirs, masked_url(self.url)))
         self._presence = conn
+        self._claims[self.url], self._claimed = (mark, 1), True
 
     async def ping(self) -> bool:
         try:
