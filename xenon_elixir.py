@@ -2506,6 +2506,7 @@ class SqliteDatabase:
         self._reader: sqlite3.Connection | None = None
         self._checked = -math.inf
         self._credentials = 0  # the ``credentials`` counter when credential answers were last checked
+        self._credentials_looked: int | None = None  # this turn of the loop's look at it
 
     async def open(self) -> SqliteDatabase:
         try:
@@ -2641,9 +2642,24 @@ class SqliteDatabase:
         return answer
 
     def credentials_now(self) -> int:
-        """The ``credentials`` counter: it moves with every commit that changes a credential."""
-        row = self.one(_CREDENTIALS)
-        return 0 if row is None else row[0]
+        """The ``credentials`` counter: it moves with every commit that changes a credential.
+
+        Looked at once per turn of the event loop: the look is forgotten by a callback queued
+        right after it, which runs before any request that arrives later takes a step (the
+        loop's queue is first in, first out), so a request never sees a look older than itself,
+        and a busy turn's requests share one."""
+        if self._credentials_looked is None:
+            row = self.one(_CREDENTIALS)
+            looked = 0 if row is None else row[0]
+            try:
+                asyncio.get_running_loop().call_soon(self._look_again)
+            except RuntimeError:  # no loop: nothing to share the look with
+                return looked
+            self._credentials_looked = looked
+        return self._credentials_looked
+
+    def _look_again(self) -> None:
+        self._credentials_looked = None
 
     async def credentials(self) -> int:
         return self.credentials_now()
