@@ -5,16 +5,13 @@ without Redis, a second server on the same file refuses to start."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,8 @@ import httpx
 import pytest
 from conftest import ADMIN, ADMIN_TOKEN, GUILD, SOURCE, USER, VOICE
 from server import Server, cli, free_port
-from services import PostgresServer, RedisServer
+from services import RedisServer
+from stored import holding_the_write_lock
 from websockets.asyncio.client import ClientConnection, connect
 
 import xenon_elixir as xe
@@ -505,31 +503,8 @@ def test_every_acknowledged_status_arrives_through_a_redis_outage(
         assert_every_status_between_its_start_and_done(events, acknowledged, count)
 
 
-@contextlib.contextmanager
-def status_writes_held(db_path: str, request: pytest.FixtureRequest) -> Iterator[None]:
-    """Another connection holds what a status's write needs: SQLite's write lock, or the row of
-    PostgreSQL's event counter."""
-    if not xe.is_postgres(db_path):
-        holder = sqlite3.connect(db_path, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    connection = server.connect(db_path.rsplit("/", 1)[1])
-    connection.query("BEGIN; SELECT value FROM counters WHERE name = 'event_seq' FOR UPDATE")
-    try:
-        yield
-    finally:
-        connection.query("ROLLBACK")
-        connection.close()
-
-
 def test_a_status_refused_with_503_takes_no_shared_window_so_its_retry_goes_out_at_once(
-    db_path: str, tmp_path: Path, redis_fresh: RedisServer, request: pytest.FixtureRequest
+    db_path: str, tmp_path: Path, redis_fresh: RedisServer
 ) -> None:
     """The first status opens the loader's window in Redis, then cannot be written in time (503):
     it did not go out, so the producer's retry (200) is still the first and goes out at once,
@@ -551,7 +526,7 @@ def test_a_status_refused_with_503_takes_no_shared_window_so_its_retry_goes_out_
                     await asyncio.to_thread(admin, servers[0], "POST", "/admin/loaders", start)
                 ).status_code == 201
                 status = f"/admin/loaders/{target}/status"
-                with status_writes_held(db_path, request):
+                with holding_the_write_lock(db_path):  # the status's write cannot be numbered
                     refused = await asyncio.to_thread(admin, servers[0], "POST", status, {"status": "x"})
                 assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
                 sent = await asyncio.to_thread(admin, servers[0], "POST", status, {"status": "loading roles"})
