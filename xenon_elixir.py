@@ -2183,6 +2183,16 @@ class Answers:
         self.kept = kept
         self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._tags: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+        self.credentials = 0
+        """The ``credentials`` counter the remembered credentials were checked against."""
+
+    def credentials_at(self, counter: int) -> None:
+        """The ``credentials`` counter, just looked at: a credential changed since the last
+        look (by any process) makes every remembered credential answer stale."""
+        if counter != self.credentials:
+            self.credentials = counter
+            for tag in CREDENTIAL_TAGS:
+                self.forget(tag)
 
     def get(self, tag: tuple[Any, ...], key: tuple[Any, ...]) -> Any:
         answer = self._answers.get((tag, key), _MISSING)
@@ -2505,7 +2515,6 @@ class SqliteDatabase:
         self._monotonic = monotonic
         self._reader: sqlite3.Connection | None = None
         self._checked = -math.inf
-        self._credentials = 0  # the ``credentials`` counter when credential answers were last checked
         self._credentials_looked: int | None = None  # this turn of the loop's look at it
 
     async def open(self) -> SqliteDatabase:
@@ -2621,11 +2630,7 @@ class SqliteDatabase:
         await, so no commit can slip in between it and remembering its answer unseen.
         """
         if tag in CREDENTIAL_TAGS:
-            credentials = self.credentials_now()
-            if credentials != self._credentials:
-                self._credentials = credentials
-                for stale in CREDENTIAL_TAGS:
-                    self.answers.forget(stale)
+            self.answers.credentials_at(self.credentials_now())
         now = self._monotonic()
         if now - self._checked >= self.foreign_commits_seen_within:
             self._checked = now
@@ -3740,7 +3745,6 @@ class PostgresDatabase:
         self._share: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
         self._sharing: Callable[[], bool] = lambda: False
         self._forgotten = 0  # forgets so far: an answer read across one is not remembered
-        self._credentials = 0  # the ``credentials`` counter when credential answers were last checked
         self.credentials = FreshLook(self._credentials_look)
         """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
         errors = self._asyncpg.exceptions
@@ -3949,14 +3953,11 @@ class PostgresDatabase:
         Redis is slow or away, where a forget through the stream could come too late."""
         if tag in CREDENTIAL_TAGS:
             credentials = await self.credentials()
-            if credentials != self._credentials:
-                self._credentials = credentials
-                for stale in CREDENTIAL_TAGS:
-                    self.answers.forget(stale)
+            self.answers.credentials_at(credentials)
             answer = self.answers.get(tag, key)
             if answer is _MISSING:
                 answer = await read()
-                if keep(answer) and credentials == self._credentials:  # no newer look meanwhile
+                if keep(answer) and credentials == self.answers.credentials:  # no newer look meanwhile
                     self.answers.put(tag, key, answer)
             return answer
         if not self._sharing():
@@ -5370,7 +5371,8 @@ class Stream:
     def revoked(self) -> bool:
         return self.subscription.revoked
 
-    async def _admitted(self) -> bool:
+    async def admitted(self) -> bool:
+        """Whether its credential still holds; if not, the stream ends as revoked (4001)."""
         if self.admit is None or await self.admit():
             return True
         self.subscription.revoke()
@@ -5400,7 +5402,7 @@ class Stream:
                     if len(logged) < REPLAY_CHUNK:
                         break
                     await asyncio.sleep(0)
-                    if not await self._admitted():
+                    if not await self.admitted():
                         return
                     _, _, logged = await self._replay(last, REPLAY_CHUNK)
             while True:
@@ -5408,7 +5410,7 @@ class Stream:
                     batch = await self.subscription.next_batch()
                 except SubscriptionClosed:
                     return
-                if not await self._admitted():
+                if not await self.admitted():
                     return
                 for seq, frame in batch:
                     if seq > last:  # live events the replay already sent are skipped
@@ -5468,7 +5470,7 @@ class Revocations:
         its own, so that no list of them outlives the asking in the loop's frame."""
         streams = list(self._open)
         for stream, admitted in zip(
-            streams, await asyncio.gather(*(s._admitted() for s in streams)), strict=True
+            streams, await asyncio.gather(*(s.admitted() for s in streams)), strict=True
         ):
             if not admitted:
                 self._open.pop(stream, None)
