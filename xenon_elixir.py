@@ -52,7 +52,7 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
@@ -1443,205 +1443,6 @@ class PlayerMirror(Protocol):
     def changed(self, guild_id: str, player: Player | None) -> None: ...
 
 
-class KeyStore(Protocol):
-    """Elixir keys, kept only as hashes."""
-
-    async def owner(self, key: str) -> tuple[str, str] | None: ...
-    async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]: ...
-    async def revoke(self, guild_id: str, user_id: str) -> bool: ...
-
-
-class RegistryStore(Protocol):
-    """The guilds Elixir is in, with their voice channels."""
-
-    async def put(self, guild: Guild) -> Guild: ...
-    async def delete(self, guild_id: str) -> bool: ...
-    async def get(self, guild_id: str) -> Guild | None: ...
-    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool: ...
-
-
-class CatalogStore(Protocol):
-    """The local catalog the default resolver plays from."""
-
-    async def import_catalog(
-        self,
-        tracks: list[Track],
-        playlists: list[Playlist],
-        progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]: ...
-    async def track(self, source: str, identifier: str) -> Track | None: ...
-    async def playlist_tracks(self, source: str, identifier: str) -> list[Track]: ...
-    async def search(self, words: Sequence[str], every: bool) -> Track | None:
-        """The best match of all the ``words`` (``every``) or of any of them."""
-        ...
-
-
-class PlayerStore(Protocol):
-    """Players and their queues. A change runs on the stored player in one transaction, so every
-    process sees one player per guild."""
-
-    async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
-        """The player as stored (its front only, unless ``whole``), not yet settled to now."""
-        ...
-
-    async def change(
-        self,
-        guild_id: str,
-        change: Callable[[Player | None], Player | None],
-        now: float,
-        after: Callable[[Player | None, int], None] | None = None,
-        front: int = 2,
-    ) -> Player | None:
-        """Run ``change`` on the player settled to ``now`` (``None``: not connected) and store what
-        it returns (``None``: stopped), all in one transaction that numbers the change (one
-        sequence for every guild and process); ``after(player, seq)`` runs right after the
-        commit, in commit order. Returns the stored player with the first ``front`` entries."""
-        ...
-
-    async def seq(self) -> int:
-        """The number of the newest change: a state read after it is at least that new."""
-        ...
-
-    async def connected(self, guild_id: str) -> bool: ...
-
-    async def due(self, now: float) -> list[str]:
-        """The guilds whose current track has ended by ``now``."""
-        ...
-
-    async def next_end(self) -> float | None:
-        """The earliest time a current track ends."""
-        ...
-
-    async def guilds(self) -> list[str]:
-        """Every guild with a player."""
-        ...
-
-
-class PartnerStore(Protocol):
-    """Xenon's partner bots, templates and backups."""
-
-    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]: ...
-    async def revoke_bot(self, bot_id: str) -> bool: ...
-    async def bot_by_token(self, token: str) -> Bot | None: ...
-    async def create_template(self, template: TemplateIn) -> Template: ...
-    async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None: ...
-    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None: ...
-    async def create_backup(self, backup: BackupIn) -> Backup: ...
-    async def backup(self, backup_id: str) -> Backup | None: ...
-
-
-class MapperStore(Protocol):
-    """Id mappers: old ids of a source guild to new ids of a target guild."""
-
-    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None: ...
-    async def mapper(self, source_id: str, target_id: str) -> Mapper | None: ...
-    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None: ...
-
-
-Numbered = tuple[int, str]
-"""An event's seq and its frame."""
-
-
-class LoadStore(Protocol):
-    """Running loaders and the numbered event log they publish to. Each method that numbers an
-    event calls ``after(numbered)`` right after its commit, in commit (so seq) order."""
-
-    async def running(self, target_id: str) -> tuple[Loader, int] | None:
-        """The loader running on ``target_id`` and the seq of its start event (which names it)."""
-        ...
-
-    async def start(
-        self, loader: Loader, frame: Callable[[int], str], after: Callable[[Numbered], None]
-    ) -> Numbered: ...
-
-    async def status(
-        self,
-        target_id: str,
-        started: int,
-        frame: Callable[[int], str],
-        after: Callable[[Numbered | None], None],
-    ) -> Numbered | None:
-        """Number a status of the loader that started at ``started``; ``None`` once it is done."""
-        ...
-
-    async def stage_ids(self, target_id: str, started: int, ids: dict[str, str]) -> None: ...
-
-    async def finish(
-        self,
-        loader: Loader,
-        started: int,
-        frame: Callable[[int], str],
-        ok: bool,
-        after: Callable[[Numbered], None],
-    ) -> Numbered:
-        """End the loader; with ``ok``, merge its staged ids into its mapper."""
-        ...
-
-    async def events_since(
-        self, seq: int, limit: int, *, statuses: bool = False
-    ) -> tuple[int, int, list[Numbered]]:
-        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
-        events after ``seq`` (and status events too, with ``statuses``)."""
-        ...
-
-
-# Who may serve one database together, on every store: each server says what it is (its mark)
-# where the others can read it (the SQLite file's ``<db>.server``, PostgreSQL's application_name),
-# and a lock of the store's own, exclusive without Redis and shared by one Redis fleet, keeps the
-# check race-free and is dropped by whatever ends the process (see ServerLock, PostgresDatabase.claim).
-
-MIGRATING = "migrate"
-"""The mark of ``xenon-elixir migrate`` while it copies a file: no server may write it meanwhile."""
-
-
-def fleet_mark(config: Config) -> str:
-    """What a server process says of itself to the others on its database: ``alone`` (``demo``
-    for the demo) without Redis; with it, ``redis`` and a hash of the Redis URL (its password
-    aside) and the key prefix, which every server of one fleet shares."""
-    if not config.redis_url:
-        return "demo" if config.demo else "alone"
-    parts = urlsplit(config.redis_url)
-    where = parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.rpartition("@")[2].lower())
-    return "redis " + hashlib.sha256(f"{where.geturl()}\n{config.redis_prefix}".encode()).hexdigest()[:12]
-
-
-def fleet_joins(mine: str, theirs: Iterable[str]) -> bool:
-    """Whether a server marked ``mine`` may serve a database beside the servers marked ``theirs``:
-    only servers with one Redis, URL and prefix alike, ever share one (a server without Redis could
-    not tell the others of its writes, nor hear of theirs)."""
-    return mine.startswith("redis ") and all(mark == mine for mark in theirs)
-
-
-def fleet_refusal(mine: str, theirs: Iterable[str], where: str) -> str:
-    """The one line a server (or ``migrate``) marked ``mine`` is refused with beside ``theirs``."""
-    others = set(theirs)
-    if MIGRATING in others:
-        return f"xenon-elixir migrate is copying {where}: start the server once it has finished"
-    if mine == MIGRATING:
-        return f"a server serves {where}: stop it first, or what it writes during the copy stays behind"
-    if "demo" in others or mine == "demo":
-        return f"another server (the demo) serves {where}: give this one its own --db and --port"
-    if mine.startswith("redis ") and any(mark.startswith("redis ") for mark in others):
-        return (
-            f"the servers of {where} use another Redis: give every one the same XE_REDIS_URL and "
-            "XE_REDIS_PREFIX (see the README's Scaling out)"
-        )
-    if mine.startswith("redis "):
-        return (
-            f"a server without XE_REDIS_URL serves {where}: stop it, or set the same XE_REDIS_URL "
-            "on every server (see the README's Scaling out)"
-        )
-    if any(mark.startswith("redis ") for mark in others):
-        return (
-            f"servers with XE_REDIS_URL serve {where}: set the same XE_REDIS_URL and XE_REDIS_PREFIX "
-            "to join them (see the README's Scaling out)"
-        )
-    return (
-        f"another server process serves {where}: set XE_REDIS_URL to run several "
-        "(see the README's Scaling out)"
-    )
-
-
 # ---------------------------------------------------------------------------
 # Metrics: GET /metrics in the Prometheus text format
 # ---------------------------------------------------------------------------
@@ -1743,8 +1544,1116 @@ class Metrics:
 
 
 # ---------------------------------------------------------------------------
-# SQLite: the database, then one class per storage area
+# Storage: the seam every store implements, and the rules written once above it
 # ---------------------------------------------------------------------------
+# A store is a :class:`Database` (SQLite or PostgreSQL, chosen by the URL's scheme: see
+# ``STORES`` at the end of the PostgreSQL section). Every storage area below (keys, the guild
+# registry, partners, mappers, loads, listings, and the shared half of the catalog and the
+# players) is written once against it, in SQLite's dialect: ``?`` parameters, and ``rowid`` for
+# the order rows came in (PostgreSQL's ``ord`` identity columns; its database rewrites both).
+# A backend adds only what its engine does its own way: the catalog's search and bulk writes,
+# the grouping of player changes, the staging of a load's ids.
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreadable, locked, or from a newer version)."""
+
+
+# What a store refuses with: the words, once.
+
+
+def key_exists() -> Conflict:
+    return Conflict("key exists", "A key already exists for this guild and user; rotate it to get a new one")
+
+
+def id_taken(what: str, given: str | None) -> Conflict:
+    return Conflict("exists", f"{what} {given} already exists")
+
+
+def loader_running(target_id: str) -> Conflict:
+    return Conflict("loader running", f"A loader is already running on guild {target_id}")
+
+
+def no_loader(target_id: str) -> NotFound:
+    return NotFound("loader", f"No loader is running on guild {target_id}")
+
+
+def unknown_track(playlist: Playlist, identifier: str) -> Invalid:
+    return Invalid(
+        "unknown track", f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}"
+    )
+
+
+def digest(secret: str) -> str:
+    """The only form in which a secret is stored or compared."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class Transaction(Protocol):
+    """What a write's ``run`` and a snapshot's ``read`` get: statements run inside one
+    transaction, answered with rows that index and unpack like tuples."""
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        """The first row, or ``None``."""
+        ...
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row, or ``None``."""
+        ...
+
+    async def all(self, sql: str, *args: Any) -> list[Any]: ...
+
+    async def run(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        ...
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per row."""
+        ...
+
+    async def number(self, counter: str, by: int = 1) -> int:
+        """Move the ``counter`` row by ``by`` and return its new value. The row stays locked to
+        the commit, so numbers commit in the order they are given out, in every process."""
+        ...
+
+
+Tags = Sequence[tuple[Any, ...]]
+"""The tags of remembered answers a write makes stale (see :class:`Answers`)."""
+
+
+class Database(Protocol):
+    """One store, as every storage area sees it.
+
+    ``write(run)`` runs ``run(transaction)`` in a write transaction and returns its result once
+    committed. ``forgets`` are the tags of the remembered answers it may change, forgotten before
+    any caller hears of the commit; ``after(result)`` runs on the loop right after the commit, in
+    commit order (so events are published in their numbers' order). A ``DomainError`` or a
+    ``ValueError`` raised by ``run`` refuses that write and undoes its changes; a unique
+    violation is a :class:`Conflict`. A write that cannot get the store (locked past
+    ``write_wait``, away, its file removed) is :class:`Unavailable`. Reads outside a write see
+    every commit; ``snapshot(read)`` runs several reads on one commit's view."""
+
+    answers: Answers
+    pause_between_chunks: float
+    """Seconds a bulk write (an import) leaves the store free between its transactions."""
+    catalog: ClassVar[type[CatalogStore]]
+    players: ClassVar[type[PlayerStore]]
+    loads: ClassVar[type[LoadStore]]
+    """The backend's own halves of these areas."""
+
+    async def write(
+        self,
+        run: Callable[[Any], Awaitable[T]],
+        *,
+        forgets: Tags = (),
+        after: Callable[[T], None] | None = None,
+    ) -> T: ...
+
+    async def one(self, sql: str, *args: Any) -> Any: ...
+    async def value(self, sql: str, *args: Any) -> Any: ...
+    async def all(self, sql: str, *args: Any) -> list[Any]: ...
+    async def snapshot(self, read: Callable[[Any], Awaitable[T]]) -> T: ...
+
+    async def remembered(
+        self,
+        tag: tuple[Any, ...],
+        key: tuple[Any, ...],
+        read: Callable[[], Awaitable[T]],
+        keep: Callable[[T], bool] = bool,
+    ) -> T:
+        """``read()``'s answer, remembered under ``tag`` until a write changes what it covers."""
+        ...
+
+    async def credentials(self) -> int:
+        """The ``credentials`` counter (see :data:`CREDENTIAL_TAGS`)."""
+        ...
+
+    def on_commit(self, observe: Callable[[float], None]) -> None:
+        """Tell ``observe`` the seconds each write transaction takes (metrics)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers now (the health check)."""
+        ...
+
+    async def backup_to(self, path: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+_MISSING: Any = object()
+_ANSWERS_KEPT = 1024
+
+CREDENTIAL_TAGS: tuple[tuple[str], ...] = (("bots",), ("keys",))
+"""The tags of remembered answers about credentials (bot tokens, Elixir keys). A write that
+forgets one also moves the ``credentials`` counter in its transaction, and every use of such an
+answer first looks at that counter: a revoke is refused from the next request on, in every
+process, on either store, with or without Redis (SPEC §0 "Revocation is immediate")."""
+CREDENTIALS = "SELECT value FROM counters WHERE name = 'credentials'"
+CREDENTIALS_MOVED = (
+    "INSERT INTO counters (name, value) VALUES ('credentials', 1) "
+    "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
+)
+
+
+def moving_credentials(run: Callable[[Any], Awaitable[T]], forgets: Tags) -> Callable[[Any], Awaitable[T]]:
+    """``run``, moving the ``credentials`` counter in the same transaction when it forgets a
+    credential: the one place a store's write keeps :data:`CREDENTIAL_TAGS`' promise."""
+    if not any(tag in CREDENTIAL_TAGS for tag in forgets):
+        return run
+
+    async def moved(tx: Any) -> T:
+        value = await run(tx)
+        await tx.run(CREDENTIALS_MOVED)
+        return value
+
+    return moved
+
+
+class Answers:
+    """Answers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
+    until a write changes what the tag covers: a key's revoke forgets key answers, a load's done
+    its mapper, a play its guild's player; an unrelated write forgets nothing. At most ``kept``
+    answers, the least recently used going first; refusals are not worth memory anyone can fill."""
+
+    def __init__(self, kept: int = _ANSWERS_KEPT) -> None:
+        self.kept = kept
+        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._tags: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+        self.credentials = 0
+        """The ``credentials`` counter the remembered credentials were checked against."""
+
+    def credentials_at(self, counter: int) -> None:
+        """The ``credentials`` counter, just looked at: a credential changed since the last
+        look (by any process) makes every remembered credential answer stale."""
+        if counter != self.credentials:
+            self.credentials = counter
+            for tag in CREDENTIAL_TAGS:
+                self.forget(tag)
+
+    def get(self, tag: tuple[Any, ...], key: tuple[Any, ...]) -> Any:
+        answer = self._answers.get((tag, key), _MISSING)
+        if answer is not _MISSING:
+            self._answers.move_to_end((tag, key))
+        return answer
+
+    def put(self, tag: tuple[Any, ...], key: tuple[Any, ...], answer: Any) -> None:
+        self._answers[(tag, key)] = answer
+        self._tags.setdefault(tag, set()).add(key)
+        if len(self._answers) > self.kept:
+            (old_tag, old_key), _ = self._answers.popitem(last=False)
+            self._tags[old_tag].discard(old_key)
+            if not self._tags[old_tag]:
+                del self._tags[old_tag]
+
+    def forget(self, tag: tuple[Any, ...]) -> None:
+        for key in self._tags.pop(tag, ()):
+            self._answers.pop((tag, key), None)
+
+    def forget_all(self, tags: Tags) -> None:
+        for tag in tags:
+            self.forget(tag)
+
+    def clear(self) -> None:
+        self._answers.clear()
+        self._tags.clear()
+
+
+class FreshLook(Generic[T]):
+    """A value read by a look that began after the caller asked, never an older one: callers
+    who ask while a look is under way share the next look, so many waiting requests cost one
+    query (the credentials counter on PostgreSQL, looked at before each use of a remembered
+    credential)."""
+
+    def __init__(self, look: Callable[[], Awaitable[T]]) -> None:
+        self._look = look
+        self._running: asyncio.Future[T] | None = None
+        self._next: asyncio.Future[T] | None = None
+
+    async def __call__(self) -> T:
+        if self._running is None:
+            self._start(None)
+            assert self._running is not None
+            return await asyncio.shield(self._running)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._next)
+
+    def _start(self, waiting: asyncio.Future[T] | None) -> None:
+        running = self._running = asyncio.ensure_future(self._look())
+        running.add_done_callback(lambda done: self._finished(done, waiting))
+
+    def _finished(self, done: asyncio.Future[T], waiting: asyncio.Future[T] | None) -> None:
+        failure = None if done.cancelled() else done.exception()  # retrieved: no "never retrieved" log
+        if waiting is not None and not waiting.done():
+            if done.cancelled():
+                waiting.cancel()
+            elif failure is not None:
+                waiting.set_exception(failure)
+                waiting.exception()  # its waiters may all have gone
+            else:
+                waiting.set_result(done.result())
+        self._running, waiting, self._next = None, self._next, None
+        if waiting is not None:
+            self._start(waiting)
+
+
+# Who may serve one database together, on every store: each server says what it is (its mark)
+# where the others can read it (the SQLite file's ``<db>.server``, PostgreSQL's application_name),
+# and a lock of the store's own, exclusive without Redis and shared by one Redis fleet, keeps the
+# check race-free and is dropped by whatever ends the process (see ServerLock, PostgresClaim).
+
+MIGRATING = "migrate"
+"""The mark of ``xenon-elixir migrate`` while it copies a file: no server may write it meanwhile."""
+
+
+def fleet_mark(config: Config) -> str:
+    """What a server process says of itself to the others on its database: ``alone`` (``demo``
+    for the demo) without Redis; with it, ``redis`` and a hash of the Redis URL (its password
+    aside) and the key prefix, which every server of one fleet shares."""
+    if not config.redis_url:
+        return "demo" if config.demo else "alone"
+    parts = urlsplit(config.redis_url)
+    where = parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.rpartition("@")[2].lower())
+    return "redis " + hashlib.sha256(f"{where.geturl()}\n{config.redis_prefix}".encode()).hexdigest()[:12]
+
+
+def fleet_joins(mine: str, theirs: Iterable[str]) -> bool:
+    """Whether a server marked ``mine`` may serve a database beside the servers marked ``theirs``:
+    only servers with one Redis, URL and prefix alike, ever share one (a server without Redis could
+    not tell the others of its writes, nor hear of theirs)."""
+    return mine.startswith("redis ") and all(mark == mine for mark in theirs)
+
+
+def fleet_refusal(mine: str, theirs: Iterable[str], where: str) -> str:
+    """The one line a server (or ``migrate``) marked ``mine`` is refused with beside ``theirs``."""
+    others = set(theirs)
+    if MIGRATING in others:
+        return f"xenon-elixir migrate is copying {where}: start the server once it has finished"
+    if mine == MIGRATING:
+        return f"a server serves {where}: stop it first, or what it writes during the copy stays behind"
+    if "demo" in others or mine == "demo":
+        return f"another server (the demo) serves {where}: give this one its own --db and --port"
+    if mine.startswith("redis ") and any(mark.startswith("redis ") for mark in others):
+        return (
+            f"the servers of {where} use another Redis: give every one the same XE_REDIS_URL and "
+            "XE_REDIS_PREFIX (see the README's Scaling out)"
+        )
+    if mine.startswith("redis "):
+        return (
+            f"a server without XE_REDIS_URL serves {where}: stop it, or set the same XE_REDIS_URL "
+            "on every server (see the README's Scaling out)"
+        )
+    if any(mark.startswith("redis ") for mark in others):
+        return (
+            f"servers with XE_REDIS_URL serve {where}: set the same XE_REDIS_URL and XE_REDIS_PREFIX "
+            "to join them (see the README's Scaling out)"
+        )
+    return (
+        f"another server process serves {where}: set XE_REDIS_URL to run several "
+        "(see the README's Scaling out)"
+    )
+
+
+# --- Rows of tracks, as every table that holds one has them --------------------------------
+
+TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream, encoded"
+_TRACK_SELECT = ", ".join("t." + column for column in TRACK_COLUMNS.split(", "))
+_IMPORT_CHUNK = 5000
+
+
+def track_row(track: Track) -> tuple[Any, ...]:
+    return (
+        track.source,
+        track.identifier,
+        track.title,
+        track.author,
+        track.length,
+        track.uri,
+        track.thumbnail,
+        track.is_stream,
+        track.encoded,
+    )
+
+
+class StoredTrack(Track, kw_only=True, gc=False):
+    """A track read back from the database: checked when it was written, not again (the checks'
+    regular expressions were 40% of loading a queue)."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def track_of(row: Sequence[Any]) -> Track:
+    source, identifier, title, author, length, uri, thumbnail, is_stream, encoded = row
+    return StoredTrack(
+        source=source,
+        identifier=identifier,
+        title=title,
+        author=author,
+        length=length,
+        uri=uri,
+        thumbnail=thumbnail,
+        is_stream=bool(is_stream),
+        encoded=encoded,
+    )
+
+
+# --- The storage areas ------------------------------------------------------------------
+
+
+class KeyStore:
+    """Elixir keys: only the SHA-256 hex of a key is kept."""
+
+    owner_of = "SELECT guild_id, user_id FROM elixir_keys WHERE key_hash = ?"
+    delete = "DELETE FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
+    insert = "INSERT INTO elixir_keys (key_hash, guild_id, user_id, created_at) VALUES (?, ?, ?, ?)"
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def owner(self, key: str) -> tuple[str, str] | None:
+        """The (guild_id, user_id) a key is bound to, or ``None`` for an unknown or revoked key."""
+        hashed = digest(key)
+
+        async def read() -> tuple[str, str] | None:
+            row = await self.db.one(self.owner_of, hashed)
+            return None if row is None else (row[0], row[1])
+
+        return await self.db.remembered(("keys",), (hashed,), read)
+
+    async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]:
+        """Make the key of (guild, user); returns it (the only time it exists in clear) and whether
+        it replaced one. A second key for the same pair needs ``rotate``, which revokes the first."""
+        key, now = secrets.token_hex(32), self.clock()
+
+        async def run(tx: Transaction) -> bool:
+            existed = await tx.run(self.delete, guild_id, user_id) > 0
+            if existed and not rotate:
+                raise key_exists()
+            await tx.run(self.insert, digest(key), guild_id, user_id, now)
+            return existed
+
+        return key, await self.db.write(run, forgets=[("keys",)])
+
+    async def revoke(self, guild_id: str, user_id: str) -> bool:
+        async def run(tx: Transaction) -> bool:
+            return await tx.run(self.delete, guild_id, user_id) > 0
+
+        return await self.db.write(run, forgets=[("keys",)])
+
+
+class RegistryStore:
+    """The guilds Elixir is in, with their voice channels, as the host bot reports them."""
+
+    upsert = (
+        "INSERT INTO guilds (guild_id, name) VALUES (?, ?) "
+        "ON CONFLICT (guild_id) DO UPDATE SET name = excluded.name"
+    )
+    delete_guild = "DELETE FROM guilds WHERE guild_id = ?"
+    name_of = "SELECT name FROM guilds WHERE guild_id = ?"
+    channels_clear = "DELETE FROM voice_channels WHERE guild_id = ?"
+    channel_insert = "INSERT INTO voice_channels (guild_id, channel_id) VALUES (?, ?)"
+    channels_of = "SELECT channel_id FROM voice_channels WHERE guild_id = ? ORDER BY rowid"
+    channel_exists = "SELECT 1 FROM voice_channels WHERE guild_id = ? AND channel_id = ?"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def put(self, guild: Guild) -> Guild:
+        async def run(tx: Transaction) -> Guild:
+            await tx.run(self.upsert, guild.id, guild.name)
+            await tx.run(self.channels_clear, guild.id)
+            await tx.many(self.channel_insert, [(guild.id, str(c)) for c in guild.voice_channels])
+            return guild
+
+        return await self.db.write(run)
+
+    async def delete(self, guild_id: str) -> bool:
+        async def run(tx: Transaction) -> bool:
+            return await tx.run(self.delete_guild, guild_id) > 0
+
+        return await self.db.write(run)
+
+    async def get(self, guild_id: str) -> Guild | None:
+        row = await self.db.one(self.name_of, guild_id)
+        if row is None:
+            return None
+        channels = [c for (c,) in await self.db.all(self.channels_of, guild_id)]
+        return Guild(id=guild_id, name=row[0], voice_channels=channels)
+
+    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool:
+        return await self.db.value(self.channel_exists, guild_id, channel_id) is not None
+
+
+_ID_CHARACTERS = {
+    12: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    10: "0123456789abcdefghijklmnopqrstuvwxyz",
+}
+
+
+async def insert_with_id(
+    tx: Transaction, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str
+) -> str:
+    """Insert a row under the given id, or under a generated one (``length`` characters, a new
+    one after each collision, 8 at most); a given id that is taken is a conflict."""
+    for _ in range(1 if given else 8):
+        chosen = given or "".join(secrets.choice(_ID_CHARACTERS[length]) for _ in range(length))
+        if await tx.run(sql, chosen, *rest):
+            return chosen
+    raise id_taken(what, given)
+
+
+class PartnerStore:
+    """Xenon's partner bots (a revoked bot keeps its row and attachments, with no token),
+    templates and the bots attached to them, and backups."""
+
+    bot_exists = "SELECT 1 FROM bots WHERE bot_id = ?"
+    bot_grant = """
+        INSERT INTO bots (bot_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (bot_id) DO UPDATE SET name = excluded.name, token_hash = excluded.token_hash"""
+    bot_revoke = "UPDATE bots SET token_hash = NULL WHERE bot_id = ?"
+    bot_of_token = "SELECT bot_id, name FROM bots WHERE token_hash = ?"
+    template_insert = """
+        INSERT INTO templates (template_id, name, source_id, creator_id, created_at) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT DO NOTHING"""
+    template_get = "SELECT template_id, name, source_id, creator_id FROM templates WHERE template_id = ?"
+    template_bots = """
+        SELECT b.bot_id, b.name FROM template_bots AS tb JOIN bots AS b ON b.bot_id = tb.bot_id
+        WHERE tb.template_id = ? ORDER BY tb.rowid"""
+    template_attach = "INSERT INTO template_bots (template_id, bot_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+    template_detach = "DELETE FROM template_bots WHERE template_id = ? AND bot_id = ?"
+    backup_insert = """
+        INSERT INTO backups (backup_id, source_id, creator_id, created_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT DO NOTHING"""
+    backup_get = "SELECT backup_id, source_id, creator_id FROM backups WHERE backup_id = ?"
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
+        """A new token for the bot, shown only now; granting again rotates (the old token stops
+        working). Returns the token and whether the bot existed."""
+        token, now = secrets.token_urlsafe(48), self.clock()
+
+        async def run(tx: Transaction) -> bool:
+            existed = await tx.value(self.bot_exists, bot.id) is not None
+            await tx.run(self.bot_grant, bot.id, bot.name, digest(token), now)
+            return existed
+
+        return token, await self.db.write(run, forgets=[("bots",)])
+
+    async def revoke_bot(self, bot_id: str) -> bool:
+        async def run(tx: Transaction) -> bool:
+            return await tx.run(self.bot_revoke, bot_id) > 0
+
+        return await self.db.write(run, forgets=[("bots",)])
+
+    async def bot_by_token(self, token: str) -> Bot | None:
+        hashed = digest(token)
+
+        async def read() -> Bot | None:
+            row = await self.db.one(self.bot_of_token, hashed)
+            return None if row is None else Bot(row[0], row[1])
+
+        return await self.db.remembered(("bots",), (hashed,), read)
+
+    async def create_template(self, template: TemplateIn) -> Template:
+        """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
+        source_id, creator_id = str(template.source_id), str(template.creator_id)
+        rest = (template.name, source_id, creator_id, self.clock())
+
+        async def run(tx: Transaction) -> str:
+            return await insert_with_id(tx, self.template_insert, template.id, 12, rest, "Template")
+
+        return Template(await self.db.write(run), template.name, source_id, creator_id)
+
+    async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
+        row = await self.db.one(self.template_get, template_id)
+        if row is None:
+            return None
+        attached = await self.db.all(self.template_bots, template_id) if with_bots else []
+        return Template(row[0], row[1], row[2], row[3], bots=[Bot(b, n) for b, n in attached])
+
+    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
+        statement = self.template_attach if attached else self.template_detach
+
+        async def run(tx: Transaction) -> None:
+            await tx.run(statement, template_id, bot_id)
+
+        await self.db.write(run)
+
+    async def create_backup(self, backup: BackupIn) -> Backup:
+        """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
+        source_id, creator_id = str(backup.source_id), str(backup.creator_id)
+        rest = (source_id, creator_id, self.clock())
+
+        async def run(tx: Transaction) -> str:
+            return await insert_with_id(tx, self.backup_insert, backup.id, 10, rest, "Backup")
+
+        return Backup(await self.db.write(run), source_id, creator_id)
+
+    async def backup(self, backup_id: str) -> Backup | None:
+        row = await self.db.one(self.backup_get, backup_id)
+        return None if row is None else Backup(row[0], row[1], row[2])
+
+
+MAPPER_MERGE = """
+    INSERT INTO mapper_ids (source_id, target_id, old_id, new_id) VALUES (?, ?, ?, ?)
+    ON CONFLICT (source_id, target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
+MAPPER_LOADER = """
+    INSERT INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"""
+
+
+class MapperStore:
+    """Id mappers: one per (source guild, target guild), accumulated over every successful load."""
+
+    ids_of = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+    loaders_of = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
+        """The mapper of (source, target) encoded as its answer, remembered until a load changes it."""
+
+        async def read() -> bytes | None:
+            found = await self.mapper(source_id, target_id)
+            return None if found is None else msgspec.json.encode(found)
+
+        return await self.db.remembered(("mapper", source_id, target_id), (), read)
+
+    async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
+        async def read(tx: Transaction) -> Mapper | None:
+            ids = await tx.all(self.ids_of, source_id, target_id)
+            if not ids:
+                return None
+            loaders = [u for (u,) in await tx.all(self.loaders_of, source_id, target_id)]
+            return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
+
+        return await self.db.snapshot(read)
+
+    async def merge_ids(self, source_id: str, target_id: str, ids: Mapping[str, str]) -> None:
+        """Merge old->new ids into the mapper of (source, target) at once (seeding, outside a load)."""
+        rows = [
+            (source_id, target_id, old, new) for old, new in mapper_ids(source_id, target_id, ids).items()
+        ]
+
+        async def run(tx: Transaction) -> None:
+            await tx.many(MAPPER_MERGE, rows)
+
+        await self.db.write(run, forgets=[("mapper", source_id, target_id)])
+
+
+Numbered = tuple[int, str]
+"""An event's seq and its frame."""
+
+
+class LoadStore:
+    """The running loaders and their staged ids, and the numbered event log they publish to.
+    Each method that numbers an event calls ``after(numbered)`` right after its commit, in commit
+    (so seq) order. A backend says how a load's ids are staged and merged (``stage``, ``ids_merge``)."""
+
+    loader_columns = "target_id, type, source_id, backup_id, template_id, user_id, start_seq"
+    loader_insert = """
+        INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
+    loader_named = "UPDATE loaders SET start_seq = ? WHERE target_id = ?"
+    loader_delete = "DELETE FROM loaders WHERE target_id = ?"
+    loader_get = f"SELECT {loader_columns} FROM loaders WHERE target_id = ?"
+    loader_is = "SELECT 1 FROM loaders WHERE target_id = ? AND start_seq = ?"
+    ids_merge: ClassVar[str]
+    """Merge a finished load's staged ids (source, target) into its mapper, in first-seen order."""
+    ids_drop = "DELETE FROM loader_ids WHERE target_id = ?"
+    seq_bounds = """
+        SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'),
+               (SELECT value FROM counters WHERE name = 'event_seq')"""
+    event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
+    events_after = f"""
+        SELECT seq, frame FROM events WHERE seq > ? AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
+        ORDER BY seq LIMIT ?"""
+    events_all_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    # The newest seq to drop: `size` numbers or more behind the newest (so at most `size` events
+    # stay; by seq, no count), or older than the cut-off time (by the index on created_at: seq
+    # and time grow together). Either costs the same at any log size.
+    events_older = "SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1"
+    events_prune = "DELETE FROM events WHERE seq <= ?"
+    pruned_raise = "UPDATE counters SET value = ? WHERE name = 'pruned_seq' AND value < ?"
+
+    def __init__(self, db: Database, clock: Callable[[], float], log_size: int, log_seconds: float) -> None:
+        self.db = db
+        self.clock = clock
+        self.log_size = log_size
+        self.log_seconds = log_seconds
+
+    async def stage(self, tx: Transaction, target_id: str, ids: Mapping[str, str]) -> None:
+        """Keep a running load's ids, in the order they came."""
+        raise NotImplementedError
+
+    async def running(self, target_id: str) -> tuple[Loader, int] | None:
+        """The loader running on ``target_id`` and the seq of its start event (which names it)."""
+        row = await self.db.one(self.loader_get, target_id)
+        if row is None:
+            return None
+        target, type_, source_id, backup, template, user_id, start_seq = row
+        loader = Loader(
+            target_id=target,
+            type=type_,
+            source_id=source_id,
+            backup_id=backup,
+            template_id=template,
+            user_id=user_id,
+        )
+        return loader, start_seq
+
+    async def _number(self, tx: Transaction, frame: Callable[[int], str]) -> Numbered:
+        """The next seq and its frame, logged in the caller's transaction (statuses too: see
+        :class:`InOrder`), and the log pruned to its size and age."""
+        seq = await tx.number("event_seq")
+        text, now = frame(seq), self.clock()
+        await tx.run(self.event_insert, seq, text, now)
+        cut = max(seq - self.log_size, await tx.value(self.events_older, now - self.log_seconds) or 0)
+        if cut > 0:
+            await tx.run(self.events_prune, cut)
+            await tx.run(self.pruned_raise, cut, cut)
+        return seq, text
+
+    async def _is_running(self, tx: Transaction, target_id: str, started: int) -> bool:
+        return await tx.value(self.loader_is, target_id, started) is not None
+
+    async def _check_running(self, tx: Transaction, target_id: str, started: int) -> None:
+        if not await self._is_running(tx, target_id, started):
+            raise no_loader(target_id)
+
+    async def start(
+        self, loader: Loader, frame: Callable[[int], str], after: Callable[[Numbered], None]
+    ) -> Numbered:
+        """Record a running loader and its start event together; a conflict if one runs on the target."""
+        values = (loader.target_id, loader.type, loader.source_id, loader.backup_id, loader.template_id)
+
+        async def run(tx: Transaction) -> Numbered:
+            if not await tx.run(self.loader_insert, *values, loader.user_id, self.clock()):
+                raise loader_running(loader.target_id)
+            seq, text = await self._number(tx, frame)
+            await tx.run(self.loader_named, seq, loader.target_id)
+            return seq, text
+
+        return await self.db.write(run, after=after)
+
+    async def status(
+        self,
+        target_id: str,
+        started: int,
+        frame: Callable[[int], str],
+        after: Callable[[Numbered | None], None],
+    ) -> Numbered | None:
+        """Number a status of the loader that started at ``started``; ``None`` once it is done."""
+
+        async def run(tx: Transaction) -> Numbered | None:
+            if not await self._is_running(tx, target_id, started):
+                return None  # its done came first: no status after done
+            return await self._number(tx, frame)
+
+        return await self.db.write(run, after=after)
+
+    async def stage_ids(self, target_id: str, started: int, ids: Mapping[str, str]) -> None:
+        """Keep ids with the loader that started at ``started`` (not one that replaced it since)."""
+
+        async def run(tx: Transaction) -> None:
+            await self._check_running(tx, target_id, started)
+            await self.stage(tx, target_id, ids)
+
+        await self.db.write(run)
+
+    async def finish(
+        self,
+        loader: Loader,
+        started: int,
+        frame: Callable[[int], str],
+        ok: bool,
+        after: Callable[[Numbered], None],
+    ) -> Numbered:
+        """End a loader and log its done event, in one transaction. A load that went well merges
+        its staged ids into the mapper and adds its user to the mapper's loaders; a failed one
+        discards them and changes no mapper (``loaders`` is a permission check)."""
+        source_id, target_id = str(loader.source_id), str(loader.target_id)
+
+        async def run(tx: Transaction) -> Numbered:
+            await self._check_running(tx, target_id, started)
+            await tx.run(self.loader_delete, target_id)
+            if ok:
+                await tx.run(MAPPER_MERGE, source_id, target_id, source_id, target_id)
+                await tx.run(self.ids_merge, source_id, target_id)
+                if loader.user_id is not None:
+                    await tx.run(MAPPER_LOADER, source_id, target_id, loader.user_id)
+            await tx.run(self.ids_drop, target_id)
+            return await self._number(tx, frame)
+
+        return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
+
+    async def events_since(
+        self, seq: int, limit: int, *, statuses: bool = False
+    ) -> tuple[int, int, list[Numbered]]:
+        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
+        events after ``seq`` (and status events too, with ``statuses``)."""
+        query = self.events_all_after if statuses else self.events_after
+
+        async def read(tx: Transaction) -> tuple[int, int, list[Numbered]]:
+            pruned, newest = await tx.one(self.seq_bounds)
+            return pruned, newest, [(s, f) for s, f in await tx.all(query, seq, limit)]
+
+        return await self.db.snapshot(read)
+
+
+class CatalogStore:
+    """The local catalog the default resolver plays from: tracks and playlists. A backend writes
+    a chunk of tracks (``write_tracks``) and searches (``search``) its own way."""
+
+    track_get = f"SELECT {TRACK_COLUMNS} FROM tracks WHERE source = ? AND identifier = ?"
+    track_id_of = "SELECT track_id FROM tracks WHERE source = ? AND identifier = ?"
+    playlist_upsert = """
+        INSERT INTO playlists (source, identifier, name) VALUES (?, ?, ?)
+        ON CONFLICT (source, identifier) DO UPDATE SET name = excluded.name
+        RETURNING playlist_id"""
+    playlist_clear = "DELETE FROM playlist_tracks WHERE playlist_id = ?"
+    playlist_track_insert = "INSERT INTO playlist_tracks (playlist_id, position, track_id) VALUES (?, ?, ?)"
+    playlist_tracks_of = f"""
+        SELECT {_TRACK_SELECT} FROM playlists AS p
+        JOIN playlist_tracks AS pt ON pt.playlist_id = p.playlist_id
+        JOIN tracks AS t ON t.track_id = pt.track_id
+        WHERE p.source = ? AND p.identifier = ? ORDER BY pt.position"""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write_tracks(self, tx: Transaction, chunk: list[Track]) -> None:
+        """Upsert a chunk of tracks (and whatever the backend's search keeps beside them)."""
+        raise NotImplementedError
+
+    async def search(self, words: Sequence[str], every: bool) -> Track | None:
+        """The best match of all the ``words`` (``every``) or of any of them; case and accents
+        are folded. An answer stays remembered until the catalog changes."""
+        raise NotImplementedError
+
+    async def import_catalog(
+        self,
+        tracks: list[Track],
+        playlists: list[Playlist],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Upsert tracks, then playlists (which may name those tracks). Everything is checked
+        before anything is written: a playlist naming a track that is neither imported nor known
+        refuses the whole import. Tracks are then written in transactions of ``_IMPORT_CHUNK``, so
+        a million-track import never holds the write lock for long (other writers, in this process
+        and others, get their turn between chunks); an interrupted import is finished by running it
+        again (upserts). A track given twice: the last wins. ``progress(done, total)`` is told
+        after each chunk."""
+        latest = {(t.source, t.identifier): t for t in tracks}
+        unique = list(latest.values())
+        for playlist in playlists:
+            for identifier in playlist.tracks:
+                known = (playlist.source, identifier) in latest
+                if not known and await self.db.value(self.track_id_of, playlist.source, identifier) is None:
+                    raise unknown_track(playlist, identifier)
+        for start in range(0, len(unique), _IMPORT_CHUNK):
+            chunk = unique[start : start + _IMPORT_CHUNK]
+            await self.db.write(lambda tx, chunk=chunk: self.write_tracks(tx, chunk), forgets=[("catalog",)])
+            if progress is not None:
+                progress(min(start + _IMPORT_CHUNK, len(unique)), len(unique))
+            if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(unique):
+                await asyncio.sleep(self.db.pause_between_chunks)
+        if playlists:
+
+            async def run(tx: Transaction) -> None:
+                for playlist in playlists:
+                    ids = [await tx.value(self.track_id_of, playlist.source, i) for i in playlist.tracks]
+                    playlist_id = await tx.value(
+                        self.playlist_upsert, playlist.source, playlist.identifier, playlist.name
+                    )
+                    await tx.run(self.playlist_clear, playlist_id)
+                    await tx.many(
+                        self.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(ids)]
+                    )
+
+            await self.db.write(run, forgets=[("catalog",)])
+        return len(tracks), len(playlists)
+
+    async def track(self, source: str, identifier: str) -> Track | None:
+        row = await self.db.one(self.track_get, source, identifier)
+        return None if row is None else track_of(row)
+
+    async def playlist_tracks(self, source: str, identifier: str) -> list[Track]:
+        return [track_of(row) for row in await self.db.all(self.playlist_tracks_of, source, identifier)]
+
+
+PLAYER_FRONT = 26
+"""Queue entries read with a player: the current track and the 25 a follower is shown."""
+
+PlayerChange = Callable[[Player | None], Player | None]
+"""A change of a player: the player settled to now (``None``: not connected) to the player to
+store (``None``: stopped)."""
+ChangeCommitted = Callable[[Player | None, int], None]
+
+
+async def apply_change(
+    player: Player | None,
+    change: PlayerChange,
+    now: float,
+    front: int,
+    more: Callable[[Player, int], Awaitable[None]],
+) -> Player | None:
+    """``change`` on ``player`` settled to ``now``, with at least ``front`` entries of the queue
+    read before and after (``more(player, count)`` reads ``count`` more from the store): settled
+    deeper than the front that was read when it all ended, and read further when the change
+    skipped into what was not read. The rule every store's change keeps."""
+    if player is not None:
+        while True:
+            player.settle(now)
+            if player.queue or not player.more:
+                break
+            await more(player, PLAYER_FRONT)
+        if len(player.queue) < front and player.more:
+            await more(player, front - len(player.queue))
+    changed = change(player)
+    if changed is not None and len(changed.queue) < front and changed.more:
+        await more(changed, front - len(changed.queue))
+    return changed
+
+
+def player_copy(player: Player | None) -> Player | None:
+    """A player to go on changing, apart from the one given as an answer (whose queue must not
+    move with the next change)."""
+    return player and dataclasses.replace(player, queue=deque(player.queue), appended=list(player.appended))
+
+
+class PlayerStore:
+    """Players and their queues. A change runs on the stored player in one transaction, so every
+    process sees one player per guild; a backend groups the changes that arrive while one
+    commits into its next transaction (``change``)."""
+
+    player_get = "SELECT channel_id, volume, paused, position, anchor, size FROM players WHERE guild_id = ?"
+    queue_front = f"""
+        SELECT entry_id, {TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = ?
+        ORDER BY entry_id LIMIT ? OFFSET ?"""
+    queue_all: ClassVar[Any] = -1
+    """The ``LIMIT`` that reads every row."""
+    upsert = """
+        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (guild_id) DO UPDATE SET channel_id = excluded.channel_id, volume = excluded.volume,
+            paused = excluded.paused, position = excluded.position, anchor = excluded.anchor,
+            ends_at = excluded.ends_at, size = excluded.size"""
+    delete = "DELETE FROM players WHERE guild_id = ?"
+    queue_clear = "DELETE FROM queue WHERE guild_id = ?"
+    # Entries are only appended and taken from the front: the front ones are the lowest ids.
+    queue_drop_front = """
+        DELETE FROM queue WHERE entry_id IN (
+            SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
+    is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
+    seq_now = "SELECT value FROM counters WHERE name = 'player_seq'"
+    due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
+    first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
+    every_guild = "SELECT guild_id FROM players ORDER BY guild_id"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def change(
+        self,
+        guild_id: str,
+        change: PlayerChange,
+        now: float,
+        after: ChangeCommitted | None = None,
+        front: int = 2,
+    ) -> Player | None:
+        """Run ``change`` (see :func:`apply_change`) and store what it returns, all in one
+        transaction that numbers the change (one sequence for every guild and process);
+        ``after(player, seq)`` runs right after the commit, in commit order. Returns the stored
+        player with the first ``front`` entries (a change needs the current track and the next;
+        a follower's frame, 26)."""
+        raise NotImplementedError
+
+    @classmethod
+    async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
+        """A guild's stored player with the first ``front`` entries of its queue (all: ``None``)."""
+        row = await tx.one(cls.player_get, guild_id)
+        if row is None:
+            return None
+        channel_id, volume, paused, position, anchor, size = row
+        player = Player(guild_id, channel_id, volume, bool(paused), position, anchor, deque(), more=size)
+        await cls.load_front(tx, player, front)
+        return player
+
+    @classmethod
+    async def load_front(cls, tx: Transaction, player: Player, count: int | None) -> None:
+        """Read up to ``count`` more entries (``None``: all) after the ones ``player`` holds."""
+        offset = player.dropped + len(
+            player.queue
+        )  # rows before these are loaded (or dropped, not yet deleted)
+        limit = cls.queue_all if count is None else count
+        rows = await tx.all(cls.queue_front, player.guild_id, limit, offset)
+        player.queue.extend(QueueEntry(r[0], track_of(r[1:10]), r[10]) for r in rows)
+        player.more = max(player.more - len(rows), 0)
+
+    async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
+        """The player as stored (its front only, unless ``whole``), not yet settled to now, from
+        one commit (a track's end may land between reading its row and its queue); the front is
+        remembered until it changes."""
+        if whole:
+            return await self.db.snapshot(lambda tx: self.read(tx, guild_id, None))
+        return await self.db.remembered(
+            ("player", guild_id), (), lambda: self.db.snapshot(lambda tx: self.read(tx, guild_id))
+        )
+
+    async def connected(self, guild_id: str) -> bool:
+        """Whether the guild has a player; a yes is remembered until the player is stopped."""
+
+        async def read() -> bool:
+            return await self.db.value(self.is_connected, guild_id) is not None
+
+        return await self.db.remembered(("connected", guild_id), (), read)
+
+    async def seq(self) -> int:
+        """The number of the newest change (of any guild): a state read after it is at least that new."""
+        return await self.db.value(self.seq_now)
+
+    async def due(self, now: float) -> list[str]:
+        """The guilds whose current track has ended by ``now``."""
+        return [guild_id for (guild_id,) in await self.db.all(self.due_by, now)]
+
+    async def next_end(self) -> float | None:
+        """The earliest time a current track ends."""
+        return await self.db.value(self.first_end)
+
+    async def guilds(self) -> list[str]:
+        """Every guild with a player."""
+        return [guild_id for (guild_id,) in await self.db.all(self.every_guild)]
+
+
+def _known(value: str | None) -> Any:
+    return msgspec.UNSET if value is None else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """How to page through one kind of thing: the query (after a cursor, in id order), a row's
+    item, and the cursor a row leaves. Secrets are never selected."""
+
+    sql: str
+    item: Callable[[Sequence[Any]], Any]
+    cursor_of: Callable[[Sequence[Any]], str] = lambda row: row[0]
+    cursor: Callable[[str], tuple[str, ...]] = lambda after: (after,)
+
+
+LISTINGS: dict[str, Listing] = {
+    "bots": Listing(
+        "SELECT bot_id, name, token_hash IS NOT NULL, created_at FROM bots WHERE bot_id > ? ORDER BY bot_id LIMIT ?",
+        lambda r: BotListed(r[0], r[1], bool(r[2]), iso_time(r[3])),
+    ),
+    "guilds": Listing(
+        "SELECT guild_id, name FROM guilds WHERE guild_id > ? ORDER BY guild_id LIMIT ?",
+        lambda r: Guild(id=r[0], name=r[1], voice_channels=[]),
+    ),
+    "keys": Listing(
+        """SELECT guild_id, user_id, created_at FROM elixir_keys WHERE (guild_id, user_id) > (?, ?)
+           ORDER BY guild_id, user_id LIMIT ?""",
+        lambda r: KeyListed(r[0], r[1], iso_time(r[2])),
+        cursor_of=lambda row: f"{row[0]}:{row[1]}",
+        cursor=lambda after: (*after.partition(":")[::2],),
+    ),
+    "templates": Listing(
+        """SELECT template_id, name, source_id, creator_id, created_at FROM templates WHERE template_id > ?
+           ORDER BY template_id LIMIT ?""",
+        lambda r: TemplateListed(r[0], r[1], r[2], r[3], iso_time(r[4])),
+    ),
+    "backups": Listing(
+        """SELECT backup_id, source_id, creator_id, created_at FROM backups WHERE backup_id > ?
+           ORDER BY backup_id LIMIT ?""",
+        lambda r: BackupListed(r[0], r[1], r[2], iso_time(r[3])),
+    ),
+    "loaders": Listing(
+        """SELECT target_id, type, source_id, backup_id, template_id, user_id, started_at FROM loaders
+           WHERE target_id > ? ORDER BY target_id LIMIT ?""",
+        lambda r: LoaderListed(r[0], r[1], r[2], _known(r[3]), _known(r[4]), _known(r[5]), iso_time(r[6])),
+    ),
+}
+"""What the operator can list, through every door (admin API, CLI, host API)."""
+LISTED_AS = {
+    "bots": BotListed,
+    "guilds": Guild,
+    "keys": KeyListed,
+    "templates": TemplateListed,
+    "backups": BackupListed,
+    "loaders": LoaderListed,
+}
+
+
+class ListingStore:
+    """Pages of what an operator has."""
+
+    channels_between = """
+        SELECT guild_id, channel_id FROM voice_channels WHERE guild_id >= ? AND guild_id <= ?
+        ORDER BY guild_id, rowid"""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
+        """A page of ``kind`` in id order, after the cursor ``after``."""
+        listing = LISTINGS[kind]
+
+        async def read(tx: Transaction) -> Page[Any]:
+            rows = await tx.all(listing.sql, *listing.cursor(after or ""), limit + 1)
+            items = [listing.item(row) for row in rows[:limit]]
+            if kind == "guilds" and items:  # each page's channels in one query
+                channels = {guild.id: guild.voice_channels for guild in items}
+                for guild_id, channel_id in await tx.all(self.channels_between, items[0].id, items[-1].id):
+                    channels[guild_id].append(channel_id)
+            return Page(items, listing.cursor_of(rows[limit - 1]) if len(rows) > limit else None)
+
+        return await self.db.snapshot(read)
+
+
+@dataclasses.dataclass(slots=True)
+class Stores:
+    """Every storage area of one database, and the database itself."""
+
+    database: Database
+    keys: KeyStore
+    registry: RegistryStore
+    catalog: CatalogStore
+    players: PlayerStore
+    partners: PartnerStore
+    mappers: MapperStore
+    loads: LoadStore
+    listings: ListingStore
+
+    @classmethod
+    def on(cls, database: Database, config: Config) -> Stores:
+        """Each storage area on ``database`` (the backend's own halves where it has them)."""
+        return cls(
+            database,
+            KeyStore(database, config.clock),
+            RegistryStore(database),
+            database.catalog(database),
+            database.players(database),
+            PartnerStore(database, config.clock),
+            MapperStore(database),
+            database.loads(database, config.clock, config.event_log_size, config.event_log_seconds),
+            ListingStore(database),
+        )
+
+
+# ---------------------------------------------------------------------------
+# SQLite: one file, its writer thread, and what SQLite does its own way
+# ---------------------------------------------------------------------------
+
+SCHEMA_VERSION = 4
 
 SCHEMA_VERSION = 4
 
@@ -1950,92 +2859,158 @@ INSERT OR IGNORE INTO counters (name, value)
 VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0), ('player_seq', 0);
 """
 
-_TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream, encoded"
-_IMPORT_CHUNK = 5000
-_ANSWERS_KEPT = 1024
+
+def run_now(step: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits to its end, here and now. SQLite's statements are plain
+    calls, so a transaction written against :class:`Transaction` runs whole on the thread that
+    holds the connection (the writer's), or on the loop with no await between its reads."""
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value
+    step.close()
+    raise RuntimeError("a SQLite transaction awaited something that waits")
 
 
-def digest(secret: str) -> str:
-    """The only form in which a secret is stored or compared."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+class SqliteTransaction:
+    """:class:`Transaction` on a SQLite connection."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        return self.conn.execute(sql, args).fetchone()
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        row = self.conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return self.conn.execute(sql, args).fetchall()
+
+    async def run(self, sql: str, *args: Any) -> int:
+        return self.conn.execute(sql, args).rowcount
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    async def number(self, counter: str, by: int = 1) -> int:
+        return await self.value(
+            "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value", by, counter
+        )
 
 
-def _track_row(track: Track) -> tuple[Any, ...]:
-    return (
-        track.source,
-        track.identifier,
-        track.title,
-        track.author,
-        track.length,
-        track.uri,
-        track.thumbnail,
-        int(track.is_stream),
-        track.encoded,
+def fts_match(words: Sequence[str], *, every: bool) -> str:
+    """An FTS5 match of all the words (or any): each is quoted, so nothing a user types is read
+    as query syntax."""
+    return (" " if every else " OR ").join(f'"{word}"' for word in words)
+
+
+class SqliteCatalog(CatalogStore):
+    """The catalog on SQLite: a full-text index (FTS5) over title and author."""
+
+    track_upsert = f"""
+        INSERT INTO tracks ({TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (source, identifier) DO UPDATE SET
+            title = excluded.title, author = excluded.author, length = excluded.length,
+            uri = excluded.uri, thumbnail = excluded.thumbnail, is_stream = excluded.is_stream,
+            encoded = excluded.encoded"""
+    # A search ranks a bounded set of candidates, the first matches in the index, so it costs the
+    # same however many tracks match a common word. bm25 ranks lower-is-better; a title hit
+    # weighs twice an author hit.
+    track_search = f"""
+        SELECT {_TRACK_SELECT} FROM (
+            SELECT rowid AS track_id, bm25(tracks_fts, 2.0, 1.0) AS rank FROM tracks_fts
+            WHERE tracks_fts MATCH ? LIMIT 256
+        ) AS m JOIN tracks AS t ON t.track_id = m.track_id ORDER BY m.rank, t.track_id LIMIT 1"""
+
+    async def write_tracks(self, tx: Transaction, chunk: list[Track]) -> None:
+        await tx.many(self.track_upsert, [track_row(t) for t in chunk])
+
+    async def search(self, words: Sequence[str], every: bool) -> Track | None:
+        match = fts_match(words, every=every)
+
+        async def read() -> Track | None:
+            row = await self.db.one(self.track_search, match)
+            return None if row is None else track_of(row)
+
+        return await self.db.remembered(("catalog",), (match,), read, keep=lambda _: True)
+
+
+class SqlitePlayers(PlayerStore):
+    """Players on SQLite. A change runs on the stored player inside the write transaction, and a
+    change made while another commits lands in the same transaction (the writer's group commit),
+    on the player as the change before it in that transaction left it."""
+
+    queue_append = (
+        f"INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by) VALUES ({', '.join('?' * 11)}) "
+        "RETURNING entry_id"
     )
 
+    async def change(
+        self,
+        guild_id: str,
+        change: PlayerChange,
+        now: float,
+        after: ChangeCommitted | None = None,
+        front: int = 2,
+    ) -> Player | None:
+        flipped = False  # connected or disconnected by this change
+        db = cast(SqliteDatabase, self.db)
 
-def iso_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+        async def run(tx: Transaction) -> tuple[Player | None, int]:
+            nonlocal flipped
+            # As the previous change of this guild in the same transaction left it, or as stored.
+            scratch = db.scratch("players")
+            player = scratch.pop(guild_id, _MISSING)
+            if player is _MISSING:
+                player = await self.read(tx, guild_id, front)
+            changed = await apply_change(player, change, now, front, lambda p, n: self.load_front(tx, p, n))
+            await self._write(tx, guild_id, changed)
+            flipped = (player is None) != (changed is None)
+            scratch[guild_id] = player_copy(changed)
+            return changed, await tx.number("player_seq")
 
+        def committed(numbered: tuple[Player | None, int]) -> None:
+            if flipped:
+                db.answers.forget(("connected", guild_id))
+            if after is not None:
+                after(*numbered)
 
-class StoreError(Exception):
-    """The database file cannot be used (unreadable, locked, or from a newer version)."""
+        player, _ = await db.write(run, forgets=[("player", guild_id)], after=committed)
+        return player
 
-
-def _locked(exc: BaseException) -> bool:
-    """Whether SQLite refused because another connection held the lock past the busy timeout."""
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-class StoredTrack(Track, kw_only=True, gc=False):
-    """A track read back from the database: checked when it was written, not again (the checks'
-    regular expressions were 40% of loading a queue)."""
-
-    def __post_init__(self) -> None:
-        pass
-
-
-def _track_of(row: Sequence[Any]) -> Track:
-    source, identifier, title, author, length, uri, thumbnail, is_stream, encoded = row
-    return StoredTrack(
-        source=source,
-        identifier=identifier,
-        title=title,
-        author=author,
-        length=length,
-        uri=uri,
-        thumbnail=thumbnail,
-        is_stream=bool(is_stream),
-        encoded=encoded,
-    )
-
-
-_PLAYER_GET = "SELECT channel_id, volume, paused, position, anchor, size FROM players WHERE guild_id = ?"
-_QUEUE_FRONT = f"""
-    SELECT entry_id, {_TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = ?
-    ORDER BY entry_id LIMIT ? OFFSET ?"""
-_PLAYER_END = "UPDATE players SET ends_at = ?, size = ? WHERE guild_id = ?"
-PLAYER_FRONT = 26
-"""Queue entries read with a player: the current track and the 25 a follower is shown."""
-
-
-def load_front(db: sqlite3.Connection, player: Player, count: int) -> None:
-    """Read up to ``count`` more entries (``-1``: all) after the ones ``player`` holds."""
-    offset = player.dropped + len(player.queue)  # rows before these are loaded (or dropped, not yet deleted)
-    rows = db.execute(_QUEUE_FRONT, (player.guild_id, count, offset)).fetchall()
-    player.queue.extend(QueueEntry(r[0], _track_of(r[1:10]), r[10]) for r in rows)
-    player.more = max(player.more - len(rows), 0)
+    async def _write(self, tx: Transaction, guild_id: str, player: Player | None) -> None:
+        if player is None:
+            await tx.run(self.queue_clear, guild_id)
+            await tx.run(self.delete, guild_id)
+            return
+        if player.dropped:
+            await tx.run(self.queue_drop_front, guild_id, player.dropped)
+        for entry in player.appended:
+            entry.entry_id = await tx.value(
+                self.queue_append, guild_id, *track_row(entry.track), entry.requested_by
+            )
+        row = (guild_id, player.channel_id, player.volume, player.paused, player.position, player.anchor)
+        await tx.run(self.upsert, *row, player.ends_at, player.size)
+        player.dropped, player.appended = 0, []
 
 
-def read_player(db: sqlite3.Connection, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
-    """A guild's stored player with the first ``front`` entries of its queue (all: ``None``)."""
-    row = db.execute(_PLAYER_GET, (guild_id,)).fetchone()
-    if row is None:
-        return None
-    channel_id, volume, paused, position, anchor, size = row
-    player = Player(guild_id, channel_id, volume, bool(paused), position, anchor, deque(), more=size)
-    load_front(db, player, -1 if front is None else front)
-    return player
+class SqliteLoads(LoadStore):
+    """Loads on SQLite: an id staged again replaces its new id where it first came."""
+
+    ids_stage = """
+        INSERT INTO loader_ids (target_id, old_id, new_id) VALUES (?, ?, ?)
+        ON CONFLICT (target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
+    ids_merge = """
+        INSERT INTO mapper_ids (source_id, target_id, old_id, new_id)
+        SELECT ?1, target_id, old_id, new_id FROM loader_ids WHERE target_id = ?2 AND old_id != ?1 ORDER BY rowid
+        ON CONFLICT (source_id, target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
+
+    async def stage(self, tx: Transaction, target_id: str, ids: Mapping[str, str]) -> None:
+        await tx.many(self.ids_stage, [(target_id, old, new) for old, new in ids.items()])
 
 
 def _migrate(db: sqlite3.Connection, version: int) -> None:
@@ -2053,32 +3028,264 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
         db.execute("ALTER TABLE players ADD COLUMN ends_at REAL")
         db.execute("ALTER TABLE players ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
         for (guild_id,) in db.execute("SELECT guild_id FROM players").fetchall():
-            player = read_player(db, guild_id, front=None)
+            player = run_now(SqlitePlayers.read(SqliteTransaction(db), guild_id, None))
             assert player is not None
-            db.execute(_PLAYER_END, (player.ends_at, player.size, guild_id))
+            db.execute(
+                "UPDATE players SET ends_at = ?, size = ? WHERE guild_id = ?",
+                (player.ends_at, player.size, guild_id),
+            )
     if columns["loaders"] and "start_seq" not in columns["loaders"]:
         db.execute("ALTER TABLE loaders ADD COLUMN start_seq INTEGER NOT NULL DEFAULT 0")
 
 
 _COMMITS = "SELECT value FROM counters WHERE name = 'commits'"
-
-CREDENTIAL_TAGS: tuple[tuple[str], ...] = (("bots",), ("keys",))
-"""The tags of remembered answers about credentials (bot tokens, Elixir keys). A write that
-forgets one also moves the ``credentials`` counter in its transaction, and every use of such an
-answer first looks at that counter: a revoke is refused from the next request on, in every
-process, on either store, with or without Redis (SPEC §0 "Revocation is immediate")."""
-_CREDENTIALS = "SELECT value FROM counters WHERE name = 'credentials'"
-_CREDENTIALS_MOVED = (
-    "INSERT INTO counters (name, value) VALUES ('credentials', 1) "
-    "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
-)
-
-
-def moves_credentials(forgets: Sequence[tuple[Any, ...]]) -> bool:
-    return any(tag in CREDENTIAL_TAGS for tag in forgets)
-
-
 _COUNT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'commits' RETURNING value"
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether SQLite refused because another connection held the lock past the busy timeout."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class SqliteFile:
+    """The database file as the writer holds it: opened (and brought to this schema version),
+    locked for each write transaction within ``write_wait``, and watched for being removed or
+    replaced under the server."""
+
+    _LOCK_POLL = 0.0005
+    """Seconds before the first retry for another process's write lock (doubling, to 4 ms)."""
+
+    def __init__(self, path: str, write_wait: float) -> None:
+        self.path = path
+        self.write_wait = write_wait
+        self._identity: tuple[int, int] | None = None
+        self._gone_logged = False
+
+    def open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._identity = self._file_identity()
+        for pragma in (
+            "busy_timeout = 1",  # the writer waits for the lock itself (begin), a few ms at a time
+            "synchronous = NORMAL",
+            "foreign_keys = ON",
+        ):
+            db.execute(f"PRAGMA {pragma}")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}"
+            )
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if version < SCHEMA_VERSION:
+            # Write transactions that wait their turn for the lock (a write sneaked into a read
+            # would fail at once against a server writing beside it); a file at this version is
+            # opened without writing at all. Each step can run again if the other was cut short.
+            self.begin(db)
+            try:
+                _migrate(db, version)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self.begin(db, f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+        return db
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def check(self) -> None:
+        """Refuse to write when the path no longer names the open file (deleted or replaced under
+        the server): acknowledging writes into a file nobody can open again would lose them all.
+        Looked at by the writer thread before each transaction, and by the health check."""
+        if self._file_identity() != self._identity:
+            if not self._gone_logged:
+                self._gone_logged = True
+                log.error(
+                    "database %s was removed or replaced while open; refusing writes until restarted",
+                    self.path,
+                )
+            raise Unavailable(
+                "Service unavailable: the database file is gone; the operator must restart the server."
+            )
+
+    def begin(self, db: sqlite3.Connection, script: str | None = None) -> None:
+        """``BEGIN IMMEDIATE`` (or a ``script`` that starts with it), waiting at most
+        ``write_wait`` for another process's write lock. It tries again every few milliseconds:
+        SQLite's own busy handler sleeps up to 100 ms between tries, and processes writing side
+        by side (several workers) would mostly wait out each other's sleeps."""
+        deadline = time.monotonic() + self.write_wait
+        pause = self._LOCK_POLL
+        while True:
+            try:
+                if script is None:
+                    db.execute("BEGIN IMMEDIATE")
+                else:
+                    db.executescript(script)
+                return
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if not _locked(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
+
+
+@dataclasses.dataclass(slots=True)
+class _Write:
+    run: Callable[[Transaction], Awaitable[Any]]
+    done: asyncio.Future[Any]
+    forgets: Tags
+    after: Callable[[Any], None] | None
+
+
+class SqliteWriter:
+    """The writer connection, on a thread of its own. A write is a transaction function run
+    there, whole, in one hop: a writer may wait for a lock (another process, a checkpoint), and
+    the event loop must not. Writes that arrive while one commits are committed together in the
+    next transaction (group commit), each inside a savepoint of its own, so a refused write takes
+    none of the others with it (a write alone needs none: its refusal rolls back all)."""
+
+    def __init__(self, file: SqliteFile, answers: Answers) -> None:
+        self.file = file
+        self.answers = answers
+        self.commits = -1
+        """The ``commits`` counter after this process's last commit (see :meth:`SqliteDatabase.remembered`)."""
+        self.committing = self.before = -1
+        """The counter of the commit under way, and the one before it: a reader may see either."""
+        self.scratch: dict[str, dict[Any, Any]] = {}
+        """What the writes of one transaction leave for the next ones of the same batch (a guild's
+        player as the last change wrote it); emptied with every transaction and every refusal."""
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[_Write] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.on_commit: Callable[[float], None] | None = None
+        """Told the seconds each transaction took, from handing it over to its commit (metrics)."""
+
+    async def open(self) -> None:
+        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, self.file.open)
+
+    async def close(self) -> None:
+        try:
+            if self._flushing is not None:
+                await self._flushing  # acknowledged or not, started changes are finished
+        finally:
+            if self._db is not None:
+                self._executor.submit(self._db.close)
+            # Waited for even when cancelled (a second Ctrl-C): the thread finishes its last
+            # transaction and closes the file; the loop is not needed for that.
+            self._executor.shutdown(wait=True)
+            self._db = None
+
+    async def write(
+        self, run: Callable[[Transaction], Awaitable[T]], forgets: Tags, after: Callable[[T], None] | None
+    ) -> T:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(run, done, forgets, after))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                began = time.perf_counter()
+                try:
+                    outcomes, foreign = await loop.run_in_executor(self._executor, self._commit, batch)
+                except sqlite3.OperationalError as exc:
+                    log.warning("write refused with 503: %s", exc)
+                    self._fail(batch, Unavailable(LOCKED) if _locked(exc) else Unavailable())
+                    continue
+                except BaseException as exc:  # every write of the batch failed together
+                    self._fail(batch, exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - began)
+                if foreign:
+                    self.answers.clear()  # another process committed since this one's last commit
+                for write, (ok, value) in zip(batch, outcomes, strict=True):
+                    self._answer(write, ok, value)
+        finally:
+            self._flushing = None
+
+    def _answer(self, write: _Write, ok: bool, value: Any) -> None:
+        if ok:
+            self.answers.forget_all(write.forgets)  # before anyone hears of the commit
+            if write.after is not None:
+                write.after(value)
+        if write.done.done():
+            return
+        if ok:
+            write.done.set_result(value)
+        else:
+            write.done.set_exception(value)
+
+    @staticmethod
+    def _fail(batch: list[_Write], exc: BaseException) -> None:
+        for write in batch:
+            if not write.done.done():
+                write.done.set_exception(exc)
+
+    def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
+        """On the writer thread: the batch in one transaction, each write in a savepoint. Also
+        answers whether another process committed since this one's last commit."""
+        db = self._db
+        assert db is not None, "database is not open"
+        self.file.check()
+        self.file.begin(db)
+        changes = db.total_changes
+        alone = len(batch) == 1  # no savepoint: a refusal rolls the transaction back
+        tx = SqliteTransaction(db)
+        try:
+            outcomes: list[tuple[bool, Any]] = []
+            for write in batch:
+                if not alone:
+                    db.execute("SAVEPOINT write")
+                refused: Exception
+                try:
+                    value = run_now(write.run(tx))
+                except (DomainError, ValueError) as refusal:
+                    refused = refusal
+                except sqlite3.IntegrityError as refusal:
+                    refused = Conflict("conflict", str(refusal))
+                else:
+                    outcomes.append((True, value))
+                    if not alone:
+                        db.execute("RELEASE write")
+                    continue
+                outcomes.append((False, refused))
+                self.scratch.clear()
+                if alone:
+                    db.execute("ROLLBACK")
+                    return outcomes, False
+                db.execute("ROLLBACK TO write")
+                db.execute("RELEASE write")
+            if db.total_changes == changes:  # every write was refused or changed nothing
+                db.execute("ROLLBACK")
+                return outcomes, False
+            (commits,) = db.execute(_COUNT_COMMIT).fetchone()
+            # Told before the commit is visible, kept after: a reader on the loop, whenever it
+            # looks, sees one of these and does not take this commit for another process's.
+            self.committing, self.before = commits, self.commits
+            db.execute("COMMIT")
+            foreign, self.commits = commits != self.commits + 1, commits
+            return outcomes, foreign
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            self.scratch.clear()
 
 
 def _backup(source_path: str, path: str) -> None:
@@ -2098,9 +3305,6 @@ def _backup(source_path: str, path: str) -> None:
         source.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(partial)
-
-
-_MISSING: Any = object()
 
 
 class ServerLock:
@@ -2173,329 +3377,15 @@ def _flocked(fd: int, kind: int) -> bool:
     return True
 
 
-class Answers:
-    """Answers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
-    until a write changes what the tag covers: a key's revoke forgets key answers, a load's done
-    its mapper, a play its guild's player; an unrelated write forgets nothing. At most ``kept``
-    answers, the least recently used going first; refusals are not worth memory anyone can fill."""
-
-    def __init__(self, kept: int = _ANSWERS_KEPT) -> None:
-        self.kept = kept
-        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._tags: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
-        self.credentials = 0
-        """The ``credentials`` counter the remembered credentials were checked against."""
-
-    def credentials_at(self, counter: int) -> None:
-        """The ``credentials`` counter, just looked at: a credential changed since the last
-        look (by any process) makes every remembered credential answer stale."""
-        if counter != self.credentials:
-            self.credentials = counter
-            for tag in CREDENTIAL_TAGS:
-                self.forget(tag)
-
-    def get(self, tag: tuple[Any, ...], key: tuple[Any, ...]) -> Any:
-        answer = self._answers.get((tag, key), _MISSING)
-        if answer is not _MISSING:
-            self._answers.move_to_end((tag, key))
-        return answer
-
-    def put(self, tag: tuple[Any, ...], key: tuple[Any, ...], answer: Any) -> None:
-        self._answers[(tag, key)] = answer
-        self._tags.setdefault(tag, set()).add(key)
-        if len(self._answers) > self.kept:
-            (old_tag, old_key), _ = self._answers.popitem(last=False)
-            self._tags[old_tag].discard(old_key)
-            if not self._tags[old_tag]:
-                del self._tags[old_tag]
-
-    def forget(self, tag: tuple[Any, ...]) -> None:
-        for key in self._tags.pop(tag, ()):
-            self._answers.pop((tag, key), None)
-
-    def clear(self) -> None:
-        self._answers.clear()
-        self._tags.clear()
-
-
-class FreshLook(Generic[T]):
-    """A value read by a look that began after the caller asked, never an older one: callers
-    who ask while a look is under way share the next look, so many waiting requests cost one
-    query (the credentials counter on PostgreSQL, looked at before each use of a remembered
-    credential)."""
-
-    def __init__(self, look: Callable[[], Awaitable[T]]) -> None:
-        self._look = look
-        self._running: asyncio.Future[T] | None = None
-        self._next: asyncio.Future[T] | None = None
-
-    async def __call__(self) -> T:
-        if self._running is None:
-            self._start(None)
-            assert self._running is not None
-            return await asyncio.shield(self._running)
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        return await asyncio.shield(self._next)
-
-    def _start(self, waiting: asyncio.Future[T] | None) -> None:
-        running = self._running = asyncio.ensure_future(self._look())
-        running.add_done_callback(lambda done: self._finished(done, waiting))
-
-    def _finished(self, done: asyncio.Future[T], waiting: asyncio.Future[T] | None) -> None:
-        failure = None if done.cancelled() else done.exception()  # retrieved: no "never retrieved" log
-        if waiting is not None and not waiting.done():
-            if done.cancelled():
-                waiting.cancel()
-            elif failure is not None:
-                waiting.set_exception(failure)
-                waiting.exception()  # its waiters may all have gone
-            else:
-                waiting.set_result(done.result())
-        self._running, waiting, self._next = None, self._next, None
-        if waiting is not None:
-            self._start(waiting)
-
-
-@dataclasses.dataclass(slots=True)
-class _Write:
-    run: Callable[[sqlite3.Connection], Any]
-    done: asyncio.Future[Any]
-    forgets: Sequence[tuple[Any, ...]]
-    after: Callable[[Any], None] | None
-
-
-class SqliteWriter:
-    """The writer connection, on a thread of its own. A write is a function run there inside a
-    transaction, whole, in one hop: a writer may wait for a lock (another process, a checkpoint),
-    and the event loop must not. Writes that arrive while one commits are committed together in
-    the next transaction (group commit), each inside a savepoint of its own, so a refused write
-    takes none of the others with it (a write alone needs none: its refusal rolls back all)."""
-
-    def __init__(self, path: str, write_wait: float, answers: Answers) -> None:
-        self.path = path
-        self.write_wait = write_wait
-        self.answers = answers
-        self.commits = -1
-        """The ``commits`` counter after this process's last commit (see :meth:`SqliteDatabase.remembered`)."""
-        self.committing = self.before = -1
-        """The counter of the commit under way, and the one before it: a reader may see either."""
-        self._identity: tuple[int, int] | None = None
-        self._file_gone_logged = False
-        self.scratch: dict[str, dict[Any, Any]] = {}
-        """What the writes of one transaction leave for the next ones of the same batch (a guild's
-        player as the last change wrote it); emptied with every transaction and every refusal."""
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
-        self._db: sqlite3.Connection | None = None
-        self._pending: list[_Write] = []
-        self._flushing: asyncio.Task[None] | None = None
-        self.on_commit: Callable[[float], None] | None = None
-        """Told the seconds each transaction took, from handing it over to its commit (metrics)."""
-
-    async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
-
-    def _open(self) -> None:
-        self._db = db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._identity = self._file_identity()
-        for pragma in (
-            "busy_timeout = 1",  # the writer waits for the lock itself (_begin), a few ms at a time
-            "synchronous = NORMAL",
-            "foreign_keys = ON",
-        ):
-            db.execute(f"PRAGMA {pragma}")
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}"
-            )
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode = WAL").fetchone()
-        if version < SCHEMA_VERSION:
-            # Write transactions that wait their turn for the lock (a write sneaked into a read
-            # would fail at once against a server writing beside it); a file at this version is
-            # opened without writing at all. Each step can run again if the other was cut short.
-            self._begin(db)
-            try:
-                _migrate(db, version)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self._begin(db, f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
-
-    def _file_identity(self) -> tuple[int, int] | None:
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_dev, status.st_ino
-
-    def check_file(self) -> None:
-        """Refuse to write when the path no longer names the open file (deleted or replaced under
-        the server): acknowledging writes into a file nobody can open again would lose them all.
-        Looked at by the writer thread before each transaction, and by the health check."""
-        if self._file_identity() != self._identity:
-            if not self._file_gone_logged:
-                self._file_gone_logged = True
-                log.error(
-                    "database %s was removed or replaced while open; refusing writes until restarted",
-                    self.path,
-                )
-            raise Unavailable(
-                "Service unavailable: the database file is gone; the operator must restart the server."
-            )
-
-    async def close(self) -> None:
-        try:
-            if self._flushing is not None:
-                await self._flushing  # acknowledged or not, started changes are finished
-        finally:
-            if self._db is not None:
-                self._executor.submit(self._db.close)
-            # Waited for even when cancelled (a second Ctrl-C): the thread finishes its last
-            # transaction and closes the file; the loop is not needed for that.
-            self._executor.shutdown(wait=True)
-            self._db = None
-
-    async def write(
-        self,
-        run: Callable[[sqlite3.Connection], T],
-        forgets: Sequence[tuple[Any, ...]],
-        after: Callable[[T], None] | None,
-    ) -> T:
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(run, done, forgets, after))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        return await done
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                began = time.perf_counter()
-                try:
-                    outcomes, foreign = await loop.run_in_executor(self._executor, self._commit, batch)
-                except sqlite3.OperationalError as exc:
-                    log.warning("write refused with 503: %s", exc)
-                    self._fail(batch, Unavailable(LOCKED) if _locked(exc) else Unavailable())
-                    continue
-                except BaseException as exc:  # every write of the batch failed together
-                    self._fail(batch, exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                if self.on_commit is not None:
-                    self.on_commit(time.perf_counter() - began)
-                if foreign:
-                    self.answers.clear()  # another process committed since this one's last commit
-                for write, (ok, value) in zip(batch, outcomes, strict=True):
-                    self._settle(write, ok, value)
-        finally:
-            self._flushing = None
-
-    def _settle(self, write: _Write, ok: bool, value: Any) -> None:
-        if ok:
-            for tag in write.forgets:  # before anyone hears of the commit
-                self.answers.forget(tag)
-            if write.after is not None:
-                write.after(value)
-        if write.done.done():
-            return
-        if ok:
-            write.done.set_result(value)
-        else:
-            write.done.set_exception(value)
-
-    @staticmethod
-    def _fail(batch: list[_Write], exc: BaseException) -> None:
-        for write in batch:
-            if not write.done.done():
-                write.done.set_exception(exc)
-
-    _LOCK_POLL = 0.0005
-    """Seconds before the first retry for another process's write lock (doubling, to 4 ms)."""
-
-    def _begin(self, db: sqlite3.Connection, script: str | None = None) -> None:
-        """``BEGIN IMMEDIATE`` (or a ``script`` that starts with it), waiting at most
-        ``write_wait`` for another process's write lock. It tries again every few milliseconds:
-        SQLite's own busy handler sleeps up to 100 ms between tries, and processes writing side
-        by side (several workers) would mostly wait out each other's sleeps."""
-        deadline = time.monotonic() + self.write_wait
-        pause = self._LOCK_POLL
-        while True:
-            try:
-                if script is None:
-                    db.execute("BEGIN IMMEDIATE")
-                else:
-                    db.executescript(script)
-                return
-            except sqlite3.OperationalError as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if not _locked(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.004)
-
-    def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
-        """On the writer thread: the batch in one transaction, each write in a savepoint. Also
-        answers whether another process committed since this one's last commit."""
-        db = self._db
-        assert db is not None, "database is not open"
-        self.check_file()
-        self._begin(db)
-        changes = db.total_changes
-        alone = len(batch) == 1  # no savepoint: a refusal rolls the transaction back
-        try:
-            outcomes: list[tuple[bool, Any]] = []
-            for write in batch:
-                if not alone:
-                    db.execute("SAVEPOINT write")
-                refused: Exception
-                try:
-                    value = write.run(db)
-                except (DomainError, ValueError) as refusal:
-                    refused = refusal
-                except sqlite3.IntegrityError as refusal:
-                    refused = Conflict("conflict", str(refusal))
-                else:
-                    outcomes.append((True, value))
-                    if not alone:
-                        db.execute("RELEASE write")
-                    continue
-                outcomes.append((False, refused))
-                self.scratch.clear()
-                if alone:
-                    db.execute("ROLLBACK")
-                    return outcomes, False
-                db.execute("ROLLBACK TO write")
-                db.execute("RELEASE write")
-            if db.total_changes == changes:  # every write was refused or changed nothing
-                db.execute("ROLLBACK")
-                return outcomes, False
-            (commits,) = db.execute(_COUNT_COMMIT).fetchone()
-            # Told before the commit is visible, kept after: a reader on the loop, whenever it
-            # looks, sees one of these and does not take this commit for another process's.
-            self.committing, self.before = commits, self.commits
-            db.execute("COMMIT")
-            foreign, self.commits = commits != self.commits + 1, commits
-            return outcomes, foreign
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            self.scratch.clear()
-
-
 class SqliteDatabase:
-    """One SQLite file in WAL mode: a writer (:class:`SqliteWriter`), a read-only connection on
-    the event loop, and the remembered answers. Reads run on the loop: in WAL mode a reader never
-    waits for a writer and sees every committed write, and a point lookup costs microseconds, less
-    than a round trip to a thread."""
+    """One SQLite file in WAL mode (:class:`Database`): a writer (:class:`SqliteWriter`), a
+    read-only connection on the event loop, and the remembered answers. Reads run on the loop: in
+    WAL mode a reader never waits for a writer and sees every committed write, and a point lookup
+    costs microseconds, less than a round trip to a thread."""
+
+    catalog = SqliteCatalog
+    players = SqlitePlayers
+    loads = SqliteLoads
 
     foreign_commits_seen_within = 0.001
     """Seconds: how stale a remembered answer may be after another process's commit."""
@@ -2511,19 +3401,21 @@ class SqliteDatabase:
     ) -> None:
         self.path = path
         self.answers = Answers()
-        self._writer = SqliteWriter(path, write_wait, self.answers)
+        self._file = SqliteFile(path, write_wait)
+        self._writer = SqliteWriter(self._file, self.answers)
         self._monotonic = monotonic
-        self._reader: sqlite3.Connection | None = None
+        self._reader: SqliteTransaction | None = None
         self._checked = -math.inf
         self._credentials_looked: int | None = None  # this turn of the loop's look at it
 
     async def open(self) -> SqliteDatabase:
         try:
             await self._writer.open()
-            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._reader = SqliteTransaction(reader)
             for pragma in ("query_only = ON", "busy_timeout = 1000"):
-                self._reader.execute(f"PRAGMA {pragma}")
-            (self._writer.commits,) = self._reader.execute(_COMMITS).fetchone()
+                reader.execute(f"PRAGMA {pragma}")
+            (self._writer.commits,) = reader.execute(_COMMITS).fetchone()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             folder = os.path.dirname(os.path.abspath(self.path))
@@ -2541,83 +3433,64 @@ class SqliteDatabase:
             await self._writer.close()
         finally:
             if self._reader is not None:
-                self._reader.close()
+                self._reader.conn.close()
             self._reader = None
 
     async def write(
         self,
-        run: Callable[[sqlite3.Connection], T],
+        run: Callable[[Transaction], Awaitable[T]],
         *,
-        forgets: Sequence[tuple[Any, ...]] = (),
+        forgets: Tags = (),
         after: Callable[[T], None] | None = None,
     ) -> T:
-        """Run ``run(connection)`` in a write transaction and return its result once committed.
-
-        ``forgets`` are the tags of the remembered answers it may change, forgotten before any
-        caller hears of the commit; ``after(result)`` runs on the loop right after the commit, in
-        commit order (so events are published in their numbers' order). A ``DomainError``, a
-        ``ValueError`` or an integrity error raised by ``run`` undoes its own changes only. A
-        write that cannot get the file (locked past ``write_wait``, removed, failing) is
-        :class:`Unavailable`.
-        """
-        if moves_credentials(forgets):
-            changes = run
-
-            def run(db: sqlite3.Connection) -> T:
-                value = changes(db)
-                db.execute(_CREDENTIALS_MOVED)
-                return value
-
-        return await self._writer.write(run, forgets, after)
-
-    # Reads -------------------------------------------------------------------------
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        try:
-            return self._read().execute(sql, params).fetchone()
-        except sqlite3.OperationalError as exc:  # a read that could not get the file in time
-            log.warning("read refused with 503: %s", exc)
-            raise Unavailable() from exc
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            return self._read().execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            log.warning("read refused with 503: %s", exc)
-            raise Unavailable() from exc
-
-    def _read(self) -> sqlite3.Connection:
-        assert self._reader is not None, "database is not open"
-        return self._reader
-
-    def snapshot(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        """``read(connection)`` in one read transaction: its queries see one commit, never a
-        write that lands between two of them."""
-        db = self._read()
-        try:
-            db.execute("BEGIN")
-            try:
-                return read(db)
-            finally:
-                db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            log.warning("read refused with 503: %s", exc)
-            raise Unavailable() from exc
-
-    def on_commit(self, observe: Callable[[float], None]) -> None:
-        """Tell ``observe`` the seconds each write transaction takes (metrics)."""
-        self._writer.on_commit = observe
+        """As :meth:`Database.write`; ``run`` runs on the writer thread (see :func:`run_now`)."""
+        return await self._writer.write(moving_credentials(run, forgets), forgets, after)
 
     def scratch(self, area: str) -> dict[Any, Any]:
         """The writer thread's notes for ``area`` within the transaction under way (see
         :attr:`SqliteWriter.scratch`): for a write's ``run`` only."""
         return self._writer.scratch.setdefault(area, {})
 
-    def remembered(
+    def on_commit(self, observe: Callable[[float], None]) -> None:
+        self._writer.on_commit = observe
+
+    # Reads, on the loop ------------------------------------------------------------
+
+    def read_now(self, read: Callable[[SqliteTransaction], Awaitable[T]]) -> T:
+        assert self._reader is not None, "database is not open"
+        try:
+            return run_now(read(self._reader))
+        except sqlite3.OperationalError as exc:  # a read that could not get the file in time
+            log.warning("read refused with 503: %s", exc)
+            raise Unavailable() from exc
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        return self.read_now(lambda tx: tx.one(sql, *args))
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        return self.read_now(lambda tx: tx.value(sql, *args))
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return self.read_now(lambda tx: tx.all(sql, *args))
+
+    async def snapshot(self, read: Callable[[Transaction], Awaitable[T]]) -> T:
+        """``read(transaction)`` in one read transaction: its queries see one commit, never a
+        write that lands between two of them."""
+
+        async def within(tx: SqliteTransaction) -> T:
+            tx.conn.execute("BEGIN")
+            try:
+                return await read(tx)
+            finally:
+                tx.conn.execute("COMMIT")
+
+        return self.read_now(within)
+
+    async def remembered(
         self,
         tag: tuple[Any, ...],
         key: tuple[Any, ...],
-        read: Callable[[], T],
+        read: Callable[[], Awaitable[T]],
         keep: Callable[[T], bool] = bool,
     ) -> T:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers.
@@ -2626,22 +3499,22 @@ class SqliteDatabase:
         commit moves the ``commits`` counter, looked at when a millisecond has passed since the
         last look: all answers are then forgotten, within a millisecond, and a hit costs no
         query. A credential (:data:`CREDENTIAL_TAGS`) is never a millisecond late: the
-        ``credentials`` counter is looked at on every use. ``read`` runs on the loop with no
-        await, so no commit can slip in between it and remembering its answer unseen.
+        ``credentials`` counter is looked at on every use. ``read`` runs now, with no await
+        (:func:`run_now`), so no commit can slip in between it and remembering its answer unseen.
         """
         if tag in CREDENTIAL_TAGS:
             self.answers.credentials_at(self.credentials_now())
         now = self._monotonic()
         if now - self._checked >= self.foreign_commits_seen_within:
             self._checked = now
-            (commits,) = self.one(_COMMITS)
+            commits = self.read_now(lambda tx: tx.value(_COMMITS))
             writer = self._writer
             if commits not in (writer.commits, writer.committing, writer.before):
                 self.answers.clear()
                 writer.commits = commits
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
-            answer = read()
+            answer = run_now(read())
             if keep(answer):
                 self.answers.put(tag, key, answer)
         return answer
@@ -2654,8 +3527,7 @@ class SqliteDatabase:
         loop's queue is first in, first out), so a request never sees a look older than itself,
         and a busy turn's requests share one."""
         if self._credentials_looked is None:
-            row = self.one(_CREDENTIALS)
-            looked = 0 if row is None else row[0]
+            looked = self.read_now(lambda tx: tx.value(CREDENTIALS)) or 0
             try:
                 asyncio.get_running_loop().call_soon(self._look_again)
             except RuntimeError:  # no loop: nothing to share the look with
@@ -2674,8 +3546,8 @@ class SqliteDatabase:
     async def ping(self) -> bool:
         """Whether the file answers a query now and is still the file at the path (the health check)."""
         try:
-            self._writer.check_file()
-            return self.one(_COMMITS) is not None
+            self._file.check()
+            return await self.value(_COMMITS) is not None
         except (DomainError, sqlite3.Error, AssertionError):
             return False
 
@@ -2691,749 +3563,8 @@ class SqliteDatabase:
             raise StoreError(f"cannot back up to {path}: {exc}") from exc
 
 
-class SqliteKeys:
-    """Elixir keys: only the SHA-256 hex of a key is kept."""
-
-    owner_of = "SELECT guild_id, user_id FROM elixir_keys WHERE key_hash = ?"
-    exists = "SELECT 1 FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
-    delete = "DELETE FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
-    insert = "INSERT INTO elixir_keys (key_hash, guild_id, user_id, created_at) VALUES (?, ?, ?, ?)"
-
-    def __init__(self, db: SqliteDatabase, clock: Callable[[], float]) -> None:
-        self.db = db
-        self.clock = clock
-
-    async def owner(self, key: str) -> tuple[str, str] | None:
-        """The (guild_id, user_id) a key is bound to, or ``None`` for an unknown or revoked key."""
-        hashed = digest(key)
-        return self.db.remembered(("keys",), (hashed,), lambda: self.db.one(self.owner_of, (hashed,)))
-
-    async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]:
-        """Make the key of (guild, user); returns it (the only time it exists in clear) and whether
-        it replaced one. A second key for the same pair needs ``rotate``, which revokes the first."""
-        key, now = secrets.token_hex(32), self.clock()
-
-        def run(db: sqlite3.Connection) -> bool:
-            existed = db.execute(self.exists, (guild_id, user_id)).fetchone() is not None
-            if existed and not rotate:
-                raise Conflict(
-                    "key exists", "A key already exists for this guild and user; rotate it to get a new one"
-                )
-            db.execute(self.delete, (guild_id, user_id))
-            db.execute(self.insert, (digest(key), guild_id, user_id, now))
-            return existed
-
-        return key, await self.db.write(run, forgets=[("keys",)])
-
-    async def revoke(self, guild_id: str, user_id: str) -> bool:
-        return await self.db.write(
-            lambda db: db.execute(self.delete, (guild_id, user_id)).rowcount > 0, forgets=[("keys",)]
-        )
-
-
-class SqliteRegistry:
-    """The guilds Elixir is in, with their voice channels, as the host bot reports them."""
-
-    upsert = (
-        "INSERT INTO guilds (guild_id, name) VALUES (?, ?) ON CONFLICT DO UPDATE SET name = excluded.name"
-    )
-    delete_guild = "DELETE FROM guilds WHERE guild_id = ?"
-    name_of = "SELECT name FROM guilds WHERE guild_id = ?"
-    channels_clear = "DELETE FROM voice_channels WHERE guild_id = ?"
-    channel_insert = "INSERT INTO voice_channels (guild_id, channel_id) VALUES (?, ?)"
-    channels_of = "SELECT channel_id FROM voice_channels WHERE guild_id = ? ORDER BY rowid"
-    channel_exists = "SELECT 1 FROM voice_channels WHERE guild_id = ? AND channel_id = ?"
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-    async def put(self, guild: Guild) -> Guild:
-        def run(db: sqlite3.Connection) -> Guild:
-            db.execute(self.upsert, (guild.id, guild.name))
-            db.execute(self.channels_clear, (guild.id,))
-            db.executemany(self.channel_insert, [(guild.id, c) for c in guild.voice_channels])
-            return guild
-
-        return await self.db.write(run)
-
-    async def delete(self, guild_id: str) -> bool:
-        return await self.db.write(lambda db: db.execute(self.delete_guild, (guild_id,)).rowcount > 0)
-
-    async def get(self, guild_id: str) -> Guild | None:
-        row = self.db.one(self.name_of, (guild_id,))
-        if row is None:
-            return None
-        channels = [c for (c,) in self.db.all(self.channels_of, (guild_id,))]
-        return Guild(id=guild_id, name=row[0], voice_channels=channels)
-
-    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool:
-        return self.db.one(self.channel_exists, (guild_id, channel_id)) is not None
-
-
-_TRACK_SELECT = ", ".join("t." + column for column in _TRACK_COLUMNS.split(", "))
-
-
-def fts_match(words: Sequence[str], *, every: bool) -> str:
-    """An FTS5 match of all the words (or any): each is quoted, so nothing a user types is read
-    as query syntax."""
-    return (" " if every else " OR ").join(f'"{word}"' for word in words)
-
-
-class SqliteCatalog:
-    """The local catalog: tracks with a full-text index over title and author, and playlists."""
-
-    track_upsert = f"""
-        INSERT INTO tracks ({_TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (source, identifier) DO UPDATE SET
-            title = excluded.title, author = excluded.author, length = excluded.length,
-            uri = excluded.uri, thumbnail = excluded.thumbnail, is_stream = excluded.is_stream,
-            encoded = excluded.encoded"""
-    track_get = f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE source = ? AND identifier = ?"
-    track_id_of = "SELECT track_id FROM tracks WHERE source = ? AND identifier = ?"
-    # A search ranks a bounded set of candidates, the first matches in the index, so it costs the
-    # same however many tracks match a common word. bm25 ranks lower-is-better; a title hit
-    # weighs twice an author hit.
-    track_search = f"""
-        SELECT {_TRACK_SELECT} FROM (
-            SELECT rowid AS track_id, bm25(tracks_fts, 2.0, 1.0) AS rank FROM tracks_fts
-            WHERE tracks_fts MATCH ? LIMIT 256
-        ) AS m JOIN tracks AS t ON t.track_id = m.track_id ORDER BY m.rank, t.track_id LIMIT 1"""
-    playlist_upsert = """
-        INSERT INTO playlists (source, identifier, name) VALUES (?, ?, ?)
-        ON CONFLICT (source, identifier) DO UPDATE SET name = excluded.name
-        RETURNING playlist_id"""
-    playlist_clear = "DELETE FROM playlist_tracks WHERE playlist_id = ?"
-    playlist_track_insert = "INSERT INTO playlist_tracks (playlist_id, position, track_id) VALUES (?, ?, ?)"
-    playlist_tracks_of = f"""
-        SELECT {_TRACK_SELECT} FROM playlists AS p
-        JOIN playlist_tracks AS pt ON pt.playlist_id = p.playlist_id
-        JOIN tracks AS t ON t.track_id = pt.track_id
-        WHERE p.source = ? AND p.identifier = ? ORDER BY pt.position"""
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-    async def import_catalog(
-        self,
-        tracks: list[Track],
-        playlists: list[Playlist],
-        progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]:
-        """Upsert tracks, then playlists (which may name those tracks). Everything is checked
-        before anything is written: a playlist naming a track that is neither imported nor known
-        refuses the whole import. Tracks are then written in transactions of ``_IMPORT_CHUNK``, so
-        a million-track import never holds the write lock for long (other writers, in this process
-        and others, get their turn between chunks); an interrupted import is finished by running it
-        again (upserts). ``progress(done, total)`` is told after each chunk."""
-        rows = [_track_row(t) for t in tracks]
-        imported = {(row[0], row[1]) for row in rows}
-        for playlist in playlists:
-            for identifier in playlist.tracks:
-                if (playlist.source, identifier) not in imported and not self.db.one(
-                    self.track_id_of, (playlist.source, identifier)
-                ):
-                    raise Invalid(
-                        "unknown track",
-                        f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}",
-                    )
-        for start in range(0, len(rows), _IMPORT_CHUNK):
-            chunk = rows[start : start + _IMPORT_CHUNK]
-            await self.db.write(
-                lambda db, chunk=chunk: db.executemany(self.track_upsert, chunk), forgets=[("catalog",)]
-            )
-            if progress is not None:
-                progress(min(start + _IMPORT_CHUNK, len(rows)), len(rows))
-            if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(rows):
-                await asyncio.sleep(self.db.pause_between_chunks)
-        if playlists:
-            await self.db.write(
-                lambda db: [self._write_playlist(db, p) for p in playlists], forgets=[("catalog",)]
-            )
-        return len(rows), len(playlists)
-
-    def _write_playlist(self, db: sqlite3.Connection, playlist: Playlist) -> None:
-        ids = [db.execute(self.track_id_of, (playlist.source, i)).fetchone()[0] for i in playlist.tracks]
-        (playlist_id,) = db.execute(
-            self.playlist_upsert, (playlist.source, playlist.identifier, playlist.name)
-        ).fetchone()
-        db.execute(self.playlist_clear, (playlist_id,))
-        db.executemany(self.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(ids)])
-
-    async def track(self, source: str, identifier: str) -> Track | None:
-        row = self.db.one(self.track_get, (source, identifier))
-        return None if row is None else _track_of(row)
-
-    async def playlist_tracks(self, source: str, identifier: str) -> list[Track]:
-        return [_track_of(row) for row in self.db.all(self.playlist_tracks_of, (source, identifier))]
-
-    async def search(self, words: Sequence[str], every: bool) -> Track | None:
-        """The best match of all the ``words`` or any of them; the tokenizer folds case and
-        accents. An answer stays remembered until the catalog changes."""
-        match = fts_match(words, every=every)
-
-        def read() -> Track | None:
-            row = self.db.one(self.track_search, (match,))
-            return None if row is None else _track_of(row)
-
-        return self.db.remembered(("catalog",), (match,), read, keep=lambda _: True)
-
-
-class SqlitePlayers:
-    """Players and their queues. A change runs on the stored player inside the write transaction,
-    so every process that serves the file sees one player per guild, and a change made while
-    another commits lands in the same transaction (group commit)."""
-
-    upsert = """
-        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT DO UPDATE SET channel_id = excluded.channel_id, volume = excluded.volume,
-            paused = excluded.paused, position = excluded.position, anchor = excluded.anchor,
-            ends_at = excluded.ends_at, size = excluded.size"""
-    delete = "DELETE FROM players WHERE guild_id = ?"
-    queue_clear = "DELETE FROM queue WHERE guild_id = ?"
-    # Entries are only appended and taken from the front: the front ones are the lowest ids.
-    queue_drop_front = """
-        DELETE FROM queue WHERE entry_id IN (
-            SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
-    queue_append = (
-        f"INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by) VALUES ({', '.join('?' * 11)})"
-    )
-    is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
-    seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'player_seq' RETURNING value"
-    seq_now = "SELECT value FROM counters WHERE name = 'player_seq'"
-    due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
-    first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-    async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
-        """The stored player (the front of its queue, unless ``whole``), remembered until it changes."""
-        # the player's row and its queue from one commit: a track's end may land between them
-        if whole:
-            return self.db.snapshot(lambda db: read_player(db, guild_id, front=None))
-        return self.db.remembered(
-            ("player", guild_id), (), lambda: self.db.snapshot(lambda db: read_player(db, guild_id))
-        )
-
-    async def connected(self, guild_id: str) -> bool:
-        """Whether the guild has a player; a yes is remembered until the player is stopped."""
-        return self.db.remembered(
-            ("connected", guild_id), (), lambda: self.db.one(self.is_connected, (guild_id,)) is not None
-        )
-
-    async def change(
-        self,
-        guild_id: str,
-        change: Callable[[Player | None], Player | None],
-        now: float,
-        after: Callable[[Player | None, int], None] | None = None,
-        front: int = 2,
-    ) -> Player | None:
-        """Run ``change`` on the stored player settled to ``now`` and write what it returns
-        (``None``: stopped), in one transaction that also numbers the change; ``after(player,
-        seq)`` runs right after the commit. Only the first ``front`` entries of the queue are read
-        (a change needs the current track and the next; a follower's frame, 26)."""
-
-        flipped = False  # connected or disconnected by this change
-
-        def run(db: sqlite3.Connection) -> tuple[Player | None, int]:
-            nonlocal flipped
-            # As the previous change of this guild in the same transaction left it, or as stored.
-            scratch = self.db.scratch("players")
-            player = scratch.pop(guild_id, _MISSING)
-            if player is _MISSING:
-                player = read_player(db, guild_id, front)
-            if player is not None:
-                while True:  # settle deeper than the front that was read, if it all ended
-                    player.settle(now)
-                    if player.queue or not player.more:
-                        break
-                    load_front(db, player, PLAYER_FRONT)
-                if len(player.queue) < front and player.more:
-                    load_front(db, player, front - len(player.queue))
-            changed = change(player)
-            if changed is not None and len(changed.queue) < front and changed.more:
-                load_front(db, changed, front - len(changed.queue))  # skipped into what was not read
-            self._write(db, guild_id, changed)
-            flipped = (player is None) != (changed is None)
-            # a copy: the answer given to this change's caller must not move with the next change
-            scratch[guild_id] = changed and dataclasses.replace(
-                changed, queue=deque(changed.queue), appended=[]
-            )
-            return changed, db.execute(self.seq_next).fetchone()[0]
-
-        def committed(numbered: tuple[Player | None, int]) -> None:
-            if flipped:
-                self.db.answers.forget(("connected", guild_id))
-            if after is not None:
-                after(*numbered)
-
-        player, _ = await self.db.write(run, forgets=[("player", guild_id)], after=committed)
-        return player
-
-    async def seq(self) -> int:
-        """The number of the newest change (of any guild)."""
-        return self.db.one(self.seq_now)[0]
-
-    def _write(self, db: sqlite3.Connection, guild_id: str, player: Player | None) -> None:
-        if player is None:
-            db.execute(self.queue_clear, (guild_id,))
-            db.execute(self.delete, (guild_id,))
-            return
-        if player.dropped:
-            db.execute(self.queue_drop_front, (guild_id, player.dropped))
-        for entry in player.appended:
-            entry.entry_id = db.execute(
-                self.queue_append, (guild_id, *_track_row(entry.track), entry.requested_by)
-            ).lastrowid
-        row = (guild_id, player.channel_id, player.volume, int(player.paused), player.position, player.anchor)
-        db.execute(self.upsert, (*row, player.ends_at, player.size))
-        player.dropped, player.appended = 0, []
-
-    async def due(self, now: float) -> list[str]:
-        return [guild_id for (guild_id,) in self.db.all(self.due_by, (now,))]
-
-    async def next_end(self) -> float | None:
-        return self.db.one(self.first_end)[0]
-
-    async def guilds(self) -> list[str]:
-        return [guild_id for (guild_id,) in self.db.all("SELECT guild_id FROM players ORDER BY guild_id")]
-
-
-_ID_CHARACTERS = {
-    12: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-    10: "0123456789abcdefghijklmnopqrstuvwxyz",
-}
-
-
-def _ids_to_try(given: str | None, length: int) -> Iterator[str]:
-    """The id to insert a row under: the given one, or generated ones (``length`` characters, a
-    new one after each collision, 8 at most)."""
-    if given:
-        yield given
-        return
-    for _ in range(8):
-        yield "".join(secrets.choice(_ID_CHARACTERS[length]) for _ in range(length))
-
-
-def _taken(what: str, given: str | None) -> Conflict:
-    return Conflict("exists", f"{what} {given} already exists")
-
-
-def _insert_with_id(
-    db: sqlite3.Connection, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str
-) -> str:
-    """Insert a row under the given id, or under a generated one (see :func:`_ids_to_try`); a
-    given id that is taken is a conflict."""
-    for chosen in _ids_to_try(given, length):
-        if db.execute(sql, (chosen, *rest)).rowcount:
-            return chosen
-    raise _taken(what, given)
-
-
-class SqlitePartners:
-    """Xenon's partner bots (a revoked bot keeps its row and attachments, with no token),
-    templates and the bots attached to them, and backups."""
-
-    bot_exists = "SELECT 1 FROM bots WHERE bot_id = ?"
-    bot_grant = """
-        INSERT INTO bots (bot_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)
-        ON CONFLICT DO UPDATE SET name = excluded.name, token_hash = excluded.token_hash"""
-    bot_revoke = "UPDATE bots SET token_hash = NULL WHERE bot_id = ?"
-    bot_of_token = "SELECT bot_id, name FROM bots WHERE token_hash = ?"
-    template_insert = """
-        INSERT INTO templates (template_id, name, source_id, creator_id, created_at) VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT DO NOTHING"""
-    template_get = "SELECT template_id, name, source_id, creator_id FROM templates WHERE template_id = ?"
-    template_bots = """
-        SELECT b.bot_id, b.name FROM template_bots AS tb JOIN bots AS b ON b.bot_id = tb.bot_id
-        WHERE tb.template_id = ? ORDER BY tb.rowid"""
-    template_attach = "INSERT OR IGNORE INTO template_bots (template_id, bot_id) VALUES (?, ?)"
-    template_detach = "DELETE FROM template_bots WHERE template_id = ? AND bot_id = ?"
-    backup_insert = """
-        INSERT INTO backups (backup_id, source_id, creator_id, created_at) VALUES (?, ?, ?, ?)
-        ON CONFLICT DO NOTHING"""
-    backup_get = "SELECT backup_id, source_id, creator_id FROM backups WHERE backup_id = ?"
-
-    def __init__(self, db: SqliteDatabase, clock: Callable[[], float]) -> None:
-        self.db = db
-        self.clock = clock
-
-    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
-        """A new token for the bot, shown only now; granting again rotates (the old token stops
-        working). Returns the token and whether the bot existed."""
-        token, now = secrets.token_urlsafe(48), self.clock()
-
-        def run(db: sqlite3.Connection) -> bool:
-            existed = db.execute(self.bot_exists, (bot.id,)).fetchone() is not None
-            db.execute(self.bot_grant, (bot.id, bot.name, digest(token), now))
-            return existed
-
-        return token, await self.db.write(run, forgets=[("bots",)])
-
-    async def revoke_bot(self, bot_id: str) -> bool:
-        return await self.db.write(
-            lambda db: db.execute(self.bot_revoke, (bot_id,)).rowcount > 0, forgets=[("bots",)]
-        )
-
-    async def bot_by_token(self, token: str) -> Bot | None:
-        hashed = digest(token)
-        row = self.db.remembered(("bots",), (hashed,), lambda: self.db.one(self.bot_of_token, (hashed,)))
-        return None if row is None else Bot(row[0], row[1])
-
-    async def create_template(self, template: TemplateIn) -> Template:
-        """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
-        rest = (template.name, template.source_id, template.creator_id, self.clock())
-        chosen = await self.db.write(
-            lambda db: _insert_with_id(db, self.template_insert, template.id, 12, rest, "Template")
-        )
-        return Template(chosen, template.name, str(template.source_id), str(template.creator_id))
-
-    async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
-        row = self.db.one(self.template_get, (template_id,))
-        if row is None:
-            return None
-        bots = [Bot(b, n) for b, n in self.db.all(self.template_bots, (template_id,))] if with_bots else []
-        return Template(*row, bots=bots)
-
-    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
-        statement = self.template_attach if attached else self.template_detach
-        await self.db.write(lambda db: db.execute(statement, (template_id, bot_id)))
-
-    async def create_backup(self, backup: BackupIn) -> Backup:
-        """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
-        rest = (backup.source_id, backup.creator_id, self.clock())
-        chosen = await self.db.write(
-            lambda db: _insert_with_id(db, self.backup_insert, backup.id, 10, rest, "Backup")
-        )
-        return Backup(chosen, str(backup.source_id), str(backup.creator_id))
-
-    async def backup(self, backup_id: str) -> Backup | None:
-        row = self.db.one(self.backup_get, (backup_id,))
-        return None if row is None else Backup(*row)
-
-
-class SqliteMappers:
-    """Id mappers: one per (source guild, target guild), accumulated over every successful load."""
-
-    ids_of = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
-    loaders_of = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
-    merge = """
-        INSERT INTO mapper_ids (source_id, target_id, old_id, new_id) VALUES (?, ?, ?, ?)
-        ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
-    add_loader = "INSERT OR IGNORE INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?)"
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
-        """The mapper of (source, target) encoded as its answer, remembered until a load changes it."""
-
-        def read() -> bytes | None:
-            found = self._mapper(source_id, target_id)
-            return None if found is None else msgspec.json.encode(found)
-
-        return self.db.remembered(("mapper", source_id, target_id), (), read)
-
-    async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        return self._mapper(source_id, target_id)
-
-    def _mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        ids = self.db.all(self.ids_of, (source_id, target_id))
-        if not ids:
-            return None
-        loaders = [u for (u,) in self.db.all(self.loaders_of, (source_id, target_id))]
-        return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
-
-    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
-        """Merge old->new ids into the mapper of (source, target) at once (seeding, outside a load)."""
-        rows = [
-            (source_id, target_id, old, new) for old, new in mapper_ids(source_id, target_id, ids).items()
-        ]
-        await self.db.write(
-            lambda db: db.executemany(self.merge, rows), forgets=[("mapper", source_id, target_id)]
-        )
-
-
-class SqliteLoads:
-    """The running loaders and their staged ids, and the numbered event log."""
-
-    loader_insert = """
-        INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?)"""
-    loader_named = "UPDATE loaders SET start_seq = ? WHERE target_id = ?"
-    loader_delete = "DELETE FROM loaders WHERE target_id = ?"
-    loader_columns = "target_id, type, source_id, backup_id, template_id, user_id, start_seq"
-    loader_get = f"SELECT {loader_columns} FROM loaders WHERE target_id = ?"
-    loaders_all = f"SELECT {loader_columns} FROM loaders"
-    loader_is = "SELECT 1 FROM loaders WHERE target_id = ? AND start_seq = ?"
-    ids_stage = """
-        INSERT INTO loader_ids (target_id, old_id, new_id) VALUES (?, ?, ?)
-        ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
-    ids_merge = """
-        INSERT INTO mapper_ids (source_id, target_id, old_id, new_id)
-        SELECT ?, target_id, old_id, new_id FROM loader_ids WHERE target_id = ? AND old_id != ? ORDER BY rowid
-        ON CONFLICT DO UPDATE SET new_id = excluded.new_id"""
-    ids_drop = "DELETE FROM loader_ids WHERE target_id = ?"
-    seq_next = "UPDATE counters SET value = value + 1 WHERE name = 'event_seq' RETURNING value"
-    seq_bounds = """
-        SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'),
-               (SELECT value FROM counters WHERE name = 'event_seq')"""
-    event_insert = "INSERT INTO events (seq, frame, created_at) VALUES (?, ?, ?)"
-    events_after = f"""
-        SELECT seq, frame FROM events WHERE seq > ? AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
-        ORDER BY seq LIMIT ?"""
-    events_all_after = "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-    # The newest seq to drop: `size` numbers or more behind the newest (so at most `size` events
-    # stay; by seq, no count), or older than the cut-off time (by the index on created_at: seq
-    # and time grow together). Either costs the same at any log size.
-    events_prune_to = """
-        SELECT max(? - ?, coalesce(
-            (SELECT seq FROM events WHERE created_at < ? ORDER BY created_at DESC LIMIT 1), 0))"""
-    events_prune = "DELETE FROM events WHERE seq <= ?"
-    pruned_raise = "UPDATE counters SET value = max(value, ?) WHERE name = 'pruned_seq'"
-
-    def __init__(
-        self, db: SqliteDatabase, clock: Callable[[], float], log_size: int, log_seconds: float
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.log_size = log_size
-        self.log_seconds = log_seconds
-
-    @staticmethod
-    def _loader(row: Sequence[Any]) -> tuple[Loader, int]:
-        target_id, type_, source_id, backup, template, user_id, start_seq = row
-        loader = Loader(
-            target_id=target_id,
-            type=type_,
-            source_id=source_id,
-            backup_id=backup,
-            template_id=template,
-            user_id=user_id,
-        )
-        return loader, start_seq
-
-    async def running(self, target_id: str) -> tuple[Loader, int] | None:
-        row = self.db.one(self.loader_get, (target_id,))
-        return None if row is None else self._loader(row)
-
-    def _number(self, db: sqlite3.Connection, frame: Callable[[int], str]) -> tuple[int, str]:
-        """The next seq and its frame, logged in the caller's transaction (statuses too: see
-        :class:`InOrder`)."""
-        (seq,) = db.execute(self.seq_next).fetchone()
-        text = frame(seq)
-        now = self.clock()
-        db.execute(self.event_insert, (seq, text, now))
-        (cut,) = db.execute(self.events_prune_to, (seq, self.log_size, now - self.log_seconds)).fetchone()
-        if cut > 0:
-            db.execute(self.events_prune, (cut,))
-            db.execute(self.pruned_raise, (cut,))
-        return seq, text
-
-    async def start(
-        self, loader: Loader, frame: Callable[[int], str], after: Callable[[tuple[int, str]], None]
-    ) -> tuple[int, str]:
-        """Record a running loader and its start event together; a conflict if one runs on the target."""
-        values = (
-            loader.target_id,
-            loader.type,
-            loader.source_id,
-            loader.backup_id,
-            loader.template_id,
-            loader.user_id,
-        )
-
-        def run(db: sqlite3.Connection) -> tuple[int, str]:
-            try:
-                db.execute(self.loader_insert, (*values, self.clock()))
-            except sqlite3.IntegrityError:
-                raise Conflict(
-                    "loader running", f"A loader is already running on guild {loader.target_id}"
-                ) from None
-            seq, text = self._number(db, frame)
-            db.execute(self.loader_named, (seq, loader.target_id))
-            return seq, text
-
-        return await self.db.write(run, after=after)
-
-    async def status(
-        self,
-        target_id: str,
-        started: int,
-        frame: Callable[[int], str],
-        after: Callable[[tuple[int, str] | None], None],
-    ) -> tuple[int, str] | None:
-        def run(db: sqlite3.Connection) -> tuple[int, str] | None:
-            if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
-                return None  # its done came first: no status after done
-            return self._number(db, frame)
-
-        return await self.db.write(run, after=after)
-
-    def _check_running(self, db: sqlite3.Connection, target_id: str, started: int) -> None:
-        if db.execute(self.loader_is, (target_id, started)).fetchone() is None:
-            raise NotFound("loader", f"No loader is running on guild {target_id}")
-
-    async def stage_ids(self, target_id: str, started: int, ids: dict[str, str]) -> None:
-        """Keep ids with the loader that started at ``started`` (not one that replaced it since)."""
-        rows = [(target_id, old, new) for old, new in ids.items()]
-
-        def run(db: sqlite3.Connection) -> None:
-            self._check_running(db, target_id, started)
-            db.executemany(self.ids_stage, rows)
-
-        await self.db.write(run)
-
-    async def finish(
-        self,
-        loader: Loader,
-        started: int,
-        frame: Callable[[int], str],
-        ok: bool,
-        after: Callable[[tuple[int, str]], None],
-    ) -> tuple[int, str]:
-        """End a loader and log its done event, in one transaction. A load that went well merges
-        its staged ids into the mapper and adds its user to the mapper's loaders; a failed one
-        discards them and changes no mapper (``loaders`` is a permission check)."""
-        source_id, target_id = str(loader.source_id), str(loader.target_id)
-
-        def run(db: sqlite3.Connection) -> tuple[int, str]:
-            self._check_running(db, target_id, started)
-            db.execute(self.loader_delete, (target_id,))
-            if ok:
-                db.execute(SqliteMappers.merge, (source_id, target_id, source_id, target_id))
-                db.execute(self.ids_merge, (source_id, target_id, source_id))
-                if loader.user_id is not None:
-                    db.execute(SqliteMappers.add_loader, (source_id, target_id, loader.user_id))
-            db.execute(self.ids_drop, (target_id,))
-            return self._number(db, frame)
-
-        return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
-
-    async def events_since(
-        self, seq: int, limit: int, *, statuses: bool = False
-    ) -> tuple[int, int, list[tuple[int, str]]]:
-        """The newest pruned seq, the newest seq given out, and up to ``limit`` logged start/done
-        events after ``seq`` (and status events too, with ``statuses``)."""
-        pruned, newest = self.db.one(self.seq_bounds)
-        query = self.events_all_after if statuses else self.events_after
-        return pruned, newest, self.db.all(query, (seq, limit))
-
-
-def _guild_listed(db: SqliteDatabase, row: Sequence[Any]) -> Guild:
-    channels = [c for (c,) in db.all(SqliteRegistry.channels_of, (row[0],))]
-    return Guild(id=row[0], name=row[1], voice_channels=channels)
-
-
-def _known(value: str | None) -> Any:
-    return msgspec.UNSET if value is None else value
-
-
-@dataclasses.dataclass(frozen=True)
-class Listing:
-    """How to page through one kind of thing: the query (after a cursor, in id order), a row's
-    item, and the cursor a row leaves. Secrets are never selected."""
-
-    sql: str
-    item: Callable[[SqliteDatabase, Sequence[Any]], Any]
-    cursor_of: Callable[[Sequence[Any]], str] = lambda row: row[0]
-    cursor: Callable[[str], tuple[str, ...]] = lambda after: (after,)
-
-
-LISTINGS: dict[str, Listing] = {
-    "bots": Listing(
-        "SELECT bot_id, name, token_hash IS NOT NULL, created_at FROM bots WHERE bot_id > ? ORDER BY bot_id LIMIT ?",
-        lambda _, r: BotListed(r[0], r[1], bool(r[2]), iso_time(r[3])),
-    ),
-    "guilds": Listing(
-        "SELECT guild_id, name FROM guilds WHERE guild_id > ? ORDER BY guild_id LIMIT ?", _guild_listed
-    ),
-    "keys": Listing(
-        """SELECT guild_id, user_id, created_at FROM elixir_keys WHERE (guild_id, user_id) > (?, ?)
-           ORDER BY guild_id, user_id LIMIT ?""",
-        lambda _, r: KeyListed(r[0], r[1], iso_time(r[2])),
-        cursor_of=lambda row: f"{row[0]}:{row[1]}",
-        cursor=lambda after: (*after.partition(":")[::2],),
-    ),
-    "templates": Listing(
-        """SELECT template_id, name, source_id, creator_id, created_at FROM templates WHERE template_id > ?
-           ORDER BY template_id LIMIT ?""",
-        lambda _, r: TemplateListed(*r[:4], iso_time(r[4])),
-    ),
-    "backups": Listing(
-        """SELECT backup_id, source_id, creator_id, created_at FROM backups WHERE backup_id > ?
-           ORDER BY backup_id LIMIT ?""",
-        lambda _, r: BackupListed(*r[:3], iso_time(r[3])),
-    ),
-    "loaders": Listing(
-        """SELECT target_id, type, source_id, backup_id, template_id, user_id, started_at FROM loaders
-           WHERE target_id > ? ORDER BY target_id LIMIT ?""",
-        lambda _, r: LoaderListed(*r[:3], _known(r[3]), _known(r[4]), _known(r[5]), iso_time(r[6])),
-    ),
-}
-"""What the operator can list, through every door (admin API, CLI, host API)."""
-LISTED_AS = {
-    "bots": BotListed,
-    "guilds": Guild,
-    "keys": KeyListed,
-    "templates": TemplateListed,
-    "backups": BackupListed,
-    "loaders": LoaderListed,
-}
-
-
-class SqliteListings:
-    """Pages of what an operator has."""
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-    async def page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
-        """A page of ``kind`` in id order, after the cursor ``after``."""
-        listing = LISTINGS[kind]
-        rows = self.db.all(listing.sql, (*listing.cursor(after or ""), limit + 1))
-        items = [listing.item(self.db, row) for row in rows[:limit]]
-        return Page(items, listing.cursor_of(rows[limit - 1]) if len(rows) > limit else None)
-
-
-@dataclasses.dataclass(slots=True)
-class Stores:
-    """Every storage area of one database, and the database itself."""
-
-    database: SqliteDatabase | PostgresDatabase
-    keys: KeyStore
-    registry: RegistryStore
-    catalog: CatalogStore
-    players: PlayerStore
-    partners: PartnerStore
-    mappers: MapperStore
-    loads: LoadStore
-    listings: SqliteListings | PostgresListings
-
-    @classmethod
-    def built(cls, database: Any, config: Config, *areas: type) -> Stores:
-        """Each storage area on ``database``, from its class (keys, registry, catalog, players,
-        partners, mappers, loads, listings: one backend's)."""
-        keys, registry, catalog, players, partners, mappers, loads, listings = areas
-        return cls(
-            database,
-            keys(database, config.clock),
-            registry(database),
-            catalog(database),
-            players(database),
-            partners(database, config.clock),
-            mappers(database),
-            loads(database, config.clock, config.event_log_size, config.event_log_seconds),
-            listings(database),
-        )
-
-
-async def open_sqlite(config: Config) -> Stores:
-    database = await SqliteDatabase(config.db, write_wait=config.write_wait).open()
-    areas = (SqliteKeys, SqliteRegistry, SqliteCatalog, SqlitePlayers, SqlitePartners, SqliteMappers)
-    return Stores.built(database, config, *areas, SqliteLoads, SqliteListings)
+async def open_sqlite(config: Config) -> SqliteDatabase:
+    return await SqliteDatabase(config.db, write_wait=config.write_wait).open()
 
 
 # ---------------------------------------------------------------------------
@@ -3685,9 +3816,24 @@ def bm25(
     return score
 
 
+@functools.lru_cache(maxsize=1024)
+def pg_sql(sql: str) -> str:
+    """A statement in SQLite's dialect as PostgreSQL reads it: ``?`` and ``?N`` parameters as
+    ``$1``, ``$2``, ... and ``$N`` (none of our SQL quotes a ``?``), and ``rowid`` (the order rows
+    came in) as the tables' ``ord`` identity columns."""
+    count = itertools.count(1)
+    sql = re.sub(r"\?(\d*)", lambda m: f"${m.group(1) or next(count)}", sql)
+    return re.sub(r"\browid\b", "ord", sql)
+
+
+def _changed(status: str) -> int:
+    """The rows a statement changed, from its status (``UPDATE 3``, ``INSERT 0 1``)."""
+    count = status.rpartition(" ")[2]
+    return int(count) if count.isdigit() else 0
+
+
 class PostgresTransaction:
-    """What a write's ``run`` gets: the connection, inside its transaction, and ``number`` for
-    the last statement of a write that numbers what it did."""
+    """:class:`Transaction` on an asyncpg connection, inside its transaction."""
 
     __slots__ = ("conn", "held", "_database")
 
@@ -3696,26 +3842,112 @@ class PostgresTransaction:
         self.held: asyncio.Lock | None = None
         self._database = database
 
-    async def number(self, counter: str, statement: str | None = None, *args: Any) -> int:
-        """The next number of ``counter`` (or the last of several: ``statement`` moves the row
-        itself, and returns its value). Its row stays locked until the commit, so numbers commit
-        in order across processes; in this process the ``after`` calls follow that order too (a
-        lock held from here until ``after`` has run)."""
+    async def one(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchrow(pg_sql(sql), *args)
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(pg_sql(sql), *args)
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return await self.conn.fetch(pg_sql(sql), *args)
+
+    async def run(self, sql: str, *args: Any) -> int:
+        return _changed(await self.conn.execute(pg_sql(sql), *args))
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self.conn.executemany(pg_sql(sql), rows)
+
+    async def number(self, counter: str, by: int = 1, statement: str | None = None, *args: Any) -> int:
+        """As :meth:`Transaction.number`, or the last of several: ``statement`` moves the row
+        itself, and returns its value. In this process the ``after`` calls follow the numbers'
+        order too (a lock held from here until ``after`` has run)."""
         lock = self._database.ordering(counter)
         await lock.acquire()
         self.held = lock
         if statement is None:
             statement, args = (
-                "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
-                (counter,),
+                "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
+                (counter, by),
             )
         return await self.conn.fetchval(statement, *args)
 
 
+class PostgresClaim:
+    """Serve a database as a server marked ``mark`` beside the others (:func:`fleet_joins`), as
+    :class:`ServerLock` does a file: a connection of its own, named by the mark, holds an
+    advisory lock while the server runs, exclusive without Redis, shared by one Redis fleet
+    (PostgreSQL drops it with the connection, a kill -9 included). Each server names itself
+    before it looks at the others' names, so of two starting at once at least one sees the
+    other. Apps of one process share the claim of the first when their marks are the same
+    (tests, embedding), as they share a file's :class:`ServerLock`."""
+
+    _held: ClassVar[dict[str, tuple[str, int]]] = {}
+    """url -> (mark, apps of this process serving it)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self.database = database
+        self._conn: Any = None
+        self._counted = False
+
+    async def take(self, mark: str) -> None:
+        db = self.database
+        held, count = self._held.get(db.url, (mark, 0))
+        if count:
+            if held != mark:
+                raise StoreError(fleet_refusal(mark, [held], masked_url(db.url)))
+            self._held[db.url], self._counted = (mark, count + 1), True
+            return
+        lock = "pg_try_advisory_lock_shared" if mark.startswith("redis ") else "pg_try_advisory_lock"
+        conn = None
+        try:
+            conn = await db.asyncpg.connect(
+                db.url, timeout=db.write_wait, server_settings={"application_name": db.name}
+            )
+            got = await conn.fetchval(f"SELECT {lock}($1)", _PG_SERVER_LOCK)
+            found = await conn.fetch(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
+                "AND starts_with(application_name, $1) AND application_name <> $2",
+                _SERVER_NAME,
+                db.name,
+            )
+        except (db.asyncpg.PostgresError, *db.faults) as exc:
+            if conn is not None:
+                conn.terminate()
+            raise StoreError(f"cannot use database {masked_url(db.url)}: {exc}") from exc
+        theirs = [name.removeprefix(_SERVER_NAME).rpartition(" ")[0] for (name,) in found]
+        # The names as well as the lock: a server whose claim a PostgreSQL restart ended is still
+        # seen by its pool's connections, named alike.
+        if not got or (theirs and not fleet_joins(mark, theirs)):
+            conn.terminate()  # its lock, if it got one, with it
+            raise StoreError(fleet_refusal(mark, theirs, masked_url(db.url)))
+        self._conn = conn
+        self._held[db.url], self._counted = (mark, 1), True
+
+    async def drop(self) -> None:
+        url = self.database.url
+        if self._counted:
+            self._counted = False
+            mark, count = self._held.pop(url)
+            if count > 1:
+                self._held[url] = (mark, count - 1)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+
+            async def leave() -> None:  # unlocked first: a server starting next gets in at once
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+                await conn.close()
+
+            try:
+                await asyncio.wait_for(leave(), 2.0)
+            except (TimeoutError, self.database.asyncpg.PostgresError, *self.database.faults):
+                conn.terminate()
+
+
 class PostgresDatabase:
-    """A PostgreSQL database through an asyncpg pool: each write one transaction on a connection
-    of its own (the server runs them side by side; only a guild's player changes are grouped,
-    see :class:`PostgresPlayers`), reads on any connection.
+    """A PostgreSQL database through an asyncpg pool (:class:`Database`): each write one
+    transaction on a connection of its own (the server runs them side by side; only a guild's
+    player changes are grouped, see :class:`PostgresPlayers`), reads on any connection.
 
     Answers are remembered only when a broker tells every process of every commit's forgotten
     tags (Redis: :meth:`shared`); without one, another machine's commit could not be noticed,
@@ -3723,10 +3955,12 @@ class PostgresDatabase:
     read-only (a failover under way) is :class:`Unavailable` (503); the pool makes new
     connections as the server comes back."""
 
+    catalog: ClassVar[type[CatalogStore]]
+    players: ClassVar[type[PlayerStore]]
+    loads: ClassVar[type[LoadStore]]  # set below, once the classes exist
+
     pool_size = 10
     pause_between_chunks = 0.0
-    _claims: ClassVar[dict[str, tuple[str, int]]] = {}
-    """url -> (mark, apps of this process serving it): see :meth:`claim`."""
     attempts = 3
     """Tries of a write that PostgreSQL aborted to break a deadlock or a serialization conflict."""
 
@@ -3734,24 +3968,23 @@ class PostgresDatabase:
         self.url = url
         self.write_wait = write_wait
         self.name = name
-        """The connections' ``application_name``: a server's says so (see :meth:`claim`)."""
+        """The connections' ``application_name``: a server's says so (see :class:`PostgresClaim`)."""
         self.answers = Answers()
         self._pool: Any = None
-        self._presence: Any = None  # a server's connection that holds its claim (see claim)
-        self._claimed = False  # counted in _claims: this process serves the database under a mark
-        self._asyncpg = _asyncpg()
+        self._claim = PostgresClaim(self)
+        self.asyncpg = _asyncpg()
         self._orders: dict[str, asyncio.Lock] = {}
         self._on_commit: Callable[[float], None] | None = None
-        self._share: Callable[[Sequence[tuple[Any, ...]]], None] | None = None
+        self._share: Callable[[Tags], None] | None = None
         self._sharing: Callable[[], bool] = lambda: False
         self._forgotten = 0  # forgets so far: an answer read across one is not remembered
         self.credentials = FreshLook(self._credentials_look)
         """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
-        errors = self._asyncpg.exceptions
-        self._faults: tuple[type[BaseException], ...] = (
+        errors = self.asyncpg.exceptions
+        self.faults: tuple[type[BaseException], ...] = (
             OSError,
             asyncio.TimeoutError,
-            self._asyncpg.InterfaceError,
+            self.asyncpg.InterfaceError,
             errors.PostgresConnectionError,
             errors.CannotConnectNowError,
             errors.OperatorInterventionError,
@@ -3767,7 +4000,7 @@ class PostgresDatabase:
 
     async def open(self) -> PostgresDatabase:
         try:
-            self._pool = await self._asyncpg.create_pool(
+            self._pool = await self.asyncpg.create_pool(
                 self.url,
                 min_size=0,  # connections on demand: none to restore (and log) while the server is away
                 reset=_pg_release,
@@ -3782,7 +4015,10 @@ class PostgresDatabase:
             )
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
-                version = await self._version(conn)
+                exists = await conn.fetchval("SELECT to_regclass('counters')") is not None
+                version = (
+                    exists and await conn.fetchval("SELECT value FROM counters WHERE name = 'schema'") or 0
+                )
                 if version > PG_SCHEMA_VERSION:
                     raise StoreError(
                         f"{masked_url(self.url)} has schema version {version}; "
@@ -3797,7 +4033,7 @@ class PostgresDatabase:
         except StoreError:
             await self.close()
             raise
-        except (self._asyncpg.PostgresError, *self._faults) as exc:
+        except (self.asyncpg.PostgresError, *self.faults) as exc:
             await self.close()
             raise StoreError(f"cannot use database {masked_url(self.url)}: {exc}") from exc
         except BaseException:
@@ -3805,46 +4041,28 @@ class PostgresDatabase:
             raise
         return self
 
-    @staticmethod
-    async def _version(conn: Any) -> int:
-        if await conn.fetchval("SELECT to_regclass('counters')") is None:
-            return 0
-        return await conn.fetchval("SELECT value FROM counters WHERE name = 'schema'") or 0
+    async def claim(self, mark: str) -> None:
+        """Serve this database as a server marked ``mark``: see :class:`PostgresClaim`."""
+        await self._claim.take(mark)
 
     async def close(self) -> None:
-        if self._claimed:
-            self._claimed = False
-            mark, count = self._claims.pop(self.url)
-            if count > 1:
-                self._claims[self.url] = (mark, count - 1)
-        if self._presence is not None:
-            presence, self._presence = self._presence, None
-
-            async def leave() -> None:  # unlocked first: a server starting next gets in at once
-                await presence.execute("SELECT pg_advisory_unlock_all()")
-                await presence.close()
-
-            try:
-                await asyncio.wait_for(leave(), 2.0)
-            except (TimeoutError, self._asyncpg.PostgresError, *self._faults):
-                presence.terminate()
+        await self._claim.drop()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), 5.0)
-            except (TimeoutError, *self._faults):
+            except (TimeoutError, *self.faults):
                 pool.terminate()
 
-    def shared(self, share: Callable[[Sequence[tuple[Any, ...]]], None], sharing: Callable[[], bool]) -> None:
+    def shared(self, share: Callable[[Tags], None], sharing: Callable[[], bool]) -> None:
         """Remember answers: ``share(tags)`` tells every other process what a commit here made
         stale, and ``sharing()`` says whether their tags reach this process now (Redis up)."""
         self._share, self._sharing = share, sharing
 
-    def forget(self, tags: Sequence[tuple[Any, ...]]) -> None:
+    def forget(self, tags: Tags) -> None:
         """Forget what a commit (this process's or another's) made stale."""
         self._forgotten += 1
-        for tag in tags:
-            self.answers.forget(tag)
+        self.answers.forget_all(tags)
 
     def ordering(self, counter: str) -> asyncio.Lock:
         return self._orders.setdefault(counter, asyncio.Lock())
@@ -3860,23 +4078,15 @@ class PostgresDatabase:
         self,
         run: Callable[[PostgresTransaction], Awaitable[T]],
         *,
-        forgets: Sequence[tuple[Any, ...]] = (),
+        forgets: Tags = (),
         after: Callable[[T], None] | None = None,
-        also_forgets: Callable[[], Sequence[tuple[Any, ...]]] | None = None,
+        also_forgets: Callable[[], Tags] | None = None,
     ) -> T:
-        """Run ``run(transaction)`` in one transaction and return its result once committed; as
-        :meth:`SqliteDatabase.write`. A refusal (``DomainError``, ``ValueError``, a unique
-        violation: a conflict) rolls the whole transaction back. ``also_forgets()`` names more
-        tags once ``run`` has run (what it found it changed)."""
+        """As :meth:`Database.write`; a refusal rolls the whole transaction back, and a deadlock
+        is tried again. ``also_forgets()`` names more tags once ``run`` has run (what it found it
+        changed)."""
         assert self._pool is not None, "database is not open"
-        if moves_credentials(forgets):
-            changes = run
-
-            async def run(tx: PostgresTransaction) -> T:
-                value = await changes(tx)
-                await tx.conn.execute(_CREDENTIALS_MOVED)
-                return value
-
+        run = moving_credentials(run, forgets)
         for attempt in range(self.attempts):
             began = time.perf_counter()
             tx: PostgresTransaction | None = None
@@ -3901,40 +4111,39 @@ class PostgresDatabase:
             except self._locked as exc:
                 log.warning("write refused with 503: %s", exc)
                 raise Unavailable(LOCKED) from exc
-            except self._asyncpg.exceptions.IntegrityConstraintViolationError as exc:
+            except self.asyncpg.exceptions.IntegrityConstraintViolationError as exc:
                 raise Conflict("conflict", str(exc)) from exc
-            except self._faults as exc:
+            except self.faults as exc:
                 raise self._unavailable(exc) from exc
             finally:
                 if tx is not None and tx.held is not None:
                     tx.held.release()
         raise AssertionError("unreachable")
 
-    async def one(self, sql: str, *args: Any) -> Any:
+    async def _read(self, how: str, sql: str, *args: Any) -> Any:
+        assert self._pool is not None, "database is not open"
         try:
-            return await self._pool.fetchrow(sql, *args)
-        except self._faults as exc:
+            return await getattr(self._pool, how)(pg_sql(sql), *args)
+        except self.faults as exc:
             raise self._unavailable(exc) from exc
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        return await self._read("fetchrow", sql, *args)
 
     async def value(self, sql: str, *args: Any) -> Any:
-        try:
-            return await self._pool.fetchval(sql, *args)
-        except self._faults as exc:
-            raise self._unavailable(exc) from exc
+        return await self._read("fetchval", sql, *args)
 
     async def all(self, sql: str, *args: Any) -> list[Any]:
-        try:
-            return await self._pool.fetch(sql, *args)
-        except self._faults as exc:
-            raise self._unavailable(exc) from exc
+        return await self._read("fetch", sql, *args)
 
-    async def snapshot(self, read: Callable[[Any], Awaitable[T]]) -> T:
-        """``read(connection)`` in one read-only repeatable-read transaction: one commit's view."""
+    async def snapshot(self, read: Callable[[PostgresTransaction], Awaitable[T]]) -> T:
+        """``read(transaction)`` in one read-only repeatable-read transaction: one commit's view."""
+        assert self._pool is not None, "database is not open"
         try:
             async with self._pool.acquire() as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await read(conn)
-        except self._faults as exc:
+                    return await read(PostgresTransaction(conn, self))
+        except self.faults as exc:
             raise self._unavailable(exc) from exc
 
     async def remembered(
@@ -3951,68 +4160,23 @@ class PostgresDatabase:
         use first looks at the ``credentials`` counter (a look shared by the requests waiting for
         it): a revoke committed anywhere is refused here from the next request on, even while
         Redis is slow or away, where a forget through the stream could come too late."""
-        if tag in CREDENTIAL_TAGS:
-            credentials = await self.credentials()
-            self.answers.credentials_at(credentials)
-            answer = self.answers.get(tag, key)
-            if answer is _MISSING:
-                answer = await read()
-                if keep(answer) and credentials == self.answers.credentials:  # no newer look meanwhile
-                    self.answers.put(tag, key, answer)
-            return answer
-        if not self._sharing():
+        credential = tag in CREDENTIAL_TAGS
+        if credential:
+            self.answers.credentials_at(await self.credentials())
+        elif not self._sharing():
             self.answers.clear()
             return await read()
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
-            forgotten = self._forgotten
+            forgotten, credentials = self._forgotten, self.answers.credentials
             answer = await read()
-            if keep(answer) and forgotten == self._forgotten and self._sharing():
+            fresh = credentials == self.answers.credentials if credential else forgotten == self._forgotten
+            if keep(answer) and fresh and (credential or self._sharing()):  # nothing newer meanwhile
                 self.answers.put(tag, key, answer)
         return answer
 
     async def _credentials_look(self) -> int:
-        return await self.value(_CREDENTIALS) or 0
-
-    async def claim(self, mark: str) -> None:
-        """Serve this database as a server marked ``mark`` beside the others (:func:`fleet_joins`),
-        as :class:`ServerLock` does a file: a connection of its own, named by the mark, holds an
-        advisory lock while the server runs, exclusive without Redis, shared by one Redis fleet
-        (PostgreSQL drops it with the connection, a kill -9 included). Each server names itself
-        before it looks at the others' names, so of two starting at once at least one sees the
-        other. Apps of one process share the claim of the first when their marks are the same
-        (tests, embedding), as they share a file's :class:`ServerLock`."""
-        held, count = self._claims.get(self.url, (mark, 0))
-        if count:
-            if held != mark:
-                raise StoreError(fleet_refusal(mark, [held], masked_url(self.url)))
-            self._claims[self.url], self._claimed = (mark, count + 1), True
-            return
-        shared = mark.startswith("redis ")
-        settings = {"application_name": self.name}
-        lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
-        conn = None
-        try:
-            conn = await self._asyncpg.connect(self.url, timeout=self.write_wait, server_settings=settings)
-            got = await conn.fetchval(f"SELECT {lock}($1)", _PG_SERVER_LOCK)
-            found = await conn.fetch(
-                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
-                "AND starts_with(application_name, $1) AND application_name <> $2",
-                _SERVER_NAME,
-                self.name,
-            )
-        except (self._asyncpg.PostgresError, *self._faults) as exc:
-            if conn is not None:
-                conn.terminate()
-            raise StoreError(f"cannot use database {masked_url(self.url)}: {exc}") from exc
-        theirs = [name.removeprefix(_SERVER_NAME).rpartition(" ")[0] for (name,) in found]
-        # The names as well as the lock: a server whose claim a PostgreSQL restart ended is still
-        # seen by its pool's connections, named alike.
-        if not got or (theirs and not fleet_joins(mark, theirs)):
-            conn.terminate()  # its lock, if it got one, with it
-            raise StoreError(fleet_refusal(mark, theirs, masked_url(self.url)))
-        self._presence = conn
-        self._claims[self.url], self._claimed = (mark, 1), True
+        return await self.value(CREDENTIALS) or 0
 
     async def ping(self) -> bool:
         try:
@@ -4037,112 +4201,10 @@ def masked_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def _pg_track_row(track: Track) -> tuple[Any, ...]:
-    row = _track_row(track)
-    return (*row[:7], bool(row[7]), row[8])
-
-
-class PostgresKeys:
-    """Elixir keys on PostgreSQL: as :class:`SqliteKeys`."""
-
-    def __init__(self, db: PostgresDatabase, clock: Callable[[], float]) -> None:
-        self.db = db
-        self.clock = clock
-
-    async def owner(self, key: str) -> tuple[str, str] | None:
-        hashed = digest(key)
-
-        async def read() -> tuple[str, str] | None:
-            row = await self.db.one("SELECT guild_id, user_id FROM elixir_keys WHERE key_hash = $1", hashed)
-            return None if row is None else (row[0], row[1])
-
-        return await self.db.remembered(("keys",), (hashed,), read)
-
-    async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]:
-        key, now = secrets.token_hex(32), self.clock()
-
-        async def run(tx: PostgresTransaction) -> bool:
-            existed = (
-                await tx.conn.execute(
-                    "DELETE FROM elixir_keys WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
-                )
-                != "DELETE 0"
-            )
-            if existed and not rotate:
-                raise Conflict(
-                    "key exists", "A key already exists for this guild and user; rotate it to get a new one"
-                )
-            await tx.conn.execute(
-                "INSERT INTO elixir_keys (key_hash, guild_id, user_id, created_at) VALUES ($1, $2, $3, $4)",
-                digest(key),
-                guild_id,
-                user_id,
-                now,
-            )
-            return existed
-
-        return key, await self.db.write(run, forgets=[("keys",)])
-
-    async def revoke(self, guild_id: str, user_id: str) -> bool:
-        async def run(tx: PostgresTransaction) -> bool:
-            deleted = await tx.conn.execute(
-                "DELETE FROM elixir_keys WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
-            )
-            return deleted != "DELETE 0"
-
-        return await self.db.write(run, forgets=[("keys",)])
-
-
-class PostgresRegistry:
-    """The guild registry on PostgreSQL: as :class:`SqliteRegistry`."""
-
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    async def put(self, guild: Guild) -> Guild:
-        async def run(tx: PostgresTransaction) -> Guild:
-            await tx.conn.execute(
-                "INSERT INTO guilds (guild_id, name) VALUES ($1, $2) "
-                "ON CONFLICT (guild_id) DO UPDATE SET name = excluded.name",
-                guild.id,
-                guild.name,
-            )
-            await tx.conn.execute("DELETE FROM voice_channels WHERE guild_id = $1", guild.id)
-            await tx.conn.execute(
-                "INSERT INTO voice_channels (guild_id, channel_id) "
-                "SELECT $1, c FROM unnest($2::text[]) WITH ORDINALITY AS u (c, i) ORDER BY i",
-                guild.id,
-                list(guild.voice_channels),
-            )
-            return guild
-
-        return await self.db.write(run)
-
-    async def delete(self, guild_id: str) -> bool:
-        async def run(tx: PostgresTransaction) -> bool:
-            return await tx.conn.execute("DELETE FROM guilds WHERE guild_id = $1", guild_id) != "DELETE 0"
-
-        return await self.db.write(run)
-
-    async def get(self, guild_id: str) -> Guild | None:
-        row = await self.db.one(
-            "SELECT name, array(SELECT channel_id FROM voice_channels WHERE guild_id = $1 ORDER BY ord) "
-            "FROM guilds WHERE guild_id = $1",
-            guild_id,
-        )
-        return None if row is None else Guild(id=guild_id, name=row[0], voice_channels=list(row[1]))
-
-    async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool:
-        found = await self.db.value(
-            "SELECT 1 FROM voice_channels WHERE guild_id = $1 AND channel_id = $2", guild_id, channel_id
-        )
-        return found is not None
-
-
 _SEARCH_CANDIDATES = 256
 
 
-class PostgresCatalog:
+class PostgresCatalog(CatalogStore):
     """The catalog on PostgreSQL. Search ranks as SQLite's FTS5 does (see the schema): the first
     256 tracks holding all the words (or any), by the GIN index, ranked by bm25 with a title word
     weighing twice an author word. The words are cut here, in Python, for both the index and the
@@ -4150,7 +4212,7 @@ class PostgresCatalog:
     and no extension (unaccent) is needed."""
 
     track_upsert = f"""
-        INSERT INTO tracks ({_TRACK_COLUMNS}, title_words, author_words)
+        INSERT INTO tracks ({TRACK_COLUMNS}, title_words, author_words)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (source, identifier) DO UPDATE SET
             title = excluded.title, author = excluded.author, length = excluded.length,
@@ -4167,7 +4229,6 @@ class PostgresCatalog:
     counters_add = """
         UPDATE counters SET value = value + CASE name WHEN 'tracks' THEN $1::bigint ELSE $2::bigint END
         WHERE name IN ('tracks', 'tokens')"""
-    track_get = f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE source = $1 AND identifier = $2"
     candidates = """
         SELECT track_id, title_words, author_words FROM tracks WHERE words {op} $1::text[]
         ORDER BY track_id LIMIT {limit}"""
@@ -4176,228 +4237,111 @@ class PostgresCatalog:
                (SELECT value FROM counters WHERE name = 'tokens'),
                array(SELECT coalesce(s.tracks, 0) FROM unnest($1::text[]) WITH ORDINALITY AS u (word, i)
                      LEFT JOIN search_words AS s ON s.word = u.word ORDER BY u.i)"""
-    track_by_id = f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE track_id = $1"
-    playlist_tracks_of = f"""
-        SELECT {_TRACK_SELECT} FROM playlists AS p
-        JOIN playlist_tracks AS pt ON pt.playlist_id = p.playlist_id
-        JOIN tracks AS t ON t.track_id = pt.track_id
-        WHERE p.source = $1 AND p.identifier = $2 ORDER BY pt.position"""
+    track_by_id = f"SELECT {TRACK_COLUMNS} FROM tracks WHERE track_id = $1"
 
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    async def import_catalog(
-        self,
-        tracks: list[Track],
-        playlists: list[Playlist],
-        progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]:
-        """As :meth:`SqliteCatalog.import_catalog`: checked whole first, then written in
-        transactions of ``_IMPORT_CHUNK`` tracks (``executemany``), each keeping the word counts."""
-        latest = {(t.source, t.identifier): t for t in tracks}  # a track given twice: the last wins
-        unique = list(latest.values())
-        for playlist in playlists:
-            for identifier in playlist.tracks:
-                if (playlist.source, identifier) not in latest and not await self.db.value(
-                    "SELECT 1 FROM tracks WHERE source = $1 AND identifier = $2", playlist.source, identifier
-                ):
-                    raise Invalid(
-                        "unknown track",
-                        f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}",
-                    )
-        for start in range(0, len(unique), _IMPORT_CHUNK):
-            chunk = unique[start : start + _IMPORT_CHUNK]
-            await self.db.write(lambda tx, chunk=chunk: self._write_tracks(tx, chunk), forgets=[("catalog",)])
-            if progress is not None:
-                progress(min(start + _IMPORT_CHUNK, len(unique)), len(unique))
-            if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(unique):
-                await asyncio.sleep(self.db.pause_between_chunks)
-        if playlists:
-
-            async def run(tx: PostgresTransaction) -> None:
-                for playlist in playlists:
-                    await self._write_playlist(tx, playlist)
-
-            await self.db.write(run, forgets=[("catalog",)])
-        return len(tracks), len(playlists)
-
-    async def _write_tracks(self, tx: PostgresTransaction, chunk: list[Track]) -> None:
+    async def write_tracks(self, tx: Transaction, chunk: list[Track]) -> None:
+        """The tracks, each import's word counts kept in step."""
         chunk = sorted(chunk, key=lambda t: (t.source, t.identifier))  # one lock order for every import
-        before = await tx.conn.fetch(self.words_of, [t.source for t in chunk], [t.identifier for t in chunk])
+        before = await tx.all(self.words_of, [t.source for t in chunk], [t.identifier for t in chunk])
         rows, counts, added, tokens = [], Counter[str](), len(chunk) - len(before), 0
         for track in chunk:
             title, author = search_tokens(track.title), search_tokens(track.author)
-            rows.append((*_pg_track_row(track), title, author))
+            rows.append((*track_row(track), title, author))
             counts.update(set(title + author))
             tokens += len(title) + len(author)
         for (words,) in before:
             counts.subtract(set(words))
             tokens -= len(words)
-        await tx.conn.executemany(self.track_upsert, rows)
+        await tx.many(self.track_upsert, rows)
         changed = sorted((word, n) for word, n in counts.items() if n)
-        await tx.conn.execute(self.words_count, [w for w, _ in changed], [n for _, n in changed])
-        await tx.conn.execute(self.counters_add, added, tokens)
-
-    async def _write_playlist(self, tx: PostgresTransaction, playlist: Playlist) -> None:
-        conn = tx.conn
-        ids = await conn.fetchval(
-            "SELECT array(SELECT t.track_id FROM unnest($2::text[]) WITH ORDINALITY AS u (identifier, i) "
-            "JOIN tracks AS t ON t.source = $1 AND t.identifier = u.identifier ORDER BY u.i)",
-            playlist.source,
-            list(playlist.tracks),
-        )
-        playlist_id = await conn.fetchval(
-            "INSERT INTO playlists (source, identifier, name) VALUES ($1, $2, $3) "
-            "ON CONFLICT (source, identifier) DO UPDATE SET name = excluded.name RETURNING playlist_id",
-            playlist.source,
-            playlist.identifier,
-            playlist.name,
-        )
-        await conn.execute("DELETE FROM playlist_tracks WHERE playlist_id = $1", playlist_id)
-        await conn.execute(
-            "INSERT INTO playlist_tracks (playlist_id, position, track_id) "
-            "SELECT $1, i - 1, t FROM unnest($2::bigint[]) WITH ORDINALITY AS u (t, i)",
-            playlist_id,
-            ids,
-        )
-
-    async def track(self, source: str, identifier: str) -> Track | None:
-        row = await self.db.one(self.track_get, source, identifier)
-        return None if row is None else _track_of(row)
-
-    async def playlist_tracks(self, source: str, identifier: str) -> list[Track]:
-        return [_track_of(row) for row in await self.db.all(self.playlist_tracks_of, source, identifier)]
+        await tx.run(self.words_count, [w for w, _ in changed], [n for _, n in changed])
+        await tx.run(self.counters_add, added, tokens)
 
     async def search(self, words: Sequence[str], every: bool) -> Track | None:
         terms = [token for word in words for token in search_tokens(word)]
+        sql = self.candidates.format(op="@>" if every else "&&", limit=_SEARCH_CANDIDATES)
 
-        async def read() -> Track | None:
-            if not terms:
+        async def ranked(tx: Transaction) -> Track | None:
+            found = await tx.all(sql, terms) if terms else []
+            if not found:
                 return None
-            sql = self.candidates.format(op="@>" if every else "&&", limit=_SEARCH_CANDIDATES)
+            tracks, tokens, counts = await tx.one(self.stats, terms)
+            hits = dict(zip(terms, counts, strict=True))
+            average = tokens / tracks if tracks else 1.0
+            best = max(
+                found,
+                key=lambda r: (bm25(terms, ((r[1], 2.0), (r[2], 1.0)), tracks, hits, average), -r[0]),
+            )
+            row = await tx.one(self.track_by_id, best[0])
+            return None if row is None else track_of(row)
 
-            async def ranked(conn: Any) -> Track | None:
-                found = await conn.fetch(sql, terms)
-                if not found:
-                    return None
-                tracks, tokens, counts = await conn.fetchrow(self.stats, terms)
-                hits = dict(zip(terms, counts, strict=True))
-                average = tokens / tracks if tracks else 1.0
-                best = max(
-                    found,
-                    key=lambda r: (
-                        bm25(terms, ((r[1], 2.0), (r[2], 1.0)), tracks, hits, average),
-                        -r[0],
-                    ),
-                )
-                row = await conn.fetchrow(self.track_by_id, best[0])
-                return None if row is None else _track_of(row)
-
-            return await self.db.snapshot(ranked)
-
-        return await self.db.remembered(("catalog",), (every, *terms), read, keep=lambda _: True)
-
-
-_PG_PLAYER = f"""
-    SELECT p.channel_id, p.volume, p.paused, p.position, p.anchor, p.size,
-           q.entry_id, {_TRACK_SELECT.replace("t.", "q.")}, q.requested_by
-    FROM players AS p LEFT JOIN LATERAL (
-        SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id LIMIT $2
-    ) AS q ON true
-    WHERE p.guild_id = $1 ORDER BY q.entry_id"""
-_PG_QUEUE_MORE = f"""
-    SELECT entry_id, {_TRACK_COLUMNS}, requested_by FROM queue WHERE guild_id = $1
-    ORDER BY entry_id LIMIT $2 OFFSET $3"""
-
-
-async def pg_read_player(conn: Any, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
-    """As :func:`read_player`, in one statement (so from one commit)."""
-    rows = await conn.fetch(_PG_PLAYER, guild_id, front)
-    if not rows:
-        return None
-    channel_id, volume, paused, position, anchor, size = rows[0][:6]
-    player = Player(guild_id, channel_id, volume, paused, position, anchor, deque(), more=size)
-    if rows[0][6] is not None:
-        player.queue.extend(QueueEntry(r[6], _track_of(r[7:16]), r[16]) for r in rows)
-    player.more = max(size - len(player.queue), 0)
-    return player
-
-
-async def pg_load_front(conn: Any, player: Player, count: int | None) -> None:
-    offset = player.dropped + len(player.queue)
-    rows = await conn.fetch(_PG_QUEUE_MORE, player.guild_id, count, offset)
-    player.queue.extend(QueueEntry(r[0], _track_of(r[1:10]), r[10]) for r in rows)
-    player.more = max(player.more - len(rows), 0)
+        return await self.db.remembered(
+            ("catalog",), (every, *terms), lambda: self.db.snapshot(ranked), keep=lambda _: True
+        )
 
 
 @dataclasses.dataclass(slots=True)
 class _PlayerChange:
-    change: Callable[[Player | None], Player | None]
+    change: PlayerChange
     now: float
-    after: Callable[[Player | None, int], None] | None
+    after: ChangeCommitted | None
     front: int
     done: asyncio.Future[Player | None]
 
 
-def _player_copy(player: Player | None) -> Player | None:
-    """A player to go on changing, apart from the one given as an answer."""
-    return player and dataclasses.replace(player, queue=deque(player.queue), appended=list(player.appended))
+class PostgresPlayers(PlayerStore):
+    """Players on PostgreSQL. A guild's changes that arrive while one commits are applied
+    together in the next transaction, each on the player as the one before left it (group
+    commit, per guild): the transaction holds the guild's advisory lock, so one guild's changes
+    run one at a time across every machine, and takes the changes' numbers last, from the
+    ``player_seq`` row, with the player's own row in the same statement. A refused change leaves
+    the others be (a savepoint, only where it had written already)."""
 
-
-class PostgresPlayers:
-    """Players on PostgreSQL: as :class:`SqlitePlayers`. A guild's changes that arrive while one
-    commits are applied together in the next transaction, each on the player as the one before
-    left it (group commit, per guild): the transaction holds the guild's advisory lock, so one
-    guild's changes run one at a time across every machine, and takes the changes' numbers
-    last, from the ``player_seq`` row, with the player's own row in the same statement. A
-    refused change leaves the others be (a savepoint, only where it had written already)."""
-
-    upsert = """
-        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (guild_id) DO UPDATE SET channel_id = excluded.channel_id, volume = excluded.volume,
-            paused = excluded.paused, position = excluded.position, anchor = excluded.anchor,
-            ends_at = excluded.ends_at, size = excluded.size"""
+    queue_all = None
+    # The player's row and the front of its queue in one statement (so from one commit).
+    player_front = f"""
+        SELECT p.channel_id, p.volume, p.paused, p.position, p.anchor, p.size,
+               q.entry_id, {_TRACK_SELECT.replace("t.", "q.")}, q.requested_by
+        FROM players AS p LEFT JOIN LATERAL (
+            SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id LIMIT $2
+        ) AS q ON true
+        WHERE p.guild_id = $1 ORDER BY q.entry_id"""
     upsert_numbered = f"""
-        WITH stored AS ({upsert})
+        WITH stored AS ({pg_sql(PlayerStore.upsert)})
         UPDATE counters SET value = value + $9 WHERE name = 'player_seq' RETURNING value"""
     numbered = "UPDATE counters SET value = value + $1 WHERE name = 'player_seq' RETURNING value"
-    queue_drop_front = """
-        DELETE FROM queue WHERE entry_id IN (
-            SELECT entry_id FROM queue WHERE guild_id = $1 ORDER BY entry_id LIMIT $2)"""
     queue_append = f"""
-        INSERT INTO queue (guild_id, {_TRACK_COLUMNS}, requested_by)
+        INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                                  $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
         RETURNING entry_id"""
 
     def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
+        super().__init__(db)
+        self.pg = db
         self._waiting: dict[str, list[_PlayerChange]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def get(self, guild_id: str, *, whole: bool = False) -> Player | None:
-        if whole:
-            return await self.db.snapshot(lambda conn: pg_read_player(conn, guild_id, None))
-        return await self.db.remembered(
-            ("player", guild_id), (), lambda: self.db.snapshot(lambda conn: pg_read_player(conn, guild_id))
-        )
-
-    async def connected(self, guild_id: str) -> bool:
-        async def read() -> bool:
-            return await self.db.value("SELECT 1 FROM players WHERE guild_id = $1", guild_id) is not None
-
-        return await self.db.remembered(("connected", guild_id), (), read)
+    @classmethod
+    async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
+        rows = await tx.all(cls.player_front, guild_id, front)
+        if not rows:
+            return None
+        channel_id, volume, paused, position, anchor, size = rows[0][:6]
+        player = Player(guild_id, channel_id, volume, paused, position, anchor, deque(), more=size)
+        if rows[0][6] is not None:
+            player.queue.extend(QueueEntry(r[6], track_of(r[7:16]), r[16]) for r in rows)
+        player.more = max(size - len(player.queue), 0)
+        return player
 
     async def change(
         self,
         guild_id: str,
-        change: Callable[[Player | None], Player | None],
+        change: PlayerChange,
         now: float,
-        after: Callable[[Player | None, int], None] | None = None,
+        after: ChangeCommitted | None = None,
         front: int = 2,
     ) -> Player | None:
-        """As :meth:`SqlitePlayers.change`; the guild's changes are applied in the order they came."""
         done: asyncio.Future[Player | None] = asyncio.get_running_loop().create_future()
         waiting = self._waiting.get(guild_id)
         if waiting is None:
@@ -4424,7 +4368,7 @@ class PostgresPlayers:
 
                 flipped: list[bool] = []  # a change connected or disconnected the guild
                 try:
-                    outcomes = await self.db.write(
+                    outcomes = await self.pg.write(
                         lambda tx, batch=batch, flipped=flipped: self._run(tx, guild_id, batch, flipped),
                         forgets=tags,
                         after=committed,
@@ -4450,36 +4394,35 @@ class PostgresPlayers:
     async def _run(
         self, tx: PostgresTransaction, guild_id: str, batch: list[_PlayerChange], flipped: list[bool]
     ) -> list[tuple[bool, Any, int]]:
-        conn = tx.conn
         flipped.clear()  # (a batch tried again after a deadlock starts over)
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
-        current = await pg_read_player(conn, guild_id, max(c.front for c in batch))
+        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
+        current = await self.read(tx, guild_id, max(c.front for c in batch))
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
-            before = _player_copy(current)
+            before = player_copy(current)
             wrote: list[bool] = []  # a savepoint was taken: this change wrote before it could be refused
             try:
-                changed = await self._one(conn, guild_id, current, item, wrote)
+                changed = await self._one(tx, guild_id, current, item, wrote)
             except (DomainError, ValueError) as refusal:
                 if wrote:
-                    await conn.execute("ROLLBACK TO SAVEPOINT change")
+                    await tx.conn.execute("ROLLBACK TO SAVEPOINT change")
                 outcomes.append((False, refusal))
                 current = before
                 continue
             outcomes.append((True, changed))
             if (changed is None) != (current is None):
                 flipped.append(True)
-            current = _player_copy(changed)  # the answer must not move with the next change
+            current = player_copy(changed)  # the answer must not move with the next change
         done = sum(ok for ok, _ in outcomes)
         if not done:
             return [(ok, value, 0) for ok, value in outcomes]
         if current is None:
-            last = await tx.number("player_seq", self.numbered, done)
+            last = await tx.number("player_seq", done, self.numbered, done)
         else:
-            await self._flush(conn, guild_id, current)
+            await self._flush(tx, guild_id, current)
             row = (current.channel_id, current.volume, current.paused, current.position, current.anchor)
             last = await tx.number(
-                "player_seq", self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
+                "player_seq", done, self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
             )
         seqs = iter(range(last - done + 1, last + 1))
         numbered: list[tuple[bool, Any, int]] = []
@@ -4490,7 +4433,12 @@ class PostgresPlayers:
         return numbered
 
     async def _one(
-        self, conn: Any, guild_id: str, player: Player | None, item: _PlayerChange, wrote: list[bool]
+        self,
+        tx: PostgresTransaction,
+        guild_id: str,
+        player: Player | None,
+        item: _PlayerChange,
+        wrote: list[bool],
     ) -> Player | None:
         """One change on the player as the one before left it (its drops and appends not yet
         written, but when more of the queue must be read)."""
@@ -4498,386 +4446,53 @@ class PostgresPlayers:
         async def more(target: Player, count: int) -> None:
             if target.dropped or target.appended:
                 if not wrote:
-                    await conn.execute("SAVEPOINT change")
+                    await tx.conn.execute("SAVEPOINT change")
                     wrote.append(True)
-                await self._flush(conn, guild_id, target)
-            await pg_load_front(conn, target, count)
+                await self._flush(tx, guild_id, target)
+            await self.load_front(tx, target, count)
 
-        if player is not None:
-            while True:  # settle deeper than the front that was read, if it all ended
-                player.settle(item.now)
-                if player.queue or not player.more:
-                    break
-                await more(player, PLAYER_FRONT)
-            if len(player.queue) < item.front and player.more:
-                await more(player, item.front - len(player.queue))
-        changed = item.change(player)
-        if changed is not None and len(changed.queue) < item.front and changed.more:
-            await more(changed, item.front - len(changed.queue))  # skipped into what was not read
+        changed = await apply_change(player, item.change, item.now, item.front, more)
         if changed is None and player is not None:  # stopped: its queue goes now
-            await self._flush(conn, guild_id, player)  # (what earlier changes appended gets its ids)
-            await conn.execute("DELETE FROM queue WHERE guild_id = $1", guild_id)
-            await conn.execute("DELETE FROM players WHERE guild_id = $1", guild_id)
+            await self._flush(tx, guild_id, player)  # (what earlier changes appended gets its ids)
+            await tx.run(self.queue_clear, guild_id)
+            await tx.run(self.delete, guild_id)
         return changed
 
-    async def _flush(self, conn: Any, guild_id: str, player: Player) -> None:
+    async def _flush(self, tx: PostgresTransaction, guild_id: str, player: Player) -> None:
         """Write the entries a change took from the front and those it appended."""
         if player.dropped:
-            await conn.execute(self.queue_drop_front, guild_id, player.dropped)
+            await tx.run(self.queue_drop_front, guild_id, player.dropped)
         if player.appended:
-            rows = [(*_pg_track_row(e.track), e.requested_by) for e in player.appended]
-            ids = await conn.fetch(self.queue_append, guild_id, *map(list, zip(*rows, strict=True)))
+            rows = [(*track_row(e.track), e.requested_by) for e in player.appended]
+            ids = await tx.all(self.queue_append, guild_id, *map(list, zip(*rows, strict=True)))
             for entry, (entry_id,) in zip(player.appended, sorted(ids), strict=True):
                 entry.entry_id = entry_id
         player.dropped, player.appended = 0, []
 
-    async def seq(self) -> int:
-        return await self.db.value("SELECT value FROM counters WHERE name = 'player_seq'")
 
-    async def due(self, now: float) -> list[str]:
-        rows = await self.db.all("SELECT guild_id FROM players WHERE ends_at <= $1 ORDER BY ends_at", now)
-        return [guild_id for (guild_id,) in rows]
+class PostgresLoads(LoadStore):
+    """Loads on PostgreSQL: a load's ids are appended with ``COPY`` as they came (an id sent
+    again is a second row: its first row places it, its last gives its new id); a loader's row
+    is locked by the write that checks it runs."""
 
-    async def next_end(self) -> float | None:
-        return await self.db.value("SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL")
-
-    async def guilds(self) -> list[str]:
-        return [g for (g,) in await self.db.all("SELECT guild_id FROM players ORDER BY guild_id")]
-
-
-async def _pg_insert_with_id(
-    tx: PostgresTransaction, sql: str, given: str | None, length: int, rest: Sequence[Any], what: str
-) -> str:
-    """As :func:`_insert_with_id`."""
-    for chosen in _ids_to_try(given, length):
-        if await tx.conn.execute(sql, chosen, *rest) != "INSERT 0 0":
-            return chosen
-    raise _taken(what, given)
-
-
-class PostgresPartners:
-    """Xenon's partner bots, templates and backups on PostgreSQL: as :class:`SqlitePartners`."""
-
-    def __init__(self, db: PostgresDatabase, clock: Callable[[], float]) -> None:
-        self.db = db
-        self.clock = clock
-
-    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
-        token, now = secrets.token_urlsafe(48), self.clock()
-
-        async def run(tx: PostgresTransaction) -> bool:
-            existed = await tx.conn.fetchval("SELECT 1 FROM bots WHERE bot_id = $1", bot.id) is not None
-            await tx.conn.execute(
-                "INSERT INTO bots (bot_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (bot_id) DO UPDATE SET name = excluded.name, token_hash = excluded.token_hash",
-                bot.id,
-                bot.name,
-                digest(token),
-                now,
-            )
-            return existed
-
-        return token, await self.db.write(run, forgets=[("bots",)])
-
-    async def revoke_bot(self, bot_id: str) -> bool:
-        async def run(tx: PostgresTransaction) -> bool:
-            done = await tx.conn.execute("UPDATE bots SET token_hash = NULL WHERE bot_id = $1", bot_id)
-            return done != "UPDATE 0"
-
-        return await self.db.write(run, forgets=[("bots",)])
-
-    async def bot_by_token(self, token: str) -> Bot | None:
-        hashed = digest(token)
-
-        async def read() -> Bot | None:
-            row = await self.db.one("SELECT bot_id, name FROM bots WHERE token_hash = $1", hashed)
-            return None if row is None else Bot(row[0], row[1])
-
-        return await self.db.remembered(("bots",), (hashed,), read)
-
-    async def create_template(self, template: TemplateIn) -> Template:
-        rest = (template.name, template.source_id, template.creator_id, self.clock())
-        sql = (
-            "INSERT INTO templates (template_id, name, source_id, creator_id, created_at) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
-        )
-        chosen = await self.db.write(
-            lambda tx: _pg_insert_with_id(tx, sql, template.id, 12, rest, "Template")
-        )
-        return Template(chosen, template.name, str(template.source_id), str(template.creator_id))
-
-    async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
-        row = await self.db.one(
-            "SELECT template_id, name, source_id, creator_id FROM templates WHERE template_id = $1",
-            template_id,
-        )
-        if row is None:
-            return None
-        bots = []
-        if with_bots:
-            attached = await self.db.all(
-                "SELECT b.bot_id, b.name FROM template_bots AS tb JOIN bots AS b ON b.bot_id = tb.bot_id "
-                "WHERE tb.template_id = $1 ORDER BY tb.ord",
-                template_id,
-            )
-            bots = [Bot(b, n) for b, n in attached]
-        return Template(*row, bots=bots)
-
-    async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
-        statement = (
-            "INSERT INTO template_bots (template_id, bot_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-            if attached
-            else "DELETE FROM template_bots WHERE template_id = $1 AND bot_id = $2"
-        )
-
-        async def run(tx: PostgresTransaction) -> None:
-            await tx.conn.execute(statement, template_id, bot_id)
-
-        await self.db.write(run)
-
-    async def create_backup(self, backup: BackupIn) -> Backup:
-        rest = (backup.source_id, backup.creator_id, self.clock())
-        sql = (
-            "INSERT INTO backups (backup_id, source_id, creator_id, created_at) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT DO NOTHING"
-        )
-        chosen = await self.db.write(lambda tx: _pg_insert_with_id(tx, sql, backup.id, 10, rest, "Backup"))
-        return Backup(chosen, str(backup.source_id), str(backup.creator_id))
-
-    async def backup(self, backup_id: str) -> Backup | None:
-        row = await self.db.one(
-            "SELECT backup_id, source_id, creator_id FROM backups WHERE backup_id = $1", backup_id
-        )
-        return None if row is None else Backup(*row)
-
-
-_PG_MERGE_IDS = """
-    INSERT INTO mapper_ids (source_id, target_id, old_id, new_id)
-    SELECT $1, $2, o, n FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u (o, n, i) ORDER BY i
-    ON CONFLICT (source_id, target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
-
-
-class PostgresMappers:
-    """Id mappers on PostgreSQL: as :class:`SqliteMappers`. Ids go in as two array parameters of
-    one statement (10,000 in one round trip)."""
-
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
-        async def read() -> bytes | None:
-            found = await self.mapper(source_id, target_id)
-            return None if found is None else msgspec.json.encode(found)
-
-        return await self.db.remembered(("mapper", source_id, target_id), (), read)
-
-    async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
-        async def read(conn: Any) -> Mapper | None:
-            ids = await conn.fetch(
-                "SELECT old_id, new_id FROM mapper_ids WHERE source_id = $1 AND target_id = $2 ORDER BY ord",
-                source_id,
-                target_id,
-            )
-            if not ids:
-                return None
-            loaders = await conn.fetch(
-                "SELECT user_id FROM mapper_loaders WHERE source_id = $1 AND target_id = $2 ORDER BY ord",
-                source_id,
-                target_id,
-            )
-            return Mapper(source_id, target_id, dict(ids), [u for (u,) in loaders] or msgspec.UNSET)
-
-        return await self.db.snapshot(read)
-
-    async def merge_ids(self, source_id: str, target_id: str, ids: dict[str, str]) -> None:
-        merged = mapper_ids(source_id, target_id, ids)
-
-        async def run(tx: PostgresTransaction) -> None:
-            await tx.conn.execute(_PG_MERGE_IDS, source_id, target_id, list(merged), list(merged.values()))
-
-        await self.db.write(run, forgets=[("mapper", source_id, target_id)])
-
-
-class PostgresLoads:
-    """Running loaders and the numbered event log on PostgreSQL: as :class:`SqliteLoads`, each
-    event numbered from the ``event_seq`` row inside the transaction that publishes it."""
-
-    loader_columns = SqliteLoads.loader_columns
-    # an id staged more than once: placed where it first came, with the new id it was last given
+    loader_is = "SELECT 1 FROM loaders WHERE target_id = ? AND start_seq = ? FOR UPDATE"
     ids_merge = """
         INSERT INTO mapper_ids (source_id, target_id, old_id, new_id)
         SELECT $1, $2, old_id, (array_agg(new_id ORDER BY ord DESC))[1] FROM loader_ids
         WHERE target_id = $2 AND old_id <> $1 GROUP BY old_id ORDER BY min(ord)
         ON CONFLICT (source_id, target_id, old_id) DO UPDATE SET new_id = excluded.new_id"""
-    events_after = f"""
-        SELECT seq, frame FROM events WHERE seq > $1 AND substr(frame, 1, {len(STATUS_FRAME)}) <> '{STATUS_FRAME}'
-        ORDER BY seq LIMIT $2"""
-    events_all_after = "SELECT seq, frame FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
-    events_prune_to = """
-        SELECT greatest($1::bigint - $2::bigint, coalesce(
-            (SELECT seq FROM events WHERE created_at < $3 ORDER BY created_at DESC LIMIT 1), 0))"""
 
-    def __init__(
-        self, db: PostgresDatabase, clock: Callable[[], float], log_size: int, log_seconds: float
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.log_size = log_size
-        self.log_seconds = log_seconds
-
-    async def running(self, target_id: str) -> tuple[Loader, int] | None:
-        row = await self.db.one(f"SELECT {self.loader_columns} FROM loaders WHERE target_id = $1", target_id)
-        return None if row is None else SqliteLoads._loader(row)
-
-    async def _number(self, tx: PostgresTransaction, frame: Callable[[int], str]) -> Numbered:
-        seq = await tx.number("event_seq")
-        text = frame(seq)
-        now = self.clock()
-        conn = tx.conn
-        await conn.execute("INSERT INTO events (seq, frame, created_at) VALUES ($1, $2, $3)", seq, text, now)
-        cut = await conn.fetchval(self.events_prune_to, seq, self.log_size, now - self.log_seconds)
-        if cut > 0:
-            await conn.execute("DELETE FROM events WHERE seq <= $1", cut)
-            await conn.execute(
-                "UPDATE counters SET value = greatest(value, $1) WHERE name = 'pruned_seq'", cut
-            )
-        return seq, text
-
-    async def start(
-        self, loader: Loader, frame: Callable[[int], str], after: Callable[[Numbered], None]
-    ) -> Numbered:
-        async def run(tx: PostgresTransaction) -> Numbered:
-            inserted = await tx.conn.execute(
-                "INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                loader.target_id,
-                loader.type,
-                loader.source_id,
-                loader.backup_id,
-                loader.template_id,
-                loader.user_id,
-                self.clock(),
-            )
-            if inserted == "INSERT 0 0":
-                raise Conflict("loader running", f"A loader is already running on guild {loader.target_id}")
-            seq, text = await self._number(tx, frame)
-            await tx.conn.execute(
-                "UPDATE loaders SET start_seq = $1 WHERE target_id = $2", seq, loader.target_id
-            )
-            return seq, text
-
-        return await self.db.write(run, after=after)
-
-    async def _running(self, tx: PostgresTransaction, target_id: str, started: int) -> bool:
-        found = await tx.conn.fetchval(
-            "SELECT 1 FROM loaders WHERE target_id = $1 AND start_seq = $2 FOR UPDATE", target_id, started
+    async def stage(self, tx: Transaction, target_id: str, ids: Mapping[str, str]) -> None:
+        await cast(PostgresTransaction, tx).conn.copy_records_to_table(
+            "loader_ids",
+            records=[(target_id, old, new) for old, new in ids.items()],
+            columns=("target_id", "old_id", "new_id"),
         )
-        return found is not None
-
-    async def status(
-        self,
-        target_id: str,
-        started: int,
-        frame: Callable[[int], str],
-        after: Callable[[Numbered | None], None],
-    ) -> Numbered | None:
-        async def run(tx: PostgresTransaction) -> Numbered | None:
-            if not await self._running(tx, target_id, started):
-                return None  # its done came first: no status after done
-            return await self._number(tx, frame)
-
-        return await self.db.write(run, after=after)
-
-    async def _check_running(self, tx: PostgresTransaction, target_id: str, started: int) -> None:
-        if not await self._running(tx, target_id, started):
-            raise NotFound("loader", f"No loader is running on guild {target_id}")
-
-    async def stage_ids(self, target_id: str, started: int, ids: dict[str, str]) -> None:
-        async def run(tx: PostgresTransaction) -> None:
-            await self._check_running(tx, target_id, started)
-            await tx.conn.copy_records_to_table(
-                "loader_ids",
-                records=[(target_id, old, new) for old, new in ids.items()],
-                columns=("target_id", "old_id", "new_id"),
-            )
-
-        await self.db.write(run)
-
-    async def finish(
-        self,
-        loader: Loader,
-        started: int,
-        frame: Callable[[int], str],
-        ok: bool,
-        after: Callable[[Numbered], None],
-    ) -> Numbered:
-        source_id, target_id = str(loader.source_id), str(loader.target_id)
-
-        async def run(tx: PostgresTransaction) -> Numbered:
-            conn = tx.conn
-            await self._check_running(tx, target_id, started)
-            await conn.execute("DELETE FROM loaders WHERE target_id = $1", target_id)
-            if ok:
-                await conn.execute(_PG_MERGE_IDS, source_id, target_id, [source_id], [target_id])
-                await conn.execute(self.ids_merge, source_id, target_id)
-                if loader.user_id is not None:
-                    await conn.execute(
-                        "INSERT INTO mapper_loaders (source_id, target_id, user_id) VALUES ($1, $2, $3) "
-                        "ON CONFLICT DO NOTHING",
-                        source_id,
-                        target_id,
-                        loader.user_id,
-                    )
-            await conn.execute("DELETE FROM loader_ids WHERE target_id = $1", target_id)
-            return await self._number(tx, frame)
-
-        return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
-
-    async def events_since(
-        self, seq: int, limit: int, *, statuses: bool = False
-    ) -> tuple[int, int, list[Numbered]]:
-        query = self.events_all_after if statuses else self.events_after
-
-        async def read(conn: Any) -> tuple[int, int, list[Numbered]]:
-            pruned, newest = await conn.fetchrow(
-                "SELECT (SELECT value FROM counters WHERE name = 'pruned_seq'), "
-                "(SELECT value FROM counters WHERE name = 'event_seq')"
-            )
-            rows = await conn.fetch(query, seq, limit)
-            return pruned, newest, [(s, f) for s, f in rows]
-
-        return await self.db.snapshot(read)
 
 
-class PostgresListings:
-    """Pages of what an operator has, on PostgreSQL (the same queries, numbered parameters)."""
-
-    def __init__(self, db: PostgresDatabase) -> None:
-        self.db = db
-
-    async def page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
-        listing = LISTINGS[kind]
-        rows = await self.db.all(numbered_params(listing.sql), *listing.cursor(after or ""), limit + 1)
-        if kind == "guilds":
-            channels: dict[str, list[str]] = {row[0]: [] for row in rows[:limit]}
-            for guild_id, channel_id in await self.db.all(
-                "SELECT guild_id, channel_id FROM voice_channels WHERE guild_id = ANY($1::text[]) ORDER BY ord",
-                list(channels),
-            ):
-                channels[guild_id].append(channel_id)
-            items: list[Any] = [
-                Guild(id=r[0], name=r[1], voice_channels=channels[r[0]]) for r in rows[:limit]
-            ]
-        else:
-            items = [listing.item(None, row) for row in rows[:limit]]
-        return Page(items, listing.cursor_of(rows[limit - 1]) if len(rows) > limit else None)
-
-
-def numbered_params(sql: str) -> str:
-    """SQLite's ``?`` parameters as PostgreSQL's ``$1``, ``$2``, ... (none of our SQL quotes a ``?``)."""
-    count = itertools.count(1)
-    return re.sub(r"\?", lambda _: f"${next(count)}", sql)
-
+PostgresDatabase.catalog = PostgresCatalog
+PostgresDatabase.players = PostgresPlayers
+PostgresDatabase.loads = PostgresLoads
 
 _SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_serving", default=False)
 """Whether the services being opened are a server's (its lifespan), not the CLI's or a script's."""
@@ -4888,7 +4503,8 @@ def server_name(config: Config) -> str:
     return f"{_SERVER_NAME}{fleet_mark(config)} {os.getpid()}"
 
 
-async def open_postgres(config: Config) -> Stores:
+async def open_postgres(config: Config) -> PostgresDatabase:
+    """A PostgreSQL store; a server's (its lifespan) claims it beside the fleet's others."""
     serving = _SERVING.get()
     name = server_name(config) if serving else "xenon-elixir"
     database = await PostgresDatabase(config.db, write_wait=config.write_wait, name=name).open()
@@ -4898,8 +4514,37 @@ async def open_postgres(config: Config) -> Stores:
         except BaseException:
             await database.close()
             raise
-    areas = (PostgresKeys, PostgresRegistry, PostgresCatalog, PostgresPlayers, PostgresPartners)
-    return Stores.built(database, config, *areas, PostgresMappers, PostgresLoads, PostgresListings)
+    return database
+
+
+STORES: dict[str, Callable[[Config], Awaitable[Database]]] = {
+    "": open_sqlite,
+    "postgresql": open_postgres,
+    "postgres": open_postgres,
+}
+"""The store a ``Config.db`` opens, by its URL's scheme: a path (no scheme) or ``sqlite:`` is a
+SQLite file; ``postgresql://`` and ``postgres://`` a PostgreSQL database. A new backend is one
+more row, and a class that keeps :class:`Database`."""
+
+
+def store_scheme(db: str) -> str:
+    scheme, colon, _ = db.partition("://")
+    return scheme if colon and scheme.isidentifier() else ""
+
+
+async def open_stores(config: Config) -> Stores:
+    """The storage areas on the database ``config.db`` names (see ``STORES``)."""
+    opener = STORES.get(store_scheme(config.db))
+    if opener is None:
+        raise ConfigError(
+            f"XE_DB: no store for {store_scheme(config.db)}://; use a file path or postgresql://"
+        )
+    return Stores.on(await opener(config), config)
+
+
+# ---------------------------------------------------------------------------
+# Moving a SQLite file to PostgreSQL: xenon-elixir migrate
+# ---------------------------------------------------------------------------
 
 
 def _pg_float(value: Any) -> float | None:
@@ -4945,7 +4590,7 @@ _MOVED = (
     ),
     _moved(
         "queue",
-        f"entry_id, guild_id, {_TRACK_COLUMNS}, requested_by",
+        f"entry_id, guild_id, {TRACK_COLUMNS}, requested_by",
         order="entry_id",
         is_stream=bool,
     ),
@@ -5066,7 +4711,7 @@ async def _copy_to_postgres(
 
             def tracks() -> Iterator[tuple[Any, ...]]:
                 nonlocal tokens
-                cursor = source.execute(f"SELECT track_id, {_TRACK_COLUMNS} FROM tracks ORDER BY track_id")
+                cursor = source.execute(f"SELECT track_id, {TRACK_COLUMNS} FROM tracks ORDER BY track_id")
                 while chunk := cursor.fetchmany(_MIGRATE_CHUNK):
                     for track_id, *row in chunk:
                         title, author = search_tokens(row[2]), search_tokens(row[3])
@@ -5080,7 +4725,7 @@ async def _copy_to_postgres(
                     for row in chunk:
                         yield tuple(v if f is None else f(v) for v, f in zip(row, moved.convert, strict=True))
 
-            columns = ("track_id", *_TRACK_COLUMNS.split(", "), "title_words", "author_words")
+            columns = ("track_id", *TRACK_COLUMNS.split(", "), "title_words", "author_words")
             await copy("tracks", columns, tracks(), count("tracks"))
             await copy("search_words", ("word", "tracks"), sorted(words.items()), len(words))
             for moved in _MOVED:
@@ -5098,7 +4743,7 @@ async def _copy_to_postgres(
                 )
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
-    except target._asyncpg.PostgresError as exc:
+    except target.asyncpg.PostgresError as exc:
         raise StoreError(f"cannot copy into {masked_url(url)}: {exc}") from exc
     finally:
         source.close()
@@ -7875,7 +7520,7 @@ ADMIN_ROUTES = [
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the storage and everything built on it; close them on exit."""
     config.check()
-    stores = await (open_postgres if is_postgres(config.db) else open_sqlite)(config)
+    stores = await open_stores(config)
     redis = None
     try:
         redis = redis_client(config) if config.redis_url else None

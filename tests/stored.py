@@ -19,7 +19,7 @@ async def _pg_fetch(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple[A
 
     connection = await asyncpg.connect(url)
     try:
-        return [tuple(row) for row in await connection.fetch(xe.numbered_params(sql), *params)]
+        return [tuple(row) for row in await connection.fetch(xe.pg_sql(sql), *params)]
     finally:
         await connection.close()
 

@@ -205,11 +205,15 @@ def test_an_answer_outlives_this_processs_unrelated_commit_even_before_the_loop_
     async def run() -> list[str]:
         database = await xe.SqliteDatabase(db_path).open()
         reads: list[str] = []
-        remember = lambda: database.remembered(("kept",), (), lambda: reads.append("read") or "answer")
+        async def read() -> str:
+            reads.append("read")
+            return "answer"
+
+        remember = lambda: xe.run_now(database.remembered(("kept",), (), read))
         try:
             remember()
             write = xe._Write(
-                lambda db: db.execute("INSERT INTO counters (name, value) VALUES ('probe', 1)"),
+                lambda tx: tx.run("INSERT INTO counters (name, value) VALUES ('probe', 1)"),
                 asyncio.get_running_loop().create_future(),
                 (),
                 None,
@@ -248,14 +252,16 @@ def test_an_answer_outlives_this_processs_commit_seen_the_instant_it_lands(
     async def run() -> list[str]:
         database = await xe.SqliteDatabase(db_path).open()
         reads: list[str] = []
-        remember = lambda: database.remembered(("kept",), (), lambda: reads.append("read") or "answer")
+        async def read() -> str:
+            reads.append("read")
+            return "answer"
+
+        remember = lambda: xe.run_now(database.remembered(("kept",), (), read))
         try:
             remember()
             writer = database._writer
             writer._db = Connection(writer._db, remember)
-            await database.write(
-                lambda db: db.execute("INSERT INTO counters (name, value) VALUES ('probe', 1)")
-            )
+            await database.write(lambda tx: tx.run("INSERT INTO counters (name, value) VALUES ('probe', 1)"))
             remember()
             return reads
         finally:
@@ -281,13 +287,13 @@ def test_a_player_is_read_from_one_commit_even_when_a_track_end_lands_mid_read(
         )
         for i in range(3)
     ]
-    read_queue = xe.load_front
+    read_queue = xe.SqlitePlayers.load_front.__func__  # type: ignore[attr-defined]
 
-    def load_front_after_a_track_end(db: Any, player: Any, count: int) -> None:
+    async def load_front_after_a_track_end(cls: Any, tx: Any, player: Any, count: Any) -> None:
         with sqlite3.connect(db_path) as other:  # the first track ends, and is written, right now
             other.execute("DELETE FROM queue WHERE entry_id = (SELECT min(entry_id) FROM queue)")
             other.execute("UPDATE players SET position = 0, anchor = anchor + 60, size = size - 1")
-        read_queue(db, player, count)
+        await read_queue(cls, tx, player, count)
 
     async def run() -> list[str]:
         async with xe.Host.open(xe.Config(db=db_path, clock=lambda: 1000.0)) as host:
@@ -296,7 +302,7 @@ def test_a_player_is_read_from_one_commit_even_when_a_track_end_lands_mid_read(
             await host.enqueue(GUILD, tracks, USER)
             database = host._xe.stores.database
             database.answers.clear()
-            monkeypatch.setattr(xe, "load_front", load_front_after_a_track_end)
+            monkeypatch.setattr(xe.SqlitePlayers, "load_front", classmethod(load_front_after_a_track_end))
             player = await host._xe.stores.players.get(str(GUILD))
             assert player is not None
             return [entry.track.identifier for entry in player.queue]
