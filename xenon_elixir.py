@@ -104,6 +104,8 @@ __version__ = "0.1.0"
 log = logging.getLogger("xenon_elixir")
 
 T = TypeVar("T")
+K = TypeVar("K")
+W = TypeVar("W")
 
 MIB = 1024 * 1024
 
@@ -1801,6 +1803,103 @@ class FreshLook(Generic[T]):
             self._start(waiting)
 
 
+class Remembering:
+    """The remembered answers of a :class:`Database`: the rule both stores keep. A credential
+    (:data:`CREDENTIAL_TAGS`) is remembered always, and each use first looks at the
+    ``credentials`` counter, so a revoke committed anywhere is refused from the next request on.
+    Any other answer is remembered while the backend can tell when another process's commit makes
+    it stale (``trusted``), and never when a forget arrived while it was being read (``seen``)."""
+
+    answers: Answers
+
+    async def credentials(self) -> int:
+        raise NotImplementedError
+
+    def trusted(self) -> bool:
+        """Whether answers may be remembered now: the backend forgets what other processes made
+        stale first (or everything, when it cannot tell), and says no while it cannot tell."""
+        raise NotImplementedError
+
+    def seen(self) -> int:
+        """How many forgets this process has heard of: an answer read across one is not kept."""
+        return 0
+
+    async def remembered(
+        self,
+        tag: tuple[Any, ...],
+        key: tuple[Any, ...],
+        read: Callable[[], Awaitable[T]],
+        keep: Callable[[T], bool] = bool,
+    ) -> T:
+        """``read()``'s answer, remembered under ``tag`` until a write changes what it covers."""
+        credential = tag in CREDENTIAL_TAGS
+        if credential:
+            self.answers.credentials_at(await self.credentials())
+        elif not self.trusted():
+            return await read()
+        answer = self.answers.get(tag, key)
+        if answer is _MISSING:
+            seen, credentials = self.seen(), self.answers.credentials
+            answer = await read()
+            if credential:
+                fresh = credentials == self.answers.credentials  # no newer look meanwhile
+            else:
+                fresh = seen == self.seen() and self.trusted()
+            if keep(answer) and fresh:
+                self.answers.put(tag, key, answer)
+        return answer
+
+
+class GroupCommit(Generic[K, W]):
+    """Group commit: work that arrives while a batch of its key commits waits, and goes into the
+    key's next batch together. ``commit(key, batch)`` commits one batch and answers each item's
+    future (``done(item)``); a batch that fails as a whole fails each of its items. SQLite has one
+    key (its one writer); PostgreSQL's players, one per guild (guilds commit side by side)."""
+
+    def __init__(
+        self, commit: Callable[[K, list[W]], Awaitable[None]], done: Callable[[W], asyncio.Future[Any]]
+    ) -> None:
+        self._commit = commit
+        self._done = done
+        self._waiting: dict[K, list[W]] = {}
+        self._running: dict[K, asyncio.Task[None]] = {}
+
+    def add(self, key: K, item: W) -> None:
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = []
+            self._running[key] = asyncio.create_task(self._run(key))
+        waiting.append(item)
+
+    async def _run(self, key: K) -> None:
+        try:
+            while batch := self._waiting.get(key):
+                self._waiting[key] = []  # what comes meanwhile is the next batch
+                try:
+                    await self._commit(key, batch)
+                except BaseException as exc:  # the batch failed together
+                    self._fail(batch, exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+        finally:
+            self._fail(self._waiting.pop(key, []), asyncio.CancelledError())
+            del self._running[key]
+
+    def _fail(self, batch: list[W], exc: BaseException) -> None:
+        for item in batch:
+            done = self._done(item)
+            if done.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                done.cancel()
+            else:
+                done.set_exception(exc)
+
+    async def drain(self) -> None:
+        """Wait for the batches under way: acknowledged or not, started changes are finished."""
+        await asyncio.gather(*self._running.values())
+
+
 # Who may serve one database together, on every store: each server says what it is (its mark)
 # where the others can read it (the SQLite file's ``<db>.server``, PostgreSQL's application_name),
 # and a lock of the store's own, exclusive without Redis and shared by one Redis fleet, keeps the
@@ -2400,6 +2499,17 @@ store (``None``: stopped)."""
 ChangeCommitted = Callable[[Player | None, int], None]
 
 
+@dataclasses.dataclass(slots=True)
+class PendingChange:
+    """A player change on its way to a transaction, and the future its caller waits on."""
+
+    change: PlayerChange
+    now: float
+    after: ChangeCommitted | None
+    front: int
+    done: asyncio.Future[Player | None]
+
+
 async def apply_change(
     player: Player | None,
     change: PlayerChange,
@@ -2476,6 +2586,12 @@ class PlayerStore:
         ``after(player, seq)`` runs right after the commit, in commit order. Returns the stored
         player with the first ``front`` entries (a change needs the current track and the next;
         a follower's frame, 26)."""
+        done: asyncio.Future[Player | None] = asyncio.get_running_loop().create_future()
+        await self.commit(guild_id, PendingChange(change, now, after, front, done))
+        return await done
+
+    async def commit(self, guild_id: str, pending: PendingChange) -> None:
+        """Commit ``pending`` (alone or with others), and answer its ``done``."""
         raise NotImplementedError
 
     @classmethod
@@ -2949,16 +3065,10 @@ class SqlitePlayers(PlayerStore):
         "RETURNING entry_id"
     )
 
-    async def change(
-        self,
-        guild_id: str,
-        change: PlayerChange,
-        now: float,
-        after: ChangeCommitted | None = None,
-        front: int = 2,
-    ) -> Player | None:
+    async def commit(self, guild_id: str, pending: PendingChange) -> None:
         flipped = False  # connected or disconnected by this change
         db = cast(SqliteDatabase, self.db)
+        change, now, after, front = pending.change, pending.now, pending.after, pending.front
 
         async def run(tx: Transaction) -> tuple[Player | None, int]:
             nonlocal flipped
@@ -2979,8 +3089,12 @@ class SqlitePlayers(PlayerStore):
             if after is not None:
                 after(*numbered)
 
-        player, _ = await db.write(run, forgets=[("player", guild_id)], after=committed)
-        return player
+        try:
+            player, _ = await db.write(run, forgets=[("player", guild_id)], after=committed)
+        except Exception as exc:
+            pending.done.set_exception(exc)
+        else:
+            pending.done.set_result(player)
 
     async def _write(self, tx: Transaction, guild_id: str, player: Player | None) -> None:
         if player is None:
@@ -3163,8 +3277,7 @@ class SqliteWriter:
         player as the last change wrote it); emptied with every transaction and every refusal."""
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
         self._db: sqlite3.Connection | None = None
-        self._pending: list[_Write] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._batches: GroupCommit[None, _Write] = GroupCommit(self._commit_batch, lambda write: write.done)
         self.on_commit: Callable[[float], None] | None = None
         """Told the seconds each transaction took, from handing it over to its commit (metrics)."""
 
@@ -3173,8 +3286,7 @@ class SqliteWriter:
 
     async def close(self) -> None:
         try:
-            if self._flushing is not None:
-                await self._flushing  # acknowledged or not, started changes are finished
+            await self._batches.drain()
         finally:
             if self._db is not None:
                 self._executor.submit(self._db.close)
@@ -3187,36 +3299,24 @@ class SqliteWriter:
         self, run: Callable[[Transaction], Awaitable[T]], forgets: Tags, after: Callable[[T], None] | None
     ) -> T:
         done = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(run, done, forgets, after))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
+        self._batches.add(None, _Write(run, done, forgets, after))
         return await done
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _commit_batch(self, _: None, batch: list[_Write]) -> None:
+        began = time.perf_counter()
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                began = time.perf_counter()
-                try:
-                    outcomes, foreign = await loop.run_in_executor(self._executor, self._commit, batch)
-                except sqlite3.OperationalError as exc:
-                    log.warning("write refused with 503: %s", exc)
-                    self._fail(batch, Unavailable(LOCKED) if _locked(exc) else Unavailable())
-                    continue
-                except BaseException as exc:  # every write of the batch failed together
-                    self._fail(batch, exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                if self.on_commit is not None:
-                    self.on_commit(time.perf_counter() - began)
-                if foreign:
-                    self.answers.clear()  # another process committed since this one's last commit
-                for write, (ok, value) in zip(batch, outcomes, strict=True):
-                    self._answer(write, ok, value)
-        finally:
-            self._flushing = None
+            outcomes, foreign = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._commit, batch
+            )
+        except sqlite3.OperationalError as exc:
+            log.warning("write refused with 503: %s", exc)
+            raise (Unavailable(LOCKED) if _locked(exc) else Unavailable()) from exc
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - began)
+        if foreign:
+            self.answers.clear()  # another process committed since this one's last commit
+        for write, (ok, value) in zip(batch, outcomes, strict=True):
+            self._answer(write, ok, value)
 
     def _answer(self, write: _Write, ok: bool, value: Any) -> None:
         if ok:
@@ -3229,12 +3329,6 @@ class SqliteWriter:
             write.done.set_result(value)
         else:
             write.done.set_exception(value)
-
-    @staticmethod
-    def _fail(batch: list[_Write], exc: BaseException) -> None:
-        for write in batch:
-            if not write.done.done():
-                write.done.set_exception(exc)
 
     def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
         """On the writer thread: the batch in one transaction, each write in a savepoint. Also
@@ -3377,7 +3471,7 @@ def _flocked(fd: int, kind: int) -> bool:
     return True
 
 
-class SqliteDatabase:
+class SqliteDatabase(Remembering):
     """One SQLite file in WAL mode (:class:`Database`): a writer (:class:`SqliteWriter`), a
     read-only connection on the event loop, and the remembered answers. Reads run on the loop: in
     WAL mode a reader never waits for a writer and sees every committed write, and a point lookup
@@ -3486,24 +3580,12 @@ class SqliteDatabase:
 
         return self.read_now(within)
 
-    async def remembered(
-        self,
-        tag: tuple[Any, ...],
-        key: tuple[Any, ...],
-        read: Callable[[], Awaitable[T]],
-        keep: Callable[[T], bool] = bool,
-    ) -> T:
-        """``read()``'s answer, remembered under ``tag`` until a write changes what it covers.
-
-        This process forgets a tag when it commits a write that names it. Another process's
-        commit moves the ``commits`` counter, looked at when a millisecond has passed since the
-        last look: all answers are then forgotten, within a millisecond, and a hit costs no
-        query. A credential (:data:`CREDENTIAL_TAGS`) is never a millisecond late: the
-        ``credentials`` counter is looked at on every use. ``read`` runs now, with no await
-        (:func:`run_now`), so no commit can slip in between it and remembering its answer unseen.
-        """
-        if tag in CREDENTIAL_TAGS:
-            self.answers.credentials_at(self.credentials_now())
+    def trusted(self) -> bool:
+        """Always, on a file: this process forgets a tag when it commits a write that names it,
+        and another process's commit moves the ``commits`` counter, looked at when a millisecond
+        has passed since the last look: all answers are then forgotten, within a millisecond,
+        and a hit costs no query. SQLite's reads never wait (:func:`run_now`), so no commit can
+        slip in between a read and remembering its answer unseen."""
         now = self._monotonic()
         if now - self._checked >= self.foreign_commits_seen_within:
             self._checked = now
@@ -3512,12 +3594,7 @@ class SqliteDatabase:
             if commits not in (writer.commits, writer.committing, writer.before):
                 self.answers.clear()
                 writer.commits = commits
-        answer = self.answers.get(tag, key)
-        if answer is _MISSING:
-            answer = run_now(read())
-            if keep(answer):
-                self.answers.put(tag, key, answer)
-        return answer
+        return True
 
     def credentials_now(self) -> int:
         """The ``credentials`` counter: it moves with every commit that changes a credential.
@@ -3944,7 +4021,7 @@ class PostgresClaim:
                 conn.terminate()
 
 
-class PostgresDatabase:
+class PostgresDatabase(Remembering):
     """A PostgreSQL database through an asyncpg pool (:class:`Database`): each write one
     transaction on a connection of its own (the server runs them side by side; only a guild's
     player changes are grouped, see :class:`PostgresPlayers`), reads on any connection.
@@ -4146,34 +4223,17 @@ class PostgresDatabase:
         except self.faults as exc:
             raise self._unavailable(exc) from exc
 
-    async def remembered(
-        self,
-        tag: tuple[Any, ...],
-        key: tuple[Any, ...],
-        read: Callable[[], Awaitable[T]],
-        keep: Callable[[T], bool] = bool,
-    ) -> T:
-        """``read()``'s answer, remembered under ``tag`` while every commit's tags reach this
-        process (a broker is up); an answer read while a forget arrived is not remembered.
+    def trusted(self) -> bool:
+        """While every commit's tags reach this process (a broker is up: :meth:`shared`); while
+        they do not, nothing is remembered (a credential's counter is looked at on each use,
+        shared by the requests waiting for a look: see :class:`FreshLook`)."""
+        if self._sharing():
+            return True
+        self.answers.clear()
+        return False
 
-        A credential (:data:`CREDENTIAL_TAGS`) is remembered with or without a broker, and each
-        use first looks at the ``credentials`` counter (a look shared by the requests waiting for
-        it): a revoke committed anywhere is refused here from the next request on, even while
-        Redis is slow or away, where a forget through the stream could come too late."""
-        credential = tag in CREDENTIAL_TAGS
-        if credential:
-            self.answers.credentials_at(await self.credentials())
-        elif not self._sharing():
-            self.answers.clear()
-            return await read()
-        answer = self.answers.get(tag, key)
-        if answer is _MISSING:
-            forgotten, credentials = self._forgotten, self.answers.credentials
-            answer = await read()
-            fresh = credentials == self.answers.credentials if credential else forgotten == self._forgotten
-            if keep(answer) and fresh and (credential or self._sharing()):  # nothing newer meanwhile
-                self.answers.put(tag, key, answer)
-        return answer
+    def seen(self) -> int:
+        return self._forgotten
 
     async def _credentials_look(self) -> int:
         return await self.value(CREDENTIALS) or 0
@@ -4280,15 +4340,6 @@ class PostgresCatalog(CatalogStore):
         )
 
 
-@dataclasses.dataclass(slots=True)
-class _PlayerChange:
-    change: PlayerChange
-    now: float
-    after: ChangeCommitted | None
-    front: int
-    done: asyncio.Future[Player | None]
-
-
 class PostgresPlayers(PlayerStore):
     """Players on PostgreSQL. A guild's changes that arrive while one commits are applied
     together in the next transaction, each on the player as the one before left it (group
@@ -4319,8 +4370,7 @@ class PostgresPlayers(PlayerStore):
     def __init__(self, db: PostgresDatabase) -> None:
         super().__init__(db)
         self.pg = db
-        self._waiting: dict[str, list[_PlayerChange]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches: GroupCommit[str, PendingChange] = GroupCommit(self._commit_batch, lambda c: c.done)
 
     @classmethod
     async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
@@ -4334,65 +4384,32 @@ class PostgresPlayers(PlayerStore):
         player.more = max(size - len(player.queue), 0)
         return player
 
-    async def change(
-        self,
-        guild_id: str,
-        change: PlayerChange,
-        now: float,
-        after: ChangeCommitted | None = None,
-        front: int = 2,
-    ) -> Player | None:
-        done: asyncio.Future[Player | None] = asyncio.get_running_loop().create_future()
-        waiting = self._waiting.get(guild_id)
-        if waiting is None:
-            waiting = self._waiting[guild_id] = []
-            task = asyncio.create_task(self._apply(guild_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        waiting.append(_PlayerChange(change, now, after, front, done))
-        return await done
+    async def commit(self, guild_id: str, pending: PendingChange) -> None:
+        """The guild's changes are applied in the order they came, a batch at a time."""
+        self._batches.add(guild_id, pending)
 
-    async def _apply(self, guild_id: str) -> None:
-        """Commit the guild's waiting changes, a batch at a time, until none waits."""
-        tags = [("player", guild_id)]
-        try:
-            while batch := self._waiting.get(guild_id):
-                self._waiting[guild_id] = []  # what comes meanwhile is the next batch
+    async def _commit_batch(self, guild_id: str, batch: list[PendingChange]) -> None:
+        def committed(outcomes: list[tuple[bool, Any, int]]) -> None:
+            for change, (ok, player, seq) in zip(batch, outcomes, strict=True):
+                if ok and change.after is not None:
+                    change.after(player, seq)
 
-                def committed(
-                    outcomes: list[tuple[bool, Any, int]], batch: list[_PlayerChange] = batch
-                ) -> None:
-                    for change, (ok, player, seq) in zip(batch, outcomes, strict=True):
-                        if ok and change.after is not None:
-                            change.after(player, seq)
-
-                flipped: list[bool] = []  # a change connected or disconnected the guild
-                try:
-                    outcomes = await self.pg.write(
-                        lambda tx, batch=batch, flipped=flipped: self._run(tx, guild_id, batch, flipped),
-                        forgets=tags,
-                        after=committed,
-                        also_forgets=lambda: [("connected", guild_id)] if flipped else [],
-                    )
-                except BaseException as exc:  # the batch failed together
-                    for change in batch:
-                        if not change.done.done():
-                            change.done.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
-                    if not change.done.done():
-                        if ok:
-                            change.done.set_result(answer)
-                        else:
-                            change.done.set_exception(answer)
-        finally:
-            if not self._waiting.get(guild_id):
-                self._waiting.pop(guild_id, None)
+        flipped: list[bool] = []  # a change connected or disconnected the guild
+        outcomes = await self.pg.write(
+            lambda tx: self._run(tx, guild_id, batch, flipped),
+            forgets=[("player", guild_id)],
+            after=committed,
+            also_forgets=lambda: [("connected", guild_id)] if flipped else [],
+        )
+        for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
+            if not change.done.done():
+                if ok:
+                    change.done.set_result(answer)
+                else:
+                    change.done.set_exception(answer)
 
     async def _run(
-        self, tx: PostgresTransaction, guild_id: str, batch: list[_PlayerChange], flipped: list[bool]
+        self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], flipped: list[bool]
     ) -> list[tuple[bool, Any, int]]:
         flipped.clear()  # (a batch tried again after a deadlock starts over)
         await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
@@ -4437,7 +4454,7 @@ class PostgresPlayers(PlayerStore):
         tx: PostgresTransaction,
         guild_id: str,
         player: Player | None,
-        item: _PlayerChange,
+        item: PendingChange,
         wrote: list[bool],
     ) -> Player | None:
         """One change on the player as the one before left it (its drops and appends not yet
