@@ -52,7 +52,7 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, Self, TypeVar, cast
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
@@ -1850,6 +1850,28 @@ class Remembering:
         return answer
 
 
+class TurnLook(Generic[T]):
+    """A value looked at once per turn of the event loop: the look is forgotten by a callback
+    queued right after it, which runs before any request that arrives later takes a step (the
+    loop's queue is first in, first out), so a caller never sees a look older than itself, and a
+    busy turn's callers share one (the credentials counter on SQLite, where a look is a read on
+    the loop)."""
+
+    def __init__(self, look: Callable[[], T]) -> None:
+        self._look = look
+        self._looked: list[T] = []
+
+    def __call__(self) -> T:
+        if not self._looked:
+            looked = self._look()
+            try:
+                asyncio.get_running_loop().call_soon(self._looked.clear)
+            except RuntimeError:  # no loop: nothing to share the look with
+                return looked
+            self._looked.append(looked)
+        return self._looked[0]
+
+
 class GroupCommit(Generic[K, W]):
     """Group commit: work that arrives while a batch of its key commits waits, and goes into the
     key's next batch together. ``commit(key, batch)`` commits one batch and answers each item's
@@ -3500,7 +3522,7 @@ class SqliteDatabase(Remembering):
         self._monotonic = monotonic
         self._reader: SqliteTransaction | None = None
         self._checked = -math.inf
-        self._credentials_looked: int | None = None  # this turn of the loop's look at it
+        self._credentials = TurnLook(lambda: self.read_now(lambda tx: tx.value(CREDENTIALS)) or 0)
 
     async def open(self) -> SqliteDatabase:
         try:
@@ -3596,27 +3618,10 @@ class SqliteDatabase(Remembering):
                 writer.commits = commits
         return True
 
-    def credentials_now(self) -> int:
-        """The ``credentials`` counter: it moves with every commit that changes a credential.
-
-        Looked at once per turn of the event loop: the look is forgotten by a callback queued
-        right after it, which runs before any request that arrives later takes a step (the
-        loop's queue is first in, first out), so a request never sees a look older than itself,
-        and a busy turn's requests share one."""
-        if self._credentials_looked is None:
-            looked = self.read_now(lambda tx: tx.value(CREDENTIALS)) or 0
-            try:
-                asyncio.get_running_loop().call_soon(self._look_again)
-            except RuntimeError:  # no loop: nothing to share the look with
-                return looked
-            self._credentials_looked = looked
-        return self._credentials_looked
-
-    def _look_again(self) -> None:
-        self._credentials_looked = None
-
     async def credentials(self) -> int:
-        return self.credentials_now()
+        """The ``credentials`` counter: it moves with every commit that changes a credential.
+        Looked at once per turn of the event loop (see :class:`TurnLook`)."""
+        return self._credentials()
 
     # The file -------------------------------------------------------------------
 
@@ -4021,42 +4026,21 @@ class PostgresClaim:
                 conn.terminate()
 
 
-class PostgresDatabase(Remembering):
-    """A PostgreSQL database through an asyncpg pool (:class:`Database`): each write one
-    transaction on a connection of its own (the server runs them side by side; only a guild's
-    player changes are grouped, see :class:`PostgresPlayers`), reads on any connection.
-
-    Answers are remembered only when a broker tells every process of every commit's forgotten
-    tags (Redis: :meth:`shared`); without one, another machine's commit could not be noticed,
-    so nothing is remembered. A lost connection, a server that is starting, shutting down or
-    read-only (a failover under way) is :class:`Unavailable` (503); the pool makes new
-    connections as the server comes back."""
-
-    catalog: ClassVar[type[CatalogStore]]
-    players: ClassVar[type[PlayerStore]]
-    loads: ClassVar[type[LoadStore]]  # set below, once the classes exist
+class PostgresConnections:
+    """A PostgreSQL database's connections: an asyncpg pool, opened with the schema made or
+    checked, its reads, and what asyncpg raises, answered as the API does. A lost connection, a
+    server that is starting, shutting down or read-only (a failover under way) is
+    :class:`Unavailable` (503); the pool makes new connections as the server comes back."""
 
     pool_size = 10
-    pause_between_chunks = 0.0
-    attempts = 3
-    """Tries of a write that PostgreSQL aborted to break a deadlock or a serialization conflict."""
 
     def __init__(self, url: str, *, write_wait: float = 5.0, name: str = "xenon-elixir") -> None:
         self.url = url
         self.write_wait = write_wait
         self.name = name
         """The connections' ``application_name``: a server's says so (see :class:`PostgresClaim`)."""
-        self.answers = Answers()
         self._pool: Any = None
-        self._claim = PostgresClaim(self)
         self.asyncpg = _asyncpg()
-        self._orders: dict[str, asyncio.Lock] = {}
-        self._on_commit: Callable[[float], None] | None = None
-        self._share: Callable[[Tags], None] | None = None
-        self._sharing: Callable[[], bool] = lambda: False
-        self._forgotten = 0  # forgets so far: an answer read across one is not remembered
-        self.credentials = FreshLook(self._credentials_look)
-        """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
         errors = self.asyncpg.exceptions
         self.faults: tuple[type[BaseException], ...] = (
             OSError,
@@ -4069,13 +4053,11 @@ class PostgresDatabase(Remembering):
             errors.InsufficientResourcesError,
             errors.ConnectionFailureError,
         )
-        self._retried = (errors.DeadlockDetectedError, errors.SerializationError)
-        self._locked = errors.LockNotAvailableError
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({masked_url(self.url)})"
 
-    async def open(self) -> PostgresDatabase:
+    async def open(self) -> Self:
         try:
             self._pool = await self.asyncpg.create_pool(
                 self.url,
@@ -4118,18 +4100,90 @@ class PostgresDatabase(Remembering):
             raise
         return self
 
-    async def claim(self, mark: str) -> None:
-        """Serve this database as a server marked ``mark``: see :class:`PostgresClaim`."""
-        await self._claim.take(mark)
-
     async def close(self) -> None:
-        await self._claim.drop()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), 5.0)
             except (TimeoutError, *self.faults):
                 pool.terminate()
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        log.warning("database refused with 503: %s", exc)
+        return Unavailable(PG_AWAY)
+
+    async def _read(self, how: str, sql: str, *args: Any) -> Any:
+        assert self._pool is not None, "database is not open"
+        try:
+            return await getattr(self._pool, how)(pg_sql(sql), *args)
+        except self.faults as exc:
+            raise self._unavailable(exc) from exc
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        return await self._read("fetchrow", sql, *args)
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        return await self._read("fetchval", sql, *args)
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return await self._read("fetch", sql, *args)
+
+    async def snapshot(self, read: Callable[[PostgresTransaction], Awaitable[T]]) -> T:
+        """``read(transaction)`` in one read-only repeatable-read transaction: one commit's view."""
+        assert self._pool is not None, "database is not open"
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    return await read(PostgresTransaction(conn, self))
+        except self.faults as exc:
+            raise self._unavailable(exc) from exc
+
+    async def ping(self) -> bool:
+        try:
+            return await asyncio.wait_for(self.value("SELECT 1"), 2.0) == 1
+        except (TimeoutError, DomainError, AssertionError, AttributeError):
+            return False
+
+
+class PostgresDatabase(PostgresConnections, Remembering):
+    """A PostgreSQL store (:class:`Database`): each write one transaction on a connection of its
+    own (the server runs them side by side; only a guild's player changes are grouped, see
+    :class:`PostgresPlayers`), reads on any connection (:class:`PostgresConnections`).
+
+    Answers are remembered only when a broker tells every process of every commit's forgotten
+    tags (Redis: :meth:`shared`); without one, another machine's commit could not be noticed,
+    so nothing is remembered."""
+
+    catalog: ClassVar[type[CatalogStore]]
+    players: ClassVar[type[PlayerStore]]
+    loads: ClassVar[type[LoadStore]]  # set below, once the classes exist
+
+    pause_between_chunks = 0.0
+    attempts = 3
+    """Tries of a write that PostgreSQL aborted to break a deadlock or a serialization conflict."""
+
+    def __init__(self, url: str, *, write_wait: float = 5.0, name: str = "xenon-elixir") -> None:
+        super().__init__(url, write_wait=write_wait, name=name)
+        self.answers = Answers()
+        self._claim = PostgresClaim(self)
+        self._orders: dict[str, asyncio.Lock] = {}
+        self._on_commit: Callable[[float], None] | None = None
+        self._share: Callable[[Tags], None] | None = None
+        self._sharing: Callable[[], bool] = lambda: False
+        self._forgotten = 0  # forgets so far: an answer read across one is not remembered
+        self.credentials = FreshLook(self._credentials_look)
+        """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
+        errors = self.asyncpg.exceptions
+        self._retried = (errors.DeadlockDetectedError, errors.SerializationError)
+        self._locked = errors.LockNotAvailableError
+
+    async def claim(self, mark: str) -> None:
+        """Serve this database as a server marked ``mark``: see :class:`PostgresClaim`."""
+        await self._claim.take(mark)
+
+    async def close(self) -> None:
+        await self._claim.drop()
+        await super().close()
 
     def shared(self, share: Callable[[Tags], None], sharing: Callable[[], bool]) -> None:
         """Remember answers: ``share(tags)`` tells every other process what a commit here made
@@ -4146,10 +4200,6 @@ class PostgresDatabase(Remembering):
 
     def on_commit(self, observe: Callable[[float], None]) -> None:
         self._on_commit = observe
-
-    def _unavailable(self, exc: BaseException) -> Unavailable:
-        log.warning("database refused with 503: %s", exc)
-        return Unavailable(PG_AWAY)
 
     async def write(
         self,
@@ -4197,32 +4247,6 @@ class PostgresDatabase(Remembering):
                     tx.held.release()
         raise AssertionError("unreachable")
 
-    async def _read(self, how: str, sql: str, *args: Any) -> Any:
-        assert self._pool is not None, "database is not open"
-        try:
-            return await getattr(self._pool, how)(pg_sql(sql), *args)
-        except self.faults as exc:
-            raise self._unavailable(exc) from exc
-
-    async def one(self, sql: str, *args: Any) -> Any:
-        return await self._read("fetchrow", sql, *args)
-
-    async def value(self, sql: str, *args: Any) -> Any:
-        return await self._read("fetchval", sql, *args)
-
-    async def all(self, sql: str, *args: Any) -> list[Any]:
-        return await self._read("fetch", sql, *args)
-
-    async def snapshot(self, read: Callable[[PostgresTransaction], Awaitable[T]]) -> T:
-        """``read(transaction)`` in one read-only repeatable-read transaction: one commit's view."""
-        assert self._pool is not None, "database is not open"
-        try:
-            async with self._pool.acquire() as conn:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await read(PostgresTransaction(conn, self))
-        except self.faults as exc:
-            raise self._unavailable(exc) from exc
-
     def trusted(self) -> bool:
         """While every commit's tags reach this process (a broker is up: :meth:`shared`); while
         they do not, nothing is remembered (a credential's counter is looked at on each use,
@@ -4237,12 +4261,6 @@ class PostgresDatabase(Remembering):
 
     async def _credentials_look(self) -> int:
         return await self.value(CREDENTIALS) or 0
-
-    async def ping(self) -> bool:
-        try:
-            return await asyncio.wait_for(self.value("SELECT 1"), 2.0) == 1
-        except (TimeoutError, DomainError, AssertionError, AttributeError):
-            return False
 
     async def backup_to(self, path: str) -> None:
         raise StoreError("a PostgreSQL database is backed up with pg_dump, not by xenon-elixir backup")
