@@ -59,14 +59,15 @@ import msgspec
 from litestar import Litestar, Request, Response, Router, WebSocket, asgi, delete, get, post, put, websocket
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Operation, Schema, SecurityScheme
-from litestar.params import Parameter, PathParameter, QueryParameter
+from litestar.openapi.spec import Components, Operation, RequestBody, Schema, SecurityScheme
+from litestar.params import Parameter, ParameterKwarg, PathParameter, QueryParameter
 from litestar.routes import HTTPRoute
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 __all__ = [
     "SCHEMA",
@@ -533,11 +534,11 @@ _TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9]{12}$"
 _BACKUP_ID_PATTERN = r"^[0-9A-Za-z]{1,32}$"
 
 
-def _nullable(pattern: str) -> Parameter:
+def _nullable(pattern: str) -> ParameterKwarg:
     return Parameter(schema_extra={"oneOf": [{"type": "string", "pattern": pattern}, {"type": "null"}]})
 
 
-def _text(shortest: int, longest: int, *, not_blank: bool = False) -> Parameter:
+def _text(shortest: int, longest: int, *, not_blank: bool = False) -> ParameterKwarg:
     extra: dict[str, Any] = {"type": "string", "minLength": shortest, "maxLength": longest}
     if not_blank:
         extra["pattern"] = _NOT_BLANK
@@ -824,7 +825,10 @@ class BackupIn(msgspec.Struct, kw_only=True):
     id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
     source_id: SnowflakeIn
     creator_id: SnowflakeIn
-    checked_id: ClassVar[Callable[[str], str]] = staticmethod(backup_id)
+
+    @staticmethod
+    def checked_id(value: str) -> str:
+        return backup_id(value)
 
     def __post_init__(self) -> None:
         if self.id is not None:
@@ -838,7 +842,10 @@ class TemplateIn(BackupIn, kw_only=True):
 
     id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
     name: Annotated[str, _text(1, 100, not_blank=True)]
-    checked_id: ClassVar[Callable[[str], str]] = staticmethod(template_id)
+
+    @staticmethod
+    def checked_id(value: str) -> str:
+        return template_id(value)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -6680,16 +6687,15 @@ class LavalinkResolver:
         loaded = await self._node.request("GET", "/v4/loadtracks", identifier=identifier) or {}
         kind, data = loaded.get("loadType"), loaded.get("data")
         if kind == "error":
-            raise Invalid(
-                "load failed", f"The track could not be loaded: {data.get('message') or 'unknown error'}"
-            )
-        if kind == "track":
+            reason = data.get("message") if isinstance(data, dict) else None
+            raise Invalid("load failed", f"The track could not be loaded: {reason or 'unknown error'}")
+        if kind == "track" and isinstance(data, dict):
             return lavalink_track(data)
-        if kind == "search":
+        if kind == "search" and isinstance(data, list):
             return next(filter(None, map(lavalink_track, data)), None)
-        if kind == "playlist":
+        if kind == "playlist" and isinstance(data, dict):
             return [track for track in map(lavalink_track, data.get("tracks", [])) if track] or None
-        return None  # empty
+        return None  # empty, or no data where the kind has some
 
 
 @dataclasses.dataclass(slots=True)
@@ -6767,7 +6773,7 @@ class LavalinkPlayers:
             self._sent.pop(guild_id, None)
             return
         entry, now = player.current, self._music.now()
-        want = NodePlayer(entry and entry.entry_id, player.paused, player.volume)
+        want = NodePlayer(None if entry is None else entry.entry_id, player.paused, player.volume)
         body: dict[str, Any] = {}
         if (sent.entry_id if sent else None) != want.entry_id:
             if entry is None:
@@ -7000,12 +7006,12 @@ class Encoded:
 
     def __init__(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         length = (b"content-length", b"%d" % len(body))
-        self._start = {
+        self._start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": 200,
             "headers": [_JSON_TYPE, length, *headers],
         }
-        self._body = {"type": "http.response.body", "body": body}
+        self._body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(self._start)
@@ -7027,7 +7033,7 @@ class OptionalBodyOperation(Operation):
     """An operation whose request body may be left out (Litestar always writes ``required: true``)."""
 
     def __post_init__(self) -> None:
-        if self.request_body is not None:
+        if isinstance(self.request_body, RequestBody):  # Litestar writes one, never a reference
             self.request_body.required = False
 
 
@@ -7035,13 +7041,21 @@ def _any_of_names(*names: str) -> Schema:
     return Schema(any_of=[Schema(required=[name]) for name in names])
 
 
+def _require_too(operation: Operation, *schemas: Schema) -> None:
+    """Make the JSON request body of ``operation`` match each of ``schemas`` as well."""
+    body = operation.request_body
+    media = body.content.get("application/json") if isinstance(body, RequestBody) else None
+    if media is None or media.schema is None:
+        raise TypeError(f"{operation.operation_id}: no JSON request body to add to")
+    media.schema = Schema(all_of=[media.schema, *schemas])
+
+
 @dataclasses.dataclass
 class ElixirWriteOperation(Operation):
     """An Elixir write: ``user`` or its alias ``user.id`` is required."""
 
     def __post_init__(self) -> None:
-        media = self.request_body.content["application/json"]
-        media.schema = Schema(all_of=[media.schema, _any_of_names("user", "user.id")])
+        _require_too(self, _any_of_names("user", "user.id"))
 
 
 @dataclasses.dataclass
@@ -7049,10 +7063,7 @@ class ElixirJoinOperation(Operation):
     """Join also needs ``channel`` or ``channel.id``."""
 
     def __post_init__(self) -> None:
-        media = self.request_body.content["application/json"]
-        media.schema = Schema(
-            all_of=[media.schema, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id")]
-        )
+        _require_too(self, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id"))
 
 
 def documented_body(type_: Any) -> dict[str, Provide]:
@@ -7159,9 +7170,9 @@ async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
         return
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     if error.status_code == 429:
         await send({"type": "websocket.close", "code": 4029, "reason": body.decode()})
     elif error.status_code == 503:  # try again later
@@ -7180,7 +7191,7 @@ async def _pump(stream: Stream, send: Send) -> None:
     sent = 0
     try:
         async for frame in stream:
-            await send({"type": "websocket.send", "text": frame})
+            await send({"type": "websocket.send", "text": frame, "bytes": None})
             sent += 1
             if sent % _FRAMES_BETWEEN_YIELDS == 0:
                 await asyncio.sleep(0)
@@ -7217,7 +7228,7 @@ async def follow(
     where the stream has a log), or the credential that opened it is revoked (4001). Client
     messages are ignored."""
     try:
-        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         pump = asyncio.create_task(_pump(stream, send))
         stream.subscription.on_dropped = pump.cancel
         if revocations is not None:
@@ -7358,7 +7369,7 @@ def _backup_param(value: str, _: str) -> str:
         raise XenonError(400, str(exc)) from None
 
 
-_XENON_SECURITY = [{"BotToken": []}]
+_XENON_SECURITY: list[dict[str, list[str]]] = [{"BotToken": []}]
 
 
 @get(
@@ -7442,7 +7453,7 @@ def _since(scope: Any) -> int | None:
 @asgi("/loaders/ws", opt={"api": "xenon"}, copy_scope=False, include_in_schema=False)
 async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
     """Live loader events. The token is read from the handshake; client messages are ignored."""
-    if scope["type"] != "websocket":
+    if scope["type"] != ScopeType.WEBSOCKET:
         raise XenonError(426, "Expected a WebSocket handshake", headers={"Upgrade": "websocket"})
     if (await receive())["type"] != "websocket.connect":
         return
@@ -7600,8 +7611,8 @@ async def elixir_player_ws(
         try:
             stream = await xe.music.follow(path_id(guild_id, "guild"))
         except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
-            error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
-            error = ElixirError(error.status_code, error.message, headers=error.headers)
+            answer = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
+            error = ElixirError(answer.status_code, answer.message, headers=answer.headers)
             await refuse_handshake(scope, send, error, xe.config.clock())
             return
         await follow(stream, send, receive)
