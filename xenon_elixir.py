@@ -1198,23 +1198,6 @@ def mapper_ids(source_id: str, target_id: str, ids: Mapping[str, str]) -> dict[s
     return {source_id: target_id, **{old: new for old, new in ids.items() if old != source_id}}
 
 
-class QueueEntry(msgspec.Struct, gc=False):
-    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
-    queue's length must not lengthen the collector's pauses."""
-
-    entry_id: int
-    track: Track
-    requested_by: str
-    shown: ElixirTrack | None = None
-    """How a follower's frame shows it while it waits (made once: frames of one change after
-    another repeat 24 of their 25 waiting tracks)."""
-
-    def waiting(self) -> ElixirTrack:
-        if self.shown is None:
-            self.shown = elixir_track(self.track, self.requested_by)
-        return self.shown
-
-
 def clock_face(ms: float) -> str:
     """``MM:SS``, or ``HH:MM:SS`` from an hour on."""
     hours, rest = divmod(int(ms) // 1000, 3600)
@@ -1240,6 +1223,23 @@ def elixir_track(track: Track, requested_by: str, position: float = 0) -> Elixir
         identifier=track.identifier,
         requested_by=requested_by,
     )
+
+
+class QueueEntry(msgspec.Struct, gc=False):
+    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
+    queue's length must not lengthen the collector's pauses."""
+
+    entry_id: int
+    track: Track
+    requested_by: str
+    shown: ElixirTrack | None = None
+    """How a follower's frame shows it while it waits (made once: frames of one change after
+    another repeat 24 of their 25 waiting tracks)."""
+
+    def waiting(self) -> ElixirTrack:
+        if self.shown is None:
+            self.shown = elixir_track(self.track, self.requested_by)
+        return self.shown
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -5573,11 +5573,11 @@ class Hub:
     that falls more than its backlog behind is dropped, never silently."""
 
     def __init__(
-        self, backlog: int = 1000, broker: Broker | None = None, metrics: Metrics | None = None
+        self, backlog: int = 1000, broker: Broker | None = None, counters: Metrics | None = None
     ) -> None:
         self.backlog = backlog
         self.broker = broker
-        self._metrics = metrics
+        self._metrics = counters
         self._topics: dict[str, set[Subscription]] = {}
         self._ordered: dict[str, InOrder] = {}
         self.handlers: dict[str, Callable[[str], None]] = {}
@@ -7028,6 +7028,16 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def mount_prefix(scope: Scope) -> str:
+    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
+    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
+    if root := scope.get("root_path", ""):
+        return root
+    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
+    path = scope.get("path", "").rstrip("/")
+    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
+
+
 @dataclasses.dataclass
 class OptionalBodyOperation(Operation):
     """An operation whose request body may be left out (Litestar always writes ``required: true``)."""
@@ -7085,6 +7095,47 @@ def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
     return ((b"cache-control", b"max-age=%d" % max_age), (b"expires", expires), (b"expiration", expires))
 
 
+_MAX_HOPS = 16
+"""``X-Forwarded-For`` hops looked at, from the right: more proxies than this in a row is a forgery."""
+
+
+def _forwarded_for(scope: Any) -> str | None:
+    values = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
+    return b",".join(values).decode("latin-1") if values else None
+
+
+def _rewritten(host: str, port: int, forwarded: str) -> bool:
+    """Whether the server put a hop of ``X-Forwarded-For`` in place of the socket peer: uvicorn
+    gives such a hop the port it was written with, else 0, which no TCP peer has."""
+    return host in forwarded and (port == 0 or f"{host}:{port}" in forwarded or f"]:{port}" in forwarded)
+
+
+@functools.cache
+def _warn_rewritten() -> None:
+    log.warning(
+        "uvicorn replaced the client address with X-Forwarded-For: run it with --no-proxy-headers "
+        "(and name your proxies in XE_TRUSTED_PROXIES); until then such requests share one address"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_of(hop: str) -> str:
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return hop[:100]
+
+
+def _hop_address(hop: str) -> str:
+    """A hop's address without a port (``1.2.3.4:5678``, ``[::1]:80``); a hop that is not an
+    address, as it was written (at most 100 characters)."""
+    return _address_of(hop[:100])
+
+
 def client_address(scope: Any, proxies: TrustedProxies) -> str:
     """Who a request comes from, for ``auth_failures``, the stream bound and the access log: the
     socket peer, unless that is a trusted proxy (:attr:`Config.trusted_proxies`); then the
@@ -7115,47 +7166,6 @@ def client_address(scope: Any, proxies: TrustedProxies) -> str:
     return address  # or, proxies all the way, the farthest one looked at
 
 
-_MAX_HOPS = 16
-"""``X-Forwarded-For`` hops looked at, from the right: more proxies than this in a row is a forgery."""
-
-
-def _forwarded_for(scope: Any) -> str | None:
-    values = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
-    return b",".join(values).decode("latin-1") if values else None
-
-
-def _rewritten(host: str, port: int, forwarded: str) -> bool:
-    """Whether the server put a hop of ``X-Forwarded-For`` in place of the socket peer: uvicorn
-    gives such a hop the port it was written with, else 0, which no TCP peer has."""
-    return host in forwarded and (port == 0 or f"{host}:{port}" in forwarded or f"]:{port}" in forwarded)
-
-
-@functools.cache
-def _warn_rewritten() -> None:
-    log.warning(
-        "uvicorn replaced the client address with X-Forwarded-For: run it with --no-proxy-headers "
-        "(and name your proxies in XE_TRUSTED_PROXIES); until then such requests share one address"
-    )
-
-
-def _hop_address(hop: str) -> str:
-    """A hop's address without a port (``1.2.3.4:5678``, ``[::1]:80``); a hop that is not an
-    address, as it was written (at most 100 characters)."""
-    return _address_of(hop[:100])
-
-
-@functools.lru_cache(maxsize=4096)
-def _address_of(hop: str) -> str:
-    if hop.startswith("["):
-        hop = hop[1:].partition("]")[0]
-    elif hop.count(":") == 1:
-        hop = hop.partition(":")[0]
-    try:
-        return str(ipaddress.ip_address(hop))
-    except ValueError:
-        return hop[:100]
-
-
 async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float) -> None:
     """Say why a handshake is refused.
 
@@ -7183,6 +7193,11 @@ async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float
         )
 
 
+async def _close(send: Send, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": reason}), 5.0)
+
+
 _FRAMES_BETWEEN_YIELDS = 64
 """A long replay hands the loop back this often: a socket with room takes a send without waiting."""
 
@@ -7208,11 +7223,6 @@ async def _pump(stream: Stream, send: Send) -> None:
         await _close(send, 1013, "backlog overflow")
     elif stream.revoked:  # as a refused handshake: retrying with this credential cannot help
         await _close(send, 4001, "Invalid token")
-
-
-async def _close(send: Send, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": reason}), 5.0)
 
 
 async def _drain(receive: Receive) -> None:
@@ -7398,9 +7408,9 @@ async def xenon_mappers(
     xe = services(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
-    backup_id = query_id(backup, "backup", _backup_param) if backup else None
+    from_backup = query_id(backup, "backup", _backup_param) if backup else None
     mapper = await xe.partners.mapper_json(
-        target_id, query_id(source, "source") if source else None, backup_id
+        target_id, query_id(source, "source") if source else None, from_backup
     )
     # Only a found mapper is cacheable (the original also cached its errors).
     return Encoded(mapper, cache_headers(int(xe.config.clock()), xe.config.cache_seconds))
@@ -8811,6 +8821,16 @@ _LOGGED_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixi
 """Set while a request that the access log records is handled (the server's own line would double it)."""
 
 
+def _decoded(name: str) -> str:
+    """A query parameter's name as the app reads it (``k%65y`` is ``key``), and as a client that
+    encoded it twice meant it: decoded until it no longer changes (a few rounds at most)."""
+    for _ in range(4):
+        before, name = name, unquote_plus(name)
+        if name == before or "%" not in name:
+            break
+    return name
+
+
 def masked_query(query: str) -> str:
     """A query string with the values of secret-looking parameters masked. Parameter by
     parameter: one regular expression over the whole string backtracked at every character
@@ -8823,16 +8843,6 @@ def masked_query(query: str) -> str:
         if equals and _SECRET_NAME.search(_decoded(name) if "%" in name else name):
             parts[i] = name + "=***"
     return "&".join(parts)
-
-
-def _decoded(name: str) -> str:
-    """A query parameter's name as the app reads it (``k%65y`` is ``key``), and as a client that
-    encoded it twice meant it: decoded until it no longer changes (a few rounds at most)."""
-    for _ in range(4):
-        before, name = name, unquote_plus(name)
-        if name == before or "%" not in name:
-            break
-    return name
 
 
 def masked(target: str) -> str:
@@ -8966,16 +8976,6 @@ class _Exchange:
         self.size = 0
         self.left = False  # the client went away before an answer started (logged as 499)
         self.replaced = False  # the framework's answer was swapped for a JSON one
-
-
-def mount_prefix(scope: Scope) -> str:
-    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
-    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
-    if root := scope.get("root_path", ""):
-        return root
-    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
-    path = scope.get("path", "").rstrip("/")
-    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
 
 
 def servers_named(send: Send, root: str) -> Send:
