@@ -205,6 +205,37 @@ RATE_LIMITS: dict[str, tuple[int, float]] = {
 per client address."""
 
 
+def parse_rate_limits(spec: str) -> dict[str, tuple[int, float] | None]:
+    """Each group's ``(hits, seconds)`` under ``spec`` (:attr:`Config.rate_limits`), or ``None``
+    when off. Raises ``ConfigError`` on bad syntax."""
+    table: dict[str, tuple[int, float] | None] = dict(RATE_LIMITS)
+    spec = spec.strip()
+    if spec.lower() == "off":
+        return dict.fromkeys(table)
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        group, _, limit = item.partition("=")
+        group, limit = group.strip(), limit.strip().lower()
+        if group not in table:
+            raise ConfigError(f"XE_RATE_LIMITS: unknown group {group[:40]!r} (known: {', '.join(table)})")
+        if limit == "off":
+            table[group] = None
+            continue
+        hits, _, seconds = limit.partition("/")
+        try:
+            parsed = (int(hits), float(seconds)) if len(hits) <= 12 else (0, 0.0)
+        except ValueError:
+            raise ConfigError(
+                f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off"
+            ) from None
+        if not (1 <= parsed[0] <= _MAX_HITS and 0 < parsed[1] <= _MAX_WINDOW):
+            raise ConfigError(
+                f"XE_RATE_LIMITS: {item[:60]!r} needs 1 to {_MAX_HITS} hits in more than 0 and at most "
+                f"{_MAX_WINDOW:g} seconds"
+            )
+        table[group] = parsed
+    return table
+
+
 class TrustedProxies:
     """The proxies whose ``X-Forwarded-For`` is believed (``XE_TRUSTED_PROXIES``): a comma list of
     addresses and CIDR networks. Empty: none, and the client address is always the socket peer."""
@@ -237,6 +268,67 @@ class TrustedProxies:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # a dual-stack socket
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
+
+
+def settings_from_env(env: Mapping[str, str], defaults: type[Config]) -> dict[str, Any]:
+    """The settings the ``XE_*`` variables of ``env`` give, as keyword arguments of ``Config``
+    (``defaults``) for :meth:`Config.from_env`; a number setting that is not a number stops the start."""
+
+    def number(name: str, kind: type[float | int], default: float) -> Any:
+        raw = env.get(name)
+        if not raw:
+            return default
+        try:
+            return kind(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw[:40]!r}") from None
+
+    return dict(
+        db=env.get("XE_DB") or defaults.db,
+        admin_token=env.get("XE_ADMIN_TOKEN") or None,
+        status_interval=number("XE_STATUS_INTERVAL", float, defaults.status_interval),
+        cache_seconds=number("XE_CACHE_SECONDS", int, defaults.cache_seconds),
+        max_queue=number("XE_MAX_QUEUE", int, defaults.max_queue),
+        rate_limits=env.get("XE_RATE_LIMITS", ""),
+        access_log=_on_off("XE_ACCESS_LOG", env.get("XE_ACCESS_LOG"), defaults.access_log),
+        request_metrics=_on_off(
+            "XE_REQUEST_METRICS", env.get("XE_REQUEST_METRICS"), defaults.request_metrics
+        ),
+        redis_url=env.get("XE_REDIS_URL", "").strip(),
+        redis_prefix=env.get("XE_REDIS_PREFIX") or defaults.redis_prefix,
+        lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
+        lavalink_password=env.get("XE_LAVALINK_PASSWORD") or defaults.lavalink_password,
+        lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
+        lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or defaults.lavalink_search_prefix,
+        trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
+        max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, defaults.max_streams_per_address),
+    )
+
+
+def check_settings(config: Config) -> None:
+    """Refuse a setting of ``config`` that cannot work (:meth:`Config.check`)."""
+    for field, (low, high) in _SETTING_BOUNDS.items():
+        value = getattr(config, field)
+        kind = int if isinstance(low, int) else float
+        if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
+            raise ConfigError(f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}")
+        if not low <= value <= high:  # nan fails both comparisons
+            raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
+    for field in _ON_OFF_SETTINGS:
+        if not isinstance(value := getattr(config, field), bool):
+            raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
+    _file_or_postgres(config.db)
+    for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
+        if not getattr(config, field).startswith("/"):
+            raise ConfigError(f"{field} must start with /")
+    if config.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", config.redis_url):
+        raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {config.redis_url[:60]!r}")
+    if config.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", config.lavalink_url):
+        raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {config.lavalink_url[:60]!r}")
+    if config.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", config.lavalink_user_id):
+        raise ConfigError("XE_LAVALINK_USER_ID must be a Discord user id (15-20 digits)")
+    config.proxies  # noqa: B018 (parsed here, so a bad one stops the start)
+    parse_rate_limits(config.rate_limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,93 +462,18 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
-        env = os.environ if environ is None else environ
-
-        def number(name: str, kind: type[float | int], default: float) -> Any:
-            raw = env.get(name)
-            if not raw:
-                return default
-            try:
-                return kind(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, not {raw[:40]!r}") from None
-
-        return cls(
-            db=env.get("XE_DB") or cls.db,
-            admin_token=env.get("XE_ADMIN_TOKEN") or None,
-            status_interval=number("XE_STATUS_INTERVAL", float, cls.status_interval),
-            cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
-            max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
-            rate_limits=env.get("XE_RATE_LIMITS", ""),
-            access_log=_on_off("XE_ACCESS_LOG", env.get("XE_ACCESS_LOG"), cls.access_log),
-            request_metrics=_on_off("XE_REQUEST_METRICS", env.get("XE_REQUEST_METRICS"), cls.request_metrics),
-            redis_url=env.get("XE_REDIS_URL", "").strip(),
-            redis_prefix=env.get("XE_REDIS_PREFIX") or cls.redis_prefix,
-            lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
-            lavalink_password=env.get("XE_LAVALINK_PASSWORD") or cls.lavalink_password,
-            lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
-            lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or cls.lavalink_search_prefix,
-            trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
-            max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, cls.max_streams_per_address),
-        )
+        """The settings of ``environ`` (by default the process's environment), defaults for the rest."""
+        return cls(**settings_from_env(os.environ if environ is None else environ, cls))
 
     def check(self) -> Config:
         """Refuse a setting that cannot work (``inf``, ``nan``, negative, absurdly large, an unknown
         group) with a :class:`ConfigError` that names it, before anything starts."""
-        for field, (low, high) in _SETTING_BOUNDS.items():
-            value = getattr(self, field)
-            kind = int if isinstance(low, int) else float
-            if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
-                raise ConfigError(
-                    f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}"
-                )
-            if not low <= value <= high:  # nan fails both comparisons
-                raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
-        for field in _ON_OFF_SETTINGS:
-            if not isinstance(value := getattr(self, field), bool):
-                raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
-        _file_or_postgres(self.db)
-        for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
-            if not getattr(self, field).startswith("/"):
-                raise ConfigError(f"{field} must start with /")
-        if self.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", self.redis_url):
-            raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {self.redis_url[:60]!r}")
-        if self.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", self.lavalink_url):
-            raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {self.lavalink_url[:60]!r}")
-        if self.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", self.lavalink_user_id):
-            raise ConfigError("XE_LAVALINK_USER_ID must be a Discord user id (15-20 digits)")
-        self.proxies  # noqa: B018 (parsed here, so a bad one stops the start)
-        self.rate_limit_table()
+        check_settings(self)
         return self
 
     def rate_limit_table(self) -> dict[str, tuple[int, float] | None]:
         """Each group's ``(hits, seconds)``, or ``None`` when off. Raises ``ConfigError`` on bad syntax."""
-        table: dict[str, tuple[int, float] | None] = dict(RATE_LIMITS)
-        spec = self.rate_limits.strip()
-        if spec.lower() == "off":
-            return dict.fromkeys(table)
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            group, _, limit = item.partition("=")
-            group, limit = group.strip(), limit.strip().lower()
-            if group not in table:
-                raise ConfigError(f"XE_RATE_LIMITS: unknown group {group[:40]!r} (known: {', '.join(table)})")
-            if limit == "off":
-                table[group] = None
-                continue
-            hits, _, seconds = limit.partition("/")
-            try:
-                parsed = (int(hits), float(seconds)) if len(hits) <= 12 else (0, 0.0)
-            except ValueError:
-                raise ConfigError(
-                    f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off"
-                ) from None
-            if not (1 <= parsed[0] <= _MAX_HITS and 0 < parsed[1] <= _MAX_WINDOW):
-                raise ConfigError(
-                    f"XE_RATE_LIMITS: {item[:60]!r} needs 1 to {_MAX_HITS} hits in more than 0 and at most "
-                    f"{_MAX_WINDOW:g} seconds"
-                )
-            table[group] = parsed
-        return table
+        return parse_rate_limits(self.rate_limits)
 
 
 class Cancellable(Protocol):
