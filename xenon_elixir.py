@@ -52,7 +52,7 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, TextIO, TypeVar
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
@@ -67,7 +67,18 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Operation, RequestBody, Schema, SecurityScheme
 from litestar.params import Parameter, ParameterKwarg, PathParameter, QueryParameter
 from litestar.routes import HTTPRoute
-from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+    WebSocketScope,
+)
+from litestar.types import Message as ASGIMessage
 
 __all__ = [
     "SCHEMA",
@@ -8908,7 +8919,7 @@ class ServerLogFilter(logging.Filter):
 _SERVER_LOG_FILTER = ServerLogFilter()
 
 
-class AccessLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class AccessLogHandler(logging.StreamHandler[TextIO]):
     """The access log's handler when this module sets it up (``serve``, a bare uvicorn): lines
     are gathered and written together once per turn of the event loop, one write for all the
     requests that finished in it, instead of a write and a flush per request (which halved the
@@ -8998,12 +9009,15 @@ class _Exchange:
 def servers_named(send: Send, root: str) -> Send:
     """The OpenAPI document of an app mounted under ``root`` names it in ``servers``, so
     clients built from it (Swagger UI's "Try it out") keep the prefix."""
-    held: list[Any] = []
+    held: list[HTTPResponseStartEvent] = []
     chunks: list[bytes] = []
 
-    async def rewrite(message: Any) -> None:
+    async def rewrite(message: ASGIMessage) -> None:
         if message["type"] == "http.response.start":
             held.append(message)
+            return
+        if message["type"] != "http.response.body":  # none comes between the start and the body
+            await send(message)
             return
         chunks.append(message.get("body", b""))
         if message.get("more_body"):
@@ -9015,60 +9029,119 @@ def servers_named(send: Send, root: str) -> Send:
             body = msgspec.json.encode(document)
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return rewrite
 
 
-async def json_error(send: Send, status: int, message: str, shape: str, now: float, prefix: str = "") -> int:
-    """Answer an error in the API's shape; returns the body's size."""
+async def json_error(
+    send: Send, status: int, message: str, shape: str, now: float, websocket: bool = False
+) -> int:
+    """Answer an error in the API's shape (to a WebSocket handshake: its HTTP denial); returns the
+    body's size."""
     body = msgspec.json.encode(error_body(shape, message, now))
     headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
-    await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
-    await send({"type": f"{prefix}http.response.body", "body": body})
+    if websocket:
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+    else:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
     return len(body)
 
 
+class RequestMeter:
+    """Counts and times every answered request (``xe_requests_total``, ``xe_request_seconds``) by
+    route template and status, while :attr:`metrics` is set."""
+
+    def __init__(self) -> None:
+        self.metrics: Metrics | None = None
+        """Where requests are counted: the services' while the app's lifespan runs."""
+        self._labels: dict[tuple[str, int], tuple[str, tuple[str, str]]] = {}
+
+    def measure(self, scope: Scope, status: int, began: float) -> None:
+        took = time.perf_counter() - began
+        counted = self.metrics
+        if counted is None:
+            return
+        key = (scope.get("path_template") or "unmatched", status)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = self._labels[key] = (
+                "xe_requests_total" + _labels(route=key[0], status=str(status)),
+                ("xe_request_seconds", _labels(route=key[0])),
+            )
+        counted.request(labels[0], labels[1], took)
+
+
+class AccessLog:
+    """One access-log line per HTTP request or WebSocket connection (``Config.access_log``), in the
+    Common Log Format plus the time taken; headers are never logged and secret-looking query
+    values are masked; a client that left before its answer is 499."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.on = config.access_log
+
+    def enabled(self) -> bool:
+        return self.on and access_log.isEnabledFor(logging.INFO)
+
+    def write(self, scope: Scope, method: str, status: int, size: int, began: float) -> None:
+        query = scope.get("query_string", b"")
+        target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
+        took = (time.perf_counter() - began) * 1000
+        line = (
+            f"{client_address(scope, self.config.proxies)} - - [{_log_time(int(self.config.clock()))}] "
+            f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size or "-"} {took:.1f}ms'
+        )
+        writer = _access_writer()
+        if writer is not None:
+            writer.write_line(line)
+        else:  # logging configured by the embedding program: a record like any other
+            access_log.info("%s", line)
+
+
 class Edge:
-    """What every request meets before the framework: the HTTP rules Litestar leaves out, and the
-    access log.
+    """What every request meets before the framework: the HTTP rules Litestar leaves out, the
+    request figures (:class:`RequestMeter`) and the access log (:class:`AccessLog`).
 
     * ``HEAD`` is answered as ``GET`` without the body; ``OPTIONS`` and 405 ``Allow`` list every
       method of the path (Litestar's OPTIONS lists only the first handler's).
     * Answers that would not be JSON become JSON 404s: unknown paths under the docs (an HTML page)
       and WebSocket handshakes to unknown paths (an empty 403).
-    * One access-log line per HTTP request or WebSocket connection, in the Common Log Format plus
-      the time taken; headers are never logged and secret-looking query values are masked; a
-      client that left before its answer is 499.
     """
 
     def __init__(self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str) -> None:
         self.app = app
-        self.metrics: Metrics | None = None
-        """Where requests are counted: the services' while the app's lifespan runs."""
-        self._labels: dict[tuple[str, int], tuple[str, tuple[str, str]]] = {}
+        self.meter = RequestMeter()
+        self.access = AccessLog(config)
         self.config = config
-        self.logging = config.access_log
         self.allow = allow
         """Path template -> every method it answers (``Allow``)."""
         self.docs_prefix = docs_path.rstrip("/") + "/"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    @property
+    def metrics(self) -> Metrics | None:
+        """Where requests are counted (:attr:`RequestMeter.metrics`)."""
+        return self.meter.metrics
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @metrics.setter
+    def metrics(self, counted: Metrics | None) -> None:
+        self.meter.metrics = counted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            await self._http(scope, receive, send)
+        else:  # Litestar answers the lifespan itself: only requests and handshakes come this far
+            await self._websocket(scope, receive, send)
+
+    async def _http(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         head, options = method == "HEAD", method == "OPTIONS"
         docs = scope["path"].startswith(self.docs_prefix)
-        logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
+        logging_on = self.access.enabled()
         if not (head or options or docs or logging_on):
-            if self.metrics is None:
+            if self.meter.metrics is None:
                 await self.app(scope, receive, send)
             else:
                 await self._measured(scope, receive, send)
@@ -9078,13 +9151,13 @@ class Edge:
         if root and scope["path"].rstrip("/").endswith("/openapi.json") and not head:
             send = servers_named(send, root)
 
-        async def listen() -> Any:
+        async def listen() -> ReceiveMessage:
             message = await receive()
             if message["type"] == "http.disconnect" and not exchange.status:
                 exchange.left = True
             return message
 
-        async def answer(message: Any) -> None:
+        async def answer(message: ASGIMessage) -> None:
             if exchange.replaced:
                 return
             if message["type"] == "http.response.start":
@@ -9105,21 +9178,21 @@ class Edge:
 
         token = _LOGGED_HERE.set(True) if logging_on else None
         began = time.perf_counter()
-        inner = {**scope, "method": "GET"} if head else scope
+        inner: HTTPScope = {**scope, "method": "GET"} if head else scope
         try:
             await self.app(inner, listen, answer)
         finally:
             status = 499 if exchange.left else exchange.status or 500
-            self._measure(inner, status, began)
+            self.meter.measure(inner, status, began)
             if token is not None:
                 _LOGGED_HERE.reset(token)
-                self._log(scope, method, status, 0 if head else exchange.size, began)
+                self.access.write(scope, method, status, 0 if head else exchange.size, began)
 
     async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app's answer as it is, its status and time counted (no access log)."""
         status = 0
 
-        async def answer(message: Any) -> None:
+        async def answer(message: ASGIMessage) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -9129,80 +9202,51 @@ class Edge:
         try:
             await self.app(scope, receive, answer)
         finally:
-            self._measure(scope, status or 500, began)
+            self.meter.measure(scope, status or 500, began)
 
-    def _measure(self, scope: Scope, status: int, began: float) -> None:
-        took = time.perf_counter() - began
-        metrics = self.metrics
-        if metrics is None:
-            return
-        key = (scope.get("path_template") or "unmatched", status)
-        labels = self._labels.get(key)
-        if labels is None:
-            labels = self._labels[key] = (
-                "xe_requests_total" + _labels(route=key[0], status=str(status)),
-                ("xe_request_seconds", _labels(route=key[0])),
-            )
-        metrics.request(labels[0], labels[1], took)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _websocket(self, scope: WebSocketScope, receive: Receive, send: Send) -> None:
         exchange = _Exchange()
         denial = "websocket.http.response" in (scope.get("extensions") or {})
 
-        async def answer(message: Any) -> None:
-            kind = message["type"]
-            if kind == "websocket.close" and not exchange.status:  # refused before the handshake
-                if "route_handler" not in scope and denial:  # no such path
+        async def answer(message: ASGIMessage) -> None:
+            if message["type"] == "websocket.close" and not exchange.status:  # refused before the handshake
+                if scope.get("route_handler") is None and denial:  # no such path
                     exchange.status = 404
                     _DENIED.set(True)
                     exchange.size = await json_error(
-                        send, 404, "Not Found", self._shape(scope), self.config.clock(), prefix="websocket."
+                        send, 404, "Not Found", self._shape(scope), self.config.clock(), websocket=True
                     )
                     return
                 exchange.status = 403
-            elif kind == "websocket.http.response.start":
+            elif message["type"] == "websocket.http.response.start":
                 exchange.status = message["status"]
                 _DENIED.set(True)
-            elif kind == "websocket.http.response.body":
+            elif message["type"] == "websocket.http.response.body":
                 exchange.size += len(message.get("body", b""))
-            elif kind == "websocket.accept":
+            elif message["type"] == "websocket.accept":
                 exchange.status = 101
             await send(message)
 
-        logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
+        logging_on = self.access.enabled()
         token = _LOGGED_HERE.set(True) if logging_on else None
         began = time.perf_counter()
         try:
             await self.app(scope, receive, answer)
         finally:
-            self._measure(scope, exchange.status or 500, began)
+            self.meter.measure(scope, exchange.status or 500, began)
             if token is not None:
                 _LOGGED_HERE.reset(token)
-                self._log(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
+                self.access.write(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
 
     def _shape(self, scope: Scope) -> str:
         return "elixir" if api_of(scope, self.config.elixir_prefix) == "elixir" else "xenon"
 
-    def _with_allow(self, message: Any, scope: Scope) -> Any:
+    def _with_allow(self, message: HTTPResponseStartEvent, scope: Scope) -> HTTPResponseStartEvent:
         allow = self.allow.get(scope.get("path_template", ""))
         if allow is None:
             return message
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
         return {**message, "headers": [*headers, (b"allow", allow.encode())]}
-
-    def _log(self, scope: Scope, method: str, status: int, size: int, began: float) -> None:
-        query = scope.get("query_string", b"")
-        target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
-        took = (time.perf_counter() - began) * 1000
-        line = (
-            f"{client_address(scope, self.config.proxies)} - - [{_log_time(int(self.config.clock()))}] "
-            f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size or "-"} {took:.1f}ms'
-        )
-        writer = _access_writer()
-        if writer is not None:
-            writer.write_line(line)
-        else:  # logging configured by the embedding program: a record like any other
-            access_log.info("%s", line)
 
 
 DOCS_PATH = "/schema"
