@@ -52,21 +52,33 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, Self, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, Self, TextIO, TypeVar, cast
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, WebSocket, asgi, delete, get, post, put, websocket
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Operation, Schema, SecurityScheme
-from litestar.params import Parameter, PathParameter, QueryParameter
+from litestar.openapi.spec import Components, Operation, RequestBody, Schema, SecurityScheme
+from litestar.params import Parameter, ParameterKwarg, PathParameter, QueryParameter
 from litestar.routes import HTTPRoute
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+    WebSocketScope,
+)
+from litestar.types import Message as ASGIMessage
 
 __all__ = [
     "SCHEMA",
@@ -206,6 +218,37 @@ RATE_LIMITS: dict[str, tuple[int, float]] = {
 per client address."""
 
 
+def parse_rate_limits(spec: str) -> dict[str, tuple[int, float] | None]:
+    """Each group's ``(hits, seconds)`` under ``spec`` (:attr:`Config.rate_limits`), or ``None``
+    when off. Raises ``ConfigError`` on bad syntax."""
+    table: dict[str, tuple[int, float] | None] = dict(RATE_LIMITS)
+    spec = spec.strip()
+    if spec.lower() == "off":
+        return dict.fromkeys(table)
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        group, _, limit = item.partition("=")
+        group, limit = group.strip(), limit.strip().lower()
+        if group not in table:
+            raise ConfigError(f"XE_RATE_LIMITS: unknown group {group[:40]!r} (known: {', '.join(table)})")
+        if limit == "off":
+            table[group] = None
+            continue
+        hits, _, seconds = limit.partition("/")
+        try:
+            parsed = (int(hits), float(seconds)) if len(hits) <= 12 else (0, 0.0)
+        except ValueError:
+            raise ConfigError(
+                f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off"
+            ) from None
+        if not (1 <= parsed[0] <= _MAX_HITS and 0 < parsed[1] <= _MAX_WINDOW):
+            raise ConfigError(
+                f"XE_RATE_LIMITS: {item[:60]!r} needs 1 to {_MAX_HITS} hits in more than 0 and at most "
+                f"{_MAX_WINDOW:g} seconds"
+            )
+        table[group] = parsed
+    return table
+
+
 class TrustedProxies:
     """The proxies whose ``X-Forwarded-For`` is believed (``XE_TRUSTED_PROXIES``): a comma list of
     addresses and CIDR networks. Empty: none, and the client address is always the socket peer."""
@@ -238,6 +281,67 @@ class TrustedProxies:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # a dual-stack socket
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
+
+
+def settings_from_env(env: Mapping[str, str], defaults: type[Config]) -> dict[str, Any]:
+    """The settings the ``XE_*`` variables of ``env`` give, as keyword arguments of ``Config``
+    (``defaults``) for :meth:`Config.from_env`; a number setting that is not a number stops the start."""
+
+    def number(name: str, kind: type[float | int], default: float) -> Any:
+        raw = env.get(name)
+        if not raw:
+            return default
+        try:
+            return kind(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw[:40]!r}") from None
+
+    return dict(
+        db=env.get("XE_DB") or defaults.db,
+        admin_token=env.get("XE_ADMIN_TOKEN") or None,
+        status_interval=number("XE_STATUS_INTERVAL", float, defaults.status_interval),
+        cache_seconds=number("XE_CACHE_SECONDS", int, defaults.cache_seconds),
+        max_queue=number("XE_MAX_QUEUE", int, defaults.max_queue),
+        rate_limits=env.get("XE_RATE_LIMITS", ""),
+        access_log=_on_off("XE_ACCESS_LOG", env.get("XE_ACCESS_LOG"), defaults.access_log),
+        request_metrics=_on_off(
+            "XE_REQUEST_METRICS", env.get("XE_REQUEST_METRICS"), defaults.request_metrics
+        ),
+        redis_url=env.get("XE_REDIS_URL", "").strip(),
+        redis_prefix=env.get("XE_REDIS_PREFIX") or defaults.redis_prefix,
+        lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
+        lavalink_password=env.get("XE_LAVALINK_PASSWORD") or defaults.lavalink_password,
+        lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
+        lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or defaults.lavalink_search_prefix,
+        trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
+        max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, defaults.max_streams_per_address),
+    )
+
+
+def check_settings(config: Config) -> None:
+    """Refuse a setting of ``config`` that cannot work (:meth:`Config.check`)."""
+    for field, (low, high) in _SETTING_BOUNDS.items():
+        value = getattr(config, field)
+        kind = int if isinstance(low, int) else float
+        if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
+            raise ConfigError(f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}")
+        if not low <= value <= high:  # nan fails both comparisons
+            raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
+    for field in _ON_OFF_SETTINGS:
+        if not isinstance(value := getattr(config, field), bool):
+            raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
+    _file_or_postgres(config.db)
+    for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
+        if not getattr(config, field).startswith("/"):
+            raise ConfigError(f"{field} must start with /")
+    if config.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", config.redis_url):
+        raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {config.redis_url[:60]!r}")
+    if config.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", config.lavalink_url):
+        raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {config.lavalink_url[:60]!r}")
+    if config.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", config.lavalink_user_id):
+        raise ConfigError("XE_LAVALINK_USER_ID must be a Discord user id (15-20 digits)")
+    config.proxies  # noqa: B018 (parsed here, so a bad one stops the start)
+    parse_rate_limits(config.rate_limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,93 +475,18 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
-        env = os.environ if environ is None else environ
-
-        def number(name: str, kind: type[float | int], default: float) -> Any:
-            raw = env.get(name)
-            if not raw:
-                return default
-            try:
-                return kind(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, not {raw[:40]!r}") from None
-
-        return cls(
-            db=env.get("XE_DB") or cls.db,
-            admin_token=env.get("XE_ADMIN_TOKEN") or None,
-            status_interval=number("XE_STATUS_INTERVAL", float, cls.status_interval),
-            cache_seconds=number("XE_CACHE_SECONDS", int, cls.cache_seconds),
-            max_queue=number("XE_MAX_QUEUE", int, cls.max_queue),
-            rate_limits=env.get("XE_RATE_LIMITS", ""),
-            access_log=_on_off("XE_ACCESS_LOG", env.get("XE_ACCESS_LOG"), cls.access_log),
-            request_metrics=_on_off("XE_REQUEST_METRICS", env.get("XE_REQUEST_METRICS"), cls.request_metrics),
-            redis_url=env.get("XE_REDIS_URL", "").strip(),
-            redis_prefix=env.get("XE_REDIS_PREFIX") or cls.redis_prefix,
-            lavalink_url=env.get("XE_LAVALINK_URL", "").strip(),
-            lavalink_password=env.get("XE_LAVALINK_PASSWORD") or cls.lavalink_password,
-            lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
-            lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or cls.lavalink_search_prefix,
-            trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
-            max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, cls.max_streams_per_address),
-        )
+        """The settings of ``environ`` (by default the process's environment), defaults for the rest."""
+        return cls(**settings_from_env(os.environ if environ is None else environ, cls))
 
     def check(self) -> Config:
         """Refuse a setting that cannot work (``inf``, ``nan``, negative, absurdly large, an unknown
         group) with a :class:`ConfigError` that names it, before anything starts."""
-        for field, (low, high) in _SETTING_BOUNDS.items():
-            value = getattr(self, field)
-            kind = int if isinstance(low, int) else float
-            if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
-                raise ConfigError(
-                    f"{_setting_name(field)} must be a{'n integer' if kind is int else ' number'}"
-                )
-            if not low <= value <= high:  # nan fails both comparisons
-                raise ConfigError(f"{_setting_name(field)} must be between {low} and {high}, not {value}")
-        for field in _ON_OFF_SETTINGS:
-            if not isinstance(value := getattr(self, field), bool):
-                raise ConfigError(f"{_setting_name(field)} must be True or False, not {value!r:.40}")
-        _file_or_postgres(self.db)
-        for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
-            if not getattr(self, field).startswith("/"):
-                raise ConfigError(f"{field} must start with /")
-        if self.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", self.redis_url):
-            raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {self.redis_url[:60]!r}")
-        if self.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", self.lavalink_url):
-            raise ConfigError(f"XE_LAVALINK_URL must be http(s)://host:port, not {self.lavalink_url[:60]!r}")
-        if self.lavalink_user_id and not re.fullmatch(r"[0-9]{15,20}", self.lavalink_user_id):
-            raise ConfigError("XE_LAVALINK_USER_ID must be a Discord user id (15-20 digits)")
-        self.proxies  # noqa: B018 (parsed here, so a bad one stops the start)
-        self.rate_limit_table()
+        check_settings(self)
         return self
 
     def rate_limit_table(self) -> dict[str, tuple[int, float] | None]:
         """Each group's ``(hits, seconds)``, or ``None`` when off. Raises ``ConfigError`` on bad syntax."""
-        table: dict[str, tuple[int, float] | None] = dict(RATE_LIMITS)
-        spec = self.rate_limits.strip()
-        if spec.lower() == "off":
-            return dict.fromkeys(table)
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            group, _, limit = item.partition("=")
-            group, limit = group.strip(), limit.strip().lower()
-            if group not in table:
-                raise ConfigError(f"XE_RATE_LIMITS: unknown group {group[:40]!r} (known: {', '.join(table)})")
-            if limit == "off":
-                table[group] = None
-                continue
-            hits, _, seconds = limit.partition("/")
-            try:
-                parsed = (int(hits), float(seconds)) if len(hits) <= 12 else (0, 0.0)
-            except ValueError:
-                raise ConfigError(
-                    f"XE_RATE_LIMITS: {item[:60]!r} is not GROUP=HITS/SECONDS or GROUP=off"
-                ) from None
-            if not (1 <= parsed[0] <= _MAX_HITS and 0 < parsed[1] <= _MAX_WINDOW):
-                raise ConfigError(
-                    f"XE_RATE_LIMITS: {item[:60]!r} needs 1 to {_MAX_HITS} hits in more than 0 and at most "
-                    f"{_MAX_WINDOW:g} seconds"
-                )
-            table[group] = parsed
-        return table
+        return parse_rate_limits(self.rate_limits)
 
 
 class Cancellable(Protocol):
@@ -535,11 +564,11 @@ _TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9]{12}$"
 _BACKUP_ID_PATTERN = r"^[0-9A-Za-z]{1,32}$"
 
 
-def _nullable(pattern: str) -> Parameter:
+def _nullable(pattern: str) -> ParameterKwarg:
     return Parameter(schema_extra={"oneOf": [{"type": "string", "pattern": pattern}, {"type": "null"}]})
 
 
-def _text(shortest: int, longest: int, *, not_blank: bool = False) -> Parameter:
+def _text(shortest: int, longest: int, *, not_blank: bool = False) -> ParameterKwarg:
     extra: dict[str, Any] = {"type": "string", "minLength": shortest, "maxLength": longest}
     if not_blank:
         extra["pattern"] = _NOT_BLANK
@@ -826,7 +855,10 @@ class BackupIn(msgspec.Struct, kw_only=True):
     id: Annotated[str | None, _nullable(_BACKUP_ID_PATTERN)] = None
     source_id: SnowflakeIn
     creator_id: SnowflakeIn
-    checked_id: ClassVar[Callable[[str], str]] = staticmethod(backup_id)
+
+    @staticmethod
+    def checked_id(value: str) -> str:
+        return backup_id(value)
 
     def __post_init__(self) -> None:
         if self.id is not None:
@@ -840,7 +872,10 @@ class TemplateIn(BackupIn, kw_only=True):
 
     id: Annotated[str | None, _nullable(_TEMPLATE_ID_PATTERN)] = None
     name: Annotated[str, _text(1, 100, not_blank=True)]
-    checked_id: ClassVar[Callable[[str], str]] = staticmethod(template_id)
+
+    @staticmethod
+    def checked_id(value: str) -> str:
+        return template_id(value)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -1193,23 +1228,6 @@ def mapper_ids(source_id: str, target_id: str, ids: Mapping[str, str]) -> dict[s
     return {source_id: target_id, **{old: new for old, new in ids.items() if old != source_id}}
 
 
-class QueueEntry(msgspec.Struct, gc=False):
-    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
-    queue's length must not lengthen the collector's pauses."""
-
-    entry_id: int
-    track: Track
-    requested_by: str
-    shown: ElixirTrack | None = None
-    """How a follower's frame shows it while it waits (made once: frames of one change after
-    another repeat 24 of their 25 waiting tracks)."""
-
-    def waiting(self) -> ElixirTrack:
-        if self.shown is None:
-            self.shown = elixir_track(self.track, self.requested_by)
-        return self.shown
-
-
 def clock_face(ms: float) -> str:
     """``MM:SS``, or ``HH:MM:SS`` from an hour on."""
     hours, rest = divmod(int(ms) // 1000, 3600)
@@ -1235,6 +1253,23 @@ def elixir_track(track: Track, requested_by: str, position: float = 0) -> Elixir
         identifier=track.identifier,
         requested_by=requested_by,
     )
+
+
+class QueueEntry(msgspec.Struct, gc=False):
+    """A track in a guild's queue. Untracked by the cycle collector, like :class:`Track`: a
+    queue's length must not lengthen the collector's pauses."""
+
+    entry_id: int
+    track: Track
+    requested_by: str
+    shown: ElixirTrack | None = None
+    """How a follower's frame shows it while it waits (made once: frames of one change after
+    another repeat 24 of their 25 waiting tracks)."""
+
+    def waiting(self) -> ElixirTrack:
+        if self.shown is None:
+            self.shown = elixir_track(self.track, self.requested_by)
+        return self.shown
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -5246,11 +5281,11 @@ class Hub:
     that falls more than its backlog behind is dropped, never silently."""
 
     def __init__(
-        self, backlog: int = 1000, broker: Broker | None = None, metrics: Metrics | None = None
+        self, backlog: int = 1000, broker: Broker | None = None, counters: Metrics | None = None
     ) -> None:
         self.backlog = backlog
         self.broker = broker
-        self._metrics = metrics
+        self._metrics = counters
         self._topics: dict[str, set[Subscription]] = {}
         self._ordered: dict[str, InOrder] = {}
         self.handlers: dict[str, Callable[[str], None]] = {}
@@ -6360,16 +6395,15 @@ class LavalinkResolver:
         loaded = await self._node.request("GET", "/v4/loadtracks", identifier=identifier) or {}
         kind, data = loaded.get("loadType"), loaded.get("data")
         if kind == "error":
-            raise Invalid(
-                "load failed", f"The track could not be loaded: {data.get('message') or 'unknown error'}"
-            )
-        if kind == "track":
+            reason = data.get("message") if isinstance(data, dict) else None
+            raise Invalid("load failed", f"The track could not be loaded: {reason or 'unknown error'}")
+        if kind == "track" and isinstance(data, dict):
             return lavalink_track(data)
-        if kind == "search":
+        if kind == "search" and isinstance(data, list):
             return next(filter(None, map(lavalink_track, data)), None)
-        if kind == "playlist":
+        if kind == "playlist" and isinstance(data, dict):
             return [track for track in map(lavalink_track, data.get("tracks", [])) if track] or None
-        return None  # empty
+        return None  # empty, or no data where the kind has some
 
 
 @dataclasses.dataclass(slots=True)
@@ -6447,7 +6481,7 @@ class LavalinkPlayers:
             self._sent.pop(guild_id, None)
             return
         entry, now = player.current, self._music.now()
-        want = NodePlayer(entry and entry.entry_id, player.paused, player.volume)
+        want = NodePlayer(None if entry is None else entry.entry_id, player.paused, player.volume)
         body: dict[str, Any] = {}
         if (sent.entry_id if sent else None) != want.entry_id:
             if entry is None:
@@ -6680,12 +6714,12 @@ class Encoded:
 
     def __init__(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         length = (b"content-length", b"%d" % len(body))
-        self._start = {
+        self._start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": 200,
             "headers": [_JSON_TYPE, length, *headers],
         }
-        self._body = {"type": "http.response.body", "body": body}
+        self._body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(self._start)
@@ -6702,12 +6736,22 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def mount_prefix(scope: Scope) -> str:
+    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
+    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
+    if root := scope.get("root_path", ""):
+        return root
+    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
+    path = scope.get("path", "").rstrip("/")
+    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
+
+
 @dataclasses.dataclass
 class OptionalBodyOperation(Operation):
     """An operation whose request body may be left out (Litestar always writes ``required: true``)."""
 
     def __post_init__(self) -> None:
-        if self.request_body is not None:
+        if isinstance(self.request_body, RequestBody):  # Litestar writes one, never a reference
             self.request_body.required = False
 
 
@@ -6715,13 +6759,21 @@ def _any_of_names(*names: str) -> Schema:
     return Schema(any_of=[Schema(required=[name]) for name in names])
 
 
+def _require_too(operation: Operation, *schemas: Schema) -> None:
+    """Make the JSON request body of ``operation`` match each of ``schemas`` as well."""
+    body = operation.request_body
+    media = body.content.get("application/json") if isinstance(body, RequestBody) else None
+    if media is None or media.schema is None:
+        raise TypeError(f"{operation.operation_id}: no JSON request body to add to")
+    media.schema = Schema(all_of=[media.schema, *schemas])
+
+
 @dataclasses.dataclass
 class ElixirWriteOperation(Operation):
     """An Elixir write: ``user`` or its alias ``user.id`` is required."""
 
     def __post_init__(self) -> None:
-        media = self.request_body.content["application/json"]
-        media.schema = Schema(all_of=[media.schema, _any_of_names("user", "user.id")])
+        _require_too(self, _any_of_names("user", "user.id"))
 
 
 @dataclasses.dataclass
@@ -6729,10 +6781,7 @@ class ElixirJoinOperation(Operation):
     """Join also needs ``channel`` or ``channel.id``."""
 
     def __post_init__(self) -> None:
-        media = self.request_body.content["application/json"]
-        media.schema = Schema(
-            all_of=[media.schema, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id")]
-        )
+        _require_too(self, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id"))
 
 
 def documented_body(type_: Any) -> dict[str, Provide]:
@@ -6752,6 +6801,47 @@ def cache_headers(now: int, max_age: int) -> tuple[tuple[bytes, bytes], ...]:
     """The caching headers of an answer given in second ``now`` (made once a second)."""
     expires = email.utils.formatdate(now + max_age, usegmt=True).encode()
     return ((b"cache-control", b"max-age=%d" % max_age), (b"expires", expires), (b"expiration", expires))
+
+
+_MAX_HOPS = 16
+"""``X-Forwarded-For`` hops looked at, from the right: more proxies than this in a row is a forgery."""
+
+
+def _forwarded_for(scope: Any) -> str | None:
+    values = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
+    return b",".join(values).decode("latin-1") if values else None
+
+
+def _rewritten(host: str, port: int, forwarded: str) -> bool:
+    """Whether the server put a hop of ``X-Forwarded-For`` in place of the socket peer: uvicorn
+    gives such a hop the port it was written with, else 0, which no TCP peer has."""
+    return host in forwarded and (port == 0 or f"{host}:{port}" in forwarded or f"]:{port}" in forwarded)
+
+
+@functools.cache
+def _warn_rewritten() -> None:
+    log.warning(
+        "uvicorn replaced the client address with X-Forwarded-For: run it with --no-proxy-headers "
+        "(and name your proxies in XE_TRUSTED_PROXIES); until then such requests share one address"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_of(hop: str) -> str:
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return hop[:100]
+
+
+def _hop_address(hop: str) -> str:
+    """A hop's address without a port (``1.2.3.4:5678``, ``[::1]:80``); a hop that is not an
+    address, as it was written (at most 100 characters)."""
+    return _address_of(hop[:100])
 
 
 def client_address(scope: Any, proxies: TrustedProxies) -> str:
@@ -6784,47 +6874,6 @@ def client_address(scope: Any, proxies: TrustedProxies) -> str:
     return address  # or, proxies all the way, the farthest one looked at
 
 
-_MAX_HOPS = 16
-"""``X-Forwarded-For`` hops looked at, from the right: more proxies than this in a row is a forgery."""
-
-
-def _forwarded_for(scope: Any) -> str | None:
-    values = [value for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
-    return b",".join(values).decode("latin-1") if values else None
-
-
-def _rewritten(host: str, port: int, forwarded: str) -> bool:
-    """Whether the server put a hop of ``X-Forwarded-For`` in place of the socket peer: uvicorn
-    gives such a hop the port it was written with, else 0, which no TCP peer has."""
-    return host in forwarded and (port == 0 or f"{host}:{port}" in forwarded or f"]:{port}" in forwarded)
-
-
-@functools.cache
-def _warn_rewritten() -> None:
-    log.warning(
-        "uvicorn replaced the client address with X-Forwarded-For: run it with --no-proxy-headers "
-        "(and name your proxies in XE_TRUSTED_PROXIES); until then such requests share one address"
-    )
-
-
-def _hop_address(hop: str) -> str:
-    """A hop's address without a port (``1.2.3.4:5678``, ``[::1]:80``); a hop that is not an
-    address, as it was written (at most 100 characters)."""
-    return _address_of(hop[:100])
-
-
-@functools.lru_cache(maxsize=4096)
-def _address_of(hop: str) -> str:
-    if hop.startswith("["):
-        hop = hop[1:].partition("]")[0]
-    elif hop.count(":") == 1:
-        hop = hop.partition(":")[0]
-    try:
-        return str(ipaddress.ip_address(hop))
-    except ValueError:
-        return hop[:100]
-
-
 async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float) -> None:
     """Say why a handshake is refused.
 
@@ -6839,9 +6888,9 @@ async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
         return
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     if error.status_code == 429:
         await send({"type": "websocket.close", "code": 4029, "reason": body.decode()})
     elif error.status_code == 503:  # try again later
@@ -6852,6 +6901,11 @@ async def refuse_handshake(scope: Scope, send: Send, error: ApiError, now: float
         )
 
 
+async def _close(send: Send, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": reason}), 5.0)
+
+
 _FRAMES_BETWEEN_YIELDS = 64
 """A long replay hands the loop back this often: a socket with room takes a send without waiting."""
 
@@ -6860,7 +6914,7 @@ async def _pump(stream: Stream, send: Send) -> None:
     sent = 0
     try:
         async for frame in stream:
-            await send({"type": "websocket.send", "text": frame})
+            await send({"type": "websocket.send", "text": frame, "bytes": None})
             sent += 1
             if sent % _FRAMES_BETWEEN_YIELDS == 0:
                 await asyncio.sleep(0)
@@ -6879,11 +6933,6 @@ async def _pump(stream: Stream, send: Send) -> None:
         await _close(send, 4001, "Invalid token")
 
 
-async def _close(send: Send, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": reason}), 5.0)
-
-
 async def _drain(receive: Receive) -> None:
     while (await receive())["type"] != "websocket.disconnect":
         pass
@@ -6897,7 +6946,7 @@ async def follow(
     where the stream has a log), or the credential that opened it is revoked (4001). Client
     messages are ignored."""
     try:
-        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         pump = asyncio.create_task(_pump(stream, send))
         stream.subscription.on_dropped = pump.cancel
         if revocations is not None:
@@ -7038,7 +7087,7 @@ def _backup_param(value: str, _: str) -> str:
         raise XenonError(400, str(exc)) from None
 
 
-_XENON_SECURITY = [{"BotToken": []}]
+_XENON_SECURITY: list[dict[str, list[str]]] = [{"BotToken": []}]
 
 
 @get(
@@ -7067,9 +7116,9 @@ async def xenon_mappers(
     xe = services(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
-    backup_id = query_id(backup, "backup", _backup_param) if backup else None
+    from_backup = query_id(backup, "backup", _backup_param) if backup else None
     mapper = await xe.partners.mapper_json(
-        target_id, query_id(source, "source") if source else None, backup_id
+        target_id, query_id(source, "source") if source else None, from_backup
     )
     # Only a found mapper is cacheable (the original also cached its errors).
     return Encoded(mapper, cache_headers(int(xe.config.clock()), xe.config.cache_seconds))
@@ -7122,7 +7171,7 @@ def _since(scope: Any) -> int | None:
 @asgi("/loaders/ws", opt={"api": "xenon"}, copy_scope=False, include_in_schema=False)
 async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
     """Live loader events. The token is read from the handshake; client messages are ignored."""
-    if scope["type"] != "websocket":
+    if scope["type"] != ScopeType.WEBSOCKET:
         raise XenonError(426, "Expected a WebSocket handshake", headers={"Upgrade": "websocket"})
     if (await receive())["type"] != "websocket.connect":
         return
@@ -7280,8 +7329,8 @@ async def elixir_player_ws(
         try:
             stream = await xe.music.follow(path_id(guild_id, "guild"))
         except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
-            error = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
-            error = ElixirError(error.status_code, error.message, headers=error.headers)
+            answer = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
+            error = ElixirError(answer.status_code, answer.message, headers=answer.headers)
             await refuse_handshake(scope, send, error, xe.config.clock())
             return
         await follow(stream, send, receive)
@@ -8480,6 +8529,16 @@ _LOGGED_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixi
 """Set while a request that the access log records is handled (the server's own line would double it)."""
 
 
+def _decoded(name: str) -> str:
+    """A query parameter's name as the app reads it (``k%65y`` is ``key``), and as a client that
+    encoded it twice meant it: decoded until it no longer changes (a few rounds at most)."""
+    for _ in range(4):
+        before, name = name, unquote_plus(name)
+        if name == before or "%" not in name:
+            break
+    return name
+
+
 def masked_query(query: str) -> str:
     """A query string with the values of secret-looking parameters masked. Parameter by
     parameter: one regular expression over the whole string backtracked at every character
@@ -8492,16 +8551,6 @@ def masked_query(query: str) -> str:
         if equals and _SECRET_NAME.search(_decoded(name) if "%" in name else name):
             parts[i] = name + "=***"
     return "&".join(parts)
-
-
-def _decoded(name: str) -> str:
-    """A query parameter's name as the app reads it (``k%65y`` is ``key``), and as a client that
-    encoded it twice meant it: decoded until it no longer changes (a few rounds at most)."""
-    for _ in range(4):
-        before, name = name, unquote_plus(name)
-        if name == before or "%" not in name:
-            break
-    return name
 
 
 def masked(target: str) -> str:
@@ -8550,7 +8599,7 @@ class ServerLogFilter(logging.Filter):
 _SERVER_LOG_FILTER = ServerLogFilter()
 
 
-class AccessLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class AccessLogHandler(logging.StreamHandler[TextIO]):
     """The access log's handler when this module sets it up (``serve``, a bare uvicorn): lines
     are gathered and written together once per turn of the event loop, one write for all the
     requests that finished in it, instead of a write and a flush per request (which halved the
@@ -8637,25 +8686,18 @@ class _Exchange:
         self.replaced = False  # the framework's answer was swapped for a JSON one
 
 
-def mount_prefix(scope: Scope) -> str:
-    """The path the app is mounted under: ``root_path`` where the host sets it, else what the
-    raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
-    if root := scope.get("root_path", ""):
-        return root
-    raw = (scope.get("raw_path") or b"").decode("latin-1").split("?", 1)[0]
-    path = scope.get("path", "").rstrip("/")
-    return raw[: -len(path)].rstrip("/") if path and raw.rstrip("/").endswith(path) and raw != path else ""
-
-
 def servers_named(send: Send, root: str) -> Send:
     """The OpenAPI document of an app mounted under ``root`` names it in ``servers``, so
     clients built from it (Swagger UI's "Try it out") keep the prefix."""
-    held: list[Any] = []
+    held: list[HTTPResponseStartEvent] = []
     chunks: list[bytes] = []
 
-    async def rewrite(message: Any) -> None:
+    async def rewrite(message: ASGIMessage) -> None:
         if message["type"] == "http.response.start":
             held.append(message)
+            return
+        if message["type"] != "http.response.body":  # none comes between the start and the body
+            await send(message)
             return
         chunks.append(message.get("body", b""))
         if message.get("more_body"):
@@ -8667,60 +8709,119 @@ def servers_named(send: Send, root: str) -> Send:
             body = msgspec.json.encode(document)
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return rewrite
 
 
-async def json_error(send: Send, status: int, message: str, shape: str, now: float, prefix: str = "") -> int:
-    """Answer an error in the API's shape; returns the body's size."""
+async def json_error(
+    send: Send, status: int, message: str, shape: str, now: float, websocket: bool = False
+) -> int:
+    """Answer an error in the API's shape (to a WebSocket handshake: its HTTP denial); returns the
+    body's size."""
     body = msgspec.json.encode(error_body(shape, message, now))
     headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
-    await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
-    await send({"type": f"{prefix}http.response.body", "body": body})
+    if websocket:
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+    else:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
     return len(body)
 
 
+class RequestMeter:
+    """Counts and times every answered request (``xe_requests_total``, ``xe_request_seconds``) by
+    route template and status, while :attr:`metrics` is set."""
+
+    def __init__(self) -> None:
+        self.metrics: Metrics | None = None
+        """Where requests are counted: the services' while the app's lifespan runs."""
+        self._labels: dict[tuple[str, int], tuple[str, tuple[str, str]]] = {}
+
+    def measure(self, scope: Scope, status: int, began: float) -> None:
+        took = time.perf_counter() - began
+        counted = self.metrics
+        if counted is None:
+            return
+        key = (scope.get("path_template") or "unmatched", status)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = self._labels[key] = (
+                "xe_requests_total" + _labels(route=key[0], status=str(status)),
+                ("xe_request_seconds", _labels(route=key[0])),
+            )
+        counted.request(labels[0], labels[1], took)
+
+
+class AccessLog:
+    """One access-log line per HTTP request or WebSocket connection (``Config.access_log``), in the
+    Common Log Format plus the time taken; headers are never logged and secret-looking query
+    values are masked; a client that left before its answer is 499."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.on = config.access_log
+
+    def enabled(self) -> bool:
+        return self.on and access_log.isEnabledFor(logging.INFO)
+
+    def write(self, scope: Scope, method: str, status: int, size: int, began: float) -> None:
+        query = scope.get("query_string", b"")
+        target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
+        took = (time.perf_counter() - began) * 1000
+        line = (
+            f"{client_address(scope, self.config.proxies)} - - [{_log_time(int(self.config.clock()))}] "
+            f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size or "-"} {took:.1f}ms'
+        )
+        writer = _access_writer()
+        if writer is not None:
+            writer.write_line(line)
+        else:  # logging configured by the embedding program: a record like any other
+            access_log.info("%s", line)
+
+
 class Edge:
-    """What every request meets before the framework: the HTTP rules Litestar leaves out, and the
-    access log.
+    """What every request meets before the framework: the HTTP rules Litestar leaves out, the
+    request figures (:class:`RequestMeter`) and the access log (:class:`AccessLog`).
 
     * ``HEAD`` is answered as ``GET`` without the body; ``OPTIONS`` and 405 ``Allow`` list every
       method of the path (Litestar's OPTIONS lists only the first handler's).
     * Answers that would not be JSON become JSON 404s: unknown paths under the docs (an HTML page)
       and WebSocket handshakes to unknown paths (an empty 403).
-    * One access-log line per HTTP request or WebSocket connection, in the Common Log Format plus
-      the time taken; headers are never logged and secret-looking query values are masked; a
-      client that left before its answer is 499.
     """
 
     def __init__(self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str) -> None:
         self.app = app
-        self.metrics: Metrics | None = None
-        """Where requests are counted: the services' while the app's lifespan runs."""
-        self._labels: dict[tuple[str, int], tuple[str, tuple[str, str]]] = {}
+        self.meter = RequestMeter()
+        self.access = AccessLog(config)
         self.config = config
-        self.logging = config.access_log
         self.allow = allow
         """Path template -> every method it answers (``Allow``)."""
         self.docs_prefix = docs_path.rstrip("/") + "/"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    @property
+    def metrics(self) -> Metrics | None:
+        """Where requests are counted (:attr:`RequestMeter.metrics`)."""
+        return self.meter.metrics
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @metrics.setter
+    def metrics(self, counted: Metrics | None) -> None:
+        self.meter.metrics = counted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            await self._http(scope, receive, send)
+        else:  # Litestar answers the lifespan itself: only requests and handshakes come this far
+            await self._websocket(scope, receive, send)
+
+    async def _http(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         head, options = method == "HEAD", method == "OPTIONS"
         docs = scope["path"].startswith(self.docs_prefix)
-        logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
+        logging_on = self.access.enabled()
         if not (head or options or docs or logging_on):
-            if self.metrics is None:
+            if self.meter.metrics is None:
                 await self.app(scope, receive, send)
             else:
                 await self._measured(scope, receive, send)
@@ -8730,13 +8831,13 @@ class Edge:
         if root and scope["path"].rstrip("/").endswith("/openapi.json") and not head:
             send = servers_named(send, root)
 
-        async def listen() -> Any:
+        async def listen() -> ReceiveMessage:
             message = await receive()
             if message["type"] == "http.disconnect" and not exchange.status:
                 exchange.left = True
             return message
 
-        async def answer(message: Any) -> None:
+        async def answer(message: ASGIMessage) -> None:
             if exchange.replaced:
                 return
             if message["type"] == "http.response.start":
@@ -8757,21 +8858,21 @@ class Edge:
 
         token = _LOGGED_HERE.set(True) if logging_on else None
         began = time.perf_counter()
-        inner = {**scope, "method": "GET"} if head else scope
+        inner: HTTPScope = {**scope, "method": "GET"} if head else scope
         try:
             await self.app(inner, listen, answer)
         finally:
             status = 499 if exchange.left else exchange.status or 500
-            self._measure(inner, status, began)
+            self.meter.measure(inner, status, began)
             if token is not None:
                 _LOGGED_HERE.reset(token)
-                self._log(scope, method, status, 0 if head else exchange.size, began)
+                self.access.write(scope, method, status, 0 if head else exchange.size, began)
 
     async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app's answer as it is, its status and time counted (no access log)."""
         status = 0
 
-        async def answer(message: Any) -> None:
+        async def answer(message: ASGIMessage) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -8781,80 +8882,51 @@ class Edge:
         try:
             await self.app(scope, receive, answer)
         finally:
-            self._measure(scope, status or 500, began)
+            self.meter.measure(scope, status or 500, began)
 
-    def _measure(self, scope: Scope, status: int, began: float) -> None:
-        took = time.perf_counter() - began
-        metrics = self.metrics
-        if metrics is None:
-            return
-        key = (scope.get("path_template") or "unmatched", status)
-        labels = self._labels.get(key)
-        if labels is None:
-            labels = self._labels[key] = (
-                "xe_requests_total" + _labels(route=key[0], status=str(status)),
-                ("xe_request_seconds", _labels(route=key[0])),
-            )
-        metrics.request(labels[0], labels[1], took)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _websocket(self, scope: WebSocketScope, receive: Receive, send: Send) -> None:
         exchange = _Exchange()
         denial = "websocket.http.response" in (scope.get("extensions") or {})
 
-        async def answer(message: Any) -> None:
-            kind = message["type"]
-            if kind == "websocket.close" and not exchange.status:  # refused before the handshake
-                if "route_handler" not in scope and denial:  # no such path
+        async def answer(message: ASGIMessage) -> None:
+            if message["type"] == "websocket.close" and not exchange.status:  # refused before the handshake
+                if scope.get("route_handler") is None and denial:  # no such path
                     exchange.status = 404
                     _DENIED.set(True)
                     exchange.size = await json_error(
-                        send, 404, "Not Found", self._shape(scope), self.config.clock(), prefix="websocket."
+                        send, 404, "Not Found", self._shape(scope), self.config.clock(), websocket=True
                     )
                     return
                 exchange.status = 403
-            elif kind == "websocket.http.response.start":
+            elif message["type"] == "websocket.http.response.start":
                 exchange.status = message["status"]
                 _DENIED.set(True)
-            elif kind == "websocket.http.response.body":
+            elif message["type"] == "websocket.http.response.body":
                 exchange.size += len(message.get("body", b""))
-            elif kind == "websocket.accept":
+            elif message["type"] == "websocket.accept":
                 exchange.status = 101
             await send(message)
 
-        logging_on = self.logging and access_log.isEnabledFor(logging.INFO)
+        logging_on = self.access.enabled()
         token = _LOGGED_HERE.set(True) if logging_on else None
         began = time.perf_counter()
         try:
             await self.app(scope, receive, answer)
         finally:
-            self._measure(scope, exchange.status or 500, began)
+            self.meter.measure(scope, exchange.status or 500, began)
             if token is not None:
                 _LOGGED_HERE.reset(token)
-                self._log(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
+                self.access.write(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
 
     def _shape(self, scope: Scope) -> str:
         return "elixir" if api_of(scope, self.config.elixir_prefix) == "elixir" else "xenon"
 
-    def _with_allow(self, message: Any, scope: Scope) -> Any:
+    def _with_allow(self, message: HTTPResponseStartEvent, scope: Scope) -> HTTPResponseStartEvent:
         allow = self.allow.get(scope.get("path_template", ""))
         if allow is None:
             return message
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
         return {**message, "headers": [*headers, (b"allow", allow.encode())]}
-
-    def _log(self, scope: Scope, method: str, status: int, size: int, began: float) -> None:
-        query = scope.get("query_string", b"")
-        target = scope.get("path", "") + ("?" + masked_query(query.decode("latin-1")) if query else "")
-        took = (time.perf_counter() - began) * 1000
-        line = (
-            f"{client_address(scope, self.config.proxies)} - - [{_log_time(int(self.config.clock()))}] "
-            f'"{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size or "-"} {took:.1f}ms'
-        )
-        writer = _access_writer()
-        if writer is not None:
-            writer.write_line(line)
-        else:  # logging configured by the embedding program: a record like any other
-            access_log.info("%s", line)
 
 
 DOCS_PATH = "/schema"

@@ -4,6 +4,7 @@ the node's events driving the queue, voice forwarded from the bot, and the node 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -274,3 +275,27 @@ def test_until_the_bot_connects_the_node_changes_wait_with_503(
     node.wait_until(node.connected_session)
     assert node.calls("GET", "/v4/websocket")[0]["headers"]["user-id"] == BOT_USER
     node.wait_until(lambda: call(client, key, "join", channel=VOICE).status_code == 200)
+
+
+class _NodeAnswering:
+    """A node whose ``/v4/loadtracks`` answers ``answer``, whatever is asked."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    async def request(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [{"loadType": "error"}, {"loadType": "error", "data": None}])
+def test_a_failed_load_without_the_nodes_reason_is_still_a_400(answer: dict[str, Any]) -> None:
+    resolver = xe.LavalinkResolver(_NodeAnswering(answer), "ytsearch:")
+    with pytest.raises(xe.Invalid) as refused:
+        asyncio.run(resolver.resolve("magia"))
+    assert refused.value.message == "The track could not be loaded: unknown error"
+
+
+@pytest.mark.parametrize("kind", ["track", "search", "playlist"])
+def test_a_load_without_data_finds_nothing(kind: str) -> None:
+    resolver = xe.LavalinkResolver(_NodeAnswering({"loadType": kind}), "ytsearch:")
+    assert asyncio.run(resolver.resolve("magia")) is None

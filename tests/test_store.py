@@ -205,6 +205,7 @@ def test_an_answer_outlives_this_processs_unrelated_commit_even_before_the_loop_
     async def run() -> list[str]:
         database = await xe.SqliteDatabase(db_path).open()
         reads: list[str] = []
+
         async def read() -> str:
             reads.append("read")
             return "answer"
@@ -252,6 +253,7 @@ def test_an_answer_outlives_this_processs_commit_seen_the_instant_it_lands(
     async def run() -> list[str]:
         database = await xe.SqliteDatabase(db_path).open()
         reads: list[str] = []
+
         async def read() -> str:
             reads.append("read")
             return "answer"
