@@ -1607,11 +1607,11 @@ def id_taken(what: str, given: str | None) -> Conflict:
     return Conflict("exists", f"{what} {given} already exists")
 
 
-def loader_running(target_id: str) -> Conflict:
+def loader_running(target_id: str | int) -> Conflict:
     return Conflict("loader running", f"A loader is already running on guild {target_id}")
 
 
-def no_loader(target_id: str) -> NotFound:
+def no_loader(target_id: str | int) -> NotFound:
     return NotFound("loader", f"No loader is running on guild {target_id}")
 
 
@@ -1812,16 +1812,15 @@ class FreshLook(Generic[T]):
 
     async def __call__(self) -> T:
         if self._running is None:
-            self._start(None)
-            assert self._running is not None
-            return await asyncio.shield(self._running)
+            return await asyncio.shield(self._start(None))
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         return await asyncio.shield(self._next)
 
-    def _start(self, waiting: asyncio.Future[T] | None) -> None:
+    def _start(self, waiting: asyncio.Future[T] | None) -> asyncio.Future[T]:
         running = self._running = asyncio.ensure_future(self._look())
         running.add_done_callback(lambda done: self._finished(done, waiting))
+        return running
 
     def _finished(self, done: asyncio.Future[T], waiting: asyncio.Future[T] | None) -> None:
         failure = None if done.cancelled() else done.exception()  # retrieved: no "never retrieved" log
@@ -2518,7 +2517,7 @@ class CatalogStore:
                     raise unknown_track(playlist, identifier)
         for start in range(0, len(unique), _IMPORT_CHUNK):
             chunk = unique[start : start + _IMPORT_CHUNK]
-            await self.db.write(lambda tx, chunk=chunk: self.write_tracks(tx, chunk), forgets=[("catalog",)])
+            await self.db.write(functools.partial(self.write_tracks, chunk=chunk), forgets=[("catalog",)])
             if progress is not None:
                 progress(min(start + _IMPORT_CHUNK, len(unique)), len(unique))
             if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(unique):
@@ -3033,10 +3032,11 @@ VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0), ('player_seq', 0);
 """
 
 
-def run_now(step: Coroutine[Any, Any, T]) -> T:
+def run_now(awaitable: Awaitable[T]) -> T:
     """Run a coroutine that never waits to its end, here and now. SQLite's statements are plain
     calls, so a transaction written against :class:`Transaction` runs whole on the thread that
     holds the connection (the writer's), or on the loop with no await between its reads."""
+    step = cast("Coroutine[Any, Any, T]", awaitable)
     try:
         step.send(None)
     except StopIteration as done:
@@ -3122,9 +3122,13 @@ class SqlitePlayers(PlayerStore):
         "RETURNING entry_id"
     )
 
+    def __init__(self, db: SqliteDatabase) -> None:
+        super().__init__(db)
+        self.sqlite = db
+
     async def commit(self, guild_id: str, pending: PendingChange) -> None:
         flipped = False  # connected or disconnected by this change
-        db = cast(SqliteDatabase, self.db)
+        db = self.sqlite
         change, now, after, front = pending.change, pending.now, pending.after, pending.front
 
         async def run(tx: Transaction) -> tuple[Player | None, int]:
@@ -3458,6 +3462,14 @@ def _backup(source_path: str, path: str) -> None:
             os.remove(partial)
 
 
+def _flocked(fd: int, kind: int) -> bool:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except OSError:  # EWOULDBLOCK, or a file system without flock: as if another held it
+        return False
+    return True
+
+
 class ServerLock:
     """Which servers may serve a database file together (:func:`fleet_joins`): a ``flock`` on
     ``<db>.server`` held while the app runs (the kernel drops it when the process dies, even by
@@ -3520,23 +3532,15 @@ class ServerLock:
             os.close(fd)
 
 
-def _flocked(fd: int, kind: int) -> bool:
-    try:
-        fcntl.flock(fd, kind | fcntl.LOCK_NB)
-    except OSError:  # EWOULDBLOCK, or a file system without flock: as if another held it
-        return False
-    return True
-
-
 class SqliteDatabase(Remembering):
     """One SQLite file in WAL mode (:class:`Database`): a writer (:class:`SqliteWriter`), a
     read-only connection on the event loop, and the remembered answers. Reads run on the loop: in
     WAL mode a reader never waits for a writer and sees every committed write, and a point lookup
     costs microseconds, less than a round trip to a thread."""
 
-    catalog = SqliteCatalog
-    players = SqlitePlayers
-    loads = SqliteLoads
+    catalog: ClassVar[type[CatalogStore]] = SqliteCatalog
+    players: ClassVar[type[PlayerStore]] = SqlitePlayers
+    loads: ClassVar[type[LoadStore]] = SqliteLoads
 
     foreign_commits_seen_within = 0.001
     """Seconds: how stale a remembered answer may be after another process's commit."""
@@ -3933,6 +3937,19 @@ def bm25(
     return score
 
 
+async def _pg_release(conn: Any) -> None:
+    """What a connection needs on its way back to the pool: only a transaction that a
+    cancellation left open is rolled back. The store sets no session state, so asyncpg's own
+    reset (a round trip each time, a tenth of a play) has nothing to undo."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+def masked_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 @functools.lru_cache(maxsize=1024)
 def pg_sql(sql: str) -> str:
     """A statement in SQLite's dialect as PostgreSQL reads it: ``?`` and ``?N`` parameters as
@@ -3954,7 +3971,7 @@ class PostgresTransaction:
 
     __slots__ = ("conn", "held", "_database")
 
-    def __init__(self, conn: Any, database: PostgresDatabase) -> None:
+    def __init__(self, conn: Any, database: PostgresConnections) -> None:
         self.conn = conn
         self.held: asyncio.Lock | None = None
         self._database = database
@@ -4075,6 +4092,7 @@ class PostgresConnections:
         self.name = name
         """The connections' ``application_name``: a server's says so (see :class:`PostgresClaim`)."""
         self._pool: Any = None
+        self._orders: dict[str, asyncio.Lock] = {}
         self.asyncpg = _asyncpg()
         errors = self.asyncpg.exceptions
         self.faults: tuple[type[BaseException], ...] = (
@@ -4091,6 +4109,10 @@ class PostgresConnections:
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({masked_url(self.url)})"
+
+    def ordering(self, counter: str) -> asyncio.Lock:
+        """The lock that keeps this process's ``after`` calls in the order of ``counter``'s numbers."""
+        return self._orders.setdefault(counter, asyncio.Lock())
 
     async def open(self) -> Self:
         try:
@@ -4140,7 +4162,7 @@ class PostgresConnections:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), 5.0)
-            except (TimeoutError, *self.faults):
+            except self.faults:  # asyncio.TimeoutError among them
                 pool.terminate()
 
     def _unavailable(self, exc: BaseException) -> Unavailable:
@@ -4201,16 +4223,17 @@ class PostgresDatabase(PostgresConnections, Remembering):
         super().__init__(url, write_wait=write_wait, name=name)
         self.answers = Answers()
         self._claim = PostgresClaim(self)
-        self._orders: dict[str, asyncio.Lock] = {}
         self._on_commit: Callable[[float], None] | None = None
         self._share: Callable[[Tags], None] | None = None
         self._sharing: Callable[[], bool] = lambda: False
         self._forgotten = 0  # forgets so far: an answer read across one is not remembered
-        self.credentials = FreshLook(self._credentials_look)
-        """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
+        self._credentials = FreshLook(self._credentials_look)
         errors = self.asyncpg.exceptions
-        self._retried = (errors.DeadlockDetectedError, errors.SerializationError)
-        self._locked = errors.LockNotAvailableError
+        self._retried: tuple[type[BaseException], ...] = (
+            errors.DeadlockDetectedError,
+            errors.SerializationError,
+        )
+        self._locked: type[BaseException] = errors.LockNotAvailableError
 
     async def claim(self, mark: str) -> None:
         """Serve this database as a server marked ``mark``: see :class:`PostgresClaim`."""
@@ -4229,9 +4252,6 @@ class PostgresDatabase(PostgresConnections, Remembering):
         """Forget what a commit (this process's or another's) made stale."""
         self._forgotten += 1
         self.answers.forget_all(tags)
-
-    def ordering(self, counter: str) -> asyncio.Lock:
-        return self._orders.setdefault(counter, asyncio.Lock())
 
     def on_commit(self, observe: Callable[[float], None]) -> None:
         self._on_commit = observe
@@ -4294,24 +4314,15 @@ class PostgresDatabase(PostgresConnections, Remembering):
     def seen(self) -> int:
         return self._forgotten
 
+    async def credentials(self) -> int:
+        """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
+        return await self._credentials()
+
     async def _credentials_look(self) -> int:
         return await self.value(CREDENTIALS) or 0
 
     async def backup_to(self, path: str) -> None:
         raise StoreError("a PostgreSQL database is backed up with pg_dump, not by xenon-elixir backup")
-
-
-async def _pg_release(conn: Any) -> None:
-    """What a connection needs on its way back to the pool: only a transaction that a
-    cancellation left open is rolled back. The store sets no session state, so asyncpg's own
-    reset (a round trip each time, a tenth of a play) has nothing to undo."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
-def masked_url(url: str) -> str:
-    """A database URL with its password hidden."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 _SEARCH_CANDIDATES = 256
@@ -4702,26 +4713,6 @@ _IDENTITIES = (
 _MIGRATE_CHUNK = 20_000
 
 
-async def migrate_to_postgres(
-    path: str, url: str, *, replace: bool = False, progress: Callable[[str, int, int], None] | None = None
-) -> dict[str, int]:
-    """Copy the SQLite database at ``path`` into the PostgreSQL database at ``url``, whole, in
-    one transaction (``COPY``, a chunk at a time): every row, the ids and the order things came
-    in, the event and player numbers. The file is read in one read transaction, and no server
-    serves it meanwhile (:class:`ServerLock`, held to the end): what a server wrote after the
-    copy began would stay behind, so one that serves it is a refusal. A target that holds
-    anything is refused unless ``replace``, which empties it first. ``progress(table, done,
-    total)`` is told after each chunk. Returns the rows copied per table."""
-    if not os.path.exists(path):
-        raise StoreError(f"{path} does not exist")
-    lock = ServerLock(path, MIGRATING)
-    lock.acquire()
-    try:
-        return await _copy_to_postgres(path, url, replace=replace, progress=progress)
-    finally:
-        lock.release()
-
-
 async def _copy_to_postgres(
     path: str, url: str, *, replace: bool, progress: Callable[[str, int, int], None] | None
 ) -> dict[str, int]:
@@ -4819,6 +4810,26 @@ async def _copy_to_postgres(
         source.close()
         await target.close()
     return copied
+
+
+async def migrate_to_postgres(
+    path: str, url: str, *, replace: bool = False, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, int]:
+    """Copy the SQLite database at ``path`` into the PostgreSQL database at ``url``, whole, in
+    one transaction (``COPY``, a chunk at a time): every row, the ids and the order things came
+    in, the event and player numbers. The file is read in one read transaction, and no server
+    serves it meanwhile (:class:`ServerLock`, held to the end): what a server wrote after the
+    copy began would stay behind, so one that serves it is a refusal. A target that holds
+    anything is refused unless ``replace``, which empties it first. ``progress(table, done,
+    total)`` is told after each chunk. Returns the rows copied per table."""
+    if not os.path.exists(path):
+        raise StoreError(f"{path} does not exist")
+    lock = ServerLock(path, MIGRATING)
+    lock.acquire()
+    try:
+        return await _copy_to_postgres(path, url, replace=replace, progress=progress)
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------------------
