@@ -5956,6 +5956,33 @@ class RedisMetrics:
         return total
 
 
+class RedisParts:
+    """Everything one app shares with the other processes of its fleet through one Redis
+    (``XE_REDIS_URL``), built in one place: the client, the rate limits, the event stream, the
+    status windows and the metrics. The app takes the limiter and the broker unless the embedding
+    program brings its own (``Config.limiter``, ``Config.broker``)."""
+
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.client = redis_client(config)
+        self.limiter = RedisLimiter(config, self.client)
+        self.broker = RedisBroker(config, self.client)
+        self.windows = RedisStatusWindows(config, self.client)
+        self.metrics = RedisMetrics(config, self.client, metrics)
+
+    def heard_by(self, hub: Hub) -> None:
+        """The hub takes its events from :attr:`broker`: once the stream is read again after
+        Redis was away, the hub catches up from the event log (events on it may be lost)."""
+        self.broker.on_back = hub.catch_up
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def redis_parts(config: Config, metrics: Metrics) -> RedisParts | None:
+    """The Redis parts of ``XE_REDIS_URL``, or ``None`` when the app runs alone."""
+    return RedisParts(config, metrics) if config.redis_url else None
+
+
 # ---------------------------------------------------------------------------
 # Loaders and partners: the Xenon services
 # ---------------------------------------------------------------------------
@@ -6853,6 +6880,11 @@ class LavalinkPlayers:
         await self.node.close()
 
 
+# ---------------------------------------------------------------------------
+# Wiring: the services of one app
+# ---------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(slots=True)
 class Services:
     """What the routes and the host API of one app share; built in the app's lifespan."""
@@ -6875,6 +6907,100 @@ class Services:
         default_factory=lambda: OpenStreams(Config.max_streams_per_address)
     )
     """The unauthenticated streams open per client address (``XE_MAX_STREAMS_PER_ADDRESS``)."""
+
+
+def limiter_and_broker(config: Config, redis: RedisParts | None) -> tuple[Limiter, Broker | None]:
+    """The embedding program's limiter and broker (``Config.limiter``, ``Config.broker``; one
+    given alone leaves the other this process's own), else the fleet's in Redis, else this
+    process's own (no broker)."""
+    if config.limiter or config.broker:
+        limiter = config.limiter(config) if config.limiter else LocalLimiter(config)
+        return limiter, config.broker(config) if config.broker else None
+    if redis is not None:
+        return redis.limiter, redis.broker
+    return LocalLimiter(config), None
+
+
+def chosen_resolver(config: Config, catalog: CatalogStore, node: LavalinkNode | None) -> Resolver:
+    """The embedding program's resolver (``Config.resolver``), else the Lavalink node's, else the
+    local catalog."""
+    if config.resolver:
+        return config.resolver(catalog)
+    if node is not None:
+        return LavalinkResolver(node, config.lavalink_search_prefix)
+    return CatalogResolver(catalog)
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config) -> AsyncIterator[Services]:
+    """Open the storage and everything built on it; close them on exit."""
+    config.check()
+    stores = await (open_postgres if is_postgres(config.db) else open_sqlite)(config)
+    redis = None
+    try:
+        metrics = Metrics()
+        redis = redis_parts(config, metrics)
+        timers = config.timers or LoopTimers()
+        limiter, broker = limiter_and_broker(config, redis)
+        stores.database.on_commit(lambda seconds: metrics.observe("xe_commit_seconds", "", seconds))
+        hub = Hub(config.subscriber_backlog, broker, metrics)
+        metrics.gauges[_labels_sample("xe_subscribers", stream="loaders")] = lambda: hub.subscribers(
+            LOADER_TOPIC
+        )
+        metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
+        if broker is not None:  # other processes publish too: deliver the log's order, no gap
+            _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
+            hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
+        if redis is not None and broker is redis.broker:  # not a broker the embedding program brought
+            redis.heard_by(hub)
+            if isinstance(stores.database, PostgresDatabase):
+                share_forgets(stores.database, hub, redis.broker)
+        await hub.open()
+        windows = None if redis is None else redis.windows
+        loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers, windows)
+        node = LavalinkNode(config) if config.lavalink_url else None
+        resolver = chosen_resolver(config, stores.catalog, node)
+        music = Music(stores.players, stores.registry, resolver, hub, config, timers)
+        if broker is not None or is_postgres(config.db):  # another process's change arms no timer here
+            music.track_ends.poll = 1.0  # look every second
+        lavalink = None if node is None else LavalinkPlayers(node, music, config.lavalink_user_id)
+        music.mirror = lavalink
+        sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
+        shared_metrics = None if redis is None else redis.metrics
+        revocations = Revocations(stores.database.credentials)
+        pusher = None if shared_metrics is None else asyncio.create_task(shared_metrics.every(1.0))
+        try:
+            await music.track_ends.run()  # the tracks that ended while no server ran
+            partners = Partners(stores.partners, stores.mappers)
+            yield Services(
+                config,
+                stores,
+                limiter,
+                hub,
+                loaders,
+                music,
+                partners,
+                lavalink,
+                None if redis is None else redis.client,
+                metrics,
+                shared_metrics,
+                revocations,
+                OpenStreams(config.max_streams_per_address),
+            )
+        finally:
+            await revocations.close()
+            if pusher is not None:
+                pusher.cancel()
+            if lavalink is not None:
+                await lavalink.close()
+            sweeper.cancel()
+            await music.track_ends.close()
+            await loaders.close()
+            await hub.close()
+    finally:
+        if redis is not None:
+            await redis.close()
+        await stores.database.close()
 
 
 # ---------------------------------------------------------------------------
@@ -7869,88 +7995,6 @@ ADMIN_ROUTES = [
 # ---------------------------------------------------------------------------
 # Host API
 # ---------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def open_services(config: Config) -> AsyncIterator[Services]:
-    """Open the storage and everything built on it; close them on exit."""
-    config.check()
-    stores = await (open_postgres if is_postgres(config.db) else open_sqlite)(config)
-    redis = None
-    try:
-        redis = redis_client(config) if config.redis_url else None
-        timers = config.timers or LoopTimers()
-        limiter: Limiter = LocalLimiter(config)
-        broker: Broker | None = None
-        if config.limiter or config.broker:
-            limiter = config.limiter(config) if config.limiter else limiter
-            broker = config.broker(config) if config.broker else None
-        elif redis is not None:
-            limiter, broker = RedisLimiter(config, redis), RedisBroker(config, redis)
-        metrics = Metrics()
-        stores.database.on_commit(lambda seconds: metrics.observe("xe_commit_seconds", "", seconds))
-        hub = Hub(config.subscriber_backlog, broker, metrics)
-        metrics.gauges[_labels_sample("xe_subscribers", stream="loaders")] = lambda: hub.subscribers(
-            LOADER_TOPIC
-        )
-        metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
-        if broker is not None:  # other processes publish too: deliver the log's order, no gap
-            _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
-            hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
-        if isinstance(broker, RedisBroker):
-            broker.on_back = hub.catch_up
-        if isinstance(stores.database, PostgresDatabase) and isinstance(broker, RedisBroker):
-            share_forgets(stores.database, hub, broker)
-        await hub.open()
-        windows = None if redis is None else RedisStatusWindows(config, redis)
-        loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers, windows)
-        node = LavalinkNode(config) if config.lavalink_url else None
-        resolver: Resolver = CatalogResolver(stores.catalog)
-        if config.resolver:
-            resolver = config.resolver(stores.catalog)
-        elif node is not None:
-            resolver = LavalinkResolver(node, config.lavalink_search_prefix)
-        music = Music(stores.players, stores.registry, resolver, hub, config, timers)
-        if broker is not None or is_postgres(config.db):  # another process's change arms no timer here
-            music.track_ends.poll = 1.0  # look every second
-        lavalink = None if node is None else LavalinkPlayers(node, music, config.lavalink_user_id)
-        music.mirror = lavalink
-        sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
-        shared_metrics = None if redis is None else RedisMetrics(config, redis, metrics)
-        revocations = Revocations(stores.database.credentials)
-        pusher = None if shared_metrics is None else asyncio.create_task(shared_metrics.every(1.0))
-        try:
-            await music.track_ends.run()  # the tracks that ended while no server ran
-            partners = Partners(stores.partners, stores.mappers)
-            yield Services(
-                config,
-                stores,
-                limiter,
-                hub,
-                loaders,
-                music,
-                partners,
-                lavalink,
-                redis,
-                metrics,
-                shared_metrics,
-                revocations,
-                OpenStreams(config.max_streams_per_address),
-            )
-        finally:
-            await revocations.close()
-            if pusher is not None:
-                pusher.cancel()
-            if lavalink is not None:
-                await lavalink.close()
-            sweeper.cancel()
-            await music.track_ends.close()
-            await loaders.close()
-            await hub.close()
-    finally:
-        if redis is not None:
-            await redis.aclose()
-        await stores.database.close()
 
 
 _ELIXIR_DOOR = {"join", "play", "enqueue", "set_volume", "skip", "pause", "resume", "stop"}
