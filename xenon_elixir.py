@@ -6055,13 +6055,19 @@ class Loaders:
         seq, _ = await self._loads.start(loader, _frame("start", data), self._published)
         return LoaderEvent("start", seq, data)
 
-    async def ids(self, target_id: str, ids: dict[str, str]) -> int:
-        """Stage old->new ids with the running loader, for its done to merge."""
-        _, started = await self.running(target_id)
-        await self._loads.stage_ids(target_id, started, ids)
-        return len(ids)
+    async def ids(self, target_id: object, ids: IdsIn) -> int:
+        """Stage old->new ids with the loader running on ``target_id`` (checked here, for every
+        door), for its done to merge."""
+        target = snowflake(target_id, "target_id")
+        _, started = await self.running(target)
+        await self._loads.stage_ids(target, started, ids.ids)  # type: ignore[arg-type]
+        return len(ids.ids)
 
-    async def status(self, target_id: str, status: str) -> None:
+    async def status(self, target_id: object, status: StatusIn) -> None:
+        """A status of the loader running on ``target_id`` (checked here, for every door)."""
+        await self._status(snowflake(target_id, "target_id"), status.status)
+
+    async def _status(self, target_id: str, status: str) -> None:
         _, started = await self.running(target_id)
         if self._windows is not None:
             await self._shared_status(target_id, started, status)
@@ -6142,7 +6148,12 @@ class Loaders:
         if sent is None and self._gates.get(target_id) is gate:  # its loader is done
             del self._gates[target_id]
 
-    async def done(self, target_id: str, ok: bool = True) -> LoaderEvent:
+    async def done(self, target_id: object, ok: bool = True) -> LoaderEvent:
+        """End the loader running on ``target_id`` (checked here, for every door): ``done`` is
+        published, even for a failed load; a successful one merges its staged ids."""
+        return await self._done(snowflake(target_id, "target_id"), ok)
+
+    async def _done(self, target_id: str, ok: bool) -> LoaderEvent:
         loader, started = await self.running(target_id)
         gate = self._gates.pop(target_id, None)
         if gate is not None and gate.timer is not None:
@@ -6198,10 +6209,87 @@ class Partners:
             raise Forbidden("not the creator", "User is not the creator")
         await self._partners.set_template_bot(template_id, bot.id, attached=attached)
 
+    async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
+        """A new token for the bot, and whether it existed (its token is rotated)."""
+        return await self._partners.grant_bot(bot)
+
+    async def revoke_bot(self, bot_id: object) -> bool:
+        return await self._partners.revoke_bot(snowflake(bot_id, "bot id"))
+
+    async def create_template(self, made: TemplateIn) -> Template:
+        return await self._partners.create_template(made)
+
+    async def create_backup(self, made: BackupIn) -> Backup:
+        return await self._partners.create_backup(made)
+
+    async def merge_ids(self, source_id: object, target_id: object, ids: IdsIn) -> None:
+        """Merge old->new ids into a mapper at once, outside any load (seeding, a migration)."""
+        source, target = snowflake(source_id, "source"), snowflake(target_id, "target")
+        await self._mappers.merge_ids(source, target, ids.ids)  # type: ignore[arg-type]
+
+
+LIST_LIMIT = 1000
+"""The most items a page of a listing holds."""
+
+
+class Listings:
+    """What an operator can list, a page at a time, the same through every door (admin API,
+    host API, CLI): the kind, the page size and the cursor are checked here (``ValueError``)."""
+
+    def __init__(self, listings: SqliteListings | PostgresListings) -> None:
+        self._listings = listings
+
+    async def page(self, kind: str, limit: int = 100, after: str | None = None) -> Page[Any]:
+        if kind not in LISTINGS:
+            raise ValueError(f"Invalid kind: expected one of {', '.join(LISTINGS)}")
+        if after is not None and len(after) > 100:
+            raise ValueError("Invalid after: expected the next of a previous page")
+        if not 1 <= limit <= LIST_LIMIT:
+            raise ValueError(f"Invalid limit: expected 1-{LIST_LIMIT}")
+        return await self._listings.page(kind, limit, after)
+
 
 # ---------------------------------------------------------------------------
 # Music: the resolver, track ends and the player service
 # ---------------------------------------------------------------------------
+
+
+class Keys:
+    """The Elixir keys, the same through every door (admin API, host API, CLI)."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+
+    async def create(self, ask: KeyIn) -> str:
+        """A new key for (guild, user), shown only now; ``ask.rotate`` replaces an existing one."""
+        key, _ = await self._keys.create(str(ask.guild), str(ask.user), rotate=ask.rotate)
+        return key
+
+    async def revoke(self, guild_id: object, user_id: object) -> bool:
+        return await self._keys.revoke(snowflake(guild_id, "guild"), snowflake(user_id, "user"))
+
+    async def owner(self, key: str) -> tuple[str, str] | None:
+        """The (guild, user) a key is bound to, or ``None``."""
+        return await self._keys.owner(key)
+
+
+class Registry:
+    """The guilds Elixir's join checks, the same through every door (admin API, host API, CLI):
+    ids and names are checked here (``ValueError``, as :class:`Guild` says)."""
+
+    def __init__(self, registry: RegistryStore) -> None:
+        self._registry = registry
+
+    async def put(self, guild_id: object, name: str, voice_channels: Iterable[object] = ()) -> Guild:
+        """Add or replace the guild with its voice channels."""
+        guild = Guild(id=guild_id, name=name, voice_channels=list(voice_channels))  # type: ignore[arg-type]
+        return await self._registry.put(guild)
+
+    async def delete(self, guild_id: object) -> bool:
+        return await self._registry.delete(snowflake(guild_id, "guild"))
+
+    async def get(self, guild_id: object) -> Guild | None:
+        return await self._registry.get(snowflake(guild_id, "guild"))
 
 
 class Link(msgspec.Struct, frozen=True):
@@ -6896,6 +6984,9 @@ class Services:
     loaders: Loaders
     music: Music
     partners: Partners
+    keys: Keys
+    registry: Registry
+    listings: Listings
     lavalink: LavalinkPlayers | None = None
     redis: Any = None
     """The Redis client every process coordinates through (``XE_REDIS_URL``), or ``None``."""
@@ -6971,7 +7062,6 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         pusher = None if shared_metrics is None else asyncio.create_task(shared_metrics.every(1.0))
         try:
             await music.track_ends.run()  # the tracks that ended while no server ran
-            partners = Partners(stores.partners, stores.mappers)
             yield Services(
                 config,
                 stores,
@@ -6979,7 +7069,10 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 hub,
                 loaders,
                 music,
-                partners,
+                Partners(stores.partners, stores.mappers),
+                Keys(stores.keys),
+                Registry(stores.registry),
+                Listings(stores.listings),
                 lavalink,
                 None if redis is None else redis.client,
                 metrics,
@@ -7774,32 +7867,43 @@ def _admin(
     return route(path, status_code=status_code, responses=responses, **options)
 
 
+@contextlib.contextmanager
+def bad_input() -> Iterator[None]:
+    """A service's input check refusing (a plain ``ValueError`` naming the field) is a 400, as
+    the body's own checks are; a domain refusal keeps its own answer."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 @_admin(post, "/keys", 409, body=KeyIn, status_code=201)
 async def admin_create_key(request: Request) -> KeyOut:
     ask = decode_body(await request.body(), KeyIn)
-    key, _ = await services(request).stores.keys.create(str(ask.guild), str(ask.user), rotate=ask.rotate)
+    key = await services(request).keys.create(ask)
     return KeyOut(str(ask.guild), str(ask.user), key)
 
 
 @_admin(delete, "/keys/{guild_id:str}/{user_id:str}")
 async def admin_revoke_key(request: Request, guild_id: SnowflakePath, user_id: SnowflakePath) -> Empty:
-    await services(request).stores.keys.revoke(path_id(guild_id, "guild"), path_id(user_id, "user"))
+    with bad_input():
+        await services(request).keys.revoke(guild_id, user_id)
     return Empty()
 
 
 @_admin(put, "/guilds/{guild_id:str}", body=GuildIn)
 async def admin_put_guild(request: Request, guild_id: SnowflakePath) -> Guild:
     ask = decode_body(await request.body(), GuildIn)
-    try:
-        guild = Guild(id=guild_id, name=ask.name, voice_channels=ask.voice_channels)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    return await services(request).stores.registry.put(guild)
+    with bad_input():
+        return await services(request).registry.put(guild_id, ask.name, ask.voice_channels)
 
 
 @_admin(delete, "/guilds/{guild_id:str}")
 async def admin_delete_guild(request: Request, guild_id: SnowflakePath) -> Empty:
-    await services(request).stores.registry.delete(path_id(guild_id, "guild"))
+    with bad_input():
+        await services(request).registry.delete(guild_id)
     return Empty()
 
 
@@ -7891,26 +7995,25 @@ _ROTATED = ResponseSpec(BotOut, description="The bot existed: its token is rotat
 @_admin(post, "/bots", body=BotIn, status_code=201, responses={200: _ROTATED})
 async def admin_grant_bot(request: Request) -> Response[BotOut]:
     bot = decode_body(await request.body(), BotIn)
-    token, existed = await services(request).stores.partners.grant_bot(bot)
+    token, existed = await services(request).partners.grant_bot(bot)
     return Response(BotOut(str(bot.id), bot.name, token), status_code=200 if existed else 201)
 
 
 @_admin(delete, "/bots/{bot_id:str}")
 async def admin_revoke_bot(request: Request, bot_id: SnowflakePath) -> Empty:
-    await services(request).stores.partners.revoke_bot(path_id(bot_id, "bot id"))
+    with bad_input():
+        await services(request).partners.revoke_bot(bot_id)
     return Empty()
 
 
 @_admin(post, "/templates", 409, body=TemplateIn, status_code=201)
 async def admin_create_template(request: Request) -> Template:
-    return await services(request).stores.partners.create_template(
-        decode_body(await request.body(), TemplateIn)
-    )
+    return await services(request).partners.create_template(decode_body(await request.body(), TemplateIn))
 
 
 @_admin(post, "/backups", 409, body=BackupIn, status_code=201)
 async def admin_create_backup(request: Request) -> Backup:
-    return await services(request).stores.partners.create_backup(decode_body(await request.body(), BackupIn))
+    return await services(request).partners.create_backup(decode_body(await request.body(), BackupIn))
 
 
 @_admin(post, "/loaders", 409, body=Loader, status_code=201)
@@ -7921,24 +8024,26 @@ async def admin_start_loader(request: Request) -> LoaderEvent:
 @_admin(post, "/loaders/{target_id:str}/status", 404, body=StatusIn)
 async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Empty:
     status = decode_body(await request.body(), StatusIn)
-    await services(request).loaders.status(path_id(target_id, "target_id"), status.status)
+    with bad_input():
+        await services(request).loaders.status(target_id, status)
     return Empty()
 
 
 @_admin(post, "/loaders/{target_id:str}/ids", 404, body=IdsIn)
 async def admin_loader_ids(request: Request, target_id: SnowflakePath) -> Count:
     ids = decode_body(await request.body(), IdsIn)
-    return Count(await services(request).loaders.ids(path_id(target_id, "target_id"), ids.ids))  # type: ignore[arg-type]
+    with bad_input():
+        return Count(await services(request).loaders.ids(target_id, ids))
 
 
 @_admin(post, "/loaders/{target_id:str}/done", 404, body=DoneIn, operation_class=OptionalBodyOperation)
 async def admin_loader_done(request: Request, target_id: SnowflakePath) -> LoaderEvent:
     raw = await request.body()
     done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
-    return await services(request).loaders.done(path_id(target_id, "target_id"), done.ok)
+    with bad_input():
+        return await services(request).loaders.done(target_id, done.ok)
 
 
-LIST_LIMIT = 1000
 PageLimit = Annotated[
     str | None,
     QueryParameter(schema_extra={"type": "integer", "minimum": 1, "maximum": LIST_LIMIT, "oneOf": None}),
@@ -7949,21 +8054,21 @@ PageAfter = Annotated[
 
 
 def page_limit(value: str | None) -> int:
-    """``?limit=``: 1-1000 items a page, 100 when not given."""
+    """``?limit=`` as a number, 100 when not given (:meth:`Listings.page` checks its range): one
+    that is not a number is 0, which it refuses; past five digits, only how big it is counts."""
     if value is None:
         return 100
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value[:5]) <= LIST_LIMIT:
-        raise XenonError(400, f"Invalid limit: expected 1-{LIST_LIMIT}")
-    return int(value)
+    if not value.isascii() or not value.isdigit():
+        return 0
+    return int(value.lstrip("0")[:5] or "0")
 
 
 def _listing_route(kind: str) -> Any:
     """GET /admin/<kind>: one page, in id order; no secret is ever listed."""
 
     async def listing(request: Request, limit: PageLimit = None, after: PageAfter = None) -> Any:
-        if after is not None and len(after) > 100:
-            raise XenonError(400, "Invalid after: expected the next of a previous page")
-        return await services(request).stores.listings.page(kind, page_limit(limit), after)
+        with bad_input():
+            return await services(request).listings.page(kind, page_limit(limit), after)
 
     listing.__name__ = f"admin_list_{kind}"
     listing.__doc__ = (
@@ -8021,32 +8126,28 @@ class _ElixirDoor:
     @_door
     async def create_key(self, guild_id: str | int, user_id: str | int, *, rotate: bool = False) -> str:
         """A new Elixir key for (guild, user), shown only now. ``rotate`` replaces an existing one."""
-        ask = KeyIn(guild=guild_id, user=user_id, rotate=rotate)
-        key, _ = await self._xe.stores.keys.create(str(ask.guild), str(ask.user), rotate=rotate)
-        return key
+        return await self._xe.keys.create(KeyIn(guild=guild_id, user=user_id, rotate=rotate))
 
     @_door
     async def revoke_key(self, guild_id: str | int, user_id: str | int) -> bool:
-        return await self._xe.stores.keys.revoke(snowflake(guild_id, "guild"), snowflake(user_id, "user"))
+        return await self._xe.keys.revoke(guild_id, user_id)
 
     async def key_owner(self, key: str) -> tuple[str, str] | None:
         """The (guild, user) an Elixir key is bound to, or ``None``."""
-        return await self._xe.stores.keys.owner(key)
+        return await self._xe.keys.owner(key)
 
     @_door
     async def put_guild(
         self, guild_id: str | int, name: str, voice_channels: Iterable[str | int] = ()
     ) -> Guild:
-        return await self._xe.stores.registry.put(
-            Guild(id=guild_id, name=name, voice_channels=list(voice_channels))
-        )
+        return await self._xe.registry.put(guild_id, name, voice_channels)
 
     @_door
     async def delete_guild(self, guild_id: str | int) -> bool:
-        return await self._xe.stores.registry.delete(snowflake(guild_id, "guild"))
+        return await self._xe.registry.delete(guild_id)
 
     async def get_guild(self, guild_id: str | int) -> Guild | None:
-        return await self._xe.stores.registry.get(snowflake(guild_id, "guild"))
+        return await self._xe.registry.get(guild_id)
 
     @_door
     async def import_catalog(
@@ -8161,12 +8262,12 @@ class _XenonDoor:
     @_door
     async def grant_bot(self, bot_id: str | int, name: str) -> str:
         """A Xenon token for the bot, shown only now; granting again rotates it."""
-        token, _ = await self._xe.stores.partners.grant_bot(BotIn(id=bot_id, name=name))
+        token, _ = await self._xe.partners.grant_bot(BotIn(id=bot_id, name=name))
         return token
 
     @_door
     async def revoke_bot(self, bot_id: str | int) -> bool:
-        return await self._xe.stores.partners.revoke_bot(snowflake(bot_id, "bot id"))
+        return await self._xe.partners.revoke_bot(bot_id)
 
     async def bot_by_token(self, token: str) -> Bot | None:
         return await self._xe.stores.partners.bot_by_token(token)
@@ -8176,7 +8277,7 @@ class _XenonDoor:
         self, name: str, source_id: str | int, creator_id: str | int, *, template_id: str | None = None
     ) -> Template:
         made = TemplateIn(id=template_id, name=name, source_id=source_id, creator_id=creator_id)
-        return await self._xe.stores.partners.create_template(made)
+        return await self._xe.partners.create_template(made)
 
     async def get_template(self, template_id: str) -> Template | None:
         return await self._xe.stores.partners.template(template_id)
@@ -8186,7 +8287,7 @@ class _XenonDoor:
         self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None
     ) -> Backup:
         made = BackupIn(id=backup_id, source_id=source_id, creator_id=creator_id)
-        return await self._xe.stores.partners.create_backup(made)
+        return await self._xe.partners.create_backup(made)
 
     async def get_backup(self, backup_id: str) -> Backup | None:
         return await self._xe.stores.partners.backup(backup_id)
@@ -8201,10 +8302,7 @@ class _XenonDoor:
         self, source_id: str | int, target_id: str | int, ids: dict[str | int, str | int]
     ) -> None:
         """Merge old->new ids into a mapper at once, outside any load (seeding, a migration)."""
-        checked = IdsIn(ids).ids  # type: ignore[arg-type]
-        await self._xe.stores.mappers.merge_ids(
-            snowflake(source_id, "source"), snowflake(target_id, "target"), checked
-        )  # type: ignore[arg-type]
+        await self._xe.partners.merge_ids(source_id, target_id, IdsIn(ids))  # type: ignore[arg-type]
 
     @_door
     async def start_loader(
@@ -8233,17 +8331,17 @@ class _XenonDoor:
 
     @_door
     async def loader_status(self, target_id: str | int, status: str) -> None:
-        await self._xe.loaders.status(snowflake(target_id, "target_id"), StatusIn(status).status)
+        await self._xe.loaders.status(target_id, StatusIn(status))
 
     @_door
     async def loader_ids(self, target_id: str | int, ids: dict[str | int, str | int]) -> int:
         """Stage old->new ids with the running loader; its successful done merges them."""
-        return await self._xe.loaders.ids(snowflake(target_id, "target_id"), IdsIn(ids).ids)  # type: ignore[arg-type]
+        return await self._xe.loaders.ids(target_id, IdsIn(ids))  # type: ignore[arg-type]
 
     @_door
     async def loader_done(self, target_id: str | int, ok: bool = True) -> LoaderEvent:
         """End the loader (publishes ``done``, even for a failed load); a successful one merges its ids."""
-        return await self._xe.loaders.done(snowflake(target_id, "target_id"), ok)
+        return await self._xe.loaders.done(target_id, ok)
 
 
 class Host(_ElixirDoor, _XenonDoor):
@@ -8268,11 +8366,7 @@ class Host(_ElixirDoor, _XenonDoor):
     async def list(self, kind: str, *, limit: int = 100, after: str | None = None) -> Page[Any]:
         """A page of ``"bots"``, ``"guilds"``, ``"keys"``, ``"templates"``, ``"backups"`` or
         ``"loaders"``, in id order; pass ``page.next`` as ``after`` for the next. Never a secret."""
-        if kind not in LISTINGS:
-            raise ValueError(f"Invalid kind: expected one of {', '.join(LISTINGS)}")
-        if not 1 <= limit <= LIST_LIMIT:
-            raise ValueError(f"Invalid limit: expected 1-{LIST_LIMIT}")
-        return await self._xe.stores.listings.page(kind, limit, after)
+        return await self._xe.listings.page(kind, limit, after)
 
     async def backup_database(self, path: str) -> None:
         """An online, consistent copy of the database in ``path`` (SQLite's backup API), taken
