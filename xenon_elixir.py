@@ -1027,7 +1027,7 @@ class Conflict(DomainError):
 
 
 class Invalid(DomainError, ValueError):
-    """The request cannot be carried out as asked (bad input, or a player that is not connected)."""
+    """The request cannot be carried out as asked (bad input, a player not connected, a full queue)."""
 
 
 class Forbidden(DomainError):
@@ -1319,7 +1319,7 @@ class Player:
         """Append tracks; an idle player starts the first of them now. A play that would leave
         more than ``max_queue`` tracks waiting is refused whole."""
         if max(self.size - 1, 0) + len(tracks) - (not self.size) > max_queue:
-            raise Conflict("queue full", QUEUE_FULL)
+            raise Invalid("queue full", QUEUE_FULL)
         if not self.size:
             self.restart_clock(now)
             self.paused = False
@@ -5847,6 +5847,10 @@ return 0
 """
 
 
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
 class RedisStatusWindows:
     """Status windows shared by every process: the first status of a quiet loader goes out at
     once (whoever gets the window's key), later ones of the same window are kept in Redis as the
@@ -5904,10 +5908,6 @@ class RedisStatusWindows:
             await self._redis.delete(f"{self._prefix}window:{loader}", f"{self._prefix}pending:{loader}")
 
 
-def _ms(seconds: float) -> int:
-    return max(int(seconds * 1000), 1)
-
-
 class RedisMetrics:
     """Every process's samples in Redis: ``<prefix>metrics:<process>`` hashes, refreshed every
     second and at every scrape, that expire a while after their process stops refreshing them.
@@ -5916,11 +5916,11 @@ class RedisMetrics:
     keep = 30.0
     """Seconds a stopped process's figures stay in the sums."""
 
-    def __init__(self, config: Config, client: Any, metrics: Metrics) -> None:
+    def __init__(self, config: Config, client: Any, process_metrics: Metrics) -> None:
         self._redis = client
         self._prefix = f"{config.redis_prefix}metrics:"
         self._key = self._prefix + secrets.token_hex(8)
-        self._metrics = metrics
+        self._metrics = process_metrics
 
     async def push(self) -> None:
         samples = self._metrics.snapshot()
@@ -5962,12 +5962,12 @@ class RedisParts:
     status windows and the metrics. The app takes the limiter and the broker unless the embedding
     program brings its own (``Config.limiter``, ``Config.broker``)."""
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, process_metrics: Metrics) -> None:
         self.client = redis_client(config)
         self.limiter = RedisLimiter(config, self.client)
         self.broker = RedisBroker(config, self.client)
         self.windows = RedisStatusWindows(config, self.client)
-        self.metrics = RedisMetrics(config, self.client, metrics)
+        self.metrics = RedisMetrics(config, self.client, process_metrics)
 
     def heard_by(self, hub: Hub) -> None:
         """The hub takes its events from :attr:`broker`: once the stream is read again after
@@ -5978,9 +5978,9 @@ class RedisParts:
         await self.client.aclose()
 
 
-def redis_parts(config: Config, metrics: Metrics) -> RedisParts | None:
+def redis_parts(config: Config, process_metrics: Metrics) -> RedisParts | None:
     """The Redis parts of ``XE_REDIS_URL``, or ``None`` when the app runs alone."""
-    return RedisParts(config, metrics) if config.redis_url else None
+    return RedisParts(config, process_metrics) if config.redis_url else None
 
 
 # ---------------------------------------------------------------------------
@@ -6056,18 +6056,15 @@ class Loaders:
         return LoaderEvent("start", seq, data)
 
     async def ids(self, target_id: object, ids: IdsIn) -> int:
-        """Stage old->new ids with the loader running on ``target_id`` (checked here, for every
-        door), for its done to merge."""
-        target = snowflake(target_id, "target_id")
-        _, started = await self.running(target)
-        await self._loads.stage_ids(target, started, ids.ids)  # type: ignore[arg-type]
+        """Stage old->new ids with the loader running on ``target_id``, for its done to merge."""
+        target_id = snowflake(target_id, "target_id")
+        _, started = await self.running(target_id)
+        await self._loads.stage_ids(target_id, started, ids.ids)  # type: ignore[arg-type]
         return len(ids.ids)
 
-    async def status(self, target_id: object, status: StatusIn) -> None:
+    async def status(self, target_id: object, checked: StatusIn) -> None:
         """A status of the loader running on ``target_id`` (checked here, for every door)."""
-        await self._status(snowflake(target_id, "target_id"), status.status)
-
-    async def _status(self, target_id: str, status: str) -> None:
+        target_id, status = snowflake(target_id, "target_id"), checked.status
         _, started = await self.running(target_id)
         if self._windows is not None:
             await self._shared_status(target_id, started, status)
@@ -6151,9 +6148,7 @@ class Loaders:
     async def done(self, target_id: object, ok: bool = True) -> LoaderEvent:
         """End the loader running on ``target_id`` (checked here, for every door): ``done`` is
         published, even for a failed load; a successful one merges its staged ids."""
-        return await self._done(snowflake(target_id, "target_id"), ok)
-
-    async def _done(self, target_id: str, ok: bool) -> LoaderEvent:
+        target_id = snowflake(target_id, "target_id")
         loader, started = await self.running(target_id)
         gate = self._gates.pop(target_id, None)
         if gate is not None and gate.timer is not None:
@@ -6312,7 +6307,8 @@ _WORD = re.compile(r"\w+")
 def parse_link(query: str) -> Link | None:
     """Recognise a track or playlist URL; ``None`` means the query is search text.
 
-    Raises ``ElixirError`` for a URL that is not a track or playlist of a supported service.
+    Raises :class:`Invalid` for a URL that is not a track or playlist of a supported service
+    (each door answers it as its refusals: the Elixir API with a 400 and the message).
     """
     if not _URL_SCHEME.match(query):
         return None
@@ -6320,7 +6316,7 @@ def parse_link(query: str) -> Link | None:
         parts = urlsplit(query)
         hostname, _ = parts.hostname, parts.port
     except ValueError:  # "http://[x", a port past 65535: not a URL at all
-        raise ElixirError(400, "Invalid query.") from None
+        raise Invalid("query", "Invalid query.") from None
     host = (hostname or "").removeprefix("www.").removeprefix("m.")
     path = parts.path
     params = parse_qs(parts.query)
@@ -6346,7 +6342,7 @@ def parse_link(query: str) -> Link | None:
             elif len(segments) == 3 and segments[1] == "sets":
                 link = Link("soundcloud", "playlist", "/".join(segments))
     if link is None:
-        raise ElixirError(400, UNSUPPORTED_LINK)
+        raise Invalid("link", UNSUPPORTED_LINK)
     return link
 
 
@@ -6466,36 +6462,22 @@ class TrackEnds:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-class Music:
-    """The Elixir player's rules, the same through every door (HTTP, the host API): join checks
-    the registry, play resolves then enqueues on a connected player, and every change is written
-    in one transaction, then published to the guild's followers, a track's end included."""
+class PlayerChanges:
+    """The guilds' players as they stand and as they change: read settled to now, followed, and
+    changed in one transaction, then published to the guild's followers and the audio backend;
+    and the changes nobody asks for, which the clock and the backend make (a track's end, a
+    drifted position). :class:`Music` adds the operations someone asks for."""
 
-    def __init__(
-        self,
-        players: PlayerStore,
-        registry: RegistryStore,
-        resolver: Resolver,
-        hub: Hub,
-        config: Config,
-        timers: Timers,
-    ) -> None:
+    def __init__(self, players: PlayerStore, hub: Hub, config: Config, timers: Timers) -> None:
         self._players = players
-        self._registry = registry
-        self._resolver = resolver
         self._hub = hub
         self._clock = config.clock
-        self._max_queue = config.max_queue
         self.track_ends = TrackEnds(players, self._settle, config.clock, timers)
         self.mirror: PlayerMirror | None = None
         """The audio backend that plays what the players say (a Lavalink node), if any."""
 
     def now(self) -> float:
         return self._clock()
-
-    async def resolve(self, query: str) -> Track | list[Track] | None:
-        """What a play of ``query`` finds (the configured resolver)."""
-        return await self._resolver.resolve(play_query(query))
 
     async def player(self, guild_id: str, *, whole: bool = False) -> Player | None:
         """The guild's player settled to now (the front of its queue, unless ``whole``), or ``None``
@@ -6607,6 +6589,30 @@ class Music:
     async def guilds_playing(self) -> list[str]:
         """Every guild with a player (connected)."""
         return await self._players.guilds()
+
+
+class Music(PlayerChanges):
+    """The Elixir player's operations that someone asks for, the same through every door (HTTP,
+    the host API): join checks the registry, play resolves then enqueues on a connected player;
+    each is a change of :class:`PlayerChanges` (one transaction, then published)."""
+
+    def __init__(
+        self,
+        players: PlayerStore,
+        registry: RegistryStore,
+        resolver: Resolver,
+        hub: Hub,
+        config: Config,
+        timers: Timers,
+    ) -> None:
+        super().__init__(players, hub, config, timers)
+        self._registry = registry
+        self._resolver = resolver
+        self._max_queue = config.max_queue
+
+    async def resolve(self, query: str) -> Track | list[Track] | None:
+        """What a play of ``query`` finds (the configured resolver)."""
+        return await self._resolver.resolve(play_query(query))
 
     async def join(self, guild_id: str, channel_id: str) -> Player:
         """Connect to a registered voice channel, or move there keeping the queue."""
@@ -7029,16 +7035,16 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     stores = await (open_postgres if is_postgres(config.db) else open_sqlite)(config)
     redis = None
     try:
-        metrics = Metrics()
-        redis = redis_parts(config, metrics)
+        process_metrics = Metrics()
+        redis = redis_parts(config, process_metrics)
         timers = config.timers or LoopTimers()
         limiter, broker = limiter_and_broker(config, redis)
-        stores.database.on_commit(lambda seconds: metrics.observe("xe_commit_seconds", "", seconds))
-        hub = Hub(config.subscriber_backlog, broker, metrics)
-        metrics.gauges[_labels_sample("xe_subscribers", stream="loaders")] = lambda: hub.subscribers(
+        stores.database.on_commit(lambda seconds: process_metrics.observe("xe_commit_seconds", "", seconds))
+        hub = Hub(config.subscriber_backlog, broker, process_metrics)
+        process_metrics.gauges[_labels_sample("xe_subscribers", stream="loaders")] = lambda: hub.subscribers(
             LOADER_TOPIC
         )
-        metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
+        process_metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
         if broker is not None:  # other processes publish too: deliver the log's order, no gap
             _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
             hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
@@ -7075,7 +7081,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
                 Listings(stores.listings),
                 lavalink,
                 None if redis is None else redis.client,
-                metrics,
+                process_metrics,
                 shared_metrics,
                 revocations,
                 OpenStreams(config.max_streams_per_address),
@@ -7928,7 +7934,8 @@ async def import_lines(chunks: AsyncIterator[bytes], catalog: CatalogStore) -> i
     naming the line; the chunks before it are written: upserts, so send it again once fixed).
     A body without a track (empty: ``curl --data-binary @missing-file`` sends one) is a 400."""
     decode = msgspec.json.Decoder(Track).decode
-    pending, batch, imported, number, tracks = b"", [], 0, 0, 0
+    pending, imported, number, tracks = b"", 0, 0, 0
+    batch: list[Track] = []
 
     async def write() -> None:
         nonlocal batch, imported
@@ -8074,7 +8081,7 @@ def _listing_route(kind: str) -> Any:
     listing.__doc__ = (
         f"List {kind}, a page at a time (`?limit=` 1-1000, `?after=` the previous page's `next`)."
     )
-    listing.__annotations__["return"] = Page[LISTED_AS[kind]]  # type: ignore[name-defined]
+    listing.__annotations__["return"] = Page[LISTED_AS[kind]]  # type: ignore[valid-type]  # made at run time
     return _admin(get, f"/{kind}", name=listing.__name__)(listing)
 
 
@@ -9360,22 +9367,6 @@ def allowed_methods(app: Litestar) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
-    """The app's services, open while it serves (its lifespan). On a file, only the servers of
-    one Redis fleet share it (:class:`ServerLock`; PostgreSQL: :meth:`PostgresDatabase.claim`)."""
-    lock = None if is_postgres(config.db) else ServerLock(config.db, fleet_mark(config))
-    if lock is not None:
-        lock.acquire()
-    _SERVING.set(True)  # the lifespan's own context: a PostgreSQL store names its connections
-    try:
-        async with _services_of(app, config):
-            yield
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-@contextlib.asynccontextmanager
 async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
     async with open_services(config) as opened:
         app.state.xe = opened
@@ -9396,6 +9387,22 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
             app.state.host = None
             if isinstance(edge, Edge):
                 edge.metrics = None
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Litestar, config: Config) -> AsyncIterator[None]:
+    """The app's services, open while it serves (its lifespan). On a file, only the servers of
+    one Redis fleet share it (:class:`ServerLock`; PostgreSQL: :meth:`PostgresDatabase.claim`)."""
+    lock = None if is_postgres(config.db) else ServerLock(config.db, fleet_mark(config))
+    if lock is not None:
+        lock.acquire()
+    _SERVING.set(True)  # the lifespan's own context: a PostgreSQL store names its connections
+    try:
+        async with _services_of(app, config):
+            yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
@@ -9835,9 +9842,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    db = argparse.ArgumentParser(add_help=False)
+    db = _Parser(add_help=False)
     db.add_argument("--db", help="SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)")
-    sqlite_db = argparse.ArgumentParser(add_help=False)  # for what only an SQLite file can do
+    sqlite_db = _Parser(add_help=False)  # for what only an SQLite file can do
     sqlite_db.add_argument("--db", help="the SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
