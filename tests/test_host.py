@@ -99,3 +99,26 @@ def test_a_custom_resolver_replaces_the_catalog(make_client: Any) -> None:
     assert played.json()["formattedDuration"] == "00:00/LIVE"
     missing = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "nothing"}, headers=headers)
     assert missing.status_code == 404
+
+
+def test_host_listings_check_what_the_admin_api_checks(db_path: str) -> None:
+    """One service checks a page request for every door: the host refuses with ValueError the
+    kind, limit and cursor the admin API refuses with a 400, and a link it cannot play with
+    the status and message the Elixir API answers."""
+
+    async def run() -> None:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            for kind, limit, after, refused in [
+                ("tokens", 10, None, "Invalid kind"),
+                ("keys", 0, None, "Invalid limit"),
+                ("keys", 1001, None, "Invalid limit"),
+                ("keys", 10, "x" * 101, "Invalid after"),
+            ]:
+                with pytest.raises(ValueError, match=refused):
+                    await host.list(kind, limit=limit, after=after)
+            assert (await host.list("keys", limit=1000, after="x" * 100)).items == []
+            with pytest.raises(xe.ApiError) as unsupported:
+                await host.resolve("https://example.com/x")
+            assert (unsupported.value.status_code, unsupported.value.message) == (400, xe.UNSUPPORTED_LINK)
+
+    asyncio.run(run())

@@ -55,9 +55,10 @@ def test_recognised_links(url: str, link: tuple[str, str, str]) -> None:
     ],
 )
 def test_unsupported_links_are_refused(url: str) -> None:
-    with pytest.raises(xe.ElixirError) as refused:
+    with pytest.raises(xe.Invalid) as refused:
         xe.parse_link(url)
-    assert refused.value.status_code == 400
+    answer = xe.ApiError.of(refused.value, "elixir")
+    assert (answer.status_code, answer.message) == (400, xe.UNSUPPORTED_LINK)
 
 
 @pytest.mark.parametrize("text", ["magia", "youtube.com watch", "what's new: remix", "https:/broken"])
