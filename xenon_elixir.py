@@ -794,7 +794,7 @@ _TEMPLATE_ID = re.compile(r"[A-Za-z0-9]{12}")
 _BACKUP_ID = re.compile(r"[0-9a-z]{1,32}")
 
 
-def backup_id(value: str) -> str:
+def valid_backup_id(value: str) -> str:
     """A backup id: 1-32 letters or digits, case-insensitive (kept lowercase). Generated ids are
     10 base36 characters; legacy Xenon ids were 16, and bots pass guild ids as backups."""
     value = value.lower()
@@ -803,7 +803,7 @@ def backup_id(value: str) -> str:
     return value
 
 
-def template_id(value: str) -> str:
+def valid_template_id(value: str) -> str:
     """A template id: 12 characters of A-Z, a-z and 0-9, case-sensitive."""
     if not _TEMPLATE_ID.fullmatch(value):
         raise ValueError("Invalid template id: expected 12 characters of A-Z, a-z and 0-9")
@@ -858,7 +858,7 @@ class BackupIn(msgspec.Struct, kw_only=True):
 
     @staticmethod
     def checked_id(value: str) -> str:
-        return backup_id(value)
+        return valid_backup_id(value)
 
     def __post_init__(self) -> None:
         if self.id is not None:
@@ -875,7 +875,7 @@ class TemplateIn(BackupIn, kw_only=True):
 
     @staticmethod
     def checked_id(value: str) -> str:
-        return template_id(value)
+        return valid_template_id(value)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -1190,9 +1190,9 @@ class Loader(msgspec.Struct, kw_only=True):
         self.target_id = snowflake(self.target_id, "target_id")
         self.source_id = snowflake(self.source_id, "source_id")
         if self.backup_id is not None:
-            self.backup_id = backup_id(self.backup_id)
+            self.backup_id = valid_backup_id(self.backup_id)
         if self.template_id is not None:
-            self.template_id = template_id(self.template_id)
+            self.template_id = valid_template_id(self.template_id)
         if self.user_id is not None:
             self.user_id = snowflake(self.user_id, "user_id")
 
@@ -7206,11 +7206,11 @@ async def follow(
 # ---------------------------------------------------------------------------
 
 
-def services(request: ASGIConnection[Any, Any, Any, Any]) -> Services:
+def services_of(request: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return request.app.state.xe
 
 
-async def refused(xe: Services, scope: Scope, refusal: ApiError) -> ApiError:
+async def counted_refusal(xe: Services, scope: Scope, refusal: ApiError) -> ApiError:
     """What to answer a failed authorization: the refusal itself, or a 429 in the same API's
     shape once the client address has failed too often (``auth_failures``)."""
     wait = await xe.limiter.hit("auth_failures", client_address(scope, xe.config.proxies))
@@ -7231,19 +7231,19 @@ async def xenon_bot(xe: Services, scope: Scope) -> tuple[Bot, str]:
     """The bot whose token is in ``Authorization`` (raw, or with a ``Bot `` prefix), and the token."""
     authorization = header(scope, b"authorization")
     if not authorization:
-        raise await refused(xe, scope, XenonError(401, "Unauthorized"))
+        raise await counted_refusal(xe, scope, XenonError(401, "Unauthorized"))
     scheme, _, rest = authorization.partition(" ")
     token = rest.strip() if scheme.lower() == "bot" and rest else authorization.strip()
     bot = await xe.stores.partners.bot_by_token(token)
     if bot is None:
-        raise await refused(xe, scope, XenonError(401, "Invalid token"))
+        raise await counted_refusal(xe, scope, XenonError(401, "Invalid token"))
     return bot, token
 
 
 async def xenon_caller(request: Request, group: str) -> Bot:
     """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
     comes first, so an invalid token never spends a real bot's budget."""
-    xe = services(request)
+    xe = services_of(request)
     bot, _ = await xenon_bot(xe, request.scope)
     await limited(xe, group, bot.id)
     return bot
@@ -7281,16 +7281,16 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     guild, channel or player lookup (the original looked first, letting anyone probe ids).
     """
     guild_id = path_id(guild_id, "guild")
-    xe = services(request)
+    xe = services_of(request)
     key = elixir_key(header(request.scope, b"authorization"))
     owner = await xe.stores.keys.owner(key) if key else None
     if owner is None or owner[0] != guild_id:
-        raise await refused(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
+        raise await counted_refusal(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
     body = decode_body(await request.body(), ElixirBody)
     if body.user is None:
         raise ElixirError(400, 'Missing "user" (or "user.id") in body.')
     if body.user != owner[1]:
-        raise await refused(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
+        raise await counted_refusal(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
     return guild_id, body.user, body
 
 
@@ -7302,7 +7302,7 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     if not (
         token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))
     ):
-        raise await refused(xe, connection.scope, XenonError(401, "Unauthorized"))
+        raise await counted_refusal(xe, connection.scope, XenonError(401, "Unauthorized"))
 
 
 # ---------------------------------------------------------------------------
@@ -7318,7 +7318,7 @@ def query_id(value: str | None, field: str, parse: Callable[[str, str], str] = p
 
 def _backup_param(value: str, _: str) -> str:
     try:
-        return backup_id(value)
+        return valid_backup_id(value)
     except ValueError as exc:
         raise XenonError(400, str(exc)) from None
 
@@ -7349,7 +7349,7 @@ async def xenon_mappers(
     ] = None,
 ) -> Encoded:
     """Translate ids of the source guild (or a backup's) to those of the target guild."""
-    xe = services(request)
+    xe = services_of(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
     from_backup = query_id(backup, "backup", _backup_param) if backup else None
@@ -7367,7 +7367,7 @@ def _template_bots_route(attach: bool) -> Any:
         bot = await xenon_caller(request, "templates")
         raw = await request.body()
         body = decode_body(raw, AttachBody) if raw.strip() else AttachBody()
-        await services(request).partners.set_template_bot(template_id, bot, body.user, attached=attach)  # type: ignore[arg-type]
+        await services_of(request).partners.set_template_bot(template_id, bot, body.user, attached=attach)  # type: ignore[arg-type]
         return Empty()
 
     route = post if attach else delete
@@ -7386,13 +7386,13 @@ def _template_bots_route(attach: bool) -> Any:
 
 @get("/templates/{template_id:str}/bots", responses=documented_errors("xenon", 400, 404))
 async def xenon_template_bots(request: Request, template_id: TemplateIdPath) -> TemplateBots:
-    template = await services(request).partners.template(template_id)
+    template = await services_of(request).partners.template(template_id)
     return TemplateBots([bot.id for bot in template.bots])
 
 
 @get("/templates/{template_id:str}", responses=documented_errors("xenon", 400, 404))
 async def xenon_template(request: Request, template_id: TemplateIdPath) -> Template:
-    return await services(request).partners.template(template_id)
+    return await services_of(request).partners.template(template_id)
 
 
 def _since(scope: Any) -> int | None:
@@ -7475,7 +7475,7 @@ async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
         raise ElixirError(400, str(exc)) from None
     if channel_id is None:
         raise ElixirError(400, 'Missing "channel" (or "channel.id") in body.')
-    await services(request).music.join(guild_id, channel_id)
+    await services_of(request).music.join(guild_id, channel_id)
     return Joined(guild_id, channel_id, user_id, "Successfully joined the voice channel.")
 
 
@@ -7483,14 +7483,14 @@ async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
 async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
-    await services(request).music.set_volume(guild_id, volume)
+    await services_of(request).music.set_volume(guild_id, volume)
     return Controlled(guild_id, user_id, f"Successfully changed the volume to {volume}.")
 
 
 @_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack], body=ElixirPlayBody)
 async def elixir_play(request: Request, guild_id: SnowflakePath) -> Encoded:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
-    found = await services(request).music.play(guild_id, body.query or "", user_id)
+    found = await services_of(request).music.play(guild_id, body.query or "", user_id)
     if isinstance(found, list):
         return Encoded(msgspec.json.encode([elixir_track(t, user_id) for t in found]))
     return Encoded(msgspec.json.encode(elixir_track(found, user_id)))
@@ -7501,7 +7501,7 @@ def _control_route(action: str, verb: str) -> Any:
 
     async def control(request: Request, guild_id: SnowflakePath) -> Controlled:
         guild_id, user_id, _ = await elixir_caller(request, guild_id)
-        await getattr(services(request).music, action)(guild_id)
+        await getattr(services_of(request).music, action)(guild_id)
         return Controlled(guild_id, user_id, f"Successfully {verb} the player.")
 
     control.__name__ = f"elixir_{action}"
@@ -7512,7 +7512,7 @@ def _control_route(action: str, verb: str) -> Any:
 @_elixir_post("/{guild_id:str}/skip", 410)
 async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack | Message:
     guild_id, user_id, _ = await elixir_caller(request, guild_id)
-    music = services(request).music
+    music = services_of(request).music
     player = await music.skip(guild_id)
     if (entry := player.current) is None:
         return Message("Skipped the track. The queue is now empty.")
@@ -7523,7 +7523,7 @@ async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack 
     "/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)}
 )
 async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> Encoded:
-    music = services(request).music
+    music = services_of(request).music
     player = await music.player(path_id(guild_id, "guild"))
     if player is None or (entry := player.current) is None:
         raise ElixirError(410, NOTHING_PLAYING)
@@ -7534,7 +7534,7 @@ async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> Encode
 
 @get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))
 async def elixir_queue(request: Request, guild_id: SnowflakePath) -> QueueView:
-    music = services(request).music
+    music = services_of(request).music
     player = await music.player(path_id(guild_id, "guild"), whole=True)
     if player is None or not player.queue:
         return QueueView(None, [])
@@ -7554,7 +7554,7 @@ async def elixir_player_ws(
     scope, receive, send = socket.scope, socket.receive, socket.send
     if (await receive())["type"] != "websocket.connect":
         return
-    xe = services(socket)
+    xe = services_of(socket)
     address = client_address(scope, xe.config.proxies)
     if not xe.streams.take(address):
         # Accepted, then closed with 4029, as a rate limit: a reconnect loop retries a close.
@@ -7628,14 +7628,14 @@ def bad_input() -> Iterator[None]:
 @_admin(post, "/keys", 409, body=KeyIn, status_code=201)
 async def admin_create_key(request: Request) -> KeyOut:
     ask = decode_body(await request.body(), KeyIn)
-    key = await services(request).keys.create(ask)
+    key = await services_of(request).keys.create(ask)
     return KeyOut(str(ask.guild), str(ask.user), key)
 
 
 @_admin(delete, "/keys/{guild_id:str}/{user_id:str}")
 async def admin_revoke_key(request: Request, guild_id: SnowflakePath, user_id: SnowflakePath) -> Empty:
     with bad_input():
-        await services(request).keys.revoke(guild_id, user_id)
+        await services_of(request).keys.revoke(guild_id, user_id)
     return Empty()
 
 
@@ -7643,13 +7643,13 @@ async def admin_revoke_key(request: Request, guild_id: SnowflakePath, user_id: S
 async def admin_put_guild(request: Request, guild_id: SnowflakePath) -> Guild:
     ask = decode_body(await request.body(), GuildIn)
     with bad_input():
-        return await services(request).registry.put(guild_id, ask.name, ask.voice_channels)
+        return await services_of(request).registry.put(guild_id, ask.name, ask.voice_channels)
 
 
 @_admin(delete, "/guilds/{guild_id:str}")
 async def admin_delete_guild(request: Request, guild_id: SnowflakePath) -> Empty:
     with bad_input():
-        await services(request).registry.delete(guild_id)
+        await services_of(request).registry.delete(guild_id)
     return Empty()
 
 
@@ -7720,7 +7720,7 @@ async def admin_import_tracks(request: Request) -> Count:
     """A JSON array of tracks (at most ``admin_max_body_size``, checked whole before anything is
     written), or, with ``Content-Type: application/x-ndjson``, one track per line of a stream of
     any size (a million tracks: written as they arrive, a chunk at a time)."""
-    xe = services(request)
+    xe = services_of(request)
     kind = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
     if kind in _LINES:
         return Count(await import_lines(_ending(request.stream()), xe.stores.catalog))
@@ -7732,7 +7732,7 @@ async def admin_import_tracks(request: Request) -> Count:
 @_admin(post, "/playlists", body=Playlist)
 async def admin_put_playlist(request: Request) -> Playlist:
     playlist = decode_body(await request.body(), Playlist)
-    await services(request).stores.catalog.import_catalog([], [playlist])
+    await services_of(request).stores.catalog.import_catalog([], [playlist])
     return playlist
 
 
@@ -7742,37 +7742,37 @@ _ROTATED = ResponseSpec(BotOut, description="The bot existed: its token is rotat
 @_admin(post, "/bots", body=BotIn, status_code=201, responses={200: _ROTATED})
 async def admin_grant_bot(request: Request) -> Response[BotOut]:
     bot = decode_body(await request.body(), BotIn)
-    token, existed = await services(request).partners.grant_bot(bot)
+    token, existed = await services_of(request).partners.grant_bot(bot)
     return Response(BotOut(str(bot.id), bot.name, token), status_code=200 if existed else 201)
 
 
 @_admin(delete, "/bots/{bot_id:str}")
 async def admin_revoke_bot(request: Request, bot_id: SnowflakePath) -> Empty:
     with bad_input():
-        await services(request).partners.revoke_bot(bot_id)
+        await services_of(request).partners.revoke_bot(bot_id)
     return Empty()
 
 
 @_admin(post, "/templates", 409, body=TemplateIn, status_code=201)
 async def admin_create_template(request: Request) -> Template:
-    return await services(request).partners.create_template(decode_body(await request.body(), TemplateIn))
+    return await services_of(request).partners.create_template(decode_body(await request.body(), TemplateIn))
 
 
 @_admin(post, "/backups", 409, body=BackupIn, status_code=201)
 async def admin_create_backup(request: Request) -> Backup:
-    return await services(request).partners.create_backup(decode_body(await request.body(), BackupIn))
+    return await services_of(request).partners.create_backup(decode_body(await request.body(), BackupIn))
 
 
 @_admin(post, "/loaders", 409, body=Loader, status_code=201)
 async def admin_start_loader(request: Request) -> LoaderEvent:
-    return await services(request).loaders.start(decode_body(await request.body(), Loader))
+    return await services_of(request).loaders.start(decode_body(await request.body(), Loader))
 
 
 @_admin(post, "/loaders/{target_id:str}/status", 404, body=StatusIn)
 async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Empty:
     status = decode_body(await request.body(), StatusIn)
     with bad_input():
-        await services(request).loaders.status(target_id, status)
+        await services_of(request).loaders.status(target_id, status)
     return Empty()
 
 
@@ -7780,7 +7780,7 @@ async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Emp
 async def admin_loader_ids(request: Request, target_id: SnowflakePath) -> Count:
     ids = decode_body(await request.body(), IdsIn)
     with bad_input():
-        return Count(await services(request).loaders.ids(target_id, ids))
+        return Count(await services_of(request).loaders.ids(target_id, ids))
 
 
 @_admin(post, "/loaders/{target_id:str}/done", 404, body=DoneIn, operation_class=OptionalBodyOperation)
@@ -7788,7 +7788,7 @@ async def admin_loader_done(request: Request, target_id: SnowflakePath) -> Loade
     raw = await request.body()
     done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
     with bad_input():
-        return await services(request).loaders.done(target_id, done.ok)
+        return await services_of(request).loaders.done(target_id, done.ok)
 
 
 PageLimit = Annotated[
@@ -7815,7 +7815,7 @@ def _listing_route(kind: str) -> Any:
 
     async def listing(request: Request, limit: PageLimit = None, after: PageAfter = None) -> Any:
         with bad_input():
-            return await services(request).listings.page(kind, page_limit(limit), after)
+            return await services_of(request).listings.page(kind, page_limit(limit), after)
 
     listing.__name__ = f"admin_list_{kind}"
     listing.__doc__ = (
@@ -8624,7 +8624,7 @@ async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str
     """A now-playing page for the guild, for a browser or a streaming overlay (``?theme=dark``,
     ``light`` or ``transparent``; ``?controls=0`` hides the controls): it follows the player
     stream and, with a key, pauses, skips, stops and sets the volume through the API."""
-    api = mount_prefix(request.scope) + services(request).config.elixir_prefix
+    api = mount_prefix(request.scope) + services_of(request).config.elixir_prefix
     page = PLAYER_PAGE.replace("{{GUILD}}", path_id(guild_id, "guild")).replace("{{API}}", _in_script(api))
     headers = {
         "Content-Security-Policy": _PAGE_POLICY,
@@ -8642,7 +8642,7 @@ async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str
 @get("/", name="health")
 async def health(request: Request) -> Response[Health]:
     """Liveness and readiness: 200 when the database answers, else 503."""
-    xe = services(request)
+    xe = services_of(request)
     database = await xe.stores.database.ping()
     redis = None
     if xe.redis is not None:
@@ -8674,7 +8674,7 @@ async def health(request: Request) -> Response[Health]:
 async def metrics(request: Request) -> Response[str]:
     """Requests by route and status, latency, followers, events, rate-limit refusals and commit
     time, for Prometheus."""
-    xe = services(request)
+    xe = services_of(request)
     samples = await xe.shared_metrics.gathered() if xe.shared_metrics else xe.metrics.snapshot()
     return Response(Metrics.render(samples), headers={"Cache-Control": "no-store"})
 
