@@ -1,6 +1,6 @@
 -- xenon_elixir schema. Every statement is idempotent: the whole script runs, in one transaction,
 -- when a file is older than this version. PRAGMA user_version records the version; a file from a
--- newer version is refused.
+-- newer version is refused. Tables with a rowid keep the order rows came in.
 
 -- Elixir API keys: only the SHA-256 hex of a key is kept.
 CREATE TABLE IF NOT EXISTS elixir_keys (
@@ -17,11 +17,12 @@ CREATE TABLE IF NOT EXISTS guilds (
     name     TEXT NOT NULL
 ) WITHOUT ROWID;
 
+-- Voice channels are answered in the order they were given in.
 CREATE TABLE IF NOT EXISTS voice_channels (
     guild_id   TEXT NOT NULL REFERENCES guilds (guild_id) ON DELETE CASCADE,
     channel_id TEXT NOT NULL,
     PRIMARY KEY (guild_id, channel_id)
-); -- with rowid: it keeps the order the channels were given in
+);
 
 -- The local catalog the default resolver plays from (length in ms).
 CREATE TABLE IF NOT EXISTS tracks (
@@ -37,27 +38,6 @@ CREATE TABLE IF NOT EXISTS tracks (
     encoded    TEXT,  -- the track as a Lavalink node encodes it, when one resolved it
     UNIQUE (source, identifier)
 );
-
-CREATE VIRTUAL TABLE IF NOT EXISTS tracks_fts USING fts5 (
-    title, author,
-    content = 'tracks', content_rowid = 'track_id',
-    tokenize = 'unicode61 remove_diacritics 2'
-);
-
-CREATE TRIGGER IF NOT EXISTS tracks_fts_insert AFTER INSERT ON tracks BEGIN
-    INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
-END;
-
-CREATE TRIGGER IF NOT EXISTS tracks_fts_delete AFTER DELETE ON tracks BEGIN
-    INSERT INTO tracks_fts (tracks_fts, rowid, title, author)
-    VALUES ('delete', old.track_id, old.title, old.author);
-END;
-
-CREATE TRIGGER IF NOT EXISTS tracks_fts_update AFTER UPDATE ON tracks BEGIN
-    INSERT INTO tracks_fts (tracks_fts, rowid, title, author)
-    VALUES ('delete', old.track_id, old.title, old.author);
-    INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
-END;
 
 CREATE TABLE IF NOT EXISTS playlists (
     playlist_id INTEGER PRIMARY KEY,
@@ -94,18 +74,18 @@ CREATE INDEX IF NOT EXISTS players_by_end ON players (ends_at) WHERE ends_at IS 
 -- Queue entries hold a copy of their track, so any resolver's tracks can be queued.
 -- Entries are only appended (entry_id grows) and deleted from the head.
 CREATE TABLE IF NOT EXISTS queue (
-    entry_id     INTEGER PRIMARY KEY,
-    guild_id     TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    identifier   TEXT NOT NULL,
-    title        TEXT NOT NULL,
-    author       TEXT NOT NULL,
-    length       INTEGER NOT NULL,
-    uri          TEXT NOT NULL,
-    thumbnail    TEXT,
-    is_stream    INTEGER NOT NULL,
+    entry_id   INTEGER PRIMARY KEY,
+    guild_id   TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    author     TEXT NOT NULL,
+    length     INTEGER NOT NULL,
+    uri        TEXT NOT NULL,
+    thumbnail  TEXT,
+    is_stream  INTEGER NOT NULL,
     requested_by TEXT NOT NULL,
-    encoded      TEXT
+    encoded    TEXT
 );
 
 CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
@@ -126,11 +106,12 @@ CREATE TABLE IF NOT EXISTS templates (
     created_at  REAL NOT NULL
 ) WITHOUT ROWID;
 
+-- Bots are listed in the order they attached.
 CREATE TABLE IF NOT EXISTS template_bots (
     template_id TEXT NOT NULL REFERENCES templates (template_id) ON DELETE CASCADE,
     bot_id      TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
     PRIMARY KEY (template_id, bot_id)
-); -- with rowid: bots are listed in the order they attached
+);
 
 CREATE TABLE IF NOT EXISTS backups (
     backup_id  TEXT PRIMARY KEY,
@@ -139,30 +120,22 @@ CREATE TABLE IF NOT EXISTS backups (
     created_at REAL NOT NULL
 ) WITHOUT ROWID;
 
--- Id mappers: one per (source guild, target guild), accumulated over every load.
+-- Id mappers: one per (source guild, target guild), accumulated over every load; ids and
+-- loaders are answered in first-seen order.
 CREATE TABLE IF NOT EXISTS mapper_ids (
     source_id TEXT NOT NULL,
     target_id TEXT NOT NULL,
     old_id    TEXT NOT NULL,
     new_id    TEXT NOT NULL,
     PRIMARY KEY (source_id, target_id, old_id)
-); -- with rowid: ids are answered in first-seen order
+);
 
 CREATE TABLE IF NOT EXISTS mapper_loaders (
     source_id TEXT NOT NULL,
     target_id TEXT NOT NULL,
     user_id   TEXT NOT NULL,
     PRIMARY KEY (source_id, target_id, user_id)
-); -- with rowid: loaders are answered in first-seen order
-
--- The ids of a running load, merged into its mapper only when the load ends well (done with
--- ok: true), so a failed load changes no mapper. (Added in schema version 2.)
-CREATE TABLE IF NOT EXISTS loader_ids (
-    target_id TEXT NOT NULL,
-    old_id    TEXT NOT NULL,
-    new_id    TEXT NOT NULL,
-    PRIMARY KEY (target_id, old_id)
-); -- with rowid: merged in first-seen order
+);
 
 -- Running loaders: at most one per target guild. `start_seq`, the number of its start event,
 -- names one loader apart from the next on the same target.
@@ -187,13 +160,48 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
--- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest event dropped from the log;
--- commits: counted by every writing process, so each notices another's commits.
+-- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
+-- the newest event dropped from the log) come from these rows, moved inside the transaction
+-- that publishes; the row stays locked until the commit, so numbers commit in order and keep
+-- increasing across restarts.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
-INSERT OR IGNORE INTO counters (name, value)
-VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0), ('player_seq', 0);
+-- A full-text index over the catalog's titles and authors.
+CREATE VIRTUAL TABLE IF NOT EXISTS tracks_fts USING fts5 (
+    title, author,
+    content = 'tracks', content_rowid = 'track_id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER IF NOT EXISTS tracks_fts_insert AFTER INSERT ON tracks BEGIN
+    INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
+END;
+
+CREATE TRIGGER IF NOT EXISTS tracks_fts_delete AFTER DELETE ON tracks BEGIN
+    INSERT INTO tracks_fts (tracks_fts, rowid, title, author)
+    VALUES ('delete', old.track_id, old.title, old.author);
+END;
+
+CREATE TRIGGER IF NOT EXISTS tracks_fts_update AFTER UPDATE ON tracks BEGIN
+    INSERT INTO tracks_fts (tracks_fts, rowid, title, author)
+    VALUES ('delete', old.track_id, old.title, old.author);
+    INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
+END;
+
+-- The ids of a running load, merged into its mapper only when the load ends well (done with
+-- ok: true), so a failed load changes no mapper; merged in first-seen order (the rowid).
+CREATE TABLE IF NOT EXISTS loader_ids (
+    target_id TEXT NOT NULL,
+    old_id    TEXT NOT NULL,
+    new_id    TEXT NOT NULL,
+    PRIMARY KEY (target_id, old_id)
+);
+
+-- commits: counted by every writing process, so each notices another's commits.
+
+INSERT INTO counters (name, value)
+VALUES ('event_seq', 0), ('pruned_seq', 0), ('player_seq', 0), ('commits', 0)
+ON CONFLICT DO NOTHING;

@@ -52,7 +52,19 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, NoReturn, Protocol, Self, TextIO, TypeVar, cast
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    Self,
+    TextIO,
+    TypeVar,
+    cast,
+)
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import msgspec
@@ -1658,8 +1670,15 @@ class Transaction(Protocol):
         ...
 
 
-Tags = Sequence[tuple[Any, ...]]
+Tag = tuple[Any, ...]
+Tags = Sequence[Tag]
 """The tags of remembered answers a write makes stale (see :class:`Answers`)."""
+Run = Callable[[Any], Awaitable[T]]
+"""A transaction function: given a :class:`Transaction`, what it returns once committed."""
+After = Callable[[T], None] | None
+"""Told a committed write's result, on the loop, in commit order."""
+Read = Callable[[], Awaitable[T]]
+Keep = Callable[[T], bool]
 
 
 class Database(Protocol):
@@ -1682,26 +1701,14 @@ class Database(Protocol):
     loads: ClassVar[type[LoadStore]]
     """The backend's own halves of these areas."""
 
-    async def write(
-        self,
-        run: Callable[[Any], Awaitable[T]],
-        *,
-        forgets: Tags = (),
-        after: Callable[[T], None] | None = None,
-    ) -> T: ...
+    async def write(self, run: Run[T], *, forgets: Tags = (), after: After[T] = None) -> T: ...
 
     async def one(self, sql: str, *args: Any) -> Any: ...
     async def value(self, sql: str, *args: Any) -> Any: ...
     async def all(self, sql: str, *args: Any) -> list[Any]: ...
-    async def snapshot(self, read: Callable[[Any], Awaitable[T]]) -> T: ...
+    async def snapshot(self, read: Run[T]) -> T: ...
 
-    async def remembered(
-        self,
-        tag: tuple[Any, ...],
-        key: tuple[Any, ...],
-        read: Callable[[], Awaitable[T]],
-        keep: Callable[[T], bool] = bool,
-    ) -> T:
+    async def remembered(self, tag: Tag, key: Tag, read: Read[T], keep: Keep[T] = bool) -> T:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers."""
         ...
 
@@ -1858,13 +1865,7 @@ class Remembering:
         """How many forgets this process has heard of: an answer read across one is not kept."""
         return 0
 
-    async def remembered(
-        self,
-        tag: tuple[Any, ...],
-        key: tuple[Any, ...],
-        read: Callable[[], Awaitable[T]],
-        keep: Callable[[T], bool] = bool,
-    ) -> T:
+    async def remembered(self, tag: Tag, key: Tag, read: Read[T], keep: Keep[T] = bool) -> T:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers."""
         credential = tag in CREDENTIAL_TAGS
         if credential:
@@ -1882,6 +1883,20 @@ class Remembering:
             if keep(answer) and fresh:
                 self.answers.put(tag, key, answer)
         return answer
+
+
+@contextlib.asynccontextmanager
+async def opening(store: Any, refusal: Callable[[BaseException], StoreError | None]) -> AsyncIterator[None]:
+    """Open ``store``: whatever fails on the way closes it again, and a failure that ``refusal``
+    names is answered with the :class:`StoreError` it gives (one line for the operator)."""
+    try:
+        yield
+    except BaseException as exc:
+        await store.close()
+        refused = refusal(exc)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 class TurnLook(Generic[T]):
@@ -2013,6 +2028,203 @@ def fleet_refusal(mine: str, theirs: Iterable[str], where: str) -> str:
     )
 
 
+# --- The tables, once for both stores ---------------------------------------------------
+# Each store fills in its own types (``{text}``, ``{real}``, ``{int}``, ``{bool}``), its row ids
+# (``{id}``), the order rows came in (``{ord}``: SQLite's rowid, PostgreSQL's identity column
+# ``ord``), and what only it has (``{tail}``: SQLite's full-text index, PostgreSQL's word counts).
+
+_TRACK_TABLE_COLUMNS = """\
+    source     {text} NOT NULL,
+    identifier {text} NOT NULL,
+    title      {text} NOT NULL,
+    author     {text} NOT NULL,
+    length     {int} NOT NULL,
+    uri        {text} NOT NULL,
+    thumbnail  {text},"""
+
+_TABLES = """\
+-- Elixir API keys: only the SHA-256 hex of a key is kept.
+CREATE TABLE IF NOT EXISTS elixir_keys (
+    key_hash   {text} PRIMARY KEY,
+    guild_id   {text} NOT NULL,
+    user_id    {text} NOT NULL,
+    created_at {real} NOT NULL,
+    UNIQUE (guild_id, user_id)
+){without_rowid};
+
+-- The guild registry that Elixir's join checks, fed by the host bot.
+CREATE TABLE IF NOT EXISTS guilds (
+    guild_id {text} PRIMARY KEY,
+    name     {text} NOT NULL
+){without_rowid};
+
+-- Voice channels are answered in the order they were given in.
+CREATE TABLE IF NOT EXISTS voice_channels (
+    guild_id   {text} NOT NULL REFERENCES guilds (guild_id) ON DELETE CASCADE,
+    channel_id {text} NOT NULL,{ord}
+    PRIMARY KEY (guild_id, channel_id)
+);
+
+-- The local catalog the default resolver plays from (length in ms).
+CREATE TABLE IF NOT EXISTS tracks (
+    track_id   {id},
+{track_columns}
+    is_stream  {bool} NOT NULL DEFAULT {false},
+    encoded    {text},  -- the track as a Lavalink node encodes it, when one resolved it{track_words}
+    UNIQUE (source, identifier)
+);
+
+CREATE TABLE IF NOT EXISTS playlists (
+    playlist_id {id},
+    source      {text} NOT NULL,
+    identifier  {text} NOT NULL,
+    name        {text} NOT NULL,
+    UNIQUE (source, identifier)
+);
+
+CREATE TABLE IF NOT EXISTS playlist_tracks (
+    playlist_id {int} NOT NULL REFERENCES playlists (playlist_id) ON DELETE CASCADE,
+    position    {int} NOT NULL,
+    track_id    {int} NOT NULL REFERENCES tracks (track_id) ON DELETE CASCADE,
+    PRIMARY KEY (playlist_id, position)
+){without_rowid};
+
+-- One music player per connected guild. The head of its queue is the current track;
+-- its position is `position` ms at clock time `anchor` (frozen while paused). `ends_at` is when
+-- the current track ends (NULL while nothing ends by itself), so the next end is one indexed
+-- lookup; `size` counts the queue's entries, the current one included.
+CREATE TABLE IF NOT EXISTS players (
+    guild_id   {text} PRIMARY KEY,
+    channel_id {text} NOT NULL,
+    volume     {int} NOT NULL,
+    paused     {bool} NOT NULL,
+    position   {real} NOT NULL,
+    anchor     {real} NOT NULL,
+    ends_at    {real},
+    size       {int} NOT NULL DEFAULT 0
+){without_rowid};
+
+CREATE INDEX IF NOT EXISTS players_by_end ON players (ends_at) WHERE ends_at IS NOT NULL;
+
+-- Queue entries hold a copy of their track, so any resolver's tracks can be queued.
+-- Entries are only appended (entry_id grows) and deleted from the head.
+CREATE TABLE IF NOT EXISTS queue (
+    entry_id   {id},
+    guild_id   {text} NOT NULL,
+{track_columns}
+    is_stream  {bool} NOT NULL,
+    requested_by {text} NOT NULL,
+    encoded    {text}
+);
+
+CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
+
+-- Xenon partner bots. A revoked bot keeps its row (and its template attachments) with no token.
+CREATE TABLE IF NOT EXISTS bots (
+    bot_id     {text} PRIMARY KEY,
+    name       {text} NOT NULL,
+    token_hash {text} UNIQUE,
+    created_at {real} NOT NULL
+){without_rowid};
+
+CREATE TABLE IF NOT EXISTS templates (
+    template_id {text} PRIMARY KEY,
+    name        {text} NOT NULL,
+    source_id   {text} NOT NULL,
+    creator_id  {text} NOT NULL,
+    created_at  {real} NOT NULL
+){without_rowid};
+
+-- Bots are listed in the order they attached.
+CREATE TABLE IF NOT EXISTS template_bots (
+    template_id {text} NOT NULL REFERENCES templates (template_id) ON DELETE CASCADE,
+    bot_id      {text} NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,{ord}
+    PRIMARY KEY (template_id, bot_id)
+);
+
+CREATE TABLE IF NOT EXISTS backups (
+    backup_id  {text} PRIMARY KEY,
+    source_id  {text} NOT NULL,
+    creator_id {text} NOT NULL,
+    created_at {real} NOT NULL
+){without_rowid};
+
+-- Id mappers: one per (source guild, target guild), accumulated over every load; ids and
+-- loaders are answered in first-seen order.
+CREATE TABLE IF NOT EXISTS mapper_ids (
+    source_id {text} NOT NULL,
+    target_id {text} NOT NULL,
+    old_id    {text} NOT NULL,
+    new_id    {text} NOT NULL,{ord}
+    PRIMARY KEY (source_id, target_id, old_id)
+);
+
+CREATE TABLE IF NOT EXISTS mapper_loaders (
+    source_id {text} NOT NULL,
+    target_id {text} NOT NULL,
+    user_id   {text} NOT NULL,{ord}
+    PRIMARY KEY (source_id, target_id, user_id)
+);
+
+-- Running loaders: at most one per target guild. `start_seq`, the number of its start event,
+-- names one loader apart from the next on the same target.
+CREATE TABLE IF NOT EXISTS loaders (
+    target_id   {text} PRIMARY KEY,
+    type        {text} NOT NULL,
+    source_id   {text} NOT NULL,
+    backup_id   {text},
+    template_id {text},
+    user_id     {text},
+    started_at  {real} NOT NULL,
+    start_seq   {int} NOT NULL DEFAULT 0
+){without_rowid};
+
+-- The loader events, as the frames that were sent: start/done for ?since= replay; statuses
+-- too, so that a process can fill in one that reached it late (they are not replayed).
+CREATE TABLE IF NOT EXISTS events (
+    seq        {int} PRIMARY KEY,
+    frame      {text} NOT NULL,
+    created_at {real} NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
+
+-- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
+-- the newest event dropped from the log) come from these rows, moved inside the transaction
+-- that publishes; the row stays locked until the commit, so numbers commit in order and keep
+-- increasing across restarts.
+CREATE TABLE IF NOT EXISTS counters (
+    name  {text} PRIMARY KEY,
+    value {int} NOT NULL
+){without_rowid};
+{tail}
+INSERT INTO counters (name, value)
+VALUES ('event_seq', 0), ('pruned_seq', 0), ('player_seq', 0){counters}
+ON CONFLICT DO NOTHING;
+"""
+
+
+class Dialect(NamedTuple):
+    """How a store spells the schema's types (see ``_TABLES``)."""
+
+    text: str
+    real: str
+    int: str
+    bool: str
+    false: str
+    id: str
+    ord: str
+    without_rowid: str
+
+
+def schema_for(head: str, dialect: Dialect, *, track_words: str, counters: str, tail: str) -> str:
+    """The schema script of one store: its ``head`` (a comment), then the tables in its dialect."""
+    columns = _TRACK_TABLE_COLUMNS.format(**dialect._asdict())
+    return head + _TABLES.format(
+        track_columns=columns, track_words=track_words, counters=counters, tail=tail, **dialect._asdict()
+    )
+
+
 # --- Rows of tracks, as every table that holds one has them --------------------------------
 
 TRACK_COLUMNS = "source, identifier, title, author, length, uri, thumbnail, is_stream, encoded"
@@ -2060,6 +2272,13 @@ def track_of(row: Sequence[Any]) -> Track:
 # --- The storage areas ------------------------------------------------------------------
 
 
+class Area:
+    """A storage area: its SQL and what it does with the rows, on one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+
 class KeyStore:
     """Elixir keys: only the SHA-256 hex of a key is kept."""
 
@@ -2102,7 +2321,7 @@ class KeyStore:
         return await self.db.write(run, forgets=[("keys",)])
 
 
-class RegistryStore:
+class RegistryStore(Area):
     """The guilds Elixir is in, with their voice channels, as the host bot reports them."""
 
     upsert = (
@@ -2115,9 +2334,6 @@ class RegistryStore:
     channel_insert = "INSERT INTO voice_channels (guild_id, channel_id) VALUES (?, ?)"
     channels_of = "SELECT channel_id FROM voice_channels WHERE guild_id = ? ORDER BY rowid"
     channel_exists = "SELECT 1 FROM voice_channels WHERE guild_id = ? AND channel_id = ?"
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     async def put(self, guild: Guild) -> Guild:
         async def run(tx: Transaction) -> Guild:
@@ -2265,14 +2481,11 @@ MAPPER_LOADER = """
     INSERT INTO mapper_loaders (source_id, target_id, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"""
 
 
-class MapperStore:
+class MapperStore(Area):
     """Id mappers: one per (source guild, target guild), accumulated over every successful load."""
 
     ids_of = "SELECT old_id, new_id FROM mapper_ids WHERE source_id = ? AND target_id = ? ORDER BY rowid"
     loaders_of = "SELECT user_id FROM mapper_loaders WHERE source_id = ? AND target_id = ? ORDER BY rowid"
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     async def mapper_json(self, source_id: str, target_id: str) -> bytes | None:
         """The mapper of (source, target) encoded as its answer, remembered until a load changes it."""
@@ -2309,12 +2522,15 @@ Numbered = tuple[int, str]
 """An event's seq and its frame."""
 
 
+LOADER_FIELDS = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
+
+
 class LoadStore:
     """The running loaders and their staged ids, and the numbered event log they publish to.
     Each method that numbers an event calls ``after(numbered)`` right after its commit, in commit
     (so seq) order. A backend says how a load's ids are staged and merged (``stage``, ``ids_merge``)."""
 
-    loader_columns = "target_id, type, source_id, backup_id, template_id, user_id, start_seq"
+    loader_columns = f"{', '.join(LOADER_FIELDS)}, start_seq"
     loader_insert = """
         INSERT INTO loaders (target_id, type, source_id, backup_id, template_id, user_id, started_at)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
@@ -2355,16 +2571,7 @@ class LoadStore:
         row = await self.db.one(self.loader_get, target_id)
         if row is None:
             return None
-        target, type_, source_id, backup, template, user_id, start_seq = row
-        loader = Loader(
-            target_id=target,
-            type=type_,
-            source_id=source_id,
-            backup_id=backup,
-            template_id=template,
-            user_id=user_id,
-        )
-        return loader, start_seq
+        return Loader(**dict(zip(LOADER_FIELDS, row[:6], strict=True))), row[6]
 
     async def _number(self, tx: Transaction, frame: Callable[[int], str]) -> Numbered:
         """The next seq and its frame, logged in the caller's transaction (statuses too: see
@@ -2465,7 +2672,7 @@ class LoadStore:
         return await self.db.snapshot(read)
 
 
-class CatalogStore:
+class CatalogStore(Area):
     """The local catalog the default resolver plays from: tracks and playlists. A backend writes
     a chunk of tracks (``write_tracks``) and searches (``search``) its own way."""
 
@@ -2482,9 +2689,6 @@ class CatalogStore:
         JOIN playlist_tracks AS pt ON pt.playlist_id = p.playlist_id
         JOIN tracks AS t ON t.track_id = pt.track_id
         WHERE p.source = ? AND p.identifier = ? ORDER BY pt.position"""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     async def write_tracks(self, tx: Transaction, chunk: list[Track]) -> None:
         """Upsert a chunk of tracks (and whatever the backend's search keeps beside them)."""
@@ -2597,7 +2801,7 @@ def player_copy(player: Player | None) -> Player | None:
     return player and dataclasses.replace(player, queue=deque(player.queue), appended=list(player.appended))
 
 
-class PlayerStore:
+class PlayerStore(Area):
     """Players and their queues. A change runs on the stored player in one transaction, so every
     process sees one player per guild; a backend groups the changes that arrive while one
     commits into its next transaction (``change``)."""
@@ -2625,9 +2829,6 @@ class PlayerStore:
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
     every_guild = "SELECT guild_id FROM players ORDER BY guild_id"
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     async def change(
         self,
@@ -2765,15 +2966,12 @@ LISTED_AS = {
 }
 
 
-class ListingStore:
+class ListingStore(Area):
     """Pages of what an operator has."""
 
     channels_between = """
         SELECT guild_id, channel_id FROM voice_channels WHERE guild_id >= ? AND guild_id <= ?
         ORDER BY guild_id, rowid"""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     async def page(self, kind: str, limit: int, after: str | None) -> Page[Any]:
         """A page of ``kind`` in id order, after the cursor ``after``."""
@@ -2827,49 +3025,18 @@ class Stores:
 
 SCHEMA_VERSION = 4
 
-SCHEMA_VERSION = 4
-
-SCHEMA = """\
+SCHEMA = schema_for(
+    """\
 -- xenon_elixir schema. Every statement is idempotent: the whole script runs, in one transaction,
 -- when a file is older than this version. PRAGMA user_version records the version; a file from a
--- newer version is refused.
+-- newer version is refused. Tables with a rowid keep the order rows came in.
 
--- Elixir API keys: only the SHA-256 hex of a key is kept.
-CREATE TABLE IF NOT EXISTS elixir_keys (
-    key_hash   TEXT PRIMARY KEY,
-    guild_id   TEXT NOT NULL,
-    user_id    TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (guild_id, user_id)
-) WITHOUT ROWID;
-
--- The guild registry that Elixir's join checks, fed by the host bot.
-CREATE TABLE IF NOT EXISTS guilds (
-    guild_id TEXT PRIMARY KEY,
-    name     TEXT NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS voice_channels (
-    guild_id   TEXT NOT NULL REFERENCES guilds (guild_id) ON DELETE CASCADE,
-    channel_id TEXT NOT NULL,
-    PRIMARY KEY (guild_id, channel_id)
-); -- with rowid: it keeps the order the channels were given in
-
--- The local catalog the default resolver plays from (length in ms).
-CREATE TABLE IF NOT EXISTS tracks (
-    track_id   INTEGER PRIMARY KEY,
-    source     TEXT NOT NULL,
-    identifier TEXT NOT NULL,
-    title      TEXT NOT NULL,
-    author     TEXT NOT NULL,
-    length     INTEGER NOT NULL,
-    uri        TEXT NOT NULL,
-    thumbnail  TEXT,
-    is_stream  INTEGER NOT NULL DEFAULT 0,
-    encoded    TEXT,  -- the track as a Lavalink node encodes it, when one resolved it
-    UNIQUE (source, identifier)
-);
-
+""",
+    Dialect("TEXT", "REAL", "INTEGER", "INTEGER", "0", "INTEGER PRIMARY KEY", "", " WITHOUT ROWID"),
+    track_words="",
+    counters=", ('commits', 0)",
+    tail="""
+-- A full-text index over the catalog's titles and authors.
 CREATE VIRTUAL TABLE IF NOT EXISTS tracks_fts USING fts5 (
     title, author,
     content = 'tracks', content_rowid = 'track_id',
@@ -2891,145 +3058,18 @@ CREATE TRIGGER IF NOT EXISTS tracks_fts_update AFTER UPDATE ON tracks BEGIN
     INSERT INTO tracks_fts (rowid, title, author) VALUES (new.track_id, new.title, new.author);
 END;
 
-CREATE TABLE IF NOT EXISTS playlists (
-    playlist_id INTEGER PRIMARY KEY,
-    source      TEXT NOT NULL,
-    identifier  TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    UNIQUE (source, identifier)
-);
-
-CREATE TABLE IF NOT EXISTS playlist_tracks (
-    playlist_id INTEGER NOT NULL REFERENCES playlists (playlist_id) ON DELETE CASCADE,
-    position    INTEGER NOT NULL,
-    track_id    INTEGER NOT NULL REFERENCES tracks (track_id) ON DELETE CASCADE,
-    PRIMARY KEY (playlist_id, position)
-) WITHOUT ROWID;
-
--- One music player per connected guild. The head of its queue is the current track;
--- its position is `position` ms at clock time `anchor` (frozen while paused). `ends_at` is when
--- the current track ends (NULL while nothing ends by itself), so the next end is one indexed
--- lookup; `size` counts the queue's entries, the current one included.
-CREATE TABLE IF NOT EXISTS players (
-    guild_id   TEXT PRIMARY KEY,
-    channel_id TEXT NOT NULL,
-    volume     INTEGER NOT NULL,
-    paused     INTEGER NOT NULL,
-    position   REAL NOT NULL,
-    anchor     REAL NOT NULL,
-    ends_at    REAL,
-    size       INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-
-CREATE INDEX IF NOT EXISTS players_by_end ON players (ends_at) WHERE ends_at IS NOT NULL;
-
--- Queue entries hold a copy of their track, so any resolver's tracks can be queued.
--- Entries are only appended (entry_id grows) and deleted from the head.
-CREATE TABLE IF NOT EXISTS queue (
-    entry_id     INTEGER PRIMARY KEY,
-    guild_id     TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    identifier   TEXT NOT NULL,
-    title        TEXT NOT NULL,
-    author       TEXT NOT NULL,
-    length       INTEGER NOT NULL,
-    uri          TEXT NOT NULL,
-    thumbnail    TEXT,
-    is_stream    INTEGER NOT NULL,
-    requested_by TEXT NOT NULL,
-    encoded      TEXT
-);
-
-CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
-
--- Xenon partner bots. A revoked bot keeps its row (and its template attachments) with no token.
-CREATE TABLE IF NOT EXISTS bots (
-    bot_id     TEXT PRIMARY KEY,
-    name       TEXT NOT NULL,
-    token_hash TEXT UNIQUE,
-    created_at REAL NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS templates (
-    template_id TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    source_id   TEXT NOT NULL,
-    creator_id  TEXT NOT NULL,
-    created_at  REAL NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS template_bots (
-    template_id TEXT NOT NULL REFERENCES templates (template_id) ON DELETE CASCADE,
-    bot_id      TEXT NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
-    PRIMARY KEY (template_id, bot_id)
-); -- with rowid: bots are listed in the order they attached
-
-CREATE TABLE IF NOT EXISTS backups (
-    backup_id  TEXT PRIMARY KEY,
-    source_id  TEXT NOT NULL,
-    creator_id TEXT NOT NULL,
-    created_at REAL NOT NULL
-) WITHOUT ROWID;
-
--- Id mappers: one per (source guild, target guild), accumulated over every load.
-CREATE TABLE IF NOT EXISTS mapper_ids (
-    source_id TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    old_id    TEXT NOT NULL,
-    new_id    TEXT NOT NULL,
-    PRIMARY KEY (source_id, target_id, old_id)
-); -- with rowid: ids are answered in first-seen order
-
-CREATE TABLE IF NOT EXISTS mapper_loaders (
-    source_id TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    user_id   TEXT NOT NULL,
-    PRIMARY KEY (source_id, target_id, user_id)
-); -- with rowid: loaders are answered in first-seen order
-
 -- The ids of a running load, merged into its mapper only when the load ends well (done with
--- ok: true), so a failed load changes no mapper. (Added in schema version 2.)
+-- ok: true), so a failed load changes no mapper; merged in first-seen order (the rowid).
 CREATE TABLE IF NOT EXISTS loader_ids (
     target_id TEXT NOT NULL,
     old_id    TEXT NOT NULL,
     new_id    TEXT NOT NULL,
     PRIMARY KEY (target_id, old_id)
-); -- with rowid: merged in first-seen order
-
--- Running loaders: at most one per target guild. `start_seq`, the number of its start event,
--- names one loader apart from the next on the same target.
-CREATE TABLE IF NOT EXISTS loaders (
-    target_id   TEXT PRIMARY KEY,
-    type        TEXT NOT NULL,
-    source_id   TEXT NOT NULL,
-    backup_id   TEXT,
-    template_id TEXT,
-    user_id     TEXT,
-    started_at  REAL NOT NULL,
-    start_seq   INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-
--- The loader events, as the frames that were sent: start/done for ?since= replay; statuses
--- too, so that a process can fill in one that reached it late (they are not replayed).
-CREATE TABLE IF NOT EXISTS events (
-    seq        INTEGER PRIMARY KEY,
-    frame      TEXT NOT NULL,
-    created_at REAL NOT NULL
 );
 
-CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
-
--- event_seq: the last event number given out (status events included), so numbers keep
--- increasing across restarts; pruned_seq: the newest event dropped from the log;
 -- commits: counted by every writing process, so each notices another's commits.
-CREATE TABLE IF NOT EXISTS counters (
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-
-INSERT OR IGNORE INTO counters (name, value)
-VALUES ('event_seq', 0), ('pruned_seq', 0), ('commits', 0), ('player_seq', 0);
-"""
+""",
+)
 
 
 def run_now(awaitable: Awaitable[T]) -> T:
@@ -3564,24 +3604,23 @@ class SqliteDatabase(Remembering):
         self._credentials = TurnLook(lambda: self.read_now(lambda tx: tx.value(CREDENTIALS)) or 0)
 
     async def open(self) -> SqliteDatabase:
-        try:
+        async with opening(self, self._refusal):
             await self._writer.open()
             reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._reader = SqliteTransaction(reader)
             for pragma in ("query_only = ON", "busy_timeout = 1000"):
                 reader.execute(f"PRAGMA {pragma}")
             (self._writer.commits,) = reader.execute(_COMMITS).fetchone()
-        except (sqlite3.Error, OSError) as exc:
-            await self.close()
-            folder = os.path.dirname(os.path.abspath(self.path))
-            reason = "it is locked by another process" if _locked(exc) else str(exc)
-            if not os.path.isdir(folder):
-                reason = f"the folder {folder} does not exist"
-            raise StoreError(f"cannot use database {self.path}: {reason}") from exc
-        except BaseException:
-            await self.close()
-            raise
         return self
+
+    def _refusal(self, exc: BaseException) -> StoreError | None:
+        if not isinstance(exc, sqlite3.Error | OSError):
+            return None
+        folder = os.path.dirname(os.path.abspath(self.path))
+        reason = "it is locked by another process" if _locked(exc) else str(exc)
+        if not os.path.isdir(folder):
+            reason = f"the folder {folder} does not exist"
+        return StoreError(f"cannot use database {self.path}: {reason}")
 
     async def close(self) -> None:
         try:
@@ -3591,13 +3630,7 @@ class SqliteDatabase(Remembering):
                 self._reader.conn.close()
             self._reader = None
 
-    async def write(
-        self,
-        run: Callable[[Transaction], Awaitable[T]],
-        *,
-        forgets: Tags = (),
-        after: Callable[[T], None] | None = None,
-    ) -> T:
+    async def write(self, run: Run[T], *, forgets: Tags = (), after: After[T] = None) -> T:
         """As :meth:`Database.write`; ``run`` runs on the writer thread (see :func:`run_now`)."""
         return await self._writer.write(moving_credentials(run, forgets), forgets, after)
 
@@ -3694,152 +3727,38 @@ async def open_sqlite(config: Config) -> SqliteDatabase:
 
 PG_SCHEMA_VERSION = 1
 
-PG_SCHEMA = """\
+PG_SCHEMA = schema_for(
+    """\
 -- xenon_elixir schema for PostgreSQL. Every statement is idempotent: the whole script runs, in
 -- one transaction under an advisory lock, when the database is older than this version (empty,
 -- say). counters.schema records the version; a database of a newer version is refused. The
 -- tables are SQLite's; identity columns stand for SQLite's rowids (the order things came in).
 
-CREATE TABLE IF NOT EXISTS elixir_keys (
-    key_hash   text PRIMARY KEY,
-    guild_id   text NOT NULL,
-    user_id    text NOT NULL,
-    created_at double precision NOT NULL,
-    UNIQUE (guild_id, user_id)
-);
-
-CREATE TABLE IF NOT EXISTS guilds (
-    guild_id text PRIMARY KEY,
-    name     text NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS voice_channels (
-    guild_id   text NOT NULL REFERENCES guilds (guild_id) ON DELETE CASCADE,
-    channel_id text NOT NULL,
-    ord        bigint GENERATED BY DEFAULT AS IDENTITY,
-    PRIMARY KEY (guild_id, channel_id)
-);
-
--- The catalog. A track's words (lower case, accents removed, as SQLite's unicode61 tokenizer
--- with remove_diacritics 2 cuts them) are kept per column for the ranking and together for the
--- GIN index; search_words counts the tracks holding each word, and the counters 'tracks' and
--- 'tokens' the tracks and their words, for bm25 as SQLite's FTS5 computes it.
-CREATE TABLE IF NOT EXISTS tracks (
-    track_id     bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    source       text NOT NULL,
-    identifier   text NOT NULL,
-    title        text NOT NULL,
-    author       text NOT NULL,
-    length       bigint NOT NULL,
-    uri          text NOT NULL,
-    thumbnail    text,
-    is_stream    boolean NOT NULL DEFAULT false,
-    encoded      text,
+""",
+    Dialect(
+        *("text", "double precision", "bigint", "boolean", "false"),
+        id="bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        ord="\n    ord        bigint GENERATED BY DEFAULT AS IDENTITY,",
+        without_rowid="",
+    ),
+    # A track's words (lower case, accents removed, as SQLite's unicode61 tokenizer with
+    # remove_diacritics 2 cuts them) per column for the ranking, and together for the index.
+    track_words="""
     title_words  text[] NOT NULL,
     author_words text[] NOT NULL,
-    words        text[] GENERATED ALWAYS AS (title_words || author_words) STORED,
-    UNIQUE (source, identifier)
-);
-
+    words        text[] GENERATED ALWAYS AS (title_words || author_words) STORED,""",
+    counters=", ('tracks', 0), ('tokens', 0)",
+    tail="""
 CREATE INDEX IF NOT EXISTS tracks_by_word ON tracks USING gin (words);
 
+-- search_words counts the tracks holding each word, and the counters 'tracks' and 'tokens' the
+-- tracks and their words, for bm25 as SQLite's FTS5 computes it.
 CREATE TABLE IF NOT EXISTS search_words (
     word   text PRIMARY KEY,
     tracks bigint NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS playlists (
-    playlist_id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    source      text NOT NULL,
-    identifier  text NOT NULL,
-    name        text NOT NULL,
-    UNIQUE (source, identifier)
-);
-
-CREATE TABLE IF NOT EXISTS playlist_tracks (
-    playlist_id bigint NOT NULL REFERENCES playlists (playlist_id) ON DELETE CASCADE,
-    position    integer NOT NULL,
-    track_id    bigint NOT NULL REFERENCES tracks (track_id) ON DELETE CASCADE,
-    PRIMARY KEY (playlist_id, position)
-);
-
-CREATE TABLE IF NOT EXISTS players (
-    guild_id   text PRIMARY KEY,
-    channel_id text NOT NULL,
-    volume     integer NOT NULL,
-    paused     boolean NOT NULL,
-    position   double precision NOT NULL,
-    anchor     double precision NOT NULL,
-    ends_at    double precision,
-    size       integer NOT NULL DEFAULT 0
-);
-
-CREATE INDEX IF NOT EXISTS players_by_end ON players (ends_at) WHERE ends_at IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS queue (
-    entry_id     bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    guild_id     text NOT NULL,
-    source       text NOT NULL,
-    identifier   text NOT NULL,
-    title        text NOT NULL,
-    author       text NOT NULL,
-    length       bigint NOT NULL,
-    uri          text NOT NULL,
-    thumbnail    text,
-    is_stream    boolean NOT NULL,
-    requested_by text NOT NULL,
-    encoded      text
-);
-
-CREATE INDEX IF NOT EXISTS queue_by_guild ON queue (guild_id, entry_id);
-
-CREATE TABLE IF NOT EXISTS bots (
-    bot_id     text PRIMARY KEY,
-    name       text NOT NULL,
-    token_hash text UNIQUE,
-    created_at double precision NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS templates (
-    template_id text PRIMARY KEY,
-    name        text NOT NULL,
-    source_id   text NOT NULL,
-    creator_id  text NOT NULL,
-    created_at  double precision NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS template_bots (
-    template_id text NOT NULL REFERENCES templates (template_id) ON DELETE CASCADE,
-    bot_id      text NOT NULL REFERENCES bots (bot_id) ON DELETE CASCADE,
-    ord         bigint GENERATED BY DEFAULT AS IDENTITY,
-    PRIMARY KEY (template_id, bot_id)
-);
-
-CREATE TABLE IF NOT EXISTS backups (
-    backup_id  text PRIMARY KEY,
-    source_id  text NOT NULL,
-    creator_id text NOT NULL,
-    created_at double precision NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS mapper_ids (
-    source_id text NOT NULL,
-    target_id text NOT NULL,
-    old_id    text NOT NULL,
-    new_id    text NOT NULL,
-    ord       bigint GENERATED BY DEFAULT AS IDENTITY,
-    PRIMARY KEY (source_id, target_id, old_id)
-);
-
 CREATE INDEX IF NOT EXISTS mapper_ids_in_order ON mapper_ids (source_id, target_id, ord);
-
-CREATE TABLE IF NOT EXISTS mapper_loaders (
-    source_id text NOT NULL,
-    target_id text NOT NULL,
-    user_id   text NOT NULL,
-    ord       bigint GENERATED BY DEFAULT AS IDENTITY,
-    PRIMARY KEY (source_id, target_id, user_id)
-);
 
 -- A running load's ids, as they came: appended with COPY (an id sent again is a second row;
 -- its first row places it, its last gives its new id), merged into the mapper by its done.
@@ -3851,38 +3770,8 @@ CREATE TABLE IF NOT EXISTS loader_ids (
 );
 
 CREATE INDEX IF NOT EXISTS loader_ids_in_order ON loader_ids (target_id, ord);
-
-CREATE TABLE IF NOT EXISTS loaders (
-    target_id   text PRIMARY KEY,
-    type        text NOT NULL,
-    source_id   text NOT NULL,
-    backup_id   text,
-    template_id text,
-    user_id     text,
-    started_at  double precision NOT NULL,
-    start_seq   bigint NOT NULL DEFAULT 0
-);
-
-CREATE TABLE IF NOT EXISTS events (
-    seq        bigint PRIMARY KEY,
-    frame      text NOT NULL,
-    created_at double precision NOT NULL
-);
-
-CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
-
--- Event and player numbers come from these rows, updated inside the transaction that publishes
--- (a sequence could hand out numbers that commit out of order). The row stays locked until the
--- commit, so numbers commit in order: a reader asking for seq > last never skips one.
-CREATE TABLE IF NOT EXISTS counters (
-    name  text PRIMARY KEY,
-    value bigint NOT NULL
-);
-
-INSERT INTO counters (name, value)
-VALUES ('event_seq', 0), ('pruned_seq', 0), ('player_seq', 0), ('tracks', 0), ('tokens', 0)
-ON CONFLICT DO NOTHING;
-"""
+""",
+)
 
 _PG_SCHEMA_LOCK = 7_362_881_013
 """The advisory lock that one process at a time holds to create or check the schema."""
@@ -4115,7 +4004,7 @@ class PostgresConnections:
         return self._orders.setdefault(counter, asyncio.Lock())
 
     async def open(self) -> Self:
-        try:
+        async with opening(self, self._refusal):
             self._pool = await self.asyncpg.create_pool(
                 self.url,
                 min_size=0,  # connections on demand: none to restore (and log) while the server is away
@@ -4146,16 +4035,12 @@ class PostgresConnections:
                         "INSERT INTO counters VALUES ('schema', $1) ON CONFLICT (name) DO UPDATE SET value = $1",
                         PG_SCHEMA_VERSION,
                     )
-        except StoreError:
-            await self.close()
-            raise
-        except (self.asyncpg.PostgresError, *self.faults) as exc:
-            await self.close()
-            raise StoreError(f"cannot use database {masked_url(self.url)}: {exc}") from exc
-        except BaseException:
-            await self.close()
-            raise
         return self
+
+    def _refusal(self, exc: BaseException) -> StoreError | None:
+        if isinstance(exc, self.asyncpg.PostgresError | self.faults):
+            return StoreError(f"cannot use database {masked_url(self.url)}: {exc}")
+        return None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -4258,10 +4143,10 @@ class PostgresDatabase(PostgresConnections, Remembering):
 
     async def write(
         self,
-        run: Callable[[PostgresTransaction], Awaitable[T]],
+        run: Run[T],
         *,
         forgets: Tags = (),
-        after: Callable[[T], None] | None = None,
+        after: After[T] = None,
         also_forgets: Callable[[], Tags] | None = None,
     ) -> T:
         """As :meth:`Database.write`; a refusal rolls the whole transaction back, and a deadlock
@@ -4643,59 +4528,51 @@ class _Moved:
     convert: tuple[Callable[[Any], Any] | None, ...] = ()
 
 
-def _moved(table: str, columns: str, *, order: str, rowid_as_ord: bool = False, **convert: Any) -> _Moved:
+_BOOLEANS = {"paused", "is_stream"}
+"""Columns SQLite keeps as 0 and 1 and PostgreSQL as booleans."""
+
+
+def _moved(table: str, columns: str, order: str, floats: Sequence[str] = ()) -> _Moved:
+    """A table's copy: in ``order`` (``rowid``: the order rows came in, kept as ``ord``); times
+    (``..._at``) and ``floats`` as floats, :data:`_BOOLEANS` as booleans."""
     names = tuple(c.strip() for c in columns.split(","))
-    select = f"SELECT {', '.join(names)}{', rowid' if rowid_as_ord else ''} FROM {table} ORDER BY {order}"
+    kept = order == "rowid"
+
+    def convert(name: str) -> Callable[[Any], Any] | None:
+        if name.endswith("_at") or name in floats:
+            return _pg_float
+        return bool if name in _BOOLEANS else None
+
     return _Moved(
         table,
-        select,
-        names + (("ord",) if rowid_as_ord else ()),
-        tuple(convert.get(name) for name in names) + ((None,) if rowid_as_ord else ()),
+        f"SELECT {', '.join(names)}{', rowid' if kept else ''} FROM {table} ORDER BY {order}",
+        names + (("ord",) if kept else ()),
+        tuple(convert(name) for name in names) + ((None,) if kept else ()),
     )
 
 
 _MOVED = (
-    _moved("elixir_keys", "key_hash, guild_id, user_id, created_at", order="key_hash", created_at=_pg_float),
-    _moved("guilds", "guild_id, name", order="guild_id"),
-    _moved("voice_channels", "guild_id, channel_id", order="rowid", rowid_as_ord=True),
-    _moved("playlists", "playlist_id, source, identifier, name", order="playlist_id"),
-    _moved("playlist_tracks", "playlist_id, position, track_id", order="playlist_id, position"),
+    _moved("elixir_keys", "key_hash, guild_id, user_id, created_at", "key_hash"),
+    _moved("guilds", "guild_id, name", "guild_id"),
+    _moved("voice_channels", "guild_id, channel_id", "rowid"),
+    _moved("playlists", "playlist_id, source, identifier, name", "playlist_id"),
+    _moved("playlist_tracks", "playlist_id, position, track_id", "playlist_id, position"),
     _moved(
         "players",
         "guild_id, channel_id, volume, paused, position, anchor, ends_at, size",
-        order="guild_id",
-        paused=bool,
-        position=_pg_float,
-        anchor=_pg_float,
-        ends_at=_pg_float,
+        "guild_id",
+        ("position", "anchor"),
     ),
-    _moved(
-        "queue",
-        f"entry_id, guild_id, {TRACK_COLUMNS}, requested_by",
-        order="entry_id",
-        is_stream=bool,
-    ),
-    _moved("bots", "bot_id, name, token_hash, created_at", order="bot_id", created_at=_pg_float),
-    _moved(
-        "templates",
-        "template_id, name, source_id, creator_id, created_at",
-        order="template_id",
-        created_at=_pg_float,
-    ),
-    _moved("template_bots", "template_id, bot_id", order="rowid", rowid_as_ord=True),
-    _moved(
-        "backups", "backup_id, source_id, creator_id, created_at", order="backup_id", created_at=_pg_float
-    ),
-    _moved("mapper_ids", "source_id, target_id, old_id, new_id", order="rowid", rowid_as_ord=True),
-    _moved("mapper_loaders", "source_id, target_id, user_id", order="rowid", rowid_as_ord=True),
-    _moved("loader_ids", "target_id, old_id, new_id", order="rowid", rowid_as_ord=True),
-    _moved(
-        "loaders",
-        "target_id, type, source_id, backup_id, template_id, user_id, started_at, start_seq",
-        order="target_id",
-        started_at=_pg_float,
-    ),
-    _moved("events", "seq, frame, created_at", order="seq", created_at=_pg_float),
+    _moved("queue", f"entry_id, guild_id, {TRACK_COLUMNS}, requested_by", "entry_id"),
+    _moved("bots", "bot_id, name, token_hash, created_at", "bot_id"),
+    _moved("templates", "template_id, name, source_id, creator_id, created_at", "template_id"),
+    _moved("template_bots", "template_id, bot_id", "rowid"),
+    _moved("backups", "backup_id, source_id, creator_id, created_at", "backup_id"),
+    _moved("mapper_ids", "source_id, target_id, old_id, new_id", "rowid"),
+    _moved("mapper_loaders", "source_id, target_id, user_id", "rowid"),
+    _moved("loader_ids", "target_id, old_id, new_id", "rowid"),
+    _moved("loaders", f"{', '.join(LOADER_FIELDS)}, started_at, start_seq", "target_id"),
+    _moved("events", "seq, frame, created_at", "seq"),
 )
 """Every table but tracks (copied first: their words are cut on the way) and the counters, in
 an order that keeps every reference valid."""
@@ -8063,14 +7940,8 @@ class _XenonDoor:
         user_id: str | int | None = None,
     ) -> LoaderEvent:
         """Start loading a backup or template into a guild (publishes ``start``)."""
-        loader = Loader(
-            target_id=target_id,
-            type=type,
-            source_id=source_id,
-            backup_id=backup_id,
-            template_id=template_id,
-            user_id=user_id,
-        )
+        load: dict[str, Any] = {"target_id": target_id, "type": type, "source_id": source_id}
+        loader = Loader(**load, backup_id=backup_id, template_id=template_id, user_id=user_id)
         return await self._xe.loaders.start(loader)
 
     async def loader_running(self, target_id: str | int) -> bool:
