@@ -1480,7 +1480,7 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
-class PlayerMirror(Protocol):
+class AudioBackend(Protocol):
     """An audio backend that plays what the players say (a Lavalink node): told of every
     committed change, in commit order."""
 
@@ -1597,7 +1597,7 @@ class Metrics:
 # ---------------------------------------------------------------------------
 # A store is a :class:`Database` (SQLite or PostgreSQL, chosen by the URL's scheme: see
 # ``STORES`` at the end of the PostgreSQL section). Every storage area below (keys, the guild
-# registry, partners, mappers, loads, listings, and the shared half of the catalog and the
+# registry, partners, mappers, loaders, listings, and the shared half of the catalog and the
 # players) is written once against it, in SQLite's dialect: ``?`` parameters, and ``rowid`` for
 # the order rows came in (PostgreSQL's ``ord`` identity columns; its database rewrites both).
 # A backend adds only what its engine does its own way: the catalog's search and bulk writes,
@@ -1672,7 +1672,7 @@ class Transaction(Protocol):
 
 Tag = tuple[Any, ...]
 Tags = Sequence[Tag]
-"""The tags of remembered answers a write makes stale (see :class:`Answers`)."""
+"""The tags of remembered answers a write makes stale (see :class:`RememberedAnswers`)."""
 Run = Callable[[Any], Awaitable[T]]
 """A transaction function: given a :class:`Transaction`, what it returns once committed."""
 After = Callable[[T], None] | None
@@ -1693,12 +1693,12 @@ class Database(Protocol):
     ``write_wait``, away, its file removed) is :class:`Unavailable`. Reads outside a write see
     every commit; ``snapshot(read)`` runs several reads on one commit's view."""
 
-    answers: Answers
+    answers: RememberedAnswers
     pause_between_chunks: float
     """Seconds a bulk write (an import) leaves the store free between its transactions."""
     catalog: ClassVar[type[CatalogStore]]
     players: ClassVar[type[PlayerStore]]
-    loads: ClassVar[type[LoadStore]]
+    loaders: ClassVar[type[LoaderStore]]
     """The backend's own halves of these areas."""
 
     async def write(self, run: Run[T], *, forgets: Tags = (), after: After[T] = None) -> T: ...
@@ -1757,8 +1757,8 @@ def moving_credentials(run: Callable[[Any], Awaitable[T]], forgets: Tags) -> Cal
     return moved
 
 
-class Answers:
-    """Answers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
+class RememberedAnswers:
+    """RememberedAnswers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
     until a write changes what the tag covers: a key's revoke forgets key answers, a load's done
     its mapper, a play its guild's player; an unrelated write forgets nothing. At most ``kept``
     answers, the least recently used going first; refusals are not worth memory anyone can fill."""
@@ -1851,7 +1851,7 @@ class Remembering:
     Any other answer is remembered while the backend can tell when another process's commit makes
     it stale (``trusted``), and never when a forget arrived while it was being read (``seen``)."""
 
-    answers: Answers
+    answers: RememberedAnswers
 
     async def credentials(self) -> int:
         raise NotImplementedError
@@ -2525,7 +2525,7 @@ Numbered = tuple[int, str]
 LOADER_FIELDS = ("target_id", "type", "source_id", "backup_id", "template_id", "user_id")
 
 
-class LoadStore:
+class LoaderStore:
     """The running loaders and their staged ids, and the numbered event log they publish to.
     Each method that numbers an event calls ``after(numbered)`` right after its commit, in commit
     (so seq) order. A backend says how a load's ids are staged and merged (``stage``, ``ids_merge``)."""
@@ -3000,7 +3000,7 @@ class Stores:
     players: PlayerStore
     partners: PartnerStore
     mappers: MapperStore
-    loads: LoadStore
+    loaders: LoaderStore
     listings: ListingStore
 
     @classmethod
@@ -3014,7 +3014,7 @@ class Stores:
             database.players(database),
             PartnerStore(database, config.clock),
             MapperStore(database),
-            database.loads(database, config.clock, config.event_log_size, config.event_log_seconds),
+            database.loaders(database, config.clock, config.event_log_size, config.event_log_seconds),
             ListingStore(database),
         )
 
@@ -3174,14 +3174,14 @@ class SqlitePlayers(PlayerStore):
         async def run(tx: Transaction) -> tuple[Player | None, int]:
             nonlocal flipped
             # As the previous change of this guild in the same transaction left it, or as stored.
-            scratch = db.scratch("players")
-            player = scratch.pop(guild_id, _MISSING)
+            batch_notes = db.batch_notes("players")
+            player = batch_notes.pop(guild_id, _MISSING)
             if player is _MISSING:
                 player = await self.read(tx, guild_id, front)
             changed = await apply_change(player, change, now, front, lambda p, n: self.load_front(tx, p, n))
             await self._write(tx, guild_id, changed)
             flipped = (player is None) != (changed is None)
-            scratch[guild_id] = player_copy(changed)
+            batch_notes[guild_id] = player_copy(changed)
             return changed, await tx.number("player_seq")
 
         def committed(numbered: tuple[Player | None, int]) -> None:
@@ -3213,7 +3213,7 @@ class SqlitePlayers(PlayerStore):
         player.dropped, player.appended = 0, []
 
 
-class SqliteLoads(LoadStore):
+class SqliteLoaders(LoaderStore):
     """Loads on SQLite: an id staged again replaces its new id where it first came."""
 
     ids_stage = """
@@ -3366,14 +3366,14 @@ class SqliteWriter:
     next transaction (group commit), each inside a savepoint of its own, so a refused write takes
     none of the others with it (a write alone needs none: its refusal rolls back all)."""
 
-    def __init__(self, file: SqliteFile, answers: Answers) -> None:
+    def __init__(self, file: SqliteFile, answers: RememberedAnswers) -> None:
         self.file = file
         self.answers = answers
         self.commits = -1
         """The ``commits`` counter after this process's last commit (see :meth:`SqliteDatabase.remembered`)."""
         self.committing = self.before = -1
         """The counter of the commit under way, and the one before it: a reader may see either."""
-        self.scratch: dict[str, dict[Any, Any]] = {}
+        self.batch_notes: dict[str, dict[Any, Any]] = {}
         """What the writes of one transaction leave for the next ones of the same batch (a guild's
         player as the last change wrote it); emptied with every transaction and every refusal."""
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
@@ -3459,7 +3459,7 @@ class SqliteWriter:
                         db.execute("RELEASE write")
                     continue
                 outcomes.append((False, refused))
-                self.scratch.clear()
+                self.batch_notes.clear()
                 if alone:
                     db.execute("ROLLBACK")
                     return outcomes, False
@@ -3480,7 +3480,7 @@ class SqliteWriter:
                 db.execute("ROLLBACK")
             raise
         finally:
-            self.scratch.clear()
+            self.batch_notes.clear()
 
 
 def _backup(source_path: str, path: str) -> None:
@@ -3580,7 +3580,7 @@ class SqliteDatabase(Remembering):
 
     catalog: ClassVar[type[CatalogStore]] = SqliteCatalog
     players: ClassVar[type[PlayerStore]] = SqlitePlayers
-    loads: ClassVar[type[LoadStore]] = SqliteLoads
+    loaders: ClassVar[type[LoaderStore]] = SqliteLoaders
 
     foreign_commits_seen_within = 0.001
     """Seconds: how stale a remembered answer may be after another process's commit."""
@@ -3595,7 +3595,7 @@ class SqliteDatabase(Remembering):
         self, path: str, *, write_wait: float = 5.0, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
         self.path = path
-        self.answers = Answers()
+        self.answers = RememberedAnswers()
         self._file = SqliteFile(path, write_wait)
         self._writer = SqliteWriter(self._file, self.answers)
         self._monotonic = monotonic
@@ -3634,10 +3634,10 @@ class SqliteDatabase(Remembering):
         """As :meth:`Database.write`; ``run`` runs on the writer thread (see :func:`run_now`)."""
         return await self._writer.write(moving_credentials(run, forgets), forgets, after)
 
-    def scratch(self, area: str) -> dict[Any, Any]:
+    def batch_notes(self, area: str) -> dict[Any, Any]:
         """The writer thread's notes for ``area`` within the transaction under way (see
-        :attr:`SqliteWriter.scratch`): for a write's ``run`` only."""
-        return self._writer.scratch.setdefault(area, {})
+        :attr:`SqliteWriter.batch_notes`): for a write's ``run`` only."""
+        return self._writer.batch_notes.setdefault(area, {})
 
     def on_commit(self, observe: Callable[[float], None]) -> None:
         self._writer.on_commit = observe
@@ -4092,13 +4092,13 @@ class PostgresDatabase(PostgresConnections, Remembering):
     own (the server runs them side by side; only a guild's player changes are grouped, see
     :class:`PostgresPlayers`), reads on any connection (:class:`PostgresConnections`).
 
-    Answers are remembered only when a broker tells every process of every commit's forgotten
+    RememberedAnswers are remembered only when a broker tells every process of every commit's forgotten
     tags (Redis: :meth:`shared`); without one, another machine's commit could not be noticed,
     so nothing is remembered."""
 
     catalog: ClassVar[type[CatalogStore]]
     players: ClassVar[type[PlayerStore]]
-    loads: ClassVar[type[LoadStore]]  # set below, once the classes exist
+    loaders: ClassVar[type[LoaderStore]]  # set below, once the classes exist
 
     pause_between_chunks = 0.0
     attempts = 3
@@ -4106,7 +4106,7 @@ class PostgresDatabase(PostgresConnections, Remembering):
 
     def __init__(self, url: str, *, write_wait: float = 5.0, name: str = "xenon-elixir") -> None:
         super().__init__(url, write_wait=write_wait, name=name)
-        self.answers = Answers()
+        self.answers = RememberedAnswers()
         self._claim = PostgresClaim(self)
         self._on_commit: Callable[[float], None] | None = None
         self._share: Callable[[Tags], None] | None = None
@@ -4436,7 +4436,7 @@ class PostgresPlayers(PlayerStore):
         player.dropped, player.appended = 0, []
 
 
-class PostgresLoads(LoadStore):
+class PostgresLoaders(LoaderStore):
     """Loads on PostgreSQL: a load's ids are appended with ``COPY`` as they came (an id sent
     again is a second row: its first row places it, its last gives its new id); a loader's row
     is locked by the write that checks it runs."""
@@ -4458,7 +4458,7 @@ class PostgresLoads(LoadStore):
 
 PostgresDatabase.catalog = PostgresCatalog
 PostgresDatabase.players = PostgresPlayers
-PostgresDatabase.loads = PostgresLoads
+PostgresDatabase.loaders = PostgresLoaders
 
 _SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_serving", default=False)
 """Whether the services being opened are a server's (its lifespan), not the CLI's or a script's."""
@@ -5616,14 +5616,14 @@ class Loaders:
 
     def __init__(
         self,
-        loads: LoadStore,
+        store: LoaderStore,
         hub: Hub,
         interval: float,
         monotonic: Callable[[], float],
         timers: Timers,
         windows: RedisStatusWindows | None = None,
     ) -> None:
-        self._loads = loads
+        self._store = store
         self._windows = windows
         """Status windows shared with other processes (Redis); ``None``: this process's own."""
         self._hub = hub
@@ -5648,21 +5648,21 @@ class Loaders:
 
     async def running(self, target_id: str) -> tuple[Loader, int]:
         """The loader running on ``target_id`` and its start seq."""
-        found = await self._loads.running(target_id)
+        found = await self._store.running(target_id)
         if found is None:
             raise NotFound("loader", f"No loader is running on guild {target_id}")
         return found
 
     async def start(self, loader: Loader) -> LoaderEvent:
         data = loader.data()
-        seq, _ = await self._loads.start(loader, _frame("start", data), self._published)
+        seq, _ = await self._store.start(loader, _frame("start", data), self._published)
         return LoaderEvent("start", seq, data)
 
     async def ids(self, target_id: object, ids: IdsIn) -> int:
         """Stage old->new ids with the loader running on ``target_id``, for its done to merge."""
         target_id = snowflake(target_id, "target_id")
         _, started = await self.running(target_id)
-        await self._loads.stage_ids(target_id, started, ids.ids)  # type: ignore[arg-type]
+        await self._store.stage_ids(target_id, started, ids.ids)  # type: ignore[arg-type]
         return len(ids.ids)
 
     async def status(self, target_id: object, checked: StatusIn) -> None:
@@ -5733,7 +5733,7 @@ class Loaders:
 
     async def _send_shared(self, target_id: str, started: int, status: str) -> None:
         frame = _frame("status", LoaderData(id=target_id, status=status))
-        await self._loads.status(target_id, started, frame, lambda n: self._published(n, reliable=False))
+        await self._store.status(target_id, started, frame, lambda n: self._published(n, reliable=False))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -5742,7 +5742,7 @@ class Loaders:
 
     async def _send_status(self, target_id: str, gate: _StatusGate, status: str) -> None:
         frame = _frame("status", LoaderData(id=target_id, status=status))
-        sent = await self._loads.status(
+        sent = await self._store.status(
             target_id, gate.started, frame, lambda n: self._published(n, reliable=False)
         )
         if sent is None and self._gates.get(target_id) is gate:  # its loader is done
@@ -5757,7 +5757,7 @@ class Loaders:
         if gate is not None and gate.timer is not None:
             gate.timer.cancel()
         data = loader.data(ok=ok)
-        seq, _ = await self._loads.finish(loader, started, _frame("done", data), ok, self._published)
+        seq, _ = await self._store.finish(loader, started, _frame("done", data), ok, self._published)
         if self._windows is not None:
             gate = self._gates.pop(f"{target_id}:{started}", None)
             if gate is not None and gate.timer is not None:
@@ -6075,8 +6075,8 @@ class PlayerChanges:
         self._players = players
         self._hub = hub
         self._clock = config.clock
-        self.track_ends = TrackEnds(players, self._settle, config.clock, timers)
-        self.mirror: PlayerMirror | None = None
+        self.track_ends = TrackEnds(players, self._advance, config.clock, timers)
+        self.mirror: AudioBackend | None = None
         """The audio backend that plays what the players say (a Lavalink node), if any."""
 
     def now(self) -> float:
@@ -6138,7 +6138,7 @@ class PlayerChanges:
             state = stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
             self._hub.publish(player_topic(guild_id), seq, msgspec.json.encode(state).decode())
 
-    async def _settle(self, guild_id: str) -> None:
+    async def _advance(self, guild_id: str) -> None:
         """Advance the queue past tracks that ended (the change settles the player first). When
         another process did it first, nothing is written or published again."""
 
@@ -6648,15 +6648,15 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         )
         process_metrics.gauges[_labels_sample("xe_subscribers", stream="player")] = hub.player_subscribers
         if broker is not None:  # other processes publish too: deliver the log's order, no gap
-            _, newest, _ = await stores.loads.events_since(sys.maxsize, 0)
-            hub.order(LOADER_TOPIC, functools.partial(stores.loads.events_since, statuses=True), newest)
+            _, newest, _ = await stores.loaders.events_since(sys.maxsize, 0)
+            hub.order(LOADER_TOPIC, functools.partial(stores.loaders.events_since, statuses=True), newest)
         if redis is not None and broker is redis.broker:  # not a broker the embedding program brought
             redis.heard_by(hub)
             if isinstance(stores.database, PostgresDatabase):
                 share_forgets(stores.database, hub, redis.broker)
         await hub.open()
         windows = None if redis is None else redis.windows
-        loaders = Loaders(stores.loads, hub, config.status_interval, config.monotonic, timers, windows)
+        loaders = Loaders(stores.loaders, hub, config.status_interval, config.monotonic, timers, windows)
         node = LavalinkNode(config) if config.lavalink_url else None
         resolver = chosen_resolver(config, stores.catalog, node)
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
@@ -6772,7 +6772,7 @@ def error_handler(config: Config) -> Callable[[Request, Exception], Response]:
         elif isinstance(exc, HTTPException):
             status, message, headers = exc.status_code, exc.detail, dict(exc.headers or {})
             allow = headers.get("Allow") or headers.get("allow")
-            if allow and "GET" in allow.split(", "):  # HEAD is answered wherever GET is (see Edge)
+            if allow and "GET" in allow.split(", "):  # HEAD is answered wherever GET is (see FrontLayer)
                 headers = {"Allow": ", ".join(sorted({*allow.split(", "), "HEAD"}))}
         else:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -6812,14 +6812,14 @@ def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
 
 
 def answered(type_: Any, description: str = "The answer") -> dict[int, ResponseSpec]:
-    """Document the 200 of a route that answers :class:`Encoded` bytes."""
+    """Document the 200 of a route that answers :class:`RawJson` bytes."""
     return {200: ResponseSpec(data_container=type_, description=description, generate_examples=False)}
 
 
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
-class Encoded:
+class RawJson:
     """A 200 JSON answer from bytes encoded once (by msgspec, or kept encoded): an ASGI app
     the hot routes return, skipping the framework's serialization and header bookkeeping."""
 
@@ -7087,42 +7087,42 @@ def services_of(request: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return request.app.state.xe
 
 
-async def counted_refusal(xe: Services, scope: Scope, refusal: ApiError) -> ApiError:
+async def counted_refusal(services: Services, scope: Scope, refusal: ApiError) -> ApiError:
     """What to answer a failed authorization: the refusal itself, or a 429 in the same API's
     shape once the client address has failed too often (``auth_failures``)."""
-    wait = await xe.limiter.hit("auth_failures", client_address(scope, xe.config.proxies))
+    wait = await services.limiter.hit("auth_failures", client_address(scope, services.config.proxies))
     if wait is None:
         return refusal
-    xe.metrics.count("xe_rate_limited_total", _labels(group="auth_failures"))
+    services.metrics.count("xe_rate_limited_total", _labels(group="auth_failures"))
     return rate_limited(wait, type(refusal))
 
 
-async def limited(xe: Services, group: str, key: str, error: type[ApiError] = XenonError) -> None:
+async def limited(services: Services, group: str, key: str, error: type[ApiError] = XenonError) -> None:
     """Raise a 429 when ``key`` has used up the group's budget."""
-    if (wait := await xe.limiter.hit(group, key)) is not None:
-        xe.metrics.count("xe_rate_limited_total", _labels(group=group))
+    if (wait := await services.limiter.hit(group, key)) is not None:
+        services.metrics.count("xe_rate_limited_total", _labels(group=group))
         raise rate_limited(wait, error)
 
 
-async def xenon_bot(xe: Services, scope: Scope) -> tuple[Bot, str]:
+async def xenon_bot(services: Services, scope: Scope) -> tuple[Bot, str]:
     """The bot whose token is in ``Authorization`` (raw, or with a ``Bot `` prefix), and the token."""
     authorization = header(scope, b"authorization")
     if not authorization:
-        raise await counted_refusal(xe, scope, XenonError(401, "Unauthorized"))
+        raise await counted_refusal(services, scope, XenonError(401, "Unauthorized"))
     scheme, _, rest = authorization.partition(" ")
     token = rest.strip() if scheme.lower() == "bot" and rest else authorization.strip()
-    bot = await xe.stores.partners.bot_by_token(token)
+    bot = await services.stores.partners.bot_by_token(token)
     if bot is None:
-        raise await counted_refusal(xe, scope, XenonError(401, "Invalid token"))
+        raise await counted_refusal(services, scope, XenonError(401, "Invalid token"))
     return bot, token
 
 
 async def xenon_caller(request: Request, group: str) -> Bot:
     """Authorize a Xenon request, then count it against the bot's budget for ``group``. Auth
     comes first, so an invalid token never spends a real bot's budget."""
-    xe = services_of(request)
-    bot, _ = await xenon_bot(xe, request.scope)
-    await limited(xe, group, bot.id)
+    services = services_of(request)
+    bot, _ = await xenon_bot(services, request.scope)
+    await limited(services, group, bot.id)
     return bot
 
 
@@ -7158,28 +7158,28 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     guild, channel or player lookup (the original looked first, letting anyone probe ids).
     """
     guild_id = path_id(guild_id, "guild")
-    xe = services_of(request)
+    services = services_of(request)
     key = elixir_key(header(request.scope, b"authorization"))
-    owner = await xe.stores.keys.owner(key) if key else None
+    owner = await services.stores.keys.owner(key) if key else None
     if owner is None or owner[0] != guild_id:
-        raise await counted_refusal(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
+        raise await counted_refusal(services, request.scope, ElixirError(401, NOT_AUTHORIZED))
     body = decode_body(await request.body(), ElixirBody)
     if body.user is None:
         raise ElixirError(400, 'Missing "user" (or "user.id") in body.')
     if body.user != owner[1]:
-        raise await counted_refusal(xe, request.scope, ElixirError(401, NOT_AUTHORIZED))
+        raise await counted_refusal(services, request.scope, ElixirError(401, NOT_AUTHORIZED))
     return guild_id, body.user, body
 
 
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    xe: Services = connection.app.state.xe
-    token = xe.config.admin_token or ""
+    services: Services = connection.app.state.xe
+    token = services.config.admin_token or ""
     given = header(connection.scope, b"authorization") or ""
     scheme, _sep, value = given.partition(" ")
     if not (
         token and scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(token))
     ):
-        raise await counted_refusal(xe, connection.scope, XenonError(401, "Unauthorized"))
+        raise await counted_refusal(services, connection.scope, XenonError(401, "Unauthorized"))
 
 
 # ---------------------------------------------------------------------------
@@ -7224,17 +7224,17 @@ async def xenon_mappers(
         str | None,
         QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": _BACKUP_ID_PATTERN}),
     ] = None,
-) -> Encoded:
+) -> RawJson:
     """Translate ids of the source guild (or a backup's) to those of the target guild."""
-    xe = services_of(request)
+    services = services_of(request)
     await xenon_caller(request, "mappers")
     target_id = query_id(target, "target")
     from_backup = query_id(backup, "backup", _backup_param) if backup else None
-    mapper = await xe.partners.mapper_json(
+    mapper = await services.partners.mapper_json(
         target_id, query_id(source, "source") if source else None, from_backup
     )
     # Only a found mapper is cacheable (the original also cached its errors).
-    return Encoded(mapper, cache_headers(int(xe.config.clock()), xe.config.cache_seconds))
+    return RawJson(mapper, cache_headers(int(services.config.clock()), services.config.cache_seconds))
 
 
 def _template_bots_route(attach: bool) -> Any:
@@ -7288,23 +7288,23 @@ async def xenon_loaders_ws(scope: Scope, receive: Receive, send: Send) -> None:
         raise XenonError(426, "Expected a WebSocket handshake", headers={"Upgrade": "websocket"})
     if (await receive())["type"] != "websocket.connect":
         return
-    xe: Services = scope["app"].state.xe
+    services: Services = scope["app"].state.xe
     try:
-        bot, token = await xenon_bot(xe, scope)
-        await limited(xe, "loaders_ws", bot.id)
+        bot, token = await xenon_bot(services, scope)
+        await limited(services, "loaders_ws", bot.id)
         since = _since(scope)
     except DomainError as fault:  # the database or the limiter cannot answer
-        await refuse_handshake(scope, send, ApiError.of(fault, "xenon"), xe.config.clock())
+        await refuse_handshake(scope, send, ApiError.of(fault, "xenon"), services.config.clock())
         return
     except ApiError as refusal:
-        await refuse_handshake(scope, send, refusal, xe.config.clock())
+        await refuse_handshake(scope, send, refusal, services.config.clock())
         return
 
     async def admit() -> bool:  # the token still holds: a revoke closes the stream (4001)
-        return await xe.stores.partners.bot_by_token(token) is not None
+        return await services.stores.partners.bot_by_token(token) is not None
 
-    stream = xe.hub.stream(LOADER_TOPIC, since, xe.stores.loads.events_since, admit=admit)
-    await follow(stream, send, receive, xe.revocations)
+    stream = services.hub.stream(LOADER_TOPIC, since, services.stores.loaders.events_since, admit=admit)
+    await follow(stream, send, receive, services.revocations)
 
 
 XENON_ROUTES = [
@@ -7328,7 +7328,7 @@ def _elixir_post(
     path: str, *more_errors: int, responses_200: Any = None, body: Any = ElixirUserBody, **options: Any
 ) -> Any:
     """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape.
-    ``responses_200`` documents the answer of a route that returns :class:`Encoded` bytes."""
+    ``responses_200`` documents the answer of a route that returns :class:`RawJson` bytes."""
     return post(
         path,
         status_code=200,
@@ -7365,12 +7365,12 @@ async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled
 
 
 @_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack], body=ElixirPlayBody)
-async def elixir_play(request: Request, guild_id: SnowflakePath) -> Encoded:
+async def elixir_play(request: Request, guild_id: SnowflakePath) -> RawJson:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     found = await services_of(request).music.play(guild_id, body.query or "", user_id)
     if isinstance(found, list):
-        return Encoded(msgspec.json.encode([elixir_track(t, user_id) for t in found]))
-    return Encoded(msgspec.json.encode(elixir_track(found, user_id)))
+        return RawJson(msgspec.json.encode([elixir_track(t, user_id) for t in found]))
+    return RawJson(msgspec.json.encode(elixir_track(found, user_id)))
 
 
 def _control_route(action: str, verb: str) -> Any:
@@ -7399,12 +7399,12 @@ async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack 
 @get(
     "/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)}
 )
-async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> Encoded:
+async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> RawJson:
     music = services_of(request).music
     player = await music.player(path_id(guild_id, "guild"))
     if player is None or (entry := player.current) is None:
         raise ElixirError(410, NOTHING_PLAYING)
-    return Encoded(
+    return RawJson(
         msgspec.json.encode(elixir_track(entry.track, entry.requested_by, player.position_at(music.now())))
     )
 
@@ -7431,24 +7431,24 @@ async def elixir_player_ws(
     scope, receive, send = socket.scope, socket.receive, socket.send
     if (await receive())["type"] != "websocket.connect":
         return
-    xe = services_of(socket)
-    address = client_address(scope, xe.config.proxies)
-    if not xe.streams.take(address):
+    services = services_of(socket)
+    address = client_address(scope, services.config.proxies)
+    if not services.streams.take(address):
         # Accepted, then closed with 4029, as a rate limit: a reconnect loop retries a close.
-        error = ElixirError(429, TOO_MANY_STREAMS.format(xe.streams.limit))
-        await refuse_handshake(scope, send, error, xe.config.clock())
+        error = ElixirError(429, TOO_MANY_STREAMS.format(services.streams.limit))
+        await refuse_handshake(scope, send, error, services.config.clock())
         return
     try:
         try:
-            stream = await xe.music.follow(path_id(guild_id, "guild"))
+            stream = await services.music.follow(path_id(guild_id, "guild"))
         except (DomainError, ApiError) as refusal:  # a bad guild id, or the database cannot answer
             answer = ApiError.of(refusal, "elixir") if isinstance(refusal, DomainError) else refusal
             error = ElixirError(answer.status_code, answer.message, headers=answer.headers)
-            await refuse_handshake(scope, send, error, xe.config.clock())
+            await refuse_handshake(scope, send, error, services.config.clock())
             return
         await follow(stream, send, receive)
     finally:  # however it ends: closed, refused, or the client vanished
-        xe.streams.give_back(address)
+        services.streams.give_back(address)
 
 
 @get("/{guild_id:str}/player", include_in_schema=False)
@@ -7597,12 +7597,12 @@ async def admin_import_tracks(request: Request) -> Count:
     """A JSON array of tracks (at most ``admin_max_body_size``, checked whole before anything is
     written), or, with ``Content-Type: application/x-ndjson``, one track per line of a stream of
     any size (a million tracks: written as they arrive, a chunk at a time)."""
-    xe = services_of(request)
+    services = services_of(request)
     kind = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
     if kind in _LINES:
-        return Count(await import_lines(_ending(request.stream()), xe.stores.catalog))
-    tracks = decode_body(await capped_body(request, xe.config.admin_max_body_size), list[Track])
-    count, _ = await xe.stores.catalog.import_catalog(tracks, [])
+        return Count(await import_lines(_ending(request.stream()), services.stores.catalog))
+    tracks = decode_body(await capped_body(request, services.config.admin_max_body_size), list[Track])
+    count, _ = await services.stores.catalog.import_catalog(tracks, [])
     return Count(count)
 
 
@@ -7726,10 +7726,10 @@ ADMIN_ROUTES = [
 # ---------------------------------------------------------------------------
 
 
-_ELIXIR_DOOR = {"join", "play", "enqueue", "set_volume", "skip", "pause", "resume", "stop"}
+_ELIXIR_METHODS = {"join", "play", "enqueue", "set_volume", "skip", "pause", "resume", "stop"}
 
 
-def _door(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _refusing_as_api(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """A host method refuses as the other doors do: with an :class:`ApiError` (status and message)."""
 
     @functools.wraps(method)
@@ -7737,43 +7737,43 @@ def _door(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         try:
             return await method(*args, **kwargs)
         except DomainError as refusal:
-            raise ApiError.of(refusal, "elixir" if method.__name__ in _ELIXIR_DOOR else "xenon") from None
+            raise ApiError.of(refusal, "elixir" if method.__name__ in _ELIXIR_METHODS else "xenon") from None
 
     return call
 
 
-class _ElixirDoor:
+class ElixirHost:
     """The host API's Elixir half: keys, the guild registry, the catalog and the players."""
 
-    _xe: Services
+    _services: Services
 
-    @_door
+    @_refusing_as_api
     async def create_key(self, guild_id: str | int, user_id: str | int, *, rotate: bool = False) -> str:
         """A new Elixir key for (guild, user), shown only now. ``rotate`` replaces an existing one."""
-        return await self._xe.keys.create(KeyIn(guild=guild_id, user=user_id, rotate=rotate))
+        return await self._services.keys.create(KeyIn(guild=guild_id, user=user_id, rotate=rotate))
 
-    @_door
+    @_refusing_as_api
     async def revoke_key(self, guild_id: str | int, user_id: str | int) -> bool:
-        return await self._xe.keys.revoke(guild_id, user_id)
+        return await self._services.keys.revoke(guild_id, user_id)
 
     async def key_owner(self, key: str) -> tuple[str, str] | None:
         """The (guild, user) an Elixir key is bound to, or ``None``."""
-        return await self._xe.keys.owner(key)
+        return await self._services.keys.owner(key)
 
-    @_door
+    @_refusing_as_api
     async def put_guild(
         self, guild_id: str | int, name: str, voice_channels: Iterable[str | int] = ()
     ) -> Guild:
-        return await self._xe.registry.put(guild_id, name, voice_channels)
+        return await self._services.registry.put(guild_id, name, voice_channels)
 
-    @_door
+    @_refusing_as_api
     async def delete_guild(self, guild_id: str | int) -> bool:
-        return await self._xe.registry.delete(guild_id)
+        return await self._services.registry.delete(guild_id)
 
     async def get_guild(self, guild_id: str | int) -> Guild | None:
-        return await self._xe.registry.get(guild_id)
+        return await self._services.registry.get(guild_id)
 
-    @_door
+    @_refusing_as_api
     async def import_catalog(
         self,
         tracks: Iterable[Track | dict[str, Any]] = (),
@@ -7781,66 +7781,68 @@ class _ElixirDoor:
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
         """Upsert tracks and playlists (dicts in the admin API's format are accepted)."""
-        return await self._xe.stores.catalog.import_catalog(
+        return await self._services.stores.catalog.import_catalog(
             [t if isinstance(t, Track) else msgspec.convert(t, Track) for t in tracks],
             [p if isinstance(p, Playlist) else msgspec.convert(p, Playlist) for p in playlists],
             progress,
         )
 
     async def get_track(self, source: str, identifier: str) -> Track | None:
-        return await self._xe.stores.catalog.track(source, identifier)
+        return await self._services.stores.catalog.track(source, identifier)
 
     async def get_playlist_tracks(self, source: str, identifier: str) -> list[Track]:
-        return await self._xe.stores.catalog.playlist_tracks(source, identifier)
+        return await self._services.stores.catalog.playlist_tracks(source, identifier)
 
-    @_door
+    @_refusing_as_api
     async def resolve(self, query: str) -> Track | list[Track] | None:
         """What a play of ``query`` would find (the configured resolver)."""
-        return await self._xe.music.resolve(query)
+        return await self._services.music.resolve(query)
 
     async def player(self, guild_id: str | int) -> Player | None:
         """The guild's player settled to now, with its whole queue, or ``None`` when not connected."""
-        return await self._xe.music.player(snowflake(guild_id, "guild"), whole=True)
+        return await self._services.music.player(snowflake(guild_id, "guild"), whole=True)
 
     async def player_state(self, guild_id: str | int) -> PlayerState:
         """What a follower of the guild's player sees now (the frames of :meth:`subscribe`)."""
-        return await self._xe.music.state(snowflake(guild_id, "guild"))
+        return await self._services.music.state(snowflake(guild_id, "guild"))
 
-    @_door
+    @_refusing_as_api
     async def join(self, guild_id: str | int, channel_id: str | int) -> Player:
         """Connect to a voice channel of a registered guild, or move there keeping the queue."""
-        return await self._xe.music.join(snowflake(guild_id, "guild"), snowflake(channel_id, "channel"))
+        return await self._services.music.join(snowflake(guild_id, "guild"), snowflake(channel_id, "channel"))
 
-    @_door
+    @_refusing_as_api
     async def play(self, guild_id: str | int, query: str, requested_by: str | int) -> Track | list[Track]:
         """Resolve ``query`` and enqueue what it finds, as the play route does."""
-        return await self._xe.music.play(snowflake(guild_id, "guild"), query, snowflake(requested_by, "user"))
+        return await self._services.music.play(
+            snowflake(guild_id, "guild"), query, snowflake(requested_by, "user")
+        )
 
-    @_door
+    @_refusing_as_api
     async def enqueue(self, guild_id: str | int, tracks: Sequence[Track], requested_by: str | int) -> Player:
-        return await self._xe.music.enqueue(
+        return await self._services.music.enqueue(
             snowflake(guild_id, "guild"), tracks, snowflake(requested_by, "user")
         )
 
-    @_door
+    @_refusing_as_api
     async def set_volume(self, guild_id: str | int, volume: int) -> Player:
-        return await self._xe.music.set_volume(snowflake(guild_id, "guild"), volume_of(volume))
+        return await self._services.music.set_volume(snowflake(guild_id, "guild"), volume_of(volume))
 
-    @_door
+    @_refusing_as_api
     async def skip(self, guild_id: str | int) -> Player:
-        return await self._xe.music.skip(snowflake(guild_id, "guild"))
+        return await self._services.music.skip(snowflake(guild_id, "guild"))
 
-    @_door
+    @_refusing_as_api
     async def pause(self, guild_id: str | int) -> Player:
-        return await self._xe.music.pause(snowflake(guild_id, "guild"))
+        return await self._services.music.pause(snowflake(guild_id, "guild"))
 
-    @_door
+    @_refusing_as_api
     async def resume(self, guild_id: str | int) -> Player:
-        return await self._xe.music.resume(snowflake(guild_id, "guild"))
+        return await self._services.music.resume(snowflake(guild_id, "guild"))
 
-    @_door
+    @_refusing_as_api
     async def stop(self, guild_id: str | int) -> None:
-        await self._xe.music.stop(snowflake(guild_id, "guild"))
+        await self._services.music.stop(snowflake(guild_id, "guild"))
 
     # A Lavalink node (XE_LAVALINK_URL) plays the players: the bot connects it, and forwards the
     # voice events of its own user (Discord's VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE).
@@ -7860,75 +7862,77 @@ class _ElixirDoor:
         self._lavalink().voice(snowflake(guild_id, "guild"), token=token, endpoint=endpoint)
 
     def _lavalink(self) -> LavalinkPlayers:
-        if self._xe.lavalink is None:
+        if self._services.lavalink is None:
             raise ValueError("No Lavalink node is configured (XE_LAVALINK_URL)")
-        return self._xe.lavalink
+        return self._services.lavalink
 
 
-class _XenonDoor:
+class XenonHost:
     """The host API's Xenon half: events, bots, templates, backups, loaders and mappers."""
 
-    _xe: Services
+    _services: Services
 
     def subscribe(self, topic: str = LOADER_TOPIC, backlog: int | None = None) -> Subscription:
         """Follow a hub topic: ``"loaders"`` (the WebSocket's frames) or ``player_topic(guild_id)``.
         ``async for seq, frame in host.subscribe(...)``; ``close()`` it when done."""
-        return self._xe.hub.subscribe(topic, backlog)
+        return self._services.hub.subscribe(topic, backlog)
 
     def stream(self, since: int | None = None, backlog: int | None = None) -> Stream:
         """The loader events as ``WS /api/loaders/ws?since=`` sends them: the logged ones after
         ``since``, then live ones, no gap and no duplicate. ``async for frame in ...``."""
-        return self._xe.hub.stream(LOADER_TOPIC, since, self._xe.stores.loads.events_since, backlog)
+        return self._services.hub.stream(
+            LOADER_TOPIC, since, self._services.stores.loaders.events_since, backlog
+        )
 
     def subscribers(self, topic: str = LOADER_TOPIC) -> int:
-        return self._xe.hub.subscribers(topic)
+        return self._services.hub.subscribers(topic)
 
-    @_door
+    @_refusing_as_api
     async def grant_bot(self, bot_id: str | int, name: str) -> str:
         """A Xenon token for the bot, shown only now; granting again rotates it."""
-        token, _ = await self._xe.partners.grant_bot(BotIn(id=bot_id, name=name))
+        token, _ = await self._services.partners.grant_bot(BotIn(id=bot_id, name=name))
         return token
 
-    @_door
+    @_refusing_as_api
     async def revoke_bot(self, bot_id: str | int) -> bool:
-        return await self._xe.partners.revoke_bot(bot_id)
+        return await self._services.partners.revoke_bot(bot_id)
 
     async def bot_by_token(self, token: str) -> Bot | None:
-        return await self._xe.stores.partners.bot_by_token(token)
+        return await self._services.stores.partners.bot_by_token(token)
 
-    @_door
+    @_refusing_as_api
     async def create_template(
         self, name: str, source_id: str | int, creator_id: str | int, *, template_id: str | None = None
     ) -> Template:
         made = TemplateIn(id=template_id, name=name, source_id=source_id, creator_id=creator_id)
-        return await self._xe.partners.create_template(made)
+        return await self._services.partners.create_template(made)
 
     async def get_template(self, template_id: str) -> Template | None:
-        return await self._xe.stores.partners.template(template_id)
+        return await self._services.stores.partners.template(template_id)
 
-    @_door
+    @_refusing_as_api
     async def create_backup(
         self, source_id: str | int, creator_id: str | int, *, backup_id: str | None = None
     ) -> Backup:
         made = BackupIn(id=backup_id, source_id=source_id, creator_id=creator_id)
-        return await self._xe.partners.create_backup(made)
+        return await self._services.partners.create_backup(made)
 
     async def get_backup(self, backup_id: str) -> Backup | None:
-        return await self._xe.stores.partners.backup(backup_id)
+        return await self._services.stores.partners.backup(backup_id)
 
     async def get_mapper(self, source_id: str | int, target_id: str | int) -> Mapper | None:
-        return await self._xe.stores.mappers.mapper(
+        return await self._services.stores.mappers.mapper(
             snowflake(source_id, "source"), snowflake(target_id, "target")
         )
 
-    @_door
+    @_refusing_as_api
     async def merge_ids(
         self, source_id: str | int, target_id: str | int, ids: dict[str | int, str | int]
     ) -> None:
         """Merge old->new ids into a mapper at once, outside any load (seeding, a migration)."""
-        await self._xe.partners.merge_ids(source_id, target_id, IdsIn(ids))  # type: ignore[arg-type]
+        await self._services.partners.merge_ids(source_id, target_id, IdsIn(ids))  # type: ignore[arg-type]
 
-    @_door
+    @_refusing_as_api
     async def start_loader(
         self,
         target_id: str | int,
@@ -7942,27 +7946,27 @@ class _XenonDoor:
         """Start loading a backup or template into a guild (publishes ``start``)."""
         load: dict[str, Any] = {"target_id": target_id, "type": type, "source_id": source_id}
         loader = Loader(**load, backup_id=backup_id, template_id=template_id, user_id=user_id)
-        return await self._xe.loaders.start(loader)
+        return await self._services.loaders.start(loader)
 
     async def loader_running(self, target_id: str | int) -> bool:
-        return await self._xe.stores.loads.running(snowflake(target_id, "target_id")) is not None
+        return await self._services.stores.loaders.running(snowflake(target_id, "target_id")) is not None
 
-    @_door
+    @_refusing_as_api
     async def loader_status(self, target_id: str | int, status: str) -> None:
-        await self._xe.loaders.status(target_id, StatusIn(status))
+        await self._services.loaders.status(target_id, StatusIn(status))
 
-    @_door
+    @_refusing_as_api
     async def loader_ids(self, target_id: str | int, ids: dict[str | int, str | int]) -> int:
         """Stage old->new ids with the running loader; its successful done merges them."""
-        return await self._xe.loaders.ids(target_id, IdsIn(ids))  # type: ignore[arg-type]
+        return await self._services.loaders.ids(target_id, IdsIn(ids))  # type: ignore[arg-type]
 
-    @_door
+    @_refusing_as_api
     async def loader_done(self, target_id: str | int, ok: bool = True) -> LoaderEvent:
         """End the loader (publishes ``done``, even for a failed load); a successful one merges its ids."""
-        return await self._xe.loaders.done(target_id, ok)
+        return await self._services.loaders.done(target_id, ok)
 
 
-class Host(_ElixirDoor, _XenonDoor):
+class Host(ElixirHost, XenonHost):
     """The Python door to the host-side operations (the admin API and the CLI are the others),
     and to the players, for a bot that embeds the app and plays the audio.
 
@@ -7972,7 +7976,7 @@ class Host(_ElixirDoor, _XenonDoor):
     """
 
     def __init__(self, services: Services) -> None:
-        self._xe = services
+        self._services = services
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -7984,16 +7988,16 @@ class Host(_ElixirDoor, _XenonDoor):
     async def list(self, kind: str, *, limit: int = 100, after: str | None = None) -> Page[Any]:
         """A page of ``"bots"``, ``"guilds"``, ``"keys"``, ``"templates"``, ``"backups"`` or
         ``"loaders"``, in id order; pass ``page.next`` as ``after`` for the next. Never a secret."""
-        return await self._xe.listings.page(kind, limit, after)
+        return await self._services.listings.page(kind, limit, after)
 
     async def backup_database(self, path: str) -> None:
         """An online, consistent copy of the database in ``path`` (SQLite's backup API), taken
         while the server runs; restore by stopping the server and putting the copy in place."""
-        await self._xe.stores.database.backup_to(path)
+        await self._services.stores.database.backup_to(path)
 
     async def healthy(self) -> bool:
         """Whether the database answers (the health check)."""
-        return await self._xe.stores.database.ping()
+        return await self._services.stores.database.ping()
 
 
 def host_of(app: Litestar) -> Host:
@@ -8513,16 +8517,16 @@ async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str
 @get("/", name="health")
 async def health(request: Request) -> Response[Health]:
     """Liveness and readiness: 200 when the database answers, else 503."""
-    xe = services_of(request)
-    database = await xe.stores.database.ping()
+    services = services_of(request)
+    database = await services.stores.database.ping()
     redis = None
-    if xe.redis is not None:
+    if services.redis is not None:
         redis = False
         with contextlib.suppress(Exception):
-            redis = bool(await asyncio.wait_for(xe.redis.ping(), 2.0))
+            redis = bool(await asyncio.wait_for(services.redis.ping(), 2.0))
     ok = database and redis is not False
     state = lambda up: "ok" if up else "unreachable"  # noqa: E731
-    subscribers = xe.hub.subscribers(LOADER_TOPIC)
+    subscribers = services.hub.subscribers(LOADER_TOPIC)
     body = Health(
         "ok" if ok else "unavailable",
         __version__,
@@ -8545,8 +8549,10 @@ async def health(request: Request) -> Response[Health]:
 async def metrics(request: Request) -> Response[str]:
     """Requests by route and status, latency, followers, events, rate-limit refusals and commit
     time, for Prometheus."""
-    xe = services_of(request)
-    samples = await xe.shared_metrics.gathered() if xe.shared_metrics else xe.metrics.snapshot()
+    services = services_of(request)
+    samples = (
+        await services.shared_metrics.gathered() if services.shared_metrics else services.metrics.snapshot()
+    )
     return Response(Metrics.render(samples), headers={"Cache-Control": "no-store"})
 
 
@@ -8808,13 +8814,13 @@ class AccessLog:
             access_log.info("%s", line)
 
 
-class Edge:
+class FrontLayer:
     """What every request meets before the framework: the HTTP rules Litestar leaves out, the
     request figures (:class:`RequestMeter`) and the access log (:class:`AccessLog`).
 
     * ``HEAD`` is answered as ``GET`` without the body; ``OPTIONS`` and 405 ``Allow`` list every
       method of the path (Litestar's OPTIONS lists only the first handler's).
-    * Answers that would not be JSON become JSON 404s: unknown paths under the docs (an HTML page)
+    * RememberedAnswers that would not be JSON become JSON 404s: unknown paths under the docs (an HTML page)
       and WebSocket handshakes to unknown paths (an empty 403).
     """
 
@@ -9006,7 +9012,7 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
         app.state.xe = opened
         app.state.host = host = Host(opened)
         edge = app.asgi_handler
-        if isinstance(edge, Edge) and config.request_metrics:
+        if isinstance(edge, FrontLayer) and config.request_metrics:
             edge.metrics = opened.metrics
         simulation = None
         if config.demo:
@@ -9019,7 +9025,7 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
                 simulation.cancel()
                 await asyncio.gather(simulation, return_exceptions=True)
             app.state.host = None
-            if isinstance(edge, Edge):
+            if isinstance(edge, FrontLayer):
                 edge.metrics = None
 
 
@@ -9089,7 +9095,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
         request_max_body_size=config.max_body_size,
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
-    app.asgi_handler = Edge(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
+    app.asgi_handler = FrontLayer(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
     return app
 
 
@@ -9423,12 +9429,12 @@ _EXAMPLES = {
     "import-tracks": ["xenon-elixir import-tracks catalog.json --db bot.db"],
     # Not "> schema.sql": in a checkout that is the tracked copy of the schema.
     "schema": [
-        "xenon-elixir schema > xe-schema.sql",
-        "xenon-elixir schema --postgres > xe-schema.postgres.sql",
+        "xenon-elixir schema > services-schema.sql",
+        "xenon-elixir schema --postgres > services-schema.postgres.sql",
     ],
     "migrate": [
-        "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon",
-        "xenon-elixir migrate --db /data/bot.db --to postgresql://xe@db.internal/xenon --replace",
+        "xenon-elixir migrate --db /data/bot.db --to postgresql://services@db.internal/xenon",
+        "xenon-elixir migrate --db /data/bot.db --to postgresql://services@db.internal/xenon --replace",
     ],
     "list": ["xenon-elixir list keys", "xenon-elixir list bots --limit 50 --after 386861188891279362"],
     "backup": ["xenon-elixir backup /backups/bot-2026-11-23.db --db /data/bot.db"],

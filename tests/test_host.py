@@ -66,7 +66,7 @@ def test_host_refuses_bad_input_with_value_errors(db_path: str) -> None:
 
 def test_a_custom_resolver_replaces_the_catalog(make_client: Any) -> None:
     class Radio:
-        def __init__(self, store: xe.Store) -> None:
+        def __init__(self, store: xe.CatalogStore) -> None:
             self.queries: list[str] = []
 
         async def resolve(self, query: str) -> xe.Track | list[xe.Track] | None:

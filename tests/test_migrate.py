@@ -107,7 +107,9 @@ def test_a_deployment_moves_into_postgresql_whole(
         == 200
     )
     before = answers(client, key, token, template)
-    events = client.blocking_portal.call(xe.host_of(client.app)._xe.stores.loads.events_since, 0, 1000)
+    events = client.blocking_portal.call(
+        xe.host_of(client.app)._services.stores.loaders.events_since, 0, 1000
+    )
     client.__exit__(None, None, None)
 
     moved = migrate(db_path, postgres_db)
@@ -126,7 +128,7 @@ def test_a_deployment_moves_into_postgresql_whole(
         assert after == before
         assert after["queue"]["queue"] and after["mapper"]["ids"]  # not two empty answers
         replayed = on_postgres.blocking_portal.call(
-            xe.host_of(on_postgres.app)._xe.stores.loads.events_since, 0, 1000
+            xe.host_of(on_postgres.app)._services.stores.loaders.events_since, 0, 1000
         )
         assert replayed == events
         done = on_postgres.post(f"/admin/loaders/{OTHER_TARGET}/done", headers=ADMIN)

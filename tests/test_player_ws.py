@@ -156,7 +156,7 @@ def test_a_follower_that_falls_behind_is_dropped_never_silently(db_path: str) ->
     async def body(host: xe.Host) -> tuple[list[int], bool]:
         await host.put_guild(GUILD, "Guild", [VOICE])
         await host.join(GUILD, VOICE)
-        stream = await host._xe.music.follow(GUILD, backlog=3)
+        stream = await host._services.music.follow(GUILD, backlog=3)
         received: list[int] = []
         for track in tracks:  # eight changes while the follower reads none
             await host.enqueue(GUILD, [track], USER)

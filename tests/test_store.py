@@ -302,10 +302,10 @@ def test_a_player_is_read_from_one_commit_even_when_a_track_end_lands_mid_read(
             await host.put_guild(GUILD, "Guild", [VOICE])
             await host.join(GUILD, VOICE)
             await host.enqueue(GUILD, tracks, USER)
-            database = host._xe.stores.database
+            database = host._services.stores.database
             database.answers.clear()
             monkeypatch.setattr(xe.SqlitePlayers, "load_front", classmethod(load_front_after_a_track_end))
-            player = await host._xe.stores.players.get(str(GUILD))
+            player = await host._services.stores.players.get(str(GUILD))
             assert player is not None
             return [entry.track.identifier for entry in player.queue]
 

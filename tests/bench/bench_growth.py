@@ -320,9 +320,7 @@ def publish_cost(folder: Path, events: int) -> None:
 
     small, large = asyncio.run(run())
     with sqlite3.connect(db) as connection:
-        plan = connection.execute(
-            "EXPLAIN QUERY PLAN " + xe.SqliteLoads.events_prune_to, (events, events, 0)
-        ).fetchall()
+        plan = connection.execute("EXPLAIN QUERY PLAN " + xe.LoaderStore.events_older, (0,)).fetchall()
     steps = "; ".join(row[-1] for row in plan)
     print(
         f"    {small:.2f} ms per pair at 0-2k, {large:.2f} ms at {events - 2000:,}-{events:,}; prune plan: {steps}",
