@@ -2275,8 +2275,8 @@ def track_of(row: Sequence[Any]) -> Track:
 class Area:
     """A storage area: its SQL and what it does with the rows, on one :class:`Database`."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
 
 class KeyStore:
@@ -2286,8 +2286,8 @@ class KeyStore:
     delete = "DELETE FROM elixir_keys WHERE guild_id = ? AND user_id = ?"
     insert = "INSERT INTO elixir_keys (key_hash, guild_id, user_id, created_at) VALUES (?, ?, ?, ?)"
 
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
-        self.db = db
+    def __init__(self, database: Database, clock: Callable[[], float]) -> None:
+        self.database = database
         self.clock = clock
 
     async def owner(self, key: str) -> tuple[str, str] | None:
@@ -2295,10 +2295,10 @@ class KeyStore:
         hashed = digest(key)
 
         async def read() -> tuple[str, str] | None:
-            row = await self.db.one(self.owner_of, hashed)
+            row = await self.database.one(self.owner_of, hashed)
             return None if row is None else (row[0], row[1])
 
-        return await self.db.remembered(("keys",), (hashed,), read)
+        return await self.database.remembered(("keys",), (hashed,), read)
 
     async def create(self, guild_id: str, user_id: str, *, rotate: bool) -> tuple[str, bool]:
         """Make the key of (guild, user); returns it (the only time it exists in clear) and whether
@@ -2312,13 +2312,13 @@ class KeyStore:
             await tx.run(self.insert, digest(key), guild_id, user_id, now)
             return existed
 
-        return key, await self.db.write(run, forgets=[("keys",)])
+        return key, await self.database.write(run, forgets=[("keys",)])
 
     async def revoke(self, guild_id: str, user_id: str) -> bool:
         async def run(tx: Transaction) -> bool:
             return await tx.run(self.delete, guild_id, user_id) > 0
 
-        return await self.db.write(run, forgets=[("keys",)])
+        return await self.database.write(run, forgets=[("keys",)])
 
 
 class RegistryStore(Area):
@@ -2342,23 +2342,23 @@ class RegistryStore(Area):
             await tx.many(self.channel_insert, [(guild.id, str(c)) for c in guild.voice_channels])
             return guild
 
-        return await self.db.write(run)
+        return await self.database.write(run)
 
     async def delete(self, guild_id: str) -> bool:
         async def run(tx: Transaction) -> bool:
             return await tx.run(self.delete_guild, guild_id) > 0
 
-        return await self.db.write(run)
+        return await self.database.write(run)
 
     async def get(self, guild_id: str) -> Guild | None:
-        row = await self.db.one(self.name_of, guild_id)
+        row = await self.database.one(self.name_of, guild_id)
         if row is None:
             return None
-        channels = [c for (c,) in await self.db.all(self.channels_of, guild_id)]
+        channels = [c for (c,) in await self.database.all(self.channels_of, guild_id)]
         return Guild(id=guild_id, name=row[0], voice_channels=channels)
 
     async def has_voice_channel(self, guild_id: str, channel_id: str) -> bool:
-        return await self.db.value(self.channel_exists, guild_id, channel_id) is not None
+        return await self.database.value(self.channel_exists, guild_id, channel_id) is not None
 
 
 _ID_CHARACTERS = {
@@ -2403,8 +2403,8 @@ class PartnerStore:
         ON CONFLICT DO NOTHING"""
     backup_get = "SELECT backup_id, source_id, creator_id FROM backups WHERE backup_id = ?"
 
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
-        self.db = db
+    def __init__(self, database: Database, clock: Callable[[], float]) -> None:
+        self.database = database
         self.clock = clock
 
     async def grant_bot(self, bot: BotIn) -> tuple[str, bool]:
@@ -2417,22 +2417,22 @@ class PartnerStore:
             await tx.run(self.bot_grant, bot.id, bot.name, digest(token), now)
             return existed
 
-        return token, await self.db.write(run, forgets=[("bots",)])
+        return token, await self.database.write(run, forgets=[("bots",)])
 
     async def revoke_bot(self, bot_id: str) -> bool:
         async def run(tx: Transaction) -> bool:
             return await tx.run(self.bot_revoke, bot_id) > 0
 
-        return await self.db.write(run, forgets=[("bots",)])
+        return await self.database.write(run, forgets=[("bots",)])
 
     async def bot_by_token(self, token: str) -> Bot | None:
         hashed = digest(token)
 
         async def read() -> Bot | None:
-            row = await self.db.one(self.bot_of_token, hashed)
+            row = await self.database.one(self.bot_of_token, hashed)
             return None if row is None else Bot(row[0], row[1])
 
-        return await self.db.remembered(("bots",), (hashed,), read)
+        return await self.database.remembered(("bots",), (hashed,), read)
 
     async def create_template(self, template: TemplateIn) -> Template:
         """Store a template under its id, or a generated one (12 of A-Z, a-z, 0-9)."""
@@ -2442,13 +2442,13 @@ class PartnerStore:
         async def run(tx: Transaction) -> str:
             return await insert_with_id(tx, self.template_insert, template.id, 12, rest, "Template")
 
-        return Template(await self.db.write(run), template.name, source_id, creator_id)
+        return Template(await self.database.write(run), template.name, source_id, creator_id)
 
     async def template(self, template_id: str, *, with_bots: bool = True) -> Template | None:
-        row = await self.db.one(self.template_get, template_id)
+        row = await self.database.one(self.template_get, template_id)
         if row is None:
             return None
-        attached = await self.db.all(self.template_bots, template_id) if with_bots else []
+        attached = await self.database.all(self.template_bots, template_id) if with_bots else []
         return Template(row[0], row[1], row[2], row[3], bots=[Bot(b, n) for b, n in attached])
 
     async def set_template_bot(self, template_id: str, bot_id: str, *, attached: bool) -> None:
@@ -2457,7 +2457,7 @@ class PartnerStore:
         async def run(tx: Transaction) -> None:
             await tx.run(statement, template_id, bot_id)
 
-        await self.db.write(run)
+        await self.database.write(run)
 
     async def create_backup(self, backup: BackupIn) -> Backup:
         """Store a backup under its id, or a generated one (10 of 0-9, a-z)."""
@@ -2467,10 +2467,10 @@ class PartnerStore:
         async def run(tx: Transaction) -> str:
             return await insert_with_id(tx, self.backup_insert, backup.id, 10, rest, "Backup")
 
-        return Backup(await self.db.write(run), source_id, creator_id)
+        return Backup(await self.database.write(run), source_id, creator_id)
 
     async def backup(self, backup_id: str) -> Backup | None:
-        row = await self.db.one(self.backup_get, backup_id)
+        row = await self.database.one(self.backup_get, backup_id)
         return None if row is None else Backup(row[0], row[1], row[2])
 
 
@@ -2494,7 +2494,7 @@ class MapperStore(Area):
             found = await self.mapper(source_id, target_id)
             return None if found is None else msgspec.json.encode(found)
 
-        return await self.db.remembered(("mapper", source_id, target_id), (), read)
+        return await self.database.remembered(("mapper", source_id, target_id), (), read)
 
     async def mapper(self, source_id: str, target_id: str) -> Mapper | None:
         async def read(tx: Transaction) -> Mapper | None:
@@ -2504,7 +2504,7 @@ class MapperStore(Area):
             loaders = [u for (u,) in await tx.all(self.loaders_of, source_id, target_id)]
             return Mapper(source_id, target_id, dict(ids), loaders or msgspec.UNSET)
 
-        return await self.db.snapshot(read)
+        return await self.database.snapshot(read)
 
     async def merge_ids(self, source_id: str, target_id: str, ids: Mapping[str, str]) -> None:
         """Merge old->new ids into the mapper of (source, target) at once (seeding, outside a load)."""
@@ -2515,7 +2515,7 @@ class MapperStore(Area):
         async def run(tx: Transaction) -> None:
             await tx.many(MAPPER_MERGE, rows)
 
-        await self.db.write(run, forgets=[("mapper", source_id, target_id)])
+        await self.database.write(run, forgets=[("mapper", source_id, target_id)])
 
 
 Numbered = tuple[int, str]
@@ -2556,8 +2556,10 @@ class LoaderStore:
     events_prune = "DELETE FROM events WHERE seq <= ?"
     pruned_raise = "UPDATE counters SET value = ? WHERE name = 'pruned_seq' AND value < ?"
 
-    def __init__(self, db: Database, clock: Callable[[], float], log_size: int, log_seconds: float) -> None:
-        self.db = db
+    def __init__(
+        self, database: Database, clock: Callable[[], float], log_size: int, log_seconds: float
+    ) -> None:
+        self.database = database
         self.clock = clock
         self.log_size = log_size
         self.log_seconds = log_seconds
@@ -2568,7 +2570,7 @@ class LoaderStore:
 
     async def running(self, target_id: str) -> tuple[Loader, int] | None:
         """The loader running on ``target_id`` and the seq of its start event (which names it)."""
-        row = await self.db.one(self.loader_get, target_id)
+        row = await self.database.one(self.loader_get, target_id)
         if row is None:
             return None
         return Loader(**dict(zip(LOADER_FIELDS, row[:6], strict=True))), row[6]
@@ -2605,7 +2607,7 @@ class LoaderStore:
             await tx.run(self.loader_named, seq, loader.target_id)
             return seq, text
 
-        return await self.db.write(run, after=after)
+        return await self.database.write(run, after=after)
 
     async def status(
         self,
@@ -2621,7 +2623,7 @@ class LoaderStore:
                 return None  # its done came first: no status after done
             return await self._number(tx, frame)
 
-        return await self.db.write(run, after=after)
+        return await self.database.write(run, after=after)
 
     async def stage_ids(self, target_id: str, started: int, ids: Mapping[str, str]) -> None:
         """Keep ids with the loader that started at ``started`` (not one that replaced it since)."""
@@ -2630,7 +2632,7 @@ class LoaderStore:
             await self._check_running(tx, target_id, started)
             await self.stage(tx, target_id, ids)
 
-        await self.db.write(run)
+        await self.database.write(run)
 
     async def finish(
         self,
@@ -2656,7 +2658,7 @@ class LoaderStore:
             await tx.run(self.ids_drop, target_id)
             return await self._number(tx, frame)
 
-        return await self.db.write(run, forgets=[("mapper", source_id, target_id)], after=after)
+        return await self.database.write(run, forgets=[("mapper", source_id, target_id)], after=after)
 
     async def events_since(
         self, seq: int, limit: int, *, statuses: bool = False
@@ -2669,7 +2671,7 @@ class LoaderStore:
             pruned, newest = await tx.one(self.seq_bounds)
             return pruned, newest, [(s, f) for s, f in await tx.all(query, seq, limit)]
 
-        return await self.db.snapshot(read)
+        return await self.database.snapshot(read)
 
 
 class CatalogStore(Area):
@@ -2717,15 +2719,20 @@ class CatalogStore(Area):
         for playlist in playlists:
             for identifier in playlist.tracks:
                 known = (playlist.source, identifier) in latest
-                if not known and await self.db.value(self.track_id_of, playlist.source, identifier) is None:
+                if (
+                    not known
+                    and await self.database.value(self.track_id_of, playlist.source, identifier) is None
+                ):
                     raise unknown_track(playlist, identifier)
         for start in range(0, len(unique), _IMPORT_CHUNK):
             chunk = unique[start : start + _IMPORT_CHUNK]
-            await self.db.write(functools.partial(self.write_tracks, chunk=chunk), forgets=[("catalog",)])
+            await self.database.write(
+                functools.partial(self.write_tracks, chunk=chunk), forgets=[("catalog",)]
+            )
             if progress is not None:
                 progress(min(start + _IMPORT_CHUNK, len(unique)), len(unique))
-            if self.db.pause_between_chunks and start + _IMPORT_CHUNK < len(unique):
-                await asyncio.sleep(self.db.pause_between_chunks)
+            if self.database.pause_between_chunks and start + _IMPORT_CHUNK < len(unique):
+                await asyncio.sleep(self.database.pause_between_chunks)
         if playlists:
 
             async def run(tx: Transaction) -> None:
@@ -2739,15 +2746,15 @@ class CatalogStore(Area):
                         self.playlist_track_insert, [(playlist_id, i, t) for i, t in enumerate(ids)]
                     )
 
-            await self.db.write(run, forgets=[("catalog",)])
+            await self.database.write(run, forgets=[("catalog",)])
         return len(tracks), len(playlists)
 
     async def track(self, source: str, identifier: str) -> Track | None:
-        row = await self.db.one(self.track_get, source, identifier)
+        row = await self.database.one(self.track_get, source, identifier)
         return None if row is None else track_of(row)
 
     async def playlist_tracks(self, source: str, identifier: str) -> list[Track]:
-        return [track_of(row) for row in await self.db.all(self.playlist_tracks_of, source, identifier)]
+        return [track_of(row) for row in await self.database.all(self.playlist_tracks_of, source, identifier)]
 
 
 PLAYER_FRONT = 26
@@ -2878,34 +2885,34 @@ class PlayerStore(Area):
         one commit (a track's end may land between reading its row and its queue); the front is
         remembered until it changes."""
         if whole:
-            return await self.db.snapshot(lambda tx: self.read(tx, guild_id, None))
-        return await self.db.remembered(
-            ("player", guild_id), (), lambda: self.db.snapshot(lambda tx: self.read(tx, guild_id))
+            return await self.database.snapshot(lambda tx: self.read(tx, guild_id, None))
+        return await self.database.remembered(
+            ("player", guild_id), (), lambda: self.database.snapshot(lambda tx: self.read(tx, guild_id))
         )
 
     async def connected(self, guild_id: str) -> bool:
         """Whether the guild has a player; a yes is remembered until the player is stopped."""
 
         async def read() -> bool:
-            return await self.db.value(self.is_connected, guild_id) is not None
+            return await self.database.value(self.is_connected, guild_id) is not None
 
-        return await self.db.remembered(("connected", guild_id), (), read)
+        return await self.database.remembered(("connected", guild_id), (), read)
 
     async def seq(self) -> int:
         """The number of the newest change (of any guild): a state read after it is at least that new."""
-        return await self.db.value(self.seq_now)
+        return await self.database.value(self.seq_now)
 
     async def due(self, now: float) -> list[str]:
         """The guilds whose current track has ended by ``now``."""
-        return [guild_id for (guild_id,) in await self.db.all(self.due_by, now)]
+        return [guild_id for (guild_id,) in await self.database.all(self.due_by, now)]
 
     async def next_end(self) -> float | None:
         """The earliest time a current track ends."""
-        return await self.db.value(self.first_end)
+        return await self.database.value(self.first_end)
 
     async def guilds(self) -> list[str]:
         """Every guild with a player."""
-        return [guild_id for (guild_id,) in await self.db.all(self.every_guild)]
+        return [guild_id for (guild_id,) in await self.database.all(self.every_guild)]
 
 
 def _known(value: str | None) -> Any:
@@ -2986,7 +2993,7 @@ class ListingStore(Area):
                     channels[guild_id].append(channel_id)
             return Page(items, listing.cursor_of(rows[limit - 1]) if len(rows) > limit else None)
 
-        return await self.db.snapshot(read)
+        return await self.database.snapshot(read)
 
 
 @dataclasses.dataclass(slots=True)
@@ -3146,10 +3153,10 @@ class SqliteCatalog(CatalogStore):
         match = fts_match(words, every=every)
 
         async def read() -> Track | None:
-            row = await self.db.one(self.track_search, match)
+            row = await self.database.one(self.track_search, match)
             return None if row is None else track_of(row)
 
-        return await self.db.remembered(("catalog",), (match,), read, keep=lambda _: True)
+        return await self.database.remembered(("catalog",), (match,), read, keep=lambda _: True)
 
 
 class SqlitePlayers(PlayerStore):
@@ -3162,19 +3169,19 @@ class SqlitePlayers(PlayerStore):
         "RETURNING entry_id"
     )
 
-    def __init__(self, db: SqliteDatabase) -> None:
-        super().__init__(db)
-        self.sqlite = db
+    def __init__(self, database: SqliteDatabase) -> None:
+        super().__init__(database)
+        self.sqlite = database
 
     async def commit(self, guild_id: str, pending: PendingChange) -> None:
         flipped = False  # connected or disconnected by this change
-        db = self.sqlite
+        database = self.sqlite
         change, now, after, front = pending.change, pending.now, pending.after, pending.front
 
         async def run(tx: Transaction) -> tuple[Player | None, int]:
             nonlocal flipped
             # As the previous change of this guild in the same transaction left it, or as stored.
-            batch_notes = db.batch_notes("players")
+            batch_notes = database.batch_notes("players")
             player = batch_notes.pop(guild_id, _MISSING)
             if player is _MISSING:
                 player = await self.read(tx, guild_id, front)
@@ -3186,12 +3193,12 @@ class SqlitePlayers(PlayerStore):
 
         def committed(numbered: tuple[Player | None, int]) -> None:
             if flipped:
-                db.answers.forget(("connected", guild_id))
+                database.answers.forget(("connected", guild_id))
             if after is not None:
                 after(*numbered)
 
         try:
-            player, _ = await db.write(run, forgets=[("player", guild_id)], after=committed)
+            player, _ = await database.write(run, forgets=[("player", guild_id)], after=committed)
         except Exception as exc:
             pending.done.set_exception(exc)
         else:
@@ -3228,29 +3235,29 @@ class SqliteLoaders(LoaderStore):
         await tx.many(self.ids_stage, [(target_id, old, new) for old, new in ids.items()])
 
 
-def _migrate(db: sqlite3.Connection, version: int) -> None:
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring a file of an older version up to this one, before the schema script runs."""
     if version >= 4:
         return
     columns = {
-        table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for table in ("players", "loaders", "tracks", "queue")
     }
     for table in ("tracks", "queue"):  # version 4: a Lavalink node's encoding of a track
         if columns[table] and "encoded" not in columns[table]:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN encoded TEXT")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN encoded TEXT")
     if columns["players"] and "ends_at" not in columns["players"]:  # version 3: the next end is indexed
-        db.execute("ALTER TABLE players ADD COLUMN ends_at REAL")
-        db.execute("ALTER TABLE players ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
-        for (guild_id,) in db.execute("SELECT guild_id FROM players").fetchall():
-            player = run_now(SqlitePlayers.read(SqliteTransaction(db), guild_id, None))
+        conn.execute("ALTER TABLE players ADD COLUMN ends_at REAL")
+        conn.execute("ALTER TABLE players ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+        for (guild_id,) in conn.execute("SELECT guild_id FROM players").fetchall():
+            player = run_now(SqlitePlayers.read(SqliteTransaction(conn), guild_id, None))
             assert player is not None
-            db.execute(
+            conn.execute(
                 "UPDATE players SET ends_at = ?, size = ? WHERE guild_id = ?",
                 (player.ends_at, player.size, guild_id),
             )
     if columns["loaders"] and "start_seq" not in columns["loaders"]:
-        db.execute("ALTER TABLE loaders ADD COLUMN start_seq INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE loaders ADD COLUMN start_seq INTEGER NOT NULL DEFAULT 0")
 
 
 _COMMITS = "SELECT value FROM counters WHERE name = 'commits'"
@@ -3277,34 +3284,34 @@ class SqliteFile:
         self._gone_logged = False
 
     def open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._identity = self._file_identity()
         for pragma in (
             "busy_timeout = 1",  # the writer waits for the lock itself (begin), a few ms at a time
             "synchronous = NORMAL",
             "foreign_keys = ON",
         ):
-            db.execute(f"PRAGMA {pragma}")
-        (version,) = db.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA {pragma}")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}; this xenon_elixir knows up to {SCHEMA_VERSION}"
             )
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if version < SCHEMA_VERSION:
             # Write transactions that wait their turn for the lock (a write sneaked into a read
             # would fail at once against a server writing beside it); a file at this version is
             # opened without writing at all. Each step can run again if the other was cut short.
-            self.begin(db)
+            self.begin(conn)
             try:
-                _migrate(db, version)
-                db.execute("COMMIT")
+                _migrate(conn, version)
+                conn.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self.begin(db, f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
-        return db
+            self.begin(conn, f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+        return conn
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -3328,7 +3335,7 @@ class SqliteFile:
                 "Service unavailable: the database file is gone; the operator must restart the server."
             )
 
-    def begin(self, db: sqlite3.Connection, script: str | None = None) -> None:
+    def begin(self, conn: sqlite3.Connection, script: str | None = None) -> None:
         """``BEGIN IMMEDIATE`` (or a ``script`` that starts with it), waiting at most
         ``write_wait`` for another process's write lock. It tries again every few milliseconds:
         SQLite's own busy handler sleeps up to 100 ms between tries, and processes writing side
@@ -3338,13 +3345,13 @@ class SqliteFile:
         while True:
             try:
                 if script is None:
-                    db.execute("BEGIN IMMEDIATE")
+                    conn.execute("BEGIN IMMEDIATE")
                 else:
-                    db.executescript(script)
+                    conn.executescript(script)
                 return
             except sqlite3.OperationalError as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 if not _locked(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(pause)
@@ -3377,24 +3384,24 @@ class SqliteWriter:
         """What the writes of one transaction leave for the next ones of the same batch (a guild's
         player as the last change wrote it); emptied with every transaction and every refusal."""
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
-        self._db: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
         self._batches: GroupCommit[None, _Write] = GroupCommit(self._commit_batch, lambda write: write.done)
         self.on_commit: Callable[[float], None] | None = None
         """Told the seconds each transaction took, from handing it over to its commit (metrics)."""
 
     async def open(self) -> None:
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, self.file.open)
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self.file.open)
 
     async def close(self) -> None:
         try:
             await self._batches.drain()
         finally:
-            if self._db is not None:
-                self._executor.submit(self._db.close)
+            if self._conn is not None:
+                self._executor.submit(self._conn.close)
             # Waited for even when cancelled (a second Ctrl-C): the thread finishes its last
             # transaction and closes the file; the loop is not needed for that.
             self._executor.shutdown(wait=True)
-            self._db = None
+            self._conn = None
 
     async def write(
         self, run: Callable[[Transaction], Awaitable[T]], forgets: Tags, after: Callable[[T], None] | None
@@ -3434,18 +3441,18 @@ class SqliteWriter:
     def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
         """On the writer thread: the batch in one transaction, each write in a savepoint. Also
         answers whether another process committed since this one's last commit."""
-        db = self._db
-        assert db is not None, "database is not open"
+        conn = self._conn
+        assert conn is not None, "database is not open"
         self.file.check()
-        self.file.begin(db)
-        changes = db.total_changes
+        self.file.begin(conn)
+        changes = conn.total_changes
         alone = len(batch) == 1  # no savepoint: a refusal rolls the transaction back
-        tx = SqliteTransaction(db)
+        tx = SqliteTransaction(conn)
         try:
             outcomes: list[tuple[bool, Any]] = []
             for write in batch:
                 if not alone:
-                    db.execute("SAVEPOINT write")
+                    conn.execute("SAVEPOINT write")
                 refused: Exception
                 try:
                     value = run_now(write.run(tx))
@@ -3456,28 +3463,28 @@ class SqliteWriter:
                 else:
                     outcomes.append((True, value))
                     if not alone:
-                        db.execute("RELEASE write")
+                        conn.execute("RELEASE write")
                     continue
                 outcomes.append((False, refused))
                 self.batch_notes.clear()
                 if alone:
-                    db.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                     return outcomes, False
-                db.execute("ROLLBACK TO write")
-                db.execute("RELEASE write")
-            if db.total_changes == changes:  # every write was refused or changed nothing
-                db.execute("ROLLBACK")
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+            if conn.total_changes == changes:  # every write was refused or changed nothing
+                conn.execute("ROLLBACK")
                 return outcomes, False
-            (commits,) = db.execute(_COUNT_COMMIT).fetchone()
+            (commits,) = conn.execute(_COUNT_COMMIT).fetchone()
             # Told before the commit is visible, kept after: a reader on the loop, whenever it
             # looks, sees one of these and does not take this commit for another process's.
             self.committing, self.before = commits, self.commits
-            db.execute("COMMIT")
+            conn.execute("COMMIT")
             foreign, self.commits = commits != self.commits + 1, commits
             return outcomes, foreign
         except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         finally:
             self.batch_notes.clear()
@@ -3914,38 +3921,38 @@ class PostgresClaim:
         self._counted = False
 
     async def take(self, mark: str) -> None:
-        db = self.database
-        held, count = self._held.get(db.url, (mark, 0))
+        database = self.database
+        held, count = self._held.get(database.url, (mark, 0))
         if count:
             if held != mark:
-                raise StoreError(fleet_refusal(mark, [held], masked_url(db.url)))
-            self._held[db.url], self._counted = (mark, count + 1), True
+                raise StoreError(fleet_refusal(mark, [held], masked_url(database.url)))
+            self._held[database.url], self._counted = (mark, count + 1), True
             return
         lock = "pg_try_advisory_lock_shared" if mark.startswith("redis ") else "pg_try_advisory_lock"
         conn = None
         try:
-            conn = await db.asyncpg.connect(
-                db.url, timeout=db.write_wait, server_settings={"application_name": db.name}
+            conn = await database.asyncpg.connect(
+                database.url, timeout=database.write_wait, server_settings={"application_name": database.name}
             )
             got = await conn.fetchval(f"SELECT {lock}($1)", _PG_SERVER_LOCK)
             found = await conn.fetch(
                 "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
                 "AND starts_with(application_name, $1) AND application_name <> $2",
                 _SERVER_NAME,
-                db.name,
+                database.name,
             )
-        except (db.asyncpg.PostgresError, *db.faults) as exc:
+        except (database.asyncpg.PostgresError, *database.faults) as exc:
             if conn is not None:
                 conn.terminate()
-            raise StoreError(f"cannot use database {masked_url(db.url)}: {exc}") from exc
+            raise StoreError(f"cannot use database {masked_url(database.url)}: {exc}") from exc
         theirs = [name.removeprefix(_SERVER_NAME).rpartition(" ")[0] for (name,) in found]
         # The names as well as the lock: a server whose claim a PostgreSQL restart ended is still
         # seen by its pool's connections, named alike.
         if not got or (theirs and not fleet_joins(mark, theirs)):
             conn.terminate()  # its lock, if it got one, with it
-            raise StoreError(fleet_refusal(mark, theirs, masked_url(db.url)))
+            raise StoreError(fleet_refusal(mark, theirs, masked_url(database.url)))
         self._conn = conn
-        self._held[db.url], self._counted = (mark, 1), True
+        self._held[database.url], self._counted = (mark, 1), True
 
     async def drop(self) -> None:
         url = self.database.url
@@ -4284,8 +4291,8 @@ class PostgresCatalog(CatalogStore):
             row = await tx.one(self.track_by_id, best[0])
             return None if row is None else track_of(row)
 
-        return await self.db.remembered(
-            ("catalog",), (every, *terms), lambda: self.db.snapshot(ranked), keep=lambda _: True
+        return await self.database.remembered(
+            ("catalog",), (every, *terms), lambda: self.database.snapshot(ranked), keep=lambda _: True
         )
 
 
@@ -4316,9 +4323,9 @@ class PostgresPlayers(PlayerStore):
                                  $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
         RETURNING entry_id"""
 
-    def __init__(self, db: PostgresDatabase) -> None:
-        super().__init__(db)
-        self.pg = db
+    def __init__(self, database: PostgresDatabase) -> None:
+        super().__init__(database)
+        self.pg = database
         self._batches: GroupCommit[str, PendingChange] = GroupCommit(self._commit_batch, lambda c: c.done)
 
     @classmethod
@@ -4488,7 +4495,7 @@ STORES: dict[str, Callable[[Config], Awaitable[Database]]] = {
     "postgresql": open_postgres,
     "postgres": open_postgres,
 }
-"""The store a ``Config.db`` opens, by its URL's scheme: a path (no scheme) or ``sqlite:`` is a
+"""The store a ``Config.db`` opens, by its URL's scheme: a path (no scheme) is a
 SQLite file; ``postgresql://`` and ``postgres://`` a PostgreSQL database. A new backend is one
 more row, and a class that keeps :class:`Database`."""
 

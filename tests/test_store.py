@@ -262,7 +262,7 @@ def test_an_answer_outlives_this_processs_commit_seen_the_instant_it_lands(
         try:
             remember()
             writer = database._writer
-            writer._db = Connection(writer._db, remember)
+            writer._conn = Connection(writer._conn, remember)
             await database.write(lambda tx: tx.run("INSERT INTO counters (name, value) VALUES ('probe', 1)"))
             remember()
             return reads
