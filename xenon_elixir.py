@@ -1,10 +1,47 @@
 """xenon_elixir: the Xenon partner API and the Elixir Music API in one embeddable module.
 
-One Litestar app backed by one SQLite file. Read it top to bottom, each section using only
-what is above it: configuration, wire models, errors, the domain (players, loaders, mappers:
-pure), the interfaces of the backends, the SQLite storage, the rate limiter, the event hub,
-the loader and music services, HTTP helpers, guards, the routes of each API, the Python host
-API, the demo, the app factory and finally the command line.
+One Litestar app backed by a SQLite file or a PostgreSQL database, and Redis for several
+processes. Read it top to bottom: each numbered section uses only what is above it.
+
+     1 Configuration      Config, XE_* settings, the rate-limit table
+     2 Wire models        the bodies of both APIs and the host API
+     3 Errors             domain refusals; the two APIs' error shapes
+     4 Domain             loaders, mappers, players: pure rules, no I/O
+     5 Interfaces         Resolver, Limiter, Broker, AudioBackend
+     6 Metrics            GET /metrics
+     7 Storage seam       Database and Transaction, remembered answers, group commit, the tables
+     8 Storage areas      the rules of each storage area, written once over the seam
+     9 SQLite             the file, its writer thread, what only SQLite does
+    10 PostgreSQL         the pool, its claim, what only PostgreSQL does; STORES
+    11 Moving             xenon-elixir migrate: a SQLite file into PostgreSQL
+    12 Rate limiter       the sliding-window rule and the 429 it answers
+    13 Event hub          subscribers, streams, revocations, ordered delivery
+    14 Redis              the fleet's limiter, broker, status windows and metrics
+    15 Xenon services     loaders and partners
+    16 Music              resolver, track ends, the player service
+    17 Lavalink           a Lavalink v4 node as resolver and audio backend
+    18 Wiring             Services and open_services: which parts an app is built from
+    19 HTTP helpers       answers, error bodies, client address, OpenAPI
+    20 Guards             tokens, keys, the admin token
+    21-23 Routes          Xenon, Elixir, admin
+    24 Host API           the Python door for an embedding bot
+    25 Demo               seed data and simulated loads
+    26 Player page        GET /player/{guild}
+    27 App factory        create_app, the lifespan, the layer in front of Litestar
+    28 Command line       xenon-elixir
+
+To change...
+    the rate limit        read 12 (the rule, the 429), 1 (groups and defaults), 14 (the same
+                          rule in Lua for a fleet); 20 and 21 say which group a request
+                          counts in.
+    a route               read its API's routes (21, 22 or 23), the service it calls (15 or 16),
+                          and the wire models (2) of its body; every door (HTTP, admin, host
+                          API, CLI) calls that one service operation.
+    a storage area        read its class in 8 (its SQL and rules, once for both stores), and
+                          the backend's own half in 9 and 10 where it has one (catalog,
+                          players, loaders); the tables are in 7, for both stores.
+    a backend             read 7 (Database, Transaction: what a store must do), one of 9 or 10
+                          as the example, and STORES at the end of 10 (the URL's scheme).
 
     uvicorn xenon_elixir:app            # reads XE_* from the environment
     xenon-elixir serve --db bot.db      # the same, from the command line
@@ -135,7 +172,7 @@ MIB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------
-# Configuration
+# 1. Configuration: Config, XE_* settings, the rate-limit table
 # ---------------------------------------------------------------------------
 
 
@@ -519,7 +556,7 @@ class LoopTimers:
 
 
 # ---------------------------------------------------------------------------
-# Wire models
+# 2. Wire models: the bodies of both APIs and the host API
 # ---------------------------------------------------------------------------
 
 _UINT64_END = 1 << 64
@@ -1052,7 +1089,7 @@ class ElixirErrorBody(msgspec.Struct):
 
 
 # ---------------------------------------------------------------------------
-# Errors
+# 3. Errors: domain refusals and the two APIs' error shapes
 # ---------------------------------------------------------------------------
 
 
@@ -1182,7 +1219,7 @@ class ElixirError(ApiError):
 
 
 # ---------------------------------------------------------------------------
-# Domain: loaders, mappers, players (pure, no I/O)
+# 4. Domain: loaders, mappers, players (pure, no I/O)
 # ---------------------------------------------------------------------------
 
 
@@ -1439,7 +1476,7 @@ def volume_of(value: Any) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Interfaces: the resolver, the limiter, the broker and each storage area
+# 5. Interfaces: the resolver, the limiter, the broker, the audio backend
 # ---------------------------------------------------------------------------
 
 
@@ -1493,7 +1530,7 @@ class AudioBackend(Protocol):
 
 
 # ---------------------------------------------------------------------------
-# Metrics: GET /metrics in the Prometheus text format
+# 6. Metrics: GET /metrics in the Prometheus text format
 # ---------------------------------------------------------------------------
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -1593,7 +1630,7 @@ class Metrics:
 
 
 # ---------------------------------------------------------------------------
-# Storage: the seam every store implements, and the rules written once above it
+# 7. Storage seam: the Database protocol, remembered answers, group commit, the tables
 # ---------------------------------------------------------------------------
 # A store is a :class:`Database` (SQLite or PostgreSQL, chosen by the URL's scheme: see
 # ``STORES`` at the end of the PostgreSQL section). Every storage area below (keys, the guild
@@ -2269,7 +2306,10 @@ def track_of(row: Sequence[Any]) -> Track:
     )
 
 
-# --- The storage areas ------------------------------------------------------------------
+# ---------------------------------------------------------------------------
+# 8. Storage areas: keys, registry, partners, mappers, loaders, catalog, players, listings
+# ---------------------------------------------------------------------------
+# Each area is written once against the seam above: its SQL (SQLite's dialect) and its rules.
 
 
 class Area:
@@ -3027,7 +3067,7 @@ class Stores:
 
 
 # ---------------------------------------------------------------------------
-# SQLite: one file, its writer thread, and what SQLite does its own way
+# 9. SQLite: one file, its writer thread, and what SQLite does its own way
 # ---------------------------------------------------------------------------
 
 SCHEMA_VERSION = 4
@@ -3729,7 +3769,7 @@ async def open_sqlite(config: Config) -> SqliteDatabase:
 
 
 # ---------------------------------------------------------------------------
-# PostgreSQL: one store for many machines (XE_DB=postgresql://...)
+# 10. PostgreSQL: one store for many machines (XE_DB=postgresql://...)
 # ---------------------------------------------------------------------------
 
 PG_SCHEMA_VERSION = 1
@@ -4516,7 +4556,7 @@ async def open_stores(config: Config) -> Stores:
 
 
 # ---------------------------------------------------------------------------
-# Moving a SQLite file to PostgreSQL: xenon-elixir migrate
+# 11. Moving a SQLite file to PostgreSQL: xenon-elixir migrate
 # ---------------------------------------------------------------------------
 
 
@@ -4717,7 +4757,7 @@ async def migrate_to_postgres(
 
 
 # ---------------------------------------------------------------------------
-# Rate limiter
+# 12. Rate limiter: the rule, and the 429 it answers
 # ---------------------------------------------------------------------------
 
 
@@ -4826,8 +4866,33 @@ async def sweep_every(limiter: Limiter, seconds: float) -> None:
         limiter.sweep()
 
 
+def rate_limited(retry_after: float, error: type[ApiError] = ApiError) -> ApiError:
+    """A 429 that says exactly when to come back: ``retry_after`` in ms, ``Retry-After`` in whole seconds."""
+    return error(
+        429,
+        RATE_LIMITED,
+        # Rounded to the body's milliseconds first, so float residue never adds a second.
+        headers={"Retry-After": str(max(1, math.ceil(round(retry_after, 3))))},
+        retry_after=retry_after,
+    )
+
+
+async def over_limit(services: Services, group: str, key: str, error: type[ApiError]) -> ApiError | None:
+    """A hit of ``key`` in ``group``: ``None`` when admitted, else the 429 to answer (counted)."""
+    if (wait := await services.limiter.hit(group, key)) is None:
+        return None
+    services.metrics.count("xe_rate_limited_total", _labels(group=group))
+    return rate_limited(wait, error)
+
+
+async def limited(services: Services, group: str, key: str, error: type[ApiError] = XenonError) -> None:
+    """Raise a 429 when ``key`` has used up the group's budget."""
+    if (refusal := await over_limit(services, group, key, error)) is not None:
+        raise refusal
+
+
 # ---------------------------------------------------------------------------
-# Event hub
+# 13. Event hub: subscribers, streams, revocations, ordered delivery
 # ---------------------------------------------------------------------------
 
 LOADER_TOPIC = "loaders"
@@ -5265,7 +5330,7 @@ class Hub:
 
 
 # ---------------------------------------------------------------------------
-# Redis: many processes as one service (XE_REDIS_URL)
+# 14. Redis: many processes as one service (XE_REDIS_URL)
 # ---------------------------------------------------------------------------
 
 REDIS_AWAY = "Service unavailable: Redis cannot be reached; try again shortly."
@@ -5594,7 +5659,7 @@ def redis_parts(config: Config, process_metrics: Metrics) -> RedisParts | None:
 
 
 # ---------------------------------------------------------------------------
-# Loaders and partners: the Xenon services
+# 15. Xenon services: loaders and partners
 # ---------------------------------------------------------------------------
 
 
@@ -5855,7 +5920,7 @@ class Listings:
 
 
 # ---------------------------------------------------------------------------
-# Music: the resolver, track ends and the player service
+# 16. Music: the resolver, track ends and the player service
 # ---------------------------------------------------------------------------
 
 
@@ -6287,7 +6352,7 @@ class Music(PlayerChanges):
 
 
 # ---------------------------------------------------------------------------
-# Lavalink: real audio through a Lavalink v4 node
+# 17. Lavalink: real audio through a Lavalink v4 node
 # ---------------------------------------------------------------------------
 
 _NODE_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -6584,7 +6649,7 @@ class LavalinkPlayers:
 
 
 # ---------------------------------------------------------------------------
-# Wiring: the services of one app
+# 18. Wiring: the services of one app
 # ---------------------------------------------------------------------------
 
 
@@ -6712,7 +6777,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
 
 
 # ---------------------------------------------------------------------------
-# HTTP and OpenAPI helpers
+# 19. HTTP and OpenAPI helpers
 # ---------------------------------------------------------------------------
 
 
@@ -6741,17 +6806,6 @@ def api_of(scope: Scope, elixir_prefix: str) -> str:
     if root and path.startswith(root):
         path = path[len(root) :]
     return "elixir" if path.startswith(elixir_prefix.rstrip("/") + "/") else "xenon"
-
-
-def rate_limited(retry_after: float, error: type[ApiError] = ApiError) -> ApiError:
-    """A 429 that says exactly when to come back: ``retry_after`` in ms, ``Retry-After`` in whole seconds."""
-    return error(
-        429,
-        RATE_LIMITED,
-        # Rounded to the body's milliseconds first, so float residue never adds a second.
-        headers={"Retry-After": str(max(1, math.ceil(round(retry_after, 3))))},
-        retry_after=retry_after,
-    )
 
 
 def error_body(shape: str, message: str, now: float, retry_after: float | None = None) -> Any:
@@ -7086,7 +7140,7 @@ async def follow(
 
 
 # ---------------------------------------------------------------------------
-# Guards
+# 20. Guards: who may call (tokens, keys, admin)
 # ---------------------------------------------------------------------------
 
 
@@ -7097,18 +7151,8 @@ def services_of(request: ASGIConnection[Any, Any, Any, Any]) -> Services:
 async def counted_refusal(services: Services, scope: Scope, refusal: ApiError) -> ApiError:
     """What to answer a failed authorization: the refusal itself, or a 429 in the same API's
     shape once the client address has failed too often (``auth_failures``)."""
-    wait = await services.limiter.hit("auth_failures", client_address(scope, services.config.proxies))
-    if wait is None:
-        return refusal
-    services.metrics.count("xe_rate_limited_total", _labels(group="auth_failures"))
-    return rate_limited(wait, type(refusal))
-
-
-async def limited(services: Services, group: str, key: str, error: type[ApiError] = XenonError) -> None:
-    """Raise a 429 when ``key`` has used up the group's budget."""
-    if (wait := await services.limiter.hit(group, key)) is not None:
-        services.metrics.count("xe_rate_limited_total", _labels(group=group))
-        raise rate_limited(wait, error)
+    address = client_address(scope, services.config.proxies)
+    return await over_limit(services, "auth_failures", address, type(refusal)) or refusal
 
 
 async def xenon_bot(services: Services, scope: Scope) -> tuple[Bot, str]:
@@ -7190,7 +7234,7 @@ async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 
 
 # ---------------------------------------------------------------------------
-# Xenon routes
+# 21. Xenon routes
 # ---------------------------------------------------------------------------
 
 
@@ -7325,7 +7369,7 @@ XENON_ROUTES = [
 
 
 # ---------------------------------------------------------------------------
-# Elixir routes
+# 22. Elixir routes
 # ---------------------------------------------------------------------------
 
 _ELIXIR_WRITE_ERRORS = (400, 401, 413, 429)
@@ -7481,7 +7525,7 @@ ELIXIR_ROUTES = [
 
 
 # ---------------------------------------------------------------------------
-# Admin routes
+# 23. Admin routes
 # ---------------------------------------------------------------------------
 
 
@@ -7729,7 +7773,7 @@ ADMIN_ROUTES = [
 
 
 # ---------------------------------------------------------------------------
-# Host API
+# 24. Host API: the Python door for an embedding bot
 # ---------------------------------------------------------------------------
 
 
@@ -8016,7 +8060,7 @@ def host_of(app: Litestar) -> Host:
 
 
 # ---------------------------------------------------------------------------
-# Demo
+# 25. Demo
 # ---------------------------------------------------------------------------
 
 # The demo's own ids, none of them the README's: the demo never touches data it did not create.
@@ -8219,7 +8263,7 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
 
 
 # ---------------------------------------------------------------------------
-# The now-playing page: GET /player/{guild}
+# 26. The now-playing page: GET /player/{guild}
 # ---------------------------------------------------------------------------
 
 PLAYER_PAGE_PATH = "/player"
@@ -8517,7 +8561,7 @@ async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str
 
 
 # ---------------------------------------------------------------------------
-# App factory
+# 27. App factory: create_app, the lifespan, the layer in front of Litestar
 # ---------------------------------------------------------------------------
 
 
@@ -9145,7 +9189,7 @@ def __getattr__(name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------
-# Command line
+# 28. Command line: xenon-elixir
 # ---------------------------------------------------------------------------
 
 
