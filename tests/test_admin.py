@@ -561,3 +561,30 @@ def test_a_bad_json_line_stops_the_stream_there_and_says_which(make_client: Any)
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("Invalid track on line 5501: Invalid length")
     assert answer.json()["error"].endswith("(5000 imported before it)")
+
+
+def test_guild_pages_carry_each_guilds_own_channels_in_the_order_given(client: TestClient) -> None:
+    """A page of guilds reads its guilds' channels in one query on either store (issue 22: the
+    listing once took a SQLite database and was given none on PostgreSQL): each guild gets its
+    own channels, in the order they were put, a guild without any gets none, and pages split
+    anywhere."""
+    guilds = {
+        "700000000000000001": ["900000000000000003", "900000000000000001"],
+        "700000000000000002": [],
+        "700000000000000003": ["900000000000000002"],
+        "700000000000000004": ["900000000000000009", "900000000000000004", "900000000000000006"],
+        "700000000000000005": ["900000000000000005"],
+    }
+    for guild, channels in reversed(guilds.items()):
+        body = {"name": f"G{guild[-1]}", "voice_channels": channels}
+        assert client.put(f"/admin/guilds/{guild}", json=body, headers=ADMIN).status_code == 200
+    for limit in (1, 2, 3, 5):
+        seen, after = [], None
+        while True:
+            params = {"limit": limit, **({"after": after} if after else {})}
+            page = client.get("/admin/guilds", params=params, headers=ADMIN).json()
+            assert len(page["items"]) <= limit
+            seen += page["items"]
+            if (after := page["next"]) is None:
+                break
+        assert [(g["id"], g["voice_channels"]) for g in seen] == list(guilds.items()), limit
