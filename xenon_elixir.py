@@ -398,7 +398,8 @@ class Config:
     """Everything an app instance needs; each field has an ``XE_*`` variable or a default."""
 
     db: str = "./xenon_elixir.db"
-    """Path of the SQLite file (``XE_DB``). WAL mode needs a real file, not ``:memory:``."""
+    """Where the data lives (``XE_DB``): a SQLite file's path (WAL mode needs a real file, not
+    ``:memory:``) or a ``postgresql://`` URL; the scheme picks the store (``STORES``)."""
 
     admin_token: str | None = None
     """Bearer token that enables ``/admin`` (``XE_ADMIN_TOKEN``); unset or empty keeps admin off."""
