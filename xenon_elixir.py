@@ -1219,6 +1219,32 @@ class ElixirError(ApiError):
     shape = "elixir"
 
 
+# What the stores refuse with, in the words of the APIs (a rule that must hold inside one
+# transaction is kept by its storage area, section 8; its words are here).
+
+
+def key_exists() -> Conflict:
+    return Conflict("key exists", "A key already exists for this guild and user; rotate it to get a new one")
+
+
+def id_taken(what: str, given: str | None) -> Conflict:
+    return Conflict("exists", f"{what} {given} already exists")
+
+
+def loader_running(target_id: str | int) -> Conflict:
+    return Conflict("loader running", f"A loader is already running on guild {target_id}")
+
+
+def no_loader(target_id: str | int) -> NotFound:
+    return NotFound("loader", f"No loader is running on guild {target_id}")
+
+
+def unknown_track(playlist: Playlist, identifier: str) -> Invalid:
+    return Invalid(
+        "unknown track", f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}"
+    )
+
+
 # ---------------------------------------------------------------------------
 # 4. Domain: loaders, mappers, players (pure, no I/O)
 # ---------------------------------------------------------------------------
@@ -1644,31 +1670,6 @@ class Metrics:
 
 class StoreError(Exception):
     """The database cannot be used (unreadable, locked, or from a newer version)."""
-
-
-# What a store refuses with: the words, once.
-
-
-def key_exists() -> Conflict:
-    return Conflict("key exists", "A key already exists for this guild and user; rotate it to get a new one")
-
-
-def id_taken(what: str, given: str | None) -> Conflict:
-    return Conflict("exists", f"{what} {given} already exists")
-
-
-def loader_running(target_id: str | int) -> Conflict:
-    return Conflict("loader running", f"A loader is already running on guild {target_id}")
-
-
-def no_loader(target_id: str | int) -> NotFound:
-    return NotFound("loader", f"No loader is running on guild {target_id}")
-
-
-def unknown_track(playlist: Playlist, identifier: str) -> Invalid:
-    return Invalid(
-        "unknown track", f"Playlist {playlist.identifier}: unknown track {playlist.source}/{identifier}"
-    )
 
 
 def digest(secret: str) -> str:
