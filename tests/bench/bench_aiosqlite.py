@@ -1,21 +1,24 @@
 """The SQLite writes of a play and of a mapper ingest, done by the module's writer thread
-(``SqliteWriter``: a write is a function run whole on its thread, in one hop, and the writes
-that arrive while one commits are committed together) and by aiosqlite as a straightforward
-store would use it (one connection, each write its own ``BEGIN IMMEDIATE`` ... ``COMMIT``,
-each statement awaited, an ``asyncio.Lock`` so that two writes' statements never interleave on
-the one connection). Both run the same SQL statements as the module, with the same PRAGMAs,
-each on its own fresh copy of one seeded file, in one process on uvloop; aiosqlite is the
-figure, the writer thread the baseline of the same round.
+(``SqliteWriter``: a write is a transaction function run whole on its thread, in one hop, and
+the writes that arrive while one commits are committed together) and by aiosqlite as a
+straightforward store would use it (one connection, each write its own ``BEGIN IMMEDIATE`` ...
+``COMMIT``, each statement awaited, an ``asyncio.Lock`` so that two writes' statements never
+interleave on the one connection). Both run the module's own code for the write (its
+statements, its rules), only the database's ``write`` differing, with the same PRAGMAs, each on
+its own fresh copy of one seeded file, in one process on uvloop; aiosqlite is the figure, the
+writer thread the baseline of the same round.
 
     python tests/bench/bench_aiosqlite.py [--rounds 5] [--plays 3200] [--batches 1000] [--batch 100] [--big 100000]
 
 A play (``POST /api/v1/{guild}/play`` on a connected player nobody follows, past the search):
-the player and the front of its queue read, the track appended, the player written, the change
-numbered (``SqlitePlayers.change``), and the commit counted (``SqliteWriter._commit``); from one
-coroutine, and from 64 coroutines each playing in a guild of its own. An ingest
-(``POST /admin/loaders/{target}/ids``): the loader checked, the ids staged
-(``SqliteLoads.stage_ids``), the commit counted; batches of 100 ids one after the other, as a
-loader sends them, and batches of 100,000.
+``PlayerStore.change`` with the play's change (``Player.enqueue``), committed by
+``SqlitePlayers.commit``: the player and the front of its queue read (``PlayerStore.read``), the
+change applied (``apply_change``), the track appended and the player written, the change
+numbered, and the commit counted (``SqliteWriter._commit``); from one coroutine, and from 64
+coroutines each playing in a guild of its own. An ingest (``POST /admin/loaders/{target}/ids``):
+``LoadStore.stage_ids``, the loader checked and the ids staged (``SqliteLoads.stage``), the
+commit counted; batches of 100 ids one after the other, as a loader sends them, and batches of
+100,000.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import uvloop
@@ -42,6 +45,7 @@ from common import SOURCE, USER, VOICE
 
 import xenon_elixir as xe
 
+T = TypeVar("T")
 GUILDS = [str(766045633697021000 + i) for i in range(100)]
 TARGET = "496683369665658880"
 TRACK = xe.Track(
@@ -52,14 +56,13 @@ TRACK = xe.Track(
     length=180_000,
     uri="https://www.youtube.com/watch?v=bench000001",
 )
-ROW = xe._track_row(TRACK)
-PRAGMAS = (  # SqliteWriter._open's, with SQLite's own busy handler waiting up to write_wait (5 s)
+MAX_QUEUE = 1_000_000
+PRAGMAS = (  # SqliteFile.open's, with SQLite's own busy handler waiting up to write_wait (5 s)
     "busy_timeout = 5000",
     "synchronous = NORMAL",
     "foreign_keys = ON",
     "journal_mode = WAL",
 )
-Players, Loads = xe.SqlitePlayers, xe.SqliteLoads
 
 
 def seed(path: str) -> int:
@@ -75,190 +78,174 @@ def seed(path: str) -> int:
 
     asyncio.run(run())
     db = sqlite3.connect(path)
-    (started,) = db.execute("SELECT start_seq FROM loaders WHERE target_id = ?", (TARGET,)).fetchone()
+    (started,) = db.execute(xe.SqliteLoads.loader_get, (TARGET,)).fetchone()[-1:]
     db.close()
     return started
 
 
-# The writes, as the module's store runs them (on the writer thread, in one hop each) ------------
+def play(player: xe.Player | None) -> xe.Player:
+    """The change of a play of TRACK (``Music.enqueue``'s)."""
+    if player is None:
+        raise xe.Invalid("not connected", xe.NOT_CONNECTED)
+    player.enqueue([TRACK], USER, time.time(), MAX_QUEUE)
+    return player
 
 
-def play_run(guild: str) -> Callable[[sqlite3.Connection], int]:
-    def run(db: sqlite3.Connection) -> int:
-        channel, volume, paused, position, anchor, size = db.execute(xe._PLAYER_GET, (guild,)).fetchone()
-        db.execute(xe._QUEUE_FRONT, (guild, 2, 0)).fetchall()
-        entry_id = db.execute(Players.queue_append, (guild, *ROW, USER)).lastrowid
-        db.execute(Players.upsert, (guild, channel, volume, paused, position, anchor, None, size + 1))
-        db.execute(Players.seq_next).fetchone()
-        return entry_id
-
-    return run
+# The same writes through aiosqlite: a Database whose write is an aiosqlite transaction ------------
 
 
-def ids_run(started: int, rows: list[tuple[str, str, str]]) -> Callable[[sqlite3.Connection], None]:
-    def run(db: sqlite3.Connection) -> None:
-        if db.execute(Loads.loader_is, (TARGET, started)).fetchone() is None:
-            raise xe.NotFound("loader", "no loader")
-        db.executemany(Loads.ids_stage, rows)
+class AioTransaction:
+    """``xe.Transaction`` on an aiosqlite connection: each statement one hop to its thread,
+    awaited (``execute_fetchall`` for a row, ``execute`` for a change, ``executemany``)."""
 
-    return run
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        rows = list(await self.conn.execute_fetchall(sql, args))
+        return rows[0] if rows else None
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        row = await self.one(sql, *args)
+        return None if row is None else row[0]
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return list(await self.conn.execute_fetchall(sql, args))
+
+    async def run(self, sql: str, *args: Any) -> int:
+        return (await self.conn.execute(sql, args)).rowcount
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    number = xe.SqliteTransaction.number  # the module's counter statement, on this one's value
+
+
+class AioWrites:
+    """What ``SqlitePlayers.commit`` and ``LoadStore.stage_ids`` use of a ``SqliteDatabase``
+    (``write``, ``scratch``, ``answers``), with ``write`` as a straightforward aiosqlite store
+    does it: under a lock, ``BEGIN IMMEDIATE``, ``run``'s statements each awaited, the commit
+    counted as ``SqliteWriter._commit`` counts it, ``COMMIT``; the tags forgotten and ``after``
+    run in commit order. ``counts`` is the writer whose commit counters it keeps (a server's, so
+    that its reads do not take these commits for another process's)."""
+
+    commits = committing = before = -1
+    on_commit: Callable[[float], None] | None = None
+
+    def __init__(self, conn: aiosqlite.Connection, answers: xe.Answers, counts: Any = None) -> None:
+        self.conn = conn
+        self.tx = AioTransaction(conn)
+        self.answers = answers
+        self.counts = self if counts is None else counts
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, path: str, answers: xe.Answers, counts: Any = None) -> AioWrites:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in PRAGMAS:
+            await conn.execute(f"PRAGMA {pragma}")
+        return cls(conn, answers, counts)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    def scratch(self, area: str) -> dict[Any, Any]:
+        return {}  # every write is a transaction of its own: nothing is left for the next
+
+    async def write(
+        self,
+        run: Callable[[Any], Awaitable[T]],
+        *,
+        forgets: xe.Tags = (),
+        after: Callable[[T], None] | None = None,
+    ) -> T:
+        run = xe.moving_credentials(run, forgets)
+        conn, counts = self.conn, self.counts
+        async with self.lock:
+            began = time.perf_counter()
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                try:
+                    value = await run(self.tx)
+                except sqlite3.IntegrityError as exc:
+                    raise xe.Conflict("conflict", str(exc))
+                commits = await self.tx.value(xe._COUNT_COMMIT)
+                counts.committing, counts.before = commits, counts.commits
+                await conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+            foreign, counts.commits = commits != counts.commits + 1, commits
+            if counts.on_commit is not None:
+                counts.on_commit(time.perf_counter() - began)
+            if foreign:
+                self.answers.clear()
+            self.answers.forget_all(forgets)
+            if after is not None:
+                after(value)
+            return value
+
+
+# The two stores -----------------------------------------------------------------------------------
 
 
 class Writer:
-    """The module's writer thread (through ``SqliteDatabase.write``, as the stores call it)."""
+    """The module's writer thread: ``SqlitePlayers`` and ``SqliteLoads`` on a ``SqliteDatabase``."""
 
     name = "writer thread"
 
     async def open(self, path: str) -> None:
-        self.db = await xe.SqliteDatabase(path).open()
+        self.db: Any = await xe.SqliteDatabase(path).open()
+        self.areas()
+
+    def areas(self) -> None:
+        self.players = xe.SqlitePlayers(self.db)
+        self.loads = xe.SqliteLoads(self.db, time.time, 1000, 3600)
 
     async def close(self) -> None:
         await self.db.close()
 
-    async def play(self, guild: str) -> int:
-        return await self.db.write(play_run(guild), forgets=[("player", guild)])
+    async def play(self, guild: str) -> xe.Player | None:
+        return await self.players.change(guild, play, time.time())
 
-    async def ids(self, started: int, rows: list[tuple[str, str, str]]) -> None:
-        await self.db.write(ids_run(started, rows))
-
-
-# The same writes through aiosqlite --------------------------------------------------------------
+    async def ids(self, started: int, ids: dict[str, str]) -> None:
+        await self.loads.stage_ids(TARGET, started, ids)
 
 
-class Aiosqlite:
-    """aiosqlite as a straightforward store uses it: every statement awaited, a transaction per write."""
+class Aiosqlite(Writer):
+    """The same areas, the same code, on ``AioWrites``: every statement awaited, a transaction per write."""
 
     name = "aiosqlite"
 
     async def open(self, path: str) -> None:
-        self.db = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in PRAGMAS:
-            await self.db.execute(f"PRAGMA {pragma}")
-        self.lock = asyncio.Lock()
-
-    async def close(self) -> None:
-        await self.db.close()
-
-    async def _transaction(self, body: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
-        async with self.lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                value = await body(db)
-                await db.execute_fetchall(xe._COUNT_COMMIT)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            return value
-
-    async def play(self, guild: str) -> int:
-        async def body(db: aiosqlite.Connection) -> int:
-            ((channel, volume, paused, position, anchor, size),) = await db.execute_fetchall(
-                xe._PLAYER_GET, (guild,)
-            )
-            await db.execute_fetchall(xe._QUEUE_FRONT, (guild, 2, 0))
-            entry_id = (await db.execute(Players.queue_append, (guild, *ROW, USER))).lastrowid
-            await db.execute(
-                Players.upsert, (guild, channel, volume, paused, position, anchor, None, size + 1)
-            )
-            await db.execute_fetchall(Players.seq_next)
-            return entry_id
-
-        return await self._transaction(body)
-
-    async def ids(self, started: int, rows: list[tuple[str, str, str]]) -> None:
-        async def body(db: aiosqlite.Connection) -> None:
-            if not await db.execute_fetchall(Loads.loader_is, (TARGET, started)):
-                raise xe.NotFound("loader", "no loader")
-            await db.executemany(Loads.ids_stage, rows)
-
-        await self._transaction(body)
+        self.db = await AioWrites.connect(path, xe.Answers())
+        self.areas()
 
 
-# End to end: the server with a play's write done through aiosqlite -----------------------------
+# End to end: the server with every player change through aiosqlite -------------------------------
 
 
-async def _load_front(db: aiosqlite.Connection, player: xe.Player, count: int) -> None:
-    """``xe.load_front`` through aiosqlite."""
-    offset = player.dropped + len(player.queue)
-    rows = await db.execute_fetchall(xe._QUEUE_FRONT, (player.guild_id, count, offset))
-    player.queue.extend(xe.QueueEntry(r[0], xe._track_of(r[1:10]), r[10]) for r in rows)
-    player.more = max(player.more - len(rows), 0)
+class AioPlayers(xe.SqlitePlayers):
+    """``SqlitePlayers`` whose ``commit`` (the module's, unchanged) writes through aiosqlite: its
+    reads stay the database's, on the loop."""
 
-
-async def _change(
-    self: xe.SqlitePlayers,
-    guild_id: str,
-    change: Callable[[xe.Player | None], xe.Player | None],
-    now: float,
-    after: Callable[[xe.Player | None, int], None] | None = None,
-    front: int = 2,
-) -> xe.Player | None:
-    """``SqlitePlayers.change`` written for aiosqlite: the same statements, each awaited, in a
-    transaction of its own (no group commit), the commit counted as the writer thread counts it."""
-    database, writer = self.db, self.db._writer
-    db: aiosqlite.Connection = database.aio  # type: ignore[attr-defined]
-    async with database.aio_lock:  # type: ignore[attr-defined]
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            player = None
-            for channel, volume, paused, position, anchor, size in await db.execute_fetchall(
-                xe._PLAYER_GET, (guild_id,)
-            ):
-                player = xe.Player(guild_id, channel, volume, bool(paused), position, anchor, more=size)
-                await _load_front(db, player, front)
-            if player is not None:
-                while True:
-                    player.settle(now)
-                    if player.queue or not player.more:
-                        break
-                    await _load_front(db, player, xe.PLAYER_FRONT)
-                if len(player.queue) < front and player.more:
-                    await _load_front(db, player, front - len(player.queue))
-            changed = change(player)
-            if changed is not None and len(changed.queue) < front and changed.more:
-                await _load_front(db, changed, front - len(changed.queue))
-            if changed is None:
-                await db.execute(Players.queue_clear, (guild_id,))
-                await db.execute(Players.delete, (guild_id,))
-            else:
-                if changed.dropped:
-                    await db.execute(Players.queue_drop_front, (guild_id, changed.dropped))
-                for entry in changed.appended:
-                    row = (guild_id, *xe._track_row(entry.track), entry.requested_by)
-                    entry.entry_id = (await db.execute(Players.queue_append, row)).lastrowid
-                row = (guild_id, changed.channel_id, changed.volume, int(changed.paused), changed.position)
-                await db.execute(Players.upsert, (*row, changed.anchor, changed.ends_at, changed.size))
-                changed.dropped, changed.appended = 0, []
-            ((seq,),) = await db.execute_fetchall(Players.seq_next)
-            ((commits,),) = await db.execute_fetchall(xe._COUNT_COMMIT)
-            writer.committing, writer.before = commits, writer.commits  # not another process's
-            await db.execute("COMMIT")
-            writer.commits = commits
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
-    database.answers.forget(("player", guild_id))
-    if (player is None) != (changed is None):
-        database.answers.forget(("connected", guild_id))
-    if after is not None:
-        after(changed, seq)
-    return changed
+    def __init__(self, db: xe.SqliteDatabase) -> None:
+        super().__init__(db)
+        self.sqlite = db.aio  # type: ignore[attr-defined]
 
 
 def install() -> None:
     """Make every player change of this process (a play's among them) an aiosqlite write: the
-    database opens an aiosqlite connection beside its own, with the writer's PRAGMAs."""
+    database opens an aiosqlite connection beside its own, with the writer's PRAGMAs, and keeps
+    its writer's commit counters with it."""
     opened, closed = xe.SqliteDatabase.open, xe.SqliteDatabase.close
 
     async def open_(self: xe.SqliteDatabase) -> xe.SqliteDatabase:
         await opened(self)
-        self.aio = await aiosqlite.connect(self.path, isolation_level=None)  # type: ignore[attr-defined]
-        for pragma in PRAGMAS:
-            await self.aio.execute(f"PRAGMA {pragma}")  # type: ignore[attr-defined]
-        self.aio_lock = asyncio.Lock()  # type: ignore[attr-defined]
+        self.aio = await AioWrites.connect(self.path, self.answers, self._writer)  # type: ignore[attr-defined]
         return self
 
     async def close(self: xe.SqliteDatabase) -> None:
@@ -267,7 +254,7 @@ def install() -> None:
         await closed(self)
 
     xe.SqliteDatabase.open, xe.SqliteDatabase.close = open_, close  # type: ignore[method-assign]
-    xe.SqlitePlayers.change = _change  # type: ignore[method-assign]
+    xe.SqliteDatabase.players = AioPlayers
 
 
 LAUNCHER = """
@@ -335,12 +322,12 @@ async def plays(store: Writer | Aiosqlite, count: int, concurrency: int) -> floa
 
 async def ingest(store: Writer | Aiosqlite, started: int, batches: int, size: int) -> float:
     """Ids per second: ``batches`` batches of ``size`` new ids, one after the other."""
-    rows = [
-        [(TARGET, str(500000000000000000 + b * size + i), str(800000000000000000 + i)) for i in range(size)]
+    sent = [
+        {str(500000000000000000 + b * size + i): str(800000000000000000 + i) for i in range(size)}
         for b in range(batches)
     ]
     began = time.perf_counter()
-    for batch in rows:
+    for batch in sent:
         await store.ids(started, batch)
     return batches * size / (time.perf_counter() - began)
 
