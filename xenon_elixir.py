@@ -3650,7 +3650,7 @@ class SqliteDatabase(Remembering):
         self._monotonic = monotonic
         self._reader: SqliteTransaction | None = None
         self._checked = -math.inf
-        self._credentials = TurnLook(lambda: self.read_now(lambda tx: tx.value(CREDENTIALS)) or 0)
+        self._credentials = TurnLook(lambda: (self._rows(CREDENTIALS, (), True) or (0,))[0])
 
     async def open(self) -> SqliteDatabase:
         async with opening(self, self._refusal):
@@ -3701,14 +3701,24 @@ class SqliteDatabase(Remembering):
             log.warning("read refused with 503: %s", exc)
             raise Unavailable() from exc
 
+    def _rows(self, sql: str, args: Sequence[Any], first: bool) -> Any:
+        assert self._reader is not None, "database is not open"
+        try:
+            cursor = self._reader.conn.execute(sql, args)
+            return cursor.fetchone() if first else cursor.fetchall()
+        except sqlite3.OperationalError as exc:  # a read that could not get the file in time
+            log.warning("read refused with 503: %s", exc)
+            raise Unavailable() from exc
+
     async def one(self, sql: str, *args: Any) -> Any:
-        return self.read_now(lambda tx: tx.one(sql, *args))
+        return self._rows(sql, args, True)
 
     async def value(self, sql: str, *args: Any) -> Any:
-        return self.read_now(lambda tx: tx.value(sql, *args))
+        row = self._rows(sql, args, True)
+        return None if row is None else row[0]
 
     async def all(self, sql: str, *args: Any) -> list[Any]:
-        return self.read_now(lambda tx: tx.all(sql, *args))
+        return self._rows(sql, args, False)
 
     async def snapshot(self, read: Callable[[Transaction], Awaitable[T]]) -> T:
         """``read(transaction)`` in one read transaction: its queries see one commit, never a
@@ -3732,7 +3742,7 @@ class SqliteDatabase(Remembering):
         now = self._monotonic()
         if now - self._checked >= self.foreign_commits_seen_within:
             self._checked = now
-            commits = self.read_now(lambda tx: tx.value(_COMMITS))
+            (commits,) = self._rows(_COMMITS, (), True)
             writer = self._writer
             if commits not in (writer.commits, writer.committing, writer.before):
                 self.answers.clear()
@@ -9172,7 +9182,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
         except asyncio.CancelledError:
             _flush_access_log()
             # Cancelled while shutting down (a second Ctrl-C under a bare uvicorn): the database is
-            # closed all the same (see Store.close); end quietly instead of with a traceback.
+            # closed all the same (see SqliteWriter.close); end quietly instead of with a traceback.
             log.warning("shutdown interrupted; the database was closed")
 
     return _build_app(config, lifespan)
