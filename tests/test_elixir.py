@@ -445,6 +445,24 @@ def test_play_appends_to_the_queue_and_starts_it_if_idle(
     assert queue["queue"][0]["position"] == 0
 
 
+@pytest.mark.parametrize(("max_queue", "status"), [(2, 200), (1, 400)])
+def test_an_idle_player_takes_a_playlist_of_max_queue_plus_one_tracks_and_no_more(
+    make_client: Any, world: dict[str, str], max_queue: int, status: int
+) -> None:
+    """The first track plays, so it does not wait: max_queue + 1 tracks fit an idle player."""
+    client = make_client(max_queue=max_queue)
+    assert call(client, "join", world["key"], channel=VOICE).status_code == 200
+    response = call(client, "play", world["key"], query="https://www.youtube.com/playlist?list=PLlatinoHits")
+    assert response.status_code == status, response.text  # the playlist's 3 tracks
+    queue = client.get(f"{API}/{GUILD}/queue").json()
+    if status == 200:
+        assert queue["nowplaying"]["identifier"] == "_n1o4D6G_XE"
+        assert [t["identifier"] for t in queue["queue"]] == ["1_zgKRBrT0Y", "-zgDXIi1uYw"]
+    else:
+        assert response.json()["message"] == "The queue is full."
+        assert queue["queue"] == [] and queue.get("nowplaying") is None  # refused whole
+
+
 # Now playing, the clock and the queue ---------------------------------------
 
 
