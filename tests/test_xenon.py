@@ -239,11 +239,16 @@ def test_a_found_mapper_is_cacheable_and_errors_are_not(
         assert header not in missing.headers
 
 
-def test_cache_seconds_is_configurable(make_client: Any) -> None:
+def test_cache_seconds_is_configurable(make_client: Any, clock: FakeClock) -> None:
     client = make_client(cache_seconds=5)
     token = grant_bot(client)
     run_load(client, {})
-    assert client.get(MAPPER, headers={"Authorization": token}).headers["cache-control"] == "max-age=5"
+    clock.advance(0.5)  # Expires counts from the whole second the answer was given in
+    headers = client.get(MAPPER, headers={"Authorization": token}).headers
+    assert headers["cache-control"] == "max-age=5"
+    expires = email.utils.parsedate_to_datetime(headers["expires"]).timestamp()
+    assert expires == int(clock.now) + 5  # by the app's clock, with the setting, not the default 60
+    assert headers["expiration"] == headers["expires"]
 
 
 # Templates ----------------------------------------------------------------------
