@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import re
 from collections import deque
 from typing import Any
 
@@ -232,3 +234,49 @@ def test_concurrent_changes_committed_together_reload_exactly(db_path: str) -> N
     reloaded = with_host(db_path, lambda host: asyncio.gather(*(host.player(g) for g in answered)))
     assert {g: state(p) for g, p in zip(answered, reloaded, strict=True)} == answered
     assert all(s is not None and s[-1] > 2 for s in answered.values())  # queues longer than a front
+
+
+def test_a_track_end_is_published_once_on_one_process_without_redis(
+    client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
+    """The end of a track is one change: one frame to the guild's followers, one event published
+    (the ``xe_events_published_total`` counter sees a second publish of the same frame, which a
+    follower's stream would skip as already seen), also when a second settle of the guild comes
+    late, as from another process (test_scale shows that with two processes and Redis)."""
+    key = bearer(world["key"])
+
+    def published() -> float:
+        text = client.get("/metrics").text
+        found = re.search(r'^xe_events_published_total\{kind="player"\} (\S+)$', text, re.MULTILINE)
+        return float(found[1]) if found else 0.0
+
+    with client.websocket_connect(f"{API}/{GUILD}/player") as ws:
+        assert ws.receive_json(timeout=5)["track"] is None  # the state on connect: nothing plays
+        assert (
+            client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=key).status_code
+            == 200
+        )
+        for query in ("magia", "narcos"):  # 203 s, then 240 s
+            assert (
+                client.post(
+                    f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=key
+                ).status_code
+                == 200
+            )
+        changes = [ws.receive_json(timeout=5) for _ in range(3)]
+        assert published() == 3  # join, play, play
+        clock.advance(204)  # the first track ends: the track-end timer advances the queue
+        ended = ws.receive_json(timeout=5)
+        assert ended["track"]["identifier"] == "6g2BiiVQqY5v1S4HIrM54F" and ended["queued"] == 0
+        with pytest.raises(queue.Empty):  # and nothing more about it
+            ws.receive_json(timeout=1)
+        assert published() == 4
+        # Another process's timer, which saw the guild due before this advance committed, settles
+        # it again: the queue has moved on already, so nothing is written or published again.
+        music = xe.host_of(client.app)._xe.music
+        client.blocking_portal.call(music._settle, GUILD)
+        with pytest.raises(queue.Empty):
+            ws.receive_json(timeout=1)
+        assert published() == 4
+    seqs = [frame["seq"] for frame in changes + [ended]]
+    assert seqs == sorted(set(seqs))
