@@ -394,6 +394,7 @@ def test_a_500_character_query_is_valid(client: TestClient, joined: str) -> None
         "https://vimeo.com/123456",
         "http://example.com/song.mp3",
         "https://www.youtube.com/channel/UC123",
+        "https://www.youtube.com/feed?list=PLlatinoHits",  # a list= on a page that is not /playlist
         "https://open.spotify.com/artist/0OdUWJ0sBjDrqHygGUXeCF",
         "https://soundcloud.com/lofi-artist",
     ],

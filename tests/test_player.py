@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import re
 from collections import deque
@@ -280,3 +281,45 @@ def test_a_track_end_is_published_once_on_one_process_without_redis(
         assert published() == 4
     seqs = [frame["seq"] for frame in changes + [ended]]
     assert seqs == sorted(set(seqs))
+
+
+def test_a_frame_shows_the_first_25_waiting_tracks_and_counts_them_all() -> None:
+    player = player_with(*(track(f"t{i}", 100) for i in range(31)))  # one plays, 30 wait
+    state = player.state(100.0)
+    assert state.track is not None and state.track.identifier == "t0"
+    assert [t.identifier for t in state.queue] == [f"t{i}" for i in range(1, 26)]
+    assert state.queued == 30
+
+
+def test_track_ends_look_again_a_second_after_the_database_failed_them() -> None:
+    """A fault while looking for ended tracks delays the next look by a second, never ends the looking."""
+    clock, advanced = FakeClock(100.0), []
+
+    class Players:
+        failures = 1
+
+        async def due(self, now: float) -> list[str]:
+            if self.failures:
+                self.failures -= 1
+                raise xe.Unavailable("the database is away")
+            return [GUILD]
+
+        async def next_end(self) -> float | None:
+            return None
+
+    async def advance(guild_id: str) -> None:
+        advanced.append(guild_id)
+
+    async def scenario() -> None:
+        ends = xe.TrackEnds(Players(), advance, clock, clock)  # type: ignore[arg-type]
+        await ends.run()  # fails: armed for a second later
+        clock.advance(0.9)
+        await asyncio.sleep(0)
+        assert advanced == []
+        clock.advance(0.1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert advanced == [GUILD]
+        await ends.close()
+
+    asyncio.run(scenario())
