@@ -41,6 +41,15 @@ def test_settle_drops_ended_tracks_and_carries_the_overshoot() -> None:
     assert player.position_at(103.5) == pytest.approx(500)
 
 
+def test_a_track_is_over_at_the_instant_it_ends_and_a_read_never_changes_the_player() -> None:
+    player = player_with(track("a", 1000), track("b", 2000))
+    assert player.settled(100.999) is player  # nothing ended: itself
+    settled = player.settled(101.0)  # "a" ends at 101.0 exactly: "b" plays, from 0
+    assert settled.current is not None and settled.current.track.identifier == "b"
+    assert settled.position_at(101.0) == 0 and settled.dropped == 1
+    assert [e.track.identifier for e in player.queue] == ["a", "b"] and player.dropped == 0
+
+
 def test_settle_stops_at_a_stream_and_when_paused() -> None:
     player = player_with(track("live", 0, is_stream=True), track("b", 1000))
     player.settle(10_000.0)
