@@ -266,7 +266,7 @@ def test_a_track_end_is_published_once_on_one_process_without_redis(
             client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=key).status_code
             == 200
         )
-        for query in ("magia", "narcos"):  # 203 s, then 240 s
+        for query in ("magia", "narcos"):  # 203 s, then 151 s
             assert (
                 client.post(
                     f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=key
@@ -332,3 +332,25 @@ def test_track_ends_look_again_a_second_after_the_database_failed_them() -> None
         await ends.close()
 
     asyncio.run(scenario())
+
+
+def test_a_skip_to_a_shorter_track_has_its_end_published_when_it_ends(
+    client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
+    """A change that makes the current track end sooner than the timer was set for wakes it sooner."""
+    key = bearer(world["key"])
+    with client.websocket_connect(f"{API}/{GUILD}/player") as ws:
+        ws.receive_json(timeout=5)
+        assert (
+            client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=key).status_code
+            == 200
+        )
+        for query in ("música warner", "magia", "narcos"):  # 269 s, 203 s, 151 s: the timer is set for 269
+            play = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=key)
+            assert play.status_code == 200
+        assert client.post(f"{API}/{GUILD}/skip", json={"user": USER}, headers=key).status_code == 200
+        frames = [ws.receive_json(timeout=5) for _ in range(5)]  # join, 3 plays, the skip
+        assert frames[-1]["track"]["identifier"] == "_n1o4D6G_XE"
+        clock.advance(204)  # magia has ended, 66 s before the first track would have
+        ended = ws.receive_json(timeout=5)
+        assert ended["track"]["identifier"] == "6g2BiiVQqY5v1S4HIrM54F" and ended["queued"] == 0
