@@ -395,6 +395,7 @@ def test_a_500_character_query_is_valid(client: TestClient, joined: str) -> None
         "http://example.com/song.mp3",
         "https://www.youtube.com/channel/UC123",
         "https://www.youtube.com/feed?list=PLlatinoHits",  # a list= on a page that is not /playlist
+        "https://www.youtube.com/results?list=PLlatinoHits",
         "https://example.com/lofi-artist/rainy-night",  # shaped like a SoundCloud track, elsewhere
         "https://open.spotify.com/artist/0OdUWJ0sBjDrqHygGUXeCF",
         "https://soundcloud.com/lofi-artist",
