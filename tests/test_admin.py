@@ -22,6 +22,8 @@ from conftest import (
 )
 from litestar.testing import TestClient
 
+import xenon_elixir as xe
+
 API = "/api/v1"
 TRACK = CATALOG["tracks"][0]
 
@@ -291,6 +293,35 @@ def test_revoke_bot_is_idempotent(client: TestClient) -> None:
     assert client.delete(f"/admin/bots/{XENON_BOT}", headers=ADMIN).json() == {}
     assert client.delete(f"/admin/bots/{XENON_BOT}", headers=ADMIN).status_code == 200
     xenon_error(client.delete("/admin/bots/bad", headers=ADMIN), 400)
+
+
+@pytest.mark.parametrize("how", ["revoke", "rotate"])
+def test_a_used_credential_revoked_through_another_app_is_refused_at_once(
+    make_client: Any, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps on one database, as two processes: A remembers a key and a token it has answered
+    yes to; B revokes (or rotates) them; A's very next use is 401. So that only the
+    ``credentials`` counter can tell A, the uses read nothing else (a refused body, a bad
+    query): on PostgreSQL without Redis any other read forgets all; and on SQLite the commits
+    counter is made slow to look at."""
+    monkeypatch.setattr(xe.SqliteDatabase, "foreign_commits_seen_within", 3600.0)
+    a, b = make_client(), make_client()
+    key = bearer(admin_key(b, GUILD, USER))
+    grant = b.post("/admin/bots", json={"id": XENON_BOT, "name": "W"}, headers=ADMIN)
+    token = {"Authorization": grant.json()["token"]}
+    no_channel, bad_target = {"user": USER}, "/api/mappers?target=abc"
+    for _ in range(2):  # the second use is answered from what A remembers
+        assert a.post(f"{API}/{GUILD}/join", json=no_channel, headers=key).status_code == 400
+        assert a.get(bad_target, headers=token).status_code == 400
+    if how == "revoke":
+        assert b.delete(f"/admin/keys/{GUILD}/{USER}", headers=ADMIN).status_code == 200
+        assert b.delete(f"/admin/bots/{XENON_BOT}", headers=ADMIN).status_code == 200
+    else:
+        rotate = {"guild": GUILD, "user": USER, "rotate": True}
+        assert b.post("/admin/keys", json=rotate, headers=ADMIN).status_code == 201
+        assert b.post("/admin/bots", json={"id": XENON_BOT, "name": "W"}, headers=ADMIN).status_code == 200
+    assert a.post(f"{API}/{GUILD}/join", json=no_channel, headers=key).status_code == 401
+    assert a.get(bad_target, headers=token).status_code == 401
 
 
 def test_templates_get_generated_or_given_ids(client: TestClient) -> None:

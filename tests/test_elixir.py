@@ -394,6 +394,9 @@ def test_a_500_character_query_is_valid(client: TestClient, joined: str) -> None
         "https://vimeo.com/123456",
         "http://example.com/song.mp3",
         "https://www.youtube.com/channel/UC123",
+        "https://www.youtube.com/feed?list=PLlatinoHits",  # a list= on a page that is not /playlist
+        "https://www.youtube.com/results?list=PLlatinoHits",
+        "https://example.com/lofi-artist/rainy-night",  # shaped like a SoundCloud track, elsewhere
         "https://open.spotify.com/artist/0OdUWJ0sBjDrqHygGUXeCF",
         "https://soundcloud.com/lofi-artist",
     ],
@@ -443,6 +446,24 @@ def test_play_appends_to_the_queue_and_starts_it_if_idle(
     assert queue["nowplaying"]["position"] == 5000
     assert [t["identifier"] for t in queue["queue"]] == ["6g2BiiVQqY5v1S4HIrM54F"]
     assert queue["queue"][0]["position"] == 0
+
+
+@pytest.mark.parametrize(("max_queue", "status"), [(2, 200), (1, 400)])
+def test_an_idle_player_takes_a_playlist_of_max_queue_plus_one_tracks_and_no_more(
+    make_client: Any, world: dict[str, str], max_queue: int, status: int
+) -> None:
+    """The first track plays, so it does not wait: max_queue + 1 tracks fit an idle player."""
+    client = make_client(max_queue=max_queue)
+    assert call(client, "join", world["key"], channel=VOICE).status_code == 200
+    response = call(client, "play", world["key"], query="https://www.youtube.com/playlist?list=PLlatinoHits")
+    assert response.status_code == status, response.text  # the playlist's 3 tracks
+    queue = client.get(f"{API}/{GUILD}/queue").json()
+    if status == 200:
+        assert queue["nowplaying"]["identifier"] == "_n1o4D6G_XE"
+        assert [t["identifier"] for t in queue["queue"]] == ["1_zgKRBrT0Y", "-zgDXIi1uYw"]
+    else:
+        assert response.json()["message"] == "The queue is full."
+        assert queue["queue"] == [] and queue.get("nowplaying") is None  # refused whole
 
 
 # Now playing, the clock and the queue ---------------------------------------

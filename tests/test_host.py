@@ -122,3 +122,19 @@ def test_host_listings_check_what_the_admin_api_checks(db_path: str) -> None:
             assert (unsupported.value.status_code, unsupported.value.message) == (400, xe.UNSUPPORTED_LINK)
 
     asyncio.run(run())
+
+
+def test_merged_ids_keep_the_source_guild_mapped_to_the_target(db_path: str) -> None:
+    """As a load's ids do: an id naming the source guild itself never remaps it (its @everyone role)."""
+    source, target = "410488579140354049", "496683369665658880"
+
+    async def run() -> dict[str, str]:
+        async with xe.Host.open(xe.Config(db=db_path)) as host:
+            # given as numbers (the host API takes both), so no id is the very string of another
+            ids = {int(source): 754098965649162251, 410520361789161472: 754098999999999999}
+            await host.merge_ids(int(source), int(target), ids)  # type: ignore[arg-type]
+            mapper = await host.get_mapper(source, target)
+            assert mapper is not None
+            return mapper.ids
+
+    assert asyncio.run(run()) == {source: target, "410520361789161472": "754098999999999999"}

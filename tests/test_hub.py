@@ -447,6 +447,25 @@ def test_a_since_beyond_the_newest_seq_gets_reset_then_live_events(make_client: 
         assert [json.loads(ws.receive_text())["seq"] for _ in range(2)] == [3, 4]
 
 
+def test_a_since_one_past_the_newest_seq_gets_reset_and_loses_no_live_event(
+    make_client: Any, clock: FakeClock
+) -> None:
+    """The edge of the rule above: ``since`` = newest + 1 was never given out, so it gets ``reset``
+    to the newest, and the next event (numbered newest + 1) still arrives; ``since`` = newest is
+    a follower that saw everything: no reset."""
+    client = make_client()  # (a lost event would leave receive_text waiting: hence its timeout)
+    token = grant_bot(client)
+    run_load(client, {}, target=TARGETS[0])  # seqs 1 and 2
+    with client.websocket_connect("/api/loaders/ws?since=3", headers={"Authorization": token}) as ws:
+        assert json.loads(ws.receive_text(timeout=5)) == {"event": "reset", "seq": 2, "data": {}}
+        run_load(client, {}, target=TARGETS[1])
+        assert [json.loads(ws.receive_text(timeout=5))["seq"] for _ in range(2)] == [3, 4]
+    clock.advance(1)  # one stream a second
+    with client.websocket_connect("/api/loaders/ws?since=4", headers={"Authorization": token}) as ws:
+        run_load(client, {}, target=TARGETS[2])
+        assert [json.loads(ws.receive_text(timeout=5))["seq"] for _ in range(2)] == [5, 6]
+
+
 def test_in_order_delivers_each_event_once_in_seq_order_filling_gaps_from_the_log() -> None:
     """Events of several processes arrive in any order (or not at all): subscribers get the log's
     order, each event once; missing ones are read from the log, and numbers the log no longer

@@ -5,6 +5,7 @@ the node's events driving the queue, voice forwarded from the bot, and the node 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -201,6 +202,26 @@ def test_player_updates_correct_the_position(app: TestClient, node: LavalinkStan
     node.emit_player_update(GUILD, position=42_000)
     position = node.wait_until(lambda: app.get(f"{API}/{GUILD}/nowplaying").json()["position"] or None)
     assert position == 42_000
+
+
+def test_a_player_update_within_a_second_of_our_clock_changes_nothing(
+    app: TestClient, node: LavalinkStandin, key: str
+) -> None:
+    """Only a drift past POSITION_DRIFT is written: the node's updates come every few seconds for
+    every player, and a write each would cost more than the clock it corrects."""
+
+    def commits() -> float:
+        text = app.get("/metrics").text
+        found = re.search(r"^xe_commit_seconds_count (\S+)$", text, re.MULTILINE)
+        return float(found[1]) if found else 0.0
+
+    playing(app, key, node, MAGIA)
+    before = commits()
+    node.emit_player_update(GUILD, position=900)  # within a second of our 0: nothing to correct
+    node.emit_player_update(GUILD, position=42_000)  # handled in order, after the first
+    position = node.wait_until(lambda: app.get(f"{API}/{GUILD}/nowplaying").json()["position"] or None)
+    assert position == 42_000
+    assert commits() == before + 1  # the correction to 42 s only
 
 
 def test_voice_updates_from_the_bot_reach_the_node(app: TestClient, node: LavalinkStandin) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import queue
+import re
 from collections import deque
 from typing import Any
 
@@ -36,6 +39,15 @@ def test_settle_drops_ended_tracks_and_carries_the_overshoot() -> None:
     player.settle(100.0 + 3.5)
     assert [e.track.identifier for e in player.queue] == ["c"]
     assert player.position_at(103.5) == pytest.approx(500)
+
+
+def test_a_track_is_over_at_the_instant_it_ends_and_a_read_never_changes_the_player() -> None:
+    player = player_with(track("a", 1000), track("b", 2000))
+    assert player.settled(100.999) is player  # nothing ended: itself
+    settled = player.settled(101.0)  # "a" ends at 101.0 exactly: "b" plays, from 0
+    assert settled.current is not None and settled.current.track.identifier == "b"
+    assert settled.position_at(101.0) == 0 and settled.dropped == 1
+    assert [e.track.identifier for e in player.queue] == ["a", "b"] and player.dropped == 0
 
 
 def test_settle_stops_at_a_stream_and_when_paused() -> None:
@@ -232,3 +244,118 @@ def test_concurrent_changes_committed_together_reload_exactly(db_path: str) -> N
     reloaded = with_host(db_path, lambda host: asyncio.gather(*(host.player(g) for g in answered)))
     assert {g: state(p) for g, p in zip(answered, reloaded, strict=True)} == answered
     assert all(s is not None and s[-1] > 2 for s in answered.values())  # queues longer than a front
+
+
+def test_a_track_end_is_published_once_on_one_process_without_redis(
+    client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
+    """The end of a track is one change: one frame to the guild's followers, one event published
+    (the ``xe_events_published_total`` counter sees a second publish of the same frame, which a
+    follower's stream would skip as already seen), also when a second settle of the guild comes
+    late, as from another process (test_scale shows that with two processes and Redis)."""
+    key = bearer(world["key"])
+
+    def published() -> float:
+        text = client.get("/metrics").text
+        found = re.search(r'^xe_events_published_total\{kind="player"\} (\S+)$', text, re.MULTILINE)
+        return float(found[1]) if found else 0.0
+
+    with client.websocket_connect(f"{API}/{GUILD}/player") as ws:
+        assert ws.receive_json(timeout=5)["track"] is None  # the state on connect: nothing plays
+        assert (
+            client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=key).status_code
+            == 200
+        )
+        for query in ("magia", "narcos"):  # 203 s, then 151 s
+            assert (
+                client.post(
+                    f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=key
+                ).status_code
+                == 200
+            )
+        changes = [ws.receive_json(timeout=5) for _ in range(3)]
+        assert published() == 3  # join, play, play
+        clock.advance(204)  # the first track ends: the track-end timer advances the queue
+        ended = ws.receive_json(timeout=5)
+        assert ended["track"]["identifier"] == "6g2BiiVQqY5v1S4HIrM54F" and ended["queued"] == 0
+        with pytest.raises(queue.Empty):  # and nothing more about it
+            ws.receive_json(timeout=1)
+        assert published() == 4
+        # Another process's timer, which saw the guild due before this advance committed, settles
+        # it again: the queue has moved on already, so nothing is written or published again.
+        advance = client.app.state.xe.music.track_ends._advance  # what the timer calls for a guild due
+        client.blocking_portal.call(advance, GUILD)
+        with pytest.raises(queue.Empty):
+            ws.receive_json(timeout=1)
+        assert published() == 4
+    seqs = [frame["seq"] for frame in changes + [ended]]
+    assert seqs == sorted(set(seqs))
+
+
+def test_a_frame_shows_the_first_25_waiting_tracks_and_counts_them_all() -> None:
+    player = player_with(*(track(f"t{i}", 100) for i in range(31)))  # one plays, 30 wait
+    state = player.state(100.0)
+    assert state.track is not None and state.track.identifier == "t0"
+    assert [t.identifier for t in state.queue] == [f"t{i}" for i in range(1, 26)]
+    assert state.queued == 30
+
+
+def test_track_ends_look_again_a_second_after_the_database_failed_them() -> None:
+    """A fault while looking for ended tracks delays the next look by a second, never ends the looking."""
+    clock, advanced = FakeClock(100.0), []
+
+    class Players:
+        failures = 1
+
+        async def due(self, now: float) -> list[str]:
+            if self.failures:
+                self.failures -= 1
+                raise xe.Unavailable("the database is away")
+            return [GUILD]
+
+        async def next_end(self) -> float | None:
+            return None
+
+    async def advance(guild_id: str) -> None:
+        advanced.append(guild_id)
+
+    async def scenario() -> None:
+        ends = xe.TrackEnds(Players(), advance, clock, clock)  # type: ignore[arg-type]
+
+        async def turns() -> None:  # the timer's callback, then the task it starts
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+        await ends.run()  # fails: armed for a second later
+        await turns()
+        clock.advance(0.9)
+        await turns()
+        assert advanced == []
+        clock.advance(0.1)
+        await turns()
+        assert advanced == [GUILD]
+        await ends.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_skip_to_a_shorter_track_has_its_end_published_when_it_ends(
+    client: Any, world: dict[str, str], clock: FakeClock
+) -> None:
+    """A change that makes the current track end sooner than the timer was set for wakes it sooner."""
+    key = bearer(world["key"])
+    with client.websocket_connect(f"{API}/{GUILD}/player") as ws:
+        ws.receive_json(timeout=5)
+        assert (
+            client.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}, headers=key).status_code
+            == 200
+        )
+        for query in ("música warner", "magia", "narcos"):  # 269 s, 203 s, 151 s: the timer is set for 269
+            play = client.post(f"{API}/{GUILD}/play", json={"user": USER, "query": query}, headers=key)
+            assert play.status_code == 200
+        assert client.post(f"{API}/{GUILD}/skip", json={"user": USER}, headers=key).status_code == 200
+        frames = [ws.receive_json(timeout=5) for _ in range(5)]  # join, 3 plays, the skip
+        assert frames[-1]["track"]["identifier"] == "_n1o4D6G_XE"
+        clock.advance(204)  # magia has ended, 66 s before the first track would have
+        ended = ws.receive_json(timeout=5)
+        assert ended["track"]["identifier"] == "6g2BiiVQqY5v1S4HIrM54F" and ended["queued"] == 0

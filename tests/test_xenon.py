@@ -239,11 +239,16 @@ def test_a_found_mapper_is_cacheable_and_errors_are_not(
         assert header not in missing.headers
 
 
-def test_cache_seconds_is_configurable(make_client: Any) -> None:
+def test_cache_seconds_is_configurable(make_client: Any, clock: FakeClock) -> None:
     client = make_client(cache_seconds=5)
     token = grant_bot(client)
     run_load(client, {})
-    assert client.get(MAPPER, headers={"Authorization": token}).headers["cache-control"] == "max-age=5"
+    clock.advance(0.5)  # Expires counts from the whole second the answer was given in
+    headers = client.get(MAPPER, headers={"Authorization": token}).headers
+    assert headers["cache-control"] == "max-age=5"
+    expires = email.utils.parsedate_to_datetime(headers["expires"]).timestamp()
+    assert expires == int(clock.now) + 5  # by the app's clock, with the setting, not the default 60
+    assert headers["expiration"] == headers["expires"]
 
 
 # Templates ----------------------------------------------------------------------
@@ -489,16 +494,34 @@ def test_refused_handshake_closes_with_the_reason(
 def test_rate_limited_handshake_closes_with_4029(client: TestClient, token: str, clock: FakeClock) -> None:
     with client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}):
         pass
-    with (
-        pytest.raises(WebSocketDisconnect) as closed,
-        client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}) as ws,
-    ):
-        ws.receive_text()
+    # accepted (this enter fails if not: a real server would answer HTTP 403), then closed
+    with client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}) as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text(timeout=5)
     assert closed.value.code == 4029  # the reason is the error body, retry_after exact
     assert json.loads(closed.value.detail) == {"error": "You got ratelimited", "retry_after": 1000.0}
     clock.advance(1.0)
     with client.websocket_connect("/api/loaders/ws", headers={"Authorization": token}):
         pass
+
+
+def test_past_max_streams_per_address_a_player_stream_is_accepted_then_closed_with_4029(
+    make_client: Any,
+) -> None:
+    """Accepted first, then closed with 4029 and the Elixir error as the reason: a close before the
+    accept would be an HTTP 403 through a real server, which reconnect loops do not retry. (The
+    test client raises the same WebSocketDisconnect for both, so the accept is asserted apart.)"""
+    client = make_client(max_streams_per_address=2)
+    url = f"/api/v1/{GUILD}/player"
+    with client.websocket_connect(url) as first, client.websocket_connect(url) as second:
+        first.receive_json(timeout=5), second.receive_json(timeout=5)  # the state on connect
+        with client.websocket_connect(url) as refused:  # this enter fails if it was not accepted
+            with pytest.raises(WebSocketDisconnect) as closed:
+                refused.receive_text(timeout=5)
+        assert closed.value.code == 4029
+        reason = json.loads(closed.value.detail)
+        assert set(reason) == {"timestamp", "message"}  # the Elixir error shape
+        assert reason["message"] == "Too many open streams from this address (at most 2 at once)."
 
 
 def test_a_bad_since_is_refused(client: TestClient, token: str) -> None:
