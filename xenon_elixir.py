@@ -2810,13 +2810,14 @@ ChangeCommitted = Callable[[Player | None, int], None]
 
 @dataclasses.dataclass(slots=True)
 class PendingChange:
-    """A player change on its way to a transaction, and the future its caller waits on."""
+    """A player change on its way to a transaction (and, when it waits to go with others, the
+    future its caller waits on)."""
 
     change: PlayerChange
     now: float
     after: ChangeCommitted | None
     front: int
-    done: asyncio.Future[Player | None]
+    done: asyncio.Future[Player | None] | None = None
 
 
 async def apply_change(
@@ -2892,12 +2893,10 @@ class PlayerStore(Area):
         ``after(player, seq)`` runs right after the commit, in commit order. Returns the stored
         player with the first ``front`` entries (a change needs the current track and the next;
         a follower's frame, 26)."""
-        done: asyncio.Future[Player | None] = asyncio.get_running_loop().create_future()
-        await self.commit(guild_id, PendingChange(change, now, after, front, done))
-        return await done
+        return await self.commit(guild_id, PendingChange(change, now, after, front))
 
-    async def commit(self, guild_id: str, pending: PendingChange) -> None:
-        """Commit ``pending`` (alone or with others), and answer its ``done``."""
+    async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
+        """Commit ``pending`` (alone or with others); the player as it stored it."""
         raise NotImplementedError
 
     @classmethod
@@ -3134,6 +3133,9 @@ def run_now(awaitable: Awaitable[T]) -> T:
     raise RuntimeError("a SQLite transaction awaited something that waits")
 
 
+_NUMBER = "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"
+
+
 class SqliteTransaction:
     """:class:`Transaction` on a SQLite connection."""
 
@@ -3159,9 +3161,13 @@ class SqliteTransaction:
         self.conn.executemany(sql, rows)
 
     async def number(self, counter: str, by: int = 1) -> int:
-        return await self.value(
-            "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value", by, counter
-        )
+        return self.conn.execute(_NUMBER, (by, counter)).fetchone()[0]
+
+    async def insert(self, sql: str, *args: Any) -> int:
+        """Insert a row; its rowid (a row that is always inserted: no ``OR IGNORE``)."""
+        rowid = self.conn.execute(sql, args).lastrowid
+        assert rowid is not None, "an insert that inserted nothing"
+        return rowid
 
 
 def fts_match(words: Sequence[str], *, every: bool) -> str:
@@ -3207,20 +3213,19 @@ class SqlitePlayers(PlayerStore):
     on the player as the change before it in that transaction left it."""
 
     queue_append = (
-        f"INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by) VALUES ({', '.join('?' * 11)}) "
-        "RETURNING entry_id"
+        f"INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by) VALUES ({', '.join('?' * 11)})"
     )
 
     def __init__(self, database: SqliteDatabase) -> None:
         super().__init__(database)
         self.sqlite = database
 
-    async def commit(self, guild_id: str, pending: PendingChange) -> None:
+    async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
         flipped = False  # connected or disconnected by this change
         database = self.sqlite
         change, now, after, front = pending.change, pending.now, pending.after, pending.front
 
-        async def run(tx: Transaction) -> tuple[Player | None, int]:
+        async def run(tx: SqliteTransaction) -> tuple[Player | None, int]:
             nonlocal flipped
             # As the previous change of this guild in the same transaction left it, or as stored.
             batch_notes = database.batch_notes("players")
@@ -3239,14 +3244,10 @@ class SqlitePlayers(PlayerStore):
             if after is not None:
                 after(*numbered)
 
-        try:
-            player, _ = await database.write(run, forgets=[("player", guild_id)], after=committed)
-        except Exception as exc:
-            pending.done.set_exception(exc)
-        else:
-            pending.done.set_result(player)
+        player, _ = await database.write(run, forgets=[("player", guild_id)], after=committed)
+        return player
 
-    async def _write(self, tx: Transaction, guild_id: str, player: Player | None) -> None:
+    async def _write(self, tx: SqliteTransaction, guild_id: str, player: Player | None) -> None:
         if player is None:
             await tx.run(self.queue_clear, guild_id)
             await tx.run(self.delete, guild_id)
@@ -3254,7 +3255,7 @@ class SqlitePlayers(PlayerStore):
         if player.dropped:
             await tx.run(self.queue_drop_front, guild_id, player.dropped)
         for entry in player.appended:
-            entry.entry_id = await tx.value(
+            entry.entry_id = await tx.insert(
                 self.queue_append, guild_id, *track_row(entry.track), entry.requested_by
             )
         row = (guild_id, player.channel_id, player.volume, player.paused, player.position, player.anchor)
@@ -4348,6 +4349,11 @@ class PostgresCatalog(CatalogStore):
         )
 
 
+def _future_of(pending: PendingChange) -> asyncio.Future[Player | None]:
+    assert pending.done is not None
+    return pending.done
+
+
 class PostgresPlayers(PlayerStore):
     """Players on PostgreSQL. A guild's changes that arrive while one commits are applied
     together in the next transaction, each on the player as the one before left it (group
@@ -4378,7 +4384,7 @@ class PostgresPlayers(PlayerStore):
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database)
         self.pg = database
-        self._batches: GroupCommit[str, PendingChange] = GroupCommit(self._commit_batch, lambda c: c.done)
+        self._batches: GroupCommit[str, PendingChange] = GroupCommit(self._commit_batch, _future_of)
 
     @classmethod
     async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
@@ -4392,9 +4398,11 @@ class PostgresPlayers(PlayerStore):
         player.more = max(size - len(player.queue), 0)
         return player
 
-    async def commit(self, guild_id: str, pending: PendingChange) -> None:
+    async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
         """The guild's changes are applied in the order they came, a batch at a time."""
+        done = pending.done = asyncio.get_running_loop().create_future()
         self._batches.add(guild_id, pending)
+        return await done
 
     async def _commit_batch(self, guild_id: str, batch: list[PendingChange]) -> None:
         def committed(outcomes: list[tuple[bool, Any, int]]) -> None:
@@ -4410,11 +4418,12 @@ class PostgresPlayers(PlayerStore):
             also_forgets=lambda: [("connected", guild_id)] if flipped else [],
         )
         for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
-            if not change.done.done():
+            done = _future_of(change)
+            if not done.done():
                 if ok:
-                    change.done.set_result(answer)
+                    done.set_result(answer)
                 else:
-                    change.done.set_exception(answer)
+                    done.set_exception(answer)
 
     async def _run(
         self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], flipped: list[bool]
