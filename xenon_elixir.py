@@ -1660,7 +1660,7 @@ class Metrics:
 # 7. Storage seam: the Database protocol, remembered answers, group commit, the tables
 # ---------------------------------------------------------------------------
 # A store is a :class:`Database` (SQLite or PostgreSQL, chosen by the URL's scheme: see
-# ``STORES`` at the end of the PostgreSQL section). Every storage area below (keys, the guild
+# ``STORES`` at the end of the PostgreSQL section). Every storage area (section 8: keys, the guild
 # registry, partners, mappers, loaders, listings, and the shared half of the catalog and the
 # players) is written once against it, in SQLite's dialect: ``?`` parameters, and ``rowid`` for
 # the order rows came in (PostgreSQL's ``ord`` identity columns; its database rewrites both).
