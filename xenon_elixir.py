@@ -1782,7 +1782,7 @@ CREDENTIALS_MOVED = (
 )
 
 
-def moving_credentials(run: Callable[[Any], Awaitable[T]], forgets: Tags) -> Callable[[Any], Awaitable[T]]:
+def moving_credentials(run: Run[T], forgets: Tags) -> Run[T]:
     """``run``, moving the ``credentials`` counter in the same transaction when it forgets a
     credential: the one place a store's write keeps :data:`CREDENTIAL_TAGS`' promise."""
     if not any(tag in CREDENTIAL_TAGS for tag in forgets):
@@ -1797,7 +1797,7 @@ def moving_credentials(run: Callable[[Any], Awaitable[T]], forgets: Tags) -> Cal
 
 
 class RememberedAnswers:
-    """RememberedAnswers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
+    """Answers of hot reads (tokens, keys, searches, mappers, players), remembered under a tag
     until a write changes what the tag covers: a key's revoke forgets key answers, a load's done
     its mapper, a play its guild's player; an unrelated write forgets nothing. At most ``kept``
     answers, the least recently used going first; refusals are not worth memory anyone can fill."""
@@ -1888,7 +1888,8 @@ class Remembering:
     (:data:`CREDENTIAL_TAGS`) is remembered always, and each use first looks at the
     ``credentials`` counter, so a revoke committed anywhere is refused from the next request on.
     Any other answer is remembered while the backend can tell when another process's commit makes
-    it stale (``trusted``), and never when a forget arrived while it was being read (``seen``)."""
+    it stale (``trusted``), and never when what reaches this process changed while it was being
+    read (``seen``)."""
 
     answers: RememberedAnswers
 
@@ -1900,9 +1901,11 @@ class Remembering:
         stale first (or everything, when it cannot tell), and says no while it cannot tell."""
         raise NotImplementedError
 
-    def seen(self) -> int:
-        """How many forgets this process has heard of: an answer read across one is not kept."""
-        return 0
+    def seen(self) -> Any:
+        """A mark of what reaches this process (the forgets heard so far, whether they still
+        come): an answer read while it changed is not kept. Nothing can change during a read
+        that never waits."""
+        return None
 
     async def remembered(self, tag: Tag, key: Tag, read: Read[T], keep: Keep[T] = bool) -> T:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers."""
@@ -1918,7 +1921,7 @@ class Remembering:
             if credential:
                 fresh = credentials == self.answers.credentials  # no newer look meanwhile
             else:
-                fresh = seen == self.seen() and self.trusted()
+                fresh = seen == self.seen()
             if keep(answer) and fresh:
                 self.answers.put(tag, key, answer)
         return answer
@@ -1992,7 +1995,8 @@ class GroupCommit(Generic[K, W]):
                     if isinstance(exc, asyncio.CancelledError):
                         raise
         finally:
-            self._fail(self._waiting.pop(key, []), asyncio.CancelledError())
+            if left := self._waiting.pop(key, None):  # its task was cancelled: they go nowhere
+                self._fail(left, asyncio.CancelledError())
             del self._running[key]
 
     def _fail(self, batch: list[W], exc: BaseException) -> None:
@@ -3622,6 +3626,10 @@ class ServerLock:
             os.close(fd)
 
 
+def _fetched(cursor: sqlite3.Cursor, first: bool) -> Any:
+    return cursor.fetchone() if first else cursor.fetchall()
+
+
 class SqliteDatabase(Remembering):
     """One SQLite file in WAL mode (:class:`Database`): a writer (:class:`SqliteWriter`), a
     read-only connection on the event loop, and the remembered answers. Reads run on the loop: in
@@ -3694,20 +3702,15 @@ class SqliteDatabase(Remembering):
 
     # Reads, on the loop ------------------------------------------------------------
 
-    def read_now(self, read: Callable[[SqliteTransaction], Awaitable[T]]) -> T:
-        assert self._reader is not None, "database is not open"
-        try:
-            return run_now(read(self._reader))
-        except sqlite3.OperationalError as exc:  # a read that could not get the file in time
-            log.warning("read refused with 503: %s", exc)
-            raise Unavailable() from exc
-
     def _rows(self, sql: str, args: Sequence[Any], first: bool) -> Any:
+        return self._reading(lambda conn: _fetched(conn.execute(sql, args), first))
+
+    def _reading(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on the loop's connection; a read that could not get the file in time is a 503."""
         assert self._reader is not None, "database is not open"
         try:
-            cursor = self._reader.conn.execute(sql, args)
-            return cursor.fetchone() if first else cursor.fetchall()
-        except sqlite3.OperationalError as exc:  # a read that could not get the file in time
+            return read(self._reader.conn)
+        except sqlite3.OperationalError as exc:
             log.warning("read refused with 503: %s", exc)
             raise Unavailable() from exc
 
@@ -3725,14 +3728,14 @@ class SqliteDatabase(Remembering):
         """``read(transaction)`` in one read transaction: its queries see one commit, never a
         write that lands between two of them."""
 
-        async def within(tx: SqliteTransaction) -> T:
-            tx.conn.execute("BEGIN")
+        def within(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
             try:
-                return await read(tx)
+                return run_now(read(SqliteTransaction(conn)))
             finally:
-                tx.conn.execute("COMMIT")
+                conn.execute("COMMIT")
 
-        return self.read_now(within)
+        return self._reading(within)
 
     def trusted(self) -> bool:
         """Always, on a file: this process forgets a tag when it commits a write that names it,
@@ -4256,8 +4259,8 @@ class PostgresDatabase(PostgresConnections, Remembering):
         self.answers.clear()
         return False
 
-    def seen(self) -> int:
-        return self._forgotten
+    def seen(self) -> Any:
+        return self._forgotten, self._sharing()
 
     async def credentials(self) -> int:
         """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
