@@ -1681,6 +1681,10 @@ def iso_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+NUMBER = "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"
+"""A counter moved by some, and its new value (see :meth:`Transaction.number`)."""
+
+
 class Transaction(Protocol):
     """What a write's ``run`` and a snapshot's ``read`` get: statements run inside one
     transaction, answered with rows that index and unpack like tuples."""
@@ -3137,9 +3141,6 @@ def run_now(awaitable: Awaitable[T]) -> T:
     raise RuntimeError("a SQLite transaction awaited something that waits")
 
 
-_NUMBER = "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"
-
-
 class SqliteTransaction:
     """:class:`Transaction` on a SQLite connection."""
 
@@ -3165,7 +3166,7 @@ class SqliteTransaction:
         self.conn.executemany(sql, rows)
 
     async def number(self, counter: str, by: int = 1) -> int:
-        return self.conn.execute(_NUMBER, (by, counter)).fetchone()[0]
+        return self.conn.execute(NUMBER, (by, counter)).fetchone()[0]
 
     async def insert(self, sql: str, *args: Any) -> int:
         """Insert a row; its rowid (a row that is always inserted: no ``OR IGNORE``)."""
@@ -3952,10 +3953,7 @@ class PostgresTransaction:
         await lock.acquire()
         self.held = lock
         if statement is None:
-            statement, args = (
-                "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
-                (counter, by),
-            )
+            statement, args = pg_sql(NUMBER), (by, counter)
         return await self.conn.fetchval(statement, *args)
 
 
@@ -4377,7 +4375,6 @@ class PostgresPlayers(PlayerStore):
     upsert_numbered = f"""
         WITH stored AS ({pg_sql(PlayerStore.upsert)})
         UPDATE counters SET value = value + $9 WHERE name = 'player_seq' RETURNING value"""
-    numbered = "UPDATE counters SET value = value + $1 WHERE name = 'player_seq' RETURNING value"
     queue_append = f"""
         INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
@@ -4454,7 +4451,7 @@ class PostgresPlayers(PlayerStore):
         if not done:
             return [(ok, value, 0) for ok, value in outcomes]
         if current is None:
-            last = await tx.number("player_seq", done, self.numbered, done)
+            last = await tx.number("player_seq", done)
         else:
             await self._flush(tx, guild_id, current)
             row = (current.channel_id, current.volume, current.paused, current.position, current.anchor)
