@@ -113,8 +113,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Operation, RequestBody, Schema, SecurityScheme
-from litestar.params import Parameter, ParameterKwarg, PathParameter, QueryParameter
+from litestar.openapi.spec import Components, Example, Operation, RequestBody, Schema, SecurityScheme
+from litestar.openapi.spec import Tag as OpenAPITag
+from litestar.params import Body, Parameter, ParameterKwarg, PathParameter, QueryParameter
 from litestar.routes import HTTPRoute
 from litestar.types import (
     ASGIApp,
@@ -628,8 +629,18 @@ def _text(shortest: int, longest: int, *, not_blank: bool = False) -> ParameterK
 SnowflakeIn = Annotated[str | int, Parameter(schema_extra=_SNOWFLAKE_SCHEMA)]
 """A snowflake as it may arrive: checked and turned into ``str`` by :func:`snowflake`."""
 SnowflakeOrNull = Annotated[str | int | None, Parameter(schema_extra=_NULLABLE_SNOWFLAKE_SCHEMA)]
-SnowflakePath = Annotated[str, PathParameter(schema_extra={"pattern": SNOWFLAKE_PATTERN})]
-TemplateIdPath = Annotated[str, PathParameter(schema_extra={"pattern": _TEMPLATE_ID_PATTERN})]
+SNOWFLAKE_SAYS = "A Discord id (a snowflake): 15-20 digits, no leading zero, below 2^64"
+"""What the OpenAPI document says of a snowflake, beside the pattern that checks it."""
+SnowflakePath = Annotated[
+    str, PathParameter(description=SNOWFLAKE_SAYS, schema_extra={"pattern": SNOWFLAKE_PATTERN})
+]
+TemplateIdPath = Annotated[
+    str,
+    PathParameter(
+        description="A template's id: 12 letters and digits",
+        schema_extra={"pattern": _TEMPLATE_ID_PATTERN},
+    ),
+]
 
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
 _SOURCE = re.compile(r"[a-z0-9_-]{1,32}")
@@ -6883,14 +6894,88 @@ _ERROR_MEANINGS = {
     503: "The database cannot serve now (busy, gone or failing); retry after Retry-After seconds",
 }
 
+_ERROR_EXAMPLES: dict[tuple[str, int], str] = {
+    ("xenon", 400): "Invalid user: expected a snowflake id (15-20 digits)",
+    ("elixir", 400): "Invalid guild: expected a snowflake id (15-20 digits)",
+    ("xenon", 401): "Invalid token",
+    ("elixir", 401): NOT_AUTHORIZED,
+    ("xenon", 403): XENON_ERRORS["not the creator"][1],
+    ("xenon", 404): "Not found",
+    ("elixir", 404): ELIXIR_ERRORS["no track"][1],
+    ("xenon", 409): "Conflicts with what exists",
+    ("elixir", 410): NOTHING_PLAYING,
+    ("xenon", 413): "Request Entity Too Large",
+    ("elixir", 413): "Request Entity Too Large",
+    ("xenon", 429): RATE_LIMITED,
+    ("elixir", 429): RATE_LIMITED,
+}
+"""The message of each API's example error body (the real texts), unless the route names its own."""
 
-def documented_errors(shape: str, *codes: int) -> dict[int, ResponseSpec]:
-    """The OpenAPI answers of a route's errors, in its API's error shape."""
+_EXAMPLE_NOW = 1_765_000_000.0
+"""The ``timestamp`` of Elixir's example error bodies (epoch seconds): any fixed moment."""
+
+
+def error_example(shape: str, status: int, message: str | None = None) -> dict[str, Any]:
+    """An example error body of ``shape`` for ``status``: a 429 says how long to wait."""
+    if message is None:
+        message = Unavailable().message if status == 503 else _ERROR_EXAMPLES[shape, status]
+    wait = 2.5 if status == 429 else None
+    return cast(dict[str, Any], msgspec.to_builtins(error_body(shape, message, _EXAMPLE_NOW, wait)))
+
+
+def documented_errors(shape: str, *codes: int, **messages: str) -> dict[int, ResponseSpec]:
+    """The OpenAPI answers of a route's errors, in its API's error shape, each with an example
+    body; ``messages`` gives a route's own text for a status (``e404="Unknown template"``)."""
     body = ElixirErrorBody if shape == "elixir" else XenonErrorBody
     return {
-        code: ResponseSpec(data_container=body, description=_ERROR_MEANINGS[code], generate_examples=False)
+        code: ResponseSpec(
+            data_container=body,
+            description=_ERROR_MEANINGS[code],
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary=_ERROR_MEANINGS[code], value=error_example(shape, code, messages.get(f"e{code}"))
+                )
+            ],
+        )
         for code in (*codes, 503)  # any route may meet a database that cannot serve
     }
+
+
+API_TAGS = {
+    "Xenon": "The Xenon partner API (`/api`), for partner bots: id translators (mappers) and "
+    "templates. Authorization: the bot's raw token (a `Bot ` prefix is tolerated). Errors: "
+    '`{"error": message}`, a 429 with `retry_after` (ms). The live loader stream, WebSocket '
+    "`/api/loaders/ws`, is described in the README.",
+    "Elixir": "The Elixir Music API (`/api/v1`): a guild's player. Writes take `Authorization: Bearer "
+    "<key>` (a key per guild and user) and a JSON body naming that user (`user` or `user.id`); "
+    'reads need no key. Errors: `{"timestamp": ms, "message": text}`, a 429 with `retry_after` '
+    "(ms). The live player, WebSocket `/api/v1/{guild_id}/player`, is described in the README.",
+    "Player": "The now-playing page of a guild, for a browser or a streaming overlay.",
+    "Admin": "The host's API (`/admin`, present when an admin token is set; `Authorization: Bearer "
+    "<XE_ADMIN_TOKEN>`): bots, Elixir keys, guilds, templates, backups, loaders and the catalog, "
+    'and listings a page at a time. Errors: `{"error": message}`.',
+    "Sandbox": "Sandbox mode only (`xenon-elixir sandbox`): faults, the clock and the record of "
+    "requests, for testing a bot against this server (admin token).",
+    "Service": "Whether the service is up, and its figures for Prometheus.",
+}
+"""The document's groups (a client generator's modules): one per API, in this order."""
+
+
+def openapi_tags(routers: Iterable[Router]) -> list[OpenAPITag]:
+    """The tags the documented operations of ``routers`` use, described, in :data:`API_TAGS`'s
+    order: a group with no operation (the admin API without an admin token) is not listed."""
+    used = {
+        tag
+        for router in routers
+        for route in router.routes
+        for handler in getattr(route, "route_handlers", ())
+        if handler.resolve_include_in_schema()
+        for tag in handler.resolve_tags()
+    }
+    return [OpenAPITag(name=name, description=text) for name, text in API_TAGS.items() if name in used] + [
+        OpenAPITag(name=name) for name in sorted(used - API_TAGS.keys())
+    ]
 
 
 def answered(type_: Any, description: str = "The answer") -> dict[int, ResponseSpec]:
@@ -6950,43 +7035,24 @@ class OptionalBodyOperation(Operation):
             self.request_body.required = False
 
 
-def _any_of_names(*names: str) -> Schema:
+def one_of_names(*names: str) -> Schema:
+    """A body must hold one of ``names`` (a field or its dotted alias, ``user`` or ``user.id``)."""
     return Schema(any_of=[Schema(required=[name]) for name in names])
 
 
-def _require_too(operation: Operation, *schemas: Schema) -> None:
-    """Make the JSON request body of ``operation`` match each of ``schemas`` as well."""
-    body = operation.request_body
-    media = body.content.get("application/json") if isinstance(body, RequestBody) else None
-    if media is None or media.schema is None:
-        raise TypeError(f"{operation.operation_id}: no JSON request body to add to")
-    media.schema = Schema(all_of=[media.schema, *schemas])
-
-
-@dataclasses.dataclass
-class ElixirWriteOperation(Operation):
-    """An Elixir write: ``user`` or its alias ``user.id`` is required."""
-
-    def __post_init__(self) -> None:
-        _require_too(self, _any_of_names("user", "user.id"))
-
-
-@dataclasses.dataclass
-class ElixirJoinOperation(Operation):
-    """Join also needs ``channel`` or ``channel.id``."""
-
-    def __post_init__(self) -> None:
-        _require_too(self, _any_of_names("user", "user.id"), _any_of_names("channel", "channel.id"))
-
-
-def documented_body(type_: Any) -> dict[str, Provide]:
+def documented_body(type_: Any, *requires: Schema) -> dict[str, Provide]:
     """Document a request body without having the framework parse it: Litestar describes a
     dependency's ``data`` parameter, and calls a dependency only when a handler asks for it.
-    Bodies are parsed by the handlers, after authorization, into these same types."""
+    Bodies are parsed by the handlers, after authorization, into these same types.
+
+    ``requires`` are added to the body's own schema (``allOf``), not to the operation's: a client
+    generator then names the body by its type (``ElixirJoinBody``), not by the route."""
 
     async def body(data: Any) -> None:  # never called
         raise AssertionError("documentation only")
 
+    if requires:
+        type_ = Annotated[type_, Body(schema_extra={"allOf": list(requires)})]
     body.__annotations__ = {"data": type_, "return": None}
     return {"_documented_body": Provide(body)}
 
@@ -7273,28 +7339,56 @@ def _backup_param(value: str, _: str) -> str:
 
 
 _XENON_SECURITY: list[dict[str, list[str]]] = [{"BotToken": []}]
+_XENON: dict[str, Any] = {"tags": ["Xenon"]}
 
 
 @get(
     "/mappers",
-    responses={**answered(Mapper), **documented_errors("xenon", 400, 401, 404, 429)},
+    responses={
+        **answered(Mapper, "The mapper: each old id of the source (or backup) and its new id in the target"),
+        **documented_errors(
+            "xenon",
+            400,
+            401,
+            404,
+            429,
+            e400="Missing query parameter: target",
+            e404=XENON_ERRORS["mapper"][1],
+        ),
+    },
     security=_XENON_SECURITY,
+    operation_id="get_mappers",
+    summary="Translate ids from a source guild to a target guild",
+    description="The ids a load copied from the `source` guild (or from `backup`) to the `target` guild, "
+    "old to new, and the users who loaded it (`loaders`). One of `source` or `backup` is needed; a "
+    "known backup wins, an unknown one falls back to `source`. Rate limited per bot (group "
+    "`mappers`); a 200 may be cached for `Cache-Control: max-age` seconds.",
+    **_XENON,
 )
 async def xenon_mappers(
     request: Request,
     target: Annotated[
         str | None,
         QueryParameter(
-            required=True, schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN}
+            required=True,
+            description=f"The guild the ids were copied to. {SNOWFLAKE_SAYS}",
+            schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN},
         ),
     ] = None,
     source: Annotated[
         str | None,
-        QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN}),
+        QueryParameter(
+            description=f"The guild the ids were copied from (or give `backup`). {SNOWFLAKE_SAYS}",
+            schema_extra={"type": "string", "oneOf": None, "pattern": SNOWFLAKE_PATTERN},
+        ),
     ] = None,
     backup: Annotated[
         str | None,
-        QueryParameter(schema_extra={"type": "string", "oneOf": None, "pattern": _BACKUP_ID_PATTERN}),
+        QueryParameter(
+            description="The backup the ids were loaded from (or give `source`): 1-32 letters and digits, "
+            "any case",
+            schema_extra={"type": "string", "oneOf": None, "pattern": _BACKUP_ID_PATTERN},
+        ),
     ] = None,
 ) -> RawJson:
     """Translate ids of the source guild (or a backup's) to those of the target guild."""
@@ -7320,26 +7414,49 @@ def _template_bots_route(attach: bool) -> Any:
         return Empty()
 
     route = post if attach else delete
-    change.__name__ = "xenon_attach_bot" if attach else "xenon_detach_bot"
-    change.__doc__ = f"{'Attach' if attach else 'Detach'} the calling bot; the body is optional."
+    verb = "attach" if attach else "detach"
+    change.__name__ = f"xenon_{verb}_bot"
+    change.__doc__ = f"{verb.capitalize()} the calling bot; the body is optional."
     return route(
         "/templates/{template_id:str}/bots",
         status_code=200,
         name=change.__name__,
-        responses=documented_errors("xenon", 400, 401, 403, 404, 413, 429),
+        responses=documented_errors("xenon", 400, 401, 403, 404, 413, 429, e404=XENON_ERRORS["template"][1]),
         dependencies=documented_body(AttachBody),
         operation_class=OptionalBodyOperation,
         security=_XENON_SECURITY,
+        operation_id=f"{verb}_bot",
+        summary=f"{verb.capitalize()} the calling bot {'to' if attach else 'from'} a template",
+        description=f"{verb.capitalize()}es the bot whose token is given {'to' if attach else 'from'} "
+        "the template, so that the template's page lists it (or no longer does). Idempotent. The body "
+        'is optional: `{"user": "<id>"}` also checks that this user created the template (403 if '
+        "not). Rate limited per bot (group `templates`).",
+        **_XENON,
     )(change)
 
 
-@get("/templates/{template_id:str}/bots", responses=documented_errors("xenon", 400, 404))
+@get(
+    "/templates/{template_id:str}/bots",
+    responses=documented_errors("xenon", 400, 404, e404=XENON_ERRORS["template"][1]),
+    operation_id="get_template_bots",
+    summary="The bots attached to a template",
+    description="The ids of the bots attached to the template. No authorization.",
+    **_XENON,
+)
 async def xenon_template_bots(request: Request, template_id: TemplateIdPath) -> TemplateBots:
     template = await services_of(request).partners.template(template_id)
     return TemplateBots([bot.id for bot in template.bots])
 
 
-@get("/templates/{template_id:str}", responses=documented_errors("xenon", 400, 404))
+@get(
+    "/templates/{template_id:str}",
+    responses=documented_errors("xenon", 400, 404, e404=XENON_ERRORS["template"][1]),
+    operation_id="get_template",
+    summary="A template's details",
+    description="The template's name, source guild and creator, and the bots attached to it (id and "
+    "name), as its page shows them. No authorization.",
+    **_XENON,
+)
 async def xenon_template(request: Request, template_id: TemplateIdPath) -> Template:
     return await services_of(request).partners.template(template_id)
 
@@ -7396,11 +7513,25 @@ XENON_ROUTES = [
 _ELIXIR_WRITE_ERRORS = (400, 401, 413, 429)
 
 
+_ELIXIR_WRITE_SAYS = (
+    " Needs the key of this guild and of the body's user (`user`, or `user.id`); rate limited per key."
+)
+_ELIXIR: dict[str, Any] = {"tags": ["Elixir"]}
+
+
 def _elixir_post(
-    path: str, *more_errors: int, responses_200: Any = None, body: Any = ElixirUserBody, **options: Any
+    path: str,
+    *more_errors: int,
+    responses_200: Any = None,
+    body: Any = ElixirUserBody,
+    description: str,
+    **options: Any,
 ) -> Any:
     """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape.
     ``responses_200`` documents the answer of a route that returns :class:`RawJson` bytes."""
+    requires = [one_of_names("user", "user.id")]
+    if body is ElixirJoinBody:
+        requires.append(one_of_names("channel", "channel.id"))
     return post(
         path,
         status_code=200,
@@ -7408,14 +7539,23 @@ def _elixir_post(
             **(answered(responses_200) if responses_200 is not None else {}),
             **documented_errors("elixir", *_ELIXIR_WRITE_ERRORS, *more_errors),
         },
-        dependencies=documented_body(body),
-        operation_class=ElixirJoinOperation if body is ElixirJoinBody else ElixirWriteOperation,
+        dependencies=documented_body(body, *requires),
         security=[{"ElixirKey": []}],
+        description=description + _ELIXIR_WRITE_SAYS,
+        **_ELIXIR,
         **options,
     )
 
 
-@_elixir_post("/{guild_id:str}/join", body=ElixirJoinBody)
+@_elixir_post(
+    "/{guild_id:str}/join",
+    body=ElixirJoinBody,
+    operation_id="join",
+    summary="Join a voice channel",
+    description="Connects the guild's player to the voice channel `channel` (or `channel.id`), "
+    "which must be one of the guild's (400 otherwise); joining while connected moves the player and "
+    "keeps its queue.",
+)
 async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     try:
@@ -7428,7 +7568,14 @@ async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     return Joined(guild_id, channel_id, user_id, "Successfully joined the voice channel.")
 
 
-@_elixir_post("/{guild_id:str}/volume", body=ElixirVolumeBody)
+@_elixir_post(
+    "/{guild_id:str}/volume",
+    body=ElixirVolumeBody,
+    operation_id="set_volume",
+    summary="Set the volume",
+    description="Sets the player's volume, a whole number 0-100 (a JSON integer or a digit string); "
+    "the player must be connected (400 otherwise).",
+)
 async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
@@ -7436,13 +7583,30 @@ async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled
     return Controlled(guild_id, user_id, f"Successfully changed the volume to {volume}.")
 
 
-@_elixir_post("/{guild_id:str}/play", 404, responses_200=ElixirTrack | list[ElixirTrack], body=ElixirPlayBody)
+@_elixir_post(
+    "/{guild_id:str}/play",
+    404,
+    responses_200=ElixirTrack | list[ElixirTrack],
+    body=ElixirPlayBody,
+    operation_id="play",
+    summary="Play a track or a playlist",
+    description="Looks `query` up (a search, a link, or a playlist's link) and queues what it finds: "
+    "one track, or a playlist's tracks (answered as a list); playback starts if nothing was playing. "
+    "404 when nothing is found; the player must be connected and its queue not full (400).",
+)
 async def elixir_play(request: Request, guild_id: SnowflakePath) -> RawJson:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     found = await services_of(request).music.play(guild_id, body.query or "", user_id)
     if isinstance(found, list):
         return RawJson(msgspec.json.encode([elixir_track(t, user_id) for t in found]))
     return RawJson(msgspec.json.encode(elixir_track(found, user_id)))
+
+
+_CONTROLS_SAY = {
+    "stop": "Stops playback, empties the queue and leaves the voice channel. Idempotent.",
+    "pause": "Pauses the current track where it is.",
+    "resume": "Resumes a paused track from where it was paused.",
+}
 
 
 def _control_route(action: str, verb: str) -> Any:
@@ -7455,10 +7619,23 @@ def _control_route(action: str, verb: str) -> Any:
 
     control.__name__ = f"elixir_{action}"
     control.__doc__ = f"{action.capitalize()} the player."
-    return _elixir_post(f"/{{guild_id:str}}/{action}", name=f"elixir_{action}")(control)
+    return _elixir_post(
+        f"/{{guild_id:str}}/{action}",
+        name=f"elixir_{action}",
+        operation_id=action,
+        summary=f"{action.capitalize()} the player",
+        description=_CONTROLS_SAY[action],
+    )(control)
 
 
-@_elixir_post("/{guild_id:str}/skip", 410)
+@_elixir_post(
+    "/{guild_id:str}/skip",
+    410,
+    operation_id="skip",
+    summary="Skip to the next track",
+    description="Ends the current track and plays the next one in the queue, answering it (with its "
+    "position), or a message when the queue is now empty. 410 when nothing is playing.",
+)
 async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack | Message:
     guild_id, user_id, _ = await elixir_caller(request, guild_id)
     music = services_of(request).music
@@ -7469,7 +7646,16 @@ async def elixir_skip(request: Request, guild_id: SnowflakePath) -> ElixirTrack 
 
 
 @get(
-    "/{guild_id:str}/nowplaying", responses={**answered(ElixirTrack), **documented_errors("elixir", 400, 410)}
+    "/{guild_id:str}/nowplaying",
+    responses={
+        **answered(ElixirTrack, "The current track, with its position (ms) now"),
+        **documented_errors("elixir", 400, 410),
+    },
+    operation_id="now_playing",
+    summary="The track playing now",
+    description="The track the guild's player is playing, with its position. No key. 410 when nothing "
+    "is playing (an unknown guild included).",
+    **_ELIXIR,
 )
 async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> RawJson:
     music = services_of(request).music
@@ -7481,7 +7667,15 @@ async def elixir_nowplaying(request: Request, guild_id: SnowflakePath) -> RawJso
     )
 
 
-@get("/{guild_id:str}/queue", responses=documented_errors("elixir", 400))
+@get(
+    "/{guild_id:str}/queue",
+    responses=documented_errors("elixir", 400),
+    operation_id="get_queue",
+    summary="The queue",
+    description="The track playing now (with its position) and the tracks after it, in order; `null` "
+    "and `[]` when nothing is queued. No key.",
+    **_ELIXIR,
+)
 async def elixir_queue(request: Request, guild_id: SnowflakePath) -> QueueView:
     music = services_of(request).music
     player = await music.player(path_id(guild_id, "guild"), whole=True)
@@ -7554,11 +7748,17 @@ def _admin(
     route: Any, path: str, *errors: int, body: Any = None, status_code: int = 200, **options: Any
 ) -> Any:
     """An admin route (``post``, ``put``, ``get`` or ``delete``): its body documented when it takes
-    one, its errors in the Xenon shape."""
+    one, its errors in the Xenon shape (``e404="..."``: a status's own example message), grouped
+    under "Admin" unless ``tags`` says otherwise."""
     codes = (400, 401, *errors, *((413,) if body is not None else ()), 429)
-    responses = {**options.pop("responses", {}), **documented_errors("xenon", *codes)}
+    messages = {name: options.pop(name) for name in list(options) if name[:1] == "e" and name[1:].isdigit()}
+    responses = {
+        **options.pop("responses", {}),
+        **documented_errors("xenon", *codes, e401="Unauthorized", **messages),
+    }
     if body is not None:
         options["dependencies"] = documented_body(body)
+    options.setdefault("tags", ["Admin"])
     return route(path, status_code=status_code, responses=responses, **options)
 
 
@@ -7574,28 +7774,59 @@ def bad_input() -> Iterator[None]:
         raise ApiError(400, str(exc)) from None
 
 
-@_admin(post, "/keys", 409, body=KeyIn, status_code=201)
+@_admin(
+    post,
+    "/keys",
+    409,
+    body=KeyIn,
+    status_code=201,
+    operation_id="create_key",
+    summary="Create an Elixir key",
+    description="A new key for the guild and user (64 hex characters), shown only in this answer. 409 if the pair "
+    "has one already, unless `rotate` is true: then the old key is revoked and a new one made.",
+    e409="A key already exists for this guild and user; rotate it to get a new one",
+)
 async def admin_create_key(request: Request) -> KeyOut:
     ask = decode_body(await request.body(), KeyIn)
     key = await services_of(request).keys.create(ask)
     return KeyOut(str(ask.guild), str(ask.user), key)
 
 
-@_admin(delete, "/keys/{guild_id:str}/{user_id:str}")
+@_admin(
+    delete,
+    "/keys/{guild_id:str}/{user_id:str}",
+    operation_id="revoke_key",
+    summary="Revoke an Elixir key",
+    description="Revokes the guild and user's key, if any. Idempotent.",
+)
 async def admin_revoke_key(request: Request, guild_id: SnowflakePath, user_id: SnowflakePath) -> Empty:
     with bad_input():
         await services_of(request).keys.revoke(guild_id, user_id)
     return Empty()
 
 
-@_admin(put, "/guilds/{guild_id:str}", body=GuildIn)
+@_admin(
+    put,
+    "/guilds/{guild_id:str}",
+    body=GuildIn,
+    operation_id="put_guild",
+    summary="Register a guild and its voice channels",
+    description="Creates or replaces the guild in the registry Elixir's join checks against: its name and voice "
+    "channel ids.",
+)
 async def admin_put_guild(request: Request, guild_id: SnowflakePath) -> Guild:
     ask = decode_body(await request.body(), GuildIn)
     with bad_input():
         return await services_of(request).registry.put(guild_id, ask.name, ask.voice_channels)
 
 
-@_admin(delete, "/guilds/{guild_id:str}")
+@_admin(
+    delete,
+    "/guilds/{guild_id:str}",
+    operation_id="delete_guild",
+    summary="Remove a guild from the registry",
+    description="Removes the guild (its keys stay valid: the bot may rejoin). Idempotent.",
+)
 async def admin_delete_guild(request: Request, guild_id: SnowflakePath) -> Empty:
     with bad_input():
         await services_of(request).registry.delete(guild_id)
@@ -7664,7 +7895,17 @@ async def _ending(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield b""
 
 
-@_admin(post, "/tracks", body=list[Track], request_max_body_size=1 << 40)
+@_admin(
+    post,
+    "/tracks",
+    body=list[Track],
+    request_max_body_size=1 << 40,
+    operation_id="import_tracks",
+    summary="Import tracks into the catalog",
+    description="Adds or replaces tracks (by source and identifier): a JSON array (at most the admin body limit), "
+    "or with `Content-Type: application/x-ndjson` one track per line, a stream of any size written as "
+    "it arrives. Answers how many were imported.",
+)
 async def admin_import_tracks(request: Request) -> Count:
     """A JSON array of tracks (at most ``admin_max_body_size``, checked whole before anything is
     written), or, with ``Content-Type: application/x-ndjson``, one track per line of a stream of
@@ -7678,7 +7919,15 @@ async def admin_import_tracks(request: Request) -> Count:
     return Count(count)
 
 
-@_admin(post, "/playlists", body=Playlist)
+@_admin(
+    post,
+    "/playlists",
+    body=Playlist,
+    operation_id="put_playlist",
+    summary="Put a playlist into the catalog",
+    description="Creates or replaces a playlist: its tracks by identifier, each already in the catalog (400 "
+    "naming the first unknown one).",
+)
 async def admin_put_playlist(request: Request) -> Playlist:
     playlist = decode_body(await request.body(), Playlist)
     await services_of(request).stores.catalog.import_catalog([], [playlist])
@@ -7688,36 +7937,95 @@ async def admin_put_playlist(request: Request) -> Playlist:
 _ROTATED = ResponseSpec(BotOut, description="The bot existed: its token is rotated", generate_examples=False)
 
 
-@_admin(post, "/bots", body=BotIn, status_code=201, responses={200: _ROTATED})
+@_admin(
+    post,
+    "/bots",
+    body=BotIn,
+    status_code=201,
+    responses={200: _ROTATED},
+    operation_id="grant_bot",
+    summary="Grant a bot a token",
+    description="Registers a Xenon partner bot and answers its token (201); for a bot that exists, rotates its "
+    "token (200: the old one stops working).",
+)
 async def admin_grant_bot(request: Request) -> Response[BotOut]:
     bot = decode_body(await request.body(), BotIn)
     token, existed = await services_of(request).partners.grant_bot(bot)
     return Response(BotOut(str(bot.id), bot.name, token), status_code=200 if existed else 201)
 
 
-@_admin(delete, "/bots/{bot_id:str}")
+@_admin(
+    delete,
+    "/bots/{bot_id:str}",
+    operation_id="revoke_bot",
+    summary="Revoke a bot's token",
+    description="The bot's token stops working at once, and its open loader streams close (4001). Idempotent.",
+)
 async def admin_revoke_bot(request: Request, bot_id: SnowflakePath) -> Empty:
     with bad_input():
         await services_of(request).partners.revoke_bot(bot_id)
     return Empty()
 
 
-@_admin(post, "/templates", 409, body=TemplateIn, status_code=201)
+@_admin(
+    post,
+    "/templates",
+    409,
+    body=TemplateIn,
+    status_code=201,
+    operation_id="create_template",
+    summary="Create a template",
+    description="A template of a source guild by its creator; its id is generated (12 letters and digits) unless "
+    "given. 409 if the id is taken.",
+    e409="Template hHGhNE6wyxgF already exists",
+)
 async def admin_create_template(request: Request) -> Template:
     return await services_of(request).partners.create_template(decode_body(await request.body(), TemplateIn))
 
 
-@_admin(post, "/backups", 409, body=BackupIn, status_code=201)
+@_admin(
+    post,
+    "/backups",
+    409,
+    body=BackupIn,
+    status_code=201,
+    operation_id="create_backup",
+    summary="Create a backup",
+    description="A backup of a source guild by its creator; its id is generated (10 characters) unless given "
+    "(1-32 letters and digits, stored lowercase). 409 if the id is taken.",
+    e409="Backup 3zydfwqp0h already exists",
+)
 async def admin_create_backup(request: Request) -> Backup:
     return await services_of(request).partners.create_backup(decode_body(await request.body(), BackupIn))
 
 
-@_admin(post, "/loaders", 409, body=Loader, status_code=201)
+@_admin(
+    post,
+    "/loaders",
+    409,
+    body=Loader,
+    status_code=201,
+    operation_id="start_loader",
+    summary="Start a loader",
+    description="Starts loading a backup or a template into the target guild, and publishes `start` on the loader "
+    "stream. At most one loader runs per target guild (409).",
+    e409="A loader is already running on guild 496683369665658880",
+)
 async def admin_start_loader(request: Request) -> LoaderEvent:
     return await services_of(request).loaders.start(decode_body(await request.body(), Loader))
 
 
-@_admin(post, "/loaders/{target_id:str}/status", 404, body=StatusIn)
+@_admin(
+    post,
+    "/loaders/{target_id:str}/status",
+    404,
+    body=StatusIn,
+    operation_id="set_loader_status",
+    summary="Report a loader's progress",
+    description="Publishes a `status` event (free text such as `loading roles`) of the loader running on the "
+    "target guild, at most one per window per loader (later ones coalesce). 404 if none runs.",
+    e404="No loader is running on guild 496683369665658880",
+)
 async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Empty:
     status = decode_body(await request.body(), StatusIn)
     with bad_input():
@@ -7725,14 +8033,36 @@ async def admin_loader_status(request: Request, target_id: SnowflakePath) -> Emp
     return Empty()
 
 
-@_admin(post, "/loaders/{target_id:str}/ids", 404, body=IdsIn)
+@_admin(
+    post,
+    "/loaders/{target_id:str}/ids",
+    404,
+    body=IdsIn,
+    operation_id="add_loader_ids",
+    summary="Add ids a loader copied",
+    description="Stages old-to-new ids of the running loader; they reach the mapper only when the loader is done "
+    "with `ok` true. Answers how many were staged. 404 if none runs.",
+    e404="No loader is running on guild 496683369665658880",
+)
 async def admin_loader_ids(request: Request, target_id: SnowflakePath) -> Count:
     ids = decode_body(await request.body(), IdsIn)
     with bad_input():
         return Count(await services_of(request).loaders.ids(target_id, ids))
 
 
-@_admin(post, "/loaders/{target_id:str}/done", 404, body=DoneIn, operation_class=OptionalBodyOperation)
+@_admin(
+    post,
+    "/loaders/{target_id:str}/done",
+    404,
+    body=DoneIn,
+    operation_class=OptionalBodyOperation,
+    operation_id="finish_loader",
+    summary="Finish a loader",
+    description="Ends the running loader and publishes `done`. With `ok` true (the default) its staged ids are "
+    "merged into the mapper and its user added to `loaders`; with `ok` false they are discarded. The "
+    "body is optional. 404 if none runs.",
+    e404="No loader is running on guild 496683369665658880",
+)
 async def admin_loader_done(request: Request, target_id: SnowflakePath) -> LoaderEvent:
     raw = await request.body()
     done = decode_body(raw, DoneIn) if raw.strip() else DoneIn()
@@ -7742,10 +8072,17 @@ async def admin_loader_done(request: Request, target_id: SnowflakePath) -> Loade
 
 PageLimit = Annotated[
     str | None,
-    QueryParameter(schema_extra={"type": "integer", "minimum": 1, "maximum": LIST_LIMIT, "oneOf": None}),
+    QueryParameter(
+        description=f"How many to answer, 1-{LIST_LIMIT} (100 when not given)",
+        schema_extra={"type": "integer", "minimum": 1, "maximum": LIST_LIMIT, "oneOf": None},
+    ),
 ]
 PageAfter = Annotated[
-    str | None, QueryParameter(schema_extra={"type": "string", "maxLength": 100, "oneOf": None})
+    str | None,
+    QueryParameter(
+        description="Where the page starts: the `next` of the page before (none: the first page)",
+        schema_extra={"type": "string", "maxLength": 100, "oneOf": None},
+    ),
 ]
 
 
@@ -7771,7 +8108,16 @@ def _listing_route(kind: str) -> Any:
         f"List {kind}, a page at a time (`?limit=` 1-1000, `?after=` the previous page's `next`)."
     )
     listing.__annotations__["return"] = Page[LISTED_AS[kind]]  # type: ignore[valid-type]  # made at run time
-    return _admin(get, f"/{kind}", name=listing.__name__)(listing)
+    return _admin(
+        get,
+        f"/{kind}",
+        name=listing.__name__,
+        operation_id=f"list_{kind}",
+        summary=f"List {kind}",
+        description=f"The {kind}, a page at a time in id order; `next` (when there are more) is the "
+        "`after` of the next page. No secret (token or key) is ever listed.",
+        e400=f"Invalid limit: expected 1-{LIST_LIMIT}",
+    )(listing)
 
 
 ADMIN_ROUTES = [
@@ -8566,6 +8912,12 @@ _PAGE_POLICY = (
         200: ResponseSpec(str, description="The page (HTML, self-contained)", media_type="text/html"),
         **documented_errors("elixir", 400),
     },
+    tags=["Player"],
+    operation_id="player_page",
+    summary="The now-playing page of a guild",
+    description="An HTML page that follows the guild's player live, for a browser or a streaming overlay "
+    "(`?theme=dark`, `light` or `transparent`; `?controls=0` hides the controls). With a key it can "
+    "pause, skip, stop and set the volume.",
 )
 async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str]:
     """A now-playing page for the guild, for a browser or a streaming overlay (``?theme=dark``,
@@ -8586,7 +8938,15 @@ async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str
 # ---------------------------------------------------------------------------
 
 
-@get("/", name="health")
+@get(
+    "/",
+    name="health",
+    tags=["Service"],
+    operation_id="health",
+    summary="Whether the service is up",
+    description="200 when the database (and Redis, when used) answers, else 503 with `Retry-After`; "
+    "also the version and how many loader streams are open. Not rate limited; never cached.",
+)
 async def health(request: Request) -> Response[Health]:
     """Liveness and readiness: 200 when the database answers, else 503."""
     services = services_of(request)
@@ -8617,6 +8977,11 @@ async def health(request: Request) -> Response[Health]:
     media_type="text/plain; version=0.0.4",
     responses=answered(str, "The Prometheus text format (every process's figures, with XE_REDIS_URL)"),
     cache_control=None,
+    tags=["Service"],
+    operation_id="metrics",
+    summary="Figures for Prometheus",
+    description="Requests by route and status, latency, open streams, events, rate-limit refusals and "
+    "commit time, in the Prometheus text format.",
 )
 async def metrics(request: Request) -> Response[str]:
     """Requests by route and status, latency, followers, events, rate-limit refusals and commit
@@ -9145,6 +9510,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
             description="The Xenon partner API (/api) and the Elixir Music API (/api/v1), with the admin API "
             '(/admin) when an admin token is set. Error bodies: Xenon and admin {"error"}, Elixir '
             '{"timestamp", "message"}. The loader stream is WS /api/loaders/ws (see the README).',
+            tags=openapi_tags(routers),
             components=Components(
                 security_schemes={
                     "BotToken": SecurityScheme(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -58,14 +59,16 @@ def test_wire_names_are_documented(document: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("action", ELIXIR_WRITES)
 def test_elixir_writes_document_body_auth_and_errors(document: dict[str, Any], action: str) -> None:
+    """The body is its type (a generated client names it so), and the type says that ``user`` or
+    ``user.id`` is required (join: ``channel`` or ``channel.id`` too)."""
     operation = document["paths"][f"/api/v1/{{guild_id}}/{action}"]["post"]
-    body, *required = operation["requestBody"]["content"]["application/json"]["schema"]["allOf"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
     named = {"join": "ElixirJoinBody", "volume": "ElixirVolumeBody", "play": "ElixirPlayBody"}
     assert body["$ref"].rsplit("/", 1)[-1] == named.get(action, "ElixirUserBody")
     needs = [{"anyOf": [{"required": ["user"]}, {"required": ["user.id"]}]}]
     if action == "join":
         needs.append({"anyOf": [{"required": ["channel"]}, {"required": ["channel.id"]}]})
-    assert required == needs
+    assert document["components"]["schemas"][named.get(action, "ElixirUserBody")]["allOf"] == needs
     assert operation["security"] == [{"ElixirKey": []}]
     expected = {"200", "400", "401", "413", "429", "503"} | {"play": {"404"}, "skip": {"410"}}.get(
         action, set()
@@ -215,3 +218,125 @@ def test_mapper_target_is_required_in_the_document(document: dict[str, Any]) -> 
     parameters = {p["name"]: p for p in document["paths"]["/api/mappers"]["get"]["parameters"]}
     assert parameters["target"]["required"] is True
     assert not parameters["source"].get("required") and not parameters["backup"].get("required")
+
+
+# --- Docs a client can be built from (SPEC §7): grouped by API, every operation explained.
+
+API_OF_PREFIX = [("/api/v1/", "Elixir"), ("/api/", "Xenon"), ("/admin/", "Admin"), ("/player/", "Player")]
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, item in document["paths"].items() for method, op in item.items()]
+
+
+def test_operations_are_grouped_by_api(document: dict[str, Any]) -> None:
+    for path, method, operation in operations(document):
+        expected = next((tag for prefix, tag in API_OF_PREFIX if path.startswith(prefix)), "Service")
+        assert operation["tags"] == [expected], (method, path)
+    described = {tag["name"]: tag.get("description", "") for tag in document["tags"]}
+    assert list(described) == ["Xenon", "Elixir", "Player", "Admin", "Service"]
+    assert all(len(text) > 40 for text in described.values()), described
+
+
+def test_without_admin_no_admin_group_is_listed(make_client: Any) -> None:
+    document = make_client(admin_token=None).get("/schema/openapi.json").json()
+    assert [tag["name"] for tag in document["tags"]] == ["Xenon", "Elixir", "Player", "Service"]
+
+
+def test_operation_ids_are_plain_words(document: dict[str, Any]) -> None:
+    ids = {(method, path): op["operationId"] for path, method, op in operations(document)}
+    assert len(set(ids.values())) == len(ids)  # unique
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", name) for name in ids.values()), ids
+    assert ids["post", "/api/v1/{guild_id}/join"] == "join"
+    assert ids["post", "/api/v1/{guild_id}/play"] == "play"
+    assert ids["get", "/api/v1/{guild_id}/nowplaying"] == "now_playing"
+    assert ids["get", "/api/mappers"] == "get_mappers"
+    assert ids["post", "/admin/keys"] == "create_key"
+
+
+def test_every_operation_has_a_summary_and_a_description(document: dict[str, Any]) -> None:
+    summaries = set()
+    for path, method, operation in operations(document):
+        assert operation["summary"][:1].isupper() and len(operation["summary"]) > 8, (method, path)
+        assert "_" not in operation["summary"].split()[0], (method, path)  # not a function's name
+        assert len(operation["description"]) > 40, (method, path)
+        summaries.add(operation["summary"])
+    assert len(summaries) == len(operations(document))
+
+
+def test_every_error_answer_has_an_example_in_its_apis_shape(document: dict[str, Any]) -> None:
+    for path, method, operation in operations(document):
+        for code, response in operation["responses"].items():
+            where = (method, path, code)
+            if int(code) < 400:
+                continue
+            [example] = response["content"]["application/json"]["examples"].values()
+            value = example["value"]
+            if schema_ref(response) == "ElixirErrorBody":
+                assert isinstance(value["timestamp"], int) and value["message"], where
+                message = value["message"]
+            else:
+                assert set(value) <= {"error", "retry_after"} and value["error"], where
+                message = value["error"]
+            assert ("retry_after" in value) == (code == "429"), where
+            if code == "503":
+                assert "try again" in message, where
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "code", "message"),
+    [
+        ("/api/mappers", "get", "404", {"error": "No id translator found"}),
+        ("/api/mappers", "get", "401", {"error": "Invalid token"}),
+        ("/api/mappers", "get", "429", {"error": "You got ratelimited", "retry_after": 2500.0}),
+        ("/api/templates/{template_id}", "get", "404", {"error": "Unknown template"}),
+        ("/api/templates/{template_id}/bots", "post", "403", {"error": "User is not the creator"}),
+        ("/admin/keys", "post", "401", {"error": "Unauthorized"}),
+        (
+            "/admin/loaders",
+            "post",
+            "409",
+            {"error": "A loader is already running on guild 496683369665658880"},
+        ),
+    ],
+)
+def test_xenon_error_examples_are_the_real_texts(
+    document: dict[str, Any], path: str, method: str, code: str, message: dict[str, Any]
+) -> None:
+    [example] = document["paths"][path][method]["responses"][code]["content"]["application/json"][
+        "examples"
+    ].values()
+    assert example["value"] == message
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "message"),
+    [
+        ("/api/v1/{guild_id}/play", "404", "No track found."),
+        ("/api/v1/{guild_id}/play", "401", "Request not authorized."),
+        ("/api/v1/{guild_id}/skip", "410", "No track is currently playing."),
+        ("/api/v1/{guild_id}/join", "429", "You got ratelimited"),
+    ],
+)
+def test_elixir_error_examples_are_the_real_texts(
+    document: dict[str, Any], path: str, code: str, message: str
+) -> None:
+    [example] = document["paths"][path]["post"]["responses"][code]["content"]["application/json"][
+        "examples"
+    ].values()
+    assert example["value"]["message"] == message
+
+
+def test_parameters_are_described_in_words(document: dict[str, Any]) -> None:
+    """A snowflake is described, not only matched by its 600-character pattern."""
+    seen = 0
+    for path, method, operation in operations(document):
+        for parameter in operation.get("parameters", []):
+            assert len(parameter.get("description", "")) > 20, (method, path, parameter["name"])
+            if parameter["schema"].get("pattern") == SNOWFLAKE:
+                assert "Discord id" in parameter["description"] and "15-20 digits" in parameter["description"]
+                seen += 1
+    assert seen >= 15
+
+
+SNOWFLAKE = __import__("xenon_elixir").SNOWFLAKE_PATTERN
