@@ -36,7 +36,9 @@ To change...
                           counts in.
     a route               read its API's routes (21, 22 or 23), the service it calls (15 or 16),
                           and the wire models (2) of its body; every door (HTTP, admin, host
-                          API, CLI) calls that one service operation.
+                          API, CLI) calls that one service operation. Its decorator gives the
+                          OpenAPI document its group (tags, described in 19), operation id,
+                          summary, description and error answers.
     a storage area        read its class in 8 (its SQL and rules, once for both stores), and
                           the backend's own half in 9 and 10 where it has one (catalog,
                           players, loaders); the tables are in 7, for both stores.
