@@ -6896,10 +6896,10 @@ _ERROR_MEANINGS = {
     503: "The database cannot serve now (busy, gone or failing); retry after Retry-After seconds",
 }
 
-_ERROR_EXAMPLES: dict[tuple[str, int], str] = {
+_ERROR_EXAMPLES: dict[tuple[str, int], str | tuple[str, ...]] = {
     ("xenon", 400): "Invalid user: expected a snowflake id (15-20 digits)",
     ("elixir", 400): "Invalid guild: expected a snowflake id (15-20 digits)",
-    ("xenon", 401): "Invalid token",
+    ("xenon", 401): ("Unauthorized", "Invalid token"),
     ("elixir", 401): NOT_AUTHORIZED,
     ("xenon", 403): XENON_ERRORS["not the creator"][1],
     ("xenon", 404): "Not found",
@@ -6910,35 +6910,41 @@ _ERROR_EXAMPLES: dict[tuple[str, int], str] = {
     ("elixir", 413): "Request Entity Too Large",
     ("xenon", 429): RATE_LIMITED,
     ("elixir", 429): RATE_LIMITED,
+    ("xenon", 503): Unavailable().message,
+    ("elixir", 503): Unavailable().message,
 }
-"""The message of each API's example error body (the real texts), unless the route names its own."""
+"""The messages of each API's example error bodies (the real texts), unless the route names its own."""
 
 _EXAMPLE_NOW = 1_765_000_000.0
 """The ``timestamp`` of Elixir's example error bodies (epoch seconds): any fixed moment."""
 
 
-def error_example(shape: str, status: int, message: str | None = None) -> dict[str, Any]:
-    """An example error body of ``shape`` for ``status``: a 429 says how long to wait."""
-    if message is None:
-        message = Unavailable().message if status == 503 else _ERROR_EXAMPLES[shape, status]
+def error_examples(shape: str, status: int, messages: str | tuple[str, ...] | None = None) -> list[Example]:
+    """Example error bodies of ``shape`` for ``status``, one per message; a 429 says how long to wait."""
+    if messages is None:
+        messages = _ERROR_EXAMPLES[shape, status]
+    if isinstance(messages, str):
+        messages = (messages,)
     wait = 2.5 if status == 429 else None
-    return cast(dict[str, Any], msgspec.to_builtins(error_body(shape, message, _EXAMPLE_NOW, wait)))
+    return [
+        Example(
+            summary=message,
+            value=msgspec.to_builtins(error_body(shape, message, _EXAMPLE_NOW, wait)),
+        )
+        for message in messages
+    ]
 
 
-def documented_errors(shape: str, *codes: int, **messages: str) -> dict[int, ResponseSpec]:
-    """The OpenAPI answers of a route's errors, in its API's error shape, each with an example
-    body; ``messages`` gives a route's own text for a status (``e404="Unknown template"``)."""
+def documented_errors(shape: str, *codes: int, **messages: str | tuple[str, ...]) -> dict[int, ResponseSpec]:
+    """The OpenAPI answers of a route's errors, in its API's error shape, each with example
+    bodies; ``messages`` gives a route's own texts for a status (``e404="Unknown template"``)."""
     body = ElixirErrorBody if shape == "elixir" else XenonErrorBody
     return {
         code: ResponseSpec(
             data_container=body,
             description=_ERROR_MEANINGS[code],
             generate_examples=False,
-            examples=[
-                Example(
-                    summary=_ERROR_MEANINGS[code], value=error_example(shape, code, messages.get(f"e{code}"))
-                )
-            ],
+            examples=error_examples(shape, code, messages.get(f"e{code}")),
         )
         for code in (*codes, 503)  # any route may meet a database that cannot serve
     }
@@ -7355,7 +7361,7 @@ _XENON: dict[str, Any] = {"tags": ["Xenon"]}
             404,
             429,
             e400="Missing query parameter: target",
-            e404=XENON_ERRORS["mapper"][1],
+            e404=(XENON_ERRORS["mapper"][1], XENON_ERRORS["backup"][1]),
         ),
     },
     security=_XENON_SECURITY,
