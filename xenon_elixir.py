@@ -8334,22 +8334,6 @@ _RECORDED_BODY = 64 * 1024
 """Bytes of a request body the record keeps."""
 
 
-def sandbox_config(config: Config) -> Config:
-    """``config`` with the sandbox's fixed settings wherever it holds the default: a setting
-    given explicitly (``XE_ADMIN_TOKEN``, ``XE_DB``, ``XE_RATE_LIMITS``, a clock...) wins. The
-    default database is a throwaway file, removed when the sandbox stops."""
-    defaults, fixed = Config(), SandboxClock()
-    chosen: dict[str, Any] = {}
-    if config.db == defaults.db:
-        name = f"xenon_elixir_sandbox_{os.getpid()}_{secrets.token_hex(4)}.db"
-        chosen["db"] = os.path.join(tempfile.gettempdir(), name)
-    if config.admin_token is None:
-        chosen["admin_token"] = SANDBOX_ADMIN_TOKEN
-    if config.clock is defaults.clock and config.monotonic is defaults.monotonic and config.timers is None:
-        chosen.update(clock=fixed.clock, monotonic=fixed.monotonic, timers=fixed)
-    return dataclasses.replace(config, **chosen)
-
-
 class _SandboxTimer:
     __slots__ = ("callback", "due", "done", "handle")
 
@@ -8414,6 +8398,22 @@ class SandboxClock:
         for _, _, timer in self._due:
             timer.cancel()
         self._due.clear()
+
+
+def sandbox_config(config: Config) -> Config:
+    """``config`` with the sandbox's fixed settings wherever it holds the default: a setting
+    given explicitly (``XE_ADMIN_TOKEN``, ``XE_DB``, ``XE_RATE_LIMITS``, a clock...) wins. The
+    default database is a throwaway file, removed when the sandbox stops."""
+    defaults, fixed = Config(), SandboxClock()
+    chosen: dict[str, Any] = {}
+    if config.db == defaults.db:
+        name = f"xenon_elixir_sandbox_{os.getpid()}_{secrets.token_hex(4)}.db"
+        chosen["db"] = os.path.join(tempfile.gettempdir(), name)
+    if config.admin_token is None:
+        chosen["admin_token"] = SANDBOX_ADMIN_TOKEN
+    if config.clock is defaults.clock and config.monotonic is defaults.monotonic and config.timers is None:
+        chosen.update(clock=fixed.clock, monotonic=fixed.monotonic, timers=fixed)
+    return dataclasses.replace(config, **chosen)
 
 
 class RequestFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -8610,6 +8610,28 @@ class SandboxRoutes:
         return None
 
 
+async def fresh_sandbox(services: Services) -> None:
+    """Empty the sandbox's data (:data:`_SANDBOX_WIPED`) and seed the demo under the fixed
+    credentials."""
+    services.music.track_ends.poll = None  # one process: every change arms its own timer
+    stores = services.stores
+
+    async def wipe(tx: Transaction) -> None:
+        for statement in _SANDBOX_WIPED:
+            await tx.run(statement)
+
+    await stores.database.write(wipe, forgets=[("keys",), ("bots",)])
+    await seed_demo(Host(services), "", None)
+    now = services.config.clock()
+
+    async def fixed(tx: Transaction) -> None:
+        await tx.run(stores.partners.bot_grant, DEMO_BOT, "Demo Bot", digest(SANDBOX_BOT_TOKEN), now)
+        await tx.run(stores.keys.delete, DEMO_GUILD, DEMO_USER)
+        await tx.run(stores.keys.insert, digest(SANDBOX_KEY), DEMO_GUILD, DEMO_USER, now)
+
+    await stores.database.write(fixed, forgets=[("keys",), ("bots",)])
+
+
 class SandboxState:
     """One sandbox app's faults, record and clock, and the services it restarts on a reset."""
 
@@ -8688,28 +8710,6 @@ class SandboxState:
         await self._until_ready()
 
 
-async def fresh_sandbox(services: Services) -> None:
-    """Empty the sandbox's data (:data:`_SANDBOX_WIPED`) and seed the demo under the fixed
-    credentials."""
-    services.music.track_ends.poll = None  # one process: every change arms its own timer
-    stores = services.stores
-
-    async def wipe(tx: Transaction) -> None:
-        for statement in _SANDBOX_WIPED:
-            await tx.run(statement)
-
-    await stores.database.write(wipe, forgets=[("keys",), ("bots",)])
-    await seed_demo(Host(services), "", None)
-    now = services.config.clock()
-
-    async def fixed(tx: Transaction) -> None:
-        await tx.run(stores.partners.bot_grant, DEMO_BOT, "Demo Bot", digest(SANDBOX_BOT_TOKEN), now)
-        await tx.run(stores.keys.delete, DEMO_GUILD, DEMO_USER)
-        await tx.run(stores.keys.insert, digest(SANDBOX_KEY), DEMO_GUILD, DEMO_USER, now)
-
-    await stores.database.write(fixed, forgets=[("keys",), ("bots",)])
-
-
 def sandbox_banner(base_url: str, config: Config) -> str:
     """What ``xenon-elixir sandbox`` prints: where it is and its credentials."""
     admin = "(XE_ADMIN_TOKEN)" if config.admin_token != SANDBOX_ADMIN_TOKEN else SANDBOX_ADMIN_TOKEN
@@ -8744,15 +8744,93 @@ async def _dropped(send: Send) -> None:
         await asyncio.sleep(0)
 
 
+def _denial(send: Send) -> Send:
+    """``send`` for an HTTP answer to a WebSocket handshake (the ASGI denial-response extension)."""
+
+    async def denied(message: ASGIMessage) -> None:
+        await send(
+            cast(ASGIMessage, {**message, "type": message["type"].replace("http.", "websocket.http.", 1)})
+        )
+
+    return denied
+
+
+def faulty_stream(
+    receive: Receive, send: Send, fault: StreamFault | None, entry: RecordedRequest
+) -> tuple[Receive, Send]:
+    """A stream's ``receive`` and ``send`` under ``fault``: after ``after`` frames, its frames
+    held ``stall_ms``, then (with ``close``) the stream closed with that code; once closed, the
+    app hears a disconnect and what it still sends goes nowhere."""
+    sent = 0
+    closed = asyncio.Event()
+    stalled = False
+
+    async def close() -> None:
+        assert fault is not None and fault.close is not None
+        closed.set()
+        await send({"type": "websocket.close", "code": fault.close, "reason": ""})
+
+    async def faulted_send(message: ASGIMessage) -> None:
+        nonlocal sent, stalled
+        if closed.is_set():
+            return
+        kind = message["type"]
+        if kind == "websocket.accept":
+            entry.status = 101
+        elif kind == "websocket.http.response.start":
+            entry.status = cast(Any, message)["status"]
+        if (
+            fault is not None
+            and kind == "websocket.send"
+            and fault.stall_ms
+            and not stalled
+            and sent >= fault.after
+        ):
+            stalled = True
+            await asyncio.sleep(fault.stall_ms / 1000)
+            if fault.close is not None:
+                await close()
+                return
+        await send(message)
+        sent += kind == "websocket.send"
+        due = kind == "websocket.send" or (
+            kind == "websocket.accept" and fault is not None and fault.after == 0
+        )
+        if (
+            fault is not None
+            and due
+            and fault.close is not None
+            and not fault.stall_ms
+            and sent >= fault.after
+        ):
+            await close()
+
+    async def faulted_receive() -> ReceiveMessage:
+        if closed.is_set():
+            return {"type": "websocket.disconnect", "code": fault.close if fault and fault.close else 1000}
+        heard = asyncio.ensure_future(receive())
+        ended = asyncio.ensure_future(closed.wait())
+        await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if heard.done():
+            ended.cancel()
+            return heard.result()
+        heard.cancel()
+        return {"type": "websocket.disconnect", "code": fault.close if fault and fault.close else 1000}
+
+    if fault is None:
+        return receive, faulted_send
+    return faulted_receive, faulted_send
+
+
 class SandboxLayer:
     """In front of the app in sandbox mode only: request and stream faults, and the record of
     what the APIs received (``mask`` masks a query string; ``secret`` names secret body keys)."""
 
     def __init__(
-        self, app: ASGIApp, sandbox: SandboxState, mask: Callable[[str], str], secret: re.Pattern[str]
+        self, app: ASGIApp, state: SandboxState, mask: Callable[[str], str], secret: re.Pattern[str]
     ) -> None:
         self.app = app
-        self.sandbox = sandbox
+        self.sandbox = state
         self.mask = mask
         self.secret = secret
 
@@ -8888,84 +8966,6 @@ class SandboxLayer:
         await send(cast(ASGIMessage, {"type": "websocket.accept"}))
         code = 4029 if fault.status == 429 else 4000 + fault.status // 100
         await send({"type": "websocket.close", "code": code, "reason": msgspec.json.encode(reason).decode()})
-
-
-def _denial(send: Send) -> Send:
-    """``send`` for an HTTP answer to a WebSocket handshake (the ASGI denial-response extension)."""
-
-    async def denied(message: ASGIMessage) -> None:
-        await send(
-            cast(ASGIMessage, {**message, "type": message["type"].replace("http.", "websocket.http.", 1)})
-        )
-
-    return denied
-
-
-def faulty_stream(
-    receive: Receive, send: Send, fault: StreamFault | None, entry: RecordedRequest
-) -> tuple[Receive, Send]:
-    """A stream's ``receive`` and ``send`` under ``fault``: after ``after`` frames, its frames
-    held ``stall_ms``, then (with ``close``) the stream closed with that code; once closed, the
-    app hears a disconnect and what it still sends goes nowhere."""
-    sent = 0
-    closed = asyncio.Event()
-    stalled = False
-
-    async def close() -> None:
-        assert fault is not None and fault.close is not None
-        closed.set()
-        await send({"type": "websocket.close", "code": fault.close, "reason": ""})
-
-    async def faulted_send(message: ASGIMessage) -> None:
-        nonlocal sent, stalled
-        if closed.is_set():
-            return
-        kind = message["type"]
-        if kind == "websocket.accept":
-            entry.status = 101
-        elif kind == "websocket.http.response.start":
-            entry.status = cast(Any, message)["status"]
-        if (
-            fault is not None
-            and kind == "websocket.send"
-            and fault.stall_ms
-            and not stalled
-            and sent >= fault.after
-        ):
-            stalled = True
-            await asyncio.sleep(fault.stall_ms / 1000)
-            if fault.close is not None:
-                await close()
-                return
-        await send(message)
-        sent += kind == "websocket.send"
-        due = kind == "websocket.send" or (
-            kind == "websocket.accept" and fault is not None and fault.after == 0
-        )
-        if (
-            fault is not None
-            and due
-            and fault.close is not None
-            and not fault.stall_ms
-            and sent >= fault.after
-        ):
-            await close()
-
-    async def faulted_receive() -> ReceiveMessage:
-        if closed.is_set():
-            return {"type": "websocket.disconnect", "code": fault.close if fault and fault.close else 1000}
-        heard = asyncio.ensure_future(receive())
-        ended = asyncio.ensure_future(closed.wait())
-        await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
-        if heard.done():
-            ended.cancel()
-            return heard.result()
-        heard.cancel()
-        return {"type": "websocket.disconnect", "code": fault.close if fault and fault.close else 1000}
-
-    if fault is None:
-        return receive, faulted_send
-    return faulted_receive, faulted_send
 
 
 def sandbox_of(request: ASGIConnection[Any, Any, Any, Any]) -> SandboxState:
@@ -9956,9 +9956,9 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
     app.asgi_handler = FrontLayer(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
     if config.sandbox:  # only then: a normal server pays nothing for it
-        app.state.sandbox = sandbox = SandboxState(config)
-        sandbox.learn(app)
-        app.asgi_handler = SandboxLayer(app.asgi_handler, sandbox, masked_query, _SECRET_NAME)
+        app.state.sandbox = state = SandboxState(config)
+        state.learn(app)
+        app.asgi_handler = SandboxLayer(app.asgi_handler, state, masked_query, _SECRET_NAME)
     return app
 
 
@@ -10268,10 +10268,256 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     _Server(config).run()
 
 
+class SandboxCredentials(NamedTuple):
+    """The sandbox's fixed ids and secrets (the same on every start)."""
+
+    admin_token: str
+    bot_id: str = DEMO_BOT
+    bot_token: str = SANDBOX_BOT_TOKEN
+    key: str = SANDBOX_KEY
+    guild_id: str = DEMO_GUILD
+    user_id: str = DEMO_USER
+    voice_channels: tuple[str, ...] = DEMO_VOICE
+    template_id: str = DEMO_TEMPLATE
+    backup_id: str = DEMO_BACKUP
+    source_id: str = DEMO_SOURCE
+    target_id: str = DEMO_TARGET
+    creator_id: str = DEMO_CREATOR
+
+
+class _SandboxCalls:
+    """The sandbox's admin routes, called over HTTP (the same door a bot in any language has)."""
+
+    def __init__(self, url: str, admin_token: str, admin_prefix: str) -> None:
+        self._base = url + admin_prefix
+        self._auth = f"Bearer {admin_token}"
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else msgspec.json.encode(body)
+        ask = urllib.request.Request(self._base + path, data=data, method=method)
+        ask.add_header("Authorization", self._auth)
+        ask.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(ask, timeout=30) as answer:
+                return msgspec.json.decode(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, msgspec.json.decode(exc.read()).get("error", str(exc))) from None
+
+
+class SandboxFaults:
+    """``xe.faults``: arm, list and remove faults (``POST/GET/DELETE /admin/faults``)."""
+
+    def __init__(self, calls: _SandboxCalls) -> None:
+        self._calls = calls
+
+    def arm(self, **fault: Any) -> dict[str, Any]:
+        """Arm a fault (the fields of ``POST /admin/faults``); returns it with its ``id``."""
+        return cast(dict[str, Any], self._calls.call("POST", "/faults", fault))
+
+    def list(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._calls.call("GET", "/faults")["faults"])
+
+    def remove(self, fault_id: str) -> None:
+        self._calls.call("DELETE", f"/faults/{fault_id}")
+
+    def clear(self) -> None:
+        self._calls.call("DELETE", "/faults")
+
+
+class SandboxTime:
+    """``xe.clock``: the sandbox's time (``/admin/clock``)."""
+
+    def __init__(self, calls: _SandboxCalls) -> None:
+        self._calls = calls
+
+    def advance(self, seconds: float = 0.0, *, ms: int = 0) -> int:
+        """Move time on; returns the new time in epoch milliseconds."""
+        return int(self._calls.call("POST", "/clock", {"advance_ms": ms + round(seconds * 1000)})["now_ms"])
+
+    @property
+    def now_ms(self) -> int:
+        return int(self._calls.call("GET", "/clock")["now_ms"])
+
+
+class SandboxRecord:
+    """``xe.requests``: what the APIs received (``/admin/requests``)."""
+
+    def __init__(self, calls: _SandboxCalls) -> None:
+        self._calls = calls
+
+    def list(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._calls.call("GET", "/requests")["requests"])
+
+    def clear(self) -> None:
+        self._calls.call("DELETE", "/requests")
+
+
+class SandboxServer:
+    """A sandbox app served by uvicorn on a free loopback port, in a thread (:func:`sandbox`)."""
+
+    def __init__(self, config: Config | None, overrides: dict[str, Any]) -> None:
+        overrides = {"access_log": False, **overrides, "sandbox": True}
+        self.app = create_app(config, **overrides)
+        self.config: Config = self.app.state.sandbox.config
+        self.credentials = SandboxCredentials(self.config.admin_token or SANDBOX_ADMIN_TOKEN)
+        self.url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        import uvicorn
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self._server = server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", ws_per_message_deflate=False, proxy_headers=False)
+        )
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(server.serve([listener]),), name="xenon_elixir sandbox", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the sandbox did not start (see the log above)")
+            time.sleep(0.005)
+        calls = _SandboxCalls(self.url, self.credentials.admin_token, self.config.admin_prefix)
+        self._calls, self.faults, self.clock = calls, SandboxFaults(calls), SandboxTime(calls)
+        self.requests = SandboxRecord(calls)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(30)
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.__exit__)
+
+    @property
+    def xenon_url(self) -> str:
+        return self.url + self.config.xenon_prefix
+
+    @property
+    def elixir_url(self) -> str:
+        return self.url + self.config.elixir_prefix
+
+    @property
+    def loaders_ws_url(self) -> str:
+        return self.xenon_url.replace("http", "ws", 1) + "/loaders/ws"
+
+    @property
+    def player_ws_url(self) -> str:
+        return f"{self.elixir_url.replace('http', 'ws', 1)}/{DEMO_GUILD}/player"
+
+    def reset(self) -> None:
+        """Fresh state (``POST /admin/reset``): no fault, an empty record, the demo data alone."""
+        self._calls.call("POST", "/reset")
+
+    def load_backup(
+        self,
+        ids: Mapping[str, str] | None = None,
+        statuses: Sequence[str] = DEMO_STATUSES,
+        *,
+        ok: bool = True,
+    ) -> str:
+        """A backup load of the demo backup into the demo target through the admin routes:
+        start, each status, the ids (old -> new; by default a fresh set), done. Returns the target."""
+        target = DEMO_TARGET
+        self._calls.call(
+            "POST",
+            "/loaders",
+            {
+                "target_id": target,
+                "type": "backup",
+                "source_id": DEMO_SOURCE,
+                "backup_id": DEMO_BACKUP,
+                "user_id": DEMO_CREATOR,
+            },
+        )
+        for status in statuses:
+            self._calls.call("POST", f"/loaders/{target}/status", {"status": status})
+        self._calls.call("POST", f"/loaders/{target}/ids", {"ids": dict(ids or _demo_ids(1))})
+        self._calls.call("POST", f"/loaders/{target}/done", {"ok": ok})
+        return target
+
+    def end_track(self) -> int:
+        """Move the clock to the end of the demo guild's current track; returns the new time."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.elixir_url}/{DEMO_GUILD}/nowplaying", timeout=30) as answer:
+            playing = msgspec.json.decode(answer.read())
+        return self.clock.advance(ms=max(0, playing["duration"] * 1000 - playing["position"]))
+
+
+def sandbox(config: Config | None = None, **overrides: Any) -> SandboxServer:
+    """The sandbox on a free loopback port, for ``with`` or ``async with``::
+
+        with xenon_elixir.sandbox() as xe:
+            httpx.get(f"{xe.xenon_url}/mappers", params=..., headers={"Authorization": xe.credentials.bot_token})
+
+    ``config`` and ``overrides`` as :func:`create_app` takes them (``XE_*`` from the environment
+    by default: ``XE_DB=postgresql://...`` runs it on PostgreSQL)."""
+    return SandboxServer(config, overrides)
+
+
+def pytest_configure(config: Any) -> None:
+    """The pytest plugin (entry point ``pytest11``): the ``xenon_elixir_sandbox`` fixture, one
+    server for the session, reset to fresh state before each test."""
+    import pytest
+
+    class Plugin:
+        @pytest.fixture(scope="session")
+        def xenon_elixir_sandbox_server(self) -> Iterator[SandboxServer]:
+            with sandbox() as server:
+                yield server
+
+        @pytest.fixture
+        def xenon_elixir_sandbox(self, xenon_elixir_sandbox_server: SandboxServer) -> SandboxServer:
+            xenon_elixir_sandbox_server.reset()
+            return xenon_elixir_sandbox_server
+
+    if not config.pluginmanager.has_plugin("xenon_elixir_sandbox"):
+        config.pluginmanager.register(Plugin(), "xenon_elixir_sandbox")
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    overrides: dict[str, Any] = {"sandbox": True}
+    if args.db is not None:
+        overrides["db"] = args.db
+    app = create_app(**overrides)
+    _port_free(args.host, args.port)
+    print(sandbox_banner(f"http://{args.host}:{args.port}", app.state.sandbox.config), flush=True)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=serve_log_config(),
+        access_log=False,
+        ws_per_message_deflate=False,
+        proxy_headers=False,
+    )
+    _Server(config).run()
+
+
 _EXAMPLES = {
     "serve": [
         "xenon-elixir serve --demo",
         "XE_ADMIN_TOKEN=secret xenon-elixir serve --host 0.0.0.0 --port 8000 --db /data/bot.db",
+    ],
+    "sandbox": [
+        "xenon-elixir sandbox --port 8000",
+        "XE_DB=postgresql://localhost/xe_test xenon-elixir sandbox",
     ],
     "add-bot": ["TOKEN=$(xenon-elixir add-bot 386861188891279362 Wick)"],
     "revoke-bot": ["xenon-elixir revoke-bot 386861188891279362"],
@@ -10384,6 +10630,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="addresses and CIDR networks of the proxies in front, whose X-Forwarded-For is believed "
         "(default: $XE_TRUSTED_PROXIES, else none)",
+    )
+
+    sandboxed = command(
+        "sandbox",
+        _cmd_sandbox,
+        "run the sandbox: demo data under fixed credentials, faults, a clock, a record (README §3)",
+    )
+    sandboxed.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sandboxed.add_argument("--port", type=_port, default=8000, help="port to bind, 1-65535 (default 8000)")
+    sandboxed.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level",
     )
 
     add_bot = command("add-bot", _cmd_add_bot, "grant a Xenon bot token and print it (again: rotates it)")
