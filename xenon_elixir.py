@@ -9005,7 +9005,7 @@ async def clear_faults(request: Request) -> Empty:
 
 
 @_sandbox_route(delete, "/faults/{fault_id:str}", "remove_fault", "Remove a fault", 404)
-async def remove_fault(request: Request, fault_id: str) -> Empty:
+async def remove_fault(request: Request, fault_id: Annotated[str, PathParameter()]) -> Empty:
     """Remove one fault by its `id`; an unknown id is a 404."""
     if not sandbox_of(request).faults.remove(fault_id):
         raise ApiError(404, "Unknown fault")
