@@ -10370,7 +10370,9 @@ class SandboxServer:
     def __enter__(self) -> Self:
         import uvicorn
 
-        listener = socket.socket()
+        # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that name it, and
+        # without it every keep-alive answer waited 40 ms on the client's delayed ACK.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         self._server = server = uvicorn.Server(
@@ -10471,21 +10473,27 @@ def sandbox(config: Config | None = None, **overrides: Any) -> SandboxServer:
 def pytest_configure(config: Any) -> None:
     """The pytest plugin (entry point ``pytest11``): the ``xenon_elixir_sandbox`` fixture, one
     server for the session, reset to fresh state before each test."""
+    import types
+
     import pytest
 
-    class Plugin:
-        @pytest.fixture(scope="session")
-        def xenon_elixir_sandbox_server(self) -> Iterator[SandboxServer]:
-            with sandbox() as server:
-                yield server
+    @pytest.fixture(scope="session")
+    def xenon_elixir_sandbox_server() -> Iterator[SandboxServer]:
+        """The session's sandbox server (``XE_*`` from the environment: ``XE_DB`` picks the store)."""
+        with sandbox() as server:
+            yield server
 
-        @pytest.fixture
-        def xenon_elixir_sandbox(self, xenon_elixir_sandbox_server: SandboxServer) -> SandboxServer:
-            xenon_elixir_sandbox_server.reset()
-            return xenon_elixir_sandbox_server
+    @pytest.fixture
+    def xenon_elixir_sandbox(xenon_elixir_sandbox_server: SandboxServer) -> SandboxServer:
+        """The session's sandbox, reset to fresh state for this test."""
+        xenon_elixir_sandbox_server.reset()
+        return xenon_elixir_sandbox_server
 
     if not config.pluginmanager.has_plugin("xenon_elixir_sandbox"):
-        config.pluginmanager.register(Plugin(), "xenon_elixir_sandbox")
+        plugin = types.ModuleType("xenon_elixir_sandbox")
+        plugin.xenon_elixir_sandbox_server = xenon_elixir_sandbox_server  # type: ignore[attr-defined]
+        plugin.xenon_elixir_sandbox = xenon_elixir_sandbox  # type: ignore[attr-defined]
+        config.pluginmanager.register(plugin, "xenon_elixir_sandbox")
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> None:
