@@ -8975,10 +8975,23 @@ def sandbox_of(request: ASGIConnection[Any, Any, Any, Any]) -> SandboxState:
 def _sandbox_route(
     route: Any, path: str, operation_id: str, summary: str, *errors: int, **options: Any
 ) -> Any:
-    """A sandbox route: an admin route, tagged Sandbox, there only in sandbox mode."""
-    return _admin(
-        route, path, *errors, tags=["Sandbox"], operation_id=operation_id, summary=summary, **options
-    )
+    """A sandbox route: an admin route, tagged Sandbox, there only in sandbox mode; its
+    docstring is its description."""
+
+    def documented(handler: Callable[..., Any]) -> Any:
+        described = " ".join((handler.__doc__ or "").split())
+        return _admin(
+            route,
+            path,
+            *errors,
+            tags=["Sandbox"],
+            operation_id=operation_id,
+            summary=summary,
+            description=described,
+            **options,
+        )(handler)
+
+    return documented
 
 
 @_sandbox_route(post, "/faults", "arm_fault", "Arm a fault", body=RequestFault, status_code=201)
@@ -10450,12 +10463,30 @@ class SandboxServer:
         self._calls.call("POST", f"/loaders/{target}/done", {"ok": ok})
         return target
 
-    def end_track(self) -> int:
-        """Move the clock to the end of the demo guild's current track; returns the new time."""
+    def _elixir(self, method: str, action: str, body: Any = None) -> Any:
+        import urllib.error
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.elixir_url}/{DEMO_GUILD}/nowplaying", timeout=30) as answer:
-            playing = msgspec.json.decode(answer.read())
+        data = None if body is None else msgspec.json.encode(body)
+        ask = urllib.request.Request(f"{self.elixir_url}/{DEMO_GUILD}/{action}", data=data, method=method)
+        ask.add_header("Authorization", f"Bearer {SANDBOX_KEY}")
+        ask.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(ask, timeout=30) as answer:
+                return msgspec.json.decode(answer.read())
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, msgspec.json.decode(exc.read()).get("message", str(exc))) from None
+
+    def play(self, query: str) -> list[dict[str, Any]]:
+        """Join the demo guild's first voice channel and play ``query`` (a search, a track's or a
+        playlist's URL) as the demo user; the tracks queued."""
+        self._elixir("POST", "join", {"user": DEMO_USER, "channel": DEMO_VOICE[0]})
+        return cast(list[dict[str, Any]], self._elixir("POST", "play", {"user": DEMO_USER, "query": query}))
+
+    def end_track(self) -> int:
+        """Move the clock to the end of the demo guild's current track (the next one starts);
+        returns the new time. Nothing playing is an ``ApiError`` (410)."""
+        playing = self._elixir("GET", "nowplaying")
         return self.clock.advance(ms=max(0, playing["duration"] * 1000 - playing["position"]))
 
 

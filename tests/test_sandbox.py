@@ -302,3 +302,98 @@ def test_the_async_context_manager_runs_the_same_sandbox(tmp_path: Path) -> None
                 return (await client.get(MAPPERS, headers=BOT)).status_code
 
     assert asyncio.run(main()) == 200
+
+
+def test_a_stall_holds_the_streams_frames(sandbox: Any) -> None:
+    fault = arm(sandbox, stream="player", stall_ms=800)
+    assert (fault["close"], fault["after"], fault["stall_ms"]) == (None, 0, 800)
+
+    async def frames() -> tuple[bool, dict[str, Any]]:
+        async with connect(sandbox.player_ws_url, open_timeout=10) as socket:
+            try:  # the state frame sent on connect is held ...
+                await asyncio.wait_for(socket.recv(), 0.15)
+                held = False
+            except TimeoutError:
+                held = True
+            return held, json.loads(await asyncio.wait_for(socket.recv(), 10))  # ... then sent
+
+    held, frame = asyncio.run(frames())
+    assert held and frame["guild"] == xe.DEMO_GUILD
+    assert sandbox.faults.list()[0]["fired"] == 1
+
+
+def test_the_clock_moves_status_windows(sandbox: Any) -> None:
+    admin = sandbox.http
+    target = xe.DEMO_TARGET
+    body = {"target_id": target, "type": "backup", "source_id": xe.DEMO_SOURCE, "backup_id": xe.DEMO_BACKUP}
+
+    async def statuses() -> list[str]:
+        async with connect(sandbox.loaders_ws_url, additional_headers=BOT, open_timeout=10) as socket:
+            await asyncio.to_thread(admin.post, "/admin/loaders", json=body, headers=SANDBOX_ADMIN)
+            for status in ("one", "two", "three"):  # one window: the first at once, the newest at its end
+                await asyncio.to_thread(
+                    admin.post,
+                    f"/admin/loaders/{target}/status",
+                    json={"status": status},
+                    headers=SANDBOX_ADMIN,
+                )
+            heard = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(2)]
+            await asyncio.to_thread(sandbox.clock.advance, 5)
+            heard.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+            return [h["data"].get("status", h["event"]) for h in heard]
+
+    assert asyncio.run(statuses()) == ["start", "one", "three"]
+
+
+def test_the_record_is_bounded(sandbox: Any) -> None:
+    assert xe._RECORDED == 1000
+    state = sandbox.app.state.sandbox
+    assert state.requests.maxlen == xe._RECORDED
+
+
+def test_xe_sandbox_is_an_on_off_setting() -> None:
+    assert xe.Config.from_env({"XE_SANDBOX": "1"}).sandbox is True
+    assert xe.Config.from_env({}).sandbox is False
+    with pytest.raises(xe.ConfigError, match="XE_SANDBOX"):
+        xe.Config.from_env({"XE_SANDBOX": "maybe"})
+
+
+def test_the_sandbox_routes_are_documented_under_their_tag(tmp_path: Path) -> None:
+    app = xe.create_app(db=str(tmp_path / "xe.db"), sandbox=True)
+    with TestClient(app) as client:
+        document = client.get("/schema/openapi.json").json()
+    operations = [
+        operation
+        for path, item in document["paths"].items()
+        if path.startswith("/admin/")
+        for operation in item.values()
+        if "Sandbox" in operation.get("tags", ())
+    ]
+    assert sorted(o["operationId"] for o in operations) == sorted(
+        [
+            "arm_fault",
+            "list_faults",
+            "clear_faults",
+            "remove_fault",
+            "advance_clock",
+            "read_clock",
+            "list_requests",
+            "clear_requests",
+            "reset_sandbox",
+        ]
+    )
+    assert all(o["summary"] and o["description"] for o in operations)
+
+
+def test_the_scenario_helpers_play_end_tracks_and_load_backups(sandbox: Any) -> None:
+    with pytest.raises(xe.ApiError) as nothing:
+        sandbox.end_track()
+    assert nothing.value.status_code == 410
+    queued = sandbox.play("https://www.youtube.com/playlist?list=PLlatinoHits")
+    assert len(queued) == 4
+    sandbox.end_track()
+    assert sandbox.http.get(NOWPLAYING).json()["identifier"] == queued[1]["identifier"]
+    old = str(int(xe.DEMO_SOURCE) + 1)
+    assert sandbox.load_backup(ids={old: "1187426354298199999"}) == xe.DEMO_TARGET
+    mapper = sandbox.http.get(MAPPERS, headers=BOT).json()
+    assert mapper["ids"][old] == "1187426354298199999" and mapper["loaders"] == [xe.DEMO_CREATOR]
