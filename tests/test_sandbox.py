@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import httpx
 import pytest
 from conftest import ADMIN, ADMIN_TOKEN
 from litestar.testing import TestClient
+from server import free_port, spawn
 from services import PostgresServer, new_database
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -397,3 +401,30 @@ def test_the_scenario_helpers_play_end_tracks_and_load_backups(sandbox: Any) -> 
     assert sandbox.load_backup(ids={old: "1187426354298199999"}) == xe.DEMO_TARGET
     mapper = sandbox.http.get(MAPPERS, headers=BOT).json()
     assert mapper["ids"][old] == "1187426354298199999" and mapper["loaders"] == [xe.DEMO_CREATOR]
+
+
+@pytest.mark.parametrize("how", ["cli", "uvicorn"])
+def test_the_sandbox_serves_from_the_command_line_and_from_the_environment(how: str, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    if how == "cli":
+        command = [sys.executable, "-m", "xenon_elixir", "sandbox", "--port", str(port)]
+        process = spawn(command, port, log, {"XE_ACCESS_LOG": "0"})
+    else:
+        command = [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port)]
+        process = spawn(command, port, log, {"XE_SANDBOX": "1", "XE_ACCESS_LOG": "0"})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get(MAPPERS, headers=BOT).status_code == 200
+            assert client.get("/admin/faults", headers=SANDBOX_ADMIN).json() == {"faults": []}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the SIGTERM it handled
+    output = log.read_text()
+    if how == "cli":  # the banner names the credentials
+        assert (
+            xe.SANDBOX_BOT_TOKEN in output and xe.SANDBOX_KEY in output and xe.SANDBOX_ADMIN_TOKEN in output
+        )
+    database = re.search(r"database (\S+xenon_elixir_sandbox_\S+\.db)", output)
+    if how == "cli":  # the throwaway file it names is gone with the server
+        assert database is not None and not Path(database[1]).exists()
