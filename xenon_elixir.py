@@ -8642,6 +8642,8 @@ class SandboxState:
         self.faults = Faults({})
         self.requests: deque[RecordedRequest] = deque(maxlen=_RECORDED)
         self.routes: SandboxRoutes | None = None
+        self.streams: set[Any] = set()
+        """The open streams (:class:`SandboxStream`), closed with 1012 by a reset."""
         self._restart = self._ready = None  # type: asyncio.Event | None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -8671,7 +8673,7 @@ class SandboxState:
             if not is_postgres(self.config.db) and os.path.basename(self.config.db).startswith(
                 "xenon_elixir_sandbox_"
             ):  # the throwaway file sandbox_config chose
-                for suffix in ("", "-wal", "-shm", ".lock"):
+                for suffix in ("", "-wal", "-shm", ".server"):
                     with contextlib.suppress(OSError):
                         os.remove(self.config.db + suffix)
 
@@ -8699,11 +8701,19 @@ class SandboxState:
             self._supervisor.result()  # the error that stopped it
             raise Unavailable("the sandbox stopped")
 
+    async def settled(self) -> None:
+        """Return once no reset is under way: a request that comes during one waits for the new
+        services instead of meeting the closed ones."""
+        if self._ready is not None and not self._ready.is_set():
+            await self._ready.wait()
+
     async def reset(self) -> None:
         """Fresh state: no fault, an empty record, the demo data alone under the fixed
         credentials, new services (limits, streams, timers, remembered answers)."""
         assert self._restart is not None and self._ready is not None
         self.faults.clear()
+        for stream in list(self.streams):  # their services are going: the clients reconnect
+            await stream.close(1012)
         self.requests.clear()
         self._ready.clear()
         self._restart.set()
@@ -8755,71 +8765,65 @@ def _denial(send: Send) -> Send:
     return denied
 
 
-def faulty_stream(
-    receive: Receive, send: Send, fault: StreamFault | None, entry: RecordedRequest
-) -> tuple[Receive, Send]:
-    """A stream's ``receive`` and ``send`` under ``fault``: after ``after`` frames, its frames
-    held ``stall_ms``, then (with ``close``) the stream closed with that code; once closed, the
-    app hears a disconnect and what it still sends goes nowhere."""
-    sent = 0
-    closed = asyncio.Event()
-    stalled = False
+class SandboxStream:
+    """One stream through the sandbox: its ``receive`` and ``send`` under its ``fault`` (after
+    ``after`` frames, its frames held ``stall_ms``, then, with ``close``, the stream closed with
+    that code), and :meth:`close` for a reset (1012: the service restarts). Once closed, the app
+    hears a disconnect and what it still sends goes nowhere."""
 
-    async def close() -> None:
-        assert fault is not None and fault.close is not None
-        closed.set()
-        await send({"type": "websocket.close", "code": fault.close, "reason": ""})
+    def __init__(
+        self, receive: Receive, send: Send, fault: StreamFault | None, entry: RecordedRequest
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self.fault = fault
+        self.entry = entry
+        self.sent = 0
+        self.stalled = False
+        self.code = 1000
+        self.closed = asyncio.Event()
 
-    async def faulted_send(message: ASGIMessage) -> None:
-        nonlocal sent, stalled
-        if closed.is_set():
+    async def close(self, code: int) -> None:
+        if self.closed.is_set():
             return
-        kind = message["type"]
+        self.code = code
+        self.closed.set()
+        if self.entry.status == 101:  # accepted: a close frame; a handshake under way just ends
+            with contextlib.suppress(Exception):  # the client left already
+                await self._send({"type": "websocket.close", "code": code, "reason": ""})
+
+    async def send(self, message: ASGIMessage) -> None:
+        if self.closed.is_set():
+            return
+        kind, fault = message["type"], self.fault
         if kind == "websocket.accept":
-            entry.status = 101
+            self.entry.status = 101
         elif kind == "websocket.http.response.start":
-            entry.status = cast(Any, message)["status"]
-        if (
-            fault is not None
-            and kind == "websocket.send"
-            and fault.stall_ms
-            and not stalled
-            and sent >= fault.after
-        ):
-            stalled = True
-            await asyncio.sleep(fault.stall_ms / 1000)
-            if fault.close is not None:
-                await close()
-                return
-        await send(message)
-        sent += kind == "websocket.send"
-        due = kind == "websocket.send" or (
-            kind == "websocket.accept" and fault is not None and fault.after == 0
-        )
-        if (
-            fault is not None
-            and due
-            and fault.close is not None
-            and not fault.stall_ms
-            and sent >= fault.after
-        ):
-            await close()
+            self.entry.status = cast(Any, message)["status"]
+        if fault is not None and kind == "websocket.send" and fault.stall_ms and not self.stalled:
+            if self.sent >= fault.after:
+                self.stalled = True
+                await asyncio.sleep(fault.stall_ms / 1000)
+                if fault.close is not None:
+                    await self.close(fault.close)
+                    return
+        await self._send(message)
+        self.sent += kind == "websocket.send"
+        if fault is None or fault.close is None or fault.stall_ms or self.sent < fault.after:
+            return
+        if kind == "websocket.send" or (kind == "websocket.accept" and fault.after == 0):
+            await self.close(fault.close)
 
-    async def faulted_receive() -> ReceiveMessage:
-        if closed.is_set():
-            return {"type": "websocket.disconnect", "code": fault.close if fault and fault.close else 1000}
-        heard = asyncio.ensure_future(receive())
-        ended = asyncio.ensure_future(closed.wait())
-        await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
-        if heard.done():
-            ended.cancel()
-            return heard.result()
-        heard.cancel()
-        return {"type": "websocket.disconnect", "code": fault.close if fault and fault.close else 1000}
-
-    if fault is None:
-        return receive, faulted_send
-    return faulted_receive, faulted_send
+    async def receive(self) -> ReceiveMessage:
+        if not self.closed.is_set():
+            heard = asyncio.ensure_future(self._receive())
+            ended = asyncio.ensure_future(self.closed.wait())
+            await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if heard.done():
+                ended.cancel()
+                return heard.result()
+            heard.cancel()
+        return {"type": "websocket.disconnect", "code": self.code}
 
 
 class SandboxLayer:
@@ -8845,6 +8849,7 @@ class SandboxLayer:
             await self.app(scope, receive, send)
             return
         template, api = found
+        await self.sandbox.settled()
         method = "GET" if scope["type"] == ScopeType.WEBSOCKET else scope["method"]
         route = f"{'GET' if method == 'HEAD' else method} {template}"
         credential = _bearer(scope)
@@ -8934,8 +8939,14 @@ class SandboxLayer:
         if fault is not None and fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
         kind = self.sandbox.routes.streams.get(route) if self.sandbox.routes else None
-        stream = None if kind is None else self.sandbox.faults.stream(kind)
-        await self.app(scope, *faulty_stream(receive, send, stream, entry))
+        stream = SandboxStream(
+            receive, send, None if kind is None else self.sandbox.faults.stream(kind), entry
+        )
+        self.sandbox.streams.add(stream)
+        try:
+            await self.app(scope, stream.receive, stream.send)
+        finally:
+            self.sandbox.streams.discard(stream)
 
     async def _refused(
         self,
@@ -10265,7 +10276,10 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     app = create_app(**overrides)
     _port_free(args.host, args.port)
     # A database that cannot be used is one line, not a traceback from the lifespan.
-    asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
+    sandboxed = getattr(app.state, "sandbox", None)  # XE_SANDBOX=1: its own database
+    asyncio.run(
+        _preflight(sandboxed.config if sandboxed else dataclasses.replace(Config.from_env(), **overrides))
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -10535,6 +10549,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> None:
         overrides["db"] = args.db
     app = create_app(**overrides)
     _port_free(args.host, args.port)
+    asyncio.run(_preflight(app.state.sandbox.config))
     print(sandbox_banner(f"http://{args.host}:{args.port}", app.state.sandbox.config), flush=True)
     config = uvicorn.Config(
         app,

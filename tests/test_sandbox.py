@@ -211,7 +211,8 @@ def test_a_stream_fault_closes_the_loader_stream_after_its_events(sandbox: Any) 
 
     async def scenario() -> tuple[list[dict[str, Any]], int | None]:
         reading = asyncio.create_task(_frames(sandbox.loaders_ws_url, 10, Authorization=xe.SANDBOX_BOT_TOKEN))
-        await asyncio.sleep(0.2)  # connected before the load starts
+        while not any(r["status"] == 101 for r in sandbox.requests.list()):  # connected first
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(sandbox.load_backup, statuses=())
         return await reading
 
@@ -427,4 +428,19 @@ def test_the_sandbox_serves_from_the_command_line_and_from_the_environment(how: 
         )
     database = re.search(r"database (\S+xenon_elixir_sandbox_\S+\.db)", output)
     if how == "cli":  # the throwaway file it names is gone with the server
-        assert database is not None and not Path(database[1]).exists()
+        assert database is not None
+        assert not [p for p in Path(database[1]).parent.glob(Path(database[1]).name + "*")]  # -wal, .server
+
+
+def test_a_reset_closes_open_streams_with_1012(sandbox: Any) -> None:
+    async def closed_by_reset(url: str, **headers: str) -> int | None:
+        async with connect(url, additional_headers=headers, open_timeout=10) as socket:
+            await asyncio.to_thread(sandbox.reset)
+            try:
+                while True:
+                    await asyncio.wait_for(socket.recv(), 10)
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+
+    assert asyncio.run(closed_by_reset(sandbox.loaders_ws_url, Authorization=xe.SANDBOX_BOT_TOKEN)) == 1012
+    assert asyncio.run(closed_by_reset(sandbox.player_ws_url)) == 1012

@@ -68,6 +68,11 @@ def test_retries_a_dropped_connection(xenon_elixir_sandbox: Any) -> None:
     assert [r["status"] for r in xe.requests.list()] == [None, 200]
 
 
+def connected(xe: Any) -> bool:
+    """Whether a loader stream is open: the sandbox recorded its accepted handshake (101)."""
+    return any(r["path"].endswith("/loaders/ws") and r["status"] == 101 for r in xe.requests.list())
+
+
 def _follow(bot: XenonPartner, xe: Any, loads: int) -> None:
     """Follow the loader stream while ``loads`` backup loads run, until their done events arrive."""
 
@@ -75,7 +80,7 @@ def _follow(bot: XenonPartner, xe: Any, loads: int) -> None:
         following = asyncio.create_task(
             bot.follow_loaders(lambda events: sum(e["event"] == "done" for e in events) >= loads)
         )
-        while not xe.requests.list():  # the stream's handshake arrived: it is connected
+        while not connected(xe):
             await asyncio.sleep(0.01)
         for _ in range(loads):
             await asyncio.to_thread(xe.load_backup, statuses=["loading roles"])
@@ -92,6 +97,31 @@ def test_resumes_the_loader_stream_with_since_after_a_1013(xenon_elixir_sandbox:
     assert [e["event"] for e in bot.events] == ["start", "done"]  # nothing lost, nothing twice
     handshakes = [r for r in xe.requests.list() if r["path"].endswith("/loaders/ws")]
     assert handshakes[-1]["query"] == f"since={bot.events[0]['seq']}"
+
+
+def test_resumes_the_loader_stream_with_since_after_a_server_restart(xenon_elixir_sandbox: Any) -> None:
+    xe = xenon_elixir_sandbox
+    bot, waits = partner(xe)
+
+    async def main() -> None:
+        following = asyncio.create_task(
+            bot.follow_loaders(lambda events: sum(e["event"] == "done" for e in events) >= 2)
+        )
+        while not connected(xe):
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(xe.load_backup, statuses=())
+        while len(bot.events) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(xe.reset)  # the server restarts: its streams close with 1012
+        while not connected(xe):  # reconnected, after its pause
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(xe.load_backup, statuses=())
+        await asyncio.wait_for(following, 30)
+
+    asyncio.run(main())
+    assert [e["event"] for e in bot.events] == ["start", "done", "start", "done"]
+    assert xe.requests.list()[0]["query"] == f"since={bot.events[1]['seq']}"
+    assert waits == [1.0]
 
 
 def test_resynchronises_when_the_stream_says_reset(xenon_elixir_sandbox: Any) -> None:
@@ -123,7 +153,8 @@ def test_waits_for_the_next_track_without_waiting(xenon_elixir_sandbox: Any) -> 
 
     async def main() -> dict[str, Any] | None:
         waiting = asyncio.create_task(elixir.next_track())
-        await asyncio.sleep(0.2)  # the stream is open
+        while not any(r["path"].endswith("/player") and r["status"] == 101 for r in xe.requests.list()):
+            await asyncio.sleep(0.01)  # the player stream is open
         await asyncio.to_thread(xe.end_track)  # a 3:23 track ends now
         return await asyncio.wait_for(waiting, 10)
 
