@@ -8533,7 +8533,7 @@ class Faults:
         for fault in self.armed.values():
             if not isinstance(fault, RequestFault) or fault.fired >= fault.times:
                 continue
-            if fault.match not in ("*", route, group) and not (group and fault.match == "auth_failures"):
+            if fault.match not in ("*", "auth_failures", route, group):  # auth_failures: every route
                 continue
             wanted = self._credentials.get(fault.id)
             if wanted is not None and not hmac.compare_digest(wanted, digest(credential)):

@@ -84,14 +84,16 @@ def test_the_sandbox_routes_need_the_admin_token(sandbox: Any) -> None:
         assert sandbox.http.request(method, path, headers=BOT).status_code == 401
 
 
-@pytest.mark.parametrize("path", ["/admin/faults", "/admin/clock", "/admin/requests", "/admin/reset"])
+@pytest.mark.parametrize(
+    "path", ["/admin/faults", "/admin/faults/f1", "/admin/clock", "/admin/requests", "/admin/reset"]
+)
 def test_a_normal_server_answers_the_sandbox_routes_404(path: str, tmp_path: Path) -> None:
-    with TestClient(xe.create_app(db=str(tmp_path / "xe.db"), admin_token=ADMIN_TOKEN)) as client:
+    app = xe.create_app(db=str(tmp_path / "xe.db"), admin_token=ADMIN_TOKEN)
+    assert isinstance(app.asgi_handler, xe.FrontLayer)  # no sandbox layer: nothing to pay
+    with TestClient(app) as client:
         for method in ("GET", "POST", "DELETE"):
             answer = client.request(method, path, headers=ADMIN)
-            assert answer.status_code in (404, 405), answer.text
-        assert client.get(path, headers=ADMIN).status_code == 404 or path in ("/admin/reset",)
-        assert not hasattr(client.app.state, "sandbox")  # no layer either: nothing to pay
+            assert (answer.status_code, answer.json()) == (404, {"error": "Not Found"})
 
 
 def test_credentials_survive_a_restart_and_explicit_settings_win(tmp_path: Path) -> None:
@@ -444,3 +446,26 @@ def test_a_reset_closes_open_streams_with_1012(sandbox: Any) -> None:
 
     assert asyncio.run(closed_by_reset(sandbox.loaders_ws_url, Authorization=xe.SANDBOX_BOT_TOKEN)) == 1012
     assert asyncio.run(closed_by_reset(sandbox.player_ws_url)) == 1012
+
+
+def test_a_clock_the_embedding_program_gives_is_its_own(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    with xe.sandbox(db=str(tmp_path / "xe.db"), clock=lambda: now[0]) as sandbox:
+        with httpx.Client(base_url=sandbox.url) as client:
+            answer = client.post("/admin/clock", json={"advance_ms": 1000}, headers=SANDBOX_ADMIN)
+            assert answer.status_code == 409 and "Config.clock" in answer.json()["error"]
+
+
+def test_an_auth_failures_fault_meets_every_api_route(sandbox: Any) -> None:
+    arm(sandbox, match="auth_failures", times=2)
+    assert sandbox.http.get(NOWPLAYING).status_code == 429
+    assert sandbox.http.get(MAPPERS, headers=BOT).status_code == 429
+    assert sandbox.http.get(MAPPERS, headers=BOT).status_code == 200
+
+
+def test_installing_registers_the_pytest_plugin() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["pytest11"] == {"xenon_elixir": "xenon_elixir"}
+    assert "examples/bot/tests" in project["tool"]["pytest"]["ini_options"]["testpaths"]
