@@ -8333,6 +8333,9 @@ _RECORDED = 1000
 _RECORDED_BODY = 64 * 1024
 """Bytes of a request body the record keeps."""
 
+_ARMED = 1000
+"""Faults that may be armed at once (spent ones count until removed)."""
+
 
 class _SandboxTimer:
     __slots__ = ("callback", "due", "done", "handle")
@@ -8374,12 +8377,15 @@ class SandboxClock:
         timer = _SandboxTimer(self.monotonic() + max(delay, 0.0), callback)
         timer.handle = asyncio.get_running_loop().call_later(max(delay, 0.0), timer.fire)
         heapq.heappush(self._due, (timer.due, next(self._order), timer))
+        if len(self._due) > 4096:  # timers real time fired or that were cancelled: let them go
+            self._due = [entry for entry in self._due if not entry[2].done]
+            heapq.heapify(self._due)
         return timer
 
     async def advance(self, seconds: float) -> None:
         """Move time ``seconds`` on. Timers fire in order, each at its own time, and the work a
-        timer starts (a track's end advancing the queue) finishes before the next fires: a
-        playlist of three tracks advanced past all three ends on the third."""
+        timer starts (a track's end advancing the queue) finishes before the next fires: an
+        advance past the ends of three tracks plays the fourth."""
         target = self.monotonic() + seconds
         while self._due and self._due[0][0] <= target:
             due, _, timer = heapq.heappop(self._due)
@@ -8511,6 +8517,8 @@ class Faults:
         self._ids = itertools.count(1)
 
     def arm(self, fault: RequestFault | StreamFault) -> RequestFault | StreamFault:
+        if len(self.armed) >= _ARMED:
+            raise ApiError(409, f"{_ARMED} faults are armed already: remove some (DELETE /admin/faults)")
         secret = None
         if isinstance(fault, RequestFault):
             known = fault.match == "*" or fault.match in RATE_LIMITS or fault.match in self.templates
@@ -8642,8 +8650,8 @@ class SandboxState:
         self.faults = Faults({})
         self.requests: deque[RecordedRequest] = deque(maxlen=_RECORDED)
         self.routes: SandboxRoutes | None = None
-        self.streams: set[Any] = set()
-        """The open streams (:class:`SandboxStream`), closed with 1012 by a reset."""
+        self.streams: set[SandboxStream] = set()
+        """The open streams, closed with 1012 by a reset."""
         self._restart = self._ready = None  # type: asyncio.Event | None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -9005,7 +9013,7 @@ def _sandbox_route(
     return documented
 
 
-@_sandbox_route(post, "/faults", "arm_fault", "Arm a fault", body=RequestFault, status_code=201)
+@_sandbox_route(post, "/faults", "arm_fault", "Arm a fault", 409, body=RequestFault, status_code=201)
 async def arm_fault(request: Request) -> Any:
     """A request fault (`match`: "METHOD /path/template" as this document spells it, a rate-limit
     group or "*"; optional `credential`; `times`, `status` (429), `retry_after_ms` (5000), `body`
