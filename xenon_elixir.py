@@ -43,6 +43,8 @@ To change...
                           players, loaders); the tables are in 7, for both stores.
     a backend             read 7 (Database, Transaction: what a store must do), one of 9 or 10
                           as the example, and STORES at the end of 10 (the URL's scheme).
+    the sandbox           read 26 (its faults, clock, record, reset and routes; 28 installs its
+                          layer and lifespan), and 29 for sandbox() and the pytest fixture.
 
     uvicorn xenon_elixir:app            # reads XE_* from the environment
     xenon-elixir serve --db bot.db      # the same, from the command line
@@ -10625,6 +10627,7 @@ environment (each also a create_app() keyword; see the README's Configuration):
   XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
   XE_TRUSTED_PROXIES  proxies whose X-Forwarded-For is read, e.g. 127.0.0.1,10.0.0.0/8 (default none)
   XE_MAX_STREAMS_PER_ADDRESS  player streams one client address may hold open (default 64)
+  XE_SANDBOX          1 serves the sandbox a bot's tests run against (see: xenon-elixir sandbox)
   XE_ACCESS_LOG       0 turns the access log off (default on)
   XE_REQUEST_METRICS  0 stops counting and timing each request for /metrics (default on)
   XE_REDIS_URL        redis://host:port/db: several server processes on one database, as one service
