@@ -8753,6 +8753,19 @@ _FAULT_MESSAGES = {
 }
 
 
+def _fault_message(status: int, api: str) -> str:
+    """The message of a fault's answer without a body: the API's own where it has one, else the
+    status's reason phrase (any status from 200 to 599 may be asked for)."""
+    if status == 401:
+        return NOT_AUTHORIZED if api == "elixir" else "Unauthorized"
+    if status in _FAULT_MESSAGES:
+        return _FAULT_MESSAGES[status]
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 async def _dropped(send: Send) -> None:
     """Close the connection without an answer: uvicorn's ``send`` belongs to the connection,
     whose transport is aborted (a reset, as a crashed server or a proxy gives)."""
@@ -8896,24 +8909,24 @@ class SandboxLayer:
                 return
             assert fault.status is not None
             entry.status = fault.status
-            await self._answer(send, fault, fault.status, api)
+            await self._answer(send, fault, fault.status, api, head=method == "HEAD")
         finally:
             entry.body = self._masked_body(b"".join(chunks)[:_RECORDED_BODY], credential)
 
-    async def _answer(self, send: Send, fault: RequestFault, status: int, api: str) -> None:
+    async def _answer(
+        self, send: Send, fault: RequestFault, status: int, api: str, head: bool = False
+    ) -> None:
         retry = fault.retry_after_ms / 1000
         body = fault.body
         if body is None:
-            message = _FAULT_MESSAGES.get(status) or (
-                NOT_AUTHORIZED if api == "elixir" and status == 401 else http.HTTPStatus(status).phrase
-            )
+            message = _fault_message(status, api)
             body = error_body(api, message, self.sandbox.config.clock(), retry if status == 429 else None)
         encoded = msgspec.json.encode(body)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(encoded))]
         if status in (429, 503):
             headers.append((b"retry-after", str(max(1, math.ceil(round(retry, 3)))).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": encoded, "more_body": False})
+        await send({"type": "http.response.body", "body": b"" if head else encoded, "more_body": False})
 
     def _masked_body(self, raw: bytes, credential: str) -> Any:
         if not raw.strip():
@@ -8979,7 +8992,7 @@ class SandboxLayer:
         assert fault.status is not None
         entry.status = fault.status
         retry = fault.retry_after_ms / 1000
-        message = _FAULT_MESSAGES.get(fault.status) or http.HTTPStatus(fault.status).phrase
+        message = _fault_message(fault.status, api)
         reason = fault.body or error_body(api, message, self.sandbox.config.clock(), retry)
         if fault.status != 429 and "websocket.http.response" in (scope.get("extensions") or {}):
             await self._answer(_denial(send), fault, fault.status, api)

@@ -469,3 +469,11 @@ def test_installing_registers_the_pytest_plugin() -> None:
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert project["project"]["entry-points"]["pytest11"] == {"xenon_elixir": "xenon_elixir"}
     assert "examples/bot/tests" in project["tool"]["pytest"]["ini_options"]["testpaths"]
+
+
+def test_any_status_is_answered_and_head_gets_no_body(sandbox: Any) -> None:
+    arm(sandbox, match="GET /api/v1/{guild_id}/nowplaying", status=432, times=2)
+    answer = sandbox.http.get(NOWPLAYING)
+    assert answer.status_code == 432 and answer.json()["message"] == "Error"
+    head = sandbox.http.head(NOWPLAYING)
+    assert head.status_code == 432 and head.content == b""
