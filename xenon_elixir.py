@@ -26,9 +26,10 @@ processes. Read it top to bottom: each numbered section uses only what is above 
     21-23 Routes          Xenon, Elixir, admin
     24 Host API           the Python door for an embedding bot
     25 Demo               seed data and simulated loads
-    26 Player page        GET /player/{guild}
-    27 App factory        create_app, the lifespan, the layer in front of Litestar
-    28 Command line       xenon-elixir
+    26 Sandbox            XE_SANDBOX: fixed credentials, faults, the clock, the record, reset
+    27 Player page        GET /player/{guild}
+    28 App factory        create_app, the lifespan, the layer in front of Litestar
+    29 Command line       xenon-elixir, and xenon_elixir.sandbox() with its pytest fixture
 
 To change...
     the rate limit        read 12 (the rule, the 429), 1 (groups and defaults), 14 (the same
@@ -44,6 +45,8 @@ To change...
                           players, loaders); the tables are in 7, for both stores.
     a backend             read 7 (Database, Transaction: what a store must do), one of 9 or 10
                           as the example, and STORES at the end of 10 (the URL's scheme).
+    the sandbox           read 26 (its faults, clock, record, reset and routes; 28 installs its
+                          layer and lifespan), and 29 for sandbox() and the pytest fixture.
 
     uvicorn xenon_elixir:app            # reads XE_* from the environment
     xenon-elixir serve --db bot.db      # the same, from the command line
@@ -66,7 +69,9 @@ import errno
 import fcntl
 import functools
 import hashlib
+import heapq
 import hmac
+import http
 import ipaddress
 import itertools
 import logging
@@ -77,6 +82,8 @@ import secrets
 import socket
 import sqlite3
 import sys
+import tempfile
+import threading
 import time
 import unicodedata
 from collections import Counter, OrderedDict, deque
@@ -96,6 +103,7 @@ from typing import (
     Any,
     ClassVar,
     Generic,
+    Literal,
     NamedTuple,
     NoReturn,
     Protocol,
@@ -219,6 +227,7 @@ _ENV_NAMES = {
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
     "trusted_proxies": "XE_TRUSTED_PROXIES",
     "max_streams_per_address": "XE_MAX_STREAMS_PER_ADDRESS",
+    "sandbox": "XE_SANDBOX",
 }
 
 
@@ -227,7 +236,7 @@ def _setting_name(field: str) -> str:
 
 
 _ON_OFF = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
-_ON_OFF_SETTINGS = ("access_log", "request_metrics", "demo")
+_ON_OFF_SETTINGS = ("access_log", "request_metrics", "demo", "sandbox")
 """The on/off settings: a bool as a keyword, one of :data:`_ON_OFF` in the environment."""
 
 
@@ -367,6 +376,7 @@ def settings_from_env(env: Mapping[str, str], defaults: type[Config]) -> dict[st
         lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or defaults.lavalink_search_prefix,
         trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
         max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, defaults.max_streams_per_address),
+        sandbox=_on_off("XE_SANDBOX", env.get("XE_SANDBOX"), defaults.sandbox),
     )
 
 
@@ -520,6 +530,11 @@ class Config:
     """Unauthenticated streams (the player stream, which the now-playing page follows) one client
     address may hold open at once in this process (``XE_MAX_STREAMS_PER_ADDRESS``); the next is
     accepted and closed at once with 4029."""
+
+    sandbox: bool = False
+    """Serve as the sandbox a bot developer tests against (``XE_SANDBOX=1``, ``xenon-elixir
+    sandbox``): the demo data under fixed credentials, faults, a clock tests move, a record of
+    requests (section 26). Its fixed settings give way to any given explicitly."""
 
     @functools.cached_property
     def proxies(self) -> TrustedProxies:
@@ -8638,7 +8653,826 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
 
 
 # ---------------------------------------------------------------------------
-# 26. The now-playing page: GET /player/{guild}
+# 26. Sandbox: the stand-in a bot developer tests against (XE_SANDBOX=1)
+# ---------------------------------------------------------------------------
+
+# Fixed, documented credentials: a bot's test configuration holds them across restarts. Only
+# their hashes are stored, as for any secret; they are published, so never use them elsewhere.
+SANDBOX_ADMIN_TOKEN = "xe-sandbox-admin-token"
+SANDBOX_BOT_TOKEN = "xe-sandbox-bot-token"
+SANDBOX_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+_SANDBOX_WIPED = tuple(
+    f"DELETE FROM {table}"  # children first: no foreign key is ever left dangling
+    for table in (
+        "queue",
+        "players",
+        "voice_channels",
+        "guilds",
+        "elixir_keys",
+        "template_bots",
+        "templates",
+        "bots",
+        "backups",
+        "loader_ids",
+        "loaders",
+        "mapper_ids",
+        "mapper_loaders",
+    )
+)
+"""What a fresh sandbox empties. The catalog is kept (the demo's tracks are restored), and so are
+the loader event log and its numbers: a ``seq`` never goes back, as on a real server."""
+
+_RECORDED = 1000
+"""Requests the record keeps (the oldest go first)."""
+
+_RECORDED_BODY = 64 * 1024
+"""Bytes of a request body the record keeps."""
+
+_ARMED = 1000
+"""Faults that may be armed at once (spent ones count until removed)."""
+
+
+class _SandboxTimer:
+    __slots__ = ("callback", "due", "done", "handle")
+
+    def __init__(self, due: float, callback: Callable[[], object]) -> None:
+        self.due = due
+        self.callback = callback
+        self.done = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        self.done = True
+        if self.handle is not None:
+            self.handle.cancel()
+
+    def fire(self) -> None:
+        if not self.done:
+            self.cancel()
+            self.callback()
+
+
+class SandboxClock:
+    """The sandbox's clocks and timers (``Config.clock``, ``monotonic``, ``timers``): real time
+    plus what tests added with :meth:`advance`. A timer fires when real time reaches it or when
+    an advance passes it, whichever comes first, so a sandbox left alone behaves like a server."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self._due: list[tuple[float, int, _SandboxTimer]] = []
+        self._order = itertools.count()
+
+    def clock(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+        timer = _SandboxTimer(self.monotonic() + max(delay, 0.0), callback)
+        timer.handle = asyncio.get_running_loop().call_later(max(delay, 0.0), timer.fire)
+        heapq.heappush(self._due, (timer.due, next(self._order), timer))
+        if len(self._due) > 4096:  # timers real time fired or that were cancelled: let them go
+            self._due = [entry for entry in self._due if not entry[2].done]
+            heapq.heapify(self._due)
+        return timer
+
+    async def advance(self, seconds: float) -> None:
+        """Move time ``seconds`` on. Timers fire in order, each at its own time, and the work a
+        timer starts (a track's end advancing the queue) finishes before the next fires: an
+        advance past the ends of three tracks plays the fourth."""
+        target = self.monotonic() + seconds
+        while self._due and self._due[0][0] <= target:
+            due, _, timer = heapq.heappop(self._due)
+            if timer.done:
+                continue
+            self.offset += max(0.0, due - self.monotonic())
+            before = asyncio.all_tasks()
+            timer.fire()
+            started = asyncio.all_tasks() - before
+            if started:
+                await asyncio.wait(started, timeout=10.0)
+        self.offset += max(0.0, target - self.monotonic())
+
+    def forget(self) -> None:
+        """Cancel every timer (a reset: the services that set them are gone)."""
+        for _, _, timer in self._due:
+            timer.cancel()
+        self._due.clear()
+
+
+def sandbox_config(config: Config) -> Config:
+    """``config`` with the sandbox's fixed settings wherever it holds the default: a setting
+    given explicitly (``XE_ADMIN_TOKEN``, ``XE_DB``, ``XE_RATE_LIMITS``, a clock...) wins. The
+    default database is a throwaway file, removed when the sandbox stops."""
+    defaults, fixed = Config(), SandboxClock()
+    chosen: dict[str, Any] = {}
+    if config.db == defaults.db:
+        name = f"xenon_elixir_sandbox_{os.getpid()}_{secrets.token_hex(4)}.db"
+        chosen["db"] = os.path.join(tempfile.gettempdir(), name)
+    if config.admin_token is None:
+        chosen["admin_token"] = SANDBOX_ADMIN_TOKEN
+    if config.clock is defaults.clock and config.monotonic is defaults.monotonic and config.timers is None:
+        chosen.update(clock=fixed.clock, monotonic=fixed.monotonic, timers=fixed)
+    return dataclasses.replace(config, **chosen)
+
+
+class RequestFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A fault on requests: an answer, a delay, or a dropped connection."""
+
+    match: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    """``"METHOD /path/template"`` as the OpenAPI document spells it (a stream's handshake is a
+    ``GET``), a rate-limit group, or ``"*"`` (every route of both APIs)."""
+    credential: str | None = None
+    """Only requests made with this bot token or Elixir key (answered as ``"***"``)."""
+    times: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+    status: Annotated[int, msgspec.Meta(ge=200, le=599)] | None = 429
+    """The answer's status; ``null`` (``delay_ms`` given alone): the real answer, delayed."""
+    retry_after_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 5000
+    body: Any = None
+    """The answer's JSON body; ``null``: the API's own error body for the status."""
+    delay_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 0
+    drop: bool = False
+    """Close the connection without an answer (after ``delay_ms``)."""
+    id: str = ""
+    fired: int = 0
+
+
+class StreamFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A fault on the next matching stream(s): closed with a code, or its frames stalled."""
+
+    stream: Literal["loaders", "player"]
+    close: Annotated[int, msgspec.Meta(ge=1000, le=4999)] | None = 1013
+    """The close code; ``null`` (``stall_ms`` given alone): not closed."""
+    after: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    """Frames sent before the fault acts."""
+    times: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+    stall_ms: Annotated[int, msgspec.Meta(ge=1, le=600_000)] | None = None
+    """Hold the stream's frames this long (then close, when ``close`` is given too)."""
+    id: str = ""
+    fired: int = 0
+
+
+class FaultList(msgspec.Struct):
+    faults: list[Any]
+    """Each a :class:`RequestFault` or a :class:`StreamFault` (an untagged union, which the
+    OpenAPI document cannot spell)."""
+
+
+class ClockIn(msgspec.Struct, forbid_unknown_fields=True):
+    advance_ms: Annotated[int, msgspec.Meta(ge=0, le=10 * 31_536_000_000)]
+
+
+class ClockOut(msgspec.Struct):
+    now_ms: int
+
+
+class RecordedRequest(msgspec.Struct):
+    method: str
+    path: str
+    query: str
+    status: int | None
+    """``null``: the connection was dropped (a fault) or the client left before an answer."""
+    body: Any = None
+
+
+class RecordedRequests(msgspec.Struct):
+    requests: list[RecordedRequest]
+
+
+def parse_fault(raw: bytes) -> RequestFault | StreamFault:
+    """A fault as ``POST /admin/faults`` takes it; a bad one is a 400 naming the field."""
+    given = decode_body(raw, dict[str, Any])
+    for field in ("id", "fired"):
+        if field in given:
+            raise ApiError(400, f"{field} is the server's to give, not a field of a new fault")
+    kind: type[RequestFault | StreamFault] = StreamFault if "stream" in given else RequestFault
+    try:
+        fault = msgspec.convert(given, kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, str(exc)) from None
+    if isinstance(fault, StreamFault):
+        if "stall_ms" in given and "close" not in given:
+            fault.close = None
+        if fault.close is None and fault.stall_ms is None:
+            raise ApiError(400, "a stream fault needs close or stall_ms - at `$.close`")
+    elif "delay_ms" in given and not given.keys() & {"status", "body", "drop", "retry_after_ms"}:
+        fault.status = None
+    return fault
+
+
+class Faults:
+    """The armed faults, in arming order; each fires ``times`` times, then stays listed, spent."""
+
+    def __init__(self, templates: Mapping[str, str]) -> None:
+        self.templates = templates
+        """``"METHOD /template"`` -> its rate-limit group (or ``""``), for every API route."""
+        self.armed: dict[str, RequestFault | StreamFault] = {}
+        self._credentials: dict[str, str] = {}  # fault id -> the credential's digest
+        self._ids = itertools.count(1)
+
+    def arm(self, fault: RequestFault | StreamFault) -> RequestFault | StreamFault:
+        if len(self.armed) >= _ARMED:
+            raise ApiError(409, f"{_ARMED} faults are armed already: remove some (DELETE /admin/faults)")
+        secret = None
+        if isinstance(fault, RequestFault):
+            known = fault.match == "*" or fault.match in RATE_LIMITS or fault.match in self.templates
+            if not known:
+                raise ApiError(
+                    400,
+                    f"match: {fault.match[:80]!r} is neither an API route (e.g. "
+                    f'"GET /api/mappers"), a rate-limit group ({", ".join(RATE_LIMITS)}) nor "*"',
+                )
+            secret, fault.credential = fault.credential, None if fault.credential is None else "***"
+        fault.id = f"f{next(self._ids)}"
+        if secret is not None:  # kept as its digest only, like every secret
+            self._credentials[fault.id] = digest(secret)
+        self.armed[fault.id] = fault
+        return fault
+
+    def request(self, route: str, credential: str) -> RequestFault | None:
+        """The first armed request fault this request (``"METHOD /template"``) meets, taken."""
+        group = self.templates.get(route, "")
+        for fault in self.armed.values():
+            if not isinstance(fault, RequestFault) or fault.fired >= fault.times:
+                continue
+            if fault.match not in ("*", "auth_failures", route, group):  # auth_failures: every route
+                continue
+            wanted = self._credentials.get(fault.id)
+            if wanted is not None and not hmac.compare_digest(wanted, digest(credential)):
+                continue
+            fault.fired += 1
+            return fault
+        return None
+
+    def stream(self, kind: str) -> StreamFault | None:
+        """The first armed fault of this stream, claimed by the stream now opening."""
+        for fault in self.armed.values():
+            if isinstance(fault, StreamFault) and fault.stream == kind and fault.fired < fault.times:
+                fault.fired += 1
+                return fault
+        return None
+
+    def remove(self, fault_id: str) -> bool:
+        self._credentials.pop(fault_id, None)
+        return self.armed.pop(fault_id, None) is not None
+
+    def clear(self) -> None:
+        self.armed.clear()
+        self._credentials.clear()
+
+
+def _bearer(scope: Scope) -> str:
+    """The credential a request carries: its ``Authorization`` value without a scheme word."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            word, _, rest = value.decode("latin-1").strip().partition(" ")
+            return rest.strip() if rest and word.lower() in ("bearer", "bot") else word
+    return ""
+
+
+class SandboxRoutes:
+    """The API routes a fault can name and the record keeps, learnt from the built app."""
+
+    def __init__(self, app: Litestar, config: Config) -> None:
+        x = config.xenon_prefix.rstrip("/")
+        groups = {
+            f"GET {x}/mappers": "mappers",
+            f"POST {x}/templates/{{template_id}}/bots": "templates",
+            f"DELETE {x}/templates/{{template_id}}/bots": "templates",
+            f"GET {x}/loaders/ws": "loaders_ws",
+        }
+        prefixes = (config.elixir_prefix.rstrip("/") + "/", x + "/")
+        self.templates: dict[str, str] = {}
+        """``"METHOD /template"`` -> its rate-limit group, or ``""``."""
+        self._paths: list[tuple[re.Pattern[str], str, str]] = []  # pattern, template, its API
+        for route in app.routes:
+            template = route.path_format
+            if not template.startswith(prefixes):
+                continue
+            methods = getattr(route, "methods", set()) - {"HEAD", "OPTIONS"} or {"GET"}  # a stream: GET
+            for method in sorted(methods):
+                self.templates[f"{method} {template}"] = groups.get(f"{method} {template}", "")
+            api = "elixir" if template.startswith(prefixes[0]) else "xenon"
+            pattern = re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)) + "/?")
+            if all(template != known for _, known, _ in self._paths):
+                self._paths.append((pattern, template, api))
+        self._paths.sort(key=lambda entry: -len(entry[1]))  # /api/v1/... before /api/...
+        self.streams = {f"GET {x}/loaders/ws": "loaders"}
+        self.streams |= {
+            f"GET {template}": "player"
+            for _, template, api in self._paths
+            if api == "elixir" and template.endswith("/player")
+        }
+
+    def of(self, path: str) -> tuple[str, str] | None:
+        """The route template of a request's path and its API, or ``None`` (not an API route)."""
+        for pattern, template, api in self._paths:
+            if pattern.fullmatch(path):
+                return template, api
+        return None
+
+
+async def fresh_sandbox(services: Services) -> None:
+    """Empty the sandbox's data (:data:`_SANDBOX_WIPED`) and seed the demo under the fixed
+    credentials."""
+    services.music.track_ends.poll = None  # one process: every change arms its own timer
+    stores = services.stores
+
+    async def wipe(tx: Transaction) -> None:
+        for statement in _SANDBOX_WIPED:
+            await tx.run(statement)
+
+    await stores.database.write(wipe, forgets=[("keys",), ("bots",)])
+    await seed_demo(Host(services), "", None)
+    now = services.config.clock()
+
+    async def fixed(tx: Transaction) -> None:
+        await tx.run(stores.partners.bot_grant, DEMO_BOT, "Demo Bot", digest(SANDBOX_BOT_TOKEN), now)
+        await tx.run(stores.keys.delete, DEMO_GUILD, DEMO_USER)
+        await tx.run(stores.keys.insert, digest(SANDBOX_KEY), DEMO_GUILD, DEMO_USER, now)
+
+    await stores.database.write(fixed, forgets=[("keys",), ("bots",)])
+
+
+class SandboxState:
+    """One sandbox app's faults, record and clock, and the services it restarts on a reset."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.clock = config.timers if isinstance(config.timers, SandboxClock) else None
+        """The clock tests move (``None`` when the embedding program gave its own)."""
+        self.faults = Faults({})
+        self.requests: deque[RecordedRequest] = deque(maxlen=_RECORDED)
+        self.routes: SandboxRoutes | None = None
+        self.streams: set[SandboxStream] = set()
+        """The open streams, closed with 1012 by a reset."""
+        self._restart = self._ready = None  # type: asyncio.Event | None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def learn(self, app: Litestar) -> None:
+        self.routes = SandboxRoutes(app, self.config)
+        self.faults.templates = self.routes.templates
+
+    @contextlib.asynccontextmanager
+    async def running(
+        self,
+        app: Litestar,
+        serving: Callable[[Litestar, Config], contextlib.AbstractAsyncContextManager[None]],
+    ) -> AsyncIterator[None]:
+        """The app's lifespan in sandbox mode: its services (``serving``), opened fresh by one
+        task that a :meth:`reset` asks to close and open them again (one task enters and leaves
+        them, as a lifespan does)."""
+        self._restart, self._ready, self._stopping = asyncio.Event(), asyncio.Event(), False
+        self._supervisor = asyncio.create_task(self._supervise(app, serving))
+        await self._until_ready()
+        try:
+            yield
+        finally:
+            self._stopping = True
+            self._restart.set()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            if not is_postgres(self.config.db) and os.path.basename(self.config.db).startswith(
+                "xenon_elixir_sandbox_"
+            ):  # the throwaway file sandbox_config chose
+                for suffix in ("", "-wal", "-shm", ".server"):
+                    with contextlib.suppress(OSError):
+                        os.remove(self.config.db + suffix)
+
+    async def _supervise(
+        self,
+        app: Litestar,
+        serving: Callable[[Litestar, Config], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        assert self._restart is not None and self._ready is not None
+        while not self._stopping:
+            async with serving(app, self.config):
+                await fresh_sandbox(app.state.xe)
+                self._ready.set()
+                await self._restart.wait()
+            self._restart.clear()
+            if self.clock is not None:
+                self.clock.forget()
+
+    async def _until_ready(self) -> None:
+        assert self._ready is not None and self._supervisor is not None
+        ready = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait({ready, self._supervisor}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            self._supervisor.result()  # the error that stopped it
+            raise Unavailable("the sandbox stopped")
+
+    async def settled(self) -> None:
+        """Return once no reset is under way: a request that comes during one waits for the new
+        services instead of meeting the closed ones."""
+        if self._ready is not None and not self._ready.is_set():
+            await self._ready.wait()
+
+    async def reset(self) -> None:
+        """Fresh state: no fault, an empty record, the demo data alone under the fixed
+        credentials, new services (limits, streams, timers, remembered answers)."""
+        assert self._restart is not None and self._ready is not None
+        self.faults.clear()
+        for stream in list(self.streams):  # their services are going: the clients reconnect
+            await stream.close(1012)
+        self.requests.clear()
+        self._ready.clear()
+        self._restart.set()
+        await self._until_ready()
+
+
+def sandbox_banner(base_url: str, config: Config) -> str:
+    """What ``xenon-elixir sandbox`` prints: where it is and its credentials."""
+    admin = "(XE_ADMIN_TOKEN)" if config.admin_token != SANDBOX_ADMIN_TOKEN else SANDBOX_ADMIN_TOKEN
+    return "\n".join(
+        [
+            f"xenon_elixir sandbox on {base_url} (database {config.db}; emptied on start and reset)",
+            f"  Xenon bot {DEMO_BOT} token: {SANDBOX_BOT_TOKEN}",
+            f"  Elixir key of guild {DEMO_GUILD} / user {DEMO_USER}: {SANDBOX_KEY}",
+            f"  Admin token: {admin}",
+            f"  Voice channels {', '.join(DEMO_VOICE)}; template {DEMO_TEMPLATE}; backup {DEMO_BACKUP} "
+            f"of source {DEMO_SOURCE} loaded into target {DEMO_TARGET}",
+            f"  Faults, clock, record, reset: {config.admin_prefix}/faults, /clock, /requests, /reset "
+            f"(see {base_url}/schema, tag Sandbox)",
+        ]
+    )
+
+
+_FAULT_MESSAGES = {
+    429: RATE_LIMITED,
+    503: "Service unavailable: try again shortly.",
+}
+
+
+def _fault_message(status: int, api: str) -> str:
+    """The message of a fault's answer without a body: the API's own where it has one, else the
+    status's reason phrase (any status from 200 to 599 may be asked for)."""
+    if status == 401:
+        return NOT_AUTHORIZED if api == "elixir" else "Unauthorized"
+    if status in _FAULT_MESSAGES:
+        return _FAULT_MESSAGES[status]
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _dropped(send: Send) -> None:
+    """Close the connection without an answer: uvicorn's ``send`` belongs to the connection,
+    whose transport is aborted (a reset, as a crashed server or a proxy gives)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:  # another server: an exception is the nearest thing
+        raise ConnectionAbortedError("dropped by a sandbox fault")
+    transport.abort()
+    for _ in range(3):  # the server hears of the loss and sends nothing for us
+        await asyncio.sleep(0)
+
+
+def _denial(send: Send) -> Send:
+    """``send`` for an HTTP answer to a WebSocket handshake (the ASGI denial-response extension)."""
+
+    async def denied(message: ASGIMessage) -> None:
+        await send(
+            cast(ASGIMessage, {**message, "type": message["type"].replace("http.", "websocket.http.", 1)})
+        )
+
+    return denied
+
+
+class SandboxStream:
+    """One stream through the sandbox: its ``receive`` and ``send`` under its ``fault`` (after
+    ``after`` frames, its frames held ``stall_ms``, then, with ``close``, the stream closed with
+    that code), and :meth:`close` for a reset (1012: the service restarts). Once closed, the app
+    hears a disconnect and what it still sends goes nowhere."""
+
+    def __init__(
+        self, receive: Receive, send: Send, fault: StreamFault | None, entry: RecordedRequest
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self.fault = fault
+        self.entry = entry
+        self.sent = 0
+        self.stalled = False
+        self.code = 1000
+        self.closed = asyncio.Event()
+
+    async def close(self, code: int) -> None:
+        if self.closed.is_set():
+            return
+        self.code = code
+        self.closed.set()
+        if self.entry.status == 101:  # accepted: a close frame; a handshake under way just ends
+            with contextlib.suppress(Exception):  # the client left already
+                await self._send({"type": "websocket.close", "code": code, "reason": ""})
+
+    async def send(self, message: ASGIMessage) -> None:
+        if self.closed.is_set():
+            return
+        kind, fault = message["type"], self.fault
+        if kind == "websocket.accept":
+            self.entry.status = 101
+        elif kind == "websocket.http.response.start":
+            self.entry.status = cast(Any, message)["status"]
+        if fault is not None and kind == "websocket.send" and fault.stall_ms and not self.stalled:
+            if self.sent >= fault.after:
+                self.stalled = True
+                await asyncio.sleep(fault.stall_ms / 1000)
+                if fault.close is not None:
+                    await self.close(fault.close)
+                    return
+        await self._send(message)
+        self.sent += kind == "websocket.send"
+        if fault is None or fault.close is None or fault.stall_ms or self.sent < fault.after:
+            return
+        if kind == "websocket.send" or (kind == "websocket.accept" and fault.after == 0):
+            await self.close(fault.close)
+
+    async def receive(self) -> ReceiveMessage:
+        if not self.closed.is_set():
+            heard = asyncio.ensure_future(self._receive())
+            ended = asyncio.ensure_future(self.closed.wait())
+            await asyncio.wait({heard, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if heard.done():
+                ended.cancel()
+                return heard.result()
+            heard.cancel()
+        return {"type": "websocket.disconnect", "code": self.code}
+
+
+class SandboxLayer:
+    """In front of the app in sandbox mode only: request and stream faults, and the record of
+    what the APIs received (``mask`` masks a query string; ``secret`` names secret body keys)."""
+
+    def __init__(
+        self, app: ASGIApp, state: SandboxState, mask: Callable[[str], str], secret: re.Pattern[str]
+    ) -> None:
+        self.app = app
+        self.sandbox = state
+        self.mask = mask
+        self.secret = secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        routes = self.sandbox.routes
+        if scope["type"] not in ("http", "websocket") or routes is None:
+            await self.app(scope, receive, send)
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        found = routes.of(path[len(root) :] if root and path.startswith(root) else path)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        template, api = found
+        await self.sandbox.settled()
+        method = "GET" if scope["type"] == ScopeType.WEBSOCKET else scope["method"]
+        route = f"{'GET' if method == 'HEAD' else method} {template}"
+        credential = _bearer(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        entry = RecordedRequest(method, path, self.mask(query), None)
+        self.sandbox.requests.append(entry)
+        fault = self.sandbox.faults.request(route, credential)
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await self._stream(scope, receive, send, route, api, fault, entry)
+            return
+        chunks: list[bytes] = []
+
+        async def listen() -> ReceiveMessage:
+            message = await receive()
+            if message["type"] == "http.request" and sum(map(len, chunks)) < _RECORDED_BODY:
+                chunks.append(message.get("body", b""))
+            return message
+
+        async def answer(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                entry.status = message["status"]
+            await send(message)
+
+        try:
+            if fault is not None and fault.delay_ms:
+                await asyncio.sleep(fault.delay_ms / 1000)
+            if fault is None or (fault.status is None and not fault.drop):
+                await self.app(scope, listen, answer)
+                return
+            while (message := await listen())["type"] == "http.request" and message.get("more_body"):
+                pass  # the whole request, for the record, before the fault answers
+            if fault.drop:
+                await _dropped(send)
+                return
+            assert fault.status is not None
+            entry.status = fault.status
+            await self._answer(send, fault, fault.status, api, head=method == "HEAD")
+        finally:
+            entry.body = self._masked_body(b"".join(chunks)[:_RECORDED_BODY], credential)
+
+    async def _answer(
+        self, send: Send, fault: RequestFault, status: int, api: str, head: bool = False
+    ) -> None:
+        retry = fault.retry_after_ms / 1000
+        body = fault.body
+        if body is None:
+            message = _fault_message(status, api)
+            body = error_body(api, message, self.sandbox.config.clock(), retry if status == 429 else None)
+        encoded = msgspec.json.encode(body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(encoded))]
+        if status in (429, 503):
+            headers.append((b"retry-after", str(max(1, math.ceil(round(retry, 3)))).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else encoded, "more_body": False})
+
+    def _masked_body(self, raw: bytes, credential: str) -> Any:
+        if not raw.strip():
+            return None
+        try:
+            return self._masked(msgspec.json.decode(raw), credential)
+        except (msgspec.DecodeError, RecursionError):
+            text = raw.decode("utf-8", "replace")
+            return text.replace(credential, "***") if credential else text
+
+    def _masked(self, value: Any, credential: str) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: "***" if self.secret.search(k) else self._masked(v, credential) for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._masked(v, credential) for v in value]
+        return "***" if credential and value == credential else value
+
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: str,
+        api: str,
+        fault: RequestFault | None,
+        entry: RecordedRequest,
+    ) -> None:
+        if fault is not None and (fault.status is not None or fault.drop):
+            await self._refused(scope, receive, send, fault, api, entry)
+            return
+        if fault is not None and fault.delay_ms:
+            await asyncio.sleep(fault.delay_ms / 1000)
+        kind = self.sandbox.routes.streams.get(route) if self.sandbox.routes else None
+        stream = SandboxStream(
+            receive, send, None if kind is None else self.sandbox.faults.stream(kind), entry
+        )
+        self.sandbox.streams.add(stream)
+        try:
+            await self.app(scope, stream.receive, stream.send)
+        finally:
+            self.sandbox.streams.discard(stream)
+
+    async def _refused(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        fault: RequestFault,
+        api: str,
+        entry: RecordedRequest,
+    ) -> None:
+        """A handshake a request fault answers: a 429 as the real limiter does (accepted, then
+        closed with 4029 and the reason), another status as an HTTP denial where the server can
+        send one (else accepted and closed with 4000 + the status's hundreds)."""
+        await receive()  # websocket.connect
+        if fault.delay_ms:
+            await asyncio.sleep(fault.delay_ms / 1000)
+        if fault.drop:
+            await _dropped(send)
+            return
+        assert fault.status is not None
+        entry.status = fault.status
+        retry = fault.retry_after_ms / 1000
+        message = _fault_message(fault.status, api)
+        reason = fault.body or error_body(api, message, self.sandbox.config.clock(), retry)
+        if fault.status != 429 and "websocket.http.response" in (scope.get("extensions") or {}):
+            await self._answer(_denial(send), fault, fault.status, api)
+            return
+        await send(cast(ASGIMessage, {"type": "websocket.accept"}))
+        code = 4029 if fault.status == 429 else 4000 + fault.status // 100
+        await send({"type": "websocket.close", "code": code, "reason": msgspec.json.encode(reason).decode()})
+
+
+def sandbox_of(request: ASGIConnection[Any, Any, Any, Any]) -> SandboxState:
+    return cast(SandboxState, request.app.state.sandbox)
+
+
+def _sandbox_route(
+    route: Any, path: str, operation_id: str, summary: str, *errors: int, **options: Any
+) -> Any:
+    """A sandbox route: an admin route, tagged Sandbox, there only in sandbox mode; its
+    docstring is its description."""
+
+    def documented(handler: Callable[..., Any]) -> Any:
+        described = " ".join((handler.__doc__ or "").split())
+        return _admin(
+            route,
+            path,
+            *errors,
+            tags=["Sandbox"],
+            operation_id=operation_id,
+            summary=summary,
+            description=described,
+            **options,
+        )(handler)
+
+    return documented
+
+
+@_sandbox_route(post, "/faults", "arm_fault", "Arm a fault", 409, body=RequestFault, status_code=201)
+async def arm_fault(request: Request) -> Any:
+    """A request fault (`match`: "METHOD /path/template" as this document spells it, a rate-limit
+    group or "*"; optional `credential`; `times`, `status` (429), `retry_after_ms` (5000), `body`
+    (default: the API's own error body), `delay_ms` (alone: the real answer, delayed), `drop`),
+    or a stream fault (`stream`: "loaders" or "player"; `close` (1013) after `after` frames, or
+    `stall_ms`; `times`). Answers the fault with its `id` and every field's value."""
+    return sandbox_of(request).faults.arm(parse_fault(await request.body()))
+
+
+@_sandbox_route(get, "/faults", "list_faults", "List the faults")
+async def list_faults(request: Request) -> FaultList:
+    """Every armed fault in arming order, with `fired`: the times it fired so far."""
+    return FaultList(list(sandbox_of(request).faults.armed.values()))
+
+
+@_sandbox_route(delete, "/faults", "clear_faults", "Remove every fault")
+async def clear_faults(request: Request) -> Empty:
+    """Remove every fault, spent or not."""
+    sandbox_of(request).faults.clear()
+    return Empty()
+
+
+@_sandbox_route(delete, "/faults/{fault_id:str}", "remove_fault", "Remove a fault", 404)
+async def remove_fault(request: Request, fault_id: Annotated[str, PathParameter()]) -> Empty:
+    """Remove one fault by its `id`; an unknown id is a 404."""
+    if not sandbox_of(request).faults.remove(fault_id):
+        raise ApiError(404, "Unknown fault")
+    return Empty()
+
+
+def _moved_clock(request: Request) -> SandboxClock:
+    clock = sandbox_of(request).clock
+    if clock is None:
+        raise ApiError(409, "The clock is the embedding program's (Config.clock): the sandbox cannot move it")
+    return clock
+
+
+@_sandbox_route(post, "/clock", "advance_clock", "Move the clock on", 409, body=ClockIn)
+async def advance_clock(request: Request) -> ClockOut:
+    """Move the sandbox's time `advance_ms` on: track ends, positions, status windows and
+    rate-limit windows follow; the timers passed fire in order. Answers the new time."""
+    clock = _moved_clock(request)
+    await clock.advance(decode_body(await request.body(), ClockIn).advance_ms / 1000)
+    return ClockOut(int(clock.clock() * 1000))
+
+
+@_sandbox_route(get, "/clock", "read_clock", "Read the clock", 409)
+async def read_clock(request: Request) -> ClockOut:
+    """The sandbox's time, epoch milliseconds: real time plus every advance."""
+    return ClockOut(int(_moved_clock(request).clock() * 1000))
+
+
+@_sandbox_route(get, "/requests", "list_requests", "List the requests the APIs received")
+async def list_requests(request: Request) -> RecordedRequests:
+    """What the Xenon and Elixir routes received, newest last (the last 1,000): method, path,
+    query and body with secrets masked (no header is kept), and the status answered."""
+    return RecordedRequests(list(sandbox_of(request).requests))
+
+
+@_sandbox_route(delete, "/requests", "clear_requests", "Empty the record")
+async def clear_requests(request: Request) -> Empty:
+    """Forget every recorded request."""
+    sandbox_of(request).requests.clear()
+    return Empty()
+
+
+@_sandbox_route(post, "/reset", "reset_sandbox", "Start afresh")
+async def reset_sandbox(request: Request) -> Empty:
+    """Fresh state, in milliseconds: no fault, an empty record, the demo data alone under the
+    fixed credentials, and new services (rate limits, open streams, timers). The loader event
+    log and its numbers carry on: a `seq` never goes back."""
+    await sandbox_of(request).reset()
+    return Empty()
+
+
+SANDBOX_ROUTES = [
+    arm_fault,
+    list_faults,
+    clear_faults,
+    remove_fault,
+    advance_clock,
+    read_clock,
+    list_requests,
+    clear_requests,
+    reset_sandbox,
+]
+
+
+# ---------------------------------------------------------------------------
+# 27. The now-playing page: GET /player/{guild}
 # ---------------------------------------------------------------------------
 
 PLAYER_PAGE_PATH = "/player"
@@ -8942,7 +9776,7 @@ async def player_page(request: Request, guild_id: SnowflakePath) -> Response[str
 
 
 # ---------------------------------------------------------------------------
-# 27. App factory: create_app, the lifespan, the layer in front of Litestar
+# 28. App factory: create_app, the lifespan, the layer in front of Litestar
 # ---------------------------------------------------------------------------
 
 
@@ -9503,7 +10337,7 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
         routers.append(
             Router(
                 config.admin_prefix,
-                route_handlers=ADMIN_ROUTES,
+                route_handlers=[*ADMIN_ROUTES, *(SANDBOX_ROUTES if config.sandbox else ())],
                 guards=[admin_guard],
                 security=[{"AdminToken": []}],
                 opt={"api": "admin"},
@@ -9542,6 +10376,10 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
     app.asgi_handler = FrontLayer(app.asgi_handler, config, allowed_methods(app), DOCS_PATH)
+    if config.sandbox:  # only then: a normal server pays nothing for it
+        app.state.sandbox = state = SandboxState(config)
+        state.learn(app)
+        app.asgi_handler = SandboxLayer(app.asgi_handler, state, masked_query, _SECRET_NAME)
     return app
 
 
@@ -9551,6 +10389,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     ``overrides`` replace fields of ``config`` (by default :meth:`Config.from_env`).
     """
     config = dataclasses.replace(config or Config.from_env(), **overrides)
+    if config.sandbox:
+        config = sandbox_config(config)
     config.check()  # a bad setting fails here, not at the first request
     if config.demo and not config.admin_token:  # the demo shows the admin API too
         config = dataclasses.replace(config, admin_token=secrets.token_urlsafe(18))
@@ -9559,7 +10399,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         _setup_logging()
         try:
-            async with _serving(app, config):
+            async with app.state.sandbox.running(app, _serving) if config.sandbox else _serving(app, config):
                 yield
             _flush_access_log()
         except asyncio.CancelledError:
@@ -9584,7 +10424,7 @@ def __getattr__(name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------
-# 28. Command line: xenon-elixir
+# 29. Command line: xenon-elixir
 # ---------------------------------------------------------------------------
 
 
@@ -9833,7 +10673,10 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     app = create_app(**overrides)
     _port_free(args.host, args.port)
     # A database that cannot be used is one line, not a traceback from the lifespan.
-    asyncio.run(_preflight(dataclasses.replace(Config.from_env(), **overrides)))
+    sandboxed = getattr(app.state, "sandbox", None)  # XE_SANDBOX=1: its own database
+    asyncio.run(
+        _preflight(sandboxed.config if sandboxed else dataclasses.replace(Config.from_env(), **overrides))
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -9849,10 +10692,283 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     _Server(config).run()
 
 
+class SandboxCredentials(NamedTuple):
+    """The sandbox's fixed ids and secrets (the same on every start)."""
+
+    admin_token: str
+    bot_id: str = DEMO_BOT
+    bot_token: str = SANDBOX_BOT_TOKEN
+    key: str = SANDBOX_KEY
+    guild_id: str = DEMO_GUILD
+    user_id: str = DEMO_USER
+    voice_channels: tuple[str, ...] = DEMO_VOICE
+    template_id: str = DEMO_TEMPLATE
+    backup_id: str = DEMO_BACKUP
+    source_id: str = DEMO_SOURCE
+    target_id: str = DEMO_TARGET
+    creator_id: str = DEMO_CREATOR
+
+
+class _SandboxCalls:
+    """The sandbox's admin routes, called over HTTP (the same door a bot in any language has)."""
+
+    def __init__(self, url: str, admin_token: str, admin_prefix: str) -> None:
+        self._base = url + admin_prefix
+        self._auth = f"Bearer {admin_token}"
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else msgspec.json.encode(body)
+        ask = urllib.request.Request(self._base + path, data=data, method=method)
+        ask.add_header("Authorization", self._auth)
+        ask.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(ask, timeout=30) as answer:
+                return msgspec.json.decode(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, msgspec.json.decode(exc.read()).get("error", str(exc))) from None
+
+
+class SandboxFaults:
+    """``xe.faults``: arm, list and remove faults (``POST/GET/DELETE /admin/faults``)."""
+
+    def __init__(self, calls: _SandboxCalls) -> None:
+        self._calls = calls
+
+    def arm(self, **fault: Any) -> dict[str, Any]:
+        """Arm a fault (the fields of ``POST /admin/faults``); returns it with its ``id``."""
+        return cast(dict[str, Any], self._calls.call("POST", "/faults", fault))
+
+    def list(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._calls.call("GET", "/faults")["faults"])
+
+    def remove(self, fault_id: str) -> None:
+        self._calls.call("DELETE", f"/faults/{fault_id}")
+
+    def clear(self) -> None:
+        self._calls.call("DELETE", "/faults")
+
+
+class SandboxTime:
+    """``xe.clock``: the sandbox's time (``/admin/clock``)."""
+
+    def __init__(self, calls: _SandboxCalls) -> None:
+        self._calls = calls
+
+    def advance(self, seconds: float = 0.0, *, ms: int = 0) -> int:
+        """Move time on; returns the new time in epoch milliseconds."""
+        return int(self._calls.call("POST", "/clock", {"advance_ms": ms + round(seconds * 1000)})["now_ms"])
+
+    @property
+    def now_ms(self) -> int:
+        return int(self._calls.call("GET", "/clock")["now_ms"])
+
+
+class SandboxRecord:
+    """``xe.requests``: what the APIs received (``/admin/requests``)."""
+
+    def __init__(self, calls: _SandboxCalls) -> None:
+        self._calls = calls
+
+    def list(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._calls.call("GET", "/requests")["requests"])
+
+    def clear(self) -> None:
+        self._calls.call("DELETE", "/requests")
+
+
+class SandboxServer:
+    """A sandbox app served by uvicorn on a free loopback port, in a thread (:func:`sandbox`)."""
+
+    def __init__(self, config: Config | None, overrides: dict[str, Any]) -> None:
+        overrides = {"access_log": False, **overrides, "sandbox": True}
+        self.app = create_app(config, **overrides)
+        self.config: Config = self.app.state.sandbox.config
+        self.credentials = SandboxCredentials(self.config.admin_token or SANDBOX_ADMIN_TOKEN)
+        self.url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        import uvicorn
+
+        # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that name it, and
+        # without it every keep-alive answer waited 40 ms on the client's delayed ACK.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        listener.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self._server = server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", ws_per_message_deflate=False, proxy_headers=False)
+        )
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(server.serve([listener]),), name="xenon_elixir sandbox", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the sandbox did not start (see the log above)")
+            time.sleep(0.005)
+        calls = _SandboxCalls(self.url, self.credentials.admin_token, self.config.admin_prefix)
+        self._calls, self.faults, self.clock = calls, SandboxFaults(calls), SandboxTime(calls)
+        self.requests = SandboxRecord(calls)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(30)
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.__exit__)
+
+    @property
+    def xenon_url(self) -> str:
+        return self.url + self.config.xenon_prefix
+
+    @property
+    def elixir_url(self) -> str:
+        return self.url + self.config.elixir_prefix
+
+    @property
+    def loaders_ws_url(self) -> str:
+        return self.xenon_url.replace("http", "ws", 1) + "/loaders/ws"
+
+    @property
+    def player_ws_url(self) -> str:
+        return f"{self.elixir_url.replace('http', 'ws', 1)}/{DEMO_GUILD}/player"
+
+    def reset(self) -> None:
+        """Fresh state (``POST /admin/reset``): no fault, an empty record, the demo data alone."""
+        self._calls.call("POST", "/reset")
+
+    def load_backup(
+        self,
+        ids: Mapping[str, str] | None = None,
+        statuses: Sequence[str] = DEMO_STATUSES,
+        *,
+        ok: bool = True,
+    ) -> str:
+        """A backup load of the demo backup into the demo target through the admin routes:
+        start, each status, the ids (old -> new; by default a fresh set), done. Returns the target."""
+        target = DEMO_TARGET
+        self._calls.call(
+            "POST",
+            "/loaders",
+            {
+                "target_id": target,
+                "type": "backup",
+                "source_id": DEMO_SOURCE,
+                "backup_id": DEMO_BACKUP,
+                "user_id": DEMO_CREATOR,
+            },
+        )
+        for status in statuses:
+            self._calls.call("POST", f"/loaders/{target}/status", {"status": status})
+        self._calls.call("POST", f"/loaders/{target}/ids", {"ids": dict(ids or _demo_ids(1))})
+        self._calls.call("POST", f"/loaders/{target}/done", {"ok": ok})
+        return target
+
+    def _elixir(self, method: str, action: str, body: Any = None) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else msgspec.json.encode(body)
+        ask = urllib.request.Request(f"{self.elixir_url}/{DEMO_GUILD}/{action}", data=data, method=method)
+        ask.add_header("Authorization", f"Bearer {SANDBOX_KEY}")
+        ask.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(ask, timeout=30) as answer:
+                return msgspec.json.decode(answer.read())
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, msgspec.json.decode(exc.read()).get("message", str(exc))) from None
+
+    def play(self, query: str) -> list[dict[str, Any]]:
+        """Join the demo guild's first voice channel and play ``query`` (a search, a track's or a
+        playlist's URL) as the demo user; the tracks queued."""
+        self._elixir("POST", "join", {"user": DEMO_USER, "channel": DEMO_VOICE[0]})
+        return cast(list[dict[str, Any]], self._elixir("POST", "play", {"user": DEMO_USER, "query": query}))
+
+    def end_track(self) -> int:
+        """Move the clock to the end of the demo guild's current track (the next one starts);
+        returns the new time. Nothing playing is an ``ApiError`` (410)."""
+        playing = self._elixir("GET", "nowplaying")
+        return self.clock.advance(ms=max(0, playing["duration"] * 1000 - playing["position"]))
+
+
+def sandbox(config: Config | None = None, **overrides: Any) -> SandboxServer:
+    """The sandbox on a free loopback port, for ``with`` or ``async with``::
+
+        with xenon_elixir.sandbox() as xe:
+            httpx.get(f"{xe.xenon_url}/mappers", params=..., headers={"Authorization": xe.credentials.bot_token})
+
+    ``config`` and ``overrides`` as :func:`create_app` takes them (``XE_*`` from the environment
+    by default: ``XE_DB=postgresql://...`` runs it on PostgreSQL)."""
+    return SandboxServer(config, overrides)
+
+
+def pytest_configure(config: Any) -> None:
+    """The pytest plugin (entry point ``pytest11``): the ``xenon_elixir_sandbox`` fixture, one
+    server for the session, reset to fresh state before each test."""
+    import types
+
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def xenon_elixir_sandbox_server() -> Iterator[SandboxServer]:
+        """The session's sandbox server (``XE_*`` from the environment: ``XE_DB`` picks the store)."""
+        with sandbox() as server:
+            yield server
+
+    @pytest.fixture
+    def xenon_elixir_sandbox(xenon_elixir_sandbox_server: SandboxServer) -> SandboxServer:
+        """The session's sandbox, reset to fresh state for this test."""
+        xenon_elixir_sandbox_server.reset()
+        return xenon_elixir_sandbox_server
+
+    if not config.pluginmanager.has_plugin("xenon_elixir_sandbox"):
+        plugin = types.ModuleType("xenon_elixir_sandbox")
+        plugin.xenon_elixir_sandbox_server = xenon_elixir_sandbox_server  # type: ignore[attr-defined]
+        plugin.xenon_elixir_sandbox = xenon_elixir_sandbox  # type: ignore[attr-defined]
+        config.pluginmanager.register(plugin, "xenon_elixir_sandbox")
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    overrides: dict[str, Any] = {"sandbox": True}
+    if args.db is not None:
+        overrides["db"] = args.db
+    app = create_app(**overrides)
+    _port_free(args.host, args.port)
+    asyncio.run(_preflight(app.state.sandbox.config))
+    print(sandbox_banner(f"http://{args.host}:{args.port}", app.state.sandbox.config), flush=True)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=serve_log_config(),
+        access_log=False,
+        ws_per_message_deflate=False,
+        proxy_headers=False,
+    )
+    _Server(config).run()
+
+
 _EXAMPLES = {
     "serve": [
         "xenon-elixir serve --demo",
         "XE_ADMIN_TOKEN=secret xenon-elixir serve --host 0.0.0.0 --port 8000 --db /data/bot.db",
+    ],
+    "sandbox": [
+        "xenon-elixir sandbox --port 8000",
+        "XE_DB=postgresql://localhost/xe_test xenon-elixir sandbox",
     ],
     "add-bot": ["TOKEN=$(xenon-elixir add-bot 386861188891279362 Wick)"],
     "revoke-bot": ["xenon-elixir revoke-bot 386861188891279362"],
@@ -9898,6 +11014,7 @@ environment (each also a create_app() keyword; see the README's Configuration):
   XE_MAX_QUEUE        tracks that may wait in a guild's queue (default 1000)
   XE_TRUSTED_PROXIES  proxies whose X-Forwarded-For is read, e.g. 127.0.0.1,10.0.0.0/8 (default none)
   XE_MAX_STREAMS_PER_ADDRESS  player streams one client address may hold open (default 64)
+  XE_SANDBOX          1 serves the sandbox a bot's tests run against (see: xenon-elixir sandbox)
   XE_ACCESS_LOG       0 turns the access log off (default on)
   XE_REQUEST_METRICS  0 stops counting and timing each request for /metrics (default on)
   XE_REDIS_URL        redis://host:port/db: several server processes on one database, as one service
@@ -9965,6 +11082,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="addresses and CIDR networks of the proxies in front, whose X-Forwarded-For is believed "
         "(default: $XE_TRUSTED_PROXIES, else none)",
+    )
+
+    sandboxed = command(
+        "sandbox",
+        _cmd_sandbox,
+        "run the sandbox: demo data under fixed credentials, faults, a clock, a record (README §3)",
+    )
+    sandboxed.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sandboxed.add_argument("--port", type=_port, default=8000, help="port to bind, 1-65535 (default 8000)")
+    sandboxed.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level",
     )
 
     add_bot = command("add-bot", _cmd_add_bot, "grant a Xenon bot token and print it (again: rotates it)")
