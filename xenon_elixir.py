@@ -4127,7 +4127,7 @@ class PostgresConnections:
         return self
 
     def _refusal(self, exc: BaseException) -> StoreError | None:
-        if isinstance(exc, self.asyncpg.PostgresError | self.faults):
+        if isinstance(exc, (self.asyncpg.PostgresError, *self.faults)):
             return StoreError(f"cannot use database {masked_url(self.url)}: {exc}")
         return None
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer
 from server import Server, cli
-from services import PostgresServer
+from services import PostgresServer, free_port
 from stored import rows
 
 import xenon_elixir as xe
@@ -49,6 +49,29 @@ def test_a_database_of_a_newer_version_is_refused(postgres_db: str, postgres_ser
     assert refused.returncode == 1
     assert f"has schema version {xe.PG_SCHEMA_VERSION + 1}; this xenon_elixir knows up to 1" in refused.stderr
     assert "postgres@127.0.0.1" in refused.stderr
+
+
+def test_an_unreachable_server_is_one_line_not_a_traceback() -> None:
+    port = free_port()  # nothing listens there
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xenon_elixir",
+            "list",
+            "guilds",
+            "--db",
+            f"postgresql://xe:secret@127.0.0.1:{port}/xe",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        f"xenon-elixir: cannot use database postgresql://xe:***@127.0.0.1:{port}/xe: "
+    )
+    assert "Traceback" not in refused.stderr and "secret" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def _answers(http: httpx.Client, key: str) -> list[tuple[str, int, str | None]]:
