@@ -8715,7 +8715,8 @@ button.quiet { background: var(--track); color: var(--text); }
   const position = () => {
     const track = state && state.track;
     if (!track) return 0;
-    const moved = state.paused ? 0 : performance.now() - received;
+    // held while paused, and while the audio node has lost the voice connection (channel null)
+    const moved = state.paused || state.channel === null ? 0 : performance.now() - received;
     const at = track.position + moved;
     return track.isStream ? at : Math.min(at, track.duration * 1000);
   };
@@ -8731,7 +8732,8 @@ button.quiet { background: var(--track); color: var(--text); }
     else if (art.getAttribute("src") !== track.thumbnail) art.src = track.thumbnail;
     art.hidden = !usable;
     art.nextElementSibling.hidden = usable;
-    if (state.channel === null) setStatus("disconnected", "Not connected");
+    if (state.channel === null && track) setStatus("voice-lost", "Voice connection lost");
+    else if (state.channel === null) setStatus("disconnected", "Not connected");
     else if (!track) setStatus("idle", "Nothing playing");
     else if (state.paused) setStatus("paused", "Paused");
     else setStatus("playing", "Playing");

@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, GUILD, USER, VOICE, VOICE_2, FakeClock, admin_key
+from conftest import ADMIN, ARTIFACTS, GUILD, USER, VOICE, VOICE_2, FakeClock, admin_key, offline_page
 from lavalink_standin import LavalinkStandin, decode_track, lavalink_standin
 from litestar.testing import TestClient
+from server import Server, cli
 from test_lavalink import API, BOT_USER, MAGIA, call, give_voice, patches
 from websockets.sync.client import connect
 
@@ -400,3 +402,41 @@ def test_the_standin_wants_a_channel_id_and_plays_only_with_voice(node: Lavalink
         connected = rest.patch(path, json={"voice": {**voice, "channelId": VOICE}}, headers=headers).json()
         assert connected["state"]["connected"] is True
         node.wait_until(lambda: node.player(GUILD)["track"]["info"]["position"] > 0)
+
+
+# ---------------------------------------------------------------- the now-playing page
+
+
+def test_the_page_shows_a_lost_voice_connection_not_playing(
+    browser: Any, node: LavalinkStandin, db_path: str, tmp_path: Path
+) -> None:
+    """A real server on the stand-in: the node restarts, so the voice connection is gone; the page
+    says so and holds the progress bar where audio stopped."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    key = cli(db_path, "genkey", GUILD, USER)
+    lavalink = {
+        "XE_LAVALINK_URL": node.url,
+        "XE_LAVALINK_PASSWORD": "s3cret",
+        "XE_LAVALINK_USER_ID": BOT_USER,
+    }
+    server = Server(db_path, tmp_path / "server.log", **lavalink)
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as api:
+            node.wait_until(node.connected_session)
+            for action, body in (("join", {"channel": VOICE}), ("play", {"query": MAGIA})):
+                assert api.post(f"{API}/{GUILD}/{action}", json={"user": USER, **body}).status_code == 200
+        page, _ = offline_page(browser, server.url)
+        page.goto(f"{server.url}/player/{GUILD}")
+        page.wait_for_selector('html[data-status="playing"]', state="attached", timeout=10_000)
+        node.down(forget=True)
+        node.up()
+        page.wait_for_selector('html[data-status="voice-lost"]', state="attached", timeout=15_000)
+        assert page.text_content("#status").strip() == "Voice connection lost"
+        assert page.text_content("#title").strip() == "Magia"
+        held = page.get_attribute("#progress", "data-position-ms")
+        page.wait_for_timeout(600)
+        assert page.get_attribute("#progress", "data-position-ms") == held
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "player-voice-lost.png"))
+    finally:
+        server.stop()
