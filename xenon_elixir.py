@@ -2265,6 +2265,13 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
+-- Named values the app keeps across restarts, as JSON: the Lavalink node's session and the bot's
+-- voice credentials in each guild, so a restarted app resumes the session (version 5 / 2).
+CREATE TABLE IF NOT EXISTS kept (
+    name  {text} PRIMARY KEY,
+    value {text} NOT NULL
+){without_rowid};
+
 -- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
 -- the newest event dropped from the log) come from these rows, moved inside the transaction
 -- that publishes; the row stays locked until the commit, so numbers commit in order and keep
@@ -2398,6 +2405,45 @@ class KeyStore:
             return await tx.run(self.delete, guild_id, user_id) > 0
 
         return await self.database.write(run, forgets=[("keys",)])
+
+
+class KeptStore(Area):
+    """Named values kept across restarts, as JSON (the Lavalink session and voice credentials)."""
+
+    value_of = "SELECT value FROM kept WHERE name = ?"
+    upsert = (
+        "INSERT INTO kept (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+    )
+    delete_one = "DELETE FROM kept WHERE name = ?"
+    # the prefixes are the module's own (no % or _ in them)
+    delete_under = "DELETE FROM kept WHERE name LIKE ?"
+    values_under = "SELECT name, value FROM kept WHERE name LIKE ? ORDER BY name"
+
+    async def get(self, name: str) -> Any:
+        raw = await self.database.value(self.value_of, name)
+        return None if raw is None else msgspec.json.decode(raw)
+
+    async def put(self, name: str, value: Any) -> None:
+        """Keep ``value`` under ``name`` (``None``: forget it)."""
+
+        async def run(tx: Transaction) -> None:
+            if value is None:
+                await tx.run(self.delete_one, name)
+            else:
+                await tx.run(self.upsert, name, msgspec.json.encode(value).decode())
+
+        await self.database.write(run)
+
+    async def under(self, prefix: str) -> dict[str, Any]:
+        """Every value whose name starts with ``prefix``, by the rest of its name."""
+        rows = await self.database.all(self.values_under, prefix + "%")
+        return {name[len(prefix) :]: msgspec.json.decode(value) for name, value in rows}
+
+    async def forget_under(self, prefix: str) -> None:
+        async def run(tx: Transaction) -> None:
+            await tx.run(self.delete_under, prefix + "%")
+
+        await self.database.write(run)
 
 
 class RegistryStore(Area):
@@ -3087,6 +3133,7 @@ class Stores:
     mappers: MapperStore
     loaders: LoaderStore
     listings: ListingStore
+    kept: KeptStore
 
     @classmethod
     def on(cls, database: Database, config: Config) -> Stores:
@@ -3101,6 +3148,7 @@ class Stores:
             MapperStore(database),
             database.loaders(database, config.clock, config.event_log_size, config.event_log_seconds),
             ListingStore(database),
+            KeptStore(database),
         )
 
 
@@ -3108,7 +3156,7 @@ class Stores:
 # 9. SQLite: one file, its writer thread, and what SQLite does its own way
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = schema_for(
     """\
@@ -3818,7 +3866,7 @@ async def open_sqlite(config: Config) -> SqliteDatabase:
 # 10. PostgreSQL: one store for many machines (XE_DB=postgresql://...)
 # ---------------------------------------------------------------------------
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 
 PG_SCHEMA = schema_for(
     """\
@@ -4670,6 +4718,7 @@ _MOVED = (
     _moved("loader_ids", "target_id, old_id, new_id", "rowid"),
     _moved("loaders", f"{', '.join(LOADER_FIELDS)}, started_at, start_seq", "target_id"),
     _moved("events", "seq, frame, created_at", "seq"),
+    _moved("kept", "name, value", "name"),
 )
 """Every table but tracks (copied first: their words are cut on the way) and the counters, in
 an order that keeps every reference valid."""
@@ -6445,6 +6494,11 @@ _TRACK_ATTEMPTS = 3
 """Refusals of one track's update after which the node is taken never to play it: the queue
 moves on, as after the node's own ``loadFailed``."""
 
+KEPT_SESSION = "lavalink.session"
+KEPT_VOICE = "lavalink.voice."
+"""Names in the kept store: the node's session id, and (after this prefix, the guild id) the
+bot's voice credentials in a guild."""
+
 NODE_LOAD_FAILED = "Service unavailable: the audio node (Lavalink) could not load the track: {}"
 
 
@@ -6493,7 +6547,7 @@ class LavalinkNode:
     Follows https://lavalink.dev/api/rest.html and https://lavalink.dev/api/websocket.html.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, kept: KeptStore | None = None) -> None:
         import httpx  # a dependency of Litestar's; loaded only when a node is configured
 
         self.url = config.lavalink_url.rstrip("/")
@@ -6506,6 +6560,8 @@ class LavalinkNode:
         self.session_id: str | None = None
         """The node's session while its websocket is open (players live in it)."""
         self._resumable: str | None = None
+        self.kept = kept
+        """Where the session id and the voice credentials are kept across restarts of the app."""
         self._socket: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -6561,6 +6617,9 @@ class LavalinkNode:
 
         url = "ws" + self.url.removeprefix("http") + "/v4/websocket"
         failures = 0
+        if self.kept is not None:  # the session an earlier run of the app left: resumed if it lives
+            with contextlib.suppress(DomainError):
+                self._resumable = await self.kept.get(KEPT_SESSION)
         while True:
             headers = {
                 "Authorization": self._password,
@@ -6640,8 +6699,9 @@ class NodeVoice:
     in, and the loss of a voice connection (a close code, or ``connected: false`` past the grace
     period) held on the player and told to the host's callbacks, once per loss."""
 
-    def __init__(self, music: Music, grace: float, timers: Timers) -> None:
+    def __init__(self, music: Music, grace: float, timers: Timers, kept: KeptStore | None) -> None:
         self._music = music
+        self._kept = kept
         self._grace = grace
         self._timers = timers
         self.credentials: dict[str, dict[str, str]] = {}
@@ -6657,11 +6717,32 @@ class NodeVoice:
         channel = update.get("channelId", "")
         if channel is None:  # the bot left the channel
             self.credentials.pop(guild_id, None)
+            self.keep(guild_id)
             return None
         if channel and voice.get("channelId") not in (None, channel):
             voice.pop("token", None)  # a move: its voice server update brings the new token
         voice.update({k: v for k, v in update.items() if v is not None})
-        return voice if {"token", "endpoint", "sessionId", "channelId"} <= set(voice) else None
+        if {"token", "endpoint", "sessionId", "channelId"} <= set(voice):
+            self.keep(guild_id)
+            return voice
+        return None
+
+    def keep(self, guild_id: str) -> None:
+        """Keep the guild's credentials as they are when the write runs (gone: forgotten)."""
+        if self._kept is not None:
+            self.spawn(self._keep(guild_id))
+
+    async def _keep(self, guild_id: str) -> None:
+        voice = self.credentials.get(guild_id)
+        complete = voice if voice and {"token", "endpoint", "sessionId", "channelId"} <= set(voice) else None
+        with contextlib.suppress(DomainError):
+            await self._kept.put(KEPT_VOICE + guild_id, complete)  # type: ignore[union-attr]
+
+    async def recall(self) -> None:
+        """After the app restarted into a resumed session: the credentials the node still has."""
+        if self._kept is not None and not self.credentials:
+            self.credentials.update(await self._kept.under(KEPT_VOICE))
+            self.given.update(self.credentials)
 
     def connected(self, guild_id: str, connected: bool) -> None:
         """The node's ``playerUpdate`` says whether the guild's voice is connected."""
@@ -6677,7 +6758,8 @@ class NodeVoice:
     async def lose(self, guild_id: str, code: int | None, reason: str) -> None:
         """The guild's voice is gone: its credentials are stale, its track is held, the host told."""
         self.given.discard(guild_id)
-        self.credentials.pop(guild_id, None)
+        if self.credentials.pop(guild_id, None) is not None:
+            self.keep(guild_id)
         if (timer := self._waiting.pop(guild_id, None)) is not None:
             timer.cancel()
         if not await self._music.voice_lost(guild_id):
@@ -6703,6 +6785,8 @@ class NodeVoice:
         player is lost until the bot joins again."""
         self.credentials.clear()
         self.given.clear()
+        if self._kept is not None:
+            await self._kept.forget_under(KEPT_VOICE)
         for guild_id in await self._music.guilds_playing():
             await self.lose(guild_id, None, reason)
 
@@ -6745,12 +6829,14 @@ class NodeMirror:
         self.node = node
         self._music = music
         self._timers = config.timers or LoopTimers()
-        self.voice_of = NodeVoice(music, config.lavalink_voice_grace, self._timers)
+        self.voice_of = NodeVoice(music, config.lavalink_voice_grace, self._timers, node.kept)
         self._sent: dict[str, NodePlayer] = {}
         self._wanted: dict[str, Player | _Latest | None] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._attempts: dict[str, int] = {}
         self._spawn = self.voice_of.spawn
+        self.in_line = False
+        """Whether the node's players are known since the last ``ready`` (changes wait until then)."""
 
     @property
     def available(self) -> bool:
@@ -6759,7 +6845,7 @@ class NodeMirror:
     def changed(self, guild_id: str, player: Player | _Latest | None) -> None:
         """After a commit: bring the node's player to ``player`` (in order, latest wins)."""
         self._wanted[guild_id] = player
-        if guild_id not in self._syncing and self.node.connected:
+        if guild_id not in self._syncing and self.node.connected and self.in_line:
             self._syncing[guild_id] = self._spawn(self._sync(guild_id))
 
     def refresh(self, guild_id: str) -> None:
@@ -6888,9 +6974,14 @@ class LavalinkPlayers(NodeMirror):
         if op == "ready":
             session_id = message["sessionId"]
             self.node.ready(session_id)
+            self.in_line = False
+            if self.node.kept is not None:
+                await self.node.kept.put(KEPT_SESSION, session_id)
             if not message.get("resumed"):
                 self._sent.clear()
                 await self.voice_of.forget_all("The Lavalink node started a new session (it restarted).")
+            else:
+                await self.voice_of.recall()
             try:
                 await self.node.request(
                     "PATCH", f"/v4/sessions/{session_id}", {"resuming": True, "timeout": 60}
@@ -6929,16 +7020,21 @@ class LavalinkPlayers(NodeMirror):
         """After a (re)connect: what the node's players play now, then ours applied over it."""
         try:
             theirs = await self.node.request("GET", f"/v4/sessions/{self.node.session_id}/players") or []
-        except DomainError:
+        except SessionLost:  # the next session brings them in line
             return
+        except DomainError:  # not known: every player is sent whole
+            theirs = []
         self._sent = {}
         for node_player in theirs:
             user_data = (node_player.get("track") or {}).get("userData") or {}
             self._sent[node_player["guildId"]] = NodePlayer(
                 user_data.get("entry"), bool(node_player.get("paused")), int(node_player.get("volume", 100))
             )
+        self.in_line = True
         # the node's, ours, and any changed while the node was away (a stop among them)
-        guilds = set(self._sent) | set(await self._music.guilds_playing()) | set(self._wanted)
+        guilds = set(self._sent) | set(self._wanted)
+        with contextlib.suppress(DomainError):
+            guilds.update(await self._music.guilds_playing())
         for guild_id in guilds:
             self.refresh(guild_id)
 
@@ -7028,7 +7124,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         await hub.open()
         windows = None if redis is None else redis.windows
         loaders = Loaders(stores.loaders, hub, config.status_interval, config.monotonic, timers, windows)
-        node = LavalinkNode(config) if config.lavalink_url else None
+        node = LavalinkNode(config, stores.kept) if config.lavalink_url else None
         resolver = chosen_resolver(config, stores.catalog, node)
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
         if broker is not None or is_postgres(config.db):  # another process's change arms no timer here

@@ -84,8 +84,9 @@ def test_a_voice_close_holds_the_track_tells_the_host_once_and_fresh_voice_plays
     playing_with_voice(app, key, node, MAGIA, CALMA)
     clock.advance(10)  # 10 s into Magia by our clock
     node.close_voice(GUILD, 4014, "Disconnected.")
-    held = node.wait_until(lambda: (s := state(app))["channel"] is None and s)
-    assert lost == [(GUILD, 4014, "Disconnected.")]
+    assert node.wait_until(lambda: lost) == [(GUILD, 4014, "Disconnected.")]
+    held = state(app)
+    assert held["channel"] is None
     assert (held["track"]["identifier"], held["track"]["position"], held["paused"]) == (
         "_n1o4D6G_XE",
         10_000,
@@ -125,11 +126,10 @@ def test_a_track_the_user_paused_stays_paused_when_voice_comes_back(
 def test_every_4xxx_close_but_a_resumable_4015_loses_voice(
     app: TestClient, node: LavalinkStandin, key: str, lost: list[Any], code: int, loses: bool
 ) -> None:
-    playing_with_voice(app, key, node, MAGIA)
+    playing_with_voice(app, key, node, MAGIA, CALMA)
     node.close_voice(GUILD, code, "closed")
-    node.wait_until(lambda: node.frames()[-1].get("op") == "playerUpdate")
-    call(app, key, "volume", volume=50)  # handled after the close event, in order
-    node.wait_until(lambda: node.player(GUILD)["volume"] == 50 or lost)
+    node.finish_track(GUILD)  # frames are handled in order: once this one is, the close was
+    node.wait_until(lambda: app.get(f"{API}/{GUILD}/nowplaying").json()["identifier"] == "1_zgKRBrT0Y")
     assert (lost == [(GUILD, code, "closed")]) is loses
     assert (state(app)["channel"] is None) is loses
 
@@ -190,6 +190,26 @@ def test_a_restarted_node_never_gets_stale_voice_and_every_player_comes_back_wit
     )
     assert restored["voice"]["token"] == "voice-token-2"
     assert track_patches(node)[0]["position"] == 20_000
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_a_restarted_app_resumes_its_session_with_its_players_and_voice(
+    make_client: Any, app: TestClient, node: LavalinkStandin, key: str, lost: list[Any]
+) -> None:
+    playing_with_voice(app, key, node, MAGIA)
+    session = node.connected_session()
+    app.__exit__(None, None, None)  # the app stops; the node keeps the session for its timeout
+    node.wait_until(lambda: node.connected_session() is None)
+    node.clear_calls()
+
+    again = make_client(lavalink_url=node.url, lavalink_password="s3cret", lavalink_user_id=BOT_USER)
+    node.wait_until(node.connected_session)
+    assert node.calls("GET", "/v4/websocket")[0]["headers"]["session-id"] == session
+    assert node.connected_session() == session and lost == []
+    assert call(again, key, "pause").status_code == 200
+    node.wait_until(lambda: node.player(GUILD, session)["paused"])
+    assert node.player(GUILD, session)["state"]["connected"] is True  # the voice the node kept
+    assert [b for b in patches(node) if "voice" in b] == []
 
 
 # ---------------------------------------------------------------- stuck and cleaned-up tracks
