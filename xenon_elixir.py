@@ -199,6 +199,7 @@ _SETTING_BOUNDS: dict[str, tuple[float, float]] = {
     "write_wait": (0.0, 600.0),
     "max_streams_per_address": (1, 1_000_000),
     "lavalink_voice_grace": (0.0, 3600.0),
+    "lavalink_lease": (0.1, 600.0),
 }
 """The range of each numeric setting: wider than any real use, narrower than what breaks."""
 
@@ -216,6 +217,7 @@ _ENV_NAMES = {
     "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
     "lavalink_voice_grace": "XE_LAVALINK_VOICE_GRACE",
+    "lavalink_lease": "XE_LAVALINK_LEASE",
     "trusted_proxies": "XE_TRUSTED_PROXIES",
     "max_streams_per_address": "XE_MAX_STREAMS_PER_ADDRESS",
 }
@@ -365,6 +367,7 @@ def settings_from_env(env: Mapping[str, str], defaults: type[Config]) -> dict[st
         lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
         lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or defaults.lavalink_search_prefix,
         lavalink_voice_grace=number("XE_LAVALINK_VOICE_GRACE", float, defaults.lavalink_voice_grace),
+        lavalink_lease=number("XE_LAVALINK_LEASE", float, defaults.lavalink_lease),
         trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
         max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, defaults.max_streams_per_address),
     )
@@ -512,6 +515,11 @@ class Config:
     lavalink_voice_grace: float = 5.0
     """Seconds the node may report a guild's voice as not connected before it counts as lost
     (``XE_LAVALINK_VOICE_GRACE``): Discord voice reconnects by itself after short drops."""
+
+    lavalink_lease: float = 5.0
+    """With ``XE_REDIS_URL``: seconds the process holding the node's websocket session keeps it
+    without renewing (``XE_LAVALINK_LEASE``); another process takes it over that long after the
+    holder dies."""
 
     trusted_proxies: str = ""
     """The reverse proxies in front of the app (``XE_TRUSTED_PROXIES``, ``serve --trusted-proxies``):
@@ -5730,6 +5738,40 @@ class RedisMetrics:
         return total
 
 
+# Taken when free, renewed by its holder (the token it was taken with), never taken from a living one.
+_HOLD_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class RedisHold:
+    """A lease one process of the fleet holds at a time (the Lavalink node's websocket session):
+    taken when free, kept while its holder renews it, free ``seconds`` after the holder stops
+    (it died, or lost Redis)."""
+
+    def __init__(self, config: Config, client: Any, name: str, seconds: float) -> None:
+        self._redis = client
+        self._key = config.redis_prefix + name
+        self._token = secrets.token_hex(8)
+        self._ms = max(int(seconds * 1000), 1)
+        self.seconds = seconds
+        self._hold = client.register_script(_HOLD_SCRIPT)
+        self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
+        self._errors = _redis_errors()
+
+    async def hold(self) -> bool:
+        """Take or renew the lease; whether this process holds it now (Redis away: no)."""
+        try:
+            return bool(await self._hold(keys=[self._key], args=[self._token, self._ms]))
+        except self._errors:
+            return False
+
+    async def release(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._give_back(keys=[self._key], args=[self._token])
+
+
 class RedisParts:
     """Everything one app shares with the other processes of its fleet through one Redis
     (``XE_REDIS_URL``), built in one place: the client, the rate limits, the event stream, the
@@ -6547,7 +6589,7 @@ class LavalinkNode:
     Follows https://lavalink.dev/api/rest.html and https://lavalink.dev/api/websocket.html.
     """
 
-    def __init__(self, config: Config, kept: KeptStore | None = None) -> None:
+    def __init__(self, config: Config, kept: KeptStore | None = None, hold: RedisHold | None = None) -> None:
         import httpx  # a dependency of Litestar's; loaded only when a node is configured
 
         self.url = config.lavalink_url.rstrip("/")
@@ -6562,6 +6604,10 @@ class LavalinkNode:
         self._resumable: str | None = None
         self.kept = kept
         """Where the session id and the voice credentials are kept across restarts of the app."""
+        self.hold = hold
+        """With Redis, the lease that makes one process of the fleet the session's holder: it keeps
+        the websocket; the others drive the players through the same session (no guild is sent to
+        two sessions) and take it over, resuming it, when the holder dies."""
         self._socket: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -6621,6 +6667,11 @@ class LavalinkNode:
             with contextlib.suppress(DomainError):
                 self._resumable = await self.kept.get(KEPT_SESSION)
         while True:
+            if self.hold is not None and not await self.hold.hold():
+                await self._follow()
+                await asyncio.sleep(self.hold.seconds / 3)
+                continue
+            self.session_id = None  # until this process's ready names it
             headers = {
                 "Authorization": self._password,
                 "User-Id": user_id,
@@ -6631,9 +6682,14 @@ class LavalinkNode:
             try:
                 async with connect(url, additional_headers=headers, open_timeout=5, max_size=None) as socket:
                     self._socket, failures = socket, 0
-                    async for text in socket:
-                        if self.on_message is not None:
-                            await self.on_message(msgspec.json.decode(text))
+                    holding = self.hold and asyncio.create_task(self._keep_holding(self.hold, socket))
+                    try:
+                        async for text in socket:
+                            if self.on_message is not None:
+                                await self.on_message(msgspec.json.decode(text))
+                    finally:
+                        if holding:
+                            holding.cancel()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, dropped, or a frame we could not take
@@ -6643,6 +6699,27 @@ class LavalinkNode:
             await asyncio.sleep(_NODE_BACKOFF[min(failures, len(_NODE_BACKOFF) - 1)])
             failures += 1
 
+    async def _follow(self) -> None:
+        """Another process holds the session: the players are driven through it, by its id."""
+        session = None
+        if self.kept is not None:
+            with contextlib.suppress(DomainError):
+                session = await self.kept.get(KEPT_SESSION)
+        self._resumable = session or self._resumable
+        if session != self.session_id:
+            self.session_id = session
+            if session and self.on_message is not None:
+                await self.on_message({"op": "follow", "sessionId": session})
+
+    @staticmethod
+    async def _keep_holding(hold: RedisHold, socket: Any) -> None:
+        while True:
+            await asyncio.sleep(hold.seconds / 3)
+            if not await hold.hold():  # another process may take the session now: let it go
+                log.warning("Lavalink: this process no longer holds the session's lease")
+                await socket.close()
+                return
+
     def ready(self, session_id: str) -> None:
         self.session_id = self._resumable = session_id
 
@@ -6650,6 +6727,8 @@ class LavalinkNode:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.hold is not None:
+            await self.hold.release()
         await self._rest.aclose()
 
 
@@ -6989,6 +7068,11 @@ class LavalinkPlayers(NodeMirror):
             except DomainError as exc:  # the players are brought in line all the same
                 log.warning("Lavalink session %s not made resumable: %s", session_id, exc.message)
             self._spawn(self._bring_in_line())
+        elif op == "follow":  # another process holds the session; its players' state is not known here
+            self._sent.clear()
+            self.in_line = True
+            for guild_id in set(self._wanted):
+                self.refresh(guild_id)
         elif op == "playerUpdate":
             guild_id, state = message.get("guildId", ""), message.get("state") or {}
             self.voice_of.connected(guild_id, bool(state.get("connected")))
@@ -7124,7 +7208,12 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         await hub.open()
         windows = None if redis is None else redis.windows
         loaders = Loaders(stores.loaders, hub, config.status_interval, config.monotonic, timers, windows)
-        node = LavalinkNode(config, stores.kept) if config.lavalink_url else None
+        hold = (
+            None
+            if redis is None
+            else RedisHold(config, redis.client, "lavalink:session", config.lavalink_lease)
+        )
+        node = LavalinkNode(config, stores.kept, hold) if config.lavalink_url else None
         resolver = chosen_resolver(config, stores.catalog, node)
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
         if broker is not None or is_postgres(config.db):  # another process's change arms no timer here

@@ -460,3 +460,53 @@ def test_the_page_shows_a_lost_voice_connection_not_playing(
         page.screenshot(path=str(ARTIFACTS / "player-voice-lost.png"))
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- a fleet: one session
+
+
+def test_with_redis_one_process_holds_the_session_every_process_drives_it_and_it_is_taken_over(
+    node: LavalinkStandin, db_path: str, tmp_path: Path, redis_fresh: Any
+) -> None:
+    """Two server processes on one database and one Redis: one websocket session on the node,
+    changes from either reach the node through it; the holder killed (-9), the other takes the
+    session over, resuming it (the players and their voice stay on the node)."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    key = cli(db_path, "genkey", GUILD, USER)
+    env = {
+        "XE_REDIS_URL": redis_fresh.url,
+        "XE_LAVALINK_URL": node.url,
+        "XE_LAVALINK_PASSWORD": "s3cret",
+        "XE_LAVALINK_USER_ID": BOT_USER,
+        "XE_LAVALINK_LEASE": "1",
+    }
+    holder = Server(db_path, tmp_path / "holder.log", **env)
+    other: Server | None = None
+    try:
+        session = node.wait_until(node.connected_session, timeout=10)
+        other = Server(db_path, tmp_path / "other.log", **env)
+
+        def act(server: Server, action: str, **body: Any) -> int:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as api:
+                return api.post(f"{API}/{GUILD}/{action}", json={"user": USER, **body}).status_code
+
+        node.wait_until(lambda: act(other, "join", channel=VOICE) == 200)  # the other drives it too
+        assert act(holder, "play", query=MAGIA) == 200
+        node.wait_until(lambda: (p := node.player(GUILD, session)) and p["track"])
+        assert act(other, "pause") == 200
+        node.wait_until(lambda: node.player(GUILD, session)["paused"])
+        assert [s["sessionId"] for s in node.sessions()] == [session]  # never a second session
+        assert {c["path"].split("/")[3] for c in node.calls("PATCH", "/v4/sessions/")} == {session}
+
+        holder.process.kill()  # -9: no goodbye, the lease runs out
+        holder.process.wait(10)
+        node.wait_until(lambda: node.connected_session() == session, timeout=15)
+        taken = node.calls("GET", "/v4/websocket")[-1]
+        assert taken["status"] == 101 and taken["headers"]["session-id"] == session
+        node.wait_until(lambda: act(other, "resume") == 200)
+        node.wait_until(lambda: not node.player(GUILD, session)["paused"])
+        assert [s["sessionId"] for s in node.sessions()] == [session]
+    finally:
+        holder.stop()
+        if other is not None:
+            other.stop()
