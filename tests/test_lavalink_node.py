@@ -510,3 +510,33 @@ def test_with_redis_one_process_holds_the_session_every_process_drives_it_and_it
         holder.stop()
         if other is not None:
             other.stop()
+
+
+def test_the_standin_sends_player_updates_and_stats_by_itself() -> None:
+    """playerUpdate every playerUpdateInterval for a player with a track, stats every minute
+    (both shortened here), with no call asking for them."""
+    with lavalink_standin(player_update_interval=0.05, stats_interval=0.05) as running:
+        running.add_track("_n1o4D6G_XE", "Magia", "Andrés Cepeda", 203_000)
+        headers = {"Authorization": "youshallnotpass", "User-Id": BOT_USER}
+        with (
+            connect(running.ws_url, additional_headers=headers) as socket,
+            httpx.Client(base_url=running.url) as rest,
+        ):
+            session = json.loads(socket.recv())["sessionId"]
+            encoded = rest.get("/v4/loadtracks", params={"identifier": MAGIA}, headers=headers).json()[
+                "data"
+            ]["encoded"]
+            rest.patch(
+                f"/v4/sessions/{session}/players/{GUILD}",
+                json={"track": {"encoded": encoded}},
+                headers=headers,
+            )
+            running.clear_calls()
+            ops = running.wait_until(
+                lambda: (
+                    [f.get("op") for f in running.frames()].count("playerUpdate") >= 2 and running.frames()
+                )
+            )
+            running.wait_until(lambda: [f.get("op") for f in running.frames()].count("stats") >= 2)
+            assert running.calls() == []  # nobody asked
+            assert all(f["state"]["connected"] is False for f in ops if f.get("op") == "playerUpdate")
