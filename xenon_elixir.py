@@ -6769,6 +6769,10 @@ def _lost_voice(code: object) -> bool:
     return isinstance(code, int) and 4000 <= code < 5000 and code != 4015
 
 
+VOICE_LOST_TOPIC = "voice lost"
+"""The hub's topic of lost voice connections: the process holding the node's session hears of
+them, every process's ``on_voice_lost`` callbacks are called (the bot's may be another)."""
+
 VoiceLostCallback = Callable[[str, int | None, str], object]
 """``callback(guild_id, code, reason)`` (see :meth:`Host.on_voice_lost`); may return an awaitable."""
 
@@ -6778,9 +6782,11 @@ class NodeVoice:
     in, and the loss of a voice connection (a close code, or ``connected: false`` past the grace
     period) held on the player and told to the host's callbacks, once per loss."""
 
-    def __init__(self, music: Music, grace: float, timers: Timers, kept: KeptStore | None) -> None:
+    def __init__(self, music: Music, grace: float, timers: Timers, kept: KeptStore | None, hub: Hub) -> None:
         self._music = music
         self._kept = kept
+        self._hub = hub
+        hub.handlers[VOICE_LOST_TOPIC] = self._told
         self._grace = grace
         self._timers = timers
         self.credentials: dict[str, dict[str, str]] = {}
@@ -6844,6 +6850,13 @@ class NodeVoice:
         if not await self._music.voice_lost(guild_id):
             return  # no player, or lost already: told once
         log.warning("Lavalink voice lost in guild %s (%s): %s", guild_id, code, reason)
+        frame = msgspec.json.encode([guild_id, code, reason]).decode()
+        self._hub.deliver(VOICE_LOST_TOPIC, 0, frame)
+        if self._hub.broker is not None:  # the bot's process may be another
+            self._hub.broker.publish(VOICE_LOST_TOPIC, 0, frame)
+
+    def _told(self, frame: str) -> None:
+        guild_id, code, reason = msgspec.json.decode(frame)
         for callback in list(self.callbacks):
             try:
                 result = callback(guild_id, code, reason)
@@ -6904,11 +6917,11 @@ class NodeMirror:
     node has it; a track refused :data:`_TRACK_ATTEMPTS` times is skipped like a failed load. A
     player whose voice was lost is left alone until fresh voice brings it back."""
 
-    def __init__(self, node: LavalinkNode, music: Music, config: Config) -> None:
+    def __init__(self, node: LavalinkNode, music: Music, config: Config, hub: Hub) -> None:
         self.node = node
         self._music = music
         self._timers = config.timers or LoopTimers()
-        self.voice_of = NodeVoice(music, config.lavalink_voice_grace, self._timers, node.kept)
+        self.voice_of = NodeVoice(music, config.lavalink_voice_grace, self._timers, node.kept, hub)
         self._sent: dict[str, NodePlayer] = {}
         self._wanted: dict[str, Player | _Latest | None] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
@@ -7012,8 +7025,8 @@ class LavalinkPlayers(NodeMirror):
     session (a restarted node) is given no stale voice. Voice credentials come from the
     embedding bot (:meth:`Host.voice_state`, :meth:`Host.voice_server`)."""
 
-    def __init__(self, node: LavalinkNode, music: Music, config: Config) -> None:
-        super().__init__(node, music, config)
+    def __init__(self, node: LavalinkNode, music: Music, config: Config, hub: Hub) -> None:
+        super().__init__(node, music, config, hub)
         node.on_message = self._message
         if config.lavalink_user_id:
             node.connect(config.lavalink_user_id)
@@ -7218,7 +7231,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
         if broker is not None or is_postgres(config.db):  # another process's change arms no timer here
             music.track_ends.poll = 1.0  # look every second
-        lavalink = None if node is None else LavalinkPlayers(node, music, config)
+        lavalink = None if node is None else LavalinkPlayers(node, music, config, hub)
         music.mirror = lavalink
         sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
         shared_metrics = None if redis is None else redis.metrics

@@ -540,3 +540,37 @@ def test_the_standin_sends_player_updates_and_stats_by_itself() -> None:
             running.wait_until(lambda: [f.get("op") for f in running.frames()].count("stats") >= 2)
             assert running.calls() == []  # nobody asked
             assert all(f["state"]["connected"] is False for f in ops if f.get("op") == "playerUpdate")
+
+
+def test_with_redis_the_bots_process_is_told_of_a_voice_loss_the_holder_heard(
+    make_client: Any, node: LavalinkStandin, db_path: str, tmp_path: Path, redis_fresh: Any
+) -> None:
+    """The node's events reach the process holding the session (a server here); the bot's
+    process (this app, not holding it) gives the voice and has its on_voice_lost called."""
+    env = {
+        "XE_REDIS_URL": redis_fresh.url,
+        "XE_LAVALINK_URL": node.url,
+        "XE_LAVALINK_PASSWORD": "s3cret",
+        "XE_LAVALINK_USER_ID": BOT_USER,
+        "XE_LAVALINK_LEASE": "1",
+    }
+    xe_config = {"redis_url": redis_fresh.url, "lavalink_lease": 1.0}
+    holder = Server(db_path, tmp_path / "holder.log", **env)
+    try:
+        session = node.wait_until(node.connected_session, timeout=10)
+        bot = make_client(
+            lavalink_url=node.url, lavalink_password="s3cret", lavalink_user_id=BOT_USER, **xe_config
+        )
+        lost: list[Any] = []
+        xe.host_of(bot.app).on_voice_lost(lambda *told: lost.append(told))
+        bot.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+        key = admin_key(bot, GUILD, USER)
+        node.wait_until(lambda: call(bot, key, "join", channel=VOICE).status_code == 200)
+        assert call(bot, key, "play", query=MAGIA).status_code == 200
+        give_voice(bot)
+        node.wait_until(lambda: (p := node.player(GUILD, session)) and p["track"] and p["state"]["connected"])
+        assert [s["sessionId"] for s in node.sessions()] == [session]
+        node.close_voice(GUILD, 4014, "Disconnected.")
+        assert node.wait_until(lambda: lost, timeout=10) == [(GUILD, 4014, "Disconnected.")]
+    finally:
+        holder.stop()
