@@ -6609,6 +6609,7 @@ class LavalinkNode:
         the websocket; the others drive the players through the same session (no guild is sent to
         two sessions) and take it over, resuming it, when the holder dies."""
         self._socket: Any = None
+        self._closing: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -6656,7 +6657,7 @@ class LavalinkNode:
         """Close the websocket (it reconnects at once, asking to resume the session)."""
         self.session_id = None
         if self._socket is not None:
-            asyncio.ensure_future(self._socket.close())
+            self._closing = asyncio.ensure_future(self._socket.close())
 
     async def _run(self, user_id: str) -> None:
         from websockets.asyncio.client import connect  # with uvicorn[standard]
@@ -7045,6 +7046,7 @@ class LavalinkPlayers(NodeMirror):
             if player is not None and player.voice_lost:  # the node's player is sent whole, voice first
                 self._sent.pop(guild_id, None)
                 await self._music.voice_back(guild_id, voice["channelId"])
+                self.refresh(guild_id)  # sent whole (voice first), whoever brought the voice back
                 return
             await self.node.request("PATCH", self.node.player_path(guild_id), {"voice": voice})
             self.voice_of.given.add(guild_id)
@@ -7067,20 +7069,10 @@ class LavalinkPlayers(NodeMirror):
             session_id = message["sessionId"]
             self.node.ready(session_id)
             self.in_line = False
-            if self.node.kept is not None:
-                await self.node.kept.put(KEPT_SESSION, session_id)
-            if not message.get("resumed"):
-                self._sent.clear()
-                await self.voice_of.forget_all("The Lavalink node started a new session (it restarted).")
-            else:
-                await self.voice_of.recall()
             try:
-                await self.node.request(
-                    "PATCH", f"/v4/sessions/{session_id}", {"resuming": True, "timeout": 60}
-                )
-            except DomainError as exc:  # the players are brought in line all the same
-                log.warning("Lavalink session %s not made resumable: %s", session_id, exc.message)
-            self._spawn(self._bring_in_line())
+                await self._new_session(session_id, bool(message.get("resumed")))
+            finally:  # whatever failed above, the players are brought in line
+                self._spawn(self._bring_in_line())
         elif op == "follow":  # another process holds the session; its players' state is not known here
             self._sent.clear()
             self.in_line = True
@@ -7093,6 +7085,19 @@ class LavalinkPlayers(NodeMirror):
             # without voice nobody pulls audio: the node's position stands still, ours is held
             if state.get("connected") and sent and sent.entry_id is not None and isinstance(position, int):
                 await self._music.correct_position(guild_id, sent.entry_id, position)
+
+    async def _new_session(self, session_id: str, resumed: bool) -> None:
+        if not resumed:
+            self._sent.clear()
+            await self.voice_of.forget_all("The Lavalink node started a new session (it restarted).")
+        else:
+            await self.voice_of.recall()
+        if self.node.kept is not None:
+            await self.node.kept.put(KEPT_SESSION, session_id)
+        try:
+            await self.node.request("PATCH", f"/v4/sessions/{session_id}", {"resuming": True, "timeout": 60})
+        except DomainError as exc:
+            log.warning("Lavalink session %s not made resumable: %s", session_id, exc.message)
 
     async def _event(self, kind: Any, guild_id: str, message: dict[str, Any]) -> None:
         entry_id = ((message.get("track") or {}).get("userData") or {}).get("entry")
