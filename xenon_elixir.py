@@ -678,8 +678,7 @@ class Track(msgspec.Struct, kw_only=True, gc=False):
             raise ValueError("Invalid title or author: title needs 1-500 characters, author at most 500")
         if not 0 <= self.length < 10**12:
             raise ValueError("Invalid length: expected milliseconds, 0 or more")
-        # a track a Lavalink node encoded plays by that: its source may have no http(s) uri
-        if not (_HTTP_URL.fullmatch(self.uri) or (self.encoded and not self.uri)) or (
+        if not _HTTP_URL.fullmatch(self.uri) or (
             self.thumbnail is not None and not _HTTP_URL.fullmatch(self.thumbnail)
         ):
             raise ValueError("Invalid uri or thumbnail: expected an http(s) URL")
@@ -6566,20 +6565,24 @@ def lavalink_track(data: Mapping[str, Any]) -> Track | None:
     info = data.get("info") or {}
     encoded = data.get("encoded")
     uri = str(info.get("uri") or "")
+    linked = bool(_HTTP_URL.fullmatch(uri))
     try:
-        return Track(
+        track = Track(
             source=re.sub(r"[^a-z0-9_-]", "", str(info.get("sourceName", "")).lower())[:32] or "lavalink",
             identifier=str(info["identifier"])[:300],
             title=str(info.get("title") or "Unknown title")[:500],
             author=str(info.get("author") or "")[:500],
             length=0 if info.get("isStream") else int(info.get("length") or 0),
-            uri=uri if _HTTP_URL.fullmatch(uri) or not encoded else "",
+            uri=uri if linked or not encoded else "https://lavalink.invalid/",  # checked, then emptied
             thumbnail=info.get("artworkUrl") if _HTTP_URL.fullmatch(str(info.get("artworkUrl"))) else None,
             is_stream=bool(info.get("isStream")),
             encoded=encoded,
         )
     except (KeyError, TypeError, ValueError):
         return None
+    if not linked:  # only a node's own track may have no link: the API's tracks need one
+        track.uri = ""
+    return track
 
 
 class LavalinkNode:
