@@ -6531,6 +6531,9 @@ _NODE_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Seconds between attempts to reach a node's websocket, or to have an update taken, the last
 one repeated."""
 
+NODE_TIMEOUT = 5.0
+"""Seconds a REST call to the node may take (a voice connect blocks its update that long)."""
+
 _TRACK_ATTEMPTS = 3
 """Refusals of one track's update after which the node is taken never to play it: the queue
 moves on, as after the node's own ``loadFailed``."""
@@ -6598,7 +6601,7 @@ class LavalinkNode:
         self.url = config.lavalink_url.rstrip("/")
         self._password = config.lavalink_password
         self._rest = httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": self._password}, timeout=5.0
+            base_url=self.url, headers={"Authorization": self._password}, timeout=NODE_TIMEOUT
         )
         self._transport_errors = httpx.TransportError
         self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None

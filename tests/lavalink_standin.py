@@ -259,6 +259,7 @@ class LavalinkStandin:
         self.stuck_threshold = stuck_threshold  # Lavalink's trackStuckThresholdMs, 10 s
         self.require_channel_id = require_channel_id  # as Lavalink >= 4.2 does (voice.channelId)
         self.rejecting: list[tuple[int, str]] = []  # answers the next player PATCHes get instead
+        self.stalling = 0.0  # seconds the next rejected player PATCH waits before its answer
         self.rejecting_sessions: list[tuple[int, str]] = []  # ... and the next session PATCHes
         self.rest_delay = 0.0  # seconds every REST answer waits
         self.port = 0
@@ -583,10 +584,13 @@ class LavalinkStandin:
         times: int = 1,
         *,
         session: bool = False,
+        stall: float = 0.0,
     ) -> None:
         """The next `times` player PATCHes (or session PATCHes) are answered `status` with
-        `message`, changing nothing."""
+        `message`, changing nothing; each after `stall` seconds (as a voice connect that blocks the
+        request, then fails: a client's timeout sees no answer)."""
         (self.rejecting_sessions if session else self.rejecting).extend([(status, message)] * times)
+        self.stalling = stall
 
     @_on_loop
     def forget_session(self, session_id: str) -> None:
@@ -858,6 +862,8 @@ class LavalinkStandin:
         except ValueError:
             call["json"] = body.decode(errors="replace")
         await asyncio.sleep(self.rest_delay)
+        if self.stalling and self.rejecting and call["method"] == "PATCH" and "/players/" in call["path"]:
+            await asyncio.sleep(self.stalling)
         result = None
         try:
             if self._down:

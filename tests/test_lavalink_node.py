@@ -574,3 +574,23 @@ def test_with_redis_the_bots_process_is_told_of_a_voice_loss_the_holder_heard(
         assert node.wait_until(lambda: lost, timeout=10) == [(GUILD, 4014, "Disconnected.")]
     finally:
         holder.stop()
+
+
+def test_an_update_the_node_does_not_answer_in_time_is_tried_again(
+    make_client: Any, node: LavalinkStandin, clock: FakeClock, monkeypatch: Any, caplog: Any
+) -> None:
+    monkeypatch.setattr(xe, "NODE_TIMEOUT", 0.2)  # the node blocks its answer past our timeout
+    client = make_client(lavalink_url=node.url, lavalink_password="s3cret", lavalink_user_id=BOT_USER)
+    node.wait_until(node.connected_session)
+    client.put(f"/admin/guilds/{GUILD}", json={"name": "G", "voice_channels": [VOICE]}, headers=ADMIN)
+    key = admin_key(client, GUILD, USER)
+    call(client, key, "join", channel=VOICE)
+    node.reject_patches(500, "Failed to connect to voice server", stall=0.5)
+    assert call(client, key, "play", query=MAGIA).status_code == 200
+    node.wait_until(lambda: "not answered: trying again" in caplog.text)
+
+    def retried() -> Any:
+        clock.advance(0.5)
+        return (p := node.player(GUILD)) and p["track"]
+
+    assert node.wait_until(retried)["info"]["identifier"] == "_n1o4D6G_XE"
