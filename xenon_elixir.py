@@ -16,10 +16,10 @@ processes. Read it top to bottom: each numbered section uses only what is above 
     11 Moving             xenon-elixir migrate: a SQLite file into PostgreSQL
     12 Rate limiter       the sliding-window rule and the 429 it answers
     13 Event hub          subscribers, streams, revocations, ordered delivery
-    14 Redis              the fleet's limiter, broker, status windows and metrics
+    14 Redis              the fleet's limiter, broker, status windows, metrics, session lease
     15 Xenon services     loaders and partners
     16 Music              resolver, track ends, the player service
-    17 Lavalink           a Lavalink v4 node as resolver and audio backend
+    17 Lavalink           a Lavalink v4 node as resolver and audio backend; voice lost, held
     18 Wiring             Services and open_services: which parts an app is built from
     19 HTTP helpers       answers, error bodies, client address, OpenAPI
     20 Guards             tokens, keys, the admin token
