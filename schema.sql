@@ -160,6 +160,13 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
+-- Named values the app keeps across restarts, as JSON: the Lavalink node's session and the bot's
+-- voice credentials in each guild, so a restarted app resumes the session (version 5 / 2).
+CREATE TABLE IF NOT EXISTS kept (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
 -- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
 -- the newest event dropped from the log) come from these rows, moved inside the transaction
 -- that publishes; the row stays locked until the commit, so numbers commit in order and keep

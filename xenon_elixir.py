@@ -16,10 +16,10 @@ processes. Read it top to bottom: each numbered section uses only what is above 
     11 Moving             xenon-elixir migrate: a SQLite file into PostgreSQL
     12 Rate limiter       the sliding-window rule and the 429 it answers
     13 Event hub          subscribers, streams, revocations, ordered delivery
-    14 Redis              the fleet's limiter, broker, status windows and metrics
+    14 Redis              the fleet's limiter, broker, status windows, metrics, session lease
     15 Xenon services     loaders and partners
     16 Music              resolver, track ends, the player service
-    17 Lavalink           a Lavalink v4 node as resolver and audio backend
+    17 Lavalink           a Lavalink v4 node as resolver and audio backend; voice lost, held
     18 Wiring             Services and open_services: which parts an app is built from
     19 HTTP helpers       answers, error bodies, client address, OpenAPI
     20 Guards             tokens, keys, the admin token
@@ -209,6 +209,8 @@ _SETTING_BOUNDS: dict[str, tuple[float, float]] = {
     "demo_interval": (0.01, 86_400.0),
     "write_wait": (0.0, 600.0),
     "max_streams_per_address": (1, 1_000_000),
+    "lavalink_voice_grace": (0.0, 3600.0),
+    "lavalink_lease": (0.1, 600.0),
 }
 """The range of each numeric setting: wider than any real use, narrower than what breaks."""
 
@@ -225,6 +227,8 @@ _ENV_NAMES = {
     "lavalink_url": "XE_LAVALINK_URL",
     "redis_url": "XE_REDIS_URL",
     "lavalink_user_id": "XE_LAVALINK_USER_ID",
+    "lavalink_voice_grace": "XE_LAVALINK_VOICE_GRACE",
+    "lavalink_lease": "XE_LAVALINK_LEASE",
     "trusted_proxies": "XE_TRUSTED_PROXIES",
     "max_streams_per_address": "XE_MAX_STREAMS_PER_ADDRESS",
     "sandbox": "XE_SANDBOX",
@@ -374,6 +378,8 @@ def settings_from_env(env: Mapping[str, str], defaults: type[Config]) -> dict[st
         lavalink_password=env.get("XE_LAVALINK_PASSWORD") or defaults.lavalink_password,
         lavalink_user_id=env.get("XE_LAVALINK_USER_ID", "").strip(),
         lavalink_search_prefix=env.get("XE_LAVALINK_SEARCH_PREFIX") or defaults.lavalink_search_prefix,
+        lavalink_voice_grace=number("XE_LAVALINK_VOICE_GRACE", float, defaults.lavalink_voice_grace),
+        lavalink_lease=number("XE_LAVALINK_LEASE", float, defaults.lavalink_lease),
         trusted_proxies=env.get("XE_TRUSTED_PROXIES", ""),
         max_streams_per_address=number("XE_MAX_STREAMS_PER_ADDRESS", int, defaults.max_streams_per_address),
         sandbox=_on_off("XE_SANDBOX", env.get("XE_SANDBOX"), defaults.sandbox),
@@ -518,6 +524,15 @@ class Config:
 
     lavalink_search_prefix: str = "ytsearch:"
     """What a search query is prefixed with for the node (``XE_LAVALINK_SEARCH_PREFIX``)."""
+
+    lavalink_voice_grace: float = 5.0
+    """Seconds the node may report a guild's voice as not connected before it counts as lost
+    (``XE_LAVALINK_VOICE_GRACE``): Discord voice reconnects by itself after short drops."""
+
+    lavalink_lease: float = 5.0
+    """With ``XE_REDIS_URL``: seconds the process holding the node's websocket session keeps it
+    without renewing (``XE_LAVALINK_LEASE``); another process takes it over that long after the
+    holder dies."""
 
     trusted_proxies: str = ""
     """The reverse proxies in front of the app (``XE_TRUSTED_PROXIES``, ``serve --trusted-proxies``):
@@ -1409,15 +1424,26 @@ class Player:
         return len(self.queue) + self.more
 
     @property
+    def voice_lost(self) -> bool:
+        """The audio backend lost the voice connection: the track is held where audio stopped
+        (the stored channel is empty) until fresh voice brings it back."""
+        return not self.channel_id
+
+    @property
+    def held(self) -> bool:
+        """The clock stands still: paused by a user, or the voice connection lost."""
+        return self.paused or not self.channel_id
+
+    @property
     def ends_at(self) -> float | None:
         """The clock time the current track ends, or ``None`` while nothing will end by itself."""
         entry = self.current
-        if entry is None or self.paused or entry.track.is_stream:
+        if entry is None or self.held or entry.track.is_stream:
             return None
         return self.anchor + (entry.track.length - self.position) / 1000
 
     def position_at(self, now: float) -> float:
-        return self.position if self.paused else self.position + (now - self.anchor) * 1000
+        return self.position if self.held else self.position + (now - self.anchor) * 1000
 
     def settle(self, now: float) -> None:
         """Drop the tracks that ended before ``now``; each next one starts where the last ended.
@@ -1449,9 +1475,19 @@ class Player:
 
     # The changes a request asks for: pure, checked here, written by the store.
 
-    def join(self, channel_id: str) -> None:
-        """Move to a channel, keeping the queue."""
+    def join(self, channel_id: str, now: float) -> None:
+        """Move to a channel, keeping the queue (a track held by a lost voice connection plays on
+        from where it stopped)."""
+        if self.voice_lost:
+            self.anchor = now
         self.channel_id = channel_id
+
+    def lose_voice(self, now: float) -> bool:
+        """Hold the track where audio stopped, keeping the queue; ``False`` when it already was."""
+        if self.voice_lost:
+            return False
+        self.position, self.anchor, self.channel_id = self.position_at(now), now, ""
+        return True
 
     def set_volume(self, volume: int) -> None:
         self.volume = volume
@@ -1500,7 +1536,7 @@ class Player:
         return PlayerState(
             seq,
             self.guild_id,
-            self.channel_id,
+            self.channel_id or None,
             self.volume,
             self.paused,
             track,
@@ -2264,6 +2300,13 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
+-- Named values the app keeps across restarts, as JSON: the Lavalink node's session and the bot's
+-- voice credentials in each guild, so a restarted app resumes the session (version 5 / 2).
+CREATE TABLE IF NOT EXISTS kept (
+    name  {text} PRIMARY KEY,
+    value {text} NOT NULL
+){without_rowid};
+
 -- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
 -- the newest event dropped from the log) come from these rows, moved inside the transaction
 -- that publishes; the row stays locked until the commit, so numbers commit in order and keep
@@ -2397,6 +2440,45 @@ class KeyStore:
             return await tx.run(self.delete, guild_id, user_id) > 0
 
         return await self.database.write(run, forgets=[("keys",)])
+
+
+class KeptStore(Area):
+    """Named values kept across restarts, as JSON (the Lavalink session and voice credentials)."""
+
+    value_of = "SELECT value FROM kept WHERE name = ?"
+    upsert = (
+        "INSERT INTO kept (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+    )
+    delete_one = "DELETE FROM kept WHERE name = ?"
+    # the prefixes are the module's own (no % or _ in them)
+    delete_under = "DELETE FROM kept WHERE name LIKE ?"
+    values_under = "SELECT name, value FROM kept WHERE name LIKE ? ORDER BY name"
+
+    async def get(self, name: str) -> Any:
+        raw = await self.database.value(self.value_of, name)
+        return None if raw is None else msgspec.json.decode(raw)
+
+    async def put(self, name: str, value: Any) -> None:
+        """Keep ``value`` under ``name`` (``None``: forget it)."""
+
+        async def run(tx: Transaction) -> None:
+            if value is None:
+                await tx.run(self.delete_one, name)
+            else:
+                await tx.run(self.upsert, name, msgspec.json.encode(value).decode())
+
+        await self.database.write(run)
+
+    async def under(self, prefix: str) -> dict[str, Any]:
+        """Every value whose name starts with ``prefix``, by the rest of its name."""
+        rows = await self.database.all(self.values_under, prefix + "%")
+        return {name[len(prefix) :]: msgspec.json.decode(value) for name, value in rows}
+
+    async def forget_under(self, prefix: str) -> None:
+        async def run(tx: Transaction) -> None:
+            await tx.run(self.delete_under, prefix + "%")
+
+        await self.database.write(run)
 
 
 class RegistryStore(Area):
@@ -3086,6 +3168,7 @@ class Stores:
     mappers: MapperStore
     loaders: LoaderStore
     listings: ListingStore
+    kept: KeptStore
 
     @classmethod
     def on(cls, database: Database, config: Config) -> Stores:
@@ -3100,6 +3183,7 @@ class Stores:
             MapperStore(database),
             database.loaders(database, config.clock, config.event_log_size, config.event_log_seconds),
             ListingStore(database),
+            KeptStore(database),
         )
 
 
@@ -3107,7 +3191,7 @@ class Stores:
 # 9. SQLite: one file, its writer thread, and what SQLite does its own way
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = schema_for(
     """\
@@ -3817,7 +3901,7 @@ async def open_sqlite(config: Config) -> SqliteDatabase:
 # 10. PostgreSQL: one store for many machines (XE_DB=postgresql://...)
 # ---------------------------------------------------------------------------
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 
 PG_SCHEMA = schema_for(
     """\
@@ -4669,6 +4753,7 @@ _MOVED = (
     _moved("loader_ids", "target_id, old_id, new_id", "rowid"),
     _moved("loaders", f"{', '.join(LOADER_FIELDS)}, started_at, start_seq", "target_id"),
     _moved("events", "seq, frame, created_at", "seq"),
+    _moved("kept", "name, value", "name"),
 )
 """Every table but tracks (copied first: their words are cut on the way) and the counters, in
 an order that keeps every reference valid."""
@@ -5680,6 +5765,40 @@ class RedisMetrics:
         return total
 
 
+# Taken when free, renewed by its holder (the token it was taken with), never taken from a living one.
+_HOLD_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class RedisHold:
+    """A lease one process of the fleet holds at a time (the Lavalink node's websocket session):
+    taken when free, kept while its holder renews it, free ``seconds`` after the holder stops
+    (it died, or lost Redis)."""
+
+    def __init__(self, config: Config, client: Any, name: str, seconds: float) -> None:
+        self._redis = client
+        self._key = config.redis_prefix + name
+        self._token = secrets.token_hex(8)
+        self._ms = max(int(seconds * 1000), 1)
+        self.seconds = seconds
+        self._hold = client.register_script(_HOLD_SCRIPT)
+        self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
+        self._errors = _redis_errors()
+
+    async def hold(self) -> bool:
+        """Take or renew the lease; whether this process holds it now (Redis away: no)."""
+        try:
+            return bool(await self._hold(keys=[self._key], args=[self._token, self._ms]))
+        except self._errors:
+            return False
+
+    async def release(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._give_back(keys=[self._key], args=[self._token])
+
+
 class RedisParts:
     """Everything one app shares with the other processes of its fleet through one Redis
     (``XE_REDIS_URL``), built in one place: the client, the rate limits, the event stream, the
@@ -6294,7 +6413,7 @@ class PlayerChanges:
                 player is not None
                 and player.current is not None
                 and player.current.entry_id == entry_id
-                and not player.paused
+                and not player.held
                 and abs(player.position_at(now) - position) > POSITION_DRIFT
             )
 
@@ -6305,6 +6424,38 @@ class PlayerChanges:
 
         if drifted(await self.player(guild_id)):
             await self._change(guild_id, correct, asked=False)
+
+    async def voice_lost(self, guild_id: str) -> bool:
+        """The audio backend lost the guild's voice connection: its track is held where audio
+        stopped, the queue kept (followers see ``channel: null``). ``False`` when there is no
+        player or it was held already."""
+        now = self._clock()
+
+        def lose(player: Player | None) -> Player | None:
+            if player is None or not player.lose_voice(now):
+                raise Unchanged("no voice to lose")
+            return player
+
+        try:
+            await self._change(guild_id, lose, asked=False)
+        except Unchanged:
+            return False
+        return True
+
+    async def voice_back(self, guild_id: str, channel_id: str) -> Player | None:
+        """Fresh voice in ``channel_id`` for a guild whose voice was lost: its track plays on from
+        where it was held. The player (``None`` when there is none)."""
+        now = self._clock()
+
+        def regain(player: Player | None) -> Player | None:
+            if player is None or not player.voice_lost:
+                raise Unchanged("voice not lost")
+            player.join(channel_id, now)
+            return player
+
+        with contextlib.suppress(Unchanged):
+            return await self._change(guild_id, regain, asked=False)
+        return await self.player(guild_id)
 
     async def _playing(self, guild_id: str, entry_id: int) -> bool:
         player = await self.player(guild_id)
@@ -6349,7 +6500,7 @@ class Music(PlayerChanges):
         def join(player: Player | None) -> Player:
             if player is None:
                 return Player(guild_id, channel_id, anchor=now)
-            player.join(channel_id)
+            player.join(channel_id, now)
             return player
 
         return await self._change(guild_id, join)  # type: ignore[return-value]
@@ -6405,26 +6556,64 @@ class Music(PlayerChanges):
 # ---------------------------------------------------------------------------
 
 _NODE_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
-"""Seconds between attempts to reach a node's websocket, the last one repeated."""
+"""Seconds between attempts to reach a node's websocket, or to have an update taken, the last
+one repeated."""
+
+NODE_TIMEOUT = 5.0
+"""Seconds a REST call to the node may take (a voice connect blocks its update that long)."""
+
+_TRACK_ATTEMPTS = 3
+"""Refusals of one track's update after which the node is taken never to play it: the queue
+moves on, as after the node's own ``loadFailed``."""
+
+KEPT_SESSION = "lavalink.session"
+KEPT_VOICE = "lavalink.voice."
+"""Names in the kept store: the node's session id, and (after this prefix, the guild id) the
+bot's voice credentials in a guild."""
+
+NODE_LOAD_FAILED = "Service unavailable: the audio node (Lavalink) could not load the track: {}"
+
+
+class NodeRefused(Unavailable):
+    """The node answered with an error status (4xx or 5xx but a session's 404)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(NODE_AWAY)
+        self.status = status
+        self.detail = message
+        self.entry_id: int | None = None
+        """The queue entry whose track the refused update carried, if it carried one."""
+
+
+class SessionLost(Unavailable):
+    """The node answered 404 for its session: it no longer has it (it restarted, or dropped it)."""
 
 
 def lavalink_track(data: Mapping[str, Any]) -> Track | None:
-    """Our track of a Lavalink v4 track object, or ``None`` when it cannot be one (no http(s) URI)."""
+    """Our track of a Lavalink v4 track object, or ``None`` when it cannot be one. A track the
+    node gave ``encoded`` plays by it, so a null or non-http ``uri`` (a local file, a stream of
+    another scheme) is kept, shown with an empty ``uri``."""
     info = data.get("info") or {}
+    encoded = data.get("encoded")
+    uri = str(info.get("uri") or "")
+    linked = bool(_HTTP_URL.fullmatch(uri))
     try:
-        return Track(
+        track = Track(
             source=re.sub(r"[^a-z0-9_-]", "", str(info.get("sourceName", "")).lower())[:32] or "lavalink",
             identifier=str(info["identifier"])[:300],
             title=str(info.get("title") or "Unknown title")[:500],
             author=str(info.get("author") or "")[:500],
             length=0 if info.get("isStream") else int(info.get("length") or 0),
-            uri=str(info.get("uri") or ""),
+            uri=uri if linked or not encoded else "https://lavalink.invalid/",  # checked, then emptied
             thumbnail=info.get("artworkUrl") if _HTTP_URL.fullmatch(str(info.get("artworkUrl"))) else None,
             is_stream=bool(info.get("isStream")),
-            encoded=data.get("encoded"),
+            encoded=encoded,
         )
     except (KeyError, TypeError, ValueError):
         return None
+    if not linked:  # only a node's own track may have no link: the API's tracks need one
+        track.uri = ""
+    return track
 
 
 class LavalinkNode:
@@ -6434,19 +6623,27 @@ class LavalinkNode:
     Follows https://lavalink.dev/api/rest.html and https://lavalink.dev/api/websocket.html.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, kept: KeptStore | None = None, hold: RedisHold | None = None) -> None:
         import httpx  # a dependency of Litestar's; loaded only when a node is configured
 
         self.url = config.lavalink_url.rstrip("/")
         self._password = config.lavalink_password
         self._rest = httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": self._password}, timeout=5.0
+            base_url=self.url, headers={"Authorization": self._password}, timeout=NODE_TIMEOUT
         )
-        self._http_errors = (httpx.TransportError, httpx.HTTPStatusError)
+        self._transport_errors = httpx.TransportError
         self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.session_id: str | None = None
         """The node's session while its websocket is open (players live in it)."""
         self._resumable: str | None = None
+        self.kept = kept
+        """Where the session id and the voice credentials are kept across restarts of the app."""
+        self.hold = hold
+        """With Redis, the lease that makes one process of the fleet the session's holder: it keeps
+        the websocket; the others drive the players through the same session (no guild is sent to
+        two sessions) and take it over, resuming it, when the holder dies."""
+        self._socket: Any = None
+        self._closing: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -6454,16 +6651,31 @@ class LavalinkNode:
         return self.session_id is not None
 
     async def request(self, method: str, path: str, body: Any = None, **params: str) -> Any:
-        """A REST call; the node unreachable, failing or refusing our password is :class:`Unavailable`."""
+        """A REST call. The node unreachable or timing out is :class:`Unavailable`; an error status
+        :class:`NodeRefused`; a 404 for our session :class:`SessionLost` (and the websocket is
+        reopened: the node's answer to it says whether the session lives on)."""
         try:
             answer = await self._rest.request(method, path, json=body, params=params or None)
-            if answer.status_code == 404 and path.startswith("/v4/sessions/"):
-                return None  # a player or session the node no longer has
-            answer.raise_for_status()
-        except self._http_errors as exc:
-            log.warning("Lavalink %s %s failed: %s", method, path, exc)
+        except self._transport_errors as exc:
+            log.warning("Lavalink %s %s failed: %r", method, path, exc)
             raise Unavailable(NODE_AWAY) from exc
-        return answer.json() if answer.content else None
+        if answer.status_code < 400:
+            return answer.json() if answer.content else None
+        try:
+            message = str(answer.json().get("message"))
+        except ValueError:
+            message = answer.text[:200]
+        if (
+            answer.status_code == 404
+            and self.session_id
+            and path.startswith(f"/v4/sessions/{self.session_id}")
+        ):
+            log.warning(
+                "Lavalink has no session %s (404 on %s %s): reconnecting", self.session_id, method, path
+            )
+            self.drop()
+            raise SessionLost(NODE_AWAY)
+        raise NodeRefused(answer.status_code, message)
 
     def player_path(self, guild_id: str) -> str:
         if self.session_id is None:
@@ -6475,12 +6687,26 @@ class LavalinkNode:
         if self._task is None:
             self._task = asyncio.create_task(self._run(user_id))
 
+    def drop(self) -> None:
+        """Close the websocket (it reconnects at once, asking to resume the session)."""
+        self.session_id = None
+        if self._socket is not None:
+            self._closing = asyncio.ensure_future(self._socket.close())
+
     async def _run(self, user_id: str) -> None:
         from websockets.asyncio.client import connect  # with uvicorn[standard]
 
         url = "ws" + self.url.removeprefix("http") + "/v4/websocket"
         failures = 0
+        if self.kept is not None:  # the session an earlier run of the app left: resumed if it lives
+            with contextlib.suppress(DomainError):
+                self._resumable = await self.kept.get(KEPT_SESSION)
         while True:
+            if self.hold is not None and not await self.hold.hold():
+                await self._follow()
+                await asyncio.sleep(self.hold.seconds / 3)
+                continue
+            self.session_id = None  # until this process's ready names it
             headers = {
                 "Authorization": self._password,
                 "User-Id": user_id,
@@ -6490,17 +6716,44 @@ class LavalinkNode:
                 headers["Session-Id"] = self._resumable
             try:
                 async with connect(url, additional_headers=headers, open_timeout=5, max_size=None) as socket:
-                    failures = 0
-                    async for text in socket:
-                        if self.on_message is not None:
-                            await self.on_message(msgspec.json.decode(text))
+                    self._socket, failures = socket, 0
+                    holding = self.hold and asyncio.create_task(self._keep_holding(self.hold, socket))
+                    try:
+                        async for text in socket:
+                            if self.on_message is not None:
+                                await self.on_message(msgspec.json.decode(text))
+                    finally:
+                        if holding:
+                            holding.cancel()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, dropped, or a frame we could not take
                 log.warning("Lavalink websocket: %s", exc)
+            self._socket = None
             self._resumable, self.session_id = self.session_id or self._resumable, None
             await asyncio.sleep(_NODE_BACKOFF[min(failures, len(_NODE_BACKOFF) - 1)])
             failures += 1
+
+    async def _follow(self) -> None:
+        """Another process holds the session: the players are driven through it, by its id."""
+        session = None
+        if self.kept is not None:
+            with contextlib.suppress(DomainError):
+                session = await self.kept.get(KEPT_SESSION)
+        self._resumable = session or self._resumable
+        if session != self.session_id:
+            self.session_id = session
+            if session and self.on_message is not None:
+                await self.on_message({"op": "follow", "sessionId": session})
+
+    @staticmethod
+    async def _keep_holding(hold: RedisHold, socket: Any) -> None:
+        while True:
+            await asyncio.sleep(hold.seconds / 3)
+            if not await hold.hold():  # another process may take the session now: let it go
+                log.warning("Lavalink: this process no longer holds the session's lease")
+                await socket.close()
+                return
 
     def ready(self, session_id: str) -> None:
         self.session_id = self._resumable = session_id
@@ -6509,6 +6762,8 @@ class LavalinkNode:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.hold is not None:
+            await self.hold.release()
         await self._rest.aclose()
 
 
@@ -6525,15 +6780,160 @@ class LavalinkResolver:
         loaded = await self._node.request("GET", "/v4/loadtracks", identifier=identifier) or {}
         kind, data = loaded.get("loadType"), loaded.get("data")
         if kind == "error":
-            reason = data.get("message") if isinstance(data, dict) else None
-            raise Invalid("load failed", f"The track could not be loaded: {reason or 'unknown error'}")
+            data = data if isinstance(data, dict) else {}
+            reason = data.get("message") or "unknown error"
+            if data.get("severity") in ("suspicious", "fault"):  # the node's or its source's failure
+                raise Unavailable(NODE_LOAD_FAILED.format(reason))
+            raise Invalid("load failed", f"The track could not be loaded: {reason}")
         if kind == "track" and isinstance(data, dict):
             return lavalink_track(data)
         if kind == "search" and isinstance(data, list):
             return next(filter(None, map(lavalink_track, data)), None)
         if kind == "playlist" and isinstance(data, dict):
-            return [track for track in map(lavalink_track, data.get("tracks", [])) if track] or None
+            selected = (data.get("info") or {}).get("selectedTrack")
+            tracks = data.get("tracks") or []
+            if isinstance(selected, int) and 0 <= selected < len(tracks):
+                tracks = tracks[selected:]  # the link named a track in it: the play starts there
+            return [track for track in map(lavalink_track, tracks) if track] or None
         return None  # empty, or no data where the kind has some
+
+
+def _lost_voice(code: object) -> bool:
+    """Whether a Discord voice close code ends the connection: any 4xxx but 4015, which Lavalink
+    resumes by itself."""
+    return isinstance(code, int) and 4000 <= code < 5000 and code != 4015
+
+
+VOICE_LOST_TOPIC = "voice lost"
+"""The hub's topic of lost voice connections: the process holding the node's session hears of
+them, every process's ``on_voice_lost`` callbacks are called (the bot's may be another)."""
+
+VoiceLostCallback = Callable[[str, int | None, str], object]
+"""``callback(guild_id, code, reason)`` (see :meth:`Host.on_voice_lost`); may return an awaitable."""
+
+
+class NodeVoice:
+    """The guilds' voice on the node: the bot's credentials, which guilds the node was given them
+    in, and the loss of a voice connection (a close code, or ``connected: false`` past the grace
+    period) held on the player and told to the host's callbacks, once per loss."""
+
+    def __init__(self, music: Music, grace: float, timers: Timers, kept: KeptStore | None, hub: Hub) -> None:
+        self._music = music
+        self._kept = kept
+        self._hub = hub
+        hub.handlers[VOICE_LOST_TOPIC] = self._told
+        self._grace = grace
+        self._timers = timers
+        self.credentials: dict[str, dict[str, str]] = {}
+        self.given: set[str] = set()
+        """Guilds whose credentials the node's session has (so a ``connected: false`` is a loss)."""
+        self._waiting: dict[str, Cancellable] = {}
+        self.callbacks: list[VoiceLostCallback] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def update(self, guild_id: str, update: Mapping[str, str | None]) -> dict[str, str] | None:
+        """Merge the bot's voice state/server update: the credentials once complete, else ``None``."""
+        voice = self.credentials.setdefault(guild_id, {})
+        channel = update.get("channelId", "")
+        if channel is None:  # the bot left the channel
+            self.credentials.pop(guild_id, None)
+            self.keep(guild_id)
+            return None
+        if channel and voice.get("channelId") not in (None, channel):
+            voice.pop("token", None)  # a move: its voice server update brings the new token
+        voice.update({k: v for k, v in update.items() if v is not None})
+        if {"token", "endpoint", "sessionId", "channelId"} <= set(voice):
+            self.keep(guild_id)
+            return voice
+        return None
+
+    def keep(self, guild_id: str) -> None:
+        """Keep the guild's credentials as they are when the write runs (gone: forgotten)."""
+        if self._kept is not None:
+            self.spawn(self._keep(guild_id))
+
+    async def _keep(self, guild_id: str) -> None:
+        voice = self.credentials.get(guild_id)
+        complete = voice if voice and {"token", "endpoint", "sessionId", "channelId"} <= set(voice) else None
+        with contextlib.suppress(DomainError):
+            await self._kept.put(KEPT_VOICE + guild_id, complete)  # type: ignore[union-attr]
+
+    async def recall(self) -> None:
+        """After the app restarted into a resumed session: the credentials the node still has."""
+        if self._kept is not None and not self.credentials:
+            self.credentials.update(await self._kept.under(KEPT_VOICE))
+            self.given.update(self.credentials)
+
+    def connected(self, guild_id: str, connected: bool) -> None:
+        """The node's ``playerUpdate`` says whether the guild's voice is connected."""
+        if connected or guild_id not in self.given:
+            if (timer := self._waiting.pop(guild_id, None)) is not None:
+                timer.cancel()
+        elif guild_id not in self._waiting:
+            reason = f"The voice connection was not connected for {self._grace:g} s."
+            self._waiting[guild_id] = self._timers.call_later(
+                self._grace, lambda: self.spawn(self.lose(guild_id, None, reason))
+            )
+
+    async def lose(self, guild_id: str, code: int | None, reason: str) -> None:
+        """The guild's voice is gone: its credentials are stale, its track is held, the host told."""
+        self.given.discard(guild_id)
+        if self.credentials.pop(guild_id, None) is not None:
+            self.keep(guild_id)
+        if (timer := self._waiting.pop(guild_id, None)) is not None:
+            timer.cancel()
+        if not await self._music.voice_lost(guild_id):
+            return  # no player, or lost already: told once
+        log.warning("Lavalink voice lost in guild %s (%s): %s", guild_id, code, reason)
+        frame = msgspec.json.encode([guild_id, code, reason]).decode()
+        self._hub.deliver(VOICE_LOST_TOPIC, 0, frame)
+        if self._hub.broker is not None:  # the bot's process may be another
+            self._hub.broker.publish(VOICE_LOST_TOPIC, 0, frame)
+
+    def _told(self, frame: str) -> None:
+        guild_id, code, reason = msgspec.json.decode(frame)
+        for callback in list(self.callbacks):
+            try:
+                result = callback(guild_id, code, reason)
+                if isinstance(result, Awaitable):
+                    self.spawn(self._awaited(result))
+            except Exception:
+                log.exception("on_voice_lost callback failed")
+
+    @staticmethod
+    async def _awaited(result: Awaitable[object]) -> None:
+        try:
+            await result
+        except Exception:
+            log.exception("on_voice_lost callback failed")
+
+    async def forget_all(self, reason: str) -> None:
+        """A new session (the node restarted): no credentials are valid in it; every guild with a
+        player is lost until the bot joins again."""
+        self.credentials.clear()
+        self.given.clear()
+        if self._kept is not None:
+            await self._kept.forget_under(KEPT_VOICE)
+        for guild_id in await self._music.guilds_playing():
+            await self.lose(guild_id, None, reason)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for timer in self._waiting.values():
+            timer.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class _Latest:
+    """What :meth:`LavalinkPlayers.refresh` wants: the player as stored when it is sent (a player
+    read earlier could be older than a change whose own update is already on its way)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -6545,70 +6945,79 @@ class NodePlayer:
     volume: int = 100
 
 
-class LavalinkPlayers:
-    """Mirrors every player onto the node's, and lets the node's events drive the queue.
+class NodeMirror:
+    """Brings the node's player of each guild to match ours, in order, latest wins: the track
+    (its queue entry as ``userData``), pause, volume, and the bot's voice with the first update;
+    a stop deletes it. A refused or unanswered update is tried again, backing off, until the
+    node has it; a track refused :data:`_TRACK_ATTEMPTS` times is skipped like a failed load. A
+    player whose voice was lost is left alone until fresh voice brings it back."""
 
-    Our queue stays the truth (a node keeps none): after each change the node's player is
-    brought to match ours (the track, with its queue entry as ``userData``; pause; volume);
-    a stop deletes it. A ``TrackEndEvent`` that finished (or failed to load) the entry we are
-    playing advances the queue; ``playerUpdate`` corrects the position. On every (re)connect the
-    node's players are compared with ours and brought in line. Voice credentials come from the
-    embedding bot (:meth:`Host.voice_state`, :meth:`Host.voice_server`).
-    """
-
-    def __init__(self, node: LavalinkNode, music: Music, user_id: str = "") -> None:
+    def __init__(self, node: LavalinkNode, music: Music, config: Config, hub: Hub) -> None:
         self.node = node
-        node.on_message = self._message
         self._music = music
+        self._timers = config.timers or LoopTimers()
+        self.voice_of = NodeVoice(music, config.lavalink_voice_grace, self._timers, node.kept, hub)
         self._sent: dict[str, NodePlayer] = {}
-        self._wanted: dict[str, Player | None] = {}
+        self._wanted: dict[str, Player | _Latest | None] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
-        self._voice: dict[str, dict[str, str]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        if user_id:
-            node.connect(user_id)
+        self._attempts: dict[str, int] = {}
+        self._spawn = self.voice_of.spawn
+        self.in_line = False
+        """Whether the node's players are known since the last ``ready`` (changes wait until then)."""
 
     @property
     def available(self) -> bool:
         return self.node.connected
 
-    def changed(self, guild_id: str, player: Player | None) -> None:
+    def changed(self, guild_id: str, player: Player | _Latest | None) -> None:
         """After a commit: bring the node's player to ``player`` (in order, latest wins)."""
         self._wanted[guild_id] = player
-        if guild_id not in self._syncing and self.node.connected:
+        if guild_id not in self._syncing and self.node.connected and self.in_line:
             self._syncing[guild_id] = self._spawn(self._sync(guild_id))
 
-    def voice(self, guild_id: str, **update: str | None) -> None:
-        """Merge the bot's voice state/server update; a complete one is sent to the node."""
-        voice = self._voice.setdefault(guild_id, {})
-        voice.update({k: v for k, v in update.items() if v is not None})
-        if update.get("channelId", "") is None:  # the bot left the channel
-            self._voice.pop(guild_id, None)
-        elif {"token", "endpoint", "sessionId"} <= set(voice) and self.node.connected:
-            self._spawn(self._send_voice(guild_id))
-
-    async def _send_voice(self, guild_id: str) -> None:
-        voice = self._voice.get(guild_id)  # gone if the bot left the channel meanwhile
-        if voice is not None:
-            with contextlib.suppress(Unavailable):
-                await self.node.request("PATCH", self.node.player_path(guild_id), {"voice": voice})
+    def refresh(self, guild_id: str) -> None:
+        """Bring the node's player to ours as it is stored then (unless a change is on its way)."""
+        self.changed(guild_id, self._wanted.get(guild_id, _Latest()))
 
     async def _sync(self, guild_id: str) -> None:
         try:
             while guild_id in self._wanted:
                 player = self._wanted.pop(guild_id)
                 await self._apply(guild_id, player)
-        except Unavailable:  # brought in line when the node is back
-            self._sent.pop(guild_id, None)
+            self._attempts.pop(guild_id, None)
+        except SessionLost:  # the reconnect brings every player in line
+            self._sent.clear()
+        except DomainError as exc:
+            self._sent.pop(guild_id, None)  # the node's player is not known now: sent whole next time
+            self._refused(guild_id, exc)
         finally:
             del self._syncing[guild_id]
 
-    async def _apply(self, guild_id: str, player: Player | None) -> None:
+    def _refused(self, guild_id: str, exc: DomainError) -> None:
+        attempts = self._attempts[guild_id] = self._attempts.get(guild_id, 0) + 1
+        entry_id = exc.entry_id if isinstance(exc, NodeRefused) else None
+        what = f"refused ({exc.status}: {exc.detail})" if isinstance(exc, NodeRefused) else "not answered"
+        if entry_id is not None and attempts >= _TRACK_ATTEMPTS:
+            log.warning(
+                "Lavalink update of guild %s %s %d times: entry %d is skipped, as a failed load",
+                guild_id, what, attempts, entry_id,
+            )  # fmt: skip
+            self._attempts.pop(guild_id, None)
+            self._spawn(self._music.track_ended(guild_id, entry_id))
+            return
+        delay = _NODE_BACKOFF[min(attempts - 1, len(_NODE_BACKOFF) - 1)]
+        log.warning("Lavalink update of guild %s %s: trying again in %g s", guild_id, what, delay)
+        self._timers.call_later(delay, lambda: self.refresh(guild_id))
+
+    async def _apply(self, guild_id: str, wanted: Player | _Latest | None) -> None:
         sent = self._sent.get(guild_id)
+        player = await self._music.player(guild_id) if isinstance(wanted, _Latest) else wanted
         if player is None:
             if sent is not None:
                 await self.node.request("DELETE", self.node.player_path(guild_id))
             self._sent.pop(guild_id, None)
+            return
+        if player.voice_lost:  # held: the node hears of it again with fresh voice
             return
         entry, now = player.current, self._music.now()
         want = NodePlayer(None if entry is None else entry.entry_id, player.paused, player.volume)
@@ -6628,72 +7037,145 @@ class LavalinkPlayers:
             body["paused"] = want.paused
         if sent is None or sent.volume != want.volume:
             body["volume"] = want.volume
-        if sent is None and guild_id in self._voice:
-            body["voice"] = self._voice[guild_id]
+        if sent is None and (voice := self.voice_of.credentials.get(guild_id)):
+            body["voice"] = voice
         if body:
-            await self.node.request("PATCH", self.node.player_path(guild_id), body)
+            try:
+                await self.node.request("PATCH", self.node.player_path(guild_id), body)
+            except NodeRefused as refused:
+                refused.entry_id = want.entry_id if body.get("track", {}).get("userData") else None
+                raise
+            if "voice" in body:
+                self.voice_of.given.add(guild_id)
         self._sent[guild_id] = want
+
+
+class LavalinkPlayers(NodeMirror):
+    """Mirrors every player onto the node's (:class:`NodeMirror`), and lets the node's frames
+    drive the queue: a ``TrackEndEvent`` that finished (or failed to load) the entry we are
+    playing, or a ``TrackStuckEvent`` (no end follows it), advances the queue; a ``cleanup`` end
+    sends the track again; ``playerUpdate`` corrects the position while voice is connected. Voice
+    lost is held (:class:`NodeVoice`) until the bot sends fresh voice; then the track plays on. On
+    every (re)connect the node's players are compared with ours and brought in line; a new
+    session (a restarted node) is given no stale voice. Voice credentials come from the
+    embedding bot (:meth:`Host.voice_state`, :meth:`Host.voice_server`)."""
+
+    def __init__(self, node: LavalinkNode, music: Music, config: Config, hub: Hub) -> None:
+        super().__init__(node, music, config, hub)
+        node.on_message = self._message
+        if config.lavalink_user_id:
+            node.connect(config.lavalink_user_id)
+
+    def voice(self, guild_id: str, **update: str | None) -> None:
+        """Merge the bot's voice state/server update; a complete one is sent to the node."""
+        if self.voice_of.update(guild_id, update) is not None and self.node.connected:
+            self._spawn(self._send_voice(guild_id))
+
+    async def _send_voice(self, guild_id: str) -> None:
+        voice = self.voice_of.credentials.get(guild_id)  # gone if the bot left the channel meanwhile
+        if voice is None:
+            return
+        try:
+            player = await self._music.player(guild_id)
+            if player is not None and player.voice_lost:  # the node's player is sent whole, voice first
+                self._sent.pop(guild_id, None)
+                await self._music.voice_back(guild_id, voice["channelId"])
+                self.refresh(guild_id)  # sent whole (voice first), whoever brought the voice back
+                return
+            await self.node.request("PATCH", self.node.player_path(guild_id), {"voice": voice})
+            self.voice_of.given.add(guild_id)
+            self.refresh(guild_id)  # a track the node dropped meanwhile is sent again
+        except DomainError as exc:
+            log.warning("Lavalink voice for guild %s not sent: %s", guild_id, exc)
 
     async def _message(self, message: dict[str, Any]) -> None:
         try:
-            await self._handle(message)
+            if message.get("op") == "event":
+                await self._event(message.get("type"), message.get("guildId", ""), message)
+            else:
+                await self._handle(message)
         except DomainError as exc:  # the database or the node is away: the next (re)connect mends it
             log.warning("Lavalink %s frame not handled: %s", message.get("op"), exc.message)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "ready":
-            self.node.ready(message["sessionId"])
-            await self.node.request(
-                "PATCH", f"/v4/sessions/{message['sessionId']}", {"resuming": True, "timeout": 60}
-            )
-            self._spawn(self._bring_in_line())
-        elif op == "event" and message.get("type") == "TrackEndEvent":
-            user_data = (message.get("track") or {}).get("userData") or {}
-            if message.get("reason") in ("finished", "loadFailed") and isinstance(
-                user_data.get("entry"), int
-            ):
-                await self._music.track_ended(message["guildId"], user_data["entry"])
-        elif op == "event" and message.get("type") in (
-            "TrackExceptionEvent",
-            "TrackStuckEvent",
-            "WebSocketClosedEvent",
-        ):
-            log.warning("Lavalink %s in guild %s: %s", message["type"], message.get("guildId"), message)
+            session_id = message["sessionId"]
+            self.node.ready(session_id)
+            self.in_line = False
+            try:
+                await self._new_session(session_id, bool(message.get("resumed")))
+            finally:  # whatever failed above, the players are brought in line
+                self._spawn(self._bring_in_line())
+        elif op == "follow":  # another process holds the session; its players' state is not known here
+            self._sent.clear()
+            self.in_line = True
+            for guild_id in set(self._wanted):
+                self.refresh(guild_id)
         elif op == "playerUpdate":
-            sent = self._sent.get(guild_id := message.get("guildId", ""))
-            position = (message.get("state") or {}).get("position")
-            if sent is not None and sent.entry_id is not None and isinstance(position, int):
+            guild_id, state = message.get("guildId", ""), message.get("state") or {}
+            self.voice_of.connected(guild_id, bool(state.get("connected")))
+            sent, position = self._sent.get(guild_id), state.get("position")
+            # without voice nobody pulls audio: the node's position stands still, ours is held
+            if state.get("connected") and sent and sent.entry_id is not None and isinstance(position, int):
                 await self._music.correct_position(guild_id, sent.entry_id, position)
+
+    async def _new_session(self, session_id: str, resumed: bool) -> None:
+        if not resumed:
+            self._sent.clear()
+            await self.voice_of.forget_all("The Lavalink node started a new session (it restarted).")
+        else:
+            await self.voice_of.recall()
+        if self.node.kept is not None:
+            await self.node.kept.put(KEPT_SESSION, session_id)
+        try:
+            await self.node.request("PATCH", f"/v4/sessions/{session_id}", {"resuming": True, "timeout": 60})
+        except DomainError as exc:
+            log.warning("Lavalink session %s not made resumable: %s", session_id, exc.message)
+
+    async def _event(self, kind: Any, guild_id: str, message: dict[str, Any]) -> None:
+        entry_id = ((message.get("track") or {}).get("userData") or {}).get("entry")
+        reason = message.get("reason")
+        if kind == "TrackEndEvent" and reason in ("finished", "loadFailed") and isinstance(entry_id, int):
+            await self._music.track_ended(guild_id, entry_id)
+        elif kind == "TrackStuckEvent" and isinstance(entry_id, int):  # the node never ends it
+            log.warning("Lavalink track stuck in guild %s: the queue moves on", guild_id)
+            await self._music.track_ended(guild_id, entry_id)
+        elif kind == "TrackEndEvent" and reason == "cleanup" and isinstance(entry_id, int):
+            sent = self._sent.get(guild_id)
+            if sent is not None and sent.entry_id == entry_id:  # the node dropped it: sent again
+                sent.entry_id = None
+                if guild_id in self.voice_of.given:
+                    self.refresh(guild_id)
+        elif kind == "WebSocketClosedEvent" and _lost_voice(message.get("code")):
+            await self.voice_of.lose(guild_id, message["code"], str(message.get("reason") or ""))
+        elif kind in ("TrackExceptionEvent", "WebSocketClosedEvent"):
+            log.warning("Lavalink %s in guild %s: %s", kind, guild_id, message)
 
     async def _bring_in_line(self) -> None:
         """After a (re)connect: what the node's players play now, then ours applied over it."""
         try:
             theirs = await self.node.request("GET", f"/v4/sessions/{self.node.session_id}/players") or []
-        except Unavailable:
+        except SessionLost:  # the next session brings them in line
             return
+        except DomainError:  # not known: every player is sent whole
+            theirs = []
         self._sent = {}
         for node_player in theirs:
             user_data = (node_player.get("track") or {}).get("userData") or {}
             self._sent[node_player["guildId"]] = NodePlayer(
                 user_data.get("entry"), bool(node_player.get("paused")), int(node_player.get("volume", 100))
             )
+        self.in_line = True
         # the node's, ours, and any changed while the node was away (a stop among them)
-        guilds = set(self._sent) | set(await self._music.guilds_playing()) | set(self._wanted)
+        guilds = set(self._sent) | set(self._wanted)
+        with contextlib.suppress(DomainError):
+            guilds.update(await self._music.guilds_playing())
         for guild_id in guilds:
-            with contextlib.suppress(DomainError):
-                self.changed(guild_id, await self._music.player(guild_id))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+            self.refresh(guild_id)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.voice_of.close()
         await self.node.close()
 
 
@@ -6778,12 +7260,17 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         await hub.open()
         windows = None if redis is None else redis.windows
         loaders = Loaders(stores.loaders, hub, config.status_interval, config.monotonic, timers, windows)
-        node = LavalinkNode(config) if config.lavalink_url else None
+        hold = (
+            None
+            if redis is None
+            else RedisHold(config, redis.client, "lavalink:session", config.lavalink_lease)
+        )
+        node = LavalinkNode(config, stores.kept, hold) if config.lavalink_url else None
         resolver = chosen_resolver(config, stores.catalog, node)
         music = Music(stores.players, stores.registry, resolver, hub, config, timers)
         if broker is not None or is_postgres(config.db):  # another process's change arms no timer here
             music.track_ends.poll = 1.0  # look every second
-        lavalink = None if node is None else LavalinkPlayers(node, music, config.lavalink_user_id)
+        lavalink = None if node is None else LavalinkPlayers(node, music, config, hub)
         music.mirror = lavalink
         sweeper = asyncio.create_task(sweep_every(limiter, 10.0))
         shared_metrics = None if redis is None else redis.metrics
@@ -8302,6 +8789,13 @@ class ElixirHost:
         """The guild's voice server for the bot (``endpoint`` ``None``: none is available yet)."""
         self._lavalink().voice(snowflake(guild_id, "guild"), token=token, endpoint=endpoint)
 
+    def on_voice_lost(self, callback: VoiceLostCallback) -> None:
+        """Call ``callback(guild_id, code, reason)`` (sync or async) once each time the node loses a
+        guild's voice connection: a Discord close code (4006, 4014, ...; ``None`` when the node
+        restarted or reported it not connected past ``XE_LAVALINK_VOICE_GRACE``). The track is
+        held where audio stopped; joining the channel again (fresh voice) plays it on."""
+        self._lavalink().voice_of.callbacks.append(callback)
+
     def _lavalink(self) -> LavalinkPlayers:
         if self._services.lavalink is None:
             raise ValueError("No Lavalink node is configured (XE_LAVALINK_URL)")
@@ -9618,7 +10112,8 @@ button.quiet { background: var(--track); color: var(--text); }
   const position = () => {
     const track = state && state.track;
     if (!track) return 0;
-    const moved = state.paused ? 0 : performance.now() - received;
+    // held while paused, and while the audio node has lost the voice connection (channel null)
+    const moved = state.paused || state.channel === null ? 0 : performance.now() - received;
     const at = track.position + moved;
     return track.isStream ? at : Math.min(at, track.duration * 1000);
   };
@@ -9634,7 +10129,8 @@ button.quiet { background: var(--track); color: var(--text); }
     else if (art.getAttribute("src") !== track.thumbnail) art.src = track.thumbnail;
     art.hidden = !usable;
     art.nextElementSibling.hidden = usable;
-    if (state.channel === null) setStatus("disconnected", "Not connected");
+    if (state.channel === null && track) setStatus("voice-lost", "Voice connection lost");
+    else if (state.channel === null) setStatus("disconnected", "Not connected");
     else if (!track) setStatus("idle", "Nothing playing");
     else if (state.paused) setStatus("paused", "Paused");
     else setStatus("playing", "Playing");

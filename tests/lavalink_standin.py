@@ -17,10 +17,23 @@ lavaplayer's DefaultAudioPlayer for the order of events):
 * `encoded` is lavaplayer's binary track format (version 3) in base64 and, as on the server, carries
   the track's current position; decodetrack reads any such track, catalogued or not.
 
-Left out: audio and Discord voice (a PATCH with `voice` counts as connected at once), the effect of
-filters (stored and echoed), route planner, plugins, POST decodetracks, /v4/stats, frameStats (null),
-the stats timer (stats are sent once, after ready), the 5 s playerUpdate timer unless
-`player_update_interval` is given. Position follows wall time while a track plays unpaused, voice or not.
+* Voice (PlayerRestHandler 4.2.x, SocketContext.WsEventHandler, lavaplayer): a voice state needs token,
+  endpoint, sessionId and channelId (400 otherwise); complete, it counts as connected, and it can be
+  closed (`close_voice`: WebSocketClosedEvent + playerUpdate connected:false) or drop silently
+  (`drop_voice`). A track's position advances only while voice is connected and it is unpaused, as
+  lavaplayer's position moves only while frames are pulled. A track nobody pulls audio from for
+  `cleanup_threshold` s ends with "cleanup" (DefaultAudioPlayer.checkCleanup, 60 s); a track added
+  with `stuck=True` sends one TrackStuckEvent `stuck_threshold` s after audio starts and never ends.
+* Timers: a playerUpdate for each player with a track every `player_update_interval` s (5 s,
+  ServerConfig.playerUpdateInterval) and stats every `stats_interval` s (60 s, StatsCollector).
+* REST beyond players: /v4/info, /version (text), /v4/stats (frameStats null), GET decodetrack,
+  POST /v4/decodetracks, /v4/routeplanner/status (204: no route planner). `empty` loads carry
+  `data: null` (the protocol's LoadResult serializer).
+* Failure knobs: `reject_patches` (player PATCHes answered with an error status), `forget_session`
+  (REST 404 "Session not found" while the websocket stays open), `down(forget=True)` (a restart).
+
+Left out: audio and Discord itself, the effect of filters (stored and echoed), route planner
+contents, plugins.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
@@ -53,13 +67,6 @@ VERSION = "4.2.2"
 SEARCH_PREFIXES = ("ytsearch:", "ytmsearch:", "scsearch:")
 ERROR_PREFIX = "error:"  # loadtracks of "error:<message>" or "ytsearch:error:<message>" fails
 END_REASONS = ("finished", "loadFailed", "stopped", "replaced", "cleanup")
-_PHRASES = {
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 _INFO_KEYS = (
     "identifier",
     "isSeekable",
@@ -142,6 +149,13 @@ def track_json(info: dict[str, Any], position: int = 0, user_data: dict | None =
     return {"encoded": encode_track(info), "info": info, "pluginInfo": {}, "userData": user_data or {}}
 
 
+class _Text(str):
+    """A REST answer sent as text/plain."""
+
+
+_NO_CONTENT = object()
+
+
 class _WebSocketProtocol(_WebSockets):
     """uvicorn's, marking a refused handshake (websocket.http.response) complete: uvicorn 0.54 does not,
     then logs a spurious "ASGI callable returned without completing handshake" error."""
@@ -186,9 +200,21 @@ class Player:
     offset: int = 0  # the position (ms) at `anchor` (time.monotonic())
     anchor: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    cleanup: asyncio.TimerHandle | None = None
+    stuck: bool = False  # the playing track gets stuck as soon as audio starts
+    stuck_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pulling(self) -> bool:
+        """Whether audio frames are pulled: voice connected, a track, not paused, not stuck."""
+        return bool(self.info and not self.paused and self.connected and not self.stuck)
+
+    def set_connected(self, connected: bool) -> None:
+        self.seek(self.position())
+        self.connected = connected
 
     def position(self) -> int:
-        if self.info is None or self.paused:
+        if not self.pulling:
             return self.offset
         moved = self.offset + int((time.monotonic() - self.anchor) * 1000)
         return moved if self.info["isStream"] else min(moved, self.info["length"])
@@ -220,16 +246,26 @@ class LavalinkStandin:
         self,
         password: str = "youshallnotpass",
         *,
-        player_update_interval: float | None = None,
-        require_channel_id: bool = False,
+        player_update_interval: float | None = 5.0,
+        stats_interval: float | None = 60.0,
+        cleanup_threshold: float = 60.0,
+        stuck_threshold: float = 10.0,
+        require_channel_id: bool = True,
     ) -> None:
         self.password = password
         self.player_update_interval = player_update_interval  # the server's default is 5 s
+        self.stats_interval = stats_interval  # StatsCollector: every minute
+        self.cleanup_threshold = cleanup_threshold  # lavaplayer's DEFAULT_CLEANUP_THRESHOLD, 1 min
+        self.stuck_threshold = stuck_threshold  # Lavalink's trackStuckThresholdMs, 10 s
         self.require_channel_id = require_channel_id  # as Lavalink >= 4.2 does (voice.channelId)
+        self.rejecting: list[tuple[int, str]] = []  # answers the next player PATCHes get instead
+        self.stalling = 0.0  # seconds the next rejected player PATCH waits before its answer
+        self.rejecting_sessions: list[tuple[int, str]] = []  # ... and the next session PATCHes
         self.rest_delay = 0.0  # seconds every REST answer waits
         self.port = 0
         self._catalog: dict[str, dict[str, Any]] = {}  # identifier or uri -> load result
         self._tracks: list[dict[str, Any]] = []  # searchable Track Infos
+        self._stuck: set[str] = set()  # identifiers of tracks that get stuck
         self._sessions: dict[str, Session] = {}
         self._calls: list[dict[str, Any]] = []
         self._frames: list[tuple[str, dict]] = []
@@ -259,6 +295,8 @@ class LavalinkStandin:
             raise
         if self.player_update_interval:
             self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._tick()))
+        if self.stats_interval:
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._stats_tick()))
         return self
 
     def stop(self) -> None:
@@ -339,8 +377,13 @@ class LavalinkStandin:
         isrc: str | None = None,
         source: str = "youtube",
         stream: bool = False,
+        stuck: bool = False,
     ) -> dict[str, Any]:
-        """`identifier` and `uri` load this track; searches find it by words of its title and author."""
+        """`identifier` and `uri` load this track; searches find it by words of its title and author.
+        A `stuck` track never gives audio: `stuck_threshold` s after it starts with voice, one
+        TrackStuckEvent, and no end."""
+        if stuck:
+            self._stuck.add(identifier)
         uri = uri or f"https://www.youtube.com/watch?v={identifier}"
         info = {
             "identifier": identifier,
@@ -399,7 +442,7 @@ class LavalinkStandin:
         found = [t for t in self._tracks if all(w in f"{t['title']} {t['author']}".lower() for w in words)]
         if prefix and words and found:
             return {"loadType": "search", "data": [track_json(info) for info in found]}
-        return {"loadType": "empty", "data": {}}
+        return {"loadType": "empty", "data": None}
 
     # ---------------------------------------------------------------- control: observing
     @_on_loop
@@ -490,7 +533,8 @@ class LavalinkStandin:
         (code=4006, reason=..., byRemote=True), then a playerUpdate with connected false."""
         player = self._find(guild, session_id, need_track=kind != "WebSocketClosedEvent")
         if kind == "WebSocketClosedEvent":
-            player.connected = False
+            player.set_connected(False)
+            self._schedule_end(player)
             fields = {"code": 4006, "reason": "Your session is no longer valid.", "byRemote": True, **fields}
             self._send(player.session, {"op": "event", "type": kind, "guildId": guild, **fields})
         else:
@@ -517,7 +561,45 @@ class LavalinkStandin:
             if session_id in (None, session.id):
                 self._send(session, frame)
 
+    @_on_loop
+    def close_voice(self, guild: str, code: int = 4006, reason: str = "Session is no longer valid.") -> None:
+        """Discord closed the guild's voice websocket: WebSocketClosedEvent, then a playerUpdate with
+        connected false (SocketContext.WsEventHandler.gatewayClosed). Audio stops."""
+        self.emit_event(guild, "WebSocketClosedEvent", code=code, reason=reason, byRemote=True)
+
+    @_on_loop
+    def drop_voice(self, guild: str) -> None:
+        """The voice connection stops without a close event: the next playerUpdates say connected false."""
+        player = self._find(guild, None, need_track=False)
+        player.set_connected(False)
+        self._schedule_end(player)
+        self._player_update(player)
+
     # ---------------------------------------------------------------- control: failures
+    @_on_loop
+    def reject_patches(
+        self,
+        status: int = 500,
+        message: str = "Failed to connect to voice server",
+        times: int = 1,
+        *,
+        session: bool = False,
+        stall: float = 0.0,
+    ) -> None:
+        """The next `times` player PATCHes (or session PATCHes) are answered `status` with
+        `message`, changing nothing; each after `stall` seconds (as a voice connect that blocks the
+        request, then fails: a client's timeout sees no answer)."""
+        (self.rejecting_sessions if session else self.rejecting).extend([(status, message)] * times)
+        self.stalling = stall
+
+    @_on_loop
+    def forget_session(self, session_id: str) -> None:
+        """The node no longer has the session (REST answers 404 "Session not found"), while its
+        websocket is still open: the window before a client notices a restarted node."""
+        session = self._sessions.pop(session_id)
+        for guild in list(session.players):
+            self._destroy(session, guild)
+
     @_on_loop
     def drop_connections(self, code: int | None = 1001) -> None:
         """Close every websocket with `code` (None: cut every TCP connection, the client sees 1006).
@@ -587,7 +669,13 @@ class LavalinkStandin:
             "volume": player.volume,
             "paused": player.paused,
             "state": self._state(player),
-            "voice": player.voice or {"token": "", "endpoint": "", "sessionId": ""},
+            "voice": {
+                "token": "",
+                "endpoint": "",
+                "sessionId": "",
+                "channelId": None,
+                **(player.voice or {}),
+            },
             "filters": player.filters,
         }
 
@@ -604,7 +692,7 @@ class LavalinkStandin:
 
     def _end(self, player: Player, reason: str) -> dict[str, Any]:
         track = self._track(player)
-        player.info, player.user_data, player.end_time = None, {}, None
+        player.info, player.user_data, player.end_time, player.stuck = None, {}, None, False
         player.seek(0)
         self._schedule_end(player)
         self._send(
@@ -623,18 +711,30 @@ class LavalinkStandin:
         if player.info is not None:
             self._end(player, "replaced")
         player.info, player.user_data = info, user_data
+        player.stuck = info["identifier"] in self._stuck
         player.seek(position)
         self._event(player, "TrackStartEvent")
         self._player_update(player)
 
     def _schedule_end(self, player: Player) -> None:
-        if player.timer:
-            player.timer.cancel()
-        player.timer = None
-        if player.info and not player.paused and not player.info["isStream"]:
+        """The timers of the player's track: its end, its cleanup without audio, getting stuck."""
+        for timer in (player.timer, player.cleanup, player.stuck_timer):
+            if timer:
+                timer.cancel()
+        player.timer = player.cleanup = player.stuck_timer = None
+        if player.pulling and not player.info["isStream"]:
             end = min(player.end_time or player.info["length"], player.info["length"])
             delay = max(0, end - player.position()) / 1000
             player.timer = self._loop.call_later(delay, self._end, player, "finished")
+        if player.info and not player.connected:  # nobody pulls frames (paused or not)
+            player.cleanup = self._loop.call_later(self.cleanup_threshold, self._end, player, "cleanup")
+        if player.info and player.stuck and player.connected and not player.paused:
+            player.stuck_timer = self._loop.call_later(self.stuck_threshold, self._get_stuck, player)
+
+    def _get_stuck(self, player: Player) -> None:
+        player.stuck_timer = None
+        self._event(player, "TrackStuckEvent", thresholdMs=int(self.stuck_threshold * 1000))
+        self._player_update(player)
 
     def _disconnected(self, session: Session) -> None:
         session.queue = None
@@ -654,8 +754,9 @@ class LavalinkStandin:
         player = session.players.pop(guild, None)
         if player and player.info:
             self._end(player, "stopped")
-        if player and player.timer:
-            player.timer.cancel()
+        for timer in (player.timer, player.cleanup, player.stuck_timer) if player else ():
+            if timer:
+                timer.cancel()
 
     def _stats(self) -> dict[str, Any]:
         players = [p for s in self._sessions.values() for p in s.players.values()]
@@ -667,6 +768,12 @@ class LavalinkStandin:
             "memory": {"free": memory, "used": memory, "allocated": 2 * memory, "reservable": 8 * memory},
             "cpu": {"cores": 4, "systemLoad": 0.1, "lavalinkLoad": 0.01},
         }
+
+    async def _stats_tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            for session in [s for s in self._sessions.values() if s.queue is not None]:
+                self._send(session, {"op": "stats", **self._stats(), "frameStats": None})
 
     async def _tick(self) -> None:
         while True:
@@ -755,6 +862,8 @@ class LavalinkStandin:
         except ValueError:
             call["json"] = body.decode(errors="replace")
         await asyncio.sleep(self.rest_delay)
+        if self.stalling and self.rejecting and call["method"] == "PATCH" and "/players/" in call["path"]:
+            await asyncio.sleep(self.stalling)
         result = None
         try:
             if self._down:
@@ -770,27 +879,34 @@ class LavalinkStandin:
             result = {
                 "timestamp": int(time.time() * 1000),
                 "status": error.status,
-                "error": _PHRASES[error.status],
+                "error": HTTPStatus(error.status).phrase,
                 "message": str(error),
                 "path": call["path"],
             }
             if call["query"].get("trace") == "true":
                 result["trace"] = f"org.springframework.web.server.ResponseStatusException: {error}"
+        text = isinstance(result, _Text)  # Spring answers a String as text/plain
         await send(
             {
                 "type": "http.response.start",
                 "status": call["status"],
-                "headers": [(b"content-type", b"application/json"), (b"lavalink-api-version", b"4")],
+                "headers": [
+                    (b"content-type", b"text/plain;charset=UTF-8" if text else b"application/json"),
+                    (b"lavalink-api-version", b"4"),
+                ],
             }
         )
-        await send(
-            {"type": "http.response.body", "body": b"" if result is None else json.dumps(result).encode()}
-        )
+        body = b"" if result is None else result.encode() if text else json.dumps(result).encode()
+        await send({"type": "http.response.body", "body": body})
 
     def _route(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
         players = r"/v4/sessions/(\w+)/players"
         routes: list[tuple[str, str, Callable]] = [
             ("GET", r"/v4/info", self._info),
+            ("GET", r"/version", lambda: _Text(VERSION)),  # InfoRestHandler.version
+            ("GET", r"/v4/stats", lambda: {**self._stats(), "frameStats": None}),  # StatsCollector.getStats
+            ("POST", r"/v4/decodetracks", lambda: self._decode_all(body)),
+            ("GET", r"/v4/routeplanner/status", lambda: _NO_CONTENT),  # no route planner configured
             ("GET", r"/v4/loadtracks", lambda: self._load(self._param(query, "identifier"))),
             (
                 "GET",
@@ -809,7 +925,7 @@ class LavalinkStandin:
         for route_method, fn, groups in matched:
             if route_method == method:
                 result = fn(*groups)
-                return (204, None) if method == "DELETE" else (200, result)
+                return (204, None) if method == "DELETE" or result is _NO_CONTENT else (200, result)
         raise HttpError(405, "Request method not supported") if matched else HttpError(404, "Not Found")
 
     @staticmethod
@@ -819,6 +935,14 @@ class LavalinkStandin:
                 400, f"Required request parameter '{name}' for method parameter type String is not present"
             )
         return query[name]
+
+    def _decode_all(self, body: Any) -> list[dict[str, Any]]:
+        """AudioLoaderRestHandler.decodeTracks: a JSON list of encoded tracks."""
+        if not isinstance(body, list) or not all(isinstance(t, str) for t in body):
+            raise HttpError(400, "Failed to read request")
+        if not body:
+            raise HttpError(400, "No tracks to decode provided")
+        return [self._decode(encoded) for encoded in body]
 
     @staticmethod
     def _decode(encoded: str) -> dict[str, Any]:
@@ -870,8 +994,10 @@ class LavalinkStandin:
             raise HttpError(404, "Player not found")
         return self._player_json(player)
 
-    @staticmethod
-    def _patch_session(session: Session, body: Any) -> dict[str, Any]:
+    def _patch_session(self, session: Session, body: Any) -> dict[str, Any]:
+        if self.rejecting_sessions:
+            status, message = self.rejecting_sessions.pop(0)
+            raise HttpError(status, message)
         body = body if isinstance(body, dict) else {}
         if isinstance(body.get("resuming"), bool):
             session.resuming = body["resuming"]
@@ -896,13 +1022,17 @@ class LavalinkStandin:
             raise HttpError(400, "Cannot specify both encodedTrack and identifier")
         voice = body.get("voice")
         needed = ("token", "endpoint", "sessionId") + (("channelId",) if self.require_channel_id else ())
+        if self.rejecting:
+            status, message = self.rejecting.pop(0)
+            raise HttpError(status, message)
         if voice is not None and not all(isinstance(voice.get(k), str) and voice[k].strip() for k in needed):
             raise HttpError(400, "token, endpoint, sessionId and channelId must be provided in voice state")
         if isinstance(body.get("endTime"), int) and body["endTime"] <= 0:
             raise HttpError(400, "End time must be greater than 0")
         player = session.players.setdefault(guild, Player(session, guild))
-        if voice is not None:
-            player.voice, player.connected = dict(voice), True
+        if voice is not None:  # SocketContext: the voice connection, then playerUpdate on gatewayReady
+            player.voice = dict(voice)
+            player.set_connected(True)
             self._player_update(player)
         if "paused" in body and not new_track and player.paused != bool(body["paused"]):
             player.seek(player.position())
