@@ -2236,13 +2236,22 @@ CREATE TABLE IF NOT EXISTS events (
 
 CREATE INDEX IF NOT EXISTS events_by_time ON events (created_at);
 
--- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
--- the newest event dropped from the log) come from these rows, moved inside the transaction
--- that publishes; the row stays locked until the commit, so numbers commit in order and keep
--- increasing across restarts.
+-- Numbers (event_seq: events, status events included; pruned_seq: the newest event dropped from
+-- the log) come from these rows, moved inside the transaction that publishes; the row stays
+-- locked until the commit, so numbers commit in order and keep increasing across restarts.
+-- player_seq no longer moves: it numbered every guild's player changes in one order before
+-- version 5 (SQLite; 2 on PostgreSQL), and a guild's own numbers start above it.
 CREATE TABLE IF NOT EXISTS counters (
     name  {text} PRIMARY KEY,
     value {int} NOT NULL
+){without_rowid};
+
+-- The number of each guild's newest player change: a guild's changes are numbered in their
+-- order, apart from every other guild's (so they never wait for each other's numbers); the row
+-- outlives the player, so a guild's numbers never go back.
+CREATE TABLE IF NOT EXISTS player_seqs (
+    guild_id {text} PRIMARY KEY,
+    seq      {int} NOT NULL
 ){without_rowid};
 {tail}
 INSERT INTO counters (name, value)
@@ -2883,7 +2892,15 @@ class PlayerStore(Area):
         DELETE FROM queue WHERE entry_id IN (
             SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
     is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
-    seq_now = "SELECT value FROM counters WHERE name = 'player_seq'"
+    seq_now = """
+        SELECT coalesce((SELECT seq FROM player_seqs WHERE guild_id = ?),
+                        (SELECT value FROM counters WHERE name = 'player_seq'))"""
+    numbered = """
+        INSERT INTO player_seqs (guild_id, seq)
+        VALUES (?1, (SELECT value FROM counters WHERE name = 'player_seq') + ?2)
+        ON CONFLICT (guild_id) DO UPDATE SET seq = player_seqs.seq + ?2 RETURNING seq"""
+    """Moves the guild's number by some: its new value. The guild's changes are one at a time
+    (the store's write lock, or the guild's advisory lock), so numbers commit in their order."""
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
     every_guild = "SELECT guild_id FROM players ORDER BY guild_id"
@@ -2897,7 +2914,7 @@ class PlayerStore(Area):
         front: int = 2,
     ) -> Player | None:
         """Run ``change`` (see :func:`apply_change`) and store what it returns, all in one
-        transaction that numbers the change (one sequence for every guild and process);
+        transaction that numbers the change (the guild's own sequence, in every process);
         ``after(player, seq)`` runs right after the commit, in commit order. Returns the stored
         player with the first ``front`` entries (a change needs the current track and the next;
         a follower's frame, 26)."""
@@ -2947,9 +2964,9 @@ class PlayerStore(Area):
 
         return await self.database.remembered(("connected", guild_id), (), read)
 
-    async def seq(self) -> int:
-        """The number of the newest change (of any guild): a state read after it is at least that new."""
-        return await self.database.value(self.seq_now)
+    async def seq(self, guild_id: str) -> int:
+        """The number of the guild's newest change: a state read after it is at least that new."""
+        return await self.database.value(self.seq_now, guild_id)
 
     async def due(self, now: float) -> list[str]:
         """The guilds whose current track has ended by ``now``."""
@@ -3079,7 +3096,7 @@ class Stores:
 # 9. SQLite: one file, its writer thread, and what SQLite does its own way
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = schema_for(
     """\
@@ -3241,7 +3258,7 @@ class SqlitePlayers(PlayerStore):
             await self._write(tx, guild_id, changed)
             flipped = (player is None) != (changed is None)
             batch_notes[guild_id] = player_copy(changed)
-            return changed, await tx.number("player_seq")
+            return changed, await tx.value(self.numbered, guild_id, 1)
 
         def committed(numbered: tuple[Player | None, int]) -> None:
             if flipped:
@@ -3789,7 +3806,7 @@ async def open_sqlite(config: Config) -> SqliteDatabase:
 # 10. PostgreSQL: one store for many machines (XE_DB=postgresql://...)
 # ---------------------------------------------------------------------------
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 
 PG_SCHEMA = schema_for(
     """\
@@ -4360,7 +4377,9 @@ class PostgresPlayers(PlayerStore):
     together in the next transaction, each on the player as the one before left it (group
     commit, per guild): the transaction holds the guild's advisory lock, so one guild's changes
     run one at a time across every machine, and takes the changes' numbers last, from the
-    ``player_seq`` row, with the player's own row in the same statement. A refused change leaves
+    guild's own ``player_seqs`` row, with the player's own row in the same statement: guilds
+    share no row, so they commit side by side (and, a guild's batches being one after another
+    here, their ``after`` calls need no lock to keep the numbers' order). A refused change leaves
     the others be (a savepoint, only where it had written already)."""
 
     queue_all = None
@@ -4374,7 +4393,7 @@ class PostgresPlayers(PlayerStore):
         WHERE p.guild_id = $1 ORDER BY q.entry_id"""
     upsert_numbered = f"""
         WITH stored AS ({pg_sql(PlayerStore.upsert)})
-        UPDATE counters SET value = value + $9 WHERE name = 'player_seq' RETURNING value"""
+        {pg_sql(PlayerStore.numbered).replace("$2", "$9")}"""
     queue_append = f"""
         INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
@@ -4451,12 +4470,12 @@ class PostgresPlayers(PlayerStore):
         if not done:
             return [(ok, value, 0) for ok, value in outcomes]
         if current is None:
-            last = await tx.number("player_seq", done)
+            last = await tx.value(self.numbered, guild_id, done)
         else:
             await self._flush(tx, guild_id, current)
             row = (current.channel_id, current.volume, current.paused, current.position, current.anchor)
-            last = await tx.number(
-                "player_seq", done, self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
+            last = await tx.conn.fetchval(
+                self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
             )
         seqs = iter(range(last - done + 1, last + 1))
         numbered: list[tuple[bool, Any, int]] = []
@@ -4641,6 +4660,7 @@ _MOVED = (
     _moved("loader_ids", "target_id, old_id, new_id", "rowid"),
     _moved("loaders", f"{', '.join(LOADER_FIELDS)}, started_at, start_seq", "target_id"),
     _moved("events", "seq, frame, created_at", "seq"),
+    _moved("player_seqs", "guild_id, seq", "guild_id"),
 )
 """Every table but tracks (copied first: their words are cut on the way) and the counters, in
 an order that keeps every reference valid."""
@@ -6183,7 +6203,7 @@ class PlayerChanges:
 
     async def state(self, guild_id: str) -> PlayerState:
         """What a follower of the guild sees now."""
-        seq = await self._players.seq()  # numbered before the read: a frame after it is newer
+        seq = await self._players.seq(guild_id)  # numbered before the read: a frame after it is newer
         player = await self.player(guild_id)
         return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer, with_host
 from server import Server, cli
 from services import PostgresServer
 from stored import rows
@@ -47,8 +47,37 @@ def test_a_database_of_a_newer_version_is_refused(postgres_db: str, postgres_ser
         text=True,
     )
     assert refused.returncode == 1
-    assert f"has schema version {xe.PG_SCHEMA_VERSION + 1}; this xenon_elixir knows up to 1" in refused.stderr
+    assert (
+        f"has schema version {xe.PG_SCHEMA_VERSION + 1}; this xenon_elixir knows up to {xe.PG_SCHEMA_VERSION}"
+        in refused.stderr
+    )
     assert "postgres@127.0.0.1" in refused.stderr
+
+
+def test_a_version_1_database_numbers_each_guild_above_the_one_old_sequence(
+    postgres_db: str, postgres_server: PostgresServer
+) -> None:
+    """Version 1 numbered every guild's player changes in one sequence; a guild's own numbers
+    start above it, so a follower's frames go on increasing across the upgrade."""
+
+    async def join(host: xe.Host) -> None:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.join(GUILD, VOICE)
+
+    with_host(postgres_db, join)
+    postgres_server.execute(  # as version 1 left it, 40 changes in
+        "DROP TABLE player_seqs; UPDATE counters SET value = 40 WHERE name = 'player_seq'; "
+        "UPDATE counters SET value = 1 WHERE name = 'schema'",
+        postgres_db.rsplit("/", 1)[1],
+    )
+
+    async def change(host: xe.Host) -> tuple[int, int]:
+        before = (await host.player_state(GUILD)).seq
+        await host.set_volume(GUILD, 30)
+        return before, (await host.player_state(GUILD)).seq
+
+    assert with_host(postgres_db, change) == (40, 41)
+    assert rows(postgres_db, "SELECT value FROM counters WHERE name = 'schema'") == [(xe.PG_SCHEMA_VERSION,)]
 
 
 def _answers(http: httpx.Client, key: str) -> list[tuple[str, int, str | None]]:
