@@ -1812,6 +1812,10 @@ class RememberedAnswers:
         self._tags: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
         self.credentials = 0
         """The ``credentials`` counter the remembered credentials were checked against."""
+        self.forgets = 0
+        """Forgets so far (of a tag, or of everything): the mark a read takes before it reads."""
+        self._forgotten_at: dict[tuple[Any, ...], int] = {}
+        self._cleared_at = 0
 
     def credentials_at(self, counter: int) -> None:
         """The ``credentials`` counter, just looked at: a credential changed since the last
@@ -1837,6 +1841,12 @@ class RememberedAnswers:
                 del self._tags[old_tag]
 
     def forget(self, tag: tuple[Any, ...]) -> None:
+        self.forgets += 1
+        forgotten = self._forgotten_at
+        if len(forgotten) >= 4 * self.kept and tag not in forgotten:  # bounded: as if all were
+            forgotten.clear()
+            self._cleared_at = self.forgets
+        forgotten[tag] = self.forgets
         for key in self._tags.pop(tag, ()):
             self._answers.pop((tag, key), None)
 
@@ -1845,8 +1855,16 @@ class RememberedAnswers:
             self.forget(tag)
 
     def clear(self) -> None:
+        self.forgets += 1
+        self._cleared_at = self.forgets
+        self._forgotten_at.clear()
         self._answers.clear()
         self._tags.clear()
+
+    def unchanged(self, tag: tuple[Any, ...], mark: int) -> bool:
+        """Whether nothing ``tag`` covers was forgotten since ``mark`` (:attr:`forgets` then): an
+        answer read meanwhile may be remembered, whatever else the fleet's writes forgot."""
+        return self._cleared_at <= mark and self._forgotten_at.get(tag, 0) <= mark
 
 
 class FreshLook(Generic[T]):
@@ -1906,9 +1924,10 @@ class Remembering:
         raise NotImplementedError
 
     def seen(self) -> Any:
-        """A mark of what reaches this process (the forgets heard so far, whether they still
-        come): an answer read while it changed is not kept. Nothing can change during a read
-        that never waits."""
+        """A mark of what reaches this process (whether forgets still come): an answer read
+        while it changed is not kept, nor one whose tag was forgotten meanwhile (other tags'
+        forgets, which a fleet's writes make all the time, leave it be). Nothing can change
+        during a read that never waits."""
         return None
 
     async def remembered(self, tag: Tag, key: Tag, read: Read[T], keep: Keep[T] = bool) -> T:
@@ -1920,12 +1939,12 @@ class Remembering:
             return await read()
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
-            seen, credentials = self.seen(), self.answers.credentials
+            seen, mark, credentials = self.seen(), self.answers.forgets, self.answers.credentials
             answer = await read()
             if credential:
                 fresh = credentials == self.answers.credentials  # no newer look meanwhile
             else:
-                fresh = seen == self.seen()
+                fresh = seen == self.seen() and self.answers.unchanged(tag, mark)
             if keep(answer) and fresh:
                 self.answers.put(tag, key, answer)
         return answer
@@ -4189,7 +4208,6 @@ class PostgresDatabase(PostgresConnections, Remembering):
         self._on_commit: Callable[[float], None] | None = None
         self._share: Callable[[Tags], None] | None = None
         self._sharing: Callable[[], bool] = lambda: False
-        self._forgotten = 0  # forgets so far: an answer read across one is not remembered
         self._credentials = FreshLook(self._credentials_look)
         errors = self.asyncpg.exceptions
         self._retried: tuple[type[BaseException], ...] = (
@@ -4213,7 +4231,6 @@ class PostgresDatabase(PostgresConnections, Remembering):
 
     def forget(self, tags: Tags) -> None:
         """Forget what a commit (this process's or another's) made stale."""
-        self._forgotten += 1
         self.answers.forget_all(tags)
 
     def on_commit(self, observe: Callable[[float], None]) -> None:
@@ -4226,10 +4243,12 @@ class PostgresDatabase(PostgresConnections, Remembering):
         forgets: Tags = (),
         after: After[T] = None,
         also_forgets: Callable[[], Tags] | None = None,
+        first: str | None = None,
     ) -> T:
         """As :meth:`Database.write`; a refusal rolls the whole transaction back, and a deadlock
         is tried again. ``also_forgets()`` names more tags once ``run`` has run (what it found it
-        changed)."""
+        changed). ``first``, a statement without parameters (a lock), goes with the ``BEGIN`` in
+        one round trip."""
         assert self._pool is not None, "database is not open"
         run = moving_credentials(run, forgets)
         for attempt in range(self.attempts):
@@ -4238,8 +4257,13 @@ class PostgresDatabase(PostgresConnections, Remembering):
             try:
                 async with self._pool.acquire() as conn:
                     tx = PostgresTransaction(conn, self)
-                    async with conn.transaction():
+                    if first is None:
+                        async with conn.transaction():
+                            value = await run(tx)
+                    else:  # what fails leaves the transaction open: the pool's release rolls it back
+                        await conn.execute(f"BEGIN; {first}")
                         value = await run(tx)
+                        await conn.execute("COMMIT")
                 if self._on_commit is not None:
                     self._on_commit(time.perf_counter() - began)
                 stale = [*forgets, *(also_forgets() if also_forgets is not None else ())]
@@ -4275,7 +4299,7 @@ class PostgresDatabase(PostgresConnections, Remembering):
         return False
 
     def seen(self) -> Any:
-        return self._forgotten, self._sharing()
+        return self._sharing()
 
     async def credentials(self) -> int:
         """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
@@ -4372,6 +4396,32 @@ def _future_of(pending: PendingChange) -> asyncio.Future[Player | None]:
     return pending.done
 
 
+def _pg_guild_lock(guild_id: str) -> str | None:
+    """The statement that takes a guild's lock, to go with the ``BEGIN`` (a snowflake is
+    written into it as is; anything else is not, and is locked apart)."""
+    if not (guild_id.isascii() and guild_id.isdecimal()):
+        return None
+    return f"SELECT pg_advisory_xact_lock({_PG_GUILD_LOCK}, hashtext('{guild_id}'))"
+
+
+_PG_NUMBERED = pg_sql(PlayerStore.numbered).replace("$2", "$9")
+_PG_UPSERT_NUMBERED = f"""
+    WITH stored AS ({pg_sql(PlayerStore.upsert)})
+    {_PG_NUMBERED}"""
+"""A player's row and its number, in one statement."""
+_PG_QUEUE_APPEND = f"""
+    INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
+    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                             $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
+    RETURNING entry_id"""
+_PG_APPENDED_NUMBERED = f"""
+    WITH appended AS ({re.sub(r"[$]([2-9]|1[01])[:]", lambda m: f"${int(m[1]) + 8}:", _PG_QUEUE_APPEND)}),
+    stored AS ({pg_sql(PlayerStore.upsert)}),
+    numbered AS ({_PG_NUMBERED})
+    SELECT (SELECT seq FROM numbered), array(SELECT entry_id FROM appended ORDER BY entry_id)"""
+"""A play's whole write in one statement: its entries appended, the player's row, its number."""
+
+
 class PostgresPlayers(PlayerStore):
     """Players on PostgreSQL. A guild's changes that arrive while one commits are applied
     together in the next transaction, each on the player as the one before left it (group
@@ -4391,14 +4441,6 @@ class PostgresPlayers(PlayerStore):
             SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id LIMIT $2
         ) AS q ON true
         WHERE p.guild_id = $1 ORDER BY q.entry_id"""
-    upsert_numbered = f"""
-        WITH stored AS ({pg_sql(PlayerStore.upsert)})
-        {pg_sql(PlayerStore.numbered).replace("$2", "$9")}"""
-    queue_append = f"""
-        INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
-        SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                                 $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
-        RETURNING entry_id"""
 
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database)
@@ -4435,6 +4477,7 @@ class PostgresPlayers(PlayerStore):
             forgets=[("player", guild_id)],
             after=committed,
             also_forgets=lambda: [("connected", guild_id)] if flipped else [],
+            first=_pg_guild_lock(guild_id),
         )
         for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
             done = _future_of(change)
@@ -4448,7 +4491,8 @@ class PostgresPlayers(PlayerStore):
         self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], flipped: list[bool]
     ) -> list[tuple[bool, Any, int]]:
         flipped.clear()  # (a batch tried again after a deadlock starts over)
-        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
+        if _pg_guild_lock(guild_id) is None:  # not taken with the BEGIN
+            await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
         current = await self.read(tx, guild_id, max(c.front for c in batch))
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
@@ -4472,11 +4516,25 @@ class PostgresPlayers(PlayerStore):
         if current is None:
             last = await tx.value(self.numbered, guild_id, done)
         else:
-            await self._flush(tx, guild_id, current)
-            row = (current.channel_id, current.volume, current.paused, current.position, current.anchor)
-            last = await tx.conn.fetchval(
-                self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
+            row = (
+                guild_id,
+                current.channel_id,
+                current.volume,
+                current.paused,
+                current.position,
+                current.anchor,
             )
+            if current.appended and not current.dropped:  # a play: one round trip
+                tracks = [(*track_row(e.track), e.requested_by) for e in current.appended]
+                columns = map(list, zip(*tracks, strict=True))
+                last, ids = await tx.conn.fetchrow(
+                    _PG_APPENDED_NUMBERED, *row, current.ends_at, current.size, done, *columns
+                )
+                for entry, entry_id in zip(current.appended, ids, strict=True):
+                    entry.entry_id = entry_id
+            else:
+                await self._flush(tx, guild_id, current)
+                last = await tx.conn.fetchval(_PG_UPSERT_NUMBERED, *row, current.ends_at, current.size, done)
         seqs = iter(range(last - done + 1, last + 1))
         numbered: list[tuple[bool, Any, int]] = []
         for ok, value in outcomes:
@@ -4517,7 +4575,7 @@ class PostgresPlayers(PlayerStore):
             await tx.run(self.queue_drop_front, guild_id, player.dropped)
         if player.appended:
             rows = [(*track_row(e.track), e.requested_by) for e in player.appended]
-            ids = await tx.all(self.queue_append, guild_id, *map(list, zip(*rows, strict=True)))
+            ids = await tx.all(_PG_QUEUE_APPEND, guild_id, *map(list, zip(*rows, strict=True)))
             for entry, (entry_id,) in zip(player.appended, sorted(ids), strict=True):
                 entry.entry_id = entry_id
         player.dropped, player.appended = 0, []

@@ -4,6 +4,7 @@ restart). The API suites run on it too (conftest's BOTH_BACKENDS)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -149,3 +150,30 @@ def test_a_lost_server_and_a_failover_answer_503_then_the_service_recovers_by_it
         server.stop()
     text = server.log.read_text()
     assert "Traceback" not in text and " 500 " not in text, text
+
+
+def test_an_answer_read_while_other_tags_are_forgotten_is_remembered_but_not_across_its_own() -> None:
+    """A fleet's writes forget tags all the time: an answer whose read spanned the forget of
+    another tag is still remembered; one whose own tag was forgotten meanwhile is not."""
+    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
+    database.shared(lambda tags: None, lambda: True)  # every process's forgets reach this one
+    reads: list[str] = []
+
+    def reading(forgotten: tuple[str, ...]) -> Any:
+        async def read() -> bool:
+            reads.append(forgotten[0])
+            await asyncio.sleep(0)
+            database.forget([forgotten])  # another guild's play (or this guild's) commits meanwhile
+            return True
+
+        return read
+
+    async def scenario() -> None:
+        for _ in range(2):
+            await database.remembered(("connected", GUILD), (), reading(("player", "1")))
+        assert reads == ["player"]  # read once, then remembered
+        for _ in range(2):
+            await database.remembered(("connected", "2"), (), reading(("connected", "2")))
+        assert reads == ["player", "connected", "connected"]  # never kept: it changed while read
+
+    asyncio.run(scenario())
