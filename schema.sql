@@ -167,13 +167,22 @@ CREATE TABLE IF NOT EXISTS kept (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
--- the newest event dropped from the log) come from these rows, moved inside the transaction
--- that publishes; the row stays locked until the commit, so numbers commit in order and keep
--- increasing across restarts.
+-- Numbers (event_seq: events, status events included; pruned_seq: the newest event dropped from
+-- the log) come from these rows, moved inside the transaction that publishes; the row stays
+-- locked until the commit, so numbers commit in order and keep increasing across restarts.
+-- player_seq no longer moves: it numbered every guild's player changes in one order before
+-- version 5 (SQLite; 2 on PostgreSQL), and a guild's own numbers start above it.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The number of each guild's newest player change: a guild's changes are numbered in their
+-- order, apart from every other guild's (so they never wait for each other's numbers); the row
+-- outlives the player, so a guild's numbers never go back.
+CREATE TABLE IF NOT EXISTS player_seqs (
+    guild_id TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 -- A full-text index over the catalog's titles and authors.

@@ -1876,6 +1876,10 @@ class RememberedAnswers:
         self._tags: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
         self.credentials = 0
         """The ``credentials`` counter the remembered credentials were checked against."""
+        self.forgets = 0
+        """Forgets so far (of a tag, or of everything): the mark a read takes before it reads."""
+        self._forgotten_at: dict[tuple[Any, ...], int] = {}
+        self._cleared_at = 0
 
     def credentials_at(self, counter: int) -> None:
         """The ``credentials`` counter, just looked at: a credential changed since the last
@@ -1901,6 +1905,12 @@ class RememberedAnswers:
                 del self._tags[old_tag]
 
     def forget(self, tag: tuple[Any, ...]) -> None:
+        self.forgets += 1
+        forgotten = self._forgotten_at
+        if len(forgotten) >= 4 * self.kept and tag not in forgotten:  # bounded: as if all were
+            forgotten.clear()
+            self._cleared_at = self.forgets
+        forgotten[tag] = self.forgets
         for key in self._tags.pop(tag, ()):
             self._answers.pop((tag, key), None)
 
@@ -1909,8 +1919,16 @@ class RememberedAnswers:
             self.forget(tag)
 
     def clear(self) -> None:
+        self.forgets += 1
+        self._cleared_at = self.forgets
+        self._forgotten_at.clear()
         self._answers.clear()
         self._tags.clear()
+
+    def unchanged(self, tag: tuple[Any, ...], mark: int) -> bool:
+        """Whether nothing ``tag`` covers was forgotten since ``mark`` (:attr:`forgets` then): an
+        answer read meanwhile may be remembered, whatever else the fleet's writes forgot."""
+        return self._cleared_at <= mark and self._forgotten_at.get(tag, 0) <= mark
 
 
 class FreshLook(Generic[T]):
@@ -1970,9 +1988,10 @@ class Remembering:
         raise NotImplementedError
 
     def seen(self) -> Any:
-        """A mark of what reaches this process (the forgets heard so far, whether they still
-        come): an answer read while it changed is not kept. Nothing can change during a read
-        that never waits."""
+        """A mark of what reaches this process (whether forgets still come): an answer read
+        while it changed is not kept, nor one whose tag was forgotten meanwhile (other tags'
+        forgets, which a fleet's writes make all the time, leave it be). Nothing can change
+        during a read that never waits."""
         return None
 
     async def remembered(self, tag: Tag, key: Tag, read: Read[T], keep: Keep[T] = bool) -> T:
@@ -1984,12 +2003,12 @@ class Remembering:
             return await read()
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
-            seen, credentials = self.seen(), self.answers.credentials
+            seen, mark, credentials = self.seen(), self.answers.forgets, self.answers.credentials
             answer = await read()
             if credential:
                 fresh = credentials == self.answers.credentials  # no newer look meanwhile
             else:
-                fresh = seen == self.seen()
+                fresh = seen == self.seen() and self.answers.unchanged(tag, mark)
             if keep(answer) and fresh:
                 self.answers.put(tag, key, answer)
         return answer
@@ -2307,13 +2326,22 @@ CREATE TABLE IF NOT EXISTS kept (
     value {text} NOT NULL
 ){without_rowid};
 
--- Numbers (event_seq: events, status events included; player_seq: player changes; pruned_seq:
--- the newest event dropped from the log) come from these rows, moved inside the transaction
--- that publishes; the row stays locked until the commit, so numbers commit in order and keep
--- increasing across restarts.
+-- Numbers (event_seq: events, status events included; pruned_seq: the newest event dropped from
+-- the log) come from these rows, moved inside the transaction that publishes; the row stays
+-- locked until the commit, so numbers commit in order and keep increasing across restarts.
+-- player_seq no longer moves: it numbered every guild's player changes in one order before
+-- version 5 (SQLite; 2 on PostgreSQL), and a guild's own numbers start above it.
 CREATE TABLE IF NOT EXISTS counters (
     name  {text} PRIMARY KEY,
     value {int} NOT NULL
+){without_rowid};
+
+-- The number of each guild's newest player change: a guild's changes are numbered in their
+-- order, apart from every other guild's (so they never wait for each other's numbers); the row
+-- outlives the player, so a guild's numbers never go back.
+CREATE TABLE IF NOT EXISTS player_seqs (
+    guild_id {text} PRIMARY KEY,
+    seq      {int} NOT NULL
 ){without_rowid};
 {tail}
 INSERT INTO counters (name, value)
@@ -2993,7 +3021,15 @@ class PlayerStore(Area):
         DELETE FROM queue WHERE entry_id IN (
             SELECT entry_id FROM queue WHERE guild_id = ? ORDER BY entry_id LIMIT ?)"""
     is_connected = "SELECT 1 FROM players WHERE guild_id = ?"
-    seq_now = "SELECT value FROM counters WHERE name = 'player_seq'"
+    seq_now = """
+        SELECT coalesce((SELECT seq FROM player_seqs WHERE guild_id = ?),
+                        (SELECT value FROM counters WHERE name = 'player_seq'))"""
+    numbered = """
+        INSERT INTO player_seqs (guild_id, seq)
+        VALUES (?1, (SELECT value FROM counters WHERE name = 'player_seq') + ?2)
+        ON CONFLICT (guild_id) DO UPDATE SET seq = player_seqs.seq + ?2 RETURNING seq"""
+    """Moves the guild's number by some: its new value. The guild's changes are one at a time
+    (the store's write lock, or the guild's advisory lock), so numbers commit in their order."""
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
     every_guild = "SELECT guild_id FROM players ORDER BY guild_id"
@@ -3007,7 +3043,7 @@ class PlayerStore(Area):
         front: int = 2,
     ) -> Player | None:
         """Run ``change`` (see :func:`apply_change`) and store what it returns, all in one
-        transaction that numbers the change (one sequence for every guild and process);
+        transaction that numbers the change (the guild's own sequence, in every process);
         ``after(player, seq)`` runs right after the commit, in commit order. Returns the stored
         player with the first ``front`` entries (a change needs the current track and the next;
         a follower's frame, 26)."""
@@ -3057,9 +3093,9 @@ class PlayerStore(Area):
 
         return await self.database.remembered(("connected", guild_id), (), read)
 
-    async def seq(self) -> int:
-        """The number of the newest change (of any guild): a state read after it is at least that new."""
-        return await self.database.value(self.seq_now)
+    async def seq(self, guild_id: str) -> int:
+        """The number of the guild's newest change: a state read after it is at least that new."""
+        return await self.database.value(self.seq_now, guild_id)
 
     async def due(self, now: float) -> list[str]:
         """The guilds whose current track has ended by ``now``."""
@@ -3353,7 +3389,7 @@ class SqlitePlayers(PlayerStore):
             await self._write(tx, guild_id, changed)
             flipped = (player is None) != (changed is None)
             batch_notes[guild_id] = player_copy(changed)
-            return changed, await tx.number("player_seq")
+            return changed, await tx.value(self.numbered, guild_id, 1)
 
         def committed(numbered: tuple[Player | None, int]) -> None:
             if flipped:
@@ -4284,7 +4320,6 @@ class PostgresDatabase(PostgresConnections, Remembering):
         self._on_commit: Callable[[float], None] | None = None
         self._share: Callable[[Tags], None] | None = None
         self._sharing: Callable[[], bool] = lambda: False
-        self._forgotten = 0  # forgets so far: an answer read across one is not remembered
         self._credentials = FreshLook(self._credentials_look)
         errors = self.asyncpg.exceptions
         self._retried: tuple[type[BaseException], ...] = (
@@ -4308,7 +4343,6 @@ class PostgresDatabase(PostgresConnections, Remembering):
 
     def forget(self, tags: Tags) -> None:
         """Forget what a commit (this process's or another's) made stale."""
-        self._forgotten += 1
         self.answers.forget_all(tags)
 
     def on_commit(self, observe: Callable[[float], None]) -> None:
@@ -4321,10 +4355,12 @@ class PostgresDatabase(PostgresConnections, Remembering):
         forgets: Tags = (),
         after: After[T] = None,
         also_forgets: Callable[[], Tags] | None = None,
+        first: str | None = None,
     ) -> T:
         """As :meth:`Database.write`; a refusal rolls the whole transaction back, and a deadlock
         is tried again. ``also_forgets()`` names more tags once ``run`` has run (what it found it
-        changed)."""
+        changed). ``first``, a statement without parameters (a lock), goes with the ``BEGIN`` in
+        one round trip."""
         assert self._pool is not None, "database is not open"
         run = moving_credentials(run, forgets)
         for attempt in range(self.attempts):
@@ -4333,8 +4369,13 @@ class PostgresDatabase(PostgresConnections, Remembering):
             try:
                 async with self._pool.acquire() as conn:
                     tx = PostgresTransaction(conn, self)
-                    async with conn.transaction():
+                    if first is None:
+                        async with conn.transaction():
+                            value = await run(tx)
+                    else:  # what fails leaves the transaction open: the pool's release rolls it back
+                        await conn.execute(f"BEGIN; {first}")
                         value = await run(tx)
+                        await conn.execute("COMMIT")
                 if self._on_commit is not None:
                     self._on_commit(time.perf_counter() - began)
                 stale = [*forgets, *(also_forgets() if also_forgets is not None else ())]
@@ -4370,7 +4411,7 @@ class PostgresDatabase(PostgresConnections, Remembering):
         return False
 
     def seen(self) -> Any:
-        return self._forgotten, self._sharing()
+        return self._sharing()
 
     async def credentials(self) -> int:
         """The ``credentials`` counter, by a look that began after the call (see :class:`FreshLook`)."""
@@ -4467,12 +4508,40 @@ def _future_of(pending: PendingChange) -> asyncio.Future[Player | None]:
     return pending.done
 
 
+def _pg_guild_lock(guild_id: str) -> str | None:
+    """The statement that takes a guild's lock, to go with the ``BEGIN`` (a snowflake is
+    written into it as is; anything else is not, and is locked apart)."""
+    if not (guild_id.isascii() and guild_id.isdecimal()):
+        return None
+    return f"SELECT pg_advisory_xact_lock({_PG_GUILD_LOCK}, hashtext('{guild_id}'))"
+
+
+_PG_NUMBERED = pg_sql(PlayerStore.numbered).replace("$2", "$9")
+_PG_UPSERT_NUMBERED = f"""
+    WITH stored AS ({pg_sql(PlayerStore.upsert)})
+    {_PG_NUMBERED}"""
+"""A player's row and its number, in one statement."""
+_PG_QUEUE_APPEND = f"""
+    INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
+    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                             $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
+    RETURNING entry_id"""
+_PG_APPENDED_NUMBERED = f"""
+    WITH appended AS ({re.sub(r"[$]([2-9]|1[01])[:]", lambda m: f"${int(m[1]) + 8}:", _PG_QUEUE_APPEND)}),
+    stored AS ({pg_sql(PlayerStore.upsert)}),
+    numbered AS ({_PG_NUMBERED})
+    SELECT (SELECT seq FROM numbered), array(SELECT entry_id FROM appended ORDER BY entry_id)"""
+"""A play's whole write in one statement: its entries appended, the player's row, its number."""
+
+
 class PostgresPlayers(PlayerStore):
     """Players on PostgreSQL. A guild's changes that arrive while one commits are applied
     together in the next transaction, each on the player as the one before left it (group
     commit, per guild): the transaction holds the guild's advisory lock, so one guild's changes
     run one at a time across every machine, and takes the changes' numbers last, from the
-    ``player_seq`` row, with the player's own row in the same statement. A refused change leaves
+    guild's own ``player_seqs`` row, with the player's own row in the same statement: guilds
+    share no row, so they commit side by side (and, a guild's batches being one after another
+    here, their ``after`` calls need no lock to keep the numbers' order). A refused change leaves
     the others be (a savepoint, only where it had written already)."""
 
     queue_all = None
@@ -4484,14 +4553,6 @@ class PostgresPlayers(PlayerStore):
             SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id LIMIT $2
         ) AS q ON true
         WHERE p.guild_id = $1 ORDER BY q.entry_id"""
-    upsert_numbered = f"""
-        WITH stored AS ({pg_sql(PlayerStore.upsert)})
-        UPDATE counters SET value = value + $9 WHERE name = 'player_seq' RETURNING value"""
-    queue_append = f"""
-        INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
-        SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                                 $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
-        RETURNING entry_id"""
 
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database)
@@ -4528,6 +4589,7 @@ class PostgresPlayers(PlayerStore):
             forgets=[("player", guild_id)],
             after=committed,
             also_forgets=lambda: [("connected", guild_id)] if flipped else [],
+            first=_pg_guild_lock(guild_id),
         )
         for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
             done = _future_of(change)
@@ -4541,7 +4603,8 @@ class PostgresPlayers(PlayerStore):
         self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], flipped: list[bool]
     ) -> list[tuple[bool, Any, int]]:
         flipped.clear()  # (a batch tried again after a deadlock starts over)
-        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
+        if _pg_guild_lock(guild_id) is None:  # not taken with the BEGIN
+            await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
         current = await self.read(tx, guild_id, max(c.front for c in batch))
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
@@ -4563,13 +4626,27 @@ class PostgresPlayers(PlayerStore):
         if not done:
             return [(ok, value, 0) for ok, value in outcomes]
         if current is None:
-            last = await tx.number("player_seq", done)
+            last = await tx.value(self.numbered, guild_id, done)
         else:
-            await self._flush(tx, guild_id, current)
-            row = (current.channel_id, current.volume, current.paused, current.position, current.anchor)
-            last = await tx.number(
-                "player_seq", done, self.upsert_numbered, guild_id, *row, current.ends_at, current.size, done
+            row = (
+                guild_id,
+                current.channel_id,
+                current.volume,
+                current.paused,
+                current.position,
+                current.anchor,
             )
+            if current.appended and not current.dropped:  # a play: one round trip
+                tracks = [(*track_row(e.track), e.requested_by) for e in current.appended]
+                columns = map(list, zip(*tracks, strict=True))
+                last, ids = await tx.conn.fetchrow(
+                    _PG_APPENDED_NUMBERED, *row, current.ends_at, current.size, done, *columns
+                )
+                for entry, entry_id in zip(current.appended, ids, strict=True):
+                    entry.entry_id = entry_id
+            else:
+                await self._flush(tx, guild_id, current)
+                last = await tx.conn.fetchval(_PG_UPSERT_NUMBERED, *row, current.ends_at, current.size, done)
         seqs = iter(range(last - done + 1, last + 1))
         numbered: list[tuple[bool, Any, int]] = []
         for ok, value in outcomes:
@@ -4610,7 +4687,7 @@ class PostgresPlayers(PlayerStore):
             await tx.run(self.queue_drop_front, guild_id, player.dropped)
         if player.appended:
             rows = [(*track_row(e.track), e.requested_by) for e in player.appended]
-            ids = await tx.all(self.queue_append, guild_id, *map(list, zip(*rows, strict=True)))
+            ids = await tx.all(_PG_QUEUE_APPEND, guild_id, *map(list, zip(*rows, strict=True)))
             for entry, (entry_id,) in zip(player.appended, sorted(ids), strict=True):
                 entry.entry_id = entry_id
         player.dropped, player.appended = 0, []
@@ -4754,6 +4831,7 @@ _MOVED = (
     _moved("loaders", f"{', '.join(LOADER_FIELDS)}, started_at, start_seq", "target_id"),
     _moved("events", "seq, frame, created_at", "seq"),
     _moved("kept", "name, value", "name"),
+    _moved("player_seqs", "guild_id, seq", "guild_id"),
 )
 """Every table but tracks (copied first: their words are cut on the way) and the counters, in
 an order that keeps every reference valid."""
@@ -6330,7 +6408,7 @@ class PlayerChanges:
 
     async def state(self, guild_id: str) -> PlayerState:
         """What a follower of the guild sees now."""
-        seq = await self._players.seq()  # numbered before the read: a frame after it is newer
+        seq = await self._players.seq(guild_id)  # numbered before the read: a frame after it is newer
         player = await self.player(guild_id)
         return stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
 

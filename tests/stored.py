@@ -49,13 +49,14 @@ def dump(db: str) -> list[str]:
 @contextlib.contextmanager
 def holding_the_write_lock(db: str) -> Iterator[None]:
     """Another process holding what every write needs, for the block's length: SQLite's write
-    lock; on PostgreSQL, the counters table (a numbered change waits for it, then gives up)."""
+    lock; on PostgreSQL, the counters and the players' numbers (a numbered change waits for
+    them, then gives up)."""
     if xe.is_postgres(db):
         from services import _PgConnection
 
         url = urlsplit(db)
         holder = _PgConnection(url.port or 5432, url.username or "postgres", url.path.lstrip("/"), 10.0)
-        holder.query("BEGIN; LOCK TABLE counters IN EXCLUSIVE MODE")
+        holder.query("BEGIN; LOCK TABLE counters, player_seqs IN EXCLUSIVE MODE")
         try:
             yield
         finally:

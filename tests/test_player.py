@@ -9,7 +9,7 @@ from collections import deque
 from typing import Any
 
 import pytest
-from conftest import GUILD, USER, VOICE, FakeClock, bearer, player_of
+from conftest import ADMIN, GUILD, OTHER_GUILD, USER, VOICE, FakeClock, admin_key, bearer, player_of
 from stored import holding_the_write_lock, rows
 
 import xenon_elixir as xe
@@ -290,6 +290,40 @@ def test_a_track_end_is_published_once_on_one_process_without_redis(
         assert published() == 4
     seqs = [frame["seq"] for frame in changes + [ended]]
     assert seqs == sorted(set(seqs))
+
+
+def test_each_guild_numbers_its_own_changes_and_a_stop_keeps_its_numbers(
+    client: Any, world: dict[str, str]
+) -> None:
+    """A guild's changes are numbered in the guild's own order, so guilds never wait for each
+    other's numbers: another guild's changes leave its numbers be, and a stopped player's
+    numbers go on where they were (a follower never sees one go back)."""
+    other = "410488579140354050"
+    put = client.put(
+        f"/admin/guilds/{OTHER_GUILD}", json={"name": "O", "voice_channels": [other]}, headers=ADMIN
+    )
+    assert put.status_code == 200
+    mine, theirs = bearer(world["key"]), bearer(admin_key(client, OTHER_GUILD, USER))
+
+    def change(guild: str, action: str, headers: dict[str, str], **body: Any) -> None:
+        answer = client.post(f"{API}/{guild}/{action}", json={"user": USER, **body}, headers=headers)
+        assert answer.status_code == 200, answer.text
+
+    with client.websocket_connect(f"{API}/{GUILD}/player") as ws:
+        first = ws.receive_json(timeout=5)["seq"]
+        change(GUILD, "join", mine, channel=VOICE)
+        joined = ws.receive_json(timeout=5)["seq"]
+        change(OTHER_GUILD, "join", theirs, channel=other)
+        for query in ("magia", "narcos", "magia"):
+            change(OTHER_GUILD, "play", theirs, query=query)
+        change(OTHER_GUILD, "stop", theirs)
+        change(GUILD, "volume", mine, volume=30)
+        change(GUILD, "stop", mine)
+        change(GUILD, "join", mine, channel=VOICE)
+        seqs = [ws.receive_json(timeout=5)["seq"] for _ in range(3)]
+    assert [joined, *seqs] == [first + 1, first + 2, first + 3, first + 4]
+    with client.websocket_connect(f"{API}/{GUILD}/player") as ws:  # the state carries the newest number
+        assert ws.receive_json(timeout=5)["seq"] == first + 4
 
 
 def test_a_frame_shows_the_first_25_waiting_tracks_and_counts_them_all() -> None:

@@ -4,6 +4,7 @@ restart). The API suites run on it too (conftest's BOTH_BACKENDS)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer, with_host
 from server import Server, cli
 from services import PostgresServer, free_port
 from stored import rows
@@ -75,6 +76,32 @@ def test_an_unreachable_server_is_one_line_not_a_traceback() -> None:
     )
     assert "Traceback" not in refused.stderr and "secret" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_a_version_1_database_numbers_each_guild_above_the_one_old_sequence(
+    postgres_db: str, postgres_server: PostgresServer
+) -> None:
+    """Version 1 numbered every guild's player changes in one sequence; a guild's own numbers
+    start above it, so a follower's frames go on increasing across the upgrade."""
+
+    async def join(host: xe.Host) -> None:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.join(GUILD, VOICE)
+
+    with_host(postgres_db, join)
+    postgres_server.execute(  # as version 1 left it, 40 changes in
+        "DROP TABLE player_seqs; UPDATE counters SET value = 40 WHERE name = 'player_seq'; "
+        "UPDATE counters SET value = 1 WHERE name = 'schema'",
+        postgres_db.rsplit("/", 1)[1],
+    )
+
+    async def change(host: xe.Host) -> tuple[int, int]:
+        before = (await host.player_state(GUILD)).seq
+        await host.set_volume(GUILD, 30)
+        return before, (await host.player_state(GUILD)).seq
+
+    assert with_host(postgres_db, change) == (40, 41)
+    assert rows(postgres_db, "SELECT value FROM counters WHERE name = 'schema'") == [(xe.PG_SCHEMA_VERSION,)]
 
 
 def _answers(http: httpx.Client, key: str) -> list[tuple[str, int, str | None]]:
@@ -146,3 +173,30 @@ def test_a_lost_server_and_a_failover_answer_503_then_the_service_recovers_by_it
         server.stop()
     text = server.log.read_text()
     assert "Traceback" not in text and " 500 " not in text, text
+
+
+def test_an_answer_read_while_other_tags_are_forgotten_is_remembered_but_not_across_its_own() -> None:
+    """A fleet's writes forget tags all the time: an answer whose read spanned the forget of
+    another tag is still remembered; one whose own tag was forgotten meanwhile is not."""
+    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
+    database.shared(lambda tags: None, lambda: True)  # every process's forgets reach this one
+    reads: list[str] = []
+
+    def reading(forgotten: tuple[str, ...]) -> Any:
+        async def read() -> bool:
+            reads.append(forgotten[0])
+            await asyncio.sleep(0)
+            database.forget([forgotten])  # another guild's play (or this guild's) commits meanwhile
+            return True
+
+        return read
+
+    async def scenario() -> None:
+        for _ in range(2):
+            await database.remembered(("connected", GUILD), (), reading(("player", "1")))
+        assert reads == ["player"]  # read once, then remembered
+        for _ in range(2):
+            await database.remembered(("connected", "2"), (), reading(("connected", "2")))
+        assert reads == ["player", "connected", "connected"]  # never kept: it changed while read
+
+    asyncio.run(scenario())

@@ -359,3 +359,27 @@ def test_a_version_1_file_is_upgraded_in_place(db_path: str) -> None:
         assert db.execute("PRAGMA user_version").fetchone() == (xe.SCHEMA_VERSION,)
         assert db.execute("SELECT count(*) FROM loader_ids").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM elixir_keys").fetchone() == (0,)  # the data is still used
+
+
+def test_a_version_4_file_numbers_each_guild_above_the_one_old_sequence(db_path: str) -> None:
+    """Version 4 numbered every guild's player changes in one sequence; a guild's own numbers
+    start above it, so a follower's frames go on increasing across the upgrade."""
+
+    async def join(host: xe.Host) -> None:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.join(GUILD, VOICE)
+
+    with_host(db_path, join)
+    with sqlite3.connect(db_path) as db:  # as version 4 left it, 40 changes in
+        db.execute("DROP TABLE player_seqs")
+        db.execute("UPDATE counters SET value = 40 WHERE name = 'player_seq'")
+        db.execute("PRAGMA user_version = 4")
+
+    async def change(host: xe.Host) -> tuple[int, int]:
+        before = (await host.player_state(GUILD)).seq
+        await host.set_volume(GUILD, 30)
+        return before, (await host.player_state(GUILD)).seq
+
+    assert with_host(db_path, change) == (40, 41)
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (xe.SCHEMA_VERSION,)

@@ -5,16 +5,25 @@ processes on one database: publish in one, receipt by a subscriber of the other,
 to 1,000 subscribers split over both, against bench_ws.py's raw ASGI floor.
 
     python tests/bench/bench_scale.py [--rounds 3] [--seconds 5] [--quick] [--postgres]
+    python tests/bench/bench_scale.py --guilds [--rounds 1] [--seconds 5]
 
 With --postgres the app's store is a PostgreSQL server the script starts (fsync off, as the
 tests' own), one database per app, instead of SQLite files.
+
+With --guilds, writes that scale (issue 25): ``play`` spread round-robin over 100 guilds, each
+with its own key and player, on 1 process with SQLite, 2 with SQLite and Redis, and 2 and 4 with
+PostgreSQL and Redis (fsync, full_page_writes and synchronous_commit on, as production runs it),
+each against bare Litestar with as many workers in the same round.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench_http import BARE_APP, lua, wrk
 from bench_ws import RAW_APP, Receipts, p99, subscribe, timed
-from common import GUILD, SOURCE, TARGET, USER, Uvicorn, free_port, seed
+from common import GUILD, SOURCE, TARGET, USER, VOICE, Uvicorn, free_port, seed
 from services import PostgresServer, RedisServer
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -46,19 +55,25 @@ class Workers:
         command += ["--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log"]
         command += ["--ws-per-message-deflate", "false", *(["--app-dir", app_dir] if app_dir else [])]
         self.process = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 httpx.get(self.url + "/", timeout=1)
                 time.sleep(1.0)  # every worker up
                 return
             except httpx.TransportError:
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"{app} did not start")
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
 
 
 def routes(secrets: dict[str, str]) -> dict[str, tuple[str, str]]:
@@ -121,6 +136,147 @@ def throughput(
         verdict = "" if gain_target is None else ("PASS" if gain >= gain_target else "MISS")
         shown = f"(target ≥ {gain_target}x) " if gain_target else ""
         print(f"  {name:<11} 2 workers / 1 worker of the app: {gain:.2f}x {shown}{verdict}")
+
+
+GUILDS = 100
+DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
+"""PostgreSQL as production runs it, its data on the disk (the tests' own server runs with fsync
+off, in memory)."""
+
+_SEED_GUILDS = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+import xenon_elixir as xe
+
+async def run(db, guilds):
+    keys = {}
+    async with xe.Host.open(xe.Config(db=db)) as host:
+        track = await host.get_track("youtube", "bench000001")
+        for guild, voice in guilds:
+            if guild != GUILD:
+                await host.put_guild(guild, "Bench " + guild, [voice])
+                await host.join(guild, voice)
+                await host.enqueue(guild, [track], USER)
+            keys[guild] = await host.create_key(guild, USER, rotate=True)
+    return keys
+
+print(json.dumps(asyncio.run(run(sys.argv[2], json.loads(sys.argv[3])))))
+"""
+
+
+def seed_guilds(db: str, count: int = GUILDS, app_dir: str | None = None) -> dict[str, str]:
+    """``seed(db)``, then ``count`` guilds (the seeded one first), each with a voice channel, a
+    player with a track and a key of its own: {guild: key}. By the xenon_elixir of ``app_dir``
+    when given."""
+    seed(db, app_dir=app_dir)
+    guilds = [(str(int(GUILD) + 4096 * i), str(int(VOICE) + 4096 * i)) for i in range(count)]
+    code = _SEED_GUILDS.replace("GUILD", repr(GUILD)).replace("USER", repr(USER))
+    app_dir = app_dir or str(Path(__file__).parent.parent.parent)
+    argv = [sys.executable, "-c", code, app_dir, db, json.dumps(guilds)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def plays_over(keys: dict[str, str]) -> str:
+    """wrk's Lua for ``play`` round-robin over the guilds: request i goes to guild i mod n, with
+    that guild's path and key (each wrk thread starts at its own guild)."""
+    rows = ",\n".join(f'  {{"/api/v1/{guild}/play", "Bearer {key}"}}' for guild, key in keys.items())
+    body = f'{{"user": "{USER}", "query": "night rain song"}}'
+    return f"""
+local guilds = {{
+{rows}
+}}
+local body = [[{body}]]
+local i = 0
+local threads = 0
+function setup(thread)
+  thread:set("start", threads * 37)
+  threads = threads + 1
+end
+function init(args)
+  i = start or 0
+end
+function request()
+  i = i % #guilds + 1
+  local g = guilds[i]
+  return wrk.format("POST", g[1], {{["Authorization"] = g[2], ["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def plays_over_guilds(folder: Path, rounds: int, seconds: int, app_dir: str | None = None) -> None:
+    """The issue's table: plays over 100 guilds, each setup against bare Litestar with as many
+    workers, measured in the same round (the xenon_elixir of ``app_dir`` when given)."""
+    Path(folder, "bare_app.py").write_text(BARE_APP)
+    env = {"XE_ACCESS_LOG": "0", "XE_RATE_LIMITS": "off", "XE_MAX_QUEUE": "1000000"}
+    redis = RedisServer()
+    # On the disk, not the tests' scratch folder (memory, where an fsync costs nothing).
+    disk = Path(tempfile.mkdtemp(prefix="xe-bench-postgres-", dir="/var/tmp"))
+    disk.chmod(0o755)
+    (disk / "server").mkdir()
+    postgres = PostgresServer(disk / "server", settings=DURABLE)
+    setups: dict[str, tuple[int, bool, bool]] = {  # workers, Redis, PostgreSQL
+        "1 process, SQLite": (1, False, False),
+        "2 processes, SQLite + Redis": (2, True, False),
+        "2 processes, PostgreSQL + Redis (fsync on)": (2, True, True),
+        "4 processes, PostgreSQL + Redis (fsync on)": (4, True, True),
+    }
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
+    try:
+        for _ in range(rounds):
+            for name, (workers, with_redis, on_postgres) in setups.items():
+                db = (
+                    postgres.create_database()
+                    if on_postgres
+                    else str(folder / f"g{len(figures[name])}{workers}.db")
+                )
+                keys = seed_guilds(db, app_dir=app_dir)
+                app_env = {**env, "XE_DB": db, **({"XE_REDIS_URL": redis.url} if with_redis else {})}
+                bare = Workers("bare_app:app", workers, {}, app_dir=str(folder))
+                try:
+                    base, _, _ = wrk(bare.url + "/", lua(), seconds, 64, 2)
+                finally:
+                    bare.stop()
+                app = Workers("xenon_elixir:app", workers, app_env, app_dir=app_dir)
+                try:
+                    rps, p99_ms, bad = wrk(app.url + "/", plays_over(keys), seconds, 64, 2)
+                finally:
+                    app.stop()
+                assert bad == 0, f"{bad} non-2xx answers from {name}"
+                figures[name].append((rps, rps / base))
+                load = os.getloadavg()[0]
+                print(
+                    f"    {name:<44} {rps:8,.0f} req/s (p99 {p99_ms:.1f} ms), bare {workers} workers "
+                    f"{base:8,.0f}: {rps / base:.2f}x  [load {load:.1f}]",
+                    flush=True,
+                )
+                if with_redis:
+                    redis.flushall()
+    finally:
+        redis.close()
+        postgres.close()
+        shutil.rmtree(disk, ignore_errors=True)
+    print("| setup | plays over 100 guilds | ratio to bare (same workers) |")
+    print("| --- | --- | --- |")
+    for name, runs in figures.items():
+        rps, ratio = statistics.median(r for r, _ in runs), statistics.median(q for _, q in runs)
+        print(f"| {name} | {rps:,.0f} req/s | {ratio:.2f} |")
+    two = statistics.median(r for r, _ in figures["2 processes, PostgreSQL + Redis (fsync on)"])
+    four = statistics.median(r for r, _ in figures["4 processes, PostgreSQL + Redis (fsync on)"])
+    one_sqlite = statistics.median(r for r, _ in figures["1 process, SQLite"])
+    two_sqlite = statistics.median(r for r, _ in figures["2 processes, SQLite + Redis"])
+    pg_ratio = statistics.median(q for _, q in figures["2 processes, PostgreSQL + Redis (fsync on)"])
+    print(
+        f"  PostgreSQL + Redis, 2 processes: {pg_ratio:.2f}x bare (target ≥ 0.25x) "
+        f"{'PASS' if pg_ratio >= 0.25 else 'MISS'}"
+    )
+    print(
+        f"  PostgreSQL + Redis, 4 processes / 2: {four / two:.2f}x (target ≥ 1) {'PASS' if four >= two else 'MISS'}"
+    )
+    print(
+        f"  SQLite + Redis, 2 processes / 1 process: {two_sqlite / one_sqlite:.2f}x (target ≥ 1) "
+        f"{'PASS' if two_sqlite >= one_sqlite else 'MISS'}"
+    )
 
 
 async def across(folder: Path, redis: RedisServer, events: int, subscribers: int) -> None:
@@ -208,8 +364,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one round of 3 s, fewer events")
     parser.add_argument("--postgres", action="store_true", help="the store on PostgreSQL (throughput only)")
+    parser.add_argument(
+        "--guilds", action="store_true", help="only plays over 100 guilds, the issue 25 table"
+    )
+    parser.add_argument(
+        "--app-dir", help="with --guilds: serve the xenon_elixir.py of this folder (before/after)"
+    )
     args = parser.parse_args()
     rounds, seconds = (1, 3) if args.quick else (args.rounds, args.seconds)
+    if args.guilds:
+        with tempfile.TemporaryDirectory() as folder:
+            print(
+                f"plays over {GUILDS} guilds, wrk -t2 -c64, {seconds} s; {os.cpu_count()} cores", flush=True
+            )
+            plays_over_guilds(Path(folder), rounds, seconds, args.app_dir)
+        return
     redis = RedisServer()
     postgres = PostgresServer() if args.postgres else None
     try:
