@@ -8970,7 +8970,7 @@ class DirectRoutes:
         direct = self.routes.get(handler)
         if direct is not None:
             scope["path"], scope["path_params"] = path, params
-            scope["route_handler"], scope["path_template"] = handler, template  # type: ignore[typeddict-unknown-key]
+            scope["route_handler"], scope["path_template"] = handler, template
         return direct
 
     async def call(self, direct: DirectRoute, scope: HTTPScope, receive: Receive, send: Send) -> None:
@@ -9001,12 +9001,7 @@ class FrontLayer:
     """
 
     def __init__(
-        self,
-        app: ASGIApp,
-        config: Config,
-        allow: dict[str, str],
-        docs_path: str,
-        direct: DirectRoutes | None = None,
+        self, app: ASGIApp, config: Config, allow: dict[str, str], docs_path: str, direct: DirectRoutes | None
     ) -> None:
         self.app = app
         self.direct = direct
@@ -9086,7 +9081,7 @@ class FrontLayer:
                 _LOGGED_HERE.reset(token)
                 self.access.write(scope, method, status, 0 if head else exchange.size, began)
 
-    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _measured(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         """The app's answer as it is, its status and time counted (no access log)."""
         status = 0
 
