@@ -6917,6 +6917,10 @@ class RawJson:
         }
         self._body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
 
+    @property
+    def size(self) -> int:
+        return len(self._body["body"])
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(self._start)
         await send(self._body)
@@ -8973,8 +8977,20 @@ class DirectRoutes:
             scope["route_handler"], scope["path_template"] = handler, template
         return direct
 
-    async def call(self, direct: DirectRoute, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        request: Request = Request(scope, receive, send)
+    async def call(
+        self, direct: DirectRoute, scope: HTTPScope, receive: Receive, send: Send
+    ) -> tuple[int, int]:
+        """Answer by the short way: the status (499 when the client left before an answer) and
+        the body's size, for the access log."""
+        left = False
+
+        async def listen() -> ReceiveMessage:  # only a route that reads a body calls it
+            nonlocal left
+            message = await receive()
+            left = left or message["type"] == "http.disconnect"
+            return message
+
+        request: Request = Request(scope, listen, send)
         kwargs: dict[str, Any] = {"request": request, **scope["path_params"]}
         if direct.query:
             given = _query_values(scope["query_string"])
@@ -8983,11 +8999,32 @@ class DirectRoutes:
         answer: ASGIApp
         try:
             answer = await direct.handler.fn(**kwargs)
-            if not isinstance(answer, RawJson):
-                answer = await direct.handler.to_response(app=self.litestar, data=answer, request=request)
+            if isinstance(answer, RawJson):
+                await answer(scope, receive, send)
+                return 200, answer.size
+            answer = await direct.handler.to_response(app=self.litestar, data=answer, request=request)
         except Exception as exc:
             answer = self.on_error(request, exc).to_asgi_response(app=None, request=request)
-        await answer(scope, receive, send)
+        status, size = 0, 0
+
+        async def sent(message: ASGIMessage) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        await answer(scope, receive, sent)
+        return 499 if left else status or 500, size
+
+
+def with_allow(message: HTTPResponseStartEvent, allow: str | None) -> HTTPResponseStartEvent:
+    """An answer's start with ``Allow`` naming every method of its path (when known)."""
+    if allow is None:
+        return message
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+    return {**message, "headers": [*headers, (b"allow", allow.encode())]}
 
 
 class FrontLayer:
@@ -9033,9 +9070,18 @@ class FrontLayer:
         head, options = method == "HEAD", method == "OPTIONS"
         docs = scope["path"].startswith(self.docs_prefix)
         logging_on = self.access.enabled()
+        direct = None if head or options or docs or self.direct is None else self.direct.find(scope)
+        if direct is not None:
+            token = _LOGGED_HERE.set(True) if logging_on else None
+            began, status, size = time.perf_counter(), 500, 0
+            try:
+                status, size = await self.direct.call(direct, scope, receive, send)  # type: ignore[union-attr]
+            finally:
+                self._done(scope, scope, method, status, size, began, token)
+            return
         if not (head or options or docs or logging_on):
             if self.meter.metrics is None:
-                await self._routed(scope, receive, send)
+                await self.app(scope, receive, send)
             else:
                 await self._measured(scope, receive, send)
             return
@@ -9056,7 +9102,7 @@ class FrontLayer:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
                 if options and exchange.status == 204:
-                    message = self._with_allow(message, scope)
+                    message = with_allow(message, self.allow.get(scope.get("path_template", "")))
                 elif docs and exchange.status == 404:
                     exchange.replaced = True
                     exchange.size = await json_error(
@@ -9073,13 +9119,10 @@ class FrontLayer:
         began = time.perf_counter()
         inner: HTTPScope = {**scope, "method": "GET"} if head else scope
         try:
-            await self._routed(inner, listen, answer)
+            await self.app(inner, listen, answer)
         finally:
             status = 499 if exchange.left else exchange.status or 500
-            self.meter.measure(inner, status, began)
-            if token is not None:
-                _LOGGED_HERE.reset(token)
-                self.access.write(scope, method, status, 0 if head else exchange.size, began)
+            self._done(inner, scope, method, status, 0 if head else exchange.size, began, token)
 
     async def _measured(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         """The app's answer as it is, its status and time counted (no access log)."""
@@ -9093,17 +9136,18 @@ class FrontLayer:
 
         began = time.perf_counter()
         try:
-            await self._routed(scope, receive, answer)
+            await self.app(scope, receive, answer)
         finally:
             self.meter.measure(scope, status or 500, began)
 
-    async def _routed(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        """The framework's answer, or a hot route's by the short way (:class:`DirectRoutes`)."""
-        direct = None if self.direct is None else self.direct.find(scope)
-        if direct is None:
-            await self.app(scope, receive, send)
-        else:
-            await self.direct.call(direct, scope, receive, send)  # type: ignore[union-attr]
+    def _done(
+        self, inner: Scope, scope: Scope, method: str, status: int, size: int, began: float, token: Any
+    ) -> None:
+        """Count an answered request (as routed: ``inner``), and log it if ``token`` says so."""
+        self.meter.measure(inner, status, began)
+        if token is not None:
+            _LOGGED_HERE.reset(token)
+            self.access.write(scope, method, status, size, began)
 
     async def _websocket(self, scope: WebSocketScope, receive: Receive, send: Send) -> None:
         exchange = _Exchange()
@@ -9134,20 +9178,10 @@ class FrontLayer:
         try:
             await self.app(scope, receive, answer)
         finally:
-            self.meter.measure(scope, exchange.status or 500, began)
-            if token is not None:
-                _LOGGED_HERE.reset(token)
-                self.access.write(scope, "WEBSOCKET", exchange.status or 500, exchange.size, began)
+            self._done(scope, scope, "WEBSOCKET", exchange.status or 500, exchange.size, began, token)
 
     def _shape(self, scope: Scope) -> str:
         return "elixir" if api_of(scope, self.config.elixir_prefix) == "elixir" else "xenon"
-
-    def _with_allow(self, message: HTTPResponseStartEvent, scope: Scope) -> HTTPResponseStartEvent:
-        allow = self.allow.get(scope.get("path_template", ""))
-        if allow is None:
-            return message
-        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
-        return {**message, "headers": [*headers, (b"allow", allow.encode())]}
 
 
 DOCS_PATH = "/schema"
