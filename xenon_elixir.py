@@ -109,7 +109,8 @@ from litestar import Litestar, Request, Response, Router, WebSocket, asgi, delet
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -6936,6 +6937,33 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+async def request_body(request: Request) -> bytes:
+    """``request.body()`` as Litestar reads it (a 413 past the route's limit, judged first by the
+    announced length; a client that leaves mid-body is an error) without building every header
+    to read one, which cost a tenth of a play."""
+    limit = request.route_handler.resolve_request_max_body_size() or math.inf
+    announced = header(request.scope, b"content-length")
+    try:
+        if announced is not None and int(announced) > limit:
+            raise RequestEntityTooLarge
+    except ValueError:
+        raise ClientException(f"Invalid content-length: {announced!r}") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await request.receive()
+        if event["type"] == "http.request":
+            if body := event["body"]:
+                size += len(body)
+                if size > limit:
+                    raise RequestEntityTooLarge
+                chunks.append(body)
+            if not event.get("more_body", False):
+                return b"".join(chunks)
+        elif event["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+
+
 def mount_prefix(scope: Scope) -> str:
     """The path the app is mounted under: ``root_path`` where the host sets it, else what the
     raw request path has before ``path`` (a Litestar mount strips the prefix from ``path`` only)."""
@@ -7240,7 +7268,7 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     owner = await services.stores.keys.owner(key) if key else None
     if owner is None or owner[0] != guild_id:
         raise await counted_refusal(services, request.scope, ElixirError(401, NOT_AUTHORIZED))
-    body = decode_body(await request.body(), ElixirBody)
+    body = decode_body(await request_body(request), ElixirBody)
     if body.user is None:
         raise ElixirError(400, 'Missing "user" (or "user.id") in body.')
     if body.user != owner[1]:
