@@ -218,6 +218,31 @@ def grant_bot(client: TestClient, bot_id: str = BOT, name: str = "Wick") -> str:
     return response.json()["token"]
 
 
+def both_ways(client: TestClient, method: str, url: str, **kwargs: Any) -> tuple[int, Any, bytes]:
+    """Ask the same of the app twice: by the hot routes' short way (``DirectRoutes``, which must
+    take it) and by the framework's; the two answers (status, headers, body) must be one."""
+    front = client.app.asgi_handler
+    short_way, taken = front.direct, []
+    original = short_way.call
+
+    async def call(*args: Any) -> Any:
+        taken.append(url)
+        return await original(*args)
+
+    answers = []
+    for way in (short_way, None):
+        front.direct = way
+        short_way.call = call
+        try:
+            response = client.request(method, url, **kwargs)
+        finally:
+            front.direct, short_way.call = short_way, original
+        answers.append((response.status_code, sorted(response.headers.items()), response.content))
+    assert taken == [url], "the short way was not taken"
+    assert answers[0] == answers[1]
+    return answers[0]
+
+
 def run_load(
     client: TestClient,
     ids: dict[str, str],

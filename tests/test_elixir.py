@@ -16,6 +16,7 @@ from conftest import (
     FakeClock,
     admin_key,
     bearer,
+    both_ways,
     player_of,
 )
 from litestar.testing import TestClient
@@ -640,3 +641,43 @@ def test_unknown_route_outside_elixir_has_the_xenon_shape(client: TestClient) ->
     response = client.get("/api/nothing-here")
     assert response.status_code == 404
     assert set(response.json()) == {"error"}
+
+
+def test_the_hot_routes_answer_the_short_way_as_the_framework_does(make_client: Any) -> None:
+    client = make_client(rate_limits="off", max_body_size=1024)
+    key = admin_key(client, GUILD, USER)
+    response = client.put(
+        f"/admin/guilds/{GUILD}", json={"name": "Lounge", "voice_channels": [VOICE]}, headers=ADMIN
+    )
+    assert response.status_code == 200
+    track = {
+        "source": "youtube",
+        "length": 203_000,
+        **{k: MAGIA[k] for k in ("title", "author", "uri", "identifier")},
+    }
+    assert client.post("/admin/tracks", json=[track], headers=ADMIN).status_code == 200
+    nowplaying = f"{API}/{GUILD}/nowplaying"
+    assert both_ways(client, "GET", nowplaying)[0] == 410
+    assert call(client, "join", key, channel=VOICE).status_code == 200
+    plays = [
+        ({"user": USER, "query": "magia"}, bearer(key), 200),
+        ({"user": USER, "query": "magia"}, bearer(key), 200),  # the queue grows
+        ({"user": USER, "query": "no such song at all"}, bearer(key), 404),
+        ({"user": OTHER_USER, "query": "magia"}, bearer(key), 401),
+        ({"query": "magia"}, bearer(key), 400),
+        ({"user": USER, "query": "magia"}, {}, 401),
+        ({"user": USER, "query": "magia"}, bearer("0" * 64), 401),
+        ({"user": USER, "query": "x" * 1100}, bearer(key), 413),  # over max_body_size
+    ]
+    for body, headers, status in plays:
+        assert both_ways(client, "POST", f"{API}/{GUILD}/play", json=body, headers=headers)[0] == status
+    assert (
+        both_ways(client, "POST", f"{API}/{GUILD}/play", content=b"{not json", headers=bearer(key))[0] == 400
+    )
+    play_elsewhere = both_ways(
+        client, "POST", f"{API}/nope/play", json={"user": USER, "query": "x"}, headers=bearer(key)
+    )
+    assert play_elsewhere[0] == 400
+    assert both_ways(client, "GET", nowplaying)[0] == 200
+    assert both_ways(client, "GET", f"{API}/nope/nowplaying")[0] == 400
+    assert both_ways(client, "GET", f"{API}/{OTHER_GUILD}/nowplaying/")[0] == 410

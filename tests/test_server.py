@@ -156,19 +156,20 @@ def test_http_semantics_head_options_allow_and_json_404s(server: Server) -> None
 
 
 @pytest.mark.sqlite_only  # HTTP and WebSocket handling, the same on any store
-def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server) -> None:
+@pytest.mark.parametrize("path", ["/admin/keys", f"{API}/{GUILD}/play"])  # the framework's, the short way
+def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server, db_path: str, path: str) -> None:
+    secret = ADMIN_TOKEN if path.startswith("/admin") else cli(db_path, "genkey", GUILD, USER)
     with socket.create_connection(("127.0.0.1", server.port)) as raw:
         raw.sendall(
-            b"POST /admin/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-            + ADMIN_TOKEN.encode()
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}".encode()
             + b'\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"guild":'
         )
         time.sleep(0.2)
     deadline = time.monotonic() + 5
-    while '"POST /admin/keys HTTP/1.1" 499' not in server.log.read_text() and time.monotonic() < deadline:
+    while f'"POST {path} HTTP/1.1" 499' not in server.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     log = server.log.read_text()
-    assert '"POST /admin/keys HTTP/1.1" 499' in log
+    assert f'"POST {path} HTTP/1.1" 499' in log
     assert " 500 " not in log and "Traceback" not in log and "ERROR" not in log
 
 

@@ -20,6 +20,7 @@ from conftest import (
     FakeClock,
     admin_key,
     bearer,
+    both_ways,
     grant_bot,
     run_load,
 )
@@ -599,3 +600,24 @@ def test_a_failed_load_changes_no_mapper(client: TestClient, token: str) -> None
     after = client.get(MAPPER, headers=auth).json()
     assert after["ids"] == {**before["ids"], "419932531828457473": "754098968748752987"}
     assert after["loaders"] == [CREATOR, USER]
+
+
+def test_the_mapper_answers_the_short_way_as_the_framework_does(make_client: Any) -> None:
+    client = make_client(rate_limits="off")
+    token = grant_bot(client)
+    run_load(client, {"410520361789161472": "754098965649162251"})
+    queries = [
+        f"?target={TARGET}&source={SOURCE}",
+        f"?source={SOURCE}",
+        f"?target=&source={SOURCE}",
+        f"?target=nope&source={SOURCE}",
+        f"?target=1&target={TARGET}&source={SOURCE}",
+        f"?targ%65t={TARGET}&source={SOURCE}&extra=1",
+        f"?target={TARGET}&backup=b4ckup",
+        f"?target={TARGET}&backup=not-a-backup!",
+        "",
+    ]
+    for headers in ({"Authorization": token}, {}, {"Authorization": "x" * 40}):
+        for query in queries:
+            both_ways(client, "GET", f"/api/mappers{query}", headers=headers)
+    assert both_ways(client, "GET", MAPPER, headers={"Authorization": token})[0] == 200
