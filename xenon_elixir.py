@@ -11013,6 +11013,8 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
         app.state.xe = opened
         app.state.host = host = Host(opened)
         edge = app.asgi_handler
+        if isinstance(edge, SandboxLayer):  # in sandbox mode, it stands in front of the FrontLayer
+            edge = edge.app
         if isinstance(edge, FrontLayer) and config.request_metrics:
             edge.metrics = opened.metrics
         simulation = None
