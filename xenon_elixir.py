@@ -11523,7 +11523,10 @@ class SandboxServer:
     def __enter__(self) -> Self:
         import uvicorn
 
-        asyncio.run(refuse_unmade(self.config))  # one line here; the lifespan would add a traceback
+        # Refused here, in one line (the lifespan would add a traceback), on a loop of its own:
+        # a sync ``with`` may be inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, refuse_unmade(self.config)).result()
 
         # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that name it, and
         # without it every keep-alive answer waited 40 ms on the client's delayed ACK.
