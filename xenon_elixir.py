@@ -64,6 +64,7 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
+import difflib
 import email.utils
 import errno
 import fcntl
@@ -9266,27 +9267,44 @@ async def simulate_loads(host: Host, interval: float, first_after: float = 3.0) 
 SANDBOX_ADMIN_TOKEN = "xe-sandbox-admin-token"
 SANDBOX_BOT_TOKEN = "xe-sandbox-bot-token"
 SANDBOX_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+SANDBOX_HELPER = b"x-xenon-elixir-sandbox-helper"
+"""The header of the requests the Python helpers make to set a scene (``xe.play``,
+``xe.end_track``): the sandbox keeps them out of the record, and no fault meets them."""
 
-_SANDBOX_WIPED = tuple(
-    f"DELETE FROM {table}"  # children first: no foreign key is ever left dangling
-    for table in (
-        "queue",
-        "players",
-        "voice_channels",
-        "guilds",
-        "elixir_keys",
-        "template_bots",
-        "templates",
-        "bots",
-        "backups",
-        "loader_ids",
-        "loaders",
-        "mapper_ids",
-        "mapper_loaders",
-    )
+_SANDBOX_TABLES = (  # children first: no foreign key is ever left dangling
+    "queue",
+    "players",
+    "voice_channels",
+    "guilds",
+    "elixir_keys",
+    "template_bots",
+    "templates",
+    "bots",
+    "backups",
+    "loader_ids",
+    "loaders",
+    "mapper_ids",
+    "mapper_loaders",
 )
+_SANDBOX_WIPED = tuple(f"DELETE FROM {table}" for table in _SANDBOX_TABLES)
 """What a fresh sandbox empties. The catalog is kept (the demo's tracks are restored), and so are
 the loader event log and its numbers: a ``seq`` never goes back, as on a real server."""
+
+SANDBOX_MARK = "sandbox"
+"""The ``kept`` row a sandbox writes into the database it empties and seeds: the mark that lets
+a sandbox empty that database again (on a reset, at the next start)."""
+
+_SANDBOX_REFUSES = (
+    f"SELECT NOT EXISTS (SELECT 1 FROM kept WHERE name = '{SANDBOX_MARK}') AND ("
+    + " OR ".join(
+        f"EXISTS (SELECT 1 FROM {table})"
+        for table in (*_SANDBOX_TABLES, "tracks", "playlists", "events", "player_seqs", "kept")
+    )
+    + ")"
+)
+"""Whether a database holds data that no sandbox made: a sandbox empties only a database that
+is empty or marked (:data:`SANDBOX_MARK`). A user who pointed ``XE_DB`` at their real server's
+database and ran their bot's tests lost it before this guard."""
 
 _RECORDED = 1000
 """Requests the record keeps (the oldest go first)."""
@@ -9296,6 +9314,12 @@ _RECORDED_BODY = 64 * 1024
 
 _ARMED = 1000
 """Faults that may be armed at once (spent ones count until removed)."""
+
+_EMPTY_STATUSES = (204, 304)
+"""Answers that have no body (HTTP says so): a fault with one of them sends none."""
+
+_SENDABLE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
+"""The close codes below 3000 a close frame may carry (RFC 6455 §7.4 and the IANA registry)."""
 
 
 class _SandboxTimer:
@@ -9360,11 +9384,13 @@ class SandboxClock:
                 await asyncio.wait(started, timeout=10.0)
         self.offset += max(0.0, target - self.monotonic())
 
-    def forget(self) -> None:
-        """Cancel every timer (a reset: the services that set them are gone)."""
+    def restart(self) -> None:
+        """Back to real time, every timer cancelled: a reset, between the services it closed
+        (which set those timers, and read the moved time) and the fresh ones it opens."""
         for _, _, timer in self._due:
             timer.cancel()
         self._due.clear()
+        self.offset = 0.0
 
 
 def sandbox_config(config: Config) -> Config:
@@ -9383,12 +9409,40 @@ def sandbox_config(config: Config) -> Config:
     return dataclasses.replace(config, **chosen)
 
 
-class RequestFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+async def refuse_unmade(config: Config) -> None:
+    """Refuse, in one line (:class:`ConfigError`), a database that holds data no sandbox made:
+    the sandbox empties its database on start and on every reset (:data:`_SANDBOX_REFUSES`).
+    Asked before the services open, so a refused database is not touched at all."""
+    database = (await open_stores(config)).database
+    try:
+        refused = await database.value(_SANDBOX_REFUSES)
+    finally:
+        await database.close()
+    if refused:
+        raise ConfigError(
+            f"the sandbox empties its database, and {masked_url(config.db)} holds data no sandbox "
+            "made: it was left as it is. Give the sandbox a database of its own: leave --db and XE_DB "
+            "unset (a throwaway file), or name a new file or an empty database (the sandbox marks it "
+            "as its own)"
+        )
+
+
+_MATCH_SAYS = (
+    '"METHOD /path/{name}" as this document spells the route ("GET /api/mappers", '
+    '"POST /api/v1/{guild_id}/play"); a stream\'s handshake, which the document leaves out, is its '
+    'GET: "GET /api/loaders/ws", "GET /api/v1/{guild_id}/player". Or a rate-limit group (mappers, '
+    'templates, loaders_ws, auth_failures: every API route), or "*" (every route of both APIs).'
+)
+_CLOSE_SAYS = (
+    "The close code, one a close frame may carry (1000-1003, 1007-1014, 3000-4999); null, with "
+    "stall_ms given alone: not closed. With stall_ms too: the frames are held, then the stream closed."
+)
+
+
+class RequestFaultIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A fault on requests: an answer, a delay, or a dropped connection."""
 
-    match: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
-    """``"METHOD /path/template"`` as the OpenAPI document spells it (a stream's handshake is a
-    ``GET``), a rate-limit group, or ``"*"`` (every route of both APIs)."""
+    match: Annotated[str, msgspec.Meta(min_length=1, max_length=300, description=_MATCH_SAYS)]
     credential: str | None = None
     """Only requests made with this bot token or Elixir key (answered as ``"***"``)."""
     times: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
@@ -9396,33 +9450,58 @@ class RequestFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The answer's status; ``null`` (``delay_ms`` given alone): the real answer, delayed."""
     retry_after_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 5000
     body: Any = None
-    """The answer's JSON body; ``null``: the API's own error body for the status."""
+    """The answer's JSON body; ``null``: the API's own error body for the status (a 2xx needs a
+    body, a 204 or a 304 has none)."""
     delay_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 0
     drop: bool = False
     """Close the connection without an answer (after ``delay_ms``)."""
-    id: str = ""
-    fired: int = 0
 
 
-class StreamFault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A fault on the next matching stream(s): closed with a code, or its frames stalled."""
+class StreamFaultIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A fault on the next matching stream(s): closed with a code, its frames stalled, or both
+    (stalled, then closed)."""
 
     stream: Literal["loaders", "player"]
-    close: Annotated[int, msgspec.Meta(ge=1000, le=4999)] | None = 1013
-    """The close code; ``null`` (``stall_ms`` given alone): not closed."""
+    close: Annotated[int, msgspec.Meta(ge=1000, le=4999, description=_CLOSE_SAYS)] | None = 1013
     after: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     """Frames sent before the fault acts."""
     times: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
     stall_ms: Annotated[int, msgspec.Meta(ge=1, le=600_000)] | None = None
     """Hold the stream's frames this long (then close, when ``close`` is given too)."""
+
+
+class RequestFault(RequestFaultIn, kw_only=True):
+    """An armed request fault: its fields, with the ``id`` the server gave and the times it
+    ``fired`` so far."""
+
+    id: str = ""
+    fired: int = 0
+
+
+class StreamFault(StreamFaultIn, kw_only=True):
+    """An armed stream fault: its fields, with its ``id`` and the times it ``fired``."""
+
     id: str = ""
     fired: int = 0
 
 
 class FaultList(msgspec.Struct):
-    faults: list[Any]
-    """Each a :class:`RequestFault` or a :class:`StreamFault` (an untagged union, which the
-    OpenAPI document cannot spell)."""
+    faults: Annotated[
+        list[Any],
+        Parameter(
+            schema_extra={
+                "items": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/RequestFault"},
+                        {"$ref": "#/components/schemas/StreamFault"},
+                    ]
+                }
+            }
+        ),
+    ]
+    """Each a :class:`RequestFault` or a :class:`StreamFault`, in arming order (``Any`` here: a
+    Struct holding an untagged union of two Structs is more than msgspec inspects; arm_fault's
+    answer, the same union, puts both in the document's components)."""
 
 
 class ClockIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -9462,9 +9541,28 @@ def parse_fault(raw: bytes) -> RequestFault | StreamFault:
             fault.close = None
         if fault.close is None and fault.stall_ms is None:
             raise ApiError(400, "a stream fault needs close or stall_ms - at `$.close`")
+        if fault.close is not None and fault.close < 3000 and fault.close not in _SENDABLE_CODES:
+            raise ApiError(  # 1005, 1006 and 1015 are only ever reported; the others are reserved
+                400,
+                f"{fault.close} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 "
+                "- at `$.close`",
+            )
     elif "delay_ms" in given and not given.keys() & {"status", "body", "drop", "retry_after_ms"}:
         fault.status = None
+    elif fault.drop or fault.status is None:
+        pass
+    elif fault.status in _EMPTY_STATUSES and fault.body is not None:
+        raise ApiError(400, f"a {fault.status} answer has no body - at `$.body`")
+    elif fault.status < 300 and fault.status not in _EMPTY_STATUSES and fault.body is None:
+        raise ApiError(  # an error body would stand in for what a success answers
+            400, f"a {fault.status} fault answers its body: give one ({{}} at least) - at `$.body`"
+        )
     return fault
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """The paths a route template (``/api/v1/{guild_id}/play``) answers, a final ``/`` allowed."""
+    return re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)) + "/?")
 
 
 class Faults:
@@ -9473,6 +9571,8 @@ class Faults:
     def __init__(self, templates: Mapping[str, str]) -> None:
         self.templates = templates
         """``"METHOD /template"`` -> its rate-limit group (or ``""``), for every API route."""
+        self.streams: Mapping[str, str] = {}
+        """The streams' handshakes, ``"GET /template"`` -> ``"loaders"`` or ``"player"``."""
         self.armed: dict[str, RequestFault | StreamFault] = {}
         self._credentials: dict[str, str] = {}  # fault id -> the credential's digest
         self._ids = itertools.count(1)
@@ -9484,17 +9584,34 @@ class Faults:
         if isinstance(fault, RequestFault):
             known = fault.match == "*" or fault.match in RATE_LIMITS or fault.match in self.templates
             if not known:
-                raise ApiError(
-                    400,
-                    f"match: {fault.match[:80]!r} is neither an API route (e.g. "
-                    f'"GET /api/mappers"), a rate-limit group ({", ".join(RATE_LIMITS)}) nor "*"',
-                )
+                raise ApiError(400, self._unknown(fault.match))
             secret, fault.credential = fault.credential, None if fault.credential is None else "***"
         fault.id = f"f{next(self._ids)}"
         if secret is not None:  # kept as its digest only, like every secret
             self._credentials[fault.id] = digest(secret)
         self.armed[fault.id] = fault
         return fault
+
+    def _unknown(self, match: str) -> str:
+        """The 400 of a ``match`` that names nothing: how a route is spelt, the streams' spellings
+        (which the document leaves out), and what it likely meant: the routes its path fits (ids
+        in place of ``{names}``, the method left out or in lower case), else the nearest names."""
+        word, _, rest = match.strip().partition(" ")
+        method, path = (word.upper(), rest.strip()) if rest else ("", word)
+        fits = [
+            route
+            for route in self.templates
+            if (not method or route.startswith(method + " "))
+            and _template_pattern(route.partition(" ")[2]).fullmatch(path.split("?")[0])
+        ]
+        meant = fits or difflib.get_close_matches(match, [*self.templates, *RATE_LIMITS], n=2, cutoff=0.7)
+        streams = " and ".join(f'"{route}"' for route in self.streams)
+        return (
+            f"match: {match[:80]!r} is neither an API route, a rate-limit group ({', '.join(RATE_LIMITS)}) "
+            f'nor "*": a route is spelt "METHOD /path/{{name}}" as /schema spells it, a stream\'s '
+            f"handshake as its GET ({streams})"
+            + (f"; did you mean {' or '.join(repr(name) for name in meant)}?" if meant else "")
+        )
 
     def request(self, route: str, credential: str) -> RequestFault | None:
         """The first armed request fault this request (``"METHOD /template"``) meets, taken."""
@@ -9560,7 +9677,7 @@ class SandboxRoutes:
             for method in sorted(methods):
                 self.templates[f"{method} {template}"] = groups.get(f"{method} {template}", "")
             api = "elixir" if template.startswith(prefixes[0]) else "xenon"
-            pattern = re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)) + "/?")
+            pattern = _template_pattern(template)
             if all(template != known for _, known, _ in self._paths):
                 self._paths.append((pattern, template, api))
         self._paths.sort(key=lambda entry: -len(entry[1]))  # /api/v1/... before /api/...
@@ -9588,6 +9705,7 @@ async def fresh_sandbox(services: Services) -> None:
     async def wipe(tx: Transaction) -> None:
         for statement in _SANDBOX_WIPED:
             await tx.run(statement)
+        await tx.run(stores.kept.upsert, SANDBOX_MARK, '"a sandbox empties this database"')
 
     await stores.database.write(wipe, forgets=[("keys",), ("bots",)])
     await seed_demo(Host(services), "", None)
@@ -9619,7 +9737,7 @@ class SandboxState:
 
     def learn(self, app: Litestar) -> None:
         self.routes = SandboxRoutes(app, self.config)
-        self.faults.templates = self.routes.templates
+        self.faults.templates, self.faults.streams = self.routes.templates, self.routes.streams
 
     @contextlib.asynccontextmanager
     async def running(
@@ -9630,6 +9748,7 @@ class SandboxState:
         """The app's lifespan in sandbox mode: its services (``serving``), opened fresh by one
         task that a :meth:`reset` asks to close and open them again (one task enters and leaves
         them, as a lifespan does)."""
+        await refuse_unmade(self.config)
         self._restart, self._ready, self._stopping = asyncio.Event(), asyncio.Event(), False
         self._supervisor = asyncio.create_task(self._supervise(app, serving))
         await self._until_ready()
@@ -9659,7 +9778,7 @@ class SandboxState:
                 await self._restart.wait()
             self._restart.clear()
             if self.clock is not None:
-                self.clock.forget()
+                self.clock.restart()
 
     async def _until_ready(self) -> None:
         assert self._ready is not None and self._supervisor is not None
@@ -9677,8 +9796,8 @@ class SandboxState:
             await self._ready.wait()
 
     async def reset(self) -> None:
-        """Fresh state: no fault, an empty record, the demo data alone under the fixed
-        credentials, new services (limits, streams, timers, remembered answers)."""
+        """Fresh state: no fault, an empty record, the clock at real time, the demo data alone
+        under the fixed credentials, new services (limits, streams, timers, remembered answers)."""
         assert self._restart is not None and self._ready is not None
         self.faults.clear()
         for stream in list(self.streams):  # their services are going: the clients reconnect
@@ -9694,7 +9813,8 @@ def sandbox_banner(base_url: str, config: Config) -> str:
     admin = "(XE_ADMIN_TOKEN)" if config.admin_token != SANDBOX_ADMIN_TOKEN else SANDBOX_ADMIN_TOKEN
     return "\n".join(
         [
-            f"xenon_elixir sandbox on {base_url} (database {config.db}; emptied on start and reset)",
+            f"xenon_elixir sandbox on {base_url} (database {masked_url(config.db)}; emptied on start and "
+            "reset)",
             f"  Xenon bot {DEMO_BOT} token: {SANDBOX_BOT_TOKEN}",
             f"  Elixir key of guild {DEMO_GUILD} / user {DEMO_USER}: {SANDBOX_KEY}",
             f"  Admin token: {admin}",
@@ -9808,17 +9928,44 @@ class SandboxStream:
         return {"type": "websocket.disconnect", "code": self.code}
 
 
+class RecordMask:
+    """What the record keeps of a request: its query (``query`` masks secret-looking values) and
+    its body with secret-looking keys (``secret``) and the request's own credential as ``***``."""
+
+    def __init__(self, query: Callable[[str], str], secret: re.Pattern[str]) -> None:
+        self.query = query
+        self.secret = secret
+
+    def body(self, raw: bytes, credential: str) -> Any:
+        if not raw.strip():
+            return None
+        try:
+            return self._masked(msgspec.json.decode(raw), credential)
+        except (msgspec.DecodeError, RecursionError):
+            text = raw.decode("utf-8", "replace")
+            return text.replace(credential, "***") if credential else text
+
+    def _masked(self, value: Any, credential: str) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: "***" if self.secret.search(k) else self._masked(v, credential) for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._masked(v, credential) for v in value]
+        return "***" if credential and value == credential else value
+
+
 class SandboxLayer:
     """In front of the app in sandbox mode only: request and stream faults, and the record of
-    what the APIs received (``mask`` masks a query string; ``secret`` names secret body keys)."""
+    what the APIs received (with secrets masked: ``mask``).
+    An answer a fault gives in the app's place is logged and counted by the app's ``front``
+    layer as the app's own are; a request of the sandbox's own helpers (:data:`SANDBOX_HELPER`)
+    passes through untouched, neither recorded nor met by a fault."""
 
-    def __init__(
-        self, app: ASGIApp, state: SandboxState, mask: Callable[[str], str], secret: re.Pattern[str]
-    ) -> None:
-        self.app = app
+    def __init__(self, front: FrontLayer, state: SandboxState, mask: RecordMask) -> None:
+        self.app = front
         self.sandbox = state
         self.mask = mask
-        self.secret = secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         routes = self.sandbox.routes
@@ -9827,20 +9974,25 @@ class SandboxLayer:
             return
         path, root = scope["path"], scope.get("root_path", "")
         found = routes.of(path[len(root) :] if root and path.startswith(root) else path)
-        if found is None:
+        if found is None or any(name == SANDBOX_HELPER for name, _ in scope["headers"]):
             await self.app(scope, receive, send)
             return
         template, api = found
+        began = time.perf_counter()
         await self.sandbox.settled()
         method = "GET" if scope["type"] == ScopeType.WEBSOCKET else scope["method"]
         route = f"{'GET' if method == 'HEAD' else method} {template}"
         credential = _bearer(scope)
         query = scope.get("query_string", b"").decode("latin-1")
-        entry = RecordedRequest(method, path, self.mask(query), None)
+        entry = RecordedRequest(method, path, self.mask.query(query), None)
         self.sandbox.requests.append(entry)
         fault = self.sandbox.faults.request(route, credential)
         if scope["type"] == ScopeType.WEBSOCKET:
-            await self._stream(scope, receive, send, route, api, fault, entry)
+            if fault is not None and (fault.status is not None or fault.drop):
+                status, size = await self._refused(scope, receive, send, fault, api, entry)
+                self._logged(scope, "WEBSOCKET", status, size, began, template)
+                return
+            await self._stream(scope, receive, send, route, fault, entry)
             return
         chunks: list[bytes] = []
 
@@ -9863,47 +10015,44 @@ class SandboxLayer:
                 return
             while (message := await listen())["type"] == "http.request" and message.get("more_body"):
                 pass  # the whole request, for the record, before the fault answers
+            size = 0
             if fault.drop:
                 await _dropped(send)
-                return
-            assert fault.status is not None
-            entry.status = fault.status
-            await self._answer(send, fault, fault.status, api, head=method == "HEAD")
+            else:
+                assert fault.status is not None
+                entry.status = fault.status
+                size = await self._answer(send, fault, fault.status, api, head=method == "HEAD")
+            self._logged(scope, method, entry.status or 499, size, began, template)
         finally:
-            entry.body = self._masked_body(b"".join(chunks)[:_RECORDED_BODY], credential)
+            entry.body = self.mask.body(b"".join(chunks)[:_RECORDED_BODY], credential)
+
+    def _logged(self, scope: Scope, method: str, status: int, size: int, began: float, template: str) -> None:
+        """An answer a fault gave, in the access log and the request figures like any other (a
+        drop as 499, as the app logs a client that left before its answer)."""
+        self.app.meter.measure(cast(Scope, {**scope, "path_template": template}), status, began)
+        if self.app.access.enabled():
+            self.app.access.write(scope, method, status, size, began)
 
     async def _answer(
         self, send: Send, fault: RequestFault, status: int, api: str, head: bool = False
-    ) -> None:
+    ) -> int:
+        """Answer as ``fault`` says; the bytes of body sent."""
         retry = fault.retry_after_ms / 1000
         body = fault.body
         if body is None:
             message = _fault_message(status, api)
             body = error_body(api, message, self.sandbox.config.clock(), retry if status == 429 else None)
-        encoded = msgspec.json.encode(body)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(encoded))]
+        encoded = b"" if status in _EMPTY_STATUSES else msgspec.json.encode(body)
+        headers = (
+            []
+            if status in _EMPTY_STATUSES
+            else [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(encoded))]
+        )
         if status in (429, 503):
             headers.append((b"retry-after", str(max(1, math.ceil(round(retry, 3)))).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else encoded, "more_body": False})
-
-    def _masked_body(self, raw: bytes, credential: str) -> Any:
-        if not raw.strip():
-            return None
-        try:
-            return self._masked(msgspec.json.decode(raw), credential)
-        except (msgspec.DecodeError, RecursionError):
-            text = raw.decode("utf-8", "replace")
-            return text.replace(credential, "***") if credential else text
-
-    def _masked(self, value: Any, credential: str) -> Any:
-        if isinstance(value, dict):
-            return {
-                k: "***" if self.secret.search(k) else self._masked(v, credential) for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self._masked(v, credential) for v in value]
-        return "***" if credential and value == credential else value
+        return 0 if head else len(encoded)
 
     async def _stream(
         self,
@@ -9911,13 +10060,9 @@ class SandboxLayer:
         receive: Receive,
         send: Send,
         route: str,
-        api: str,
         fault: RequestFault | None,
         entry: RecordedRequest,
     ) -> None:
-        if fault is not None and (fault.status is not None or fault.drop):
-            await self._refused(scope, receive, send, fault, api, entry)
-            return
         if fault is not None and fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
         kind = self.sandbox.routes.streams.get(route) if self.sandbox.routes else None
@@ -9938,27 +10083,28 @@ class SandboxLayer:
         fault: RequestFault,
         api: str,
         entry: RecordedRequest,
-    ) -> None:
+    ) -> tuple[int, int]:
         """A handshake a request fault answers: a 429 as the real limiter does (accepted, then
         closed with 4029 and the reason), another status as an HTTP denial where the server can
-        send one (else accepted and closed with 4000 + the status's hundreds)."""
+        send one (else accepted and closed with 4000 + the status's hundreds). The status and
+        size the access log gives it: 101 for a stream accepted and closed, 499 for a drop."""
         await receive()  # websocket.connect
         if fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
         if fault.drop:
             await _dropped(send)
-            return
+            return 499, 0
         assert fault.status is not None
         entry.status = fault.status
         retry = fault.retry_after_ms / 1000
         message = _fault_message(fault.status, api)
         reason = fault.body or error_body(api, message, self.sandbox.config.clock(), retry)
         if fault.status != 429 and "websocket.http.response" in (scope.get("extensions") or {}):
-            await self._answer(_denial(send), fault, fault.status, api)
-            return
+            return fault.status, await self._answer(_denial(send), fault, fault.status, api)
         await send(cast(ASGIMessage, {"type": "websocket.accept"}))
         code = 4029 if fault.status == 429 else 4000 + fault.status // 100
         await send({"type": "websocket.close", "code": code, "reason": msgspec.json.encode(reason).decode()})
+        return 101, 0
 
 
 def sandbox_of(request: ASGIConnection[Any, Any, Any, Any]) -> SandboxState:
@@ -9987,8 +10133,10 @@ def _sandbox_route(
     return documented
 
 
-@_sandbox_route(post, "/faults", "arm_fault", "Arm a fault", 409, body=RequestFault, status_code=201)
-async def arm_fault(request: Request) -> Any:
+@_sandbox_route(
+    post, "/faults", "arm_fault", "Arm a fault", 409, body=RequestFaultIn | StreamFaultIn, status_code=201
+)
+async def arm_fault(request: Request) -> RequestFault | StreamFault:
     """A request fault (`match`: "METHOD /path/template" as this document spells it, a rate-limit
     group or "*"; optional `credential`; `times`, `status` (429), `retry_after_ms` (5000), `body`
     (default: the API's own error body), `delay_ms` (alone: the real answer, delayed), `drop`),
@@ -10056,9 +10204,9 @@ async def clear_requests(request: Request) -> Empty:
 
 @_sandbox_route(post, "/reset", "reset_sandbox", "Start afresh")
 async def reset_sandbox(request: Request) -> Empty:
-    """Fresh state, in milliseconds: no fault, an empty record, the demo data alone under the
-    fixed credentials, and new services (rate limits, open streams, timers). The loader event
-    log and its numbers carry on: a `seq` never goes back."""
+    """Fresh state, in milliseconds: no fault, an empty record, the clock back at real time, the
+    demo data alone under the fixed credentials, and new services (rate limits, open streams,
+    timers). The loader event log and its numbers carry on: a `seq` never goes back."""
     await sandbox_of(request).reset()
     return Empty()
 
@@ -11043,6 +11191,8 @@ async def _services_of(app: Litestar, config: Config) -> AsyncIterator[None]:
         app.state.xe = opened
         app.state.host = host = Host(opened)
         edge = app.asgi_handler
+        if isinstance(edge, SandboxLayer):  # in sandbox mode, it stands in front of the FrontLayer
+            edge = edge.app
         if isinstance(edge, FrontLayer) and config.request_metrics:
             edge.metrics = opened.metrics
         simulation = None
@@ -11128,13 +11278,13 @@ def _build_app(config: Config, lifespan: Callable[[Litestar], Any]) -> Litestar:
         request_max_body_size=config.max_body_size,
     )
     # Around the whole app, not as route middleware: unmatched paths (404/405) are logged too.
-    app.asgi_handler = FrontLayer(
+    app.asgi_handler = front = FrontLayer(
         app.asgi_handler, config, allowed_methods(app), DOCS_PATH, DirectRoutes(app, on_error)
     )
     if config.sandbox:  # only then: a normal server pays nothing for it
         app.state.sandbox = state = SandboxState(config)
         state.learn(app)
-        app.asgi_handler = SandboxLayer(app.asgi_handler, state, masked_query, _SECRET_NAME)
+        app.asgi_handler = SandboxLayer(front, state, RecordMask(masked_query, _SECRET_NAME))
     return app
 
 
@@ -11365,6 +11515,8 @@ async def _preflight(config: Config) -> None:
         lock.acquire()  # first: a server refused changes nothing (nor does one while migrate copies)
         lock.release()
         await (await SqliteDatabase(config.db, write_wait=config.write_wait).open()).close()
+    if config.sandbox:  # it empties its database: never one of the user's
+        await refuse_unmade(config)
     if not config.redis_url:
         return
     redis = redis_client(config)
@@ -11432,6 +11584,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     asyncio.run(
         _preflight(sandboxed.config if sandboxed else dataclasses.replace(Config.from_env(), **overrides))
     )
+    if sandboxed:  # as xenon-elixir sandbox says it: the database it empties, the credentials
+        print(sandbox_banner(f"http://{args.host}:{args.port}", sandboxed.config), flush=True)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -11518,6 +11672,7 @@ class SandboxTime:
 
     @property
     def now_ms(self) -> int:
+        """The sandbox's time, epoch milliseconds (``xe.clock.now_ms``, a property: no call)."""
         return int(self._calls.call("GET", "/clock")["now_ms"])
 
 
@@ -11548,6 +11703,11 @@ class SandboxServer:
 
     def __enter__(self) -> Self:
         import uvicorn
+
+        # Refused here, in one line (the lifespan would add a traceback), on a loop of its own:
+        # a sync ``with`` may be inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, refuse_unmade(self.config)).result()
 
         # IPPROTO_TCP spelt out: asyncio sets TCP_NODELAY only on sockets that name it, and
         # without it every keep-alive answer waited 40 ms on the client's delayed ACK.
@@ -11599,7 +11759,8 @@ class SandboxServer:
         return f"{self.elixir_url.replace('http', 'ws', 1)}/{DEMO_GUILD}/player"
 
     def reset(self) -> None:
-        """Fresh state (``POST /admin/reset``): no fault, an empty record, the demo data alone."""
+        """Fresh state (``POST /admin/reset``): no fault, an empty record, the clock at real time,
+        the demo data alone."""
         self._calls.call("POST", "/reset")
 
     def load_backup(
@@ -11637,6 +11798,7 @@ class SandboxServer:
         ask = urllib.request.Request(f"{self.elixir_url}/{DEMO_GUILD}/{action}", data=data, method=method)
         ask.add_header("Authorization", f"Bearer {SANDBOX_KEY}")
         ask.add_header("Content-Type", "application/json")
+        ask.add_header(SANDBOX_HELPER.decode(), "1")  # setting a scene: not recorded, met by no fault
         try:
             with urllib.request.urlopen(ask, timeout=30) as answer:
                 return msgspec.json.decode(answer.read())
@@ -11645,13 +11807,15 @@ class SandboxServer:
 
     def play(self, query: str) -> list[dict[str, Any]]:
         """Join the demo guild's first voice channel and play ``query`` (a search, a track's or a
-        playlist's URL) as the demo user; the tracks queued."""
+        playlist's URL) as the demo user; the tracks queued. Its requests are not recorded and
+        meet no fault (:data:`SANDBOX_HELPER`)."""
         self._elixir("POST", "join", {"user": DEMO_USER, "channel": DEMO_VOICE[0]})
         return cast(list[dict[str, Any]], self._elixir("POST", "play", {"user": DEMO_USER, "query": query}))
 
     def end_track(self) -> int:
         """Move the clock to the end of the demo guild's current track (the next one starts);
-        returns the new time. Nothing playing is an ``ApiError`` (410)."""
+        returns the new time. Nothing playing is an ``ApiError`` (410). Its request is not
+        recorded and meets no fault, as :meth:`play`'s."""
         playing = self._elixir("GET", "nowplaying")
         return self.clock.advance(ms=max(0, playing["duration"] * 1000 - playing["position"]))
 
@@ -11795,7 +11959,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="xenon-elixir",
         description="Serve and feed the Xenon partner API and the Elixir Music API.",
-        epilog="Every command but schema takes --db (default: $XE_DB, else ./xenon_elixir.db).\n"
+        epilog="Every command but schema takes --db (default: $XE_DB, else ./xenon_elixir.db; for the "
+        "sandbox, a throwaway file).\n"
         "COMMAND --help shows its options and examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -11804,14 +11969,22 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("--db", help="SQLite file or postgresql:// URL (default: $XE_DB, else ./xenon_elixir.db)")
     sqlite_db = _Parser(add_help=False)  # for what only an SQLite file can do
     sqlite_db.add_argument("--db", help="the SQLite file (default: $XE_DB, else ./xenon_elixir.db)")
+    sandbox_db = _Parser(add_help=False)  # emptied on start and on every reset: never the usual file
+    sandbox_db.add_argument(
+        "--db",
+        help="SQLite file or postgresql:// URL that the sandbox empties on start and on every reset: a "
+        "new file or an empty database (or one a sandbox made); another is refused (default: $XE_DB, "
+        "else a throwaway file in the temporary folder, removed when the sandbox stops)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parents = {"schema": [], "backup": [sqlite_db], "migrate": [sqlite_db], "sandbox": [sandbox_db]}
 
     def command(
         name: str, run: Callable[[argparse.Namespace], Any], summary: str, **more: Any
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
-            parents=[] if name == "schema" else [sqlite_db if name in ("backup", "migrate") else db],
+            parents=parents.get(name, [db]),
             help=summary,
             description=more.pop("description", summary),
             epilog="examples:\n  " + "\n  ".join(_EXAMPLES[name]) + more.pop("epilog_more", ""),

@@ -6,18 +6,22 @@ fixture does)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import logging
 import math
 import re
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_TOKEN
+from conftest import ADMIN, ADMIN_TOKEN, with_host
 from litestar.testing import TestClient
 from server import free_port, spawn
 from services import PostgresServer, new_database
@@ -177,6 +181,11 @@ def test_delay_alone_delays_the_real_answer_and_drop_closes_without_one(sandbox:
         ({"stream": "radio"}, "$.stream"),
         ({"stream": "loaders", "close": None}, "close"),
         ({"match": "*", "id": "f9"}, "id"),
+        ({"stream": "loaders", "close": 1006}, "$.close"),  # only ever reported, never sent
+        ({"stream": "player", "close": 1015}, "$.close"),
+        ({"stream": "player", "close": 2500}, "$.close"),  # reserved
+        ({"match": "*", "status": 200}, "$.body"),  # a success answers its own body
+        ({"match": "*", "status": 204, "body": {}}, "$.body"),
     ],
 )
 def test_a_bad_fault_is_a_400_naming_the_field(sandbox: Any, fault: dict[str, Any], named: str) -> None:
@@ -406,13 +415,16 @@ def test_the_scenario_helpers_play_end_tracks_and_load_backups(sandbox: Any) -> 
     assert mapper["ids"][old] == "1187426354298199999" and mapper["loaders"] == [xe.DEMO_CREATOR]
 
 
-@pytest.mark.parametrize("how", ["cli", "uvicorn"])
+@pytest.mark.parametrize("how", ["cli", "serve", "uvicorn"])
 def test_the_sandbox_serves_from_the_command_line_and_from_the_environment(how: str, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
     if how == "cli":
         command = [sys.executable, "-m", "xenon_elixir", "sandbox", "--port", str(port)]
         process = spawn(command, port, log, {"XE_ACCESS_LOG": "0"})
+    elif how == "serve":  # XE_SANDBOX=1 with serve: the same banner as the sandbox command
+        command = [sys.executable, "-m", "xenon_elixir", "serve", "--port", str(port)]
+        process = spawn(command, port, log, {"XE_SANDBOX": "1", "XE_ACCESS_LOG": "0"})
     else:
         command = [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(port)]
         process = spawn(command, port, log, {"XE_SANDBOX": "1", "XE_ACCESS_LOG": "0"})
@@ -424,12 +436,12 @@ def test_the_sandbox_serves_from_the_command_line_and_from_the_environment(how: 
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the SIGTERM it handled
     output = log.read_text()
-    if how == "cli":  # the banner names the credentials
+    if how != "uvicorn":  # the banner names the credentials
         assert (
             xe.SANDBOX_BOT_TOKEN in output and xe.SANDBOX_KEY in output and xe.SANDBOX_ADMIN_TOKEN in output
         )
     database = re.search(r"database (\S+xenon_elixir_sandbox_\S+\.db)", output)
-    if how == "cli":  # the throwaway file it names is gone with the server
+    if how != "uvicorn":  # the throwaway file it names is gone with the server
         assert database is not None
         assert not [p for p in Path(database[1]).parent.glob(Path(database[1]).name + "*")]  # -wal, .server
 
@@ -477,3 +489,184 @@ def test_any_status_is_answered_and_head_gets_no_body(sandbox: Any) -> None:
     assert answer.status_code == 432 and answer.json()["message"] == "Error"
     head = sandbox.http.head(NOWPLAYING)
     assert head.status_code == 432 and head.content == b""
+    arm(sandbox, match="GET /api/v1/{guild_id}/nowplaying", status=200, body={})
+    arm(sandbox, match="GET /api/v1/{guild_id}/nowplaying", status=204)
+    success = sandbox.http.get(NOWPLAYING)
+    assert (success.status_code, success.json()) == (200, {})
+    empty = sandbox.http.get(NOWPLAYING)
+    assert (empty.status_code, empty.content) == (204, b"")
+
+
+def _grant_a_bot(db_path: str) -> None:
+    async def grant(host: xe.Host) -> None:
+        await host.grant_bot("386861188891279362", "Wick")
+
+    with_host(db_path, grant)
+
+
+def _bots(db_path: str) -> list[str]:
+    async def listed(host: xe.Host) -> list[str]:
+        return [bot.id for bot in (await host.list("bots")).items]
+
+    return cast(list[str], with_host(db_path, listed))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_a_database_no_sandbox_made_is_refused_and_left_as_it_is(db_path: str) -> None:
+    _grant_a_bot(db_path)  # a real server's database, named by XE_DB
+    with pytest.raises(xe.ConfigError) as refused:
+        xe.sandbox(db=db_path).__enter__()
+    said = str(refused.value)
+    assert xe.masked_url(db_path) in said and "no sandbox made" in said and "\n" not in said
+    assert "XE_DB" in said and "empty database" in said  # and how to proceed
+    app = xe.create_app(db=db_path, sandbox=True)  # XE_SANDBOX=1 under uvicorn: its lifespan refuses
+    with pytest.raises(BaseExceptionGroup) as failed, TestClient(app):
+        pass
+    assert failed.value.subgroup(lambda exc: isinstance(exc, xe.ConfigError)) is not None
+    assert _bots(db_path) == ["386861188891279362"]  # nothing emptied, nothing seeded
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_an_empty_database_becomes_the_sandboxs_own(db_path: str) -> None:
+    for _ in range(2):  # empty, then marked by the sandbox that emptied and seeded it
+        with xe.sandbox(db=db_path) as sandbox, httpx.Client(base_url=sandbox.url) as client:
+            assert client.get(MAPPERS, headers=BOT).status_code == 200
+            sandbox.reset()
+    assert _bots(db_path) == [xe.DEMO_BOT]
+
+
+def test_the_sandbox_command_refuses_a_database_no_sandbox_made_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "bot.db")
+    _grant_a_bot(db)
+    assert xe.main(["sandbox", "--db", db, "--port", str(free_port())]) == 1
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and db in said and "no sandbox made" in said
+    assert _bots(db) == ["386861188891279362"]
+
+
+def test_the_sandbox_help_names_its_throwaway_database(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        xe.main(["sandbox", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "else a throwaway file" in said and "./xenon_elixir.db" not in said
+
+
+def test_a_reset_brings_the_clock_back_to_real_time(sandbox: Any) -> None:
+    moved = sandbox.clock.advance(3600)
+    assert moved >= time.time() * 1000 + 3_500_000
+    sandbox.reset()
+    now = sandbox.clock.now_ms  # a property
+    assert now < time.time() * 1000 + 60_000  # not an hour on
+    queued = sandbox.play("https://www.youtube.com/playlist?list=PLlatinoHits")  # timers at real time
+    playing = sandbox.http.get(NOWPLAYING).json()
+    assert playing["identifier"] == queued[0]["identifier"] and playing["position"] < 60_000
+    sandbox.end_track()
+    assert sandbox.http.get(NOWPLAYING).json()["identifier"] == queued[1]["identifier"]
+
+
+@pytest.mark.parametrize(
+    ("match", "meant"),
+    [
+        (f"GET /api/v1/{xe.DEMO_GUILD}/player", "GET /api/v1/{guild_id}/player"),  # an id in the path
+        ("/api/loaders/ws", "GET /api/loaders/ws"),  # no method
+        ("POST /api/v1/{guild}/play", "POST /api/v1/{guild_id}/play"),
+        ("mapers", "mappers"),
+    ],
+)
+def test_an_unknown_match_says_how_routes_are_spelt(sandbox: Any, match: str, meant: str) -> None:
+    answer = sandbox.http.post("/admin/faults", json={"match": match}, headers=SANDBOX_ADMIN)
+    said = answer.json()["error"]
+    assert answer.status_code == 400 and said.startswith("match: ")
+    assert f"did you mean {meant!r}?" in said
+    assert '"GET /api/loaders/ws" and "GET /api/v1/{guild_id}/player"' in said  # the streams' spellings
+
+
+def test_the_helpers_requests_are_kept_out_of_the_record_and_of_faults(sandbox: Any) -> None:
+    arm(sandbox, match="*", status=500)
+    assert len(sandbox.play("https://www.youtube.com/playlist?list=PLlatinoHits")) == 4
+    sandbox.end_track()
+    assert sandbox.requests.list() == []
+    assert sandbox.faults.list()[0]["fired"] == 0
+    assert sandbox.http.get(NOWPLAYING).status_code == 500  # the test's own request meets it
+
+
+def test_a_stall_then_a_close(sandbox: Any) -> None:
+    arm(sandbox, stream="player", stall_ms=50, close=4000)
+    assert asyncio.run(_frames(sandbox.player_ws_url, 1)) == ([], 4000)  # held, then closed unsent
+
+
+def test_injected_answers_are_in_the_access_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="xenon_elixir.access")
+    with xe.sandbox(db=str(tmp_path / "xe.db"), access_log=True) as sandbox:
+        with httpx.Client(base_url=sandbox.url) as client:
+            sandbox.faults.arm(match="GET /api/mappers", status=503)
+            sandbox.faults.arm(match="GET /api/mappers", drop=True)
+            sandbox.faults.arm(match="loaders_ws")
+            assert client.get(MAPPERS, headers=BOT).status_code == 503
+            with pytest.raises(httpx.RemoteProtocolError):
+                client.get(MAPPERS, headers=BOT)
+            assert asyncio.run(_frames(sandbox.loaders_ws_url, 1, Authorization=xe.SANDBOX_BOT_TOKEN)) == (
+                [],
+                4029,
+            )
+            wanted = [
+                f'"GET {MAPPERS} HTTP/1.1" 503 ',
+                f'"GET {MAPPERS} HTTP/1.1" 499 ',  # dropped: as a client that left
+                '"WEBSOCKET /api/loaders/ws HTTP/1.1" 101 ',  # accepted, then closed 4029
+            ]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # written once each answer is done
+                lines = [r.getMessage() for r in caplog.records if r.name == "xenon_elixir.access"]
+                if all(any(w in line for line in lines) for w in wanted):
+                    break
+                time.sleep(0.01)
+            for w in wanted:
+                assert sum(w in line for line in lines) == 1, (w, lines)
+            metrics = client.get("/metrics").text
+    assert 'xe_requests_total{route="/api/mappers",status="503"} 1' in metrics
+
+
+def test_a_generated_client_arms_a_stream_fault(sandbox: Any, tmp_path: Path) -> None:
+    document = sandbox.http.get("/schema/openapi.json").json()
+    body = document["paths"]["/admin/faults"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {
+        "oneOf": [
+            {"$ref": "#/components/schemas/RequestFaultIn"},
+            {"$ref": "#/components/schemas/StreamFaultIn"},
+        ]
+    }
+    schemas = document["components"]["schemas"]
+    assert not {"id", "fired"} & (
+        set(schemas["RequestFaultIn"]["properties"]) | set(schemas["StreamFaultIn"]["properties"])
+    )
+    assert "GET /api/v1/{guild_id}/player" in schemas["RequestFaultIn"]["properties"]["match"]["description"]
+    (tmp_path / "openapi.json").write_text(json.dumps(document))
+    (tmp_path / "config.yaml").write_text("post_hooks: []\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(tmp_path / "openapi.json")]
+        + ["--meta", "none", "--config", str(tmp_path / "config.yaml")]
+        + ["--output-path", str(tmp_path / "xe_sandbox_client")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and "Warning" not in done.stdout + done.stderr, done.stdout + done.stderr
+    sys.path.insert(0, str(tmp_path))
+    try:
+        client = importlib.import_module("xe_sandbox_client.client").AuthenticatedClient(
+            base_url=sandbox.url, token=xe.SANDBOX_ADMIN_TOKEN
+        )
+        models = importlib.import_module("xe_sandbox_client.models")
+        arm_fault = importlib.import_module("xe_sandbox_client.api.sandbox.arm_fault")
+        armed = arm_fault.sync(
+            client=client, body=models.StreamFaultIn(stream=models.StreamFaultInStream.PLAYER, close=4000)
+        )
+        assert isinstance(armed, models.StreamFault) and armed.close == 4000 and armed.fired == 0
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [name for name in sys.modules if name.split(".")[0] == "xe_sandbox_client"]:
+            del sys.modules[name]
+    assert asyncio.run(_frames(sandbox.player_ws_url, 1)) == ([], 4000)
