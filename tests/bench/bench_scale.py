@@ -4,11 +4,12 @@ off, rate limits off), with each route's gain over one worker of the app; then t
 processes on one database: publish in one, receipt by a subscriber of the other, and one event
 to 1,000 subscribers split over both, against bench_ws.py's raw ASGI floor.
 
-    python tests/bench/bench_scale.py [--rounds 3] [--seconds 5] [--quick] [--postgres]
+    python tests/bench/bench_scale.py [--rounds 3] [--seconds 5] [--quick] [--postgres] [--only mappers]
     python tests/bench/bench_scale.py --guilds [--rounds 1] [--seconds 5]
 
-With --postgres the app's store is a PostgreSQL server the script starts (fsync off, as the
-tests' own), one database per app, instead of SQLite files.
+With --postgres the app's store is a PostgreSQL server the script starts, as production runs it
+(fsync, full_page_writes and synchronous_commit on, its data on the disk), one database per app,
+instead of SQLite files.
 
 With --guilds, writes that scale (issue 25): ``play`` spread round-robin over 100 guilds, each
 with its own key and player, on 1 process with SQLite, 2 with SQLite and Redis, and 2 and 4 with
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench_http import BARE_APP, lua, wrk
 from bench_ws import RAW_APP, Receipts, p99, subscribe, timed
-from common import GUILD, SOURCE, TARGET, USER, VOICE, Uvicorn, free_port, seed
+from common import CHECKOUT, GUILD, SOURCE, TARGET, USER, VOICE, Uvicorn, free_port, seed
 from services import PostgresServer, RedisServer
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -53,7 +54,7 @@ class Workers:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), "--workers", str(workers)]
         command += ["--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log"]
-        command += ["--ws-per-message-deflate", "false", *(["--app-dir", app_dir] if app_dir else [])]
+        command += ["--ws-per-message-deflate", "false", "--app-dir", app_dir or CHECKOUT]
         self.process = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:
@@ -95,23 +96,33 @@ def routes(secrets: dict[str, str]) -> dict[str, tuple[str, str]]:
 
 
 def throughput(
-    folder: Path, redis: RedisServer, rounds: int, seconds: int, postgres: PostgresServer | None = None
+    folder: Path,
+    redis: RedisServer,
+    rounds: int,
+    seconds: int,
+    postgres: PostgresServer | None = None,
+    app_dir: str | None = None,
+    only: str = "",
 ) -> None:
     Path(folder, "bare_app.py").write_text(BARE_APP)
     env = {"XE_ACCESS_LOG": "0", "XE_RATE_LIMITS": "off", "XE_MAX_QUEUE": "1000000"}
     dbs = {name: str(folder / f"{name}.db") for name in ("two", "one")}
     if postgres is not None:
         dbs = {name: postgres.create_database() for name in dbs}
-    secrets = {name: seed(db) for name, db in dbs.items()}
+    secrets = {name: seed(db, app_dir=app_dir) for name, db in dbs.items()}
     bare = Workers("bare_app:app", 2, {}, app_dir=str(folder))
-    two = Workers("xenon_elixir:app", 2, {**env, "XE_DB": dbs["two"], "XE_REDIS_URL": redis.url})
-    one = Workers("xenon_elixir:app", 1, {**env, "XE_DB": dbs["one"]})
+    two = Workers("xenon_elixir:app", 2, {**env, "XE_DB": dbs["two"], "XE_REDIS_URL": redis.url}, app_dir)
+    one = Workers("xenon_elixir:app", 1, {**env, "XE_DB": dbs["one"]}, app_dir)
     ratios: dict[str, list[float]] = {}
     gains: dict[str, list[float]] = {}
     try:
         for _ in range(rounds):
-            base, _, _ = wrk(bare.url + "/", lua(), seconds, 64, 2)
             for name, (path, script) in routes(secrets["two"]).items():
+                if only not in name:
+                    continue
+                # right before each route: a ratio of two figures taken a route apart is as much
+                # the machine's load (other work starting or ending) as the app
+                base, _, _ = wrk(bare.url + "/", lua(), seconds, 64, 2)
                 rps_two, p99_two, bad = wrk(two.url + path, script, seconds, 64, 2)
                 assert bad == 0, f"{bad} non-2xx answers from {name}"
                 _, one_script = routes(secrets["one"])[name]
@@ -130,6 +141,8 @@ def throughput(
     if postgres is not None:  # issue 14's targets for PostgreSQL + Redis
         targets = {"nowplaying": (0.7, None), "mappers": (0.7, None), "play": (0.25, None)}
     for name, (ratio_target, gain_target) in targets.items():
+        if name not in ratios:
+            continue
         ratio, gain = statistics.median(ratios[name]), statistics.median(gains[name])
         verdict = "PASS" if ratio >= ratio_target else "MISS"
         print(f"  {name:<11} vs bare Litestar (2 workers): {ratio:.2f}x (target ≥ {ratio_target}x) {verdict}")
@@ -142,6 +155,24 @@ GUILDS = 100
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
 """PostgreSQL as production runs it, its data on the disk (the tests' own server runs with fsync
 off, in memory)."""
+
+
+class DurablePostgres(PostgresServer):
+    """A PostgreSQL server of the benchmark's own with :data:`DURABLE` settings, its data on the
+    disk (not the tests' scratch folder in memory, where an fsync costs nothing), removed with it."""
+
+    def __init__(self) -> None:
+        self.disk = Path(tempfile.mkdtemp(prefix="xe-bench-postgres-", dir="/var/tmp"))
+        self.disk.chmod(0o755)
+        (self.disk / "server").mkdir()
+        super().__init__(self.disk / "server", settings=DURABLE)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            shutil.rmtree(self.disk, ignore_errors=True)
+
 
 _SEED_GUILDS = """
 import asyncio, json, sys
@@ -210,11 +241,7 @@ def plays_over_guilds(folder: Path, rounds: int, seconds: int, app_dir: str | No
     Path(folder, "bare_app.py").write_text(BARE_APP)
     env = {"XE_ACCESS_LOG": "0", "XE_RATE_LIMITS": "off", "XE_MAX_QUEUE": "1000000"}
     redis = RedisServer()
-    # On the disk, not the tests' scratch folder (memory, where an fsync costs nothing).
-    disk = Path(tempfile.mkdtemp(prefix="xe-bench-postgres-", dir="/var/tmp"))
-    disk.chmod(0o755)
-    (disk / "server").mkdir()
-    postgres = PostgresServer(disk / "server", settings=DURABLE)
+    postgres = DurablePostgres()
     setups: dict[str, tuple[int, bool, bool]] = {  # workers, Redis, PostgreSQL
         "1 process, SQLite": (1, False, False),
         "2 processes, SQLite + Redis": (2, True, False),
@@ -255,7 +282,6 @@ def plays_over_guilds(folder: Path, rounds: int, seconds: int, app_dir: str | No
     finally:
         redis.close()
         postgres.close()
-        shutil.rmtree(disk, ignore_errors=True)
     print("| setup | plays over 100 guilds | ratio to bare (same workers) |")
     print("| --- | --- | --- |")
     for name, runs in figures.items():
@@ -367,8 +393,9 @@ def main() -> None:
     parser.add_argument(
         "--guilds", action="store_true", help="only plays over 100 guilds, the issue 25 table"
     )
+    parser.add_argument("--only", help="throughput of the routes whose name contains this, nothing else")
     parser.add_argument(
-        "--app-dir", help="with --guilds: serve the xenon_elixir.py of this folder (before/after)"
+        "--app-dir", help="serve the xenon_elixir.py of this folder (before/after): --guilds and throughput"
     )
     args = parser.parse_args()
     rounds, seconds = (1, 3) if args.quick else (args.rounds, args.seconds)
@@ -380,7 +407,7 @@ def main() -> None:
             plays_over_guilds(Path(folder), rounds, seconds, args.app_dir)
         return
     redis = RedisServer()
-    postgres = PostgresServer() if args.postgres else None
+    postgres = DurablePostgres() if args.postgres else None
     try:
         with tempfile.TemporaryDirectory() as folder:
             store = "PostgreSQL" if postgres else "SQLite"
@@ -388,8 +415,8 @@ def main() -> None:
                 f"throughput: 2 workers with Redis on {store}, against bare Litestar with 2 workers (wrk -t2 -c64)",
                 flush=True,
             )
-            throughput(Path(folder), redis, rounds, seconds, postgres)
-            if postgres is None:
+            throughput(Path(folder), redis, rounds, seconds, postgres, args.app_dir, args.only or "")
+            if postgres is None and not args.only:
                 redis.flushall()
                 print("across processes", flush=True)
                 asyncio.run(across(Path(folder), redis, 100 if args.quick else 300, 1000))

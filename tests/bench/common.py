@@ -22,6 +22,8 @@ VOICE = "766045633697021978"
 USER = "460177285954142208"
 SOURCE = "410488579140354049"
 TARGET = "496683369665658880"
+CHECKOUT = str(Path(__file__).parent.parent.parent)
+"""The checkout these benchmarks belong to: its xenon_elixir.py is the one they serve and seed with."""
 UVICORN = [
     "--http",
     "httptools",
@@ -48,9 +50,11 @@ class Uvicorn:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The checkout's own module by default, as the benchmark imports it: uvicorn's default
+        # (the working directory, else the venv's install) may be another checkout's, whose answer
+        # to a database this one made is not this one's.
         command = [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), *UVICORN]
-        if app_dir:
-            command += ["--app-dir", app_dir]
+        command += ["--app-dir", app_dir or CHECKOUT]
         output = None if log is None else log.open("w")
         self.process = subprocess.Popen(
             command,
@@ -58,21 +62,27 @@ class Uvicorn:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 httpx.get(self.url + "/", timeout=1)
                 return
             except httpx.TransportError:
                 time.sleep(0.05)
-        raise RuntimeError(f"{app} did not start")
+        self.stop()  # not left running (and holding its database) after a benchmark gave up on it
+        raise RuntimeError(f"{app} did not start (exit status {self.process.returncode})")
 
     def rss_kib(self) -> int:
         return rss_kib(self.process.pid)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(15)
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(15)
 
 
 def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200, app_dir: str | None = None) -> dict[str, str]:
@@ -88,7 +98,7 @@ def seed(db: str, *, tracks: int = 2000, mapper_ids: int = 200, app_dir: str | N
         sys.executable,
         "-c",
         code,
-        app_dir or str(Path(here).parent.parent),
+        app_dir or CHECKOUT,
         here,
         db,
         str(tracks),
