@@ -181,8 +181,9 @@ def test_only_a_guild_followed_somewhere_in_the_fleet_is_published_and_its_frame
         for i in range(30)
     ]
 
-    async def main() -> None:
+    async def main() -> list[Any]:
         config = xe.Config(db=db_path, redis_url=redis_fresh.url, clock=clock, monotonic=clock, timers=clock)
+        seen: list[Any] = []  # checked once both have closed (a failure inside would leave them open)
         async with xe.Host.open(config) as here, xe.Host.open(config) as there:
             published = lambda: there._services.metrics.samples.get(player_frames, 0)  # noqa: E731
             for guild in (GUILD, other):
@@ -191,21 +192,21 @@ def test_only_a_guild_followed_somewhere_in_the_fleet_is_published_and_its_frame
             stream = await here._services.music.follow(GUILD)
             frames = aiter(stream)
             first = json.loads(await anext(frames))
-
-            await there.set_volume(other, 20)
-            assert published() == 0  # nobody follows it anywhere
-
+            await there.set_volume(other, 20)  # nobody follows it anywhere
+            seen.append(published())
             await there.enqueue(GUILD, tracks, USER)
             frame = json.loads(await asyncio.wait_for(anext(frames), 10))
-            assert (frame["seq"], frame["queued"], len(frame["queue"])) == (first["seq"] + 1, 29, 25)
-            assert published() == 1
-
+            seen.append((frame["seq"] - first["seq"], frame["queued"], len(frame["queue"])))
+            await there.set_volume(GUILD, 30)  # the queue read from the store, as deep as a frame shows
+            frame = json.loads(await asyncio.wait_for(anext(frames), 10))
+            seen.append((frame["seq"] - first["seq"], frame["volume"], len(frame["queue"]), published()))
             stream.close()
             clock.advance(xe.FOLLOW_LEASE + 1)
-            await there.set_volume(GUILD, 40)
-            assert published() == 1  # the lease lapsed with its follower
+            await there.set_volume(GUILD, 40)  # the lease lapsed with its follower
+            seen.append(published())
+        return seen
 
-    asyncio.run(main())
+    assert asyncio.run(main()) == [0, (1, 29, 25), (2, 30, 25, 2), 2]
 
 
 def test_a_process_killed_with_9_hands_its_track_ends_to_the_survivor(
