@@ -179,10 +179,13 @@ CREATE TABLE IF NOT EXISTS counters (
 
 -- The number of each guild's newest player change: a guild's changes are numbered in their
 -- order, apart from every other guild's (so they never wait for each other's numbers); the row
--- outlives the player, so a guild's numbers never go back.
+-- outlives the player, so a guild's numbers never go back. followed_until: until when (on the
+-- app's clock) some process of the fleet has followers of the guild's player; written under
+-- the guild's lock (version 6 / 3), so a change sees every follower that could miss it.
 CREATE TABLE IF NOT EXISTS player_seqs (
-    guild_id TEXT PRIMARY KEY,
-    seq      INTEGER NOT NULL
+    guild_id       TEXT PRIMARY KEY,
+    seq            INTEGER NOT NULL,
+    followed_until REAL
 ) WITHOUT ROWID;
 
 -- A full-text index over the catalog's titles and authors.

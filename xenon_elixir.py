@@ -2341,10 +2341,13 @@ CREATE TABLE IF NOT EXISTS counters (
 
 -- The number of each guild's newest player change: a guild's changes are numbered in their
 -- order, apart from every other guild's (so they never wait for each other's numbers); the row
--- outlives the player, so a guild's numbers never go back.
+-- outlives the player, so a guild's numbers never go back. followed_until: until when (on the
+-- app's clock) some process of the fleet has followers of the guild's player; written under
+-- the guild's lock (version 6 / 3), so a change sees every follower that could miss it.
 CREATE TABLE IF NOT EXISTS player_seqs (
-    guild_id {text} PRIMARY KEY,
-    seq      {int} NOT NULL
+    guild_id       {text} PRIMARY KEY,
+    seq            {int} NOT NULL,
+    followed_until {real}
 ){without_rowid};
 {tail}
 INSERT INTO counters (name, value)
@@ -2954,7 +2957,14 @@ PLAYER_FRONT = 26
 PlayerChange = Callable[[Player | None], Player | None]
 """A change of a player: the player settled to now (``None``: not connected) to the player to
 store (``None``: stopped)."""
-ChangeCommitted = Callable[[Player | None, int], None]
+ChangeCommitted = Callable[[Player | None, int, bool], None]
+"""Told right after the commit: the player stored, its number, and whether some process of the
+fleet follows the guild (its follower lease was live in the transaction)."""
+
+FOLLOW_LEASE = 60.0
+"""Seconds a process's follower lease on a guild lasts (renewed while it has followers there):
+long enough for the processes' clocks to differ by some seconds, short enough that a guild
+nobody follows soon costs a change nothing but its own write."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -3033,6 +3043,15 @@ class PlayerStore(Area):
         ON CONFLICT (guild_id) DO UPDATE SET seq = player_seqs.seq + ?2 RETURNING seq"""
     """Moves the guild's number by some: its new value. The guild's changes are one at a time
     (the store's write lock, or the guild's advisory lock), so numbers commit in their order."""
+    lease_of = "SELECT followed_until FROM player_seqs WHERE guild_id = ?"
+    leased = """
+        INSERT INTO player_seqs (guild_id, seq, followed_until)
+        VALUES (?1, (SELECT value FROM counters WHERE name = 'player_seq'), ?2)
+        ON CONFLICT (guild_id) DO UPDATE SET followed_until = CASE
+            WHEN player_seqs.followed_until > ?2 THEN player_seqs.followed_until ELSE ?2 END"""
+    """A process's follower lease on the guild, until ``?2`` (never shortened: another process
+    may hold it longer). Taken under the guild's lock, as a change is: a change committed
+    before it is in the state its follower reads next, and one after it sees it."""
     due_by = "SELECT guild_id FROM players WHERE ends_at <= ? ORDER BY ends_at"
     first_end = "SELECT min(ends_at) FROM players WHERE ends_at IS NOT NULL"
     every_guild = "SELECT guild_id FROM players ORDER BY guild_id"
@@ -3047,13 +3066,17 @@ class PlayerStore(Area):
     ) -> Player | None:
         """Run ``change`` (see :func:`apply_change`) and store what it returns, all in one
         transaction that numbers the change (the guild's own sequence, in every process);
-        ``after(player, seq)`` runs right after the commit, in commit order. Returns the stored
-        player with the first ``front`` entries (a change needs the current track and the next;
-        a follower's frame, 26)."""
+        ``after(player, seq, followed)`` runs right after the commit, in commit order. Returns
+        the stored player with the first ``front`` entries (a change needs the current track and
+        the next; a follower's frame, 26: as many when the fleet follows the guild)."""
         return await self.commit(guild_id, PendingChange(change, now, after, front))
 
     async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
         """Commit ``pending`` (alone or with others); the player as it stored it."""
+        raise NotImplementedError
+
+    async def follow(self, guild_id: str, until: float) -> None:
+        """Hold a follower lease on the guild until ``until`` (see :attr:`leased`)."""
         raise NotImplementedError
 
     @classmethod
@@ -3230,7 +3253,7 @@ class Stores:
 # 9. SQLite: one file, its writer thread, and what SQLite does its own way
 # ---------------------------------------------------------------------------
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = schema_for(
     """\
@@ -3381,27 +3404,33 @@ class SqlitePlayers(PlayerStore):
         database = self.sqlite
         change, now, after, front = pending.change, pending.now, pending.after, pending.front
 
-        async def run(tx: SqliteTransaction) -> tuple[Player | None, int]:
+        async def run(tx: SqliteTransaction) -> tuple[Player | None, int, bool]:
             nonlocal flipped
+            until = await tx.value(self.lease_of, guild_id)
+            followed = until is not None and until > now
+            wanted = max(front, PLAYER_FRONT) if followed else front
             # As the previous change of this guild in the same transaction left it, or as stored.
             batch_notes = database.batch_notes("players")
             player = batch_notes.pop(guild_id, _MISSING)
             if player is _MISSING:
-                player = await self.read(tx, guild_id, front)
-            changed = await apply_change(player, change, now, front, lambda p, n: self.load_front(tx, p, n))
+                player = await self.read(tx, guild_id, wanted)
+            changed = await apply_change(player, change, now, wanted, lambda p, n: self.load_front(tx, p, n))
             await self._write(tx, guild_id, changed)
             flipped = (player is None) != (changed is None)
             batch_notes[guild_id] = player_copy(changed)
-            return changed, await tx.value(self.numbered, guild_id, 1)
+            return changed, await tx.value(self.numbered, guild_id, 1), followed
 
-        def committed(numbered: tuple[Player | None, int]) -> None:
+        def committed(numbered: tuple[Player | None, int, bool]) -> None:
             if flipped:
                 database.answers.forget(("connected", guild_id))
             if after is not None:
                 after(*numbered)
 
-        player, _ = await database.write(run, forgets=[("player", guild_id)], after=committed)
+        player, _, _ = await database.write(run, forgets=[("player", guild_id)], after=committed)
         return player
+
+    async def follow(self, guild_id: str, until: float) -> None:
+        await self.sqlite.write(lambda tx: tx.run(self.leased, guild_id, until), forgets=(), after=None)
 
     async def _write(self, tx: SqliteTransaction, guild_id: str, player: Player | None) -> None:
         if player is None:
@@ -3436,12 +3465,14 @@ class SqliteLoaders(LoaderStore):
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring a file of an older version up to this one, before the schema script runs."""
-    if version >= 4:
-        return
     columns = {
         table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        for table in ("players", "loaders", "tracks", "queue")
+        for table in ("players", "loaders", "tracks", "queue", "player_seqs")
     }
+    if columns["player_seqs"] and "followed_until" not in columns["player_seqs"]:  # version 6
+        conn.execute("ALTER TABLE player_seqs ADD COLUMN followed_until REAL")
+    if version >= 4:
+        return
     for table in ("tracks", "queue"):  # version 4: a Lavalink node's encoding of a track
         if columns[table] and "encoded" not in columns[table]:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN encoded TEXT")
@@ -3940,7 +3971,7 @@ async def open_sqlite(config: Config) -> SqliteDatabase:
 # 10. PostgreSQL: one store for many machines (XE_DB=postgresql://...)
 # ---------------------------------------------------------------------------
 
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = 3
 
 PG_SCHEMA = schema_for(
     """\
@@ -3964,6 +3995,8 @@ PG_SCHEMA = schema_for(
     words        text[] GENERATED ALWAYS AS (title_words || author_words) STORED,""",
     counters=", ('tracks', 0), ('tokens', 0)",
     tail="""
+ALTER TABLE player_seqs ADD COLUMN IF NOT EXISTS followed_until double precision;
+
 CREATE INDEX IF NOT EXISTS tracks_by_word ON tracks USING gin (words);
 
 -- search_words counts the tracks holding each word, and the counters 'tracks' and 'tokens' the
@@ -4535,6 +4568,45 @@ _PG_APPENDED_NUMBERED = f"""
     numbered AS ({_PG_NUMBERED})
     SELECT (SELECT seq FROM numbered), array(SELECT entry_id FROM appended ORDER BY entry_id)"""
 """A play's whole write in one statement: its entries appended, the player's row, its number."""
+_PG_FOLLOWED_FRONT = f"""
+    SELECT p.channel_id, p.volume, p.paused, p.position, p.anchor, p.size,
+           q.entry_id, {_TRACK_SELECT.replace("t.", "q.")}, q.requested_by,
+           coalesce(s.followed_until > $3, false)
+    FROM (SELECT $1::text AS guild_id) AS g
+    LEFT JOIN player_seqs AS s ON s.guild_id = g.guild_id
+    LEFT JOIN players AS p ON p.guild_id = g.guild_id
+    LEFT JOIN LATERAL (
+        SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id
+        LIMIT CASE WHEN s.followed_until > $3 THEN greatest($2, {PLAYER_FRONT}) ELSE $2 END
+    ) AS q ON true
+    ORDER BY q.entry_id"""
+"""A change's first read: the player and the front of its queue, as ``player_front`` reads
+them, and whether the fleet follows the guild at ``$3`` (its front read deeper if so), in one
+statement under the guild's lock (a row even when there is no player)."""
+
+
+async def _pg_lock_guild(tx: PostgresTransaction, guild_id: str) -> None:
+    """Take the guild's lock, unless it went with the ``BEGIN`` (see :func:`_pg_guild_lock`)."""
+    if _pg_guild_lock(guild_id) is None:
+        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
+
+
+async def _pg_lease(guild_id: str, until: float, tx: PostgresTransaction) -> None:
+    """A follower lease taken under the guild's lock (see :attr:`PlayerStore.leased`)."""
+    await _pg_lock_guild(tx, guild_id)
+    await tx.run(PlayerStore.leased, guild_id, until)
+
+
+def _pg_player_of(guild_id: str, rows: Sequence[Any]) -> Player | None:
+    """The player of a read's rows (the columns of ``player_front`` first)."""
+    if not rows or rows[0][0] is None:
+        return None
+    channel_id, volume, paused, position, anchor, size = rows[0][:6]
+    player = Player(guild_id, channel_id, volume, paused, position, anchor, deque(), more=size)
+    if rows[0][6] is not None:
+        player.queue.extend(QueueEntry(r[6], track_of(r[7:16]), r[16]) for r in rows)
+    player.more = max(size - len(player.queue), 0)
+    return player
 
 
 class PostgresPlayers(PlayerStore):
@@ -4564,15 +4636,7 @@ class PostgresPlayers(PlayerStore):
 
     @classmethod
     async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
-        rows = await tx.all(cls.player_front, guild_id, front)
-        if not rows:
-            return None
-        channel_id, volume, paused, position, anchor, size = rows[0][:6]
-        player = Player(guild_id, channel_id, volume, paused, position, anchor, deque(), more=size)
-        if rows[0][6] is not None:
-            player.queue.extend(QueueEntry(r[6], track_of(r[7:16]), r[16]) for r in rows)
-        player.more = max(size - len(player.queue), 0)
-        return player
+        return _pg_player_of(guild_id, await tx.all(cls.player_front, guild_id, front))
 
     async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
         """The guild's changes are applied in the order they came, a batch at a time."""
@@ -4580,18 +4644,21 @@ class PostgresPlayers(PlayerStore):
         self._batches.add(guild_id, pending)
         return await done
 
+    async def follow(self, guild_id: str, until: float) -> None:
+        await self.pg.write(functools.partial(_pg_lease, guild_id, until), first=_pg_guild_lock(guild_id))
+
     async def _commit_batch(self, guild_id: str, batch: list[PendingChange]) -> None:
         def committed(outcomes: list[tuple[bool, Any, int]]) -> None:
             for change, (ok, player, seq) in zip(batch, outcomes, strict=True):
                 if ok and change.after is not None:
-                    change.after(player, seq)
+                    change.after(player, seq, "followed" in found)
 
-        flipped: list[bool] = []  # a change connected or disconnected the guild
+        found: set[str] = set()  # "flipped": a change (dis)connected the guild; "followed": by the fleet
         outcomes = await self.pg.write(
-            lambda tx: self._run(tx, guild_id, batch, flipped),
+            lambda tx: self._run(tx, guild_id, batch, found),
             forgets=[("player", guild_id)],
             after=committed,
-            also_forgets=lambda: [("connected", guild_id)] if flipped else [],
+            also_forgets=lambda: [("connected", guild_id)] if "flipped" in found else [],
             first=_pg_guild_lock(guild_id),
         )
         for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
@@ -4603,12 +4670,17 @@ class PostgresPlayers(PlayerStore):
                     done.set_exception(answer)
 
     async def _run(
-        self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], flipped: list[bool]
+        self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], found: set[str]
     ) -> list[tuple[bool, Any, int]]:
-        flipped.clear()  # (a batch tried again after a deadlock starts over)
-        if _pg_guild_lock(guild_id) is None:  # not taken with the BEGIN
-            await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
-        current = await self.read(tx, guild_id, max(c.front for c in batch))
+        found.clear()  # (a batch tried again after a deadlock starts over)
+        await _pg_lock_guild(tx, guild_id)
+        now = min(c.now for c in batch)
+        rows = await tx.conn.fetch(_PG_FOLLOWED_FRONT, guild_id, max(c.front for c in batch), now)
+        current = _pg_player_of(guild_id, rows)
+        if rows[0][-1]:  # a follower's frame shows 25 waiting tracks
+            found.add("followed")
+            for item in batch:
+                item.front = max(item.front, PLAYER_FRONT)
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
             before = player_copy(current)
@@ -4623,7 +4695,7 @@ class PostgresPlayers(PlayerStore):
                 continue
             outcomes.append((True, changed))
             if (changed is None) != (current is None):
-                flipped.append(True)
+                found.add("flipped")
             current = player_copy(changed)  # the answer must not move with the next change
         done = sum(ok for ok, _ in outcomes)
         if not done:
@@ -6386,11 +6458,72 @@ class TrackEnds:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+class FollowerLeases:
+    """This process's follower leases (with other processes, through a broker): while a guild
+    has followers here, its ``player_seqs`` row says so until a while ahead, and every process's
+    change of it, seeing that under the guild's lock, is published. A change of a guild nobody
+    follows is neither encoded nor published: it costs its own write, and no other process
+    anything."""
+
+    def __init__(self, players: PlayerStore, hub: Hub, clock: Callable[[], float], timers: Timers) -> None:
+        self._players = players
+        self._hub = hub
+        self._clock = clock
+        self._timers = timers
+        self._leases: dict[str, float] = {}
+        """The guilds this process holds leases on, and until when."""
+        self._renewal: Cancellable | None = None
+        self._renewing: asyncio.Task[None] | None = None
+
+    async def take(self, guild_id: str) -> None:
+        """With other processes (a broker), hold the fleet's follower lease on the guild, so
+        that theirs publish its changes too: taken before a follower reads its first state (a
+        change before it is in that state, one after it is published), renewed while the guild
+        has followers here, let lapse when it has none."""
+        if self._hub.broker is None:
+            return
+        now = self._clock()
+        if self._leases.get(guild_id, -math.inf) - now > FOLLOW_LEASE * 2 / 3:
+            return  # taken a moment ago (it is never shortened)
+        until = now + FOLLOW_LEASE
+        await self._players.follow(guild_id, until)
+        self._leases[guild_id] = until
+        if self._renewal is None and self._renewing is None:
+            self._renewal = self._timers.call_later(FOLLOW_LEASE / 6, self._renew)
+
+    def _renew(self) -> None:
+        self._renewal = None
+        self._renewing = asyncio.create_task(self._renew_all())
+
+    async def _renew_all(self) -> None:
+        try:
+            for guild_id in list(self._leases):
+                if self._hub.subscribers(player_topic(guild_id)) == 0:
+                    del self._leases[guild_id]  # nobody follows it here: it lapses
+                    continue
+                try:
+                    await self.take(guild_id)
+                except DomainError as exc:  # the database is away: tried again at the next look
+                    log.warning("follower lease of guild %s not renewed: %s", guild_id, exc.message)
+        finally:
+            self._renewing = None
+            if self._leases and self._renewal is None:
+                self._renewal = self._timers.call_later(FOLLOW_LEASE / 6, self._renew)
+
+    async def close(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+
+
 class PlayerChanges:
     """The guilds' players as they stand and as they change: read settled to now, followed, and
     changed in one transaction, then published to the guild's followers and the audio backend;
     and the changes nobody asks for, which the clock and the backend make (a track's end, a
-    drifted position). :class:`Music` adds the operations someone asks for."""
+    drifted position); published only where someone may follow the guild (:class:`FollowerLeases`).
+    :class:`Music` adds the operations someone asks for."""
 
     def __init__(self, players: PlayerStore, hub: Hub, config: Config, timers: Timers) -> None:
         self._players = players
@@ -6399,6 +6532,7 @@ class PlayerChanges:
         self.track_ends = TrackEnds(players, self._advance, config.clock, timers)
         self.mirror: AudioBackend | None = None
         """The audio backend that plays what the players say (a Lavalink node), if any."""
+        self.leases = FollowerLeases(players, hub, config.clock, timers)
 
     def now(self) -> float:
         return self._clock()
@@ -6425,6 +6559,7 @@ class PlayerChanges:
 
         stream = self._hub.stream(player_topic(guild_id), 0, first, backlog)
         try:  # read here, not when the stream starts: a database fault refuses the follower
+            await self.leases.take(guild_id)
             state = await self.state(guild_id)
         except BaseException:
             stream.close()
@@ -6439,25 +6574,23 @@ class PlayerChanges:
         backend's own changes are not."""
         if asked and self.mirror is not None and not self.mirror.available:
             raise Unavailable(NODE_AWAY)
-        followed = self._followed(guild_id)  # a frame shows 25 waiting tracks
-        after = lambda player, seq: self._changed(guild_id, player, seq)  # noqa: E731
-        return await self._players.change(
-            guild_id, change, self._clock(), after, PLAYER_FRONT if followed else 2
-        )
+        here = self._hub.subscribers(player_topic(guild_id)) > 0  # a frame shows 25 waiting tracks
+        after = lambda player, seq, fleet: self._changed(guild_id, player, seq, fleet)  # noqa: E731
+        return await self._players.change(guild_id, change, self._clock(), after, PLAYER_FRONT if here else 2)
 
-    def _followed(self, guild_id: str) -> bool:
-        """Whether a frame of the guild's changes may be wanted: it has followers here, or other
-        processes may have some."""
-        return self._hub.broker is not None or self._hub.subscribers(player_topic(guild_id)) > 0
-
-    def _changed(self, guild_id: str, player: Player | None, seq: int) -> None:
+    def _changed(self, guild_id: str, player: Player | None, seq: int, fleet: bool) -> None:
+        """After the commit; published if followed here, or in the fleet (as its transaction saw)."""
         if player is not None:
             self.track_ends.arm(player.ends_at)
         if self.mirror is not None:
             self.mirror.changed(guild_id, player)
-        if self._followed(guild_id):  # nobody follows the guild: nothing to encode
+        if (fleet and self._hub.broker is not None) or self._hub.subscribers(player_topic(guild_id)) > 0:
             state = stopped_state(guild_id, seq) if player is None else player.state(self._clock(), seq)
             self._hub.publish(player_topic(guild_id), seq, msgspec.json.encode(state).decode())
+
+    async def close(self) -> None:  # the leases lapse
+        await self.leases.close()
+        await self.track_ends.close()
 
     async def _advance(self, guild_id: str) -> None:
         """Advance the queue past tracks that ended (the change settles the player first). When
@@ -7384,7 +7517,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             if lavalink is not None:
                 await lavalink.close()
             sweeper.cancel()
-            await music.track_ends.close()
+            await music.close()
             await loaders.close()
             await hub.close()
     finally:

@@ -104,6 +104,32 @@ def test_a_version_1_database_numbers_each_guild_above_the_one_old_sequence(
     assert rows(postgres_db, "SELECT value FROM counters WHERE name = 'schema'") == [(xe.PG_SCHEMA_VERSION,)]
 
 
+def test_a_version_2_database_gains_the_follower_lease_and_keeps_its_numbers(
+    postgres_db: str, postgres_server: PostgresServer
+) -> None:
+    """Version 2 had no follower lease in player_seqs: the column is added, the guild's number
+    kept, and a lease taken and changes made on it as on a new database."""
+
+    async def join(host: xe.Host) -> None:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.join(GUILD, VOICE)
+
+    with_host(postgres_db, join)
+    postgres_server.execute(  # as version 2 left it
+        "ALTER TABLE player_seqs DROP COLUMN followed_until; UPDATE counters SET value = 2 WHERE name = 'schema'",
+        postgres_db.rsplit("/", 1)[1],
+    )
+
+    async def change(host: xe.Host) -> int:
+        await host._services.stores.players.follow(GUILD, 123.0)
+        await host.set_volume(GUILD, 30)
+        return (await host.player_state(GUILD)).seq
+
+    assert with_host(postgres_db, change) == 2
+    assert rows(postgres_db, "SELECT seq, followed_until FROM player_seqs") == [(2, 123.0)]
+    assert rows(postgres_db, "SELECT value FROM counters WHERE name = 'schema'") == [(xe.PG_SCHEMA_VERSION,)]
+
+
 def _answers(http: httpx.Client, key: str) -> list[tuple[str, int, str | None]]:
     """A read and a write of each API and the health check: (what, status, Retry-After)."""
     asked = [

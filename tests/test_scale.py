@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
-from conftest import ADMIN, ADMIN_TOKEN, GUILD, SOURCE, USER, VOICE
+from conftest import ADMIN, ADMIN_TOKEN, GUILD, SOURCE, USER, VOICE, FakeClock
 from server import Server, cli, free_port
 from services import RedisServer
 from stored import holding_the_write_lock
@@ -164,6 +165,48 @@ def test_a_track_end_advances_once_and_is_published_once_to_followers_of_both(
     ended = seen[0][3]
     assert ended["track"]["identifier"] == "_n1o4D6G_XE" and ended["queued"] == 0
     assert [f["seq"] for f in seen[0]] == sorted({f["seq"] for f in seen[0]})
+
+
+def test_only_a_guild_followed_somewhere_in_the_fleet_is_published_and_its_frames_are_whole(
+    db_path: str, redis_fresh: RedisServer, clock: FakeClock
+) -> None:
+    """A follower leases its guild in the store, under the guild's lock: another process's change
+    of that guild reaches it, its frame as whole as a local follower's (25 waiting), while a
+    change of a guild nobody follows is neither encoded nor published; once the follower has
+    gone, its lease lapses and the guild's changes cost nothing again."""
+    other = "310000000000000002"
+    player_frames = 'xe_events_published_total{kind="player"}'
+    tracks = [
+        msgspec.convert({**SHORT, "identifier": f"short{i:06d}", "length": 600_000}, xe.Track)
+        for i in range(30)
+    ]
+
+    async def main() -> list[Any]:
+        config = xe.Config(db=db_path, redis_url=redis_fresh.url, clock=clock, monotonic=clock, timers=clock)
+        seen: list[Any] = []  # checked once both have closed (a failure inside would leave them open)
+        async with xe.Host.open(config) as here, xe.Host.open(config) as there:
+            published = lambda: there._services.metrics.samples.get(player_frames, 0)  # noqa: E731
+            for guild in (GUILD, other):
+                await here.put_guild(guild, "G", [VOICE])
+                await here.join(guild, VOICE)
+            stream = await here._services.music.follow(GUILD)
+            frames = aiter(stream)
+            first = json.loads(await anext(frames))
+            await there.set_volume(other, 20)  # nobody follows it anywhere
+            seen.append(published())
+            await there.enqueue(GUILD, tracks, USER)
+            frame = json.loads(await asyncio.wait_for(anext(frames), 10))
+            seen.append((frame["seq"] - first["seq"], frame["queued"], len(frame["queue"])))
+            await there.set_volume(GUILD, 30)  # the queue read from the store, as deep as a frame shows
+            frame = json.loads(await asyncio.wait_for(anext(frames), 10))
+            seen.append((frame["seq"] - first["seq"], frame["volume"], len(frame["queue"]), published()))
+            stream.close()
+            clock.advance(xe.FOLLOW_LEASE + 1)
+            await there.set_volume(GUILD, 40)  # the lease lapsed with its follower
+            seen.append(published())
+        return seen
+
+    assert asyncio.run(main()) == [0, (1, 29, 25), (2, 30, 25, 2), 2]
 
 
 def test_a_process_killed_with_9_hands_its_track_ends_to_the_survivor(

@@ -383,3 +383,27 @@ def test_a_version_4_file_numbers_each_guild_above_the_one_old_sequence(db_path:
     assert with_host(db_path, change) == (40, 41)
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (xe.SCHEMA_VERSION,)
+
+
+def test_a_version_5_file_gains_the_follower_lease_and_keeps_its_numbers(db_path: str) -> None:
+    """Version 5 had no follower lease in player_seqs: the column is added in place, the guild's
+    number kept, and a lease taken and changes made on it as on a new file."""
+
+    async def join(host: xe.Host) -> None:
+        await host.put_guild(GUILD, "G", [VOICE])
+        await host.join(GUILD, VOICE)
+
+    with_host(db_path, join)
+    with sqlite3.connect(db_path) as db:  # as version 5 left it
+        db.execute("ALTER TABLE player_seqs DROP COLUMN followed_until")
+        db.execute("PRAGMA user_version = 5")
+
+    async def change(host: xe.Host) -> int:
+        await host._services.stores.players.follow(GUILD, 123.0)
+        await host.set_volume(GUILD, 30)
+        return (await host.player_state(GUILD)).seq
+
+    assert with_host(db_path, change) == 2
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (xe.SCHEMA_VERSION,)
+        assert db.execute("SELECT seq, followed_until FROM player_seqs").fetchall() == [(2, 123.0)]

@@ -77,6 +77,23 @@ class Workers:
             self.process.wait(30)
 
 
+def cpu_seconds(group: int) -> float:
+    """User and system CPU seconds spent so far by the live processes of process group ``group``
+    (uvicorn's workers; a wall-clock ratio on a loaded machine is noisy, CPU per request is not)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp; utime and stime are fields 14 and 15 of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def routes(secrets: dict[str, str]) -> dict[str, tuple[str, str]]:
     return {
         "nowplaying": (f"/api/v1/{GUILD}/nowplaying", lua()),
@@ -249,6 +266,7 @@ def plays_over_guilds(folder: Path, rounds: int, seconds: int, app_dir: str | No
         "4 processes, PostgreSQL + Redis (fsync on)": (4, True, True),
     }
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
+    cpu: dict[str, list[float]] = {name: [] for name in setups}  # the app's CPU ms per play
     try:
         for _ in range(rounds):
             for name, (workers, with_redis, on_postgres) in setups.items():
@@ -266,15 +284,18 @@ def plays_over_guilds(folder: Path, rounds: int, seconds: int, app_dir: str | No
                     bare.stop()
                 app = Workers("xenon_elixir:app", workers, app_env, app_dir=app_dir)
                 try:
+                    spent = cpu_seconds(app.process.pid)
                     rps, p99_ms, bad = wrk(app.url + "/", plays_over(keys), seconds, 64, 2)
+                    spent = cpu_seconds(app.process.pid) - spent
                 finally:
                     app.stop()
                 assert bad == 0, f"{bad} non-2xx answers from {name}"
                 figures[name].append((rps, rps / base))
+                cpu[name].append(1000 * spent / max(rps * seconds, 1))
                 load = os.getloadavg()[0]
                 print(
                     f"    {name:<44} {rps:8,.0f} req/s (p99 {p99_ms:.1f} ms), bare {workers} workers "
-                    f"{base:8,.0f}: {rps / base:.2f}x  [load {load:.1f}]",
+                    f"{base:8,.0f}: {rps / base:.2f}x, app CPU {cpu[name][-1]:.2f} ms/play  [load {load:.1f}]",
                     flush=True,
                 )
                 if with_redis:
@@ -282,11 +303,11 @@ def plays_over_guilds(folder: Path, rounds: int, seconds: int, app_dir: str | No
     finally:
         redis.close()
         postgres.close()
-    print("| setup | plays over 100 guilds | ratio to bare (same workers) |")
-    print("| --- | --- | --- |")
+    print("| setup | plays over 100 guilds | ratio to bare (same workers) | app CPU per play |")
+    print("| --- | --- | --- | --- |")
     for name, runs in figures.items():
         rps, ratio = statistics.median(r for r, _ in runs), statistics.median(q for _, q in runs)
-        print(f"| {name} | {rps:,.0f} req/s | {ratio:.2f} |")
+        print(f"| {name} | {rps:,.0f} req/s | {ratio:.2f} | {statistics.median(cpu[name]):.2f} ms |")
     two = statistics.median(r for r, _ in figures["2 processes, PostgreSQL + Redis (fsync on)"])
     four = statistics.median(r for r, _ in figures["4 processes, PostgreSQL + Redis (fsync on)"])
     one_sqlite = statistics.median(r for r, _ in figures["1 process, SQLite"])
