@@ -8976,8 +8976,15 @@ class ElixirHost:
         return await self._services.music.player(snowflake(guild_id, "guild"), whole=True)
 
     async def player_state(self, guild_id: str | int) -> PlayerState:
-        """What a follower of the guild's player sees now (the frames of :meth:`subscribe`)."""
+        """What a follower of the guild's player sees now (the frames of :meth:`follow_player`)."""
         return await self._services.music.state(snowflake(guild_id, "guild"))
+
+    @_refusing_as_api
+    async def follow_player(self, guild_id: str | int, backlog: int = PLAYER_BACKLOG) -> Stream:
+        """The guild's player as ``WS {elixir}/{guild}/player`` sends it: the state now, then every
+        change of every process of the fleet (its follower lease is taken before the state is
+        read). ``async for frame in await host.follow_player(guild)``; ``close()`` it when done."""
+        return await self._services.music.follow(snowflake(guild_id, "guild"), backlog)
 
     @_refusing_as_api
     async def join(self, guild_id: str | int, channel_id: str | int) -> Player:
@@ -9054,7 +9061,9 @@ class XenonHost:
 
     def subscribe(self, topic: str = LOADER_TOPIC, backlog: int | None = None) -> Subscription:
         """Follow a hub topic: ``"loaders"`` (the WebSocket's frames) or ``player_topic(guild_id)``.
-        ``async for seq, frame in host.subscribe(...)``; ``close()`` it when done."""
+        ``async for seq, frame in host.subscribe(...)``; ``close()`` it when done. A player topic
+        gets this process's changes, and another process's only while the guild is followed
+        somewhere: :meth:`follow_player` follows a guild's player across a fleet."""
         return self._services.hub.subscribe(topic, backlog)
 
     def stream(self, since: int | None = None, backlog: int | None = None) -> Stream:

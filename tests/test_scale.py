@@ -189,7 +189,7 @@ def test_only_a_guild_followed_somewhere_in_the_fleet_is_published_and_its_frame
             for guild in (GUILD, other):
                 await here.put_guild(guild, "G", [VOICE])
                 await here.join(guild, VOICE)
-            stream = await here._services.music.follow(GUILD)
+            stream = await here.follow_player(GUILD)  # the host API's door to music.follow
             frames = aiter(stream)
             first = json.loads(await anext(frames))
             await there.set_volume(other, 20)  # nobody follows it anywhere
