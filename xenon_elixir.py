@@ -2476,6 +2476,13 @@ class KeyStore:
         return await self.database.write(run, forgets=[("keys",)])
 
 
+SANDBOX_MARK = "sandbox"
+"""The ``kept`` row a sandbox writes into the database it empties and seeds: the mark that lets
+a sandbox empty that database again (on a reset, at the next start). Anything else that opens
+the database's services takes it off (:func:`open_services`): data a real server or bot wrote
+is never a sandbox's to empty."""
+
+
 class KeptStore(Area):
     """Named values kept across restarts, as JSON (the Lavalink session and voice credentials)."""
 
@@ -5654,9 +5661,12 @@ def redis_client(config: Config) -> Any:
     )
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
+def _redis_errors(*, every: bool = False) -> tuple[type[BaseException], ...]:
+    """What Redis away raises (``every``: any error of Redis's, a refused command included)."""
     import redis.exceptions
 
+    if every:
+        return (redis.exceptions.RedisError, OSError)
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -5938,10 +5948,12 @@ class RedisHold:
         self.seconds = seconds
         self._hold = client.register_script(_HOLD_SCRIPT)
         self._give_back = client.register_script(_GIVE_BACK_SCRIPT)
-        self._errors = _redis_errors()
+        self._errors = _redis_errors(every=True)
 
     async def hold(self) -> bool:
-        """Take or renew the lease; whether this process holds it now (Redis away: no)."""
+        """Take or renew the lease; whether this process holds it now. Redis away, or refusing
+        the script (a replica, read-only during a failover): no, so a holder lets its session go
+        rather than keep it unrenewed while another takes it."""
         try:
             return bool(await self._hold(keys=[self._key], args=[self._token, self._ms]))
         except self._errors:
@@ -7452,6 +7464,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     """Open the storage and everything built on it; close them on exit."""
     config.check()
     stores = await open_stores(config)
+    if not config.sandbox and await stores.kept.get(SANDBOX_MARK) is not None:
+        await stores.kept.put(SANDBOX_MARK, None)  # real data may come now: no sandbox empties it
     redis = None
     try:
         process_metrics = Metrics()
@@ -9431,10 +9445,6 @@ _SANDBOX_TABLES = (  # children first: no foreign key is ever left dangling
 _SANDBOX_WIPED = tuple(f"DELETE FROM {table}" for table in _SANDBOX_TABLES)
 """What a fresh sandbox empties. The catalog is kept (the demo's tracks are restored), and so are
 the loader event log and its numbers: a ``seq`` never goes back, as on a real server."""
-
-SANDBOX_MARK = "sandbox"
-"""The ``kept`` row a sandbox writes into the database it empties and seeds: the mark that lets
-a sandbox empty that database again (on a reset, at the next start)."""
 
 _SANDBOX_REFUSES = (
     f"SELECT NOT EXISTS (SELECT 1 FROM kept WHERE name = '{SANDBOX_MARK}') AND ("

@@ -4,6 +4,7 @@ the stand-in's own fidelity (tests/lavalink_standin.py, written from the node's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -594,3 +595,25 @@ def test_an_update_the_node_does_not_answer_in_time_is_tried_again(
         return (p := node.player(GUILD)) and p["track"]
 
     assert node.wait_until(retried)["info"]["identifier"] == "_n1o4D6G_XE"
+
+
+def test_a_redis_that_refuses_writes_holds_no_session_lease(redis_fresh: Any) -> None:
+    """A Redis that turned read-only (a replica, as in a failover) refuses the lease's script:
+    the holder is told it holds nothing, so it lets the node's session go rather than keep it
+    unrenewed while another process takes it over."""
+    import redis.asyncio as aioredis
+
+    async def main() -> list[bool]:
+        client = aioredis.from_url(redis_fresh.url)
+        hold = xe.RedisHold(xe.Config(redis_url=redis_fresh.url), client, "lavalink-session", 2.0)
+        held = [await hold.hold()]
+        await client.execute_command("REPLICAOF", "127.0.0.1", "1")  # no such primary: read-only
+        try:
+            held.append(await hold.hold())
+        finally:
+            await client.execute_command("REPLICAOF", "NO", "ONE")
+            held.append(await hold.hold())
+            await client.aclose()
+        return held
+
+    assert asyncio.run(main()) == [True, False, True]

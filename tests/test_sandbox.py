@@ -535,6 +535,17 @@ def test_an_empty_database_becomes_the_sandboxs_own(db_path: str) -> None:
     assert _bots(db_path) == [xe.DEMO_BOT]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_a_sandboxs_database_that_a_real_server_then_used_is_refused(db_path: str) -> None:
+    with xe.sandbox(db=db_path):  # empty: marked as the sandbox's own
+        pass
+    _grant_a_bot(db_path)  # then a real server or bot opens it: the mark comes off
+    with pytest.raises(xe.ConfigError) as refused:
+        xe.sandbox(db=db_path).__enter__()
+    assert "no sandbox made" in str(refused.value)
+    assert "386861188891279362" in _bots(db_path)  # nothing emptied
+
+
 def test_the_sandbox_command_refuses_a_database_no_sandbox_made_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
