@@ -6408,6 +6408,15 @@ def player_topic(guild_id: str) -> str:
     return f"player:{guild_id}"
 
 
+async def cancelled(timer: Cancellable | None, task: asyncio.Task[None] | None) -> None:
+    """Cancel a pending timer and a running task, and wait for the task to end."""
+    if timer is not None:
+        timer.cancel()
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 class TrackEnds:
     """Wakes when the earliest current track ends (one indexed lookup, however many players
     exist), has every guild whose track ended advance its queue, and sleeps until the next end.
@@ -6463,11 +6472,7 @@ class TrackEnds:
             self._task = None
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancelled(self._timer, self._task)
 
 
 class FollowerLeases:
@@ -6523,11 +6528,7 @@ class FollowerLeases:
                 self._renewal = self._timers.call_later(FOLLOW_LEASE / 6, self._renew)
 
     async def close(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-        if self._renewing is not None:
-            self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
+        await cancelled(self._renewal, self._renewing)
 
 
 class PlayerChanges:
@@ -11718,9 +11719,26 @@ class _Server:
         return Server(config)
 
 
-def _cmd_serve(args: argparse.Namespace) -> None:
+def _run_server(app: Litestar, args: argparse.Namespace) -> None:
+    """Serve ``app`` with uvicorn as ``serve`` and ``sandbox`` do, until a signal stops it."""
     import uvicorn
 
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=serve_log_config(),
+        access_log=False,  # the app logs each request itself, the same way when embedded
+        ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
+        # The app reads X-Forwarded-For itself, from the proxies it is told to trust (client_address);
+        # uvicorn's own reading trusts loopback, so anything on this machine could pick its address.
+        proxy_headers=False,
+    )
+    _Server(config).run()
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
     overrides: dict[str, Any] = {} if args.db is None else {"db": args.db}
     if args.trusted_proxies is not None:
         overrides["trusted_proxies"] = args.trusted_proxies
@@ -11738,19 +11756,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     )
     if sandboxed:  # as xenon-elixir sandbox says it: the database it empties, the credentials
         print(sandbox_banner(f"http://{args.host}:{args.port}", sandboxed.config), flush=True)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=serve_log_config(),
-        access_log=False,  # the app logs each request itself, the same way when embedded
-        ws_per_message_deflate=False,  # its zlib state is 46 KB per socket; loader frames are small JSON
-        # The app reads X-Forwarded-For itself, from the proxies it is told to trust (client_address);
-        # uvicorn's own reading trusts loopback, so anything on this machine could pick its address.
-        proxy_headers=False,
-    )
-    _Server(config).run()
+    _run_server(app, args)
 
 
 class SandboxCredentials(NamedTuple):
@@ -12010,8 +12016,6 @@ def pytest_configure(config: Any) -> None:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> None:
-    import uvicorn
-
     overrides: dict[str, Any] = {"sandbox": True}
     if args.db is not None:
         overrides["db"] = args.db
@@ -12019,17 +12023,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> None:
     _port_free(args.host, args.port)
     asyncio.run(_preflight(app.state.sandbox.config))
     print(sandbox_banner(f"http://{args.host}:{args.port}", app.state.sandbox.config), flush=True)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=serve_log_config(),
-        access_log=False,
-        ws_per_message_deflate=False,
-        proxy_headers=False,
-    )
-    _Server(config).run()
+    _run_server(app, args)
 
 
 _EXAMPLES = {

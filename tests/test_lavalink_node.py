@@ -26,6 +26,17 @@ CALMA = "https://www.youtube.com/watch?v=1_zgKRBrT0Y"
 STUCK = "https://www.youtube.com/watch?v=stuckstream"
 
 
+def fleet_env(redis_url: str, node_url: str) -> dict[str, str]:
+    """A server of a fleet on Redis, on the stand-in, with a 2 s session lease."""
+    return {
+        "XE_REDIS_URL": redis_url,
+        "XE_LAVALINK_URL": node_url,
+        "XE_LAVALINK_PASSWORD": "s3cret",
+        "XE_LAVALINK_USER_ID": BOT_USER,
+        "XE_LAVALINK_LEASE": "2",
+    }
+
+
 @pytest.fixture
 def node() -> Iterator[LavalinkStandin]:
     with lavalink_standin(password="s3cret", cleanup_threshold=0.3, stuck_threshold=0.2) as running:
@@ -471,13 +482,7 @@ def test_with_redis_one_process_holds_the_session_every_process_drives_it_and_it
     session over, resuming it (the players and their voice stay on the node)."""
     cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
     key = cli(db_path, "genkey", GUILD, USER)
-    env = {
-        "XE_REDIS_URL": redis_fresh.url,
-        "XE_LAVALINK_URL": node.url,
-        "XE_LAVALINK_PASSWORD": "s3cret",
-        "XE_LAVALINK_USER_ID": BOT_USER,
-        "XE_LAVALINK_LEASE": "2",
-    }
+    env = fleet_env(redis_fresh.url, node.url)
     holder = Server(db_path, tmp_path / "holder.log", **env)
     other: Server | None = None
     try:
@@ -548,13 +553,7 @@ def test_with_redis_the_bots_process_is_told_of_a_voice_loss_the_holder_heard(
 ) -> None:
     """The node's events reach the process holding the session (a server here); the bot's
     process (this app, not holding it) gives the voice and has its on_voice_lost called."""
-    env = {
-        "XE_REDIS_URL": redis_fresh.url,
-        "XE_LAVALINK_URL": node.url,
-        "XE_LAVALINK_PASSWORD": "s3cret",
-        "XE_LAVALINK_USER_ID": BOT_USER,
-        "XE_LAVALINK_LEASE": "2",
-    }
+    env = fleet_env(redis_fresh.url, node.url)
     xe_config = {"redis_url": redis_fresh.url, "lavalink_lease": 2.0}
     holder = Server(db_path, tmp_path / "holder.log", **env)
     try:
