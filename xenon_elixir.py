@@ -9800,11 +9800,8 @@ class Faults:
 
 def _bearer(scope: Scope) -> str:
     """The credential a request carries: its ``Authorization`` value without a scheme word."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            word, _, rest = value.decode("latin-1").strip().partition(" ")
-            return rest.strip() if rest and word.lower() in ("bearer", "bot") else word
-    return ""
+    word, _, rest = (header(scope, b"authorization") or "").strip().partition(" ")
+    return rest.strip() if rest and word.lower() in ("bearer", "bot") else word
 
 
 class SandboxRoutes:
