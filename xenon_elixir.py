@@ -1469,8 +1469,11 @@ class Player:
         return copy
 
     def _drop(self) -> None:
-        self.queue.popleft()
-        self.dropped += 1
+        entry = self.queue.popleft()
+        if self.appended and self.appended[0] is entry:  # appended by a change not yet written:
+            del self.appended[0]  # it is never written (a store that groups changes drops first)
+        else:
+            self.dropped += 1
 
     def restart_clock(self, now: float) -> None:
         """The head (if any) starts from its beginning now."""
@@ -2057,7 +2060,7 @@ class GroupCommit(Generic[K, W]):
     """Group commit: work that arrives while a batch of its key commits waits, and goes into the
     key's next batch together. ``commit(key, batch)`` commits one batch and answers each item's
     future (``done(item)``); a batch that fails as a whole fails each of its items. SQLite has one
-    key (its one writer); PostgreSQL's players, one per guild (guilds commit side by side)."""
+    key (its one writer), and so do PostgreSQL's players (every guild's changes of a process)."""
 
     def __init__(
         self, commit: Callable[[K, list[W]], Awaitable[None]], done: Callable[[W], asyncio.Future[Any]]
@@ -2979,6 +2982,7 @@ class PendingChange:
     """A player change on its way to a transaction (and, when it waits to go with others, the
     future its caller waits on)."""
 
+    guild_id: str
     change: PlayerChange
     now: float
     after: ChangeCommitted | None
@@ -3076,7 +3080,7 @@ class PlayerStore(Area):
         ``after(player, seq, followed)`` runs right after the commit, in commit order. Returns
         the stored player with the first ``front`` entries (a change needs the current track and
         the next; a follower's frame, 26: as many when the fleet follows the guild)."""
-        return await self.commit(guild_id, PendingChange(change, now, after, front))
+        return await self.commit(guild_id, PendingChange(guild_id, change, now, after, front))
 
     async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
         """Commit ``pending`` (alone or with others); the player as it stored it."""
@@ -4341,7 +4345,7 @@ class PostgresConnections:
 
 class PostgresDatabase(PostgresConnections, Remembering):
     """A PostgreSQL store (:class:`Database`): each write one transaction on a connection of its
-    own (the server runs them side by side; only a guild's player changes are grouped, see
+    own (the server runs them side by side; only player changes are grouped, see
     :class:`PostgresPlayers`), reads on any connection (:class:`PostgresConnections`).
 
     RememberedAnswers are remembered only when a broker tells every process of every commit's forgotten
@@ -4551,56 +4555,85 @@ def _future_of(pending: PendingChange) -> asyncio.Future[Player | None]:
     return pending.done
 
 
-def _pg_guild_lock(guild_id: str) -> str | None:
-    """The statement that takes a guild's lock, to go with the ``BEGIN`` (a snowflake is
-    written into it as is; anything else is not, and is locked apart)."""
-    if not (guild_id.isascii() and guild_id.isdecimal()):
+_PG_LOCK_GUILDS = (
+    "SELECT count(pg_advisory_xact_lock({key}, h)) FROM "
+    "(SELECT DISTINCT hashtext(g) AS h FROM unnest({guilds}::text[]) AS g ORDER BY h) AS s"
+)
+"""Takes the guilds' locks in one order for every transaction of the fleet (their keys sorted:
+two batches that share guilds never wait on each other in a circle)."""
+
+
+def _pg_guilds_lock(guilds: Sequence[str]) -> str | None:
+    """:data:`_PG_LOCK_GUILDS` for these guilds, to go with the ``BEGIN``: snowflakes are written
+    into it as they are; for any other guild id (none comes from a route), ``None``."""
+    if not all(g.isascii() and g.isdecimal() for g in guilds):
         return None
-    return f"SELECT pg_advisory_xact_lock({_PG_GUILD_LOCK}, hashtext('{guild_id}'))"
+    names = ", ".join(f"'{g}'" for g in guilds)
+    return _PG_LOCK_GUILDS.format(key=_PG_GUILD_LOCK, guilds=f"ARRAY[{names}]")
 
 
-_PG_NUMBERED = pg_sql(PlayerStore.numbered).replace("$2", "$9")
-_PG_UPSERT_NUMBERED = f"""
-    WITH stored AS ({pg_sql(PlayerStore.upsert)})
-    {_PG_NUMBERED}"""
-"""A player's row and its number, in one statement."""
-_PG_QUEUE_APPEND = f"""
-    INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
-    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                             $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
-    RETURNING entry_id"""
-_PG_APPENDED_NUMBERED = f"""
-    WITH appended AS ({re.sub(r"[$]([2-9]|1[01])[:]", lambda m: f"${int(m[1]) + 8}:", _PG_QUEUE_APPEND)}),
-    stored AS ({pg_sql(PlayerStore.upsert)}),
-    numbered AS ({_PG_NUMBERED})
-    SELECT (SELECT seq FROM numbered), array(SELECT entry_id FROM appended ORDER BY entry_id)"""
-"""A play's whole write in one statement: its entries appended, the player's row, its number."""
-_PG_FOLLOWED_FRONT = f"""
+async def _pg_lock_guilds(tx: PostgresTransaction, guilds: Sequence[str]) -> None:
+    """Take the guilds' locks, unless they went with the ``BEGIN`` (:func:`_pg_guilds_lock`)."""
+    if _pg_guilds_lock(guilds) is None:
+        await tx.conn.execute(_PG_LOCK_GUILDS.format(key="$1", guilds="$2"), _PG_GUILD_LOCK, list(guilds))
+
+
+_PG_FOLLOWED_FRONTS = f"""
     SELECT p.channel_id, p.volume, p.paused, p.position, p.anchor, p.size,
            q.entry_id, {_TRACK_SELECT.replace("t.", "q.")}, q.requested_by,
-           coalesce(s.followed_until > $3, false)
-    FROM (SELECT $1::text AS guild_id) AS g
+           coalesce(s.followed_until > $3, false), g.guild_id
+    FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS g (guild_id, front, i)
     LEFT JOIN player_seqs AS s ON s.guild_id = g.guild_id
     LEFT JOIN players AS p ON p.guild_id = g.guild_id
     LEFT JOIN LATERAL (
         SELECT * FROM queue WHERE queue.guild_id = p.guild_id ORDER BY entry_id
-        LIMIT CASE WHEN s.followed_until > $3 THEN greatest($2, {PLAYER_FRONT}) ELSE $2 END
+        LIMIT CASE WHEN s.followed_until > $3 THEN greatest(g.front, {PLAYER_FRONT}) ELSE g.front END
     ) AS q ON true
-    ORDER BY q.entry_id"""
-"""A change's first read: the player and the front of its queue, as ``player_front`` reads
-them, and whether the fleet follows the guild at ``$3`` (its front read deeper if so), in one
-statement under the guild's lock (a row even when there is no player)."""
+    ORDER BY g.i, q.entry_id"""
+"""A batch's first read, under its guilds' locks: for each guild (``$1``), its player and the
+front (``$2``) of its queue, as ``player_front`` reads them, whether the fleet follows it at
+``$3`` (its front read deeper if so), then the guild: at least one row a guild, in their order."""
 
-
-async def _pg_lock_guild(tx: PostgresTransaction, guild_id: str) -> None:
-    """Take the guild's lock, unless it went with the ``BEGIN`` (see :func:`_pg_guild_lock`)."""
-    if _pg_guild_lock(guild_id) is None:
-        await tx.conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PG_GUILD_LOCK, guild_id)
+_PG_QUEUE_APPEND = f"""
+    INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                         $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
+    RETURNING guild_id, entry_id"""
+_PG_BATCH_WRITE = f"""
+    WITH dropped AS (
+        DELETE FROM queue WHERE entry_id IN (
+            SELECT f.entry_id FROM unnest($12::text[], $13::bigint[]) AS d (guild_id, n),
+            LATERAL (SELECT entry_id FROM queue WHERE queue.guild_id = d.guild_id
+                     ORDER BY entry_id LIMIT d.n) AS f)
+    ), appended AS ({_PG_QUEUE_APPEND}
+    ), stored AS (
+        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
+        SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], $17::boolean[],
+                             $18::double precision[], $19::double precision[],
+                             $20::double precision[], $21::bigint[])
+        ON CONFLICT (guild_id) DO UPDATE SET channel_id = excluded.channel_id,
+            volume = excluded.volume, paused = excluded.paused, position = excluded.position,
+            anchor = excluded.anchor, ends_at = excluded.ends_at, size = excluded.size
+    ), numbered AS (
+        INSERT INTO player_seqs (guild_id, seq)
+        SELECT n.guild_id, (SELECT value FROM counters WHERE name = 'player_seq') + n.done
+        FROM unnest($22::text[], $23::bigint[]) AS n (guild_id, done)
+        ON CONFLICT (guild_id) DO UPDATE
+            SET seq = player_seqs.seq + excluded.seq - (SELECT value FROM counters WHERE name = 'player_seq')
+        RETURNING guild_id, seq
+    )
+    SELECT guild_id, seq, NULL::bigint FROM numbered
+    UNION ALL SELECT guild_id, NULL, entry_id FROM appended"""
+"""A batch's whole write in one statement, over arrays: each guild's entries dropped from the
+front of its queue (``$12``, ``$13``) and appended (``$1``-``$11``), its player's row
+(``$14``-``$21``), its number moved by its changes (``$22``, ``$23``); answered with each guild's
+new number and each appended entry's id. (A change that stopped a player deleted its rows as
+it ran: such a guild is only numbered.)"""
 
 
 async def _pg_lease(guild_id: str, until: float, tx: PostgresTransaction) -> None:
     """A follower lease taken under the guild's lock (see :attr:`PlayerStore.leased`)."""
-    await _pg_lock_guild(tx, guild_id)
+    await _pg_lock_guilds(tx, [guild_id])
     await tx.run(PlayerStore.leased, guild_id, until)
 
 
@@ -4616,15 +4649,26 @@ def _pg_player_of(guild_id: str, rows: Sequence[Any]) -> Player | None:
     return player
 
 
+@dataclasses.dataclass(slots=True)
+class _GuildInBatch:
+    """One guild's part of a batch of player changes: the player as its changes leave it, how
+    many were done, and whether the fleet follows it / a change (dis)connected it."""
+
+    current: Player | None
+    followed: bool
+    done: int = 0
+    flipped: bool = False
+
+
 class PostgresPlayers(PlayerStore):
-    """Players on PostgreSQL. A guild's changes that arrive while one commits are applied
-    together in the next transaction, each on the player as the one before left it (group
-    commit, per guild): the transaction holds the guild's advisory lock, so one guild's changes
-    run one at a time across every machine, and takes the changes' numbers last, from the
-    guild's own ``player_seqs`` row, with the player's own row in the same statement: guilds
-    share no row, so they commit side by side (and, a guild's batches being one after another
-    here, their ``after`` calls need no lock to keep the numbers' order). A refused change leaves
-    the others be (a savepoint, only where it had written already)."""
+    """Players on PostgreSQL. The changes of every guild that arrive while one batch commits are
+    applied together in this process's next transaction (group commit), each on its guild's
+    player as the change before it left it: the transaction takes the guilds' advisory locks
+    with its ``BEGIN`` (sorted: see :func:`_pg_guilds_lock`), so one guild's changes run one at a
+    time across every machine; reads every guild's player in one statement, and writes them, and
+    moves each guild's own number in ``player_seqs``, in one more (:data:`_PG_BATCH_WRITE`):
+    four round trips and one commit for the whole batch, whatever its guilds. A refused change
+    leaves the others be (a savepoint, only where it had written already)."""
 
     queue_all = None
     # The player's row and the front of its queue in one statement (so from one commit).
@@ -4639,36 +4683,38 @@ class PostgresPlayers(PlayerStore):
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database)
         self.pg = database
-        self._batches: GroupCommit[str, PendingChange] = GroupCommit(self._commit_batch, _future_of)
+        self._batches: GroupCommit[None, PendingChange] = GroupCommit(self._commit_batch, _future_of)
 
     @classmethod
     async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
         return _pg_player_of(guild_id, await tx.all(cls.player_front, guild_id, front))
 
     async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
-        """The guild's changes are applied in the order they came, a batch at a time."""
+        """Every guild's changes go in one line, applied in the order they came, a batch at a time."""
         done = pending.done = asyncio.get_running_loop().create_future()
-        self._batches.add(guild_id, pending)
+        self._batches.add(None, pending)
         return await done
 
     async def follow(self, guild_id: str, until: float) -> None:
-        await self.pg.write(functools.partial(_pg_lease, guild_id, until), first=_pg_guild_lock(guild_id))
+        await self.pg.write(functools.partial(_pg_lease, guild_id, until), first=_pg_guilds_lock([guild_id]))
 
-    async def _commit_batch(self, guild_id: str, batch: list[PendingChange]) -> None:
+    async def _commit_batch(self, _: None, batch: list[PendingChange]) -> None:
+        guilds: dict[str, _GuildInBatch] = {}  # filled by _run, in the order the guilds came
+
         def committed(outcomes: list[tuple[bool, Any, int]]) -> None:
             for change, (ok, player, seq) in zip(batch, outcomes, strict=True):
                 if ok and change.after is not None:
-                    change.after(player, seq, "followed" in found)
+                    change.after(player, seq, guilds[change.guild_id].followed)
 
-        found: set[str] = set()  # "flipped": a change (dis)connected the guild; "followed": by the fleet
+        names = list(dict.fromkeys(change.guild_id for change in batch))
         outcomes = await self.pg.write(
-            lambda tx: self._run(tx, guild_id, batch, found),
-            forgets=[("player", guild_id)],
+            lambda tx: self._run(tx, batch, guilds),
+            forgets=[("player", guild_id) for guild_id in names],
             after=committed,
-            also_forgets=lambda: [("connected", guild_id)] if "flipped" in found else [],
-            first=_pg_guild_lock(guild_id),
+            also_forgets=lambda: [("connected", g) for g, part in guilds.items() if part.flipped],
+            first=_pg_guilds_lock(names),
         )
-        for change, (ok, answer, _) in zip(batch, outcomes, strict=True):
+        for change, (ok, answer, _seq) in zip(batch, outcomes, strict=True):
             done = _future_of(change)
             if not done.done():
                 if ok:
@@ -4677,73 +4723,97 @@ class PostgresPlayers(PlayerStore):
                     done.set_exception(answer)
 
     async def _run(
-        self, tx: PostgresTransaction, guild_id: str, batch: list[PendingChange], found: set[str]
+        self, tx: PostgresTransaction, batch: list[PendingChange], guilds: dict[str, _GuildInBatch]
     ) -> list[tuple[bool, Any, int]]:
-        found.clear()  # (a batch tried again after a deadlock starts over)
-        await _pg_lock_guild(tx, guild_id)
-        now = min(c.now for c in batch)
-        rows = await tx.conn.fetch(_PG_FOLLOWED_FRONT, guild_id, max(c.front for c in batch), now)
-        current = _pg_player_of(guild_id, rows)
-        if rows[0][-1]:  # a follower's frame shows 25 waiting tracks
-            found.add("followed")
-            for item in batch:
-                item.front = max(item.front, PLAYER_FRONT)
+        guilds.clear()  # (a batch tried again after a deadlock starts over)
+        fronts: dict[str, int] = {}
+        for change in batch:
+            fronts[change.guild_id] = max(fronts.get(change.guild_id, 0), change.front)
+        await _pg_lock_guilds(tx, list(fronts))
+        now = min(change.now for change in batch)
+        rows = await tx.conn.fetch(_PG_FOLLOWED_FRONTS, list(fronts), list(fronts.values()), now)
+        for guild_id, group in itertools.groupby(rows, key=lambda row: row[-1]):
+            mine = list(group)
+            guilds[guild_id] = _GuildInBatch(_pg_player_of(guild_id, mine), mine[0][-2])
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
-            before = player_copy(current)
+            part = guilds[item.guild_id]
+            if part.followed:  # a follower's frame shows 25 waiting tracks
+                item.front = max(item.front, PLAYER_FRONT)
+            before = player_copy(part.current)
             wrote: list[bool] = []  # a savepoint was taken: this change wrote before it could be refused
             try:
-                changed = await self._one(tx, guild_id, current, item, wrote)
+                changed = await self._one(tx, part.current, item, wrote)
             except (DomainError, ValueError) as refusal:
                 if wrote:
                     await tx.conn.execute("ROLLBACK TO SAVEPOINT change")
                 outcomes.append((False, refusal))
-                current = before
+                part.current = before
                 continue
             outcomes.append((True, changed))
-            if (changed is None) != (current is None):
-                found.add("flipped")
-            current = player_copy(changed)  # the answer must not move with the next change
-        done = sum(ok for ok, _ in outcomes)
-        if not done:
-            return [(ok, value, 0) for ok, value in outcomes]
-        if current is None:
-            last = await tx.value(self.numbered, guild_id, done)
-        else:
-            row = (
-                guild_id,
-                current.channel_id,
-                current.volume,
-                current.paused,
-                current.position,
-                current.anchor,
-            )
-            if current.appended and not current.dropped:  # a play: one round trip
-                tracks = [(*track_row(e.track), e.requested_by) for e in current.appended]
-                columns = map(list, zip(*tracks, strict=True))
-                last, ids = await tx.conn.fetchrow(
-                    _PG_APPENDED_NUMBERED, *row, current.ends_at, current.size, done, *columns
-                )
-                for entry, entry_id in zip(current.appended, ids, strict=True):
-                    entry.entry_id = entry_id
-            else:
-                await self._flush(tx, guild_id, current)
-                last = await tx.conn.fetchval(_PG_UPSERT_NUMBERED, *row, current.ends_at, current.size, done)
-        seqs = iter(range(last - done + 1, last + 1))
+            part.done += 1
+            part.flipped |= (changed is None) != (part.current is None)
+            part.current = player_copy(changed)  # the answer must not move with the next change
+        seqs = await self._write(tx, guilds)
         numbered: list[tuple[bool, Any, int]] = []
-        for ok, value in outcomes:
+        for item, (ok, value) in zip(batch, outcomes, strict=True):
             if ok and value is not None:
                 value.dropped, value.appended = 0, []
-            numbered.append((ok, value, next(seqs) if ok else 0))
+            numbered.append((ok, value, next(seqs[item.guild_id]) if ok else 0))
         return numbered
 
+    async def _write(
+        self, tx: PostgresTransaction, guilds: dict[str, _GuildInBatch]
+    ) -> dict[str, Iterator[int]]:
+        """Every changed guild's rows, in one statement; each guild's numbers, in order."""
+        drops: list[tuple[str, int]] = []
+        entries: list[tuple[Any, ...]] = []
+        players: list[tuple[Any, ...]] = []
+        counts: list[tuple[str, int]] = []
+        for guild_id, part in guilds.items():
+            if not part.done:
+                continue
+            counts.append((guild_id, part.done))
+            player = part.current
+            if player is None:
+                continue
+            if player.dropped:
+                drops.append((guild_id, player.dropped))
+            entries += [(guild_id, *track_row(e.track), e.requested_by) for e in player.appended]
+            players.append(
+                (
+                    guild_id,
+                    player.channel_id,
+                    player.volume,
+                    player.paused,
+                    player.position,
+                    player.anchor,
+                    player.ends_at,
+                    player.size,
+                )
+            )
+        if not counts:
+            return {}
+        rows = await tx.conn.fetch(
+            _PG_BATCH_WRITE,
+            *_columns(entries, 11),
+            *_columns(drops, 2),
+            *_columns(players, 8),
+            *_columns(counts, 2),
+        )
+        last = {guild_id: seq for guild_id, seq, entry_id in rows if entry_id is None}
+        ids: dict[str, list[int]] = {}
+        for guild_id, _, entry_id in rows:
+            if entry_id is not None:
+                ids.setdefault(guild_id, []).append(entry_id)
+        for guild_id, part in guilds.items():
+            if part.current is not None and part.done:
+                for entry, entry_id in zip(part.current.appended, sorted(ids.get(guild_id, ())), strict=True):
+                    entry.entry_id = entry_id
+        return {g: iter(range(last[g] - n + 1, last[g] + 1)) for g, n in counts}
+
     async def _one(
-        self,
-        tx: PostgresTransaction,
-        guild_id: str,
-        player: Player | None,
-        item: PendingChange,
-        wrote: list[bool],
+        self, tx: PostgresTransaction, player: Player | None, item: PendingChange, wrote: list[bool]
     ) -> Player | None:
         """One change on the player as the one before left it (its drops and appends not yet
         written, but when more of the queue must be read)."""
@@ -4753,26 +4823,31 @@ class PostgresPlayers(PlayerStore):
                 if not wrote:
                     await tx.conn.execute("SAVEPOINT change")
                     wrote.append(True)
-                await self._flush(tx, guild_id, target)
+                await self._flush(tx, target)
             await self.load_front(tx, target, count)
 
         changed = await apply_change(player, item.change, item.now, item.front, more)
         if changed is None and player is not None:  # stopped: its queue goes now
-            await self._flush(tx, guild_id, player)  # (what earlier changes appended gets its ids)
-            await tx.run(self.queue_clear, guild_id)
-            await tx.run(self.delete, guild_id)
+            await self._flush(tx, player)  # (what earlier changes appended gets its ids)
+            await tx.run(self.queue_clear, item.guild_id)
+            await tx.run(self.delete, item.guild_id)
         return changed
 
-    async def _flush(self, tx: PostgresTransaction, guild_id: str, player: Player) -> None:
+    async def _flush(self, tx: PostgresTransaction, player: Player) -> None:
         """Write the entries a change took from the front and those it appended."""
         if player.dropped:
-            await tx.run(self.queue_drop_front, guild_id, player.dropped)
+            await tx.run(self.queue_drop_front, player.guild_id, player.dropped)
         if player.appended:
-            rows = [(*track_row(e.track), e.requested_by) for e in player.appended]
-            ids = await tx.all(_PG_QUEUE_APPEND, guild_id, *map(list, zip(*rows, strict=True)))
-            for entry, (entry_id,) in zip(player.appended, sorted(ids), strict=True):
+            rows = [(player.guild_id, *track_row(e.track), e.requested_by) for e in player.appended]
+            ids = await tx.all(_PG_QUEUE_APPEND, *_columns(rows, 11))
+            for entry, (_, entry_id) in zip(player.appended, sorted(ids, key=lambda r: r[1]), strict=True):
                 entry.entry_id = entry_id
         player.dropped, player.appended = 0, []
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as the column arrays an ``unnest`` statement takes (``width`` empty ones for none)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 class PostgresLoaders(LoaderStore):

@@ -393,3 +393,103 @@ def test_a_skip_to_a_shorter_track_has_its_end_published_when_it_ends(
         clock.advance(204)  # magia has ended, 66 s before the first track would have
         ended = ws.receive_json(timeout=5)
         assert ended["track"]["identifier"] == "6g2BiiVQqY5v1S4HIrM54F" and ended["queued"] == 0
+
+
+def _tracks(prefix: str, count: int) -> list[xe.Track]:
+    return [
+        xe.Track(
+            source="youtube",
+            identifier=f"{prefix}{i:03d}",
+            title=f"Song {i}",
+            author="A",
+            length=60_000,
+            uri=f"https://y.com/{prefix}{i}",
+        )
+        for i in range(count)
+    ]
+
+
+def _enqueue(track: xe.Track) -> Any:
+    def change(player: xe.Player | None) -> xe.Player | None:
+        assert player is not None
+        player.enqueue([track], USER, 1000.0, 100)
+        return player
+
+    return change
+
+
+def test_changes_of_many_guilds_at_once_commit_together_each_guild_in_its_order(db_path: str) -> None:
+    """Changes of 12 guilds that arrive together go into one transaction (group commit across
+    guilds), and each guild's changes are applied, numbered and queued in the order they came."""
+    guilds = [str(int(GUILD) + 4096 * i) for i in range(12)]
+    tracks = _tracks("t", 3)
+
+    async def run() -> tuple[int, dict[str, list[int]], dict[str, list[tuple[int, str]]]]:
+        async with xe.Host.open(xe.Config(db=db_path, clock=lambda: 1000.0)) as host:
+            for i, guild in enumerate(guilds):
+                await host.put_guild(guild, "Guild", [str(int(VOICE) + 4096 * i)])
+                await host.join(guild, str(int(VOICE) + 4096 * i))
+            stores = host._services.stores
+            commits: list[float] = []
+            stores.database.on_commit(commits.append)
+            numbers: dict[str, list[int]] = {guild: [] for guild in guilds}
+
+            def numbered(guild: str) -> Any:
+                return lambda player, seq, followed: numbers[guild].append(seq)
+
+            changes = [
+                stores.players.change(guild, _enqueue(track), 1000.0, numbered(guild))
+                for track in tracks
+                for guild in guilds
+            ]
+            await asyncio.gather(*changes)
+            queues: dict[str, list[tuple[int, str]]] = {}
+            for guild in guilds:
+                player = await stores.players.get(guild, whole=True)
+                assert player is not None and player.size == 3
+                queues[guild] = [(entry.entry_id, entry.track.identifier) for entry in player.queue]
+            return len(commits), numbers, queues
+
+    commits, numbers, queues = asyncio.run(run())
+    assert commits == 1
+    for guild in guilds:
+        first = numbers[guild][0]
+        assert numbers[guild] == [first, first + 1, first + 2]
+        assert [identifier for _, identifier in queues[guild]] == ["t000", "t001", "t002"]
+        ids = [entry_id for entry_id, _ in queues[guild]]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+def test_a_play_and_a_skip_of_it_in_one_transaction_leave_no_entry_behind(db_path: str) -> None:
+    """A track appended and skipped by changes grouped into one transaction is never written:
+    the stored queue is what the answers said (empty), and the next play starts alone."""
+    first, second = _tracks("p", 2)
+
+    def skip(player: xe.Player | None) -> xe.Player | None:
+        assert player is not None
+        player.skip(1000.0)
+        return player
+
+    async def run() -> tuple[list[int], list[str], list[str]]:
+        async with xe.Host.open(xe.Config(db=db_path, clock=lambda: 1000.0)) as host:
+            await host.put_guild(GUILD, "Guild", [VOICE])
+            await host.join(GUILD, VOICE)
+            players = host._services.stores.players
+            played, skipped = await asyncio.gather(
+                players.change(str(GUILD), _enqueue(first), 1000.0),
+                players.change(str(GUILD), skip, 1000.0),
+            )
+            assert played is not None and skipped is not None
+            answered = [played.size, skipped.size]
+            stored = await players.get(str(GUILD), whole=True)
+            assert stored is not None
+            after_skip = [entry.track.identifier for entry in stored.queue]
+            await players.change(str(GUILD), _enqueue(second), 1000.0)
+            stored = await players.get(str(GUILD), whole=True)
+            assert stored is not None
+            return answered, after_skip, [entry.track.identifier for entry in stored.queue]
+
+    answered, after_skip, after_play = asyncio.run(run())
+    assert answered == [1, 0]
+    assert after_skip == []
+    assert after_play == ["p001"]
