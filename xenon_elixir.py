@@ -1844,6 +1844,11 @@ class Database(Protocol):
 _MISSING: Any = object()
 _ANSWERS_KEPT = 1024
 
+WATCHED_KINDS = frozenset({"player"})
+"""Tags whose forgets a fleet on PostgreSQL publishes only while some process watches them
+(:class:`RedisWatches`): every play forgets its guild's player, and most guilds' players no
+process remembers (a follower's frames come by a stream of their own)."""
+
 CREDENTIAL_TAGS: tuple[tuple[str], ...] = (("bots",), ("keys",))
 """The tags of remembered answers about credentials (bot tokens, Elixir keys). A write that
 forgets one also moves the ``credentials`` counter in its transaction, and every use of such an
@@ -1984,6 +1989,11 @@ class Remembering:
     read (``seen``)."""
 
     answers: RememberedAnswers
+    watch: Callable[[Tag], Awaitable[bool]] | None = None
+    """For a tag of :data:`WATCHED_KINDS` (a guild's player), whose forgets the fleet publishes
+    only while some process watches it: makes sure every process's commit will tell this one,
+    before the answer is read or used (``False``: it cannot now, and nothing is remembered).
+    ``None``: every forget reaches this process (one process, or SQLite)."""
 
     async def credentials(self) -> int:
         raise NotImplementedError
@@ -2005,7 +2015,9 @@ class Remembering:
         credential = tag in CREDENTIAL_TAGS
         if credential:
             self.answers.credentials_at(await self.credentials())
-        elif not self.trusted():
+        elif not self.trusted() or (
+            self.watch is not None and tag[0] in WATCHED_KINDS and not await self.watch(tag)
+        ):
             return await read()
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
@@ -4383,10 +4395,16 @@ class PostgresDatabase(PostgresConnections, Remembering):
         await self._claim.drop()
         await super().close()
 
-    def shared(self, share: Callable[[Tags], None], sharing: Callable[[], bool]) -> None:
+    def shared(
+        self,
+        share: Callable[[Tags], None],
+        sharing: Callable[[], bool],
+        watch: Callable[[Tag], Awaitable[bool]] | None = None,
+    ) -> None:
         """Remember answers: ``share(tags)`` tells every other process what a commit here made
-        stale, and ``sharing()`` says whether their tags reach this process now (Redis up)."""
-        self._share, self._sharing = share, sharing
+        stale, and ``sharing()`` says whether their tags reach this process now (Redis up);
+        ``watch``: see :attr:`Remembering.watch`."""
+        self._share, self._sharing, self.watch = share, sharing, watch
 
     def forget(self, tags: Tags) -> None:
         """Forget what a commit (this process's or another's) made stale."""
@@ -4660,6 +4678,62 @@ class _GuildInBatch:
     flipped: bool = False
 
 
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as the column arrays an ``unnest`` statement takes (``width`` empty ones for none)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+async def _pg_write_batch(
+    tx: PostgresTransaction, guilds: dict[str, _GuildInBatch]
+) -> dict[str, Iterator[int]]:
+    """Every changed guild's rows, in one statement; each guild's numbers, in order."""
+    drops: list[tuple[str, int]] = []
+    entries: list[tuple[Any, ...]] = []
+    players: list[tuple[Any, ...]] = []
+    counts: list[tuple[str, int]] = []
+    for guild_id, part in guilds.items():
+        if not part.done:
+            continue
+        counts.append((guild_id, part.done))
+        player = part.current
+        if player is None:
+            continue
+        if player.dropped:
+            drops.append((guild_id, player.dropped))
+        entries += [(guild_id, *track_row(e.track), e.requested_by) for e in player.appended]
+        players.append(
+            (
+                guild_id,
+                player.channel_id,
+                player.volume,
+                player.paused,
+                player.position,
+                player.anchor,
+                player.ends_at,
+                player.size,
+            )
+        )
+    if not counts:
+        return {}
+    rows = await tx.conn.fetch(
+        _PG_BATCH_WRITE,
+        *_columns(entries, 11),
+        *_columns(drops, 2),
+        *_columns(players, 8),
+        *_columns(counts, 2),
+    )
+    last = {guild_id: seq for guild_id, seq, entry_id in rows if entry_id is None}
+    ids: dict[str, list[int]] = {}
+    for guild_id, _, entry_id in rows:
+        if entry_id is not None:
+            ids.setdefault(guild_id, []).append(entry_id)
+    for guild_id, part in guilds.items():
+        if part.current is not None and part.done:
+            for entry, entry_id in zip(part.current.appended, sorted(ids.get(guild_id, ())), strict=True):
+                entry.entry_id = entry_id
+    return {g: iter(range(last[g] - n + 1, last[g] + 1)) for g, n in counts}
+
+
 class PostgresPlayers(PlayerStore):
     """Players on PostgreSQL. The changes of every guild that arrive while one batch commits are
     applied together in this process's next transaction (group commit), each on its guild's
@@ -4754,63 +4828,13 @@ class PostgresPlayers(PlayerStore):
             part.done += 1
             part.flipped |= (changed is None) != (part.current is None)
             part.current = player_copy(changed)  # the answer must not move with the next change
-        seqs = await self._write(tx, guilds)
+        seqs = await _pg_write_batch(tx, guilds)
         numbered: list[tuple[bool, Any, int]] = []
         for item, (ok, value) in zip(batch, outcomes, strict=True):
             if ok and value is not None:
                 value.dropped, value.appended = 0, []
             numbered.append((ok, value, next(seqs[item.guild_id]) if ok else 0))
         return numbered
-
-    async def _write(
-        self, tx: PostgresTransaction, guilds: dict[str, _GuildInBatch]
-    ) -> dict[str, Iterator[int]]:
-        """Every changed guild's rows, in one statement; each guild's numbers, in order."""
-        drops: list[tuple[str, int]] = []
-        entries: list[tuple[Any, ...]] = []
-        players: list[tuple[Any, ...]] = []
-        counts: list[tuple[str, int]] = []
-        for guild_id, part in guilds.items():
-            if not part.done:
-                continue
-            counts.append((guild_id, part.done))
-            player = part.current
-            if player is None:
-                continue
-            if player.dropped:
-                drops.append((guild_id, player.dropped))
-            entries += [(guild_id, *track_row(e.track), e.requested_by) for e in player.appended]
-            players.append(
-                (
-                    guild_id,
-                    player.channel_id,
-                    player.volume,
-                    player.paused,
-                    player.position,
-                    player.anchor,
-                    player.ends_at,
-                    player.size,
-                )
-            )
-        if not counts:
-            return {}
-        rows = await tx.conn.fetch(
-            _PG_BATCH_WRITE,
-            *_columns(entries, 11),
-            *_columns(drops, 2),
-            *_columns(players, 8),
-            *_columns(counts, 2),
-        )
-        last = {guild_id: seq for guild_id, seq, entry_id in rows if entry_id is None}
-        ids: dict[str, list[int]] = {}
-        for guild_id, _, entry_id in rows:
-            if entry_id is not None:
-                ids.setdefault(guild_id, []).append(entry_id)
-        for guild_id, part in guilds.items():
-            if part.current is not None and part.done:
-                for entry, entry_id in zip(part.current.appended, sorted(ids.get(guild_id, ())), strict=True):
-                    entry.entry_id = entry_id
-        return {g: iter(range(last[g] - n + 1, last[g] + 1)) for g, n in counts}
 
     async def _one(
         self, tx: PostgresTransaction, player: Player | None, item: PendingChange, wrote: list[bool]
@@ -4843,11 +4867,6 @@ class PostgresPlayers(PlayerStore):
             for entry, (_, entry_id) in zip(player.appended, sorted(ids, key=lambda r: r[1]), strict=True):
                 entry.entry_id = entry_id
         player.dropped, player.appended = 0, []
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as the column arrays an ``unnest`` statement takes (``width`` empty ones for none)."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 class PostgresLoaders(LoaderStore):
@@ -5779,6 +5798,21 @@ async def _backing_off(what: str, exc: BaseException, failures: int) -> None:
     await asyncio.sleep(min(0.1 * 2**failures, 2.0))
 
 
+_WATCHED_SCRIPT = """
+local items = {}
+if ARGV[5] ~= '[]' then items[1] = string.sub(ARGV[5], 2, -2) end
+for i = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then items[#items + 1] = ARGV[i + 4] end
+end
+if #items == 0 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+           'o', ARGV[1], 't', ARGV[3], 's', ARGV[4], 'f', '[' .. table.concat(items, ',') .. ']')
+return #items
+"""
+"""An event of the stream (``KEYS[1]``): origin, stream length, topic, seq, then a JSON array
+and one more item for each watch key (``KEYS[2..]``), added only while its key exists."""
+
+
 class RedisBroker:
     """Hub events to and from every other process, through one Redis stream. Publishing never
     waits: events queue here and are sent in order, in batches, and kept (up to
@@ -5790,12 +5824,14 @@ class RedisBroker:
         self._redis = client
         self._key = f"{config.redis_prefix}events"
         self._origin = secrets.token_hex(8)
-        self._outbox: deque[tuple[str, int, str]] = deque(maxlen=BROKER_BUFFER)
+        self._outbox: deque[tuple[str, int, str, Sequence[tuple[str, str]]]] = deque(maxlen=BROKER_BUFFER)
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._errors = _redis_errors()
         self.reading = False
         """Whether the stream is being read now (not while Redis is away)."""
+        self.epoch = 0
+        """Times the stream was read again after Redis was away (what Redis kept may be gone)."""
         self.on_back: Callable[[], None] | None = None
         """Called when the stream is read again after Redis was away (events on it may be lost)."""
 
@@ -5809,8 +5845,11 @@ class RedisBroker:
         self.reading = True
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._read(deliver, last))]
 
-    def publish(self, topic: str, seq: int, frame: str) -> None:
-        self._outbox.append((topic, seq, frame))
+    def publish(self, topic: str, seq: int, frame: str, watched: Sequence[tuple[str, str]] = ()) -> None:
+        """Send an event; with ``watched`` (``frame`` a JSON array), pairs of a Redis key and one
+        more JSON item, each added to the array only if its key exists when the event reaches
+        Redis (:data:`_WATCHED_SCRIPT`), the event not sent if the array stays empty."""
+        self._outbox.append((topic, seq, frame, watched))
         self._wakeup.set()
 
     async def _send(self) -> None:
@@ -5822,9 +5861,14 @@ class RedisBroker:
             batch = list(self._outbox)
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for topic, seq, frame in batch:
-                        fields = {"o": self._origin, "t": topic, "s": seq, "f": frame}
-                        pipe.xadd(self._key, fields, maxlen=BROKER_BUFFER, approximate=True)
+                    for topic, seq, frame, watched in batch:
+                        if watched:
+                            keys, items = zip(*watched, strict=True)
+                            head = (self._origin, BROKER_BUFFER, topic, seq, frame)
+                            pipe.eval(_WATCHED_SCRIPT, 1 + len(keys), self._key, *keys, *head, *items)
+                        else:
+                            fields = {"o": self._origin, "t": topic, "s": seq, "f": frame}
+                            pipe.xadd(self._key, fields, maxlen=BROKER_BUFFER, approximate=True)
                     await pipe.execute()
             except self._errors as exc:
                 failures += 1
@@ -5845,6 +5889,7 @@ class RedisBroker:
                 await _backing_off("events not received", exc, failures)
                 continue
             away, self.reading, failures = failures > 0, True, 0
+            self.epoch += away
             for _, entries in answer:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -5863,16 +5908,66 @@ class RedisBroker:
 FORGET_TOPIC = "forget"
 """The broker's topic of remembered answers made stale by a commit (PostgreSQL)."""
 
+WATCH_LEASE = 60.0
+"""Seconds a process's watch of a tag lasts in Redis (renewed by a use in its second half)."""
 
-def share_forgets(database: PostgresDatabase, hub: Hub, broker: RedisBroker) -> None:
+
+class RedisWatches:
+    """Which watched tags (:data:`WATCHED_KINDS`) some process remembers answers of: a key in
+    Redis per tag, set for :data:`WATCH_LEASE` by each process that remembers, before it reads.
+    A commit's forget of such a tag is published only if its key exists when the forget reaches
+    Redis (:data:`_WATCHED_SCRIPT`): either the forget finds the key, or the commit came before
+    the key, and so before the read. A process uses what it remembered only while its own watch
+    lasts: a watch that lapsed, or that is older than Redis's last absence (its keys may be gone),
+    first forgets what it covers."""
+
+    def __init__(self, config: Config, client: Any, broker: RedisBroker, answers: RememberedAnswers) -> None:
+        self._redis = client
+        self._prefix = f"{config.redis_prefix}watched:"
+        self._broker = broker
+        self._answers = answers
+        self._held: dict[Tag, tuple[float, int]] = {}  # tag: (until, the broker's epoch then)
+        self._errors = _redis_errors()
+
+    def key(self, tag: Tag) -> str:
+        return self._prefix + ":".join(tag)
+
+    async def watch(self, tag: Tag) -> bool:
+        now, epoch = time.monotonic(), self._broker.epoch
+        held = self._held.get(tag)
+        if held is not None:
+            until, since = held
+            if since == epoch and until - now > WATCH_LEASE / 2:
+                return True
+            if since != epoch or until <= now:  # its forgets may not have come
+                self._answers.forget(tag)
+        try:
+            await self._redis.set(self.key(tag), b"1", px=int(WATCH_LEASE * 1000))
+        except self._errors:
+            return False
+        if len(self._held) >= 4 * self._answers.kept and tag not in self._held:
+            for old in self._held:  # bounded: as if every watch had lapsed
+                self._answers.forget(old)
+            self._held.clear()
+        self._held[tag] = (now + WATCH_LEASE, epoch)
+        return True
+
+
+def share_forgets(database: PostgresDatabase, hub: Hub, config: Config, redis: RedisParts) -> None:
     """Every commit's forgotten tags to every process through the Redis stream, so that each can
     remember answers as one process on SQLite does (a revoke is heard everywhere within a
-    stream read, about a millisecond); while the stream is not read, nothing is remembered."""
+    stream read, about a millisecond); while the stream is not read, nothing is remembered. A
+    watched tag (a guild's player) is sent only while some process watches it (:class:`RedisWatches`)."""
+    broker, encode = redis.broker, msgspec.json.encode
+    watches = RedisWatches(config, redis.client, broker, database.answers)
+
+    def share(tags: Tags) -> None:
+        always = encode([tag for tag in tags if tag[0] not in WATCHED_KINDS]).decode()
+        watched = [(watches.key(tag), encode(tag).decode()) for tag in tags if tag[0] in WATCHED_KINDS]
+        broker.publish(FORGET_TOPIC, 0, always, watched)
+
     hub.handlers[FORGET_TOPIC] = lambda frame: database.forget([tuple(t) for t in msgspec.json.decode(frame)])
-    database.shared(
-        lambda tags: broker.publish(FORGET_TOPIC, 0, msgspec.json.encode(tags).decode()),
-        lambda: broker.reading,
-    )
+    database.shared(share, lambda: broker.reading, watches.watch)
 
 
 # The held status of a window that has ended, taken by one process, which opens the next window
@@ -7560,7 +7655,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         if redis is not None and broker is redis.broker:  # not a broker the embedding program brought
             redis.heard_by(hub)
             if isinstance(stores.database, PostgresDatabase):
-                share_forgets(stores.database, hub, redis.broker)
+                share_forgets(stores.database, hub, config, redis)
         await hub.open()
         windows = None if redis is None else redis.windows
         loaders = Loaders(stores.loaders, hub, config.status_interval, config.monotonic, timers, windows)

@@ -5,6 +5,7 @@ restart). The API suites run on it too (conftest's BOTH_BACKENDS)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, SOURCE, TARGET, USER, VOICE, bearer, with_host
 from server import Server, cli
 from services import PostgresServer, free_port
@@ -226,3 +228,61 @@ def test_an_answer_read_while_other_tags_are_forgotten_is_remembered_but_not_acr
         assert reads == ["player", "connected", "connected"]  # never kept: it changed while read
 
     asyncio.run(scenario())
+
+
+def test_a_players_forget_reaches_the_fleet_only_while_some_process_watches_it(
+    postgres_db: str, redis_fresh: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every change forgets its guild's player, but the forget is published to the fleet only
+    while some process remembers that player (its watch key in Redis): a guild no process reads
+    costs the stream nothing; a process that reads it hears every later change; and a watch that
+    lapsed forgets what it covered before its next use (a change meanwhile was not published)."""
+    import redis.asyncio
+
+    monkeypatch.setattr(xe, "WATCH_LEASE", 1.0)
+
+    async def main() -> list[Any]:
+        config = xe.Config(db=postgres_db, redis_url=redis_fresh.url)
+        client = redis.asyncio.from_url(redis_fresh.url)
+        seen: list[Any] = []  # checked once both have closed (a failure inside would leave them open)
+
+        async def forgotten(host: xe.Host) -> list[Any]:
+            """The players' forgets published so far, once a key's (always published) is there:
+            the stream is in order, so whatever was published before it is there too."""
+            await host.create_key(GUILD, USER, rotate=True)
+            for _ in range(500):
+                frames = [
+                    json.loads(f[b"f"])
+                    for _, f in await client.xrange(config.redis_prefix + "events")
+                    if f[b"t"] == b"forget"
+                ]
+                if frames and frames[-1] == [["keys"]]:
+                    return [tag for frame in frames for tag in frame if tag[0] == "player"]
+                await asyncio.sleep(0.01)
+            raise AssertionError("the key's forget was not published")
+
+        async def volume_heard(host: xe.Host, volume: int) -> int:
+            for _ in range(200):
+                state = await host.player_state(GUILD)
+                if state.volume == volume:
+                    break
+                await asyncio.sleep(0.01)
+            return state.volume
+
+        async with xe.Host.open(config) as here, xe.Host.open(config) as there:
+            await there.put_guild(GUILD, "G", [VOICE])
+            await there.join(GUILD, VOICE)
+            await there.set_volume(GUILD, 20)  # no process remembers the player
+            seen.append(await forgotten(there))
+            seen.append((await here.player_state(GUILD)).volume)  # remembered here, watched
+            await there.set_volume(GUILD, 30)
+            seen.append(await volume_heard(here, 30))
+            seen.append(await forgotten(there))
+            await asyncio.sleep(1.2)  # the watch lapses, its key gone from Redis
+            await there.set_volume(GUILD, 40)  # so its forget is not published
+            seen.append(len(await forgotten(there)))
+            seen.append((await here.player_state(GUILD)).volume)  # yet not the remembered 30
+        await client.aclose()
+        return seen
+
+    assert asyncio.run(main()) == [[], 20, 30, [["player", GUILD]], 1, 40]
