@@ -1829,6 +1829,10 @@ class Database(Protocol):
         """The ``credentials`` counter (see :data:`CREDENTIAL_TAGS`)."""
         ...
 
+    defers_looks: bool
+    """Whether a player change's own transaction checks the credentials it was asked with
+    (:func:`looked_at_by_the_change`): where a look is a round trip of its own (PostgreSQL)."""
+
     def on_commit(self, observe: Callable[[float], None]) -> None:
         """Tell ``observe`` the seconds each write transaction takes (metrics)."""
         ...
@@ -1980,6 +1984,27 @@ class FreshLook(Generic[T]):
             self._start(waiting)
 
 
+class CredentialsMoved(Exception):
+    """A player change refused because a credential changed (anywhere) since the remembered
+    answer its request used was checked: the request is asked again, with a look of its own."""
+
+
+_DEFERRED_LOOK: contextvars.ContextVar[tuple[asyncio.Task[Any] | None, list[int]] | None] = (
+    contextvars.ContextVar("xenon_elixir_deferred_look", default=None)
+)
+
+
+def deferred_look() -> list[int] | None:
+    """While a request's credentials look is deferred to its player change's transaction
+    (:func:`looked_at_by_the_change`), the ``credentials`` counters its remembered credentials
+    were checked at; ``None`` otherwise (and in any task the request started: a timer or a
+    batch inherits its context, not its deferral)."""
+    held = _DEFERRED_LOOK.get()
+    if held is None or held[0] is not asyncio.current_task():
+        return None
+    return held[1]
+
+
 class Remembering:
     """The remembered answers of a :class:`Database`: the rule both stores keep. A credential
     (:data:`CREDENTIAL_TAGS`) is remembered always, and each use first looks at the
@@ -1989,6 +2014,7 @@ class Remembering:
     read (``seen``)."""
 
     answers: RememberedAnswers
+    defers_looks = False
     watch: Callable[[Tag], Awaitable[bool]] | None = None
     """For a tag of :data:`WATCHED_KINDS` (a guild's player), whose forgets the fleet publishes
     only while some process watches it: makes sure every process's commit will tell this one,
@@ -2014,6 +2040,10 @@ class Remembering:
         """``read()``'s answer, remembered under ``tag`` until a write changes what it covers."""
         credential = tag in CREDENTIAL_TAGS
         if credential:
+            deferred = deferred_look()
+            if deferred is not None and (answer := self.answers.get(tag, key)) is not _MISSING:
+                deferred.append(self.answers.credentials)  # the change's transaction looks
+                return cast(T, answer)
             self.answers.credentials_at(await self.credentials())
         elif not self.trusted() or (
             self.watch is not None and tag[0] in WATCHED_KINDS and not await self.watch(tag)
@@ -3007,6 +3037,9 @@ class PendingChange:
     after: ChangeCommitted | None
     front: int
     done: asyncio.Future[Player | None] | None = None
+    looked_at: tuple[int, ...] = ()
+    """The ``credentials`` counters the request's remembered credentials were checked at, when
+    its look is deferred to this change's transaction (:func:`deferred_look`)."""
 
 
 async def apply_change(
@@ -3099,7 +3132,10 @@ class PlayerStore(Area):
         ``after(player, seq, followed)`` runs right after the commit, in commit order. Returns
         the stored player with the first ``front`` entries (a change needs the current track and
         the next; a follower's frame, 26: as many when the fleet follows the guild)."""
-        return await self.commit(guild_id, PendingChange(guild_id, change, now, after, front))
+        looked_at = tuple(deferred_look() or ())
+        return await self.commit(
+            guild_id, PendingChange(guild_id, change, now, after, front, looked_at=looked_at)
+        )
 
     async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
         """Commit ``pending`` (alone or with others); the player as it stored it."""
@@ -4376,6 +4412,7 @@ class PostgresDatabase(PostgresConnections, Remembering):
     loaders: ClassVar[type[LoaderStore]]  # set below, once the classes exist
 
     pause_between_chunks = 0.0
+    defers_looks = True
     attempts = 3
     """Tries of a write that PostgreSQL aborted to break a deadlock or a serialization conflict."""
 
@@ -4606,7 +4643,8 @@ async def _pg_lock_guilds(tx: PostgresTransaction, guilds: Sequence[str]) -> Non
 _PG_FOLLOWED_FRONTS = f"""
     SELECT p.channel_id, p.volume, p.paused, p.position, p.anchor, p.size,
            q.entry_id, {_TRACK_SELECT.replace("t.", "q.")}, q.requested_by,
-           coalesce(s.followed_until > $3, false), g.guild_id
+           coalesce(s.followed_until > $3, false),
+           (SELECT value FROM counters WHERE name = 'credentials'), g.guild_id
     FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS g (guild_id, front, i)
     LEFT JOIN player_seqs AS s ON s.guild_id = g.guild_id
     LEFT JOIN players AS p ON p.guild_id = g.guild_id
@@ -4617,7 +4655,9 @@ _PG_FOLLOWED_FRONTS = f"""
     ORDER BY g.i, q.entry_id"""
 """A batch's first read, under its guilds' locks: for each guild (``$1``), its player and the
 front (``$2``) of its queue, as ``player_front`` reads them, whether the fleet follows it at
-``$3`` (its front read deeper if so), then the guild: at least one row a guild, in their order."""
+``$3`` (its front read deeper if so), the ``credentials`` counter (the look of a request whose
+look was deferred: :func:`deferred_look`), then the guild: at least one row a guild, in their
+order."""
 
 _PG_QUEUE_APPEND = f"""
     INSERT INTO queue (guild_id, {TRACK_COLUMNS}, requested_by)
@@ -4823,10 +4863,14 @@ class PostgresPlayers(PlayerStore):
         rows = await tx.conn.fetch(_PG_FOLLOWED_FRONTS, list(fronts), list(fronts.values()), now)
         for guild_id, group in itertools.groupby(rows, key=lambda row: row[-1]):
             mine = list(group)
-            guilds[guild_id] = _GuildInBatch(_pg_player_of(guild_id, mine), mine[0][-2])
+            guilds[guild_id] = _GuildInBatch(_pg_player_of(guild_id, mine), mine[0][-3])
+        credentials = rows[0][-2] or 0
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
             part = guilds[item.guild_id]
+            if any(counter != credentials for counter in item.looked_at):
+                outcomes.append((False, CredentialsMoved()))
+                continue
             if part.followed:  # a follower's frame shows 25 waiting tracks
                 item.front = max(item.front, PLAYER_FRONT)
             before = player_copy(part.current)
@@ -7944,10 +7988,17 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+_BODY_KEPT = "xenon_elixir.body"
+"""Where a request's body is kept in its scope once read."""
+
+
 async def request_body(request: Request) -> bytes:
     """``request.body()`` as Litestar reads it (a 413 past the route's limit, judged first by the
     announced length; a client that leaves mid-body is an error) without building every header
     to read one, which cost a tenth of a play."""
+    kept = request.scope.get(_BODY_KEPT)
+    if kept is not None:  # the request is asked again (see looked_at_by_the_change)
+        return cast(bytes, kept)
     limit = request.route_handler.resolve_request_max_body_size() or math.inf
     announced = header(request.scope, b"content-length")
     try:
@@ -7966,7 +8017,8 @@ async def request_body(request: Request) -> bytes:
                     raise RequestEntityTooLarge
                 chunks.append(body)
             if not event.get("more_body", False):
-                return b"".join(chunks)
+                body = request.scope[_BODY_KEPT] = b"".join(chunks)  # type: ignore[literal-required]
+                return body
         elif event["type"] == "http.disconnect":
             raise InternalServerException("client disconnected prematurely")
 
@@ -8264,6 +8316,38 @@ async def elixir_caller(request: Request, guild_id: str) -> tuple[str, str, Elix
     return guild_id, body.user, body
 
 
+def looked_at_by_the_change(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """An Elixir write, whose only success is a committed player change: on a store that
+    defers looks (PostgreSQL), a remembered key is used without a look at the ``credentials``
+    counter of its own, and the change's transaction, which reads the counter anyway, refuses
+    the change if a credential changed since that key was checked (:class:`CredentialsMoved`).
+    Whatever else it would answer is answered only after a look, as without the deferral: the
+    request is asked again, undeferred, when the look (or the change) found a credential
+    changed. A revoke is refused from the next request on (SPEC §0), at one round trip less."""
+
+    @functools.wraps(handler)
+    async def deferred(request: Request, guild_id: str) -> T:
+        database = services_of(request).stores.database
+        if not database.defers_looks:
+            return await handler(request, guild_id)
+        looked_at: list[int] = []
+        token = _DEFERRED_LOOK.set((asyncio.current_task(), looked_at))
+        try:
+            return await handler(request, guild_id)
+        except Exception as exc:
+            if not looked_at:  # nothing remembered was used: its answer stands
+                raise
+            failed = exc
+        finally:
+            _DEFERRED_LOOK.reset(token)
+        counter = await database.credentials()
+        if any(seen != counter for seen in looked_at):  # a change found them moved, or a look did
+            return await handler(request, guild_id)
+        raise failed
+
+    return deferred
+
+
 async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     services: Services = connection.app.state.xe
     token = services.config.admin_token or ""
@@ -8511,6 +8595,7 @@ def _elixir_post(
     "which must be one of the guild's (400 otherwise); joining while connected moves the player and "
     "keeps its queue.",
 )
+@looked_at_by_the_change
 async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     try:
@@ -8531,6 +8616,7 @@ async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     description="Sets the player's volume, a whole number 0-100 (a JSON integer or a digit string); "
     "the player must be connected (400 otherwise).",
 )
+@looked_at_by_the_change
 async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
@@ -8549,6 +8635,7 @@ async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled
     "one track, or a playlist's tracks (answered as a list); playback starts if nothing was playing. "
     "404 when nothing is found; the player must be connected and its queue not full (400).",
 )
+@looked_at_by_the_change
 async def elixir_play(request: Request, guild_id: SnowflakePath) -> RawJson:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     found = await services_of(request).music.play(guild_id, body.query or "", user_id)
@@ -8567,6 +8654,7 @@ _CONTROLS_SAY = {
 def _control_route(action: str, verb: str) -> Any:
     """stop, pause and resume differ only in the player call and the message's verb."""
 
+    @looked_at_by_the_change
     async def control(request: Request, guild_id: SnowflakePath) -> Controlled:
         guild_id, user_id, _ = await elixir_caller(request, guild_id)
         await getattr(services_of(request).music, action)(guild_id)

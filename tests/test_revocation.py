@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, ADMIN_TOKEN, GUILD, SOURCE, USER, VOICE
+from conftest import ADMIN, ADMIN_TOKEN, CATALOG_FILE, GUILD, OTHER_USER, SOURCE, USER, VOICE
 from server import Server, cli
 from services import RedisServer
 from websockets.asyncio.client import connect
@@ -77,6 +77,36 @@ def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(
             )
         answers.append(a.post(f"{API}/{GUILD}/join", json=body, headers=auth).status_code)
     assert answers == [401] * ROUNDS
+
+
+def test_a_play_is_queued_once_when_another_key_changes_and_refused_once_its_key_is_revoked(
+    db_path: str, tmp_path: Path
+) -> None:
+    """A play with a remembered key is checked by its own transaction on PostgreSQL (no look
+    of its own). The CLI beside the server (no Redis: nothing tells the server but the store)
+    changes another user's key before each play: the play's transaction finds the credentials
+    moved, the play is asked again after a look and queued exactly once. Once its own key is
+    revoked, the next play is refused with 401 and queues nothing."""
+    cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+    cli(db_path, "import-tracks", str(CATALOG_FILE))
+    key = cli(db_path, "genkey", GUILD, USER)
+    server = Server(db_path, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, XE_RATE_LIMITS="off")
+    plays = 5
+    try:
+        with httpx.Client(base_url=server.url, timeout=10, headers={"Authorization": f"Bearer {key}"}) as a:
+            play = lambda: a.post(f"{API}/{GUILD}/play", json={"user": USER, "query": "magia"})  # noqa: E731
+            size = lambda: len(a.get(f"{API}/{GUILD}/queue").json()["queue"]) + 1  # noqa: E731
+            assert a.post(f"{API}/{GUILD}/join", json={"user": USER, "channel": VOICE}).status_code == 200
+            answers = []
+            for _ in range(plays):
+                cli(db_path, "genkey", GUILD, OTHER_USER, "--rotate")  # the credentials counter moves
+                answers.append(play().status_code)
+            queued = size()
+            cli(db_path, "revoke-key", GUILD, USER)
+            answers.append(play().status_code)
+            assert (answers, queued, size()) == ([200] * plays + [401], plays, plays)
+    finally:
+        server.stop()
 
 
 def test_a_bot_token_revoked_through_one_process_is_refused_by_the_other_at_once(
