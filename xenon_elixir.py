@@ -87,6 +87,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import (
     AsyncIterator,
@@ -1989,20 +1990,29 @@ class CredentialsMoved(Exception):
     answer its request used was checked: the request is asked again, with a look of its own."""
 
 
-_DEFERRED_LOOK: contextvars.ContextVar[tuple[asyncio.Task[Any] | None, list[int]] | None] = (
-    contextvars.ContextVar("xenon_elixir_deferred_look", default=None)
+@dataclasses.dataclass(slots=True)
+class DeferredLook:
+    """A request whose credentials look is deferred to its player change's transaction
+    (:func:`looked_at_by_the_change`): the ``credentials`` counters its remembered credentials
+    were checked at, and whether its change was handed to the store."""
+
+    task: weakref.ref[asyncio.Task[Any]]
+    looked_at: list[int] = dataclasses.field(default_factory=list)
+    submitted: bool = False
+
+
+_DEFERRED_LOOK: contextvars.ContextVar[DeferredLook | None] = contextvars.ContextVar(
+    "xenon_elixir_deferred_look", default=None
 )
 
 
-def deferred_look() -> list[int] | None:
-    """While a request's credentials look is deferred to its player change's transaction
-    (:func:`looked_at_by_the_change`), the ``credentials`` counters its remembered credentials
-    were checked at; ``None`` otherwise (and in any task the request started: a timer or a
-    batch inherits its context, not its deferral)."""
+def deferred_look() -> DeferredLook | None:
+    """The request's deferred look, in the request's own task only (a timer or a batch the
+    request started inherits its context, not its deferral)."""
     held = _DEFERRED_LOOK.get()
-    if held is None or held[0] is not asyncio.current_task():
+    if held is None or held.task() is not asyncio.current_task():
         return None
-    return held[1]
+    return held
 
 
 class Remembering:
@@ -2042,7 +2052,7 @@ class Remembering:
         if credential:
             deferred = deferred_look()
             if deferred is not None and (answer := self.answers.get(tag, key)) is not _MISSING:
-                deferred.append(self.answers.credentials)  # the change's transaction looks
+                deferred.looked_at.append(self.answers.credentials)  # the change's transaction looks
                 return cast(T, answer)
             self.answers.credentials_at(await self.credentials())
         elif not self.trusted() or (
@@ -3132,7 +3142,9 @@ class PlayerStore(Area):
         ``after(player, seq, followed)`` runs right after the commit, in commit order. Returns
         the stored player with the first ``front`` entries (a change needs the current track and
         the next; a follower's frame, 26: as many when the fleet follows the guild)."""
-        looked_at = tuple(deferred_look() or ())
+        deferred, looked_at = deferred_look(), tuple[int, ...]()
+        if deferred is not None:
+            deferred.submitted, looked_at = True, tuple(deferred.looked_at)
         return await self.commit(
             guild_id, PendingChange(guild_id, change, now, after, front, looked_at=looked_at)
         )
@@ -5890,12 +5902,18 @@ class RedisBroker:
         self.reading = False
         """Whether the stream is being read now (not while Redis is away)."""
         self.epoch = 0
-        """Times the stream was read again after Redis was away (what Redis kept may be gone)."""
+        """Times the stream was read again after Redis was away, or found Redis emptied (what
+        it kept, the watches' keys among it, may be gone)."""
+        self._boot_key = f"{config.redis_prefix}boot"
+        self._boot: bytes | None = None
+        """The mark of this Redis's data as this process last saw it: a restart that kept
+        nothing, or a flush, loses it, and the next stream read notices."""
         self.on_back: Callable[[], None] | None = None
         """Called when the stream is read again after Redis was away (events on it may be lost)."""
 
     async def start(self, deliver: Callable[[str, int, str], None]) -> None:
         try:
+            self._boot = await self._booted(None)
             last = (await self._redis.xinfo_stream(self._key))["last-generated-id"]
         except self._errors as exc:
             raise StoreError(f"cannot reach Redis at XE_REDIS_URL: {exc}") from exc
@@ -5937,19 +5955,32 @@ class RedisBroker:
             for _ in batch:
                 self._outbox.popleft()
 
+    async def _booted(self, boot: bytes | None) -> bytes:
+        """The mark of Redis's data: the one there, or a new one where there is none."""
+        if boot is None:
+            await self._redis.set(self._boot_key, secrets.token_hex(8), nx=True)
+            boot = await self._redis.get(self._boot_key)
+        return cast(bytes, boot)
+
     async def _read(self, deliver: Callable[[str, int, str], None], last: bytes) -> None:
         failures = 0
         while True:
             try:
-                answer = await self._redis.xread({self._key: last}, count=500, block=1000)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.get(self._boot_key)  # in the same round trip: was Redis emptied?
+                    pipe.xread({self._key: last}, count=500, block=1000)
+                    boot, answer = await pipe.execute()
+                emptied = boot != self._boot
+                if emptied:  # a restart that kept nothing, or a flush, between two reads
+                    self._boot = await self._booted(boot)
             except self._errors as exc:
                 self.reading = False
                 failures += 1
                 await _backing_off("events not received", exc, failures)
                 continue
-            away, self.reading, failures = failures > 0, True, 0
+            away, self.reading, failures = failures > 0 or emptied, True, 0
             self.epoch += away
-            for _, entries in answer:
+            for _, entries in answer or ():
                 for entry_id, fields in entries:
                     last = entry_id
                     if fields[b"o"].decode() != self._origin:
@@ -7997,7 +8028,9 @@ async def request_body(request: Request) -> bytes:
     announced length; a client that leaves mid-body is an error) without building every header
     to read one, which cost a tenth of a play."""
     kept = request.scope.get(_BODY_KEPT)
-    if kept is not None:  # the request is asked again (see looked_at_by_the_change)
+    if isinstance(kept, BaseException):  # the request is asked again (see looked_at_by_the_change)
+        raise kept
+    if kept is not None:
         return cast(bytes, kept)
     limit = request.route_handler.resolve_request_max_body_size() or math.inf
     announced = header(request.scope, b"content-length")
@@ -8013,8 +8046,9 @@ async def request_body(request: Request) -> bytes:
         if event["type"] == "http.request":
             if body := event["body"]:
                 size += len(body)
-                if size > limit:
-                    raise RequestEntityTooLarge
+                if size > limit:  # read in part: asked again, it is refused again
+                    refused = request.scope[_BODY_KEPT] = RequestEntityTooLarge()  # type: ignore[literal-required]
+                    raise refused
                 chunks.append(body)
             if not event.get("more_body", False):
                 body = request.scope[_BODY_KEPT] = b"".join(chunks)  # type: ignore[literal-required]
@@ -8328,20 +8362,25 @@ def looked_at_by_the_change(handler: Callable[..., Awaitable[T]]) -> Callable[..
     @functools.wraps(handler)
     async def deferred(request: Request, guild_id: str) -> T:
         database = services_of(request).stores.database
-        if not database.defers_looks:
+        task = asyncio.current_task()
+        if not database.defers_looks or task is None:
             return await handler(request, guild_id)
-        looked_at: list[int] = []
-        token = _DEFERRED_LOOK.set((asyncio.current_task(), looked_at))
+        look = DeferredLook(weakref.ref(task))
+        token = _DEFERRED_LOOK.set(look)
         try:
             return await handler(request, guild_id)
         except Exception as exc:
-            if not looked_at:  # nothing remembered was used: its answer stands
+            # Its answer stands: nothing remembered was used; a 401 (never a stale yes); or the
+            # change was handed over and not refused for the credentials (the change's own look
+            # passed, or it may have committed: it is never made twice).
+            unverified = look.submitted and not isinstance(exc, CredentialsMoved)
+            if not look.looked_at or unverified or (isinstance(exc, ApiError) and exc.status_code == 401):
                 raise
             failed = exc
         finally:
             _DEFERRED_LOOK.reset(token)
         counter = await database.credentials()
-        if any(seen != counter for seen in looked_at):  # a change found them moved, or a look did
+        if any(seen != counter for seen in look.looked_at):  # a change found them moved, or a look did
             return await handler(request, guild_id)
         raise failed
 

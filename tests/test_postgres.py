@@ -286,3 +286,35 @@ def test_a_players_forget_reaches_the_fleet_only_while_some_process_watches_it(
         return seen
 
     assert asyncio.run(main()) == [[], 20, 30, [["player", GUILD]], 1, 40]
+
+
+def test_a_watch_lost_with_redis_data_is_noticed_and_its_player_read_again(
+    postgres_db: str, redis_fresh: Any
+) -> None:
+    """Redis loses its data without a broken connection (a restart between two stream reads,
+    which the client rides over; here, a flush): the watch keys are gone, so another process's
+    forget of a watched player is dropped; the stream's next read notices (its mark of Redis's
+    data is gone), and the remembered player is read again."""
+    import redis.asyncio
+
+    async def main() -> list[Any]:
+        config = xe.Config(db=postgres_db, redis_url=redis_fresh.url)
+        client = redis.asyncio.from_url(redis_fresh.url)
+        seen: list[Any] = []  # checked once both have closed
+        async with xe.Host.open(config) as here, xe.Host.open(config) as there:
+            await there.put_guild(GUILD, "G", [VOICE])
+            await there.join(GUILD, VOICE)
+            await there.set_volume(GUILD, 20)
+            seen.append((await here.player_state(GUILD)).volume)  # remembered here, watched
+            await client.flushall()
+            await there.set_volume(GUILD, 30)  # its forget finds no watch key: not published
+            for _ in range(300):  # the stream's next read comes within its 1 s block
+                volume = (await here.player_state(GUILD)).volume
+                if volume == 30:
+                    break
+                await asyncio.sleep(0.01)
+            seen.append(volume)
+        await client.aclose()
+        return seen
+
+    assert asyncio.run(main()) == [20, 30]
