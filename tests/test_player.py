@@ -395,24 +395,10 @@ def test_a_skip_to_a_shorter_track_has_its_end_published_when_it_ends(
         assert ended["track"]["identifier"] == "6g2BiiVQqY5v1S4HIrM54F" and ended["queued"] == 0
 
 
-def _tracks(prefix: str, count: int) -> list[xe.Track]:
-    return [
-        xe.Track(
-            source="youtube",
-            identifier=f"{prefix}{i:03d}",
-            title=f"Song {i}",
-            author="A",
-            length=60_000,
-            uri=f"https://y.com/{prefix}{i}",
-        )
-        for i in range(count)
-    ]
-
-
-def _enqueue(track: xe.Track) -> Any:
+def _enqueue(queued: xe.Track) -> Any:
     def change(player: xe.Player | None) -> xe.Player | None:
         assert player is not None
-        player.enqueue([track], USER, 1000.0, 100)
+        player.enqueue([queued], USER, 1000.0, 100)
         return player
 
     return change
@@ -422,7 +408,7 @@ def test_changes_of_many_guilds_at_once_commit_together_each_guild_in_its_order(
     """Changes of 12 guilds that arrive together go into one transaction (group commit across
     guilds), and each guild's changes are applied, numbered and queued in the order they came."""
     guilds = [str(int(GUILD) + 4096 * i) for i in range(12)]
-    tracks = _tracks("t", 3)
+    tracks = [track(f"t{i:03d}", 60_000) for i in range(3)]
 
     async def run() -> tuple[int, dict[str, list[int]], dict[str, list[tuple[int, str]]]]:
         async with xe.Host.open(xe.Config(db=db_path, clock=lambda: 1000.0)) as host:
@@ -438,8 +424,8 @@ def test_changes_of_many_guilds_at_once_commit_together_each_guild_in_its_order(
                 return lambda player, seq, followed: numbers[guild].append(seq)
 
             changes = [
-                stores.players.change(guild, _enqueue(track), 1000.0, numbered(guild))
-                for track in tracks
+                stores.players.change(guild, _enqueue(queued), 1000.0, numbered(guild))
+                for queued in tracks
                 for guild in guilds
             ]
             await asyncio.gather(*changes)
@@ -463,7 +449,7 @@ def test_changes_of_many_guilds_at_once_commit_together_each_guild_in_its_order(
 def test_a_play_and_a_skip_of_it_in_one_transaction_leave_no_entry_behind(db_path: str) -> None:
     """A track appended and skipped by changes grouped into one transaction is never written:
     the stored queue is what the answers said (empty), and the next play starts alone."""
-    first, second = _tracks("p", 2)
+    first, second = track("p000", 60_000), track("p001", 60_000)
 
     def skip(player: xe.Player | None) -> xe.Player | None:
         assert player is not None
