@@ -47,6 +47,10 @@ To change...
                           as the example, and STORES at the end of 10 (the URL's scheme).
     the sandbox           read 26 (its faults, clock, record, reset and routes; 28 installs its
                           layer and lifespan), and 29 for sandbox() and the pytest fixture.
+    revocation            read 7 (CREDENTIAL_TAGS and Remembering: each use of a remembered
+                          credential looks at the credentials counter, or defers the look to its
+                          player change, deferred_look), 10 (a batch's read takes the counter) and
+                          20 (looked_at_by_the_change: the Elixir writes that defer it).
 
     uvicorn xenon_elixir:app            # reads XE_* from the environment
     xenon-elixir serve --db bot.db      # the same, from the command line
