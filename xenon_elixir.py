@@ -8609,12 +8609,14 @@ def _elixir_post(
     description: str,
     **options: Any,
 ) -> Any:
-    """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape.
-    ``responses_200`` documents the answer of a route that returns :class:`RawJson` bytes."""
+    """An Elixir write route: 200 on success, its body documented, its errors in Elixir's shape,
+    its key's look deferred to its player change (:func:`looked_at_by_the_change`: every Elixir
+    write succeeds only through one). ``responses_200`` documents the answer of a route that
+    returns :class:`RawJson` bytes."""
     requires = [one_of_names("user", "user.id")]
     if body is ElixirJoinBody:
         requires.append(one_of_names("channel", "channel.id"))
-    return post(
+    route = post(
         path,
         status_code=200,
         responses={
@@ -8627,6 +8629,7 @@ def _elixir_post(
         **_ELIXIR,
         **options,
     )
+    return lambda handler: route(looked_at_by_the_change(handler))
 
 
 @_elixir_post(
@@ -8638,7 +8641,6 @@ def _elixir_post(
     "which must be one of the guild's (400 otherwise); joining while connected moves the player and "
     "keeps its queue.",
 )
-@looked_at_by_the_change
 async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     try:
@@ -8659,7 +8661,6 @@ async def elixir_join(request: Request, guild_id: SnowflakePath) -> Joined:
     description="Sets the player's volume, a whole number 0-100 (a JSON integer or a digit string); "
     "the player must be connected (400 otherwise).",
 )
-@looked_at_by_the_change
 async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     volume = volume_of(body.volume)
@@ -8678,7 +8679,6 @@ async def elixir_volume(request: Request, guild_id: SnowflakePath) -> Controlled
     "one track, or a playlist's tracks (answered as a list); playback starts if nothing was playing. "
     "404 when nothing is found; the player must be connected and its queue not full (400).",
 )
-@looked_at_by_the_change
 async def elixir_play(request: Request, guild_id: SnowflakePath) -> RawJson:
     guild_id, user_id, body = await elixir_caller(request, guild_id)
     found = await services_of(request).music.play(guild_id, body.query or "", user_id)
@@ -8697,7 +8697,6 @@ _CONTROLS_SAY = {
 def _control_route(action: str, verb: str) -> Any:
     """stop, pause and resume differ only in the player call and the message's verb."""
 
-    @looked_at_by_the_change
     async def control(request: Request, guild_id: SnowflakePath) -> Controlled:
         guild_id, user_id, _ = await elixir_caller(request, guild_id)
         await getattr(services_of(request).music, action)(guild_id)
