@@ -184,7 +184,6 @@ __version__ = "0.1.0"
 log = logging.getLogger("xenon_elixir")
 
 T = TypeVar("T")
-K = TypeVar("K")
 W = TypeVar("W")
 
 MIB = 1024 * 1024
@@ -2112,15 +2111,15 @@ class TurnLook(Generic[T]):
         return self._looked[0]
 
 
-class GroupCommit(Generic[K, W]):
-    """Group commit: work that arrives while a batch of its key commits waits, and goes into the
-    key's next batch together. ``commit(key, batch)`` commits one batch and answers each item's
-    future (``done(item)``); a batch that fails as a whole fails each of its items. SQLite has one
-    key (its one writer), and so do PostgreSQL's players (every guild's changes of a process)."""
+class GroupCommit(Generic[W]):
+    """Group commit: work that arrives while a batch commits waits, and goes into the next batch
+    together. ``commit(batch)`` commits one batch and answers each item's future
+    (``done(item)``); a batch that fails as a whole fails each of its items. SQLite's writer
+    groups every write, PostgreSQL's players every guild's changes of a process."""
 
     def __init__(
         self,
-        commit: Callable[[K, list[W]], Awaitable[None]],
+        commit: Callable[[list[W]], Awaitable[None]],
         done: Callable[[W], asyncio.Future[Any]],
         linger: float = 0.0,
     ) -> None:
@@ -2128,32 +2127,30 @@ class GroupCommit(Generic[K, W]):
         self._done = done
         self._linger = linger
         """Seconds a batch that follows another at once waits for more (a lone change never waits)."""
-        self._waiting: dict[K, list[W]] = {}
-        self._running: dict[K, asyncio.Task[None]] = {}
+        self._waiting: list[W] = []
+        self._running: asyncio.Task[None] | None = None
 
-    def add(self, key: K, item: W) -> None:
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            waiting = self._waiting[key] = []
-            self._running[key] = asyncio.create_task(self._run(key))
-        waiting.append(item)
+    def add(self, item: W) -> None:
+        self._waiting.append(item)
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
 
-    async def _run(self, key: K) -> None:
+    async def _run(self) -> None:
         try:
-            while batch := self._waiting.get(key):
-                self._waiting[key] = []  # what comes meanwhile is the next batch
+            while batch := self._waiting:
+                self._waiting = []  # what comes meanwhile is the next batch
                 try:
-                    await self._commit(key, batch)
+                    await self._commit(batch)
                 except BaseException as exc:  # the batch failed together
                     self._fail(batch, exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-                if self._linger and self._waiting.get(key):  # busy: let the next batch grow
+                if self._linger and self._waiting:  # busy: let the next batch grow
                     await asyncio.sleep(self._linger)
         finally:
-            if left := self._waiting.pop(key, None):  # its task was cancelled: they go nowhere
+            left, self._waiting, self._running = self._waiting, [], None
+            if left:  # its task was cancelled: they go nowhere
                 self._fail(left, asyncio.CancelledError())
-            del self._running[key]
 
     def _fail(self, batch: list[W], exc: BaseException) -> None:
         for item in batch:
@@ -2167,7 +2164,8 @@ class GroupCommit(Generic[K, W]):
 
     async def drain(self) -> None:
         """Wait for the batches under way: acknowledged or not, started changes are finished."""
-        await asyncio.gather(*self._running.values())
+        if self._running is not None:
+            await asyncio.gather(self._running)
 
 
 # Who may serve one database together, on every store: each server says what it is (its mark)
@@ -3149,11 +3147,9 @@ class PlayerStore(Area):
         deferred, looked_at = deferred_look(), tuple[int, ...]()
         if deferred is not None:
             deferred.submitted, looked_at = True, tuple(deferred.looked_at)
-        return await self.commit(
-            guild_id, PendingChange(guild_id, change, now, after, front, looked_at=looked_at)
-        )
+        return await self.commit(PendingChange(guild_id, change, now, after, front, looked_at=looked_at))
 
-    async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
+    async def commit(self, pending: PendingChange) -> Player | None:
         """Commit ``pending`` (alone or with others); the player as it stored it."""
         raise NotImplementedError
 
@@ -3481,10 +3477,16 @@ class SqlitePlayers(PlayerStore):
         super().__init__(database)
         self.sqlite = database
 
-    async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
+    async def commit(self, pending: PendingChange) -> Player | None:
         flipped = False  # connected or disconnected by this change
         database = self.sqlite
-        change, now, after, front = pending.change, pending.now, pending.after, pending.front
+        guild_id, change, now, after, front = (
+            pending.guild_id,
+            pending.change,
+            pending.now,
+            pending.after,
+            pending.front,
+        )
 
         async def run(tx: SqliteTransaction) -> tuple[Player | None, int, bool]:
             nonlocal flipped
@@ -3697,7 +3699,7 @@ class SqliteWriter:
         player as the last change wrote it); emptied with every transaction and every refusal."""
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xenon-elixir-writer")
         self._conn: sqlite3.Connection | None = None
-        self._batches: GroupCommit[None, _Write] = GroupCommit(self._commit_batch, lambda write: write.done)
+        self._batches: GroupCommit[_Write] = GroupCommit(self._commit_batch, lambda write: write.done)
         self.on_commit: Callable[[float], None] | None = None
         """Told the seconds each transaction took, from handing it over to its commit (metrics)."""
 
@@ -3719,10 +3721,10 @@ class SqliteWriter:
         self, run: Callable[[Transaction], Awaitable[T]], forgets: Tags, after: Callable[[T], None] | None
     ) -> T:
         done = asyncio.get_running_loop().create_future()
-        self._batches.add(None, _Write(run, done, forgets, after))
+        self._batches.add(_Write(run, done, forgets, after))
         return await done
 
-    async def _commit_batch(self, _: None, batch: list[_Write]) -> None:
+    async def _commit_batch(self, batch: list[_Write]) -> None:
         began = time.perf_counter()
         try:
             outcomes, foreign = await asyncio.get_running_loop().run_in_executor(
@@ -4826,7 +4828,7 @@ class PostgresPlayers(PlayerStore):
     def __init__(self, database: PostgresDatabase) -> None:
         super().__init__(database)
         self.pg = database
-        self._batches: GroupCommit[None, PendingChange] = GroupCommit(
+        self._batches: GroupCommit[PendingChange] = GroupCommit(
             self._commit_batch, _future_of, linger=PG_PLAYERS_LINGER
         )
 
@@ -4834,16 +4836,16 @@ class PostgresPlayers(PlayerStore):
     async def read(cls, tx: Transaction, guild_id: str, front: int | None = PLAYER_FRONT) -> Player | None:
         return _pg_player_of(guild_id, await tx.all(cls.player_front, guild_id, front))
 
-    async def commit(self, guild_id: str, pending: PendingChange) -> Player | None:
+    async def commit(self, pending: PendingChange) -> Player | None:
         """Every guild's changes go in one line, applied in the order they came, a batch at a time."""
         done = pending.done = asyncio.get_running_loop().create_future()
-        self._batches.add(None, pending)
+        self._batches.add(pending)
         return await done
 
     async def follow(self, guild_id: str, until: float) -> None:
         await self.pg.write(functools.partial(_pg_lease, guild_id, until), first=_pg_guilds_lock([guild_id]))
 
-    async def _commit_batch(self, _: None, batch: list[PendingChange]) -> None:
+    async def _commit_batch(self, batch: list[PendingChange]) -> None:
         guilds: dict[str, _GuildInBatch] = {}  # filled by _run, in the order the guilds came
 
         def committed(outcomes: list[tuple[bool, Any, int]]) -> None:
