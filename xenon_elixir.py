@@ -3102,6 +3102,14 @@ class PlayerStore(Area):
         ON CONFLICT (guild_id) DO UPDATE SET channel_id = excluded.channel_id, volume = excluded.volume,
             paused = excluded.paused, position = excluded.position, anchor = excluded.anchor,
             ends_at = excluded.ends_at, size = excluded.size"""
+    """Stores a player's row (:meth:`row_of`), new or changed."""
+
+    @staticmethod
+    def row_of(player: Player) -> tuple[Any, ...]:
+        """The player's row of ``players``, in :attr:`upsert`'s order."""
+        clock = (player.position, player.anchor, player.ends_at, player.size)
+        return (player.guild_id, player.channel_id, player.volume, player.paused, *clock)
+
     delete = "DELETE FROM players WHERE guild_id = ?"
     queue_clear = "DELETE FROM queue WHERE guild_id = ?"
     # Entries are only appended and taken from the front: the front ones are the lowest ids.
@@ -3527,8 +3535,7 @@ class SqlitePlayers(PlayerStore):
             entry.entry_id = await tx.insert(
                 self.queue_append, guild_id, *track_row(entry.track), entry.requested_by
             )
-        row = (guild_id, player.channel_id, player.volume, player.paused, player.position, player.anchor)
-        await tx.run(self.upsert, *row, player.ends_at, player.size)
+        await tx.run(self.upsert, *self.row_of(player))
         player.dropped, player.appended = 0, []
 
 
@@ -4682,6 +4689,12 @@ _PG_QUEUE_APPEND = f"""
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                          $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[])
     RETURNING guild_id, entry_id"""
+_PG_PLAYERS_UPSERT = PlayerStore.upsert.replace(
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], $17::boolean[], $18::double precision[], "
+    "$19::double precision[], $20::double precision[], $21::bigint[])",
+)
+"""PlayerStore.upsert (its one conflict rule) over the arrays of a batch's rows."""
 _PG_BATCH_WRITE = f"""
     WITH dropped AS (
         DELETE FROM queue WHERE entry_id IN (
@@ -4689,14 +4702,7 @@ _PG_BATCH_WRITE = f"""
             LATERAL (SELECT entry_id FROM queue WHERE queue.guild_id = d.guild_id
                      ORDER BY entry_id LIMIT d.n) AS f)
     ), appended AS ({_PG_QUEUE_APPEND}
-    ), stored AS (
-        INSERT INTO players (guild_id, channel_id, volume, paused, position, anchor, ends_at, size)
-        SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], $17::boolean[],
-                             $18::double precision[], $19::double precision[],
-                             $20::double precision[], $21::bigint[])
-        ON CONFLICT (guild_id) DO UPDATE SET channel_id = excluded.channel_id,
-            volume = excluded.volume, paused = excluded.paused, position = excluded.position,
-            anchor = excluded.anchor, ends_at = excluded.ends_at, size = excluded.size
+    ), stored AS ({_PG_PLAYERS_UPSERT}
     ), numbered AS (
         INSERT INTO player_seqs (guild_id, seq)
         SELECT n.guild_id, (SELECT value FROM counters WHERE name = 'player_seq') + n.done
@@ -4766,18 +4772,7 @@ async def _pg_write_batch(
         if player.dropped:
             drops.append((guild_id, player.dropped))
         entries += [(guild_id, *track_row(e.track), e.requested_by) for e in player.appended]
-        players.append(
-            (
-                guild_id,
-                player.channel_id,
-                player.volume,
-                player.paused,
-                player.position,
-                player.anchor,
-                player.ends_at,
-                player.size,
-            )
-        )
+        players.append(PlayerStore.row_of(player))
     if not counts:
         return {}
     rows = await tx.conn.fetch(
