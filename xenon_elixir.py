@@ -1899,6 +1899,8 @@ class RememberedAnswers:
         """Forgets so far (of a tag, or of everything): the mark a read takes before it reads."""
         self._forgotten_at: dict[tuple[Any, ...], int] = {}
         self._cleared_at = 0
+        self.reads: dict[tuple[Any, ...], ReadUnderWay] = {}
+        """The reads of answers under way, by tag and key, that later askers may share."""
 
     def credentials_at(self, counter: int) -> None:
         """The ``credentials`` counter, just looked at: a credential changed since the last
@@ -1948,6 +1950,32 @@ class RememberedAnswers:
         """Whether nothing ``tag`` covers was forgotten since ``mark`` (:attr:`forgets` then): an
         answer read meanwhile may be remembered, whatever else the fleet's writes forgot."""
         return self._cleared_at <= mark and self._forgotten_at.get(tag, 0) <= mark
+
+
+class ReadLeft(Exception):
+    """The request whose read others shared was cancelled before the answer came."""
+
+
+@dataclasses.dataclass(slots=True)
+class ReadUnderWay:
+    """A remembered answer's read under way, begun at ``mark`` (:attr:`RememberedAnswers.forgets`),
+    ``seen`` and ``credentials``: a request that asks for the same answer meanwhile, while nothing
+    it covers was forgotten since, shares it (``shared``, made by the first to share)."""
+
+    seen: Any
+    mark: int
+    credentials: int
+    shared: asyncio.Future[Any] | None = None
+
+    def settle(self, answer: Any, failure: BaseException | None = None) -> None:
+        if self.shared is None:
+            return
+        if failure is None:
+            self.shared.set_result(answer)
+            return
+        # a cancelled reader's sharers read for themselves; a failed read fails them all
+        self.shared.set_exception(ReadLeft() if isinstance(failure, asyncio.CancelledError) else failure)
+        self.shared.exception()  # retrieved: its sharers may all have gone
 
 
 class FreshLook(Generic[T]):
@@ -2064,15 +2092,41 @@ class Remembering:
             return await read()
         answer = self.answers.get(tag, key)
         if answer is _MISSING:
-            seen, mark, credentials = self.seen(), self.answers.forgets, self.answers.credentials
-            answer = await read()
-            if credential:
-                fresh = credentials == self.answers.credentials  # no newer look meanwhile
-            else:
-                fresh = seen == self.seen() and self.answers.unchanged(tag, mark)
-            if keep(answer) and fresh:
-                self.answers.put(tag, key, answer)
+            answer = await self._read_answer(tag, key, read, keep, credential)
         return answer
+
+    async def _read_answer(self, tag: Tag, key: Tag, read: Read[T], keep: Keep[T], credential: bool) -> T:
+        """Read an answer not remembered, and remember it if nothing changed it meanwhile. A
+        request that asks while the same answer is being read, and nothing it covers was forgotten
+        since that read began, shares that read: one query for a crowd (a process's first seconds,
+        or the many readers of an answer a write has just forgotten)."""
+        answers, place = self.answers, (tag, key)
+        under_way = answers.reads.get(place)
+        if under_way is not None and self._fresh(under_way, tag, credential):
+            if under_way.shared is None:
+                under_way.shared = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(ReadLeft):
+                return cast(T, await asyncio.shield(under_way.shared))
+        mine = answers.reads[place] = ReadUnderWay(self.seen(), answers.forgets, answers.credentials)
+        try:
+            answer = await read()
+        except BaseException as exc:
+            mine.settle(None, exc)
+            raise
+        finally:
+            if answers.reads.get(place) is mine:
+                del answers.reads[place]
+        mine.settle(answer)
+        if keep(answer) and self._fresh(mine, tag, credential):
+            answers.put(tag, key, answer)
+        return answer
+
+    def _fresh(self, read: ReadUnderWay, tag: Tag, credential: bool) -> bool:
+        """Whether what ``read`` reads is as good as a read begun now: for a credential, no newer
+        look at the counter since; for any other answer, nothing ``tag`` covers forgotten since."""
+        if credential:
+            return read.credentials == self.answers.credentials
+        return read.seen == self.seen() and self.answers.unchanged(tag, read.mark)
 
 
 @contextlib.asynccontextmanager

@@ -230,6 +230,126 @@ def test_an_answer_read_while_other_tags_are_forgotten_is_remembered_but_not_acr
     asyncio.run(scenario())
 
 
+def test_a_crowd_asking_for_one_answer_shares_one_read_unless_it_was_forgotten_meanwhile() -> None:
+    """Many requests asking for an answer no process remembers (a process's first seconds, or
+    the readers of an answer a write has just forgotten) share the one read under way. One that
+    asks after a forget of what that read covers reads for itself, and only its answer is kept."""
+    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
+    database.shared(lambda tags: None, lambda: True)  # every process's forgets reach this one
+    tag = ("mapper", SOURCE, TARGET)
+    reads: list[asyncio.Event] = []
+
+    async def read() -> str:
+        reads.append(asyncio.Event())
+        number = len(reads)
+        await reads[-1].wait()
+        return f"answer {number}"
+
+    async def scenario() -> None:
+        ask = lambda: asyncio.create_task(database.remembered(tag, (), read))  # noqa: E731
+        crowd = [ask() for _ in range(5)]
+        await asyncio.sleep(0)
+        assert len(reads) == 1  # one read for the five
+        database.forget([tag])  # a write changes it while it is read
+        late = ask()
+        await asyncio.sleep(0)
+        assert len(reads) == 2  # asked after the forget: its own read
+        for event in reads:
+            event.set()
+        assert await asyncio.gather(*crowd) == ["answer 1"] * 5
+        assert await late == "answer 2"
+        assert await database.remembered(tag, (), read) == "answer 2"  # the later read was kept
+        assert len(reads) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_shared_read_whose_reader_is_cancelled_is_read_again_and_a_failed_one_fails_all() -> None:
+    """The request whose read others share may go (its client closed): they read for themselves,
+    not cancelled with it. A read that fails (the database away) fails every request sharing it
+    with the same error, rather than each trying again at once."""
+    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
+    database.shared(lambda tags: None, lambda: True)
+    tag = ("connected", GUILD)
+    gate = asyncio.Event()
+    reads: list[str] = []
+
+    async def read() -> bool:
+        reads.append("read")
+        await gate.wait()
+        return True
+
+    async def failing() -> bool:
+        reads.append("failing")
+        await asyncio.sleep(0)
+        raise xe.Unavailable(xe.PG_AWAY)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(database.remembered(tag, (), read))
+        await asyncio.sleep(0)
+        sharing = asyncio.create_task(database.remembered(tag, (), read))
+        await asyncio.sleep(0)
+        first.cancel()
+        for _ in range(10):  # the cancellation reaches the sharer in a few turns of the loop
+            await asyncio.sleep(0)
+        assert reads == ["read", "read"]  # the sharer reads for itself
+        gate.set()
+        assert await sharing is True
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        reads.clear()
+        tag2 = ("connected", "2")
+        crowd = [asyncio.create_task(database.remembered(tag2, (), failing)) for _ in range(3)]
+        outcomes = await asyncio.gather(*crowd, return_exceptions=True)
+        assert reads == ["failing"]
+        assert all(isinstance(outcome, xe.Unavailable) for outcome in outcomes), outcomes
+
+    asyncio.run(scenario())
+
+
+def test_a_key_read_is_not_shared_across_a_move_of_the_credentials_counter(postgres_db: str) -> None:
+    """A request that looked at the ``credentials`` counter after another process moved it (a
+    revoke) does not share a key's read begun before the move: its answer could be the key
+    before its revoke."""
+
+    async def scenario() -> list[str]:
+        database = await xe.PostgresDatabase(postgres_db).open()
+        database.shared(lambda tags: None, lambda: True)
+        other = await xe.PostgresDatabase(postgres_db).open()  # another process of the fleet
+        gate = asyncio.Event()
+        reads: list[str] = []
+
+        async def read() -> str:
+            reads.append("read")
+            number = len(reads)
+            await gate.wait()
+            return f"key row {number}"
+
+        try:
+            ask = lambda: asyncio.create_task(database.remembered(("keys",), ("hash",), read))  # noqa: E731
+            first = ask()
+            for _ in range(1000):
+                if reads:
+                    break
+                await asyncio.sleep(0.002)
+            before = ask()  # the counter unmoved: shares the read
+            await asyncio.sleep(0.05)
+            assert reads == ["read"]
+            await other.write(lambda tx: tx.run(xe.CREDENTIALS_MOVED))
+            after = ask()
+            for _ in range(1000):  # its look at the counter is a query: it reads once that is back
+                if len(reads) == 2:
+                    break
+                await asyncio.sleep(0.002)
+            gate.set()
+            return [await first, await before, await after]
+        finally:
+            await other.close()
+            await database.close()
+
+    assert asyncio.run(scenario()) == ["key row 1", "key row 1", "key row 2"]
+
+
 def test_a_players_forget_reaches_the_fleet_only_while_some_process_watches_it(
     postgres_db: str, redis_fresh: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
