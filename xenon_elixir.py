@@ -4385,6 +4385,10 @@ class PostgresConnections:
             errors.ReadOnlySQLTransactionError,
             errors.InsufficientResourcesError,
             errors.ConnectionFailureError,
+            # a connection the server cut (a restart, a failover) can answer a new query with
+            # this, its protocol still waiting for the end of the server's last words (asyncpg
+            # issue #784): a lost connection too, its close follows, and the pool opens another
+            self.asyncpg.InternalClientError,
         )
 
     def __repr__(self) -> str:
