@@ -1954,7 +1954,8 @@ class RememberedAnswers:
 
 
 class ReadLeft(Exception):
-    """The request whose read others shared was cancelled before the answer came."""
+    """The request whose read others shared went (cancelled) before the answer came: they ask
+    again, and one of them reads."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -1974,8 +1975,8 @@ class ReadUnderWay:
         if failure is None:
             self.shared.set_result(answer)
             return
-        # a cancelled reader's sharers read for themselves; a failed read fails them all
-        self.shared.set_exception(ReadLeft() if isinstance(failure, asyncio.CancelledError) else failure)
+        # a failed read fails them all; a reader that went (cancelled) leaves them to ask again
+        self.shared.set_exception(failure if isinstance(failure, Exception) else ReadLeft())
         self.shared.exception()  # retrieved: its sharers may all have gone
 
 
@@ -2106,8 +2107,10 @@ class Remembering:
         if under_way is not None and self._fresh(under_way, tag, credential):
             if under_way.shared is None:
                 under_way.shared = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(ReadLeft):
+            try:
                 return cast(T, await asyncio.shield(under_way.shared))
+            except ReadLeft:  # from the top: one of them reads, the others share again
+                return await self.remembered(tag, key, read, keep)
         mine = answers.reads[place] = ReadUnderWay(self.seen(), answers.forgets, answers.credentials)
         try:
             answer = await read()
@@ -11262,15 +11265,25 @@ def _setup_logging() -> None:
         access_log.propagate = False
 
 
-def settle_heap() -> None:
-    """Once a process this module serves whole is up (``serve``, ``sandbox``, ``uvicorn
-    xenon_elixir:app``): what it holds from its start (modules, the app, the catalog's index)
-    lives as long as the process, so the cyclic garbage collector stops scanning it
-    (``gc.freeze``). Under writes its full collections ran about twice a second (each play
-    leaves objects that outlive a young collection) and scanned all of it each time: pauses of
-    30-40 ms, the p99 of a play. An embedding program's heap is its own: left as it is."""
+@contextlib.contextmanager
+def settled_heap(whole: bool) -> Iterator[None]:
+    """While a process this module serves ``whole`` (``serve``, ``uvicorn xenon_elixir:app``)
+    is up: what it holds from its start (modules, the app, its services, the catalog's index)
+    lives as long as it serves, so the cyclic garbage collector stops scanning it
+    (``gc.freeze``), until the app's lifespan ends (then it is collectable again: a process that
+    runs the app twice keeps nothing of the first run). Under writes full collections ran about
+    twice a second (each play leaves objects that outlive a young collection) and scanned all of
+    it each time: pauses of 30-40 ms, the p99 of a play. An embedding program's heap is its own,
+    and the sandbox's (its reset replaces its services) is left as it is too."""
+    if not whole:
+        yield
+        return
     gc.collect()
     gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _Exchange:
@@ -11837,9 +11850,8 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
         _setup_logging()
         try:
             async with app.state.sandbox.running(app, _serving) if config.sandbox else _serving(app, config):
-                if app.state.get("whole_process"):
-                    settle_heap()
-                yield
+                with settled_heap(bool(app.state.get("whole_process")) and not config.sandbox):
+                    yield
             _flush_access_log()
         except asyncio.CancelledError:
             _flush_access_log()

@@ -133,23 +133,31 @@ def test_uvicorn_server_inside_a_bots_event_loop(db_path: str) -> None:
     assert asyncio.run(bot_main()) == (200, VOICE)
 
 
-def test_a_process_served_whole_freezes_its_heap_at_start_and_an_embedding_ones_is_left_alone(
+def test_a_process_served_whole_freezes_its_heap_while_it_serves_and_an_embedding_ones_is_left_alone(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``uvicorn xenon_elixir:app`` (and ``serve``) own their process: once up, what they hold
     from the start is taken out of the cyclic collector's scans (``gc.freeze``), whose full
-    collections had been the p99 of a play. An app a program embeds leaves that program's heap
-    as it is."""
+    collections had been the p99 of a play, until the lifespan ends (a second run keeps nothing
+    of the first). An app a program embeds leaves that program's heap as it is, and so does the
+    sandbox, whose reset replaces its services."""
     monkeypatch.setenv("XE_DB", db_path)
     gc.unfreeze()
     try:
         with TestClient(xe.create_app(db=db_path)) as embedded:
             assert embedded.get("/health").status_code == 200
             assert gc.get_freeze_count() == 0
+        for _ in range(2):
+            monkeypatch.delitem(vars(xe), "app", raising=False)
+            with TestClient(xe.app) as served:  # the module's own app, built from the environment
+                assert served.get("/health").status_code == 200
+                assert gc.get_freeze_count() > 1000  # the modules, the app, the store
+            assert gc.get_freeze_count() == 0  # collectable again once it ends
         monkeypatch.delitem(vars(xe), "app", raising=False)
-        with TestClient(xe.app) as served:  # the module's own app, built from the environment
-            assert served.get("/health").status_code == 200
-            assert gc.get_freeze_count() > 1000  # the modules, the app, the store
+        monkeypatch.setenv("XE_SANDBOX", "1")
+        with TestClient(xe.app) as sandbox:
+            assert sandbox.get("/health").status_code == 200
+            assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
         vars(xe).pop("app", None)

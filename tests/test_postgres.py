@@ -300,8 +300,9 @@ def test_a_crowd_asking_for_one_answer_shares_one_read_unless_it_was_forgotten_m
 
 
 def test_a_shared_read_whose_reader_is_cancelled_is_read_again_and_a_failed_one_fails_all() -> None:
-    """The request whose read others share may go (its client closed): they read for themselves,
-    not cancelled with it. A read that fails (the database away) fails every request sharing it
+    """The request whose read others share may go (its client closed): they ask again, and one
+    of them reads for all, not each for itself (a stalled database makes clients give up just
+    when crowds form). A read that fails (the database away) fails every request sharing it
     with the same error, rather than each trying again at once."""
     database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
     database.shared(lambda tags: None, lambda: True)
@@ -322,14 +323,14 @@ def test_a_shared_read_whose_reader_is_cancelled_is_read_again_and_a_failed_one_
     async def scenario() -> None:
         first = asyncio.create_task(database.remembered(tag, (), read))
         await asyncio.sleep(0)
-        sharing = asyncio.create_task(database.remembered(tag, (), read))
+        sharing = [asyncio.create_task(database.remembered(tag, (), read)) for _ in range(5)]
         await asyncio.sleep(0)
         first.cancel()
-        for _ in range(10):  # the cancellation reaches the sharer in a few turns of the loop
+        for _ in range(10):  # the cancellation reaches the sharers in a few turns of the loop
             await asyncio.sleep(0)
-        assert reads == ["read", "read"]  # the sharer reads for itself
+        assert reads == ["read", "read"]  # one of the five reads again, for all five
         gate.set()
-        assert await sharing is True
+        assert await asyncio.gather(*sharing) == [True] * 5
         with pytest.raises(asyncio.CancelledError):
             await first
         reads.clear()
@@ -338,6 +339,46 @@ def test_a_shared_read_whose_reader_is_cancelled_is_read_again_and_a_failed_one_
         outcomes = await asyncio.gather(*crowd, return_exceptions=True)
         assert reads == ["failing"]
         assert all(isinstance(outcome, xe.Unavailable) for outcome in outcomes), outcomes
+
+    asyncio.run(scenario())
+
+
+def test_a_shared_read_asked_again_while_forgets_cannot_reach_this_process_is_not_kept() -> None:
+    """Asked again after its reader went, a request takes every step of a first ask: while the
+    fleet's forgets cannot reach this process (Redis unread), it reads and remembers nothing."""
+    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
+    reading = [True]
+    database.shared(lambda tags: None, lambda: reading[0])
+    tag = ("mapper", SOURCE, TARGET)
+    gate = asyncio.Event()
+    reads: list[str] = []
+
+    async def read() -> str:
+        reads.append("read")
+        await gate.wait()
+        return f"answer {len(reads)}"
+
+    async def scenario() -> None:
+        first = asyncio.create_task(database.remembered(tag, (), read))
+        await asyncio.sleep(0)
+        sharer = asyncio.create_task(database.remembered(tag, (), read))
+        await asyncio.sleep(0)
+        reading[0] = False  # the stream stops being read
+        first.cancel()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        gate.set()
+        assert await sharer == "answer 2"
+        reading[0] = True
+        gate.clear()
+        third = asyncio.create_task(database.remembered(tag, (), read))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert reads == ["read", "read", "read"]  # nothing was kept while it could not hear
+        gate.set()
+        assert await third == "answer 3"
+        with pytest.raises(asyncio.CancelledError):
+            await first
 
     asyncio.run(scenario())
 
