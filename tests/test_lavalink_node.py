@@ -46,6 +46,36 @@ def node() -> Iterator[LavalinkStandin]:
         yield running
 
 
+HANDLED: list[dict[str, Any]] = []
+"""The node's frames the app has handled so far in this test, in order (see ``handled``)."""
+
+
+@pytest.fixture(autouse=True)
+def handled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Notes each node frame once the in-process app has handled it, so that a test moves the
+    app's clock only after the app has heard what the node said before: a ``playerUpdate``
+    (position 0 as the track starts) handled after the clock moved 7 s sets the position back
+    by 7 s, as it should, and the test would see 0 (it did, once, under CI's load)."""
+    original = xe.LavalinkPlayers._message
+
+    async def message(self: Any, frame: dict[str, Any]) -> None:
+        await original(self, frame)
+        HANDLED.append(frame)
+
+    monkeypatch.setattr(xe.LavalinkPlayers, "_message", message)
+    HANDLED.clear()
+    yield HANDLED
+    HANDLED.clear()
+
+
+def heard_the_start(guild: str) -> bool:
+    """Whether the app has handled the node's last ``TrackStartEvent`` of the guild and the
+    ``playerUpdate`` the node sends right after it."""
+    frames = [frame for frame in HANDLED if frame.get("guildId") == guild]
+    starts = [i for i, frame in enumerate(frames) if frame.get("type") == "TrackStartEvent"]
+    return bool(starts) and any(frame.get("op") == "playerUpdate" for frame in frames[starts[-1] :])
+
+
 @pytest.fixture
 def lost() -> list[tuple[str, int | None, str]]:
     return []
@@ -79,7 +109,11 @@ def playing_with_voice(app: TestClient, key: str, node: LavalinkStandin, *querie
     give_voice(app)
     for query in queries:
         call(app, key, "play", query=query)
-    return node.wait_until(lambda: (p := node.player(GUILD)) and p["track"] and p["state"]["connected"] and p)
+    playing = node.wait_until(
+        lambda: (p := node.player(GUILD)) and p["track"] and p["state"]["connected"] and p
+    )
+    node.wait_until(lambda: heard_the_start(GUILD))  # before the test moves the app's clock
+    return playing
 
 
 def track_patches(node: LavalinkStandin) -> list[dict[str, Any]]:
