@@ -5947,6 +5947,10 @@ return #items
 and one more item for each watch key (``KEYS[2..]``), added only while its key exists."""
 
 
+STREAM_BLOCK = 1.0
+"""Seconds a stream read waits in Redis for events before it asks again."""
+
+
 class RedisBroker:
     """Hub events to and from every other process, through one Redis stream. Publishing never
     waits: events queue here and are sent in order, in batches, and kept (up to
@@ -5973,6 +5977,9 @@ class RedisBroker:
         nothing, or a flush, loses it, and the next stream read notices."""
         self.on_back: Callable[[], None] | None = None
         """Called when the stream is read again after Redis was away (events on it may be lost)."""
+        self._closing = asyncio.Event()
+        self._in_read = False
+        """Whether a stream read is under way (see :meth:`close`)."""
 
     async def start(self, deliver: Callable[[str, int, str], None]) -> None:
         try:
@@ -6027,12 +6034,18 @@ class RedisBroker:
 
     async def _read(self, deliver: Callable[[str, int, str], None], last: bytes) -> None:
         failures = 0
-        while True:
+        while not self._closing.is_set():
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.get(self._boot_key)  # in the same round trip: was Redis emptied?
-                    pipe.xread({self._key: last}, count=500, block=1000)
-                    boot, answer = await pipe.execute()
+                self._in_read = True
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.get(self._boot_key)  # in the same round trip: was Redis emptied?
+                        pipe.xread({self._key: last}, count=500, block=int(STREAM_BLOCK * 1000))
+                        boot, answer = await pipe.execute()
+                finally:
+                    self._in_read = False
+                if self._closing.is_set():
+                    return
                 emptied = boot != self._boot
                 if emptied:  # a restart that kept nothing, or a flush, between two reads
                     self._boot = await self._booted(boot)
@@ -6052,9 +6065,17 @@ class RedisBroker:
                 self.on_back()
 
     async def close(self) -> None:
+        """Stop sending and reading. A stream read under way is let end (it blocks at most
+        :data:`STREAM_BLOCK`): redis-py's pipeline, cancelled in the middle of a blocking read,
+        could wait on its own cleanup for good (a process with two hosts on one loop hung at
+        exit, now and then, under load)."""
         self.reading = False
+        self._closing.set()
+        reader = self._tasks[1:]
+        if reader and self._in_read:
+            await asyncio.wait(reader, timeout=STREAM_BLOCK + 2.0)
         for task in self._tasks:
-            task.cancel()
+            task.cancel()  # the sender, and a reader Redis never answered
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
