@@ -3546,13 +3546,8 @@ class SqlitePlayers(PlayerStore):
     async def commit(self, pending: PendingChange) -> Player | None:
         flipped = False  # connected or disconnected by this change
         database = self.sqlite
-        guild_id, change, now, after, front = (
-            pending.guild_id,
-            pending.change,
-            pending.now,
-            pending.after,
-            pending.front,
-        )
+        guild_id = pending.guild_id
+        change, now, after, front = pending.change, pending.now, pending.after, pending.front
 
         async def run(tx: SqliteTransaction) -> tuple[Player | None, int, bool]:
             nonlocal flipped

@@ -204,11 +204,19 @@ def test_a_lost_server_and_a_failover_answer_503_then_the_service_recovers_by_it
     assert "Traceback" not in text and " 500 " not in text, text
 
 
+def _remembering(reading: Any = lambda: True) -> xe.PostgresDatabase:
+    """A PostgreSQL store's remembered answers alone (it is never opened): the fleet's forgets
+    reach it while ``reading()`` says so (Redis read), as :meth:`xe.PostgresDatabase.shared` is
+    told; each test's reads are its own functions."""
+    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
+    database.shared(lambda tags: None, reading)
+    return database
+
+
 def test_an_answer_read_while_other_tags_are_forgotten_is_remembered_but_not_across_its_own() -> None:
     """A fleet's writes forget tags all the time: an answer whose read spanned the forget of
     another tag is still remembered; one whose own tag was forgotten meanwhile is not."""
-    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
-    database.shared(lambda tags: None, lambda: True)  # every process's forgets reach this one
+    database = _remembering()  # every process's forgets reach this one
     reads: list[str] = []
 
     def reading(forgotten: tuple[str, ...]) -> Any:
@@ -269,8 +277,7 @@ def test_a_crowd_asking_for_one_answer_shares_one_read_unless_it_was_forgotten_m
     """Many requests asking for an answer no process remembers (a process's first seconds, or
     the readers of an answer a write has just forgotten) share the one read under way. One that
     asks after a forget of what that read covers reads for itself, and only its answer is kept."""
-    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
-    database.shared(lambda tags: None, lambda: True)  # every process's forgets reach this one
+    database = _remembering()  # every process's forgets reach this one
     tag = ("mapper", SOURCE, TARGET)
     reads: list[asyncio.Event] = []
 
@@ -304,8 +311,7 @@ def test_a_shared_read_whose_reader_is_cancelled_is_read_again_and_a_failed_one_
     of them reads for all, not each for itself (a stalled database makes clients give up just
     when crowds form). A read that fails (the database away) fails every request sharing it
     with the same error, rather than each trying again at once."""
-    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
-    database.shared(lambda tags: None, lambda: True)
+    database = _remembering()
     tag = ("connected", GUILD)
     gate = asyncio.Event()
     reads: list[str] = []
@@ -346,9 +352,8 @@ def test_a_shared_read_whose_reader_is_cancelled_is_read_again_and_a_failed_one_
 def test_a_shared_read_asked_again_while_forgets_cannot_reach_this_process_is_not_kept() -> None:
     """Asked again after its reader went, a request takes every step of a first ask: while the
     fleet's forgets cannot reach this process (Redis unread), it reads and remembers nothing."""
-    database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
     reading = [True]
-    database.shared(lambda tags: None, lambda: reading[0])
+    database = _remembering(lambda: reading[0])
     tag = ("mapper", SOURCE, TARGET)
     gate = asyncio.Event()
     reads: list[str] = []
