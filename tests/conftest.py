@@ -127,6 +127,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test shows the last lines of the logs its server processes wrote (``*.log`` in
+    its ``tmp_path``): what a process logged (a 503's cause, a traceback) is the evidence a rare
+    failure in CI leaves, and the directory is gone once CI ends."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    where = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and isinstance(where, Path):
+        for log in sorted(where.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-SERVER_LOG_TAIL:]
+            report.sections.append((f"{log.name}, its last {len(tail)} lines", "\n".join(tail)))
+
+
+SERVER_LOG_TAIL = 30
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     """The store under test: ``sqlite`` (every test) or ``postgres`` (the API suites' second run)."""

@@ -65,7 +65,9 @@ def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(
     a, b = clients
     body, answers = {"user": USER, "channel": VOICE}, []
     for i in range(ROUNDS):
-        key = b.post("/admin/keys", json={"guild": GUILD, "user": USER, "rotate": i > 0}).json()["key"]
+        made = b.post("/admin/keys", json={"guild": GUILD, "user": USER, "rotate": i > 0})
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
         auth = {"Authorization": f"Bearer {key}"}
         assert a.post(f"{API}/{GUILD}/join", json=body, headers=auth).status_code == 200
         assert a.post(f"{API}/{GUILD}/join", json=body, headers=auth).status_code == 200  # remembered
