@@ -5975,6 +5975,9 @@ class RedisBroker:
         self._closing = asyncio.Event()
         self._in_read = False
         """Whether a stream read is under way (see :meth:`close`)."""
+        self._wake_key = f"{config.redis_prefix}wake:{self._origin}"
+        """A stream of this process's own, read with the events: an entry on it ends a blocking
+        read at once (see :meth:`close`)."""
 
     async def start(self, deliver: Callable[[str, int, str], None]) -> None:
         try:
@@ -6035,7 +6038,8 @@ class RedisBroker:
                 try:
                     async with self._redis.pipeline(transaction=False) as pipe:
                         pipe.get(self._boot_key)  # in the same round trip: was Redis emptied?
-                        pipe.xread({self._key: last}, count=500, block=int(STREAM_BLOCK * 1000))
+                        streams = {self._key: last, self._wake_key: b"0-0"}
+                        pipe.xread(streams, count=500, block=int(STREAM_BLOCK * 1000))
                         boot, answer = await pipe.execute()
                 finally:
                     self._in_read = False
@@ -6051,7 +6055,9 @@ class RedisBroker:
                 continue
             away, self.reading, failures = failures > 0 or emptied, True, 0
             self.epoch += away
-            for _, entries in answer or ():
+            for stream, entries in answer or ():
+                if stream != self._key.encode():  # the wake stream: close is under way
+                    continue
                 for entry_id, fields in entries:
                     last = entry_id
                     if fields[b"o"].decode() != self._origin:
@@ -6060,15 +6066,23 @@ class RedisBroker:
                 self.on_back()
 
     async def close(self) -> None:
-        """Stop sending and reading. A stream read under way is let end (it blocks at most
-        :data:`STREAM_BLOCK`): redis-py's pipeline, cancelled in the middle of a blocking read,
-        could wait on its own cleanup for good (a process with two hosts on one loop hung at
-        exit, now and then, under load)."""
+        """Stop sending and reading. A stream read under way is woken (an entry on this process's
+        wake stream) and let end, not cancelled: redis-py's pipeline, cancelled in the middle of
+        a blocking read, could wait on its own cleanup for good (a process with two hosts on one
+        loop hung at exit, now and then, under load). Redis away, the read ends by itself within
+        :data:`STREAM_BLOCK`, or fails."""
         self.reading = False
         self._closing.set()
         reader = self._tasks[1:]
         if reader and self._in_read:
+            with contextlib.suppress(*self._errors):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xadd(self._wake_key, {"w": b"1"})
+                    pipe.pexpire(self._wake_key, int(STREAM_BLOCK * 10_000))  # gone soon, whatever happens
+                    await pipe.execute()
             await asyncio.wait(reader, timeout=STREAM_BLOCK + 2.0)
+            with contextlib.suppress(*self._errors):
+                await self._redis.delete(self._wake_key)
         for task in self._tasks:
             task.cancel()  # the sender, and a reader Redis never answered
         await asyncio.gather(*self._tasks, return_exceptions=True)

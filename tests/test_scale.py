@@ -659,3 +659,40 @@ def test_a_windows_status_is_taken_only_once_the_window_has_ended(redis_fresh: R
     assert 0 < left <= 0.3 and isinstance(early, float) and 0 < early <= 0.301
     assert on_time == "step 5" and reopened is False
     assert isinstance(again, float)  # the next window's: nothing held, nothing taken
+
+
+def test_a_broker_closing_wakes_its_blocked_stream_read_and_lets_it_end(
+    redis_fresh: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process on Redis stops at once: its close ends the stream read blocked in Redis (an
+    entry on the process's own wake stream), never cancels it mid-read (redis-py could wait on
+    its cleanup for good), and leaves no wake stream behind. With reads that block 30 s, only the
+    wake can end the read within the close's wait; the other process hears nothing of it."""
+    import redis.asyncio
+
+    monkeypatch.setattr(xe, "STREAM_BLOCK", 30.0)
+
+    async def scenario() -> tuple[float, bool, int, list[Any]]:
+        client = redis.asyncio.Redis.from_url(redis_fresh.url, socket_timeout=60)
+        config = xe.Config(redis_url=redis_fresh.url)
+        mine, theirs = xe.RedisBroker(config, client), xe.RedisBroker(config, client)
+        heard: list[Any] = []
+        try:
+            await mine.start(lambda *event: heard.append(("mine", *event)))
+            await theirs.start(lambda *event: heard.append(("theirs", *event)))
+            while not mine._in_read:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # the XREAD is blocked in Redis by now
+            reader = mine._tasks[1]
+            began = time.monotonic()
+            await mine.close()
+            took = time.monotonic() - began
+            await asyncio.sleep(0.2)
+            return took, reader.cancelled(), await client.exists(mine._wake_key), heard
+        finally:
+            await theirs.close()
+            await client.aclose()
+
+    took, cancelled, wake_left, heard = asyncio.run(scenario())
+    assert took < 5.0, f"the close waited for the read's own end ({took:.1f} s)"
+    assert (cancelled, wake_left, heard) == (False, 0, [])
