@@ -108,20 +108,43 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range, when there is room for one there.
+_LOWEST_PORT = 15_000
+_next_port = [-1]
+"""Where this process's next port is looked for in :func:`_own_ports` (they are taken in turn,
+from a random start: a port comes round again only after every other one)."""
 
-    Ports outside that range are never handed out to outgoing connections, so a server stopped or killed
-    in the middle of a test still finds its port free when it starts again on it."""
+
+def _own_ports() -> range:
+    """This test process's loopback ports: below the kernel's ephemeral range (never handed out to
+    outgoing connections, so a server stopped or killed in the middle of a test still finds its
+    port free when it starts again on it), and each pytest-xdist worker's a slice of its own. Two
+    workers drawing from one range could hand out one port: the server that lost the race for it
+    exits, and until it has, the other worker's server answers its readiness check, and the test
+    talks to another test's server (the likeliest cause of a CI failure: an admin's key create
+    answered without a key, as a server where that key existed would answer)."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        low = 0
-    if low > 16_000:
-        for _ in range(200):
-            port = _RANDOM.randrange(15_000, low)
-            if _port_is_free(port):
-                return port
+        return range(0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = max(low - _LOWEST_PORT, 0) // max(workers, 1)
+    if size < 1_000:
+        return range(0)
+    first = _LOWEST_PORT + worker % workers * size
+    return range(first, first + size)
+
+
+def free_port() -> int:
+    """A free loopback port of this test process's own (:func:`_own_ports`), or the kernel's
+    choice where there is no room below its ephemeral range."""
+    ports = _own_ports()
+    if _next_port[0] < 0:
+        _next_port[0] = _RANDOM.randrange(max(len(ports), 1))
+    for _ in range(min(len(ports), 200)):
+        _next_port[0] = (_next_port[0] + 1) % len(ports)
+        if _port_is_free(port := ports[_next_port[0]]):
+            return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
