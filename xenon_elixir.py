@@ -4504,7 +4504,9 @@ class PostgresDatabase(PostgresConnections, Remembering):
         self._claim = PostgresClaim(self)
         self._on_commit: Callable[[float], None] | None = None
         self._share: Callable[[Tags], None] | None = None
-        self._sharing: Callable[[], bool] = lambda: False
+        self._sharing: Callable[[], int | None] = lambda: None
+        self._trusted_at: int | None = None
+        """What :meth:`trusted` last found ``sharing()`` say."""
         self._credentials = FreshLook(self._credentials_look)
         errors = self.asyncpg.exceptions
         self._retried: tuple[type[BaseException], ...] = (
@@ -4524,12 +4526,14 @@ class PostgresDatabase(PostgresConnections, Remembering):
     def shared(
         self,
         share: Callable[[Tags], None],
-        sharing: Callable[[], bool],
+        sharing: Callable[[], int | None],
         watch: Callable[[Tag], Awaitable[bool]] | None = None,
     ) -> None:
         """Remember answers: ``share(tags)`` tells every other process what a commit here made
-        stale, and ``sharing()`` says whether their tags reach this process now (Redis up);
-        ``watch``: see :attr:`Remembering.watch`."""
+        stale; ``sharing()`` is ``None`` while their tags cannot reach this process (Redis away),
+        and otherwise a number that moves each time they may have been lost since it was last
+        read (the broker's epoch: Redis was away, or found emptied); ``watch``: see
+        :attr:`Remembering.watch`."""
         self._share, self._sharing, self.watch = share, sharing, watch
 
     def forget(self, tags: Tags) -> None:
@@ -4595,11 +4599,15 @@ class PostgresDatabase(PostgresConnections, Remembering):
     def trusted(self) -> bool:
         """While every commit's tags reach this process (a broker is up: :meth:`shared`); while
         they do not, nothing is remembered (a credential's counter is looked at on each use,
-        shared by the requests waiting for a look: see :class:`FreshLook`)."""
-        if self._sharing():
+        shared by the requests waiting for a look: see :class:`FreshLook`). What was remembered
+        before tags may have been lost is forgotten before the next use, even when no request
+        came while they were (an outage between two requests, or Redis emptied by a restart)."""
+        mark = self._sharing()
+        if mark is not None and mark == self._trusted_at:
             return True
         self.answers.clear()
-        return False
+        self._trusted_at = mark
+        return mark is not None
 
     def seen(self) -> Any:
         return self._sharing()
@@ -6150,7 +6158,7 @@ def share_forgets(database: PostgresDatabase, hub: Hub, config: Config, redis: R
         broker.publish(FORGET_TOPIC, 0, always, watched)
 
     hub.handlers[FORGET_TOPIC] = lambda frame: database.forget([tuple(t) for t in msgspec.json.decode(frame)])
-    database.shared(share, lambda: broker.reading, watches.watch)
+    database.shared(share, lambda: broker.epoch if broker.reading else None, watches.watch)
 
 
 # The held status of a window that has ended, taken by one process, which opens the next window

@@ -209,7 +209,7 @@ def _remembering(reading: Any = lambda: True) -> xe.PostgresDatabase:
     reach it while ``reading()`` says so (Redis read), as :meth:`xe.PostgresDatabase.shared` is
     told; each test's reads are its own functions."""
     database = xe.PostgresDatabase("postgresql://unused@127.0.0.1:1/none")
-    database.shared(lambda tags: None, reading)
+    database.shared(lambda tags: None, lambda: 0 if reading() else None)
     return database
 
 
@@ -519,3 +519,38 @@ def test_a_watch_lost_with_redis_data_is_noticed_and_its_player_read_again(
         return seen
 
     assert asyncio.run(main()) == [20, 30]
+
+
+def test_what_was_remembered_before_redis_lost_a_forget_is_read_again_though_no_request_came_meanwhile(
+    postgres_db: str, redis_fresh: Any
+) -> None:
+    """Another process's forget lost with Redis's data (here: its commit's forget dropped, and
+    Redis flushed, as a restart that kept nothing would), between two requests of this process:
+    no request saw the stream unread, yet the stream's next read notices that Redis was emptied,
+    and the search this process remembered from before is read again, not answered stale."""
+    import redis.asyncio
+
+    tracks = json.loads(CATALOG_FILE.read_text())["tracks"]
+
+    async def main() -> list[Any]:
+        config = xe.Config(db=postgres_db, redis_url=redis_fresh.url)
+        client = redis.asyncio.from_url(redis_fresh.url)
+        found: list[Any] = []
+        async with xe.Host.open(config) as here, xe.Host.open(config) as there:
+            found.append(await here.resolve("magia"))  # nothing yet: remembered (a catalog search)
+            shared = there._services.stores.database
+            share, shared._share = shared._share, lambda tags: None  # its forget is lost
+            await there.import_catalog(tracks)
+            shared._share = share
+            await client.flushall()
+            for _ in range(300):  # the stream's next read comes within its 1 s block
+                track = await here.resolve("magia")
+                if track is not None:
+                    break
+                await asyncio.sleep(0.01)
+            found.append(track)
+        await client.aclose()
+        return found
+
+    first, then = asyncio.run(main())
+    assert first is None and then is not None and then.identifier == "_n1o4D6G_XE"
