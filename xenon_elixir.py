@@ -2258,8 +2258,13 @@ def fleet_refusal(mine: str, theirs: Iterable[str], where: str) -> str:
     others = set(theirs)
     if MIGRATING in others:
         return f"xenon-elixir migrate is copying {where}: start the server once it has finished"
-    if mine == MIGRATING:
-        return f"a server serves {where}: stop it first, or what it writes during the copy stays behind"
+    if mine == MIGRATING:  # the source file, or the target database (a URL)
+        harm = (
+            "the copy would be mixed with what it writes"
+            if "://" in where
+            else "what it writes during the copy stays behind"
+        )
+        return f"a server serves {where}: stop it first, or {harm}"
     if "demo" in others or mine == "demo":
         return f"another server (the demo) serves {where}: give this one its own --db and --port"
     if mine.startswith("redis ") and any(mark.startswith("redis ") for mark in others):
@@ -5039,18 +5044,19 @@ def server_name(config: Config) -> str:
     return f"{_SERVER_NAME}{fleet_mark(config)} {os.getpid()}"
 
 
-async def open_postgres(config: Config) -> PostgresDatabase:
-    """A PostgreSQL store; a server's (its lifespan) claims it beside the fleet's others."""
-    serving = _SERVING.get()
+async def open_postgres(config: Config, *, serving: bool | None = None) -> PostgresDatabase:
+    """A PostgreSQL store; a server's (its lifespan, or ``serving``) claims it beside the fleet's
+    others before it opens it."""
+    serving = _SERVING.get() if serving is None else serving
     name = server_name(config) if serving else "xenon-elixir"
-    database = await PostgresDatabase(config.db, write_wait=config.write_wait, name=name).open()
-    if serving:
+    database = PostgresDatabase(config.db, write_wait=config.write_wait, name=name)
+    if serving:  # first: while migrate copies into it, its schema lock would be waited for in vain
         try:
             await database.claim(fleet_mark(config))
         except BaseException:
             await database.close()
             raise
-    return database
+    return await database.open()
 
 
 STORES: dict[str, Callable[[Config], Awaitable[Database]]] = {
@@ -5167,9 +5173,10 @@ async def _copy_to_postgres(
 ) -> dict[str, int]:
     await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    target = await PostgresDatabase(url).open()
+    target = await PostgresDatabase(url, name=f"{_SERVER_NAME}{MIGRATING} {os.getpid()}").open()
     copied: dict[str, int] = {}
     try:
+        await target.claim(MIGRATING)  # no server serves the target while it is copied into
         source.execute("BEGIN")
         async with target._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
@@ -5268,8 +5275,10 @@ async def migrate_to_postgres(
     one transaction (``COPY``, a chunk at a time): every row, the ids and the order things came
     in, the event and player numbers. The file is read in one read transaction, and no server
     serves it meanwhile (:class:`ServerLock`, held to the end): what a server wrote after the
-    copy began would stay behind, so one that serves it is a refusal. A target that holds
-    anything is refused unless ``replace``, which empties it first. ``progress(table, done,
+    copy began would stay behind, so one that serves it is a refusal. Nor does a server serve the
+    target (:class:`PostgresClaim`): ``replace`` would empty it under that server's feet, and a
+    server starting during the copy is refused. A target that holds anything is refused unless
+    ``replace``, which empties it first. ``progress(table, done,
     total)`` is told after each chunk. Returns the rows copied per table."""
     if not os.path.exists(path):
         raise StoreError(f"{path} does not exist")
@@ -12089,12 +12098,7 @@ def demo_db(db: str) -> str:
 async def _preflight(config: Config) -> None:
     """What would stop the server at startup, said in one line before it starts."""
     if is_postgres(config.db):
-        name = server_name(config)
-        database = await PostgresDatabase(config.db, write_wait=config.write_wait, name=name).open()
-        try:
-            await database.claim(fleet_mark(config))
-        finally:
-            await database.close()
+        await (await open_postgres(config, serving=True)).close()
     else:
         lock = ServerLock(config.db, fleet_mark(config))
         lock.acquire()  # first: a server refused changes nothing (nor does one while migrate copies)

@@ -214,3 +214,64 @@ def test_no_server_starts_on_the_file_while_migrate_copies_it(
     assert start.stderr.splitlines() == [
         f"xenon-elixir: xenon-elixir migrate is copying {db_path}: start the server once it has finished"
     ]
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["plain", "redis"])
+def test_migrate_refuses_while_a_server_serves_the_target_and_leaves_it_be(
+    client: TestClient,
+    world: dict[str, str],
+    db_path: str,
+    postgres_db: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    with_redis: bool,
+) -> None:
+    """A server on the PostgreSQL target (alone, or one of a Redis fleet): even ``--replace`` is
+    refused with one line, and what the server serves is untouched (not emptied under it)."""
+    client.__exit__(None, None, None)  # the world's guild, catalog and key, on SQLite, served no more
+    env = {"XE_REDIS_URL": request.getfixturevalue("redis_fresh").url} if with_redis else {}
+    server = Server(postgres_db, tmp_path / "server.log", XE_ADMIN_TOKEN=ADMIN_TOKEN, **env)
+    try:
+        bot = {"id": "386861188891279362", "name": "Wick"}
+        assert httpx.post(server.url + "/admin/bots", json=bot, headers=ADMIN).status_code == 201
+        refused = migrate(db_path, postgres_db, "--replace")
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.stderr.splitlines() == [
+            f"xenon-elixir: a server serves {xe.masked_url(postgres_db)}: stop it first, "
+            "or the copy would be mixed with what it writes"
+        ]
+        assert httpx.get(server.url + "/admin/bots", headers=ADMIN).json()["items"][0]["name"] == "Wick"
+    finally:
+        server.stop()
+    assert rows(postgres_db, "SELECT bot_id FROM bots") == [("386861188891279362",)]
+    moved = migrate(db_path, postgres_db, "--replace")  # once it has stopped
+    assert moved.returncode == 0, moved.stderr
+    assert rows(postgres_db, "SELECT count(*) FROM bots, guilds") == [(0,)]  # replaced: the file's
+
+
+def test_no_server_starts_on_the_target_while_migrate_copies_into_it(
+    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str
+) -> None:
+    client.__exit__(None, None, None)
+    starts: list[subprocess.CompletedProcess[str]] = []
+
+    def progress(table: str, done: int, total: int) -> None:
+        if not starts:
+            serve = ["serve", "--db", postgres_db, "--port", str(free_port())]
+            starts.append(
+                subprocess.run(
+                    [sys.executable, "-m", "xenon_elixir", *serve],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+            )
+
+    asyncio.run(xe.migrate_to_postgres(db_path, postgres_db, progress=progress))
+    (start,) = starts
+    assert start.returncode == 1
+    assert start.stderr.splitlines() == [
+        f"xenon-elixir: xenon-elixir migrate is copying {xe.masked_url(postgres_db)}: "
+        "start the server once it has finished"
+    ]
+    assert rows(postgres_db, "SELECT count(*) FROM guilds") == [(1,)]
