@@ -4296,8 +4296,10 @@ class PostgresClaim:
     advisory lock while the server runs, exclusive without Redis, shared by one Redis fleet
     (PostgreSQL drops it with the connection, a kill -9 included). Each server names itself
     before it looks at the others' names, so of two starting at once at least one sees the
-    other. Apps of one process share the claim of the first when their marks are the same
-    (tests, embedding), as they share a file's :class:`ServerLock`."""
+    other. A claim whose connection is lost (a restart, a failover) is taken again as soon as the
+    server answers, so a server started after it still finds this one, idle or not. Apps of one
+    process share the claim of the first when their marks are the same (tests, embedding), as
+    they share a file's :class:`ServerLock`."""
 
     _held: ClassVar[dict[str, tuple[str, int]]] = {}
     """url -> (mark, apps of this process serving it)."""
@@ -4306,6 +4308,7 @@ class PostgresClaim:
         self.database = database
         self._conn: Any = None
         self._counted = False
+        self._again: asyncio.Task[None] | None = None
 
     async def take(self, mark: str) -> None:
         database = self.database
@@ -4315,6 +4318,12 @@ class PostgresClaim:
                 raise StoreError(fleet_refusal(mark, [held], masked_url(database.url)))
             self._held[database.url], self._counted = (mark, count + 1), True
             return
+        self._hold(await self._lock(mark), mark)
+        self._held[database.url], self._counted = (mark, 1), True
+
+    async def _lock(self, mark: str) -> Any:
+        """A connection that holds the claim's lock, the others' names agreeing with ``mark``."""
+        database = self.database
         lock = "pg_try_advisory_lock_shared" if mark.startswith("redis ") else "pg_try_advisory_lock"
         conn = None
         try:
@@ -4334,12 +4343,37 @@ class PostgresClaim:
             raise StoreError(f"cannot use database {masked_url(database.url)}: {exc}") from exc
         theirs = [name.removeprefix(_SERVER_NAME).rpartition(" ")[0] for (name,) in found]
         # The names as well as the lock: a server whose claim a PostgreSQL restart ended is still
-        # seen by its pool's connections, named alike.
+        # seen by its pool's connections, named alike (until it takes its claim again).
         if not got or (theirs and not fleet_joins(mark, theirs)):
             conn.terminate()  # its lock, if it got one, with it
             raise StoreError(fleet_refusal(mark, theirs, masked_url(database.url)))
+        return conn
+
+    def _hold(self, conn: Any, mark: str) -> None:
         self._conn = conn
-        self._held[database.url], self._counted = (mark, 1), True
+        conn.add_termination_listener(lambda lost: self._lost(lost, mark))
+
+    def _lost(self, conn: Any, mark: str) -> None:
+        if conn is self._conn and self._counted:  # not dropped: cut by the server
+            self._conn = None
+            self._again = asyncio.get_running_loop().create_task(self._take_again(mark))
+
+    async def _take_again(self, mark: str) -> None:
+        failures = 0
+        while self._counted:
+            try:
+                conn = await self._lock(mark)
+            except StoreError as exc:  # not back yet; or another server took the database meanwhile
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning(
+                        "the claim on the database, cut by its server, is not held again yet: %s", exc
+                    )
+                await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+                continue
+            log.warning("the claim on the database, cut by its server, is held again")
+            self._hold(conn, mark)  # (a drop meanwhile cancels this task: never taken after it)
+            return
 
     async def drop(self) -> None:
         url = self.database.url
@@ -4348,6 +4382,10 @@ class PostgresClaim:
             mark, count = self._held.pop(url)
             if count > 1:
                 self._held[url] = (mark, count - 1)
+        if self._again is not None:
+            self._again.cancel()
+            await asyncio.gather(self._again, return_exceptions=True)
+            self._again = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
 

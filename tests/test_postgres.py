@@ -554,3 +554,37 @@ def test_what_was_remembered_before_redis_lost_a_forget_is_read_again_though_no_
 
     first, then = asyncio.run(main())
     assert first is None and then is not None and then.identifier == "_n1o4D6G_XE"
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["alone", "redis"])
+def test_a_claim_a_restart_cut_is_taken_again_so_a_server_started_after_it_is_refused(
+    make_postgres: Any, tmp_path: Path, request: pytest.FixtureRequest, with_redis: bool
+) -> None:
+    """PostgreSQL restarts under an idle server: its claim's connection (and lock) is gone, and
+    its pool holds no connection to name it. It takes its claim again as soon as the server
+    answers, so a server without Redis started after that is refused, as before the restart."""
+    postgres = make_postgres()
+    db = postgres.create_database()
+    env = {"XE_REDIS_URL": request.getfixturevalue("redis_fresh").url} if with_redis else {}
+    first = Server(db, tmp_path / "first.log", **env)
+    try:
+        postgres.kill()
+        postgres.start()
+        claimed = (
+            "SELECT count(*) FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid "
+            "WHERE l.locktype = 'advisory' AND a.application_name LIKE 'xenon-elixir serve %'"
+        )
+        assert _until(lambda: postgres.execute(claimed) == [("1",)])
+        second = subprocess.run(
+            [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert second.returncode == 1
+        refusal = "servers with XE_REDIS_URL serve" if with_redis else "another server process serves"
+        assert second.stderr.startswith(f"xenon-elixir: {refusal} {xe.masked_url(db)}: "), second.stderr
+    finally:
+        first.stop()
+    assert "the claim on the database, cut by its server, is held again" in first.log.read_text()
