@@ -190,15 +190,17 @@ def test_migrate_refuses_while_a_server_serves_the_file(
     assert rows(postgres_db, "SELECT bot_id FROM bots") == [("386861188891279362",)]
 
 
-def test_no_server_starts_on_the_file_while_migrate_copies_it(
-    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str
+@pytest.mark.parametrize("side", ["file", "target"])
+def test_no_server_starts_on_the_file_or_the_target_while_migrate_copies(
+    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str, side: str
 ) -> None:
     client.__exit__(None, None, None)  # the world's guild, catalog and key, on SQLite, served no more
+    db = db_path if side == "file" else postgres_db
     starts: list[subprocess.CompletedProcess[str]] = []
 
     def progress(table: str, done: int, total: int) -> None:  # between two tables' copies
         if not starts:
-            serve = ["serve", "--db", db_path, "--port", str(free_port())]
+            serve = ["serve", "--db", db, "--port", str(free_port())]
             starts.append(
                 subprocess.run(
                     [sys.executable, "-m", "xenon_elixir", *serve],
@@ -212,8 +214,9 @@ def test_no_server_starts_on_the_file_while_migrate_copies_it(
     (start,) = starts
     assert start.returncode == 1
     assert start.stderr.splitlines() == [
-        f"xenon-elixir: xenon-elixir migrate is copying {db_path}: start the server once it has finished"
+        f"xenon-elixir: xenon-elixir migrate is copying {xe.masked_url(db)}: start the server once it has finished"
     ]
+    assert rows(postgres_db, "SELECT count(*) FROM guilds") == [(1,)]  # the copy went on
 
 
 @pytest.mark.parametrize("with_redis", [False, True], ids=["plain", "redis"])
@@ -246,32 +249,5 @@ def test_migrate_refuses_while_a_server_serves_the_target_and_leaves_it_be(
     assert rows(postgres_db, "SELECT bot_id FROM bots") == [("386861188891279362",)]
     moved = migrate(db_path, postgres_db, "--replace")  # once it has stopped
     assert moved.returncode == 0, moved.stderr
-    assert rows(postgres_db, "SELECT count(*) FROM bots, guilds") == [(0,)]  # replaced: the file's
-
-
-def test_no_server_starts_on_the_target_while_migrate_copies_into_it(
-    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str
-) -> None:
-    client.__exit__(None, None, None)
-    starts: list[subprocess.CompletedProcess[str]] = []
-
-    def progress(table: str, done: int, total: int) -> None:
-        if not starts:
-            serve = ["serve", "--db", postgres_db, "--port", str(free_port())]
-            starts.append(
-                subprocess.run(
-                    [sys.executable, "-m", "xenon_elixir", *serve],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                )
-            )
-
-    asyncio.run(xe.migrate_to_postgres(db_path, postgres_db, progress=progress))
-    (start,) = starts
-    assert start.returncode == 1
-    assert start.stderr.splitlines() == [
-        f"xenon-elixir: xenon-elixir migrate is copying {xe.masked_url(postgres_db)}: "
-        "start the server once it has finished"
-    ]
-    assert rows(postgres_db, "SELECT count(*) FROM guilds") == [(1,)]
+    replaced = "SELECT (SELECT count(*) FROM bots), (SELECT count(*) FROM guilds)"
+    assert rows(postgres_db, replaced) == [(0, 1)]  # the file's, the server's bot gone
