@@ -597,6 +597,13 @@ class LoopTimers:
         return asyncio.get_running_loop().call_later(max(delay, 0.0), callback)
 
 
+def backing_off(failures: int) -> float:
+    """Seconds to wait before trying again after ``failures`` failures in a row: 0.2, 0.4, ...
+    up to 2 s, however many (``2 ** failures`` alone overflows a float after 1,024, a half hour
+    of an outage)."""
+    return min(0.1 * 2 ** min(failures, 5), 2.0)
+
+
 # ---------------------------------------------------------------------------
 # 2. Wire models: the bodies of both APIs and the host API
 # ---------------------------------------------------------------------------
@@ -2256,6 +2263,8 @@ def fleet_joins(mine: str, theirs: Iterable[str]) -> bool:
 def fleet_refusal(mine: str, theirs: Iterable[str], where: str) -> str:
     """The one line a server (or ``migrate``) marked ``mine`` is refused with beside ``theirs``."""
     others = set(theirs)
+    if MIGRATING in others and mine == MIGRATING:
+        return f"another xenon-elixir migrate is copying {where}: let it finish first"
     if MIGRATING in others:
         return f"xenon-elixir migrate is copying {where}: start the server once it has finished"
     if mine == MIGRATING:  # the source file, or the target database (a URL)
@@ -4290,16 +4299,35 @@ class PostgresTransaction:
         return await self.conn.fetchval(statement, *args)
 
 
+class ClaimRefused(StoreError):
+    """Another server serves the database, and this one may not beside it (:func:`fleet_refusal`):
+    ``theirs``, the marks of the others found (none: the lock is held by a session that names no
+    server, such as this server's own lost one, not yet ended)."""
+
+    def __init__(self, message: str, theirs: list[str]) -> None:
+        super().__init__(message)
+        self.theirs = theirs
+
+
+CLAIM_CHECK = 2.0
+"""Seconds between looks at a claim's connection (:class:`PostgresClaim`): a failover may cut it
+without a word on its socket."""
+CLAIM_RETRY = 0.5
+"""Seconds between tries to take a lost claim again."""
+
+
 class PostgresClaim:
     """Serve a database as a server marked ``mark`` beside the others (:func:`fleet_joins`), as
     :class:`ServerLock` does a file: a connection of its own, named by the mark, holds an
     advisory lock while the server runs, exclusive without Redis, shared by one Redis fleet
     (PostgreSQL drops it with the connection, a kill -9 included). Each server names itself
     before it looks at the others' names, so of two starting at once at least one sees the
-    other. A claim whose connection is lost (a restart, a failover) is taken again as soon as the
-    server answers, so a server started after it still finds this one, idle or not. Apps of one
-    process share the claim of the first when their marks are the same (tests, embedding), as
-    they share a file's :class:`ServerLock`."""
+    other. A claim whose connection is lost (a restart, a failover: cut, or silent for
+    :data:`CLAIM_CHECK`) is taken again within :data:`CLAIM_RETRY` of the server answering, so a
+    server started after that still finds this one, idle or not; one that started in between is
+    named in an error every minute until one of them stops. Apps of one process share the claim
+    of the first when their marks are the same (tests, embedding), as they share a file's
+    :class:`ServerLock`."""
 
     _held: ClassVar[dict[str, tuple[str, int]]] = {}
     """url -> (mark, apps of this process serving it)."""
@@ -4308,21 +4336,25 @@ class PostgresClaim:
         self.database = database
         self._conn: Any = None
         self._counted = False
-        self._again: asyncio.Task[None] | None = None
+        self._cut = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
 
     async def take(self, mark: str) -> None:
         database = self.database
         held, count = self._held.get(database.url, (mark, 0))
         if count:
             if held != mark:
-                raise StoreError(fleet_refusal(mark, [held], masked_url(database.url)))
+                raise ClaimRefused(fleet_refusal(mark, [held], masked_url(database.url)), [held])
             self._held[database.url], self._counted = (mark, count + 1), True
             return
-        self._hold(await self._lock(mark), mark)
+        self._hold(await self._lock(mark))
         self._held[database.url], self._counted = (mark, 1), True
+        self._keeper = asyncio.create_task(self._keep(mark))
 
-    async def _lock(self, mark: str) -> Any:
-        """A connection that holds the claim's lock, the others' names agreeing with ``mark``."""
+    async def _lock(self, mark: str, replacing: int | None = None) -> Any:
+        """A connection that holds the claim's lock, the others' names agreeing with ``mark``;
+        ``replacing``: the server pid of this claim's lost connection, ended first (a session the
+        server still runs holds the lock until it ends)."""
         database = self.database
         lock = "pg_try_advisory_lock_shared" if mark.startswith("redis ") else "pg_try_advisory_lock"
         conn = None
@@ -4330,6 +4362,14 @@ class PostgresClaim:
             conn = await database.asyncpg.connect(
                 database.url, timeout=database.write_wait, server_settings={"application_name": database.name}
             )
+            if replacing is not None:
+                with contextlib.suppress(database.asyncpg.PostgresError):  # (not allowed: it ends by itself)
+                    await conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 "
+                        "AND application_name = $2",
+                        replacing,
+                        database.name,
+                    )
             got = await conn.fetchval(f"SELECT {lock}($1)", _PG_SERVER_LOCK)
             found = await conn.fetch(
                 "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
@@ -4337,43 +4377,62 @@ class PostgresClaim:
                 _SERVER_NAME,
                 database.name,
             )
-        except (database.asyncpg.PostgresError, *database.faults) as exc:
+        except BaseException as exc:  # a cancel too: never a connection left holding the lock
             if conn is not None:
                 conn.terminate()
-            raise StoreError(f"cannot use database {masked_url(database.url)}: {exc}") from exc
+            if isinstance(exc, (database.asyncpg.PostgresError, *database.faults)):
+                raise StoreError(f"cannot use database {masked_url(database.url)}: {exc}") from exc
+            raise
         theirs = [name.removeprefix(_SERVER_NAME).rpartition(" ")[0] for (name,) in found]
         # The names as well as the lock: a server whose claim a PostgreSQL restart ended is still
         # seen by its pool's connections, named alike (until it takes its claim again).
         if not got or (theirs and not fleet_joins(mark, theirs)):
             conn.terminate()  # its lock, if it got one, with it
-            raise StoreError(fleet_refusal(mark, theirs, masked_url(database.url)))
+            raise ClaimRefused(fleet_refusal(mark, theirs, masked_url(database.url)), theirs)
         return conn
 
-    def _hold(self, conn: Any, mark: str) -> None:
+    def _hold(self, conn: Any) -> None:
         self._conn = conn
-        conn.add_termination_listener(lambda lost: self._lost(lost, mark))
+        self._cut.clear()
+        conn.add_termination_listener(lambda lost: self._cut.set() if lost is self._conn else None)
 
-    def _lost(self, conn: Any, mark: str) -> None:
-        if conn is self._conn and self._counted:  # not dropped: cut by the server
-            self._conn = None
-            self._again = asyncio.get_running_loop().create_task(self._take_again(mark))
+    async def _keep(self, mark: str) -> None:
+        """While the claim is held: look at its connection every :data:`CLAIM_CHECK`, and at once
+        when it is cut; a lost one is taken again."""
+        faults = (TimeoutError, self.database.asyncpg.PostgresError, *self.database.faults)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cut.wait(), CLAIM_CHECK)
+            conn = self._conn
+            if not self._cut.is_set():
+                try:
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), CLAIM_CHECK)
+                    continue
+                except faults:
+                    pass
+            self._conn, lost = None, conn.get_server_pid()
+            conn.terminate()
+            self._hold(await self._take_again(mark, lost))
 
-    async def _take_again(self, mark: str) -> None:
-        failures = 0
-        while self._counted:
+    async def _take_again(self, mark: str, lost: int) -> Any:
+        tries = 0
+        while True:
             try:
-                conn = await self._lock(mark)
+                conn = await self._lock(mark, replacing=lost)
             except StoreError as exc:  # not back yet; or another server took the database meanwhile
-                failures += 1
-                if failures == 1 or failures % 30 == 0:
-                    log.warning(
-                        "the claim on the database, cut by its server, is not held again yet: %s", exc
-                    )
-                await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+                if tries % int(60 / CLAIM_RETRY) == 0:
+                    if not isinstance(exc, ClaimRefused):
+                        log.warning("the claim on the database was lost and is not held again yet: %s", exc)
+                    elif exc.theirs:  # the fleet is mixed: say so until one of them stops
+                        log.error("the claim on the database was lost and is not held again: %s", exc)
+                    else:
+                        log.warning("the claim on the database was lost and is not held again yet: "
+                                    "its lost session has not ended")  # fmt: skip
+                tries += 1
+                await asyncio.sleep(CLAIM_RETRY)
                 continue
-            log.warning("the claim on the database, cut by its server, is held again")
-            self._hold(conn, mark)  # (a drop meanwhile cancels this task: never taken after it)
-            return
+            log.warning("the claim on the database was lost and is held again")
+            return conn
 
     async def drop(self) -> None:
         url = self.database.url
@@ -4382,10 +4441,10 @@ class PostgresClaim:
             mark, count = self._held.pop(url)
             if count > 1:
                 self._held[url] = (mark, count - 1)
-        if self._again is not None:
-            self._again.cancel()
-            await asyncio.gather(self._again, return_exceptions=True)
-            self._again = None
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
 
@@ -5211,10 +5270,11 @@ async def _copy_to_postgres(
 ) -> dict[str, int]:
     await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    target = await PostgresDatabase(url, name=f"{_SERVER_NAME}{MIGRATING} {os.getpid()}").open()
+    target = PostgresDatabase(url, name=f"{_SERVER_NAME}{MIGRATING} {os.getpid()}")
     copied: dict[str, int] = {}
     try:
-        await target.claim(MIGRATING)  # no server serves the target while it is copied into
+        await target.claim(MIGRATING)  # first, as a server does: no server serves the target meanwhile
+        await target.open()
         source.execute("BEGIN")
         async with target._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
@@ -5708,7 +5768,7 @@ class Revocations:
                     self._seen = None
                     failures += 1
                     log.warning("revocations not checked: %s", exc)
-                    await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+                    await asyncio.sleep(backing_off(failures))
         finally:
             self._task = None
 
@@ -5979,7 +6039,7 @@ class RedisLimiter:
 async def _backing_off(what: str, exc: BaseException, failures: int) -> None:
     """Say what Redis refused, and wait longer each time it does again (at most 2 s)."""
     log.warning("Redis: %s (%s)", what, exc)
-    await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+    await asyncio.sleep(backing_off(failures))
 
 
 _WATCHED_SCRIPT = """
@@ -6120,6 +6180,20 @@ class RedisBroker:
             if away and self.on_back is not None:
                 self.on_back()
 
+    async def _wake(self) -> bool:
+        """End the stream read blocked in Redis: an entry on this process's wake stream, which
+        expires soon whatever happens next. Whether Redis took it (away, read-only, full: no)."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self._wake_key, {"w": b"1"})
+                pipe.pexpire(self._wake_key, int(STREAM_BLOCK * 10_000))
+                await asyncio.wait_for(pipe.execute(), STREAM_BLOCK)
+        except TimeoutError:
+            return False
+        except _redis_errors(every=True):
+            return False
+        return True
+
     async def close(self) -> None:
         """Stop sending and reading. A stream read under way is woken (an entry on this process's
         wake stream) and let end, not cancelled: redis-py's pipeline, cancelled in the middle of
@@ -6130,14 +6204,11 @@ class RedisBroker:
         self._closing.set()
         reader = self._tasks[1:]
         if reader and self._in_read:
-            with contextlib.suppress(*self._errors):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.xadd(self._wake_key, {"w": b"1"})
-                    pipe.pexpire(self._wake_key, int(STREAM_BLOCK * 10_000))  # gone soon, whatever happens
-                    await pipe.execute()
+            woken = await self._wake()
             await asyncio.wait(reader, timeout=STREAM_BLOCK + 2.0)
-            with contextlib.suppress(*self._errors):
-                await self._redis.delete(self._wake_key)
+            if woken:
+                with contextlib.suppress(*_redis_errors(every=True)):
+                    await asyncio.wait_for(self._redis.delete(self._wake_key), STREAM_BLOCK)
         for task in self._tasks:
             task.cancel()  # the sender, and a reader Redis never answered
         await asyncio.gather(*self._tasks, return_exceptions=True)

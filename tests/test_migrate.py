@@ -25,7 +25,7 @@ from conftest import (
     run_load,
 )
 from litestar.testing import TestClient
-from server import Server, free_port
+from server import Server, cli, free_port
 from stored import rows
 
 import xenon_elixir as xe
@@ -190,20 +190,26 @@ def test_migrate_refuses_while_a_server_serves_the_file(
     assert rows(postgres_db, "SELECT bot_id FROM bots") == [("386861188891279362",)]
 
 
-@pytest.mark.parametrize("side", ["file", "target"])
-def test_no_server_starts_on_the_file_or_the_target_while_migrate_copies(
-    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str, side: str
+@pytest.mark.parametrize("side", ["file", "target", "another migrate"])
+def test_no_server_nor_migrate_starts_on_the_file_or_the_target_while_migrate_copies(
+    client: TestClient, world: dict[str, str], db_path: str, postgres_db: str, tmp_path: Path, side: str
 ) -> None:
     client.__exit__(None, None, None)  # the world's guild, catalog and key, on SQLite, served no more
     db = db_path if side == "file" else postgres_db
+    refusal = f"xenon-elixir migrate is copying {xe.masked_url(db)}: start the server once it has finished"
+    command = ["serve", "--db", db, "--port", str(free_port())]
+    if side == "another migrate":  # of another file, into the same target
+        other = str(tmp_path / "other.db")
+        cli(other, "add-guild", GUILD, "--name", "Other", "--voice", VOICE)
+        command = ["migrate", "--db", other, "--to", postgres_db, "--replace"]
+        refusal = f"another xenon-elixir migrate is copying {xe.masked_url(db)}: let it finish first"
     starts: list[subprocess.CompletedProcess[str]] = []
 
     def progress(table: str, done: int, total: int) -> None:  # between two tables' copies
         if not starts:
-            serve = ["serve", "--db", db, "--port", str(free_port())]
             starts.append(
                 subprocess.run(
-                    [sys.executable, "-m", "xenon_elixir", *serve],
+                    [sys.executable, "-m", "xenon_elixir", *command],
                     capture_output=True,
                     text=True,
                     timeout=30,
@@ -213,9 +219,7 @@ def test_no_server_starts_on_the_file_or_the_target_while_migrate_copies(
     asyncio.run(xe.migrate_to_postgres(db_path, postgres_db, progress=progress))
     (start,) = starts
     assert start.returncode == 1
-    assert start.stderr.splitlines() == [
-        f"xenon-elixir: xenon-elixir migrate is copying {xe.masked_url(db)}: start the server once it has finished"
-    ]
+    assert start.stderr.splitlines() == [f"xenon-elixir: {refusal}"]
     assert rows(postgres_db, "SELECT count(*) FROM guilds") == [(1,)]  # the copy went on
 
 

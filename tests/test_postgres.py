@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -395,7 +397,7 @@ def test_a_key_read_is_not_shared_across_a_move_of_the_credentials_counter(postg
 
     async def scenario() -> list[str]:
         database = await xe.PostgresDatabase(postgres_db).open()
-        database.shared(lambda tags: None, lambda: True)
+        database.shared(lambda tags: None, lambda: 0)
         other = await xe.PostgresDatabase(postgres_db).open()  # another process of the fleet
         gate = asyncio.Event()
         reads: list[str] = []
@@ -543,10 +545,8 @@ def test_what_was_remembered_before_redis_lost_a_forget_is_read_again_though_no_
             await there.import_catalog(tracks)
             shared._share = share
             await client.flushall()
-            for _ in range(300):  # the stream's next read comes within its 1 s block
-                track = await here.resolve("magia")
-                if track is not None:
-                    break
+            deadline = time.monotonic() + 10  # the stream's next read comes within its 1 s block
+            while (track := await here.resolve("magia")) is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             found.append(track)
         await client.aclose()
@@ -554,6 +554,25 @@ def test_what_was_remembered_before_redis_lost_a_forget_is_read_again_though_no_
 
     first, then = asyncio.run(main())
     assert first is None and then is not None and then.identifier == "_n1o4D6G_XE"
+
+
+CLAIMS = (
+    "SELECT a.pid FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid "
+    "WHERE l.locktype = 'advisory' AND a.application_name LIKE 'xenon-elixir serve %'"
+)
+"""The sessions that hold a server's claim on the database (:class:`xe.PostgresClaim`)."""
+
+
+def _second_server_refused(db: str, refusal: str) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert second.stderr.startswith(f"xenon-elixir: {refusal} {xe.masked_url(db)}: "), second.stderr
 
 
 @pytest.mark.parametrize("with_redis", [False, True], ids=["alone", "redis"])
@@ -570,21 +589,36 @@ def test_a_claim_a_restart_cut_is_taken_again_so_a_server_started_after_it_is_re
     try:
         postgres.kill()
         postgres.start()
-        claimed = (
-            "SELECT count(*) FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid "
-            "WHERE l.locktype = 'advisory' AND a.application_name LIKE 'xenon-elixir serve %'"
+        assert _until(lambda: len(postgres.execute(CLAIMS)) == 1)
+        _second_server_refused(
+            db, "servers with XE_REDIS_URL serve" if with_redis else "another server process serves"
         )
-        assert _until(lambda: postgres.execute(claimed) == [("1",)])
-        second = subprocess.run(
-            [sys.executable, "-m", "xenon_elixir", "serve", "--db", db, "--port", str(free_port())],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert second.returncode == 1
-        refusal = "servers with XE_REDIS_URL serve" if with_redis else "another server process serves"
-        assert second.stderr.startswith(f"xenon-elixir: {refusal} {xe.masked_url(db)}: "), second.stderr
     finally:
         first.stop()
-    assert "the claim on the database, cut by its server, is held again" in first.log.read_text()
+    assert "the claim on the database was lost and is held again" in first.log.read_text()
+
+
+def test_a_claim_whose_connection_goes_silent_is_ended_and_taken_again(
+    make_postgres: Any, tmp_path: Path
+) -> None:
+    """The claim's session stops answering without its socket saying so (here: its backend
+    stopped, as a failover that fences the old primary leaves it): the server's look at it every
+    few seconds times out, it asks PostgreSQL to end that session, and takes the claim again
+    once the session has ended (the backend let go on again, it ends at once)."""
+    postgres = make_postgres()
+    db = postgres.create_database()
+    first = Server(db, tmp_path / "first.log")
+    log = first.log
+    ((pid,),) = postgres.execute(CLAIMS)
+    os.kill(int(pid), signal.SIGSTOP)
+    try:
+        assert _until(lambda: "is not held again yet: its lost session has not ended" in log.read_text(), 30)
+        assert "is held again" not in log.read_text()  # its old session holds the lock still
+    finally:
+        os.kill(int(pid), signal.SIGCONT)
+    try:
+        assert _until(lambda: "is held again" in log.read_text(), 30)
+        assert [row for row in postgres.execute(CLAIMS)] != [(pid,)]
+        _second_server_refused(db, "another server process serves")
+    finally:
+        first.stop()
