@@ -238,3 +238,18 @@ def test_a_queue_holds_at_most_max_queue_waiting_tracks(make_client: Any, world:
 def test_the_default_queue_bound_is_1000(make_client: Any, world: dict[str, str]) -> None:
     assert xe.Config().max_queue == 1000
     assert xe.Config.from_env({"XE_MAX_QUEUE": "25"}).max_queue == 25
+
+
+def test_waits_after_failures_grow_to_two_seconds_and_stay_there_however_long_the_outage() -> None:
+    """The broker, the revocation watcher and the claim wait this long after failures in a row:
+    a half-hour outage (over a thousand failures) must not end them with an OverflowError."""
+    assert [xe.backing_off(n) for n in (1, 2, 3, 4, 5, 6, 1_024, 10**6)] == [
+        0.2,
+        0.4,
+        0.8,
+        1.6,
+        2.0,
+        2.0,
+        2.0,
+        2.0,
+    ]
