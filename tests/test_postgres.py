@@ -609,14 +609,16 @@ def test_a_claim_whose_connection_goes_silent_is_ended_and_taken_again(
     db = postgres.create_database()
     first = Server(db, tmp_path / "first.log")
     log = first.log
-    ((pid,),) = postgres.execute(CLAIMS)
-    os.kill(int(pid), signal.SIGSTOP)
     try:
-        assert _until(lambda: "is not held again yet: its lost session has not ended" in log.read_text(), 30)
-        assert "is held again" not in log.read_text()  # its old session holds the lock still
-    finally:
-        os.kill(int(pid), signal.SIGCONT)
-    try:
+        ((pid,),) = postgres.execute(CLAIMS)
+        os.kill(int(pid), signal.SIGSTOP)
+        try:
+            assert _until(
+                lambda: "is not held again yet: its lost session has not ended" in log.read_text(), 30
+            )
+            assert "is held again" not in log.read_text()  # its old session holds the lock still
+        finally:
+            os.kill(int(pid), signal.SIGCONT)
         assert _until(lambda: "is held again" in log.read_text(), 30)
         assert [row for row in postgres.execute(CLAIMS)] != [(pid,)]
         _second_server_refused(db, "another server process serves")
