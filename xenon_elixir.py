@@ -410,6 +410,11 @@ def check_settings(config: Config) -> None:
     for field in ("xenon_prefix", "elixir_prefix", "admin_prefix", "health_path"):
         if not getattr(config, field).startswith("/"):
             raise ConfigError(f"{field} must start with /")
+    if config.sandbox and config.redis_url:  # (its limits would live in Redis, on Redis's clock)
+        raise ConfigError(
+            "the sandbox is one process: its clock, faults, record and reset are that process's, "
+            "and it would speak for a fleet on that Redis; unset XE_REDIS_URL"
+        )
     if config.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", config.redis_url):
         raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {config.redis_url[:60]!r}")
     if config.lavalink_url and not re.fullmatch(r"https?://[^\s/?#]+/?", config.lavalink_url):

@@ -681,3 +681,20 @@ def test_a_generated_client_arms_a_stream_fault(sandbox: Any, tmp_path: Path) ->
         for name in [name for name in sys.modules if name.split(".")[0] == "xe_sandbox_client"]:
             del sys.modules[name]
     assert asyncio.run(_frames(sandbox.player_ws_url, 1)) == ([], 4000)
+
+
+def test_the_sandbox_refuses_redis_in_one_line_and_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sandbox is one process: its clock moves its rate-limit windows (which would live in
+    Redis, on Redis's clock), and a fleet's Redis would hear its events. XE_REDIS_URL, left over
+    from a production shell, is refused before anything opens, from the command line as from
+    Python."""
+    monkeypatch.setenv("XE_REDIS_URL", "redis://127.0.0.1:1/0")
+    db = tmp_path / "sandbox.db"
+    assert xe.main(["sandbox", "--db", str(db), "--port", str(free_port())]) == 1
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "the sandbox is one process" in said and "unset XE_REDIS_URL" in said
+    assert not db.exists()
+    with pytest.raises(xe.ConfigError, match="unset XE_REDIS_URL"):
+        xe.create_app(sandbox=True, db=str(db))
