@@ -12025,6 +12025,31 @@ def create_app(config: Config | None = None, **overrides: Any) -> Litestar:
     return _build_app(config, lifespan)
 
 
+def refusals_in_one_line(app: Litestar) -> None:
+    """A refusal at startup (the database refused or locked by another server, a fleet that
+    would mix, Redis away, the sandbox's database not its own) said in one line, as ``serve``
+    says it: under a bare uvicorn, the lifespan's failure message is otherwise a whole traceback.
+    The app's router becomes a subclass that rewrites that one message (nothing changes for
+    requests: the router's class is only looked at for the lifespan)."""
+
+    class OneLineRefusals(type(app.asgi_router)):  # type: ignore[misc]
+        __slots__ = ()
+
+        async def lifespan(self, receive: Any, send: Any) -> None:
+            async def say(message: Any) -> None:
+                if message["type"] == "lifespan.startup.failed":
+                    failed = sys.exc_info()[1]  # (sent while the lifespan's failure is handled)
+                    while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
+                        failed = failed.exceptions[0]  # (a task group's, around the one that failed)
+                    if isinstance(failed, (StoreError, ConfigError)):
+                        message = {**message, "message": f"xenon_elixir: {failed}"}
+                await send(message)
+
+            await super().lifespan(receive, say)
+
+    app.asgi_router.__class__ = OneLineRefusals
+
+
 def __getattr__(name: str) -> Any:
     """``xenon_elixir.app``: the app configured from the environment, for ``uvicorn xenon_elixir:app``.
     Built on first access, so importing the module reads and opens nothing."""
@@ -12034,6 +12059,7 @@ def __getattr__(name: str) -> Any:
             built.state.whole_process = True  # served by a bare uvicorn, nothing else
         except ConfigError as exc:  # a server must not start on a bad setting: one line, exit 1
             raise SystemExit(f"xenon_elixir: {exc}") from None
+        refusals_in_one_line(built)
         return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -338,3 +338,36 @@ def test_a_second_ctrl_c_during_shutdown_ends_quietly_with_the_database_closed(
         ]
     else:  # closed cleanly: the next open finds nothing to recover
         assert rows(db_path, "PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.parametrize("refusal", ["another server", "the sandbox's database"])
+def test_a_refusal_at_startup_under_a_bare_uvicorn_is_one_line(
+    db_path: str, tmp_path: Path, refusal: str
+) -> None:
+    """`uvicorn xenon_elixir:app` refused by its database says so in one line, as `serve` does,
+    not in a traceback: a second server on the file without Redis, or the sandbox on a database
+    it did not make."""
+    env = {**os.environ, "XE_DB": db_path}
+    first = None
+    if refusal == "another server":
+        first = Server(db_path, tmp_path / "first.log")
+        said = f"another server process serves {db_path}: set XE_REDIS_URL to run several"
+    else:
+        cli(db_path, "add-guild", GUILD, "--name", "Music Lounge", "--voice", VOICE)
+        env["XE_SANDBOX"] = "1"
+        said = f"the sandbox empties its database, and {db_path} holds data no sandbox made"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "uvicorn", "xenon_elixir:app", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+    finally:
+        if first is not None:
+            first.stop()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    assert [line.split(maxsplit=1)[1] for line in errors][1:] == ["Application startup failed. Exiting."]
+    assert errors[0].split(maxsplit=1)[1].startswith(f"xenon_elixir: {said}"), done.stderr
