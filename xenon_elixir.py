@@ -413,7 +413,7 @@ def check_settings(config: Config) -> None:
     if config.sandbox and config.redis_url:  # (its limits would live in Redis, on Redis's clock)
         raise ConfigError(
             "the sandbox is one process: its clock, faults, record and reset are that process's, "
-            "and it would speak for a fleet on that Redis; unset XE_REDIS_URL"
+            "and it would speak for a fleet on that Redis; unset XE_REDIS_URL (from Python: redis_url=None)"
         )
     if config.redis_url and not re.fullmatch(r"(rediss?|unix)://\S+", config.redis_url):
         raise ConfigError(f"XE_REDIS_URL must be redis://host:port/db, not {config.redis_url[:60]!r}")
@@ -4343,6 +4343,8 @@ class PostgresClaim:
         self.database = database
         self._conn: Any = None
         self._counted = False
+        self._session: Any = None
+        """The claim's session: its pid and its start."""
         self._cut = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
 
@@ -4354,14 +4356,15 @@ class PostgresClaim:
                 raise ClaimRefused(fleet_refusal(mark, [held], masked_url(database.url)), [held])
             self._held[database.url], self._counted = (mark, count + 1), True
             return
-        self._hold(await self._lock(mark))
+        self._hold(*await self._lock(mark))
         self._held[database.url], self._counted = (mark, 1), True
         self._keeper = asyncio.create_task(self._keep(mark))
 
-    async def _lock(self, mark: str, replacing: int | None = None) -> Any:
-        """A connection that holds the claim's lock, the others' names agreeing with ``mark``;
-        ``replacing``: the server pid of this claim's lost connection, ended first (a session the
-        server still runs holds the lock until it ends)."""
+    async def _lock(self, mark: str, replacing: Any = None) -> tuple[Any, Any]:
+        """A connection that holds the claim's lock, the others' names agreeing with ``mark``, and
+        its session (pid and start, which no other session shares, whatever the pid); ``replacing``:
+        this claim's lost session, ended first (a session the server still runs holds the lock
+        until it ends)."""
         database = self.database
         lock = "pg_try_advisory_lock_shared" if mark.startswith("redis ") else "pg_try_advisory_lock"
         conn = None
@@ -4372,12 +4375,14 @@ class PostgresClaim:
             if replacing is not None:
                 with contextlib.suppress(database.asyncpg.PostgresError):  # (not allowed: it ends by itself)
                     await conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 "
-                        "AND application_name = $2",
-                        replacing,
-                        database.name,
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()",
+                        *replacing,
                     )
             got = await conn.fetchval(f"SELECT {lock}($1)", _PG_SERVER_LOCK)
+            session = await conn.fetchrow(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            )
             found = await conn.fetch(
                 "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = current_database() "
                 "AND starts_with(application_name, $1) AND application_name <> $2",
@@ -4396,38 +4401,43 @@ class PostgresClaim:
         if not got or (theirs and not fleet_joins(mark, theirs)):
             conn.terminate()  # its lock, if it got one, with it
             raise ClaimRefused(fleet_refusal(mark, theirs, masked_url(database.url)), theirs)
-        return conn
+        return conn, tuple(session)
 
-    def _hold(self, conn: Any) -> None:
-        self._conn = conn
+    def _hold(self, conn: Any, session: Any) -> None:
+        self._conn, self._session = conn, session
         self._cut.clear()
         conn.add_termination_listener(lambda lost: self._cut.set() if lost is self._conn else None)
 
     async def _keep(self, mark: str) -> None:
         """While the claim is held: look at its connection every :data:`CLAIM_CHECK`, and at once
-        when it is cut; a lost one is taken again."""
+        when it is cut; a lost one is taken again. (``asyncio.timeout``, not ``wait_for``: on
+        Python 3.11 a cancel that came as the look was answered was lost, and a drop waited on
+        this task for good.)"""
         faults = (TimeoutError, self.database.asyncpg.PostgresError, *self.database.faults)
-        while True:
+        while self._counted:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cut.wait(), CLAIM_CHECK)
+                async with asyncio.timeout(CLAIM_CHECK):
+                    await self._cut.wait()
             conn = self._conn
             if not self._cut.is_set():
                 try:
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), CLAIM_SILENT)
+                    async with asyncio.timeout(CLAIM_SILENT):
+                        await conn.fetchval("SELECT 1")
                     continue
                 except faults:
                     pass
-            self._conn, lost = None, conn.get_server_pid()
+            self._conn = None
             conn.terminate()
-            self._hold(await self._take_again(mark, lost))
+            self._hold(*await self._take_again(mark, self._session))
 
-    async def _take_again(self, mark: str, lost: int) -> Any:
+    async def _take_again(self, mark: str, lost: Any) -> tuple[Any, Any]:
         tries = 0
         while True:
             try:
-                conn = await self._lock(mark, replacing=lost)
+                held = await self._lock(mark, replacing=lost)
             except StoreError as exc:  # not back yet; or another server took the database meanwhile
-                if tries % int(60 / CLAIM_RETRY) == 0:
+                tries += 1
+                if tries % int(60 / CLAIM_RETRY) == 2:  # (the first: the lost session may be ending)
                     if not isinstance(exc, ClaimRefused):
                         log.warning("the claim on the database was lost and is not held again yet: %s", exc)
                     elif exc.theirs:  # the fleet is mixed: say so until one of them stops
@@ -4435,11 +4445,10 @@ class PostgresClaim:
                     else:
                         log.warning("the claim on the database was lost and is not held again yet: "
                                     "its lost session has not ended")  # fmt: skip
-                tries += 1
                 await asyncio.sleep(CLAIM_RETRY)
                 continue
             log.warning("the claim on the database was lost and is held again")
-            return conn
+            return held
 
     async def drop(self) -> None:
         url = self.database.url
@@ -5143,9 +5152,19 @@ _SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar("xenon_elixir_se
 """Whether the services being opened are a server's (its lifespan), not the CLI's or a script's."""
 
 
+_PROCESS_TOKEN = secrets.token_hex(3)
+
+
+def process_label() -> str:
+    """This process among every process on every machine: its pid and a random token (in
+    containers every server is pid 1)."""
+    return f"{os.getpid()}-{_PROCESS_TOKEN}"
+
+
 def server_name(config: Config) -> str:
-    """How a server process names its connections: its mark (:func:`fleet_mark`) and its pid."""
-    return f"{_SERVER_NAME}{fleet_mark(config)} {os.getpid()}"
+    """How a server process names its connections: its mark (:func:`fleet_mark`) and the process
+    (:func:`process_label`)."""
+    return f"{_SERVER_NAME}{fleet_mark(config)} {process_label()}"
 
 
 async def open_postgres(config: Config, *, serving: bool | None = None) -> PostgresDatabase:
@@ -5277,7 +5296,7 @@ async def _copy_to_postgres(
 ) -> dict[str, int]:
     await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    target = PostgresDatabase(url, name=f"{_SERVER_NAME}{MIGRATING} {os.getpid()}")
+    target = PostgresDatabase(url, name=f"{_SERVER_NAME}{MIGRATING} {process_label()}")
     copied: dict[str, int] = {}
     try:
         await target.claim(MIGRATING)  # first, as a server does: no server serves the target meanwhile

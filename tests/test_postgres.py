@@ -5,11 +5,11 @@ restart). The API suites run on it too (conftest's BOTH_BACKENDS)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -557,7 +557,7 @@ def test_what_was_remembered_before_redis_lost_a_forget_is_read_again_though_no_
 
 
 CLAIMS = (
-    "SELECT a.pid FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid "
+    "SELECT a.pid, a.client_port FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid "
     "WHERE l.locktype = 'advisory' AND a.application_name LIKE 'xenon-elixir serve %'"
 )
 """The sessions that hold a server's claim on the database (:class:`xe.PostgresClaim`)."""
@@ -598,29 +598,78 @@ def test_a_claim_a_restart_cut_is_taken_again_so_a_server_started_after_it_is_re
     assert "the claim on the database was lost and is held again" in first.log.read_text()
 
 
-def test_a_claim_whose_connection_goes_silent_is_ended_and_taken_again(
+class SilencingProxy:
+    """A TCP proxy to a PostgreSQL server, on a loopback port of its own, in a thread. Once
+    ``silence(port)`` names a connection (by the port of its end towards the server, which the
+    server shows as ``client_port``), that connection carries nothing more either way, and its
+    end towards the server stays open when the client closes its own: a session the server
+    still runs, that no one will ever speak on again (a network partition, a fenced primary)."""
+
+    def __init__(self, upstream: int) -> None:
+        self.port = free_port()
+        self.silenced: set[int] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(upstream), self._loop).result(10)
+
+    async def _serve(self, upstream: int) -> None:
+        self._server = await asyncio.start_server(
+            lambda reader, writer: self._pair(reader, writer, upstream), "127.0.0.1", self.port
+        )
+
+    async def _pair(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: int) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        towards = up_writer.get_extra_info("sockname")[1]
+
+        async def carry(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while (data := await source.read(65536)) and towards not in self.silenced:
+                sink.write(data)
+                await sink.drain()
+            if towards not in self.silenced:
+                sink.close()
+
+        with contextlib.suppress(asyncio.CancelledError):  # (closed: ended as any other task)
+            await asyncio.gather(carry(reader, up_writer), carry(up_reader, writer), return_exceptions=True)
+        for end in (writer, up_writer):
+            end.close()
+
+    def silence(self, port: int) -> None:
+        self._loop.call_soon_threadsafe(self.silenced.add, port)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self._server.close()
+            pairs = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pairs:
+                task.cancel()
+            await asyncio.gather(*pairs, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_a_claim_whose_session_goes_silent_is_ended_and_taken_again(
     make_postgres: Any, tmp_path: Path
 ) -> None:
-    """The claim's session stops answering without its socket saying so (here: its backend
-    stopped, as a failover that fences the old primary leaves it): the server's look at it every
-    few seconds times out, it asks PostgreSQL to end that session, and takes the claim again
-    once the session has ended (the backend let go on again, it ends at once)."""
+    """The claim's connection stops carrying anything, its socket open at both ends (a network
+    partition): the server's look at it every few seconds goes unanswered, so it drops that
+    connection, asks PostgreSQL to end its session (by pid and start), and takes the claim again
+    on a new connection once the session is gone; a second server is refused as before."""
     postgres = make_postgres()
-    db = postgres.create_database()
+    name = postgres.create_database().rsplit("/", 1)[1]
+    proxy = SilencingProxy(postgres.port)
+    db = f"postgresql://postgres@127.0.0.1:{proxy.port}/{name}"
     first = Server(db, tmp_path / "first.log")
-    log = first.log
     try:
-        ((pid,),) = postgres.execute(CLAIMS)
-        os.kill(int(pid), signal.SIGSTOP)
-        try:
-            assert _until(
-                lambda: "is not held again yet: its lost session has not ended" in log.read_text(), 30
-            )
-            assert "is held again" not in log.read_text()  # its old session holds the lock still
-        finally:
-            os.kill(int(pid), signal.SIGCONT)
-        assert _until(lambda: "is held again" in log.read_text(), 30)
-        assert [row for row in postgres.execute(CLAIMS)] != [(pid,)]
+        ((pid, port),) = postgres.execute(CLAIMS)
+        proxy.silence(int(port))
+        assert _until(lambda: "is held again" in first.log.read_text(), 30), first.log.read_text()
+        alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)}"
+        assert postgres.execute(alive) == [("0",)]  # the silent session was ended
+        assert [claim for claim, _ in postgres.execute(CLAIMS)] not in ([], [pid])
         _second_server_refused(db, "another server process serves")
     finally:
         first.stop()
+        proxy.close()
