@@ -5161,17 +5161,18 @@ def process_label() -> str:
     return f"{os.getpid()}-{_PROCESS_TOKEN}"
 
 
-def server_name(config: Config) -> str:
-    """How a server process names its connections: its mark (:func:`fleet_mark`) and the process
-    (:func:`process_label`)."""
-    return f"{_SERVER_NAME}{fleet_mark(config)} {process_label()}"
+def server_name(mark: str) -> str:
+    """How a server process marked ``mark`` (:func:`fleet_mark`, or ``migrate``'s) names its
+    connections: the mark and the process (:func:`process_label`), as :class:`PostgresClaim`
+    reads them back."""
+    return f"{_SERVER_NAME}{mark} {process_label()}"
 
 
 async def open_postgres(config: Config, *, serving: bool | None = None) -> PostgresDatabase:
     """A PostgreSQL store; a server's (its lifespan, or ``serving``) claims it beside the fleet's
     others before it opens it."""
     serving = _SERVING.get() if serving is None else serving
-    name = server_name(config) if serving else "xenon-elixir"
+    name = server_name(fleet_mark(config)) if serving else "xenon-elixir"
     database = PostgresDatabase(config.db, write_wait=config.write_wait, name=name)
     if serving:  # first: while migrate copies into it, its schema lock would be waited for in vain
         try:
@@ -5296,7 +5297,7 @@ async def _copy_to_postgres(
 ) -> dict[str, int]:
     await (await SqliteDatabase(path).open()).close()  # brought to this version, if older
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    target = PostgresDatabase(url, name=f"{_SERVER_NAME}{MIGRATING} {process_label()}")
+    target = PostgresDatabase(url, name=server_name(MIGRATING))
     copied: dict[str, int] = {}
     try:
         await target.claim(MIGRATING)  # first, as a server does: no server serves the target meanwhile
@@ -6116,6 +6117,7 @@ class RedisBroker:
         self._closing = asyncio.Event()
         self._in_read = False
         """Whether a stream read is under way (see :meth:`close`)."""
+        self._wake_errors: tuple[type[BaseException], ...] = (TimeoutError, *_redis_errors(every=True))
         self._wake_key = f"{config.redis_prefix}wake:{self._origin}"
         """A stream of this process's own, read with the events: an entry on it ends a blocking
         read at once (see :meth:`close`)."""
@@ -6214,9 +6216,7 @@ class RedisBroker:
                 pipe.xadd(self._wake_key, {"w": b"1"})
                 pipe.pexpire(self._wake_key, int(STREAM_BLOCK * 10_000))
                 await asyncio.wait_for(pipe.execute(), STREAM_BLOCK)
-        except TimeoutError:
-            return False
-        except _redis_errors(every=True):
+        except self._wake_errors:
             return False
         return True
 
@@ -6233,7 +6233,7 @@ class RedisBroker:
             woken = await self._wake()
             await asyncio.wait(reader, timeout=STREAM_BLOCK + 2.0)
             if woken:
-                with contextlib.suppress(*_redis_errors(every=True)):
+                with contextlib.suppress(*self._wake_errors):
                     await asyncio.wait_for(self._redis.delete(self._wake_key), STREAM_BLOCK)
         for task in self._tasks:
             task.cancel()  # the sender, and a reader Redis never answered
